@@ -1,0 +1,1 @@
+"""Subcommands of the ``spocu`` command line, one module each (see :mod:`spocu.cli`)."""

@@ -1,0 +1,389 @@
+r"""The one home of SPOCU's mathematics: parameters, polynomial coefficients and
+the float64 NumPy reference that every framework adapter is tested against.
+
+SPOCU (scaled polynomial constant unit; Kiseľák et al., *Neural Computing and
+Applications* 33, 2021, with its correction doi:10.1007/s00521-020-05412-6):
+
+.. math::
+
+    s(x) = \alpha\,h\!\left(\frac{x}{\gamma} + \beta\right) - \alpha\,h(\beta),
+    \qquad
+    h(u) = \begin{cases} 0 & u < 0 \\ r(u) & 0 \le u < c \\ r(c) & u \ge c \end{cases},
+    \qquad r(u) = u^3(u^5 - 2u^4 + 2) = u^8 - 2u^7 + 2u^3.
+
+Domain: :math:`\alpha > 0`, :math:`0 < \beta < 1`, :math:`\gamma > 0`,
+:math:`1 \le c \le \infty` (``c = inf``: no upper constant piece).
+
+Derivative (the convention at the kink :math:`u = c` is :math:`h'(c) = 0`):
+
+.. math::
+
+    s'(x) = \frac{\alpha}{\gamma} h'\!\left(\frac{x}{\gamma} + \beta\right),\qquad
+    h'(u) = r'(u) = 8u^7 - 14u^6 + 6u^2 \text{ on } [0, c),\ 0 \text{ elsewhere}.
+
+Example:
+    >>> from spocu.core import reference_spocu
+    >>> float(reference_spocu(0.0))
+    0.0
+    >>> round(float(reference_spocu(5.0)), 5)
+    -4.14656
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_BETA",
+    "DEFAULT_GAMMA",
+    "DEFAULT_C",
+    "R_COEFFICIENTS",
+    "R_PRIME_COEFFICIENTS",
+    "R_SECOND_COEFFICIENTS",
+    "SPOCUParams",
+    "validate_params",
+    "r",
+    "r_prime",
+    "r_second",
+    "h",
+    "h_prime",
+    "reference_spocu",
+    "REFERENCE_EPS",
+    "reference_spocu_grad",
+    "reference_spocu_grad2",
+    "shifted_coefficients",
+]
+
+#: Defaults of the original ``spocu`` 0.0.1 package and of the seed experiment.
+DEFAULT_ALPHA = 3.0937
+DEFAULT_BETA = 0.6653
+DEFAULT_GAMMA = 4.437
+DEFAULT_C = math.inf
+
+#: Coefficients of r(u) = u^8 - 2u^7 + 2u^3, lowest power first (index = power).
+R_COEFFICIENTS = (0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, -2.0, 1.0)
+#: r'(u) = 8u^7 - 14u^6 + 6u^2, lowest power first.
+R_PRIME_COEFFICIENTS = (0.0, 0.0, 6.0, 0.0, 0.0, 0.0, -14.0, 8.0)
+#: r''(u) = 56u^6 - 84u^5 + 12u, lowest power first.
+R_SECOND_COEFFICIENTS = (0.0, 12.0, 0.0, 0.0, 0.0, -84.0, 56.0)
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"SPOCU parameter {name} must be a real number, got a bool ({value!r})")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"SPOCU parameter {name} must be a real number, got {value!r}") from None
+
+
+def validate_params(
+    alpha: float = DEFAULT_ALPHA,
+    beta: float = DEFAULT_BETA,
+    gamma: float = DEFAULT_GAMMA,
+    c: float = DEFAULT_C,
+) -> tuple[float, float, float, float]:
+    """Check SPOCU's parameters against the paper's domain and return them as floats.
+
+    Domain: ``alpha > 0``, ``0 < beta < 1``, ``gamma > 0``, ``1 <= c <= inf``.
+    ``c=None`` is accepted as ``inf`` (no upper constant piece).
+
+    Raises:
+        ValueError: naming the parameter, its value and the allowed range.
+        TypeError: when a value is not a real number.
+
+    Example:
+        >>> validate_params(1.0, 0.5, 2.0, None)
+        (1.0, 0.5, 2.0, inf)
+    """
+    a = _as_float("alpha", alpha)
+    b = _as_float("beta", beta)
+    g = _as_float("gamma", gamma)
+    cc = math.inf if c is None else _as_float("c", c)
+    if not (math.isfinite(a) and a > 0):
+        raise ValueError(f"SPOCU parameter alpha={a!r} is out of range: alpha must be finite and > 0")
+    if not (0.0 < b < 1.0):  # also rejects NaN
+        raise ValueError(f"SPOCU parameter beta={b!r} is out of range: beta must lie in the open interval (0, 1)")
+    if not (math.isfinite(g) and g > 0):
+        raise ValueError(f"SPOCU parameter gamma={g!r} is out of range: gamma must be finite and > 0")
+    if not (cc >= 1.0):  # also rejects NaN; +inf is allowed
+        raise ValueError(f"SPOCU parameter c={cc!r} is out of range: c must satisfy 1 <= c <= inf")
+    return a, b, g, cc
+
+
+def _polyval(coefficients: tuple[float, ...], u: Any) -> Any:
+    """Horner evaluation, coefficients lowest power first."""
+    acc = np.zeros_like(u) + coefficients[-1]
+    for a_k in coefficients[-2::-1]:
+        acc = acc * u + a_k
+    return acc
+
+
+def r(u: Any) -> Any:
+    r"""The generator polynomial :math:`r(u) = u^3(u^5 - 2u^4 + 2)` (float64 NumPy).
+
+    Written as :math:`u^7(u - 2) + 2u^3` so that ``r(inf) = inf`` (not ``inf - inf``).
+
+    >>> float(r(1.0))
+    1.0
+    """
+    u = np.asarray(u, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return u**7 * (u - 2.0) + 2.0 * u**3
+
+
+def r_prime(u: Any) -> Any:
+    r""":math:`r'(u) = 8u^7 - 14u^6 + 6u^2 = 2u^2(u-1)(4u^4-3u^3-3u^2-3u-3)`.
+
+    >>> float(r_prime(1.0))
+    0.0
+    """
+    u = np.asarray(u, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return u**6 * (8.0 * u - 14.0) + 6.0 * u**2
+
+
+def r_second(u: Any) -> Any:
+    r""":math:`r''(u) = 56u^6 - 84u^5 + 12u`.
+
+    >>> float(r_second(1.0))
+    -16.0
+    """
+    u = np.asarray(u, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return u**5 * (56.0 * u - 84.0) + 12.0 * u
+
+
+def h(u: Any, c: float = DEFAULT_C) -> Any:
+    r"""The piecewise generator :math:`h`: 0 for :math:`u<0`, :math:`r(u)` on
+    :math:`[0, c)`, :math:`r(c)` for :math:`u \ge c`. NaN stays NaN.
+
+    >>> float(h(-1.0)), float(h(2.0, c=1.0))
+    (0.0, 1.0)
+    """
+    u = np.asarray(u, dtype=np.float64)
+    out = np.where(u < 0.0, 0.0, r(np.where(u < 0.0, 0.0, u)))
+    if math.isfinite(c):
+        out = np.where(u >= c, r(c), out)
+    return out
+
+
+def h_prime(u: Any, c: float = DEFAULT_C) -> Any:
+    r""":math:`h'(u)`: :math:`r'(u)` on :math:`[0, c)`, 0 for :math:`u < 0` and
+    :math:`u \ge c` (the convention at the kink). NaN stays NaN.
+
+    >>> float(h_prime(0.5)), float(h_prime(1.5, c=1.0))
+    (0.25, 0.0)
+    """
+    u = np.asarray(u, dtype=np.float64)
+    inside = (u >= 0.0) & (u < c)
+    out = np.where(inside, r_prime(np.where(inside, u, 0.0)), 0.0)
+    return np.where(np.isnan(u), np.nan, out)
+
+
+def reference_spocu(
+    x: Any,
+    alpha: float = DEFAULT_ALPHA,
+    beta: float = DEFAULT_BETA,
+    gamma: float = DEFAULT_GAMMA,
+    c: float = DEFAULT_C,
+) -> np.ndarray:
+    r"""Float64 reference of SPOCU, the literal definition
+    :math:`s(x) = \alpha h(x/\gamma + \beta) - \alpha h(\beta)`.
+
+    This is the oracle the tests of every framework compare against; it favours
+    being obviously right over speed. The subtraction cancels near :math:`x = 0`,
+    so it is carried out in ``numpy.longdouble`` (80-bit on x86, where that
+    gains 11 bits; :data:`REFERENCE_EPS` says what the platform gives) and the
+    result is rounded to float64.
+
+    >>> round(float(reference_spocu(-100.0)), 5)
+    -1.58383
+    """
+    alpha, beta, gamma, c = validate_params(alpha, beta, gamma, c)
+    x = np.asarray(x, dtype=np.float64)
+    ld = np.longdouble
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = x.astype(ld) / ld(gamma) + ld(beta)
+        out = ld(alpha) * _h_any(u, c) - ld(alpha) * _h_any(np.asarray(ld(beta)), c)
+    return out.astype(np.float64)
+
+
+def _h_any(u: np.ndarray, c: float) -> np.ndarray:
+    """h in u's own precision."""
+    zero = np.zeros((), dtype=u.dtype)
+    safe = np.where(u < 0, zero, u)
+    out = np.where(u < 0, zero, safe**7 * (safe - 2) + 2 * safe**3)
+    if math.isfinite(c):
+        cc = np.asarray(c, dtype=u.dtype)
+        out = np.where(u >= c, cc**7 * (cc - 2) + 2 * cc**3, out)
+    return out
+
+
+#: Unit roundoff of the arithmetic :func:`reference_spocu` uses inside.
+REFERENCE_EPS = float(np.finfo(np.longdouble).eps)
+
+
+def reference_spocu_grad(
+    x: Any,
+    alpha: float = DEFAULT_ALPHA,
+    beta: float = DEFAULT_BETA,
+    gamma: float = DEFAULT_GAMMA,
+    c: float = DEFAULT_C,
+) -> np.ndarray:
+    r"""Float64 reference of :math:`s'(x) = (\alpha/\gamma)\,h'(x/\gamma + \beta)`.
+
+    >>> round(float(reference_spocu_grad(0.0)), 5)
+    1.32704
+    """
+    alpha, beta, gamma, c = validate_params(alpha, beta, gamma, c)
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (alpha / gamma) * h_prime(x / gamma + beta, c)
+
+
+def reference_spocu_grad2(
+    x: Any,
+    alpha: float = DEFAULT_ALPHA,
+    beta: float = DEFAULT_BETA,
+    gamma: float = DEFAULT_GAMMA,
+    c: float = DEFAULT_C,
+) -> np.ndarray:
+    r"""Float64 reference of :math:`s''(x) = (\alpha/\gamma^2)\,r''(u)` on the active piece, else 0."""
+    alpha, beta, gamma, c = validate_params(alpha, beta, gamma, c)
+    x = np.asarray(x, dtype=np.float64)
+    u = x / gamma + beta
+    inside = (u > 0.0) & (u < c)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.where(inside, (alpha / gamma**2) * r_second(np.where(inside, u, 0.0)), 0.0)
+    return np.where(np.isnan(x), np.nan, out)
+
+
+def shifted_coefficients(beta: float) -> tuple[float, ...]:
+    r"""Coefficients :math:`d_1..d_8` of :math:`r(\beta + t) - r(\beta) = \sum_k d_k t^k`.
+
+    :math:`d_k = r^{(k)}(\beta)/k!`. Evaluating SPOCU in this shifted form avoids the
+    cancellation of :math:`r(u) - r(\beta)` near :math:`x = 0` (where the literal
+    form loses every digit of a small output). Index 0 of the result is
+    :math:`d_1`.
+
+    >>> d = shifted_coefficients(0.5)
+    >>> abs(sum(d) - (float(r(1.5)) - float(r(0.5)))) < 1e-12
+    True
+    """
+    coeffs = np.array(R_COEFFICIENTS, dtype=np.float64)
+    n = len(coeffs) - 1
+    out = []
+    for k in range(1, n + 1):
+        # d_k = sum_{j>=k} a_j * C(j, k) * beta^(j-k)
+        d_k = sum(coeffs[j] * math.comb(j, k) * beta ** (j - k) for j in range(k, n + 1))
+        out.append(float(d_k))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SPOCUParams:
+    r"""Validated SPOCU parameters and the derived constants the kernels use.
+
+    In the active piece :math:`-\gamma\beta < x < \gamma(c - \beta)`, SPOCU is the
+    polynomial :math:`s(x) = \sum_{k=1}^{8} e_k x^k` with
+    :math:`e_k = \alpha\, d_k / \gamma^k` (see :func:`shifted_coefficients`); outside
+    it is constant. So every kernel computes
+    :math:`s(x) = P(\mathrm{clamp}(x, x_{lo}, x_{hi}))` and
+    :math:`s'(x) = P'(\mathrm{clamp}(x, x_{lo}, x_{hi}))\,[x_{lo} < x < x_{hi}]`.
+
+    Example:
+        >>> p = SPOCUParams()
+        >>> p.lower_bound < 0 < p.upper_bound
+        True
+        >>> SPOCUParams(alpha=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: SPOCU parameter alpha=-1.0 is out of range: alpha must be finite and > 0
+    """
+
+    alpha: float = DEFAULT_ALPHA
+    beta: float = DEFAULT_BETA
+    gamma: float = DEFAULT_GAMMA
+    c: float = DEFAULT_C
+
+    def __post_init__(self) -> None:
+        a, b, g, cc = validate_params(self.alpha, self.beta, self.gamma, self.c)
+        object.__setattr__(self, "alpha", a)
+        object.__setattr__(self, "beta", b)
+        object.__setattr__(self, "gamma", g)
+        object.__setattr__(self, "c", cc)
+
+    @property
+    def lower_bound(self) -> float:
+        """x below which SPOCU is the constant -alpha*r(beta): x = -gamma*beta."""
+        return -self.gamma * self.beta
+
+    @property
+    def upper_bound(self) -> float:
+        """x at and above which SPOCU is the constant alpha*(r(c) - r(beta)); inf for c = inf."""
+        return self.gamma * (self.c - self.beta) if math.isfinite(self.c) else math.inf
+
+    @property
+    def lower_value(self) -> float:
+        """s(-inf) = -alpha*r(beta)."""
+        return -self.alpha * float(r(self.beta))
+
+    @property
+    def upper_value(self) -> float:
+        """s(+inf): alpha*(r(c) - r(beta)), or inf for c = inf."""
+        if not math.isfinite(self.c):
+            return math.inf
+        return self.alpha * (float(r(self.c)) - float(r(self.beta)))
+
+    @cached_property
+    def x_coefficients(self) -> tuple[float, ...]:
+        """e_1..e_8 of s(x) = sum_k e_k x^k on the active piece (index 0 is e_1)."""
+        d = shifted_coefficients(self.beta)
+        return tuple(self.alpha * d_k / self.gamma ** (k + 1) for k, d_k in enumerate(d))
+
+    @cached_property
+    def x_derivative_coefficients(self) -> tuple[float, ...]:
+        """Coefficients of s'(x) = sum_k k e_k x^(k-1), lowest power first."""
+        return tuple((k + 1) * e for k, e in enumerate(self.x_coefficients))
+
+    def derivative_safe_bound(self, max_value: float) -> float:
+        """Largest x at which evaluating s'(x) term by term stays below ``max_value / 16``.
+
+        For c = inf the true s'(x) overflows a finite float type for huge x; the
+        kernels clamp x there in the backward so that a finite input never yields
+        ``inf * 0 = NaN``. For finite c this is just :attr:`upper_bound` (or less).
+        """
+        coefficients = [abs(e) for e in self.x_derivative_coefficients]
+        limit = max_value / 16.0
+
+        def magnitude(x: float) -> float:
+            try:
+                return sum(a * x**k for k, a in enumerate(coefficients))
+            except OverflowError:
+                return math.inf
+
+        lo, hi = 1.0, 1.0
+        while magnitude(hi) < limit and hi < 1e300:
+            lo, hi = hi, hi * 2.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if magnitude(mid) < limit else (lo, mid)
+        return min(lo, self.upper_bound)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "c": self.c}
+
+    def __call__(self, x: Any) -> np.ndarray:
+        """The float64 reference s(x) with these parameters."""
+        return reference_spocu(x, self.alpha, self.beta, self.gamma, self.c)
+
+    def grad(self, x: Any) -> np.ndarray:
+        """The float64 reference s'(x) with these parameters."""
+        return reference_spocu_grad(x, self.alpha, self.beta, self.gamma, self.c)

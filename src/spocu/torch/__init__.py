@@ -1,0 +1,14 @@
+"""SPOCU for PyTorch: :func:`spocu` (functional) and :class:`SPOCU` (module).
+
+Example:
+    >>> import torch
+    >>> import spocu.torch
+    >>> layer = torch.nn.Sequential(torch.nn.Linear(4, 8), spocu.torch.SPOCU(), torch.nn.Linear(8, 1))
+    >>> layer(torch.zeros(2, 4)).shape
+    torch.Size([2, 1])
+"""
+
+from spocu.torch.functional import spocu
+from spocu.torch.modules import SPOCU
+
+__all__ = ["spocu", "SPOCU"]

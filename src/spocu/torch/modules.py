@@ -1,0 +1,129 @@
+"""``torch.nn.Module`` form of SPOCU."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams
+from spocu.torch.functional import spocu
+
+__all__ = ["SPOCU"]
+
+
+_POSITIVE_FLOOR = 1e-6  # keeps softplus(raw) away from 0 in float32
+_UNIT_MARGIN = 1e-6  # sigmoid(raw) rounds to exactly 0 or 1 in float32 for |raw| > ~17
+
+
+def _inverse_softplus(value: float) -> float:
+    v = value - _POSITIVE_FLOOR
+    return v + math.log(-math.expm1(-v))  # stable for large v
+
+
+class SPOCU(nn.Module):
+    r"""Applies SPOCU (scaled polynomial constant unit) elementwise.
+
+    .. math::
+
+        \mathrm{SPOCU}(x) = \alpha\,h\!\left(\frac{x}{\gamma} + \beta\right) - \alpha\,h(\beta),\quad
+        h(u) = \begin{cases} 0 & u < 0 \\ r(u) & 0 \le u < c \\ r(c) & u \ge c\end{cases},\quad
+        r(u) = u^3(u^5 - 2u^4 + 2)
+
+    (Kiseľák et al., Neural Computing and Applications 33, 2021; correction
+    doi:10.1007/s00521-020-05412-6.) With ``c = inf`` (the default, as in the
+    original ``spocu`` package) SPOCU is unbounded above and not monotone;
+    ``c = 1`` makes it bounded and monotone.
+
+    Args:
+        alpha: scale, ``> 0``.
+        beta: shift, in ``(0, 1)``.
+        gamma: input scale, ``> 0``.
+        c: saturation point, ``1 <= c <= inf``.
+        learnable: make alpha, beta and gamma trainable. The ``nn.Parameter`` s are
+            unconstrained (``raw_alpha``, ``raw_beta``, ``raw_gamma``) and mapped
+            into the domain (alpha, gamma = softplus(raw) + 1e-6, beta =
+            1e-6 + (1 - 2e-6) * sigmoid(raw)), so every optimizer step keeps SPOCU valid;
+            ``module.alpha`` etc. read the constrained values. The learnable
+            path's backward is slower than the fixed one.
+        num_parameters: with ``learnable=True``, 1 (shared) or the number of
+            channels (dim 1 of the input), like :class:`torch.nn.PReLU`.
+
+    Shape:
+        Input: :math:`(*)`; output: :math:`(*)`, same shape.
+
+    Example:
+        >>> import torch
+        >>> from spocu.torch import SPOCU
+        >>> m = SPOCU(c=1.0)
+        >>> m
+        SPOCU(alpha=3.0937, beta=0.6653, gamma=4.437, c=1.0)
+        >>> m(torch.tensor([-5.0, 0.0, 5.0]))
+        tensor([-1.5838,  0.0000,  1.5099])
+    """
+
+    def __init__(
+        self,
+        alpha: float = DEFAULT_ALPHA,
+        beta: float = DEFAULT_BETA,
+        gamma: float = DEFAULT_GAMMA,
+        c: float = DEFAULT_C,
+        *,
+        learnable: bool = False,
+        num_parameters: int = 1,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        params = SPOCUParams(alpha, beta, gamma, c)
+        if not isinstance(num_parameters, int) or isinstance(num_parameters, bool) or num_parameters < 1:
+            raise ValueError(f"num_parameters={num_parameters!r} must be a positive int")
+        if num_parameters != 1 and not learnable:
+            raise ValueError("num_parameters > 1 needs learnable=True (fixed parameters are shared)")
+        self.c = params.c
+        self.learnable = bool(learnable)
+        self.num_parameters = num_parameters
+        if self.learnable:
+            kw = {"device": device, "dtype": dtype}
+            self.raw_alpha = nn.Parameter(torch.full((num_parameters,), _inverse_softplus(params.alpha), **kw))
+            p = (params.beta - _UNIT_MARGIN) / (1 - 2 * _UNIT_MARGIN)
+            self.raw_beta = nn.Parameter(torch.full((num_parameters,), math.log(p / (1 - p)), **kw))
+            self.raw_gamma = nn.Parameter(torch.full((num_parameters,), _inverse_softplus(params.gamma), **kw))
+        else:
+            self._fixed = params
+
+    @property
+    def alpha(self):
+        """alpha: a float, or (learnable) a tensor of ``num_parameters`` values > 0."""
+        if self.learnable:
+            return nn.functional.softplus(self.raw_alpha) + _POSITIVE_FLOOR
+        return self._fixed.alpha
+
+    @property
+    def beta(self):
+        """beta: a float, or (learnable) a tensor of values in (0, 1)."""
+        if self.learnable:
+            return _UNIT_MARGIN + (1 - 2 * _UNIT_MARGIN) * torch.sigmoid(self.raw_beta)
+        return self._fixed.beta
+
+    @property
+    def gamma(self):
+        """gamma: a float, or (learnable) a tensor of values > 0."""
+        if self.learnable:
+            return nn.functional.softplus(self.raw_gamma) + _POSITIVE_FLOOR
+        return self._fixed.gamma
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return spocu(input, self.alpha, self.beta, self.gamma, self.c)
+
+    def extra_repr(self) -> str:
+        if self.learnable:
+            def fmt(t):
+                v = t.detach().cpu().flatten().tolist()
+                return f"{v[0]:.6g}" if len(v) == 1 else f"[{', '.join(f'{e:.4g}' for e in v[:4])}{', ...' if len(v) > 4 else ''}]"
+            return (
+                f"alpha={fmt(self.alpha)}, beta={fmt(self.beta)}, gamma={fmt(self.gamma)}, c={self.c}, "
+                f"learnable=True, num_parameters={self.num_parameters}"
+            )
+        return f"alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, c={self.c}"
