@@ -1,43 +1,54 @@
 """The ``spocu`` command line: ``spocu <command> [options]`` (also ``python -m spocu``).
 
-Each command lives in its own module under :mod:`spocu.commands` and provides
-``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules
-are imported only when their command runs, so ``spocu fit`` never imports torch.
+Each command is a module in :mod:`spocu.commands` that provides ``HELP`` (one
+line), ``add_arguments(parser)`` and ``run(args) -> int``; the CLI finds them
+there. Command modules import their heavy dependencies inside ``run`` so that
+``spocu --help`` and ``spocu fit`` never import torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
 from spocu import __version__
 
-#: command name -> (module under spocu.commands, one-line help), in ``--help`` order
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("demo", "train a tiny network with SPOCU and ReLU and print the losses"),
-}
+#: commands listed first in ``--help``, in this order; any others follow alphabetically
+PREFERRED_ORDER = ("compare", "fit", "analyze", "shape", "bench", "demo")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def available_commands() -> list[str]:
+    import spocu.commands
+
+    names = [m.name for m in pkgutil.iter_modules(spocu.commands.__path__) if not m.name.startswith("_")]
+    return sorted(names, key=lambda n: (PREFERRED_ORDER.index(n) if n in PREFERRED_ORDER else len(PREFERRED_ORDER), n))
+
+
+def _load(name: str):
+    return importlib.import_module(f"spocu.commands.{name}")
+
+
+def _build_parser(commands: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spocu", description="SPOCU activation: experiments and tools.")
     parser.add_argument("--version", action="version", version=f"spocu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_line) in COMMANDS.items():
-        sub.add_parser(name, help=help_line, add_help=False)
+    for name in commands:
+        sub.add_parser(name, help=getattr(_load(name), "HELP", ""), add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _build_parser()
+    commands = available_commands()
     if not argv or argv[0] in ("-h", "--help", "--version"):
-        parser.parse_args(argv or ["--help"])
+        _build_parser(commands).parse_args(argv or ["--help"])
         return 0
     name = argv[0]
-    if name not in COMMANDS:
-        parser.error(f"unknown command {name!r}; choose one of {', '.join(COMMANDS)}")
-    module = importlib.import_module(f"spocu.commands.{COMMANDS[name][0]}")
+    if name not in commands:
+        _build_parser(commands).error(f"unknown command {name!r}; choose one of {', '.join(commands)}")
+    module = _load(name)
     sub = argparse.ArgumentParser(prog=f"spocu {name}", description=getattr(module, "HELP", None))
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
