@@ -179,7 +179,7 @@ def h_prime(u: Any, c: float = DEFAULT_C) -> Any:
     :math:`u \ge c` (the convention at the kink). NaN stays NaN.
 
     >>> float(h_prime(0.5)), float(h_prime(1.5, c=1.0))
-    (0.25, 0.0)
+    (1.34375, 0.0)
     """
     u = np.asarray(u, dtype=np.float64)
     inside = (u >= 0.0) & (u < c)

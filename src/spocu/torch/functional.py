@@ -9,7 +9,7 @@ Example:
     >>> import torch
     >>> from spocu.torch import spocu
     >>> spocu(torch.tensor([-10.0, 0.0, 1.0]))
-    tensor([-1.5838,  0.0000,  1.4232])
+    tensor([-1.5838,  0.0000,  1.2620])
 """
 
 from __future__ import annotations
