@@ -1,0 +1,203 @@
+r"""Functional SPOCU for JAX.
+
+With fixed (Python float) parameters SPOCU is computed as the core prescribes,
+``s(x) = P(clip(x, x_lo, x_hi))`` with ``P(x) = sum_k e_k x^k`` (Horner,
+coefficients from :attr:`spocu.core.SPOCUParams.x_coefficients`), under a
+:func:`jax.custom_jvp` whose rule pins the derivative convention of the core:
+
+* ``s'(x) = P'(x)`` on the active piece ``x_lo < x < x_hi``, ``0`` for
+  ``x <= x_lo`` and ``x >= x_hi`` (the kink at ``u = c``);
+* ``P'`` is evaluated at ``clip(x, x_lo, min(x_hi, cap))`` (the double-``where``
+  idiom of :func:`jax.nn.elu`), so the branch a ``where`` discards can never
+  overflow and no finite input yields a NaN gradient; NaN in gives NaN out.
+
+The tangent is computed inside :func:`jax.checkpoint`, so reverse mode saves
+only the input ``x`` as residual (the same memory as ReLU) and recomputes
+``s'(x)`` in the backward pass; forward mode (``jax.jvp``, ``jax.hessian``)
+works as well. float16/bfloat16 inputs are computed in float32 and returned in
+their own dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache, partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, R_COEFFICIENTS, SPOCUParams
+
+__all__ = ["spocu", "spocu_fixed"]
+
+_HALF = (jnp.float16, jnp.bfloat16)
+
+
+@lru_cache(maxsize=256)
+def _params(alpha: float, beta: float, gamma: float, c: float) -> SPOCUParams:
+    return SPOCUParams(alpha, beta, gamma, c)
+
+
+@lru_cache(maxsize=512)
+def _derivative_cap(params: SPOCUParams, dtype_name: str) -> float:
+    return params.derivative_safe_bound(float(jnp.finfo(dtype_name).max))
+
+
+def _horner(x: jax.Array, coefficients: tuple[float, ...], *, shift: bool) -> jax.Array:
+    """``sum_k c_k x^k`` (``shift=False``) or ``x * sum_k c_k x^k`` (``shift=True``), lowest power first."""
+    acc = x * coefficients[-1]
+    for a_k in coefficients[-2:0:-1]:
+        acc = (acc + a_k) * x
+    acc = acc + coefficients[0]
+    return acc * x if shift else acc
+
+
+def _forward(x: jax.Array, params: SPOCUParams) -> jax.Array:
+    hi = params.upper_bound
+    xc = jnp.clip(x, params.lower_bound, hi if math.isfinite(hi) else None)
+    return _horner(xc, params.x_coefficients, shift=True)
+
+
+def _derivative(x: jax.Array, params: SPOCUParams) -> jax.Array:
+    """s'(x): P' at the clipped x, 0 outside the active piece (NaN stays NaN)."""
+    cap = _derivative_cap(params, jnp.dtype(x.dtype).name)
+    ds = _horner(jnp.clip(x, params.lower_bound, cap), params.x_derivative_coefficients, shift=False)
+    outside = x <= params.lower_bound
+    if math.isfinite(params.upper_bound):
+        outside = outside | (x >= params.upper_bound)
+    return jnp.where(outside, jnp.zeros((), x.dtype), ds)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _spocu_core(x: jax.Array, params: SPOCUParams) -> jax.Array:
+    return _forward(x, params)
+
+
+@partial(jax.checkpoint, static_argnums=(2,))
+def _tangent(x: jax.Array, x_dot: jax.Array, params: SPOCUParams) -> jax.Array:
+    # checkpoint: reverse mode keeps only x and recomputes s'(x) in the backward pass
+    return x_dot * _derivative(x, params)
+
+
+@_spocu_core.defjvp
+def _spocu_core_jvp(params, primals, tangents):
+    (x,), (x_dot,) = primals, tangents
+    return _spocu_core(x, params), _tangent(x, x_dot, params)
+
+
+@partial(jax.jit, static_argnums=(1,))
+def spocu_fixed(x: jax.Array, params: SPOCUParams) -> jax.Array:
+    """SPOCU of a floating array with validated :class:`~spocu.core.SPOCUParams`.
+
+    The kernel behind :func:`spocu` (and the Keras JAX backend); half types are
+    computed in float32.
+
+    >>> from spocu.core import SPOCUParams
+    >>> import jax.numpy as jnp
+    >>> [round(v, 4) for v in spocu_fixed(jnp.array([0.0, 5.0]), SPOCUParams()).tolist()]
+    [0.0, -4.1466]
+    """
+    if x.dtype in _HALF:
+        return _spocu_core(x.astype(jnp.float32), params).astype(x.dtype)
+    return _spocu_core(x, params)
+
+
+def _shifted_coefficients(beta: jax.Array) -> list[jax.Array]:
+    """d_1..d_8 of r(beta + t) - r(beta), d_k = r^(k)(beta)/k!, as arrays shaped like beta."""
+    n = len(R_COEFFICIENTS) - 1
+    out = []
+    for k in range(1, n + 1):
+        d_k = jnp.zeros_like(beta)
+        for j in range(k, n + 1):
+            if R_COEFFICIENTS[j]:
+                d_k = d_k + R_COEFFICIENTS[j] * math.comb(j, k) * beta ** (j - k)
+        out.append(d_k)
+    return out
+
+
+def _spocu_array_params(x: jax.Array, alpha: Any, beta: Any, gamma: Any, c: float) -> jax.Array:
+    """SPOCU with array-valued (differentiable) alpha, beta, gamma, by plain autodiff.
+
+    ``s = alpha * t * sum_k d_k(beta) t^(k-1)`` with ``t = clip(x/gamma, -beta, c - beta)``:
+    the shifted form has no cancellation near x = 0, and the clip makes the
+    flat pieces (and their parameter derivatives) exact.
+    """
+    out_dtype = x.dtype
+    work = jnp.float32 if x.dtype in _HALF else x.dtype
+    x = x.astype(work)
+    a, b, g = (jnp.asarray(p).astype(work) for p in (alpha, beta, gamma))
+    t = jnp.clip(x / g, -b, (c - b) if math.isfinite(c) else None)
+    d = _shifted_coefficients(b)
+    acc = d[-1] * t
+    for d_k in d[-2:0:-1]:
+        acc = (acc + d_k) * t
+    return (a * t * (acc + d[0])).astype(out_dtype)
+
+
+def _as_float_array(x: Any) -> jax.Array:
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"spocu is defined for real inputs, got a {x.dtype} array")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        # integer and bool inputs are promoted as jax.nn.sigmoid promotes them
+        return x.astype(jnp.result_type(float))
+    return x
+
+
+def spocu(
+    x: Any,
+    alpha: Any = DEFAULT_ALPHA,
+    beta: Any = DEFAULT_BETA,
+    gamma: Any = DEFAULT_GAMMA,
+    c: float = DEFAULT_C,
+) -> jax.Array:
+    r"""Apply SPOCU elementwise.
+
+    .. math::
+
+        s(x) = \alpha\,h(x/\gamma + \beta) - \alpha\,h(\beta),\qquad
+        s'(x) = \tfrac{\alpha}{\gamma}\,r'(x/\gamma + \beta)\ \text{on the active piece, else } 0.
+
+    Works under :func:`jax.jit`, :func:`jax.grad` (any order), :func:`jax.vmap`
+    and forward mode.
+
+    Args:
+        x: array of any shape; float16/bfloat16 are computed in float32 and
+            returned in their own dtype; integer/bool inputs are promoted to the
+            default float dtype (as :func:`jax.nn.sigmoid` does).
+        alpha, beta, gamma: Python floats (validated; the fast path with the
+            pinned derivative) or arrays that broadcast against ``x`` (e.g. shape
+            ``(features,)`` for per-feature values), which makes them
+            differentiable -- the way to learn them in a Flax/Equinox module.
+            Array values are not validated (they may be tracers): keep them in
+            the domain ``alpha, gamma > 0``, ``0 < beta < 1``, e.g. via softplus
+            and sigmoid.
+        c: saturation point, ``1 <= c <= inf`` (a Python float).
+
+    Returns:
+        An array of ``x``'s shape and (floating) dtype.
+
+    Raises:
+        ValueError: for parameters outside the domain (the core's messages).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.linspace(-4.0, 4.0, 5)
+        >>> [round(v, 4) for v in jax.vmap(jax.grad(lambda v: spocu(v, c=1.0)))(x).tolist()]
+        [0.0, 0.1917, 1.327, 0.0, 0.0]
+        >>> spocu(1.0, alpha=-1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: SPOCU parameter alpha=-1.0 is out of range: alpha must be finite and > 0
+    """
+    x = _as_float_array(x)
+    if any(isinstance(p, (jax.Array, np.ndarray)) for p in (alpha, beta, gamma)):
+        c = SPOCUParams(c=c).c  # validate c; array parameters are the caller's job
+        return _spocu_array_params(x, alpha, beta, gamma, c)
+    try:
+        params = _params(alpha, beta, gamma, c)
+    except TypeError:  # unhashable argument: let the validation name it
+        params = SPOCUParams(alpha, beta, gamma, c)
+    return spocu_fixed(x, params)
