@@ -38,3 +38,12 @@ __all__ = [
     "validate_params",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # spocu.fit lives in spocu.science (scipy); import it on first use, not at `import spocu`
+    if name == "fit":
+        from spocu.science import fit
+
+        return fit
+    raise AttributeError(f"module 'spocu' has no attribute {name!r}")
