@@ -1,0 +1,422 @@
+"""Datasets behind one loader interface: ``wdbc``, ``digits`` (embedded), ``mnist``, ``cifar10`` (real data).
+
+Every loader returns a :class:`Source` (the official training data, the official test data if
+there is one, class names, where it was read from); :func:`load_dataset` turns it into a
+:class:`Dataset` with the same protocol for all:
+
+- **wdbc** (569 samples, 30 features; scikit-learn's ``load_breast_cancer``) and **digits**
+  (1,797 8x8 images; ``load_digits``) have no official test set: a stratified test split
+  (``test_size``, default 0.2) is taken first, then a stratified validation split (``val_size``,
+  default 0.2) from the rest, both with ``split_seed``. Features are standardized with the mean
+  and standard deviation of the training split only (``StandardScaler``; a constant feature
+  keeps scale 1).
+- **mnist** and **cifar10** keep their official test sets (10,000 images each); a stratified
+  validation split (``val_size``, default 5,000 images) is held out of the official training set.
+  Pixels stay uint8 and are scaled by 1/255 in the engine, as in the seed experiment.
+
+MNIST and CIFAR-10 are looked for in ``data_dir`` (a directory of your own copies, including
+torchvision's and Keras's layouts), then in the cache (``$SPOCU_DATA`` or ``~/.cache/spocu``),
+then downloaded from the canonical source into the cache, verified by checksum. Files with
+a published checksum are verified wherever they come from.
+
+Example:
+    >>> ds = load_dataset("wdbc")
+    >>> ds.input_shape, ds.num_classes, len(ds.y_train), len(ds.y_val), len(ds.y_test)
+    ((30,), 2, 364, 91, 114)
+    >>> abs(float(ds.x_train.mean())) < 1e-6  # standardized with training statistics
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from spocu.experiments.download import ChecksumError, DatasetError, RemoteFile, cache_dir, fetch, verify
+from spocu.experiments.formats import FormatError, read_cifar_batch, read_idx_file, read_mnist_npz
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetError",
+    "Source",
+    "load_dataset",
+    "CIFAR10_ARCHIVE",
+    "CIFAR10_BATCH_MD5",
+    "MNIST_FILES",
+    "MNIST_NPZ_SHA256",
+]
+
+# ----------------------------------------------------------------------------- published files
+
+#: The CIFAR-10 python tarball (https://www.cs.toronto.edu/~kriz/cifar.html).
+CIFAR10_ARCHIVE = RemoteFile(
+    "cifar-10-python.tar.gz",
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "c58f30108f718f92721af3b95e74349a",
+    size=170_498_071,
+)
+#: md5 of the extracted batches (torchvision's ``CIFAR10.train_list``/``test_list``).
+CIFAR10_BATCH_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_CIFAR_DIR = "cifar-10-batches-py"
+#: Names under which Keras and torchvision keep the tarball.
+_CIFAR_ARCHIVE_NAMES = ("cifar-10-python.tar.gz", "cifar-10-batches-py.tar.gz", "cifar-10-batches-py-target_archive")
+
+#: torchvision's mirror of MNIST (LeCun's original site no longer serves the files).
+MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+#: role -> (file name, md5) as in ``torchvision.datasets.MNIST.resources``.
+MNIST_FILES = {
+    "train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    "train_labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+    "test_images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+}
+#: sha256 of Keras's ``mnist.npz``.
+MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+
+
+# ----------------------------------------------------------------------------- interface
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a loader returns: official train (and test, if any) arrays and where they came from."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    class_names: tuple[str, ...]
+    origin: str
+    tabular: bool  # True: standardize features; False: uint8 images scaled by 1/255
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train/validation/test arrays ready for an engine.
+
+    ``x_*`` are float32 (standardized features, shape (N, *input_shape)) or, for images,
+    uint8 of shape (N, C, H, W) to be multiplied by ``pixel_scale``. Labels are int64.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    pixel_scale: float | None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+    def fingerprint(self) -> str:
+        """sha256 (first 16 hex digits) of every array: the same data and split give the same value."""
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            digest.update(str((array.dtype.str, array.shape)).encode())
+            digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()[:16]
+
+    def describe(self) -> dict:
+        """Sizes, split and preprocessing, for results.json and the report."""
+        return {
+            "name": self.name,
+            "train": int(len(self.y_train)),
+            "val": int(len(self.y_val)),
+            "test": int(len(self.y_test)),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "fingerprint": self.fingerprint(),
+            **self.info,
+        }
+
+
+Loader = Callable[[Path | None, bool, bool], Source]
+
+
+# ----------------------------------------------------------------------------- embedded
+
+
+def _load_wdbc(data_dir: Path | None, download: bool, progress: bool) -> Source:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    return Source(bunch.data, bunch.target, None, None, tuple(bunch.target_names), "scikit-learn load_breast_cancer (UCI WDBC)", True)
+
+
+def _load_digits(data_dir: Path | None, download: bool, progress: bool) -> Source:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = bunch.data.reshape(-1, 1, 8, 8)
+    return Source(x, bunch.target, None, None, tuple(str(c) for c in bunch.target_names), "scikit-learn load_digits (UCI optdigits test set)", True)
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+
+
+def _roots(data_dir: Path | None, subdir: str) -> list[Path]:
+    roots = [] if data_dir is None else [Path(data_dir).expanduser()]
+    return roots + [cache_dir() / subdir]
+
+
+def _read_cifar_archive(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
+    verify(path, CIFAR10_ARCHIVE.digest, CIFAR10_ARCHIVE.algorithm)
+    batches = {}
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            for name in CIFAR10_BATCH_MD5:
+                member = archive.extractfile(f"{_CIFAR_DIR}/{name}")  # read in memory; nothing is extracted
+                if member is None:
+                    raise FormatError(f"{path}: {_CIFAR_DIR}/{name} is not a file")
+                batches[name] = read_cifar_batch(member, f"{path}:{name}")
+    except KeyError as error:
+        raise DatasetError(f"{path}: the archive lacks {error}; it is not the CIFAR-10 python version") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        raise DatasetError(f"{path}: the archive is truncated or corrupt ({error}); delete it and try again") from None
+    except FormatError as error:
+        raise DatasetError(str(error)) from None
+    return batches, str(path)
+
+
+def _read_cifar_directory(directory: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
+    batches = {}
+    for name, md5 in CIFAR10_BATCH_MD5.items():
+        path = directory / name
+        verify(path, md5)
+        try:
+            with open(path, "rb") as stream:
+                batches[name] = read_cifar_batch(stream, str(path))
+        except FormatError as error:
+            raise DatasetError(str(error)) from None
+    return batches, str(directory)
+
+
+def _cifar_locations(root: Path) -> tuple[list[Path], list[Path]]:
+    directories = [root / _CIFAR_DIR, root / "cifar-10-batches-py-target" / _CIFAR_DIR, root / "datasets" / _CIFAR_DIR, root]
+    archives = [root / name for name in _CIFAR_ARCHIVE_NAMES] + [root / "datasets" / name for name in _CIFAR_ARCHIVE_NAMES]
+    return directories, archives
+
+
+def _load_cifar10(data_dir: Path | None, download: bool, progress: bool) -> Source:
+    batches = None
+    for root in _roots(data_dir, "cifar10"):
+        directories, archives = _cifar_locations(root)
+        for directory in directories:
+            if all((directory / name).is_file() for name in CIFAR10_BATCH_MD5):
+                batches = _read_cifar_directory(directory)
+                break
+        if batches is None:
+            for archive in archives:
+                if archive.is_file():
+                    batches = _read_cifar_archive(archive)
+                    break
+        if batches is not None:
+            break
+    if batches is None:
+        target = cache_dir() / "cifar10"
+        failure = "downloads are off (--no-download)"
+        if download:
+            try:
+                batches = _read_cifar_archive(fetch(CIFAR10_ARCHIVE, target, progress=progress))
+            except ChecksumError:
+                raise
+            except DatasetError as error:
+                failure = str(error)
+        if batches is None:
+            looked = ", ".join(str(r) for r in _roots(data_dir, "cifar10"))
+            raise DatasetError(
+                f"CIFAR-10 not found and not downloaded: {failure}.\n"
+                f"Needed: {CIFAR10_ARCHIVE.name} (md5 {CIFAR10_ARCHIVE.digest}, from {CIFAR10_ARCHIVE.url}) "
+                f"or its extracted folder {_CIFAR_DIR}/ ({', '.join(CIFAR10_BATCH_MD5)}).\n"
+                f"Put either into {target} (or set $SPOCU_DATA), or pass --data-dir DIR with torchvision's "
+                f"root (DIR/{_CIFAR_DIR}/ or DIR/{CIFAR10_ARCHIVE.name}) or Keras's ~/.keras/datasets.\n"
+                f"Looked in: {looked}."
+            )
+    parts, origin = batches
+    train = [parts[f"data_batch_{i}"] for i in range(1, 6)]
+    x_train = np.concatenate([x for x, _ in train])
+    y_train = np.concatenate([y for _, y in train])
+    x_test, y_test = parts["test_batch"]
+    return Source(x_train, y_train, x_test, y_test, CIFAR10_CLASSES, origin, False)
+
+
+# ----------------------------------------------------------------------------- MNIST
+
+
+def _mnist_from_idx(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
+    arrays = {}
+    for role, path in files.items():
+        name, md5 = MNIST_FILES[role]
+        if path.name == name:  # the published .gz: verify; an uncompressed copy has no published md5
+            verify(path, md5)
+        try:
+            arrays[role] = read_idx_file(path)
+        except FormatError as error:
+            raise DatasetError(str(error)) from None
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or images.dtype != np.uint8:
+            raise DatasetError(f"MNIST {split}: images {images.dtype} {images.shape} and labels {labels.shape} do not fit together")
+    return arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"]
+
+
+def _mnist_idx_files(directory: Path) -> dict[str, Path] | None:
+    found = {}
+    for role, (name, _) in MNIST_FILES.items():
+        for candidate in (directory / name, directory / name[: -len(".gz")]):
+            if candidate.is_file():
+                found[role] = candidate
+                break
+        else:
+            return None
+    return found
+
+
+def _load_mnist(data_dir: Path | None, download: bool, progress: bool) -> Source:
+    arrays, origin = None, ""
+    for root in _roots(data_dir, "mnist"):
+        for directory in (root, root / "MNIST" / "raw", root / "mnist", root / "datasets"):
+            files = _mnist_idx_files(directory)
+            if files is not None:
+                arrays, origin = _mnist_from_idx(files), str(directory)
+                break
+            npz = directory / "mnist.npz"
+            if npz.is_file():
+                verify(npz, MNIST_NPZ_SHA256, "sha256")
+                try:
+                    arrays, origin = read_mnist_npz(npz), str(npz)
+                except FormatError as error:
+                    raise DatasetError(str(error)) from None
+                break
+        if arrays is not None:
+            break
+    if arrays is None:
+        target = cache_dir() / "mnist"
+        failure = "downloads are off (--no-download)"
+        if download:
+            try:
+                files = {}
+                for role, (name, md5) in MNIST_FILES.items():
+                    existing = target / name
+                    files[role] = existing if existing.is_file() else fetch(RemoteFile(name, MNIST_MIRROR + name, md5), target, progress=progress)
+                arrays, origin = _mnist_from_idx(files), str(target)
+            except ChecksumError:
+                raise
+            except DatasetError as error:
+                failure = str(error)
+        if arrays is None:
+            names = ", ".join(f"{name} (md5 {md5})" for name, md5 in MNIST_FILES.values())
+            looked = ", ".join(str(r) for r in _roots(data_dir, "mnist"))
+            raise DatasetError(
+                f"MNIST not found and not downloaded: {failure}.\n"
+                f"Needed: the four IDX files {names} from {MNIST_MIRROR}, or Keras's mnist.npz.\n"
+                f"Put them into {target} (or set $SPOCU_DATA), or pass --data-dir DIR with torchvision's root "
+                f"(DIR/MNIST/raw/) or Keras's ~/.keras/datasets (DIR/mnist.npz).\n"
+                f"Looked in: {looked}."
+            )
+    x_train, y_train, x_test, y_test = arrays
+    return Source(x_train[:, None], y_train, x_test[:, None], y_test, tuple(str(d) for d in range(10)), origin, False)
+
+
+#: name -> loader
+DATASETS: dict[str, Loader] = {
+    "wdbc": _load_wdbc,
+    "digits": _load_digits,
+    "mnist": _load_mnist,
+    "cifar10": _load_cifar10,
+}
+#: Default validation size per dataset (a fraction < 1 of the training data, or a count).
+DEFAULT_VAL_SIZE = {"wdbc": 0.2, "digits": 0.2, "mnist": 5000, "cifar10": 5000}
+#: Default test fraction for the datasets without an official test set.
+DEFAULT_TEST_SIZE = 0.2
+
+
+def _split_size(value: float, n: int, what: str) -> float | int:
+    if value <= 0:
+        raise ValueError(f"{what} must be > 0, got {value}")
+    if value < 1:
+        return float(value)
+    if value != int(value) or value >= n:
+        raise ValueError(f"{what}={value} must be a fraction in (0, 1) or a whole number of samples below {n}")
+    return int(value)
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    progress: bool = True,
+    split_seed: int = 0,
+    val_size: float | None = None,
+    test_size: float | None = None,
+) -> Dataset:
+    """Load ``name`` and split it (stratified, ``split_seed``) into train, validation and test.
+
+    Raises:
+        ValueError: unknown dataset or bad split sizes.
+        DatasetError: data not found, not downloadable, corrupt or a wrong checksum.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    source = DATASETS[name](Path(data_dir) if data_dir else None, download, progress)
+    x, y = np.asarray(source.x_train), np.asarray(source.y_train, dtype=np.int64)
+    info: dict = {"origin": source.origin, "split_seed": split_seed}
+    if source.x_test is None:
+        test = _split_size(DEFAULT_TEST_SIZE if test_size is None else test_size, len(y), "test_size")
+        x, x_test, y, y_test = train_test_split(x, y, test_size=test, stratify=y, random_state=split_seed)
+        info["test_split"] = f"stratified {test} of {len(source.y_train)} samples (no official test set)"
+    else:
+        if test_size is not None:
+            raise ValueError(f"{name} has an official test set; test_size does not apply")
+        x_test, y_test = np.asarray(source.x_test), np.asarray(source.y_test, dtype=np.int64)
+        info["test_split"] = "official test set"
+    val = _split_size(DEFAULT_VAL_SIZE[name] if val_size is None else val_size, len(y), "val_size")
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=val, stratify=y, random_state=split_seed)
+    info["val_split"] = f"stratified {val} of the {len(y)} training samples"
+    if source.tabular:
+        from sklearn.preprocessing import StandardScaler
+
+        shape = x_train.shape[1:]
+        scaler = StandardScaler().fit(x_train.reshape(len(x_train), -1))
+
+        def standardize(a: np.ndarray) -> np.ndarray:
+            return scaler.transform(a.reshape(len(a), -1)).astype(np.float32).reshape((len(a), *shape))
+
+        x_train, x_val, x_test = standardize(x_train), standardize(x_val), standardize(x_test)
+        info["preprocessing"] = "features standardized with the training split's mean and sd"
+        pixel_scale = None
+    else:
+        pixel_scale = 1.0 / 255.0
+        info["preprocessing"] = "uint8 pixels scaled by 1/255"
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, source.class_names, pixel_scale, info)
