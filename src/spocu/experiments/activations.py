@@ -1,0 +1,245 @@
+"""Activations by name, with parameters: ``"spocu"``, ``"spocu(c=1)"``, ``"elu(alpha=0.5)"``.
+
+:func:`parse_activation` turns such a string into an :class:`ActivationSpec`: the
+canonical name (defaults omitted, so ``spocu(c=1.0)`` and ``spocu(c=1)`` are the same
+activation), its parameters, its customary weight initialization and a factory for the
+PyTorch module. The spec itself is framework-neutral (a Keras engine builds its own layer
+from ``name`` and ``params``).
+
+Customary initializations (all layers, biases zero; see :data:`INIT_SCHEMES`):
+
+============================  =================  ====================================================
+activation                    init               why
+============================  =================  ====================================================
+selu                          lecun-normal       required for self-normalization (Klambauer et al. 2017)
+spocu                         lecun-normal       SPOCU is built for self-normalization like SELU
+relu, elu, gelu, silu, mish   he-normal          Kaiming normal, fan_in, gain sqrt(2) (He et al. 2015)
+tanh, sigmoid                 glorot-normal      Glorot & Bengio 2010
+============================  =================  ====================================================
+
+Example:
+    >>> spec = parse_activation("spocu(c=1.0)")
+    >>> spec.canonical, spec.init
+    ('spocu(c=1)', 'lecun-normal')
+    >>> parse_activation("relu").init
+    'he-normal'
+    >>> split_activation_list("spocu(alpha=3, beta=0.5), relu,selu")
+    ['spocu(alpha=3, beta=0.5)', 'relu', 'selu']
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams
+
+__all__ = [
+    "ACTIVATIONS",
+    "INIT_SCHEMES",
+    "ActivationSpec",
+    "parse_activation",
+    "split_activation_list",
+]
+
+#: Weight-initialization schemes: (distribution of the shared draw z, std or bound as a function of fan_in, fan_out).
+#: Normal schemes draw z ~ N(0, 1) and scale it; uniform schemes draw z ~ U(-1, 1) and scale it. So two
+#: activations whose schemes share a distribution start from the same draws, differing only by a constant scale.
+INIT_SCHEMES: dict[str, tuple[str, str]] = {
+    "lecun-normal": ("normal", "std = sqrt(1 / fan_in)"),
+    "he-normal": ("normal", "std = sqrt(2 / fan_in)"),
+    "glorot-normal": ("normal", "std = sqrt(2 / (fan_in + fan_out))"),
+    "glorot-uniform": ("uniform", "bound = sqrt(6 / (fan_in + fan_out))"),
+    "torch-default": ("uniform", "bound = 1 / sqrt(fan_in) (nn.Linear/Conv2d's own init; biases zero here)"),
+}
+
+
+@dataclass(frozen=True)
+class _Kind:
+    params: dict[str, Any]  # parameter -> default
+    init: str
+    init_reason: str
+
+
+#: Known activations: parameters with defaults, customary init and why.
+ACTIVATIONS: dict[str, _Kind] = {
+    "spocu": _Kind(
+        {"alpha": DEFAULT_ALPHA, "beta": DEFAULT_BETA, "gamma": DEFAULT_GAMMA, "c": DEFAULT_C},
+        "lecun-normal",
+        "designed like SELU for self-normalizing networks, so SELU's LeCun normal",
+    ),
+    "relu": _Kind({}, "he-normal", "He et al. 2015 derived it for ReLU"),
+    "selu": _Kind({}, "lecun-normal", "required by SELU's self-normalization (Klambauer et al. 2017)"),
+    "gelu": _Kind({"approximate": "none"}, "he-normal", "ReLU-like; He normal as for ReLU"),
+    "elu": _Kind({"alpha": 1.0}, "he-normal", "ReLU-like; He normal as for ReLU"),
+    "silu": _Kind({}, "he-normal", "ReLU-like; He normal as for ReLU"),
+    "mish": _Kind({}, "he-normal", "ReLU-like; He normal as for ReLU"),
+    "tanh": _Kind({}, "glorot-normal", "Glorot & Bengio 2010 derived it for tanh/sigmoid"),
+    "sigmoid": _Kind({}, "glorot-normal", "Glorot & Bengio 2010 derived it for tanh/sigmoid"),
+}
+
+_SPEC_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.15g}"
+
+
+def _parse_value(name: str, key: str, text: str, default: Any) -> Any:
+    text = text.strip()
+    if isinstance(default, str):
+        if not re.fullmatch(r"[A-Za-z_]+", text):
+            raise ValueError(f"activation {name!r}: {key}={text!r} must be a word such as {default!r}")
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"activation {name!r}: {key}={text!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """A parsed activation: ``name``, the parameters that differ from the defaults, and its init.
+
+    ``canonical`` is the string that identifies the activation in files and tables;
+    ``slug`` is its file-name-safe form (``spocu(c=1)`` -> ``spocu_c-1``).
+    """
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+    init_override: str | None = field(default=None, compare=False)
+
+    @property
+    def all_params(self) -> dict[str, Any]:
+        """Every parameter of the activation, defaults filled in."""
+        values = dict(ACTIVATIONS[self.name].params)
+        values.update(self.params)
+        return values
+
+    @property
+    def canonical(self) -> str:
+        if not self.params:
+            return self.name
+        return f"{self.name}(" + ", ".join(f"{k}={_format_value(v)}" for k, v in self.params) + ")"
+
+    @property
+    def slug(self) -> str:
+        text = self.canonical.replace(", ", "_").replace("(", "_").replace(")", "").replace("=", "-")
+        return re.sub(r"[^A-Za-z0-9_.+-]", "-", text)
+
+    @property
+    def customary_init(self) -> str:
+        return ACTIVATIONS[self.name].init
+
+    @property
+    def init(self) -> str:
+        """The init scheme this activation is trained with (the override, if any, else the customary one)."""
+        return self.init_override or self.customary_init
+
+    @property
+    def init_reason(self) -> str:
+        if self.init_override and self.init_override != self.customary_init:
+            return f"--init {self.init_override} (customary: {self.customary_init})"
+        return ACTIVATIONS[self.name].init_reason
+
+    def with_init(self, scheme: str | None) -> ActivationSpec:
+        """The same activation trained with ``scheme`` ("customary" or None: its own)."""
+        if scheme in (None, "customary"):
+            return ActivationSpec(self.name, self.params)
+        if scheme not in INIT_SCHEMES:
+            raise ValueError(f"unknown init scheme {scheme!r}; choose customary or one of {', '.join(INIT_SCHEMES)}")
+        return ActivationSpec(self.name, self.params, scheme)
+
+    def torch_module(self):
+        """A fresh ``torch.nn.Module`` computing this activation (SPOCU via :class:`spocu.torch.SPOCU`)."""
+        import torch.nn as nn
+
+        p = self.all_params
+        if self.name == "spocu":
+            from spocu.torch import SPOCU
+
+            return SPOCU(alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"], c=p["c"])
+        factories = {
+            "relu": lambda: nn.ReLU(),
+            "selu": lambda: nn.SELU(),
+            "gelu": lambda: nn.GELU(approximate=p["approximate"]),
+            "elu": lambda: nn.ELU(alpha=p["alpha"]),
+            "silu": lambda: nn.SiLU(),
+            "mish": lambda: nn.Mish(),
+            "tanh": lambda: nn.Tanh(),
+            "sigmoid": lambda: nn.Sigmoid(),
+        }
+        return factories[self.name]()
+
+
+def parse_activation(text: str, init: str | None = None) -> ActivationSpec:
+    """Parse ``name`` or ``name(key=value, ...)`` into an :class:`ActivationSpec`.
+
+    Keys are the activation's parameters (SPOCU: alpha, beta, gamma, c, checked against
+    the paper's domain by :class:`spocu.core.SPOCUParams`); ``inf`` is a number.
+    ``init`` overrides the customary initialization.
+
+    Raises:
+        ValueError: naming the unknown activation or parameter, or the bad value.
+
+    Example:
+        >>> parse_activation("spocu(alpha=3.0937, c=inf)").canonical
+        'spocu'
+        >>> parse_activation("spocu(beta=2)")
+        Traceback (most recent call last):
+        ...
+        ValueError: activation 'spocu(beta=2)': SPOCU parameter beta=2.0 is out of range: beta must lie in the open interval (0, 1)
+    """
+    match = _SPEC_RE.match(text)
+    if not match:
+        raise ValueError(f"cannot parse activation {text!r}: expected name or name(key=value, ...)")
+    name = match.group(1).lower().replace("-", "_")
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {match.group(1)!r}; choose one of {', '.join(ACTIVATIONS)}")
+    defaults = ACTIVATIONS[name].params
+    given: dict[str, Any] = {}
+    body = (match.group(2) or "").strip()
+    if body:
+        for item in body.split(","):
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or not key or not value.strip():
+                raise ValueError(f"cannot parse activation {text!r}: {item.strip()!r} is not key=value")
+            if key not in defaults:
+                known = ", ".join(defaults) or "none"
+                raise ValueError(f"activation {name!r} has no parameter {key!r}; its parameters: {known}")
+            if key in given:
+                raise ValueError(f"activation {text!r}: parameter {key!r} given twice")
+            given[key] = _parse_value(name, key, value, defaults[key])
+    if name == "spocu":
+        try:
+            given = {k: v for k, v in SPOCUParams(**{**defaults, **given}).as_dict().items() if k in given}
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"activation {text!r}: {error}") from None
+    if name == "gelu" and given.get("approximate", "none") not in ("none", "tanh"):
+        raise ValueError(f"activation {text!r}: approximate must be none or tanh")
+    params = tuple((k, given[k]) for k in defaults if k in given and given[k] != defaults[k])
+    return ActivationSpec(name, params).with_init(init)
+
+
+def split_activation_list(text: str) -> list[str]:
+    """Split ``"spocu(c=1, beta=0.5), relu"`` at the commas outside parentheses."""
+    items, depth, current = [], 0, []
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            items.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current).strip())
+    return [item for item in items if item]

@@ -1,0 +1,254 @@
+"""What an experiment is: the protocol every run shares, the grid of (activation, seed) runs, presets.
+
+An :class:`ExperimentConfig` splits into
+
+- the **protocol** (:meth:`ExperimentConfig.protocol`): dataset and split, model, optimizer,
+  learning rate, epochs, batch size, init, framework -- everything that defines one run;
+  an output directory holds runs of one protocol only (checked on resume);
+- the **grid**: the activations (the first is the reference the others are tested against)
+  and the seeds. A resumed experiment may extend the grid (more seeds, another activation).
+
+Settings are resolved in this order: command-line option, preset, dataset default
+(:data:`DATASET_DEFAULTS`), global default.
+
+Example:
+    >>> cfg = resolve_config({"dataset": "wdbc"})
+    >>> cfg.activations, cfg.seeds, cfg.model.label
+    (('spocu', 'relu', 'selu'), (0, 1, 2, 3, 4), 'mlp 64-64')
+    >>> resolve_config({"preset": "seed-cifar10"}).protocol()["batch_size"]
+    100
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from spocu.experiments.activations import INIT_SCHEMES, ActivationSpec, parse_activation
+
+__all__ = [
+    "MODELS",
+    "OPTIMIZERS",
+    "PRESETS",
+    "DATASET_DEFAULTS",
+    "ModelSpec",
+    "ExperimentConfig",
+    "resolve_config",
+]
+
+MODELS = ("mlp", "deep-mlp", "seed-cnn")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``mlp`` (``hidden`` widths), ``deep-mlp`` (``depth`` layers of ``width``) or ``seed-cnn``.
+
+    ``seed-cnn``: Conv2D 32 3x3 valid -> MaxPool 2 -> Conv2D 64 3x3 valid -> MaxPool 2 ->
+    Flatten -> Dense (42,442 parameters on 32x32x3 inputs); a pool is skipped where the
+    feature map is smaller than 2x2 (8x8 digits).
+    """
+
+    name: str = "mlp"
+    hidden: tuple[int, ...] = (64, 64)
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise ValueError(f"unknown model {self.name!r}; choose one of {', '.join(MODELS)}")
+        if self.name != "seed-cnn" and (not self.hidden or any(int(h) < 1 for h in self.hidden)):
+            raise ValueError(f"{self.name} needs at least one hidden layer of width >= 1, got {self.hidden}")
+        object.__setattr__(self, "hidden", () if self.name == "seed-cnn" else tuple(int(h) for h in self.hidden))
+
+    @classmethod
+    def make(cls, name: str, hidden: tuple[int, ...] | None = None, depth: int | None = None, width: int | None = None) -> ModelSpec:
+        if name == "deep-mlp":
+            depth, width = depth or 16, width or 64
+            if depth < 1 or width < 1:
+                raise ValueError(f"deep-mlp needs depth >= 1 and width >= 1, got depth={depth}, width={width}")
+            return cls(name, (width,) * depth)
+        if name == "mlp":
+            return cls(name, tuple(hidden) if hidden else (64, 64))
+        return cls(name, ())
+
+    @property
+    def label(self) -> str:
+        if self.name == "seed-cnn":
+            return "seed-cnn"
+        if self.name == "deep-mlp":
+            return f"deep-mlp {len(self.hidden)}x{self.hidden[0]}"
+        return "mlp " + "-".join(map(str, self.hidden))
+
+
+#: Defaults per dataset, used where neither an option nor a preset sets a value.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "wdbc": {"model": "mlp", "hidden": (64, 64), "epochs": 40, "batch_size": 32, "lr": 1e-3},
+    "digits": {"model": "mlp", "hidden": (128, 128), "epochs": 30, "batch_size": 64, "lr": 1e-3},
+    "mnist": {"model": "mlp", "hidden": (256, 256), "epochs": 10, "batch_size": 128, "lr": 1e-3},
+    "cifar10": {"model": "seed-cnn", "epochs": 20, "batch_size": 100, "lr": 1e-3},
+}
+
+#: Named experiments. ``seed-cifar10`` is the seed's CIFAR-10 experiment (Keras defaults:
+#: Glorot-uniform weights, zero biases); ``paper-*`` compare SPOCU with SELU and ReLU on the
+#: paper's datasets (the paper's architectures are not available, so an MLP is used).
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed-cifar10": {
+        "dataset": "cifar10",
+        "model": "seed-cnn",
+        "activations": ("spocu", "relu"),
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "batch_size": 100,
+        "epochs": 50,
+        "init": "glorot-uniform",
+    },
+    "paper-wdbc": {"dataset": "wdbc", "model": "mlp", "hidden": (64, 64), "activations": ("spocu", "selu", "relu"), "seeds": 10},
+    "paper-mnist": {
+        "dataset": "mnist",
+        "model": "mlp",
+        "hidden": (256, 256),
+        "activations": ("spocu", "selu", "relu"),
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "batch_size": 128,
+        "epochs": 20,
+    },
+}
+
+_GLOBAL_DEFAULTS: dict[str, Any] = {
+    "dataset": "wdbc",
+    "activations": ("spocu", "relu", "selu"),
+    "seeds": 5,
+    "first_seed": 0,
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+    "momentum": 0.0,
+    "init": "customary",
+    "val_size": None,
+    "test_size": None,
+    "split_seed": 0,
+    "framework": "torch",
+    "depth": None,
+    "width": None,
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A fully resolved experiment (see the module docstring for protocol vs grid)."""
+
+    dataset: str
+    model: ModelSpec
+    activations: tuple[str, ...]
+    seeds: tuple[int, ...]
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    init: str = "customary"
+    val_size: float | None = None
+    test_size: float | None = None
+    split_seed: int = 0
+    framework: str = "torch"
+    preset: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0):
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.init != "customary" and self.init not in INIT_SCHEMES:
+            raise ValueError(f"unknown init {self.init!r}; choose customary or one of {', '.join(INIT_SCHEMES)}")
+        if not self.activations:
+            raise ValueError("no activations to compare")
+        if not self.seeds:
+            raise ValueError("no seeds")
+        specs = [parse_activation(a) for a in self.activations]
+        canonical = tuple(s.canonical for s in specs)
+        duplicates = sorted({c for c in canonical if canonical.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"activation listed twice: {', '.join(duplicates)}")
+        object.__setattr__(self, "activations", canonical)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {self.seeds}")
+
+    def activation_specs(self) -> list[ActivationSpec]:
+        """The activations, each with the init it is trained with."""
+        return [parse_activation(a, self.init) for a in self.activations]
+
+    @property
+    def reference(self) -> str:
+        """The activation the others are tested against (the first)."""
+        return self.activations[0]
+
+    def protocol(self) -> dict[str, Any]:
+        """Everything that defines one run (not the grid); stored in and checked against ``config.json``."""
+        data = asdict(self)
+        for key in ("activations", "seeds", "preset"):
+            data.pop(key)
+        data["model"] = {"name": self.model.name, "hidden": list(self.model.hidden)}
+        return data
+
+    def protocol_hash(self) -> str:
+        text = json.dumps(self.protocol(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.protocol(), "activations": list(self.activations), "seeds": list(self.seeds), "preset": self.preset}
+
+    def with_grid(self, activations: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None) -> ExperimentConfig:
+        return replace(self, activations=activations or self.activations, seeds=seeds or self.seeds)
+
+
+def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
+    """Build the config from options (None = not given), a preset and the dataset's defaults.
+
+    Keys: preset, dataset, model, hidden, depth, width, activations, seeds (count), first_seed,
+    epochs, batch_size, optimizer, lr, weight_decay, momentum, init, val_size, test_size,
+    split_seed, framework.
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    preset_name = given.pop("preset", None)
+    if preset_name is not None and preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS.get(preset_name, {})
+    dataset = given.get("dataset", preset.get("dataset", _GLOBAL_DEFAULTS["dataset"]))
+    from spocu.experiments.datasets import DATASETS
+
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    merged = {**_GLOBAL_DEFAULTS, **DATASET_DEFAULTS[dataset], **preset, **given}
+    if "hidden" in given and merged["model"] != "mlp":
+        raise ValueError(f"hidden sizes apply to mlp, not {merged['model']} (deep-mlp takes depth and width)")
+    if ("depth" in given or "width" in given) and merged["model"] != "deep-mlp":
+        raise ValueError(f"depth and width apply to deep-mlp, not {merged['model']}")
+    model = ModelSpec.make(merged["model"], merged.get("hidden"), merged.get("depth"), merged.get("width"))
+    count = int(merged["seeds"])
+    if count < 1:
+        raise ValueError(f"seeds must be >= 1, got {count}")
+    first = int(merged["first_seed"])
+    return ExperimentConfig(
+        dataset=dataset,
+        model=model,
+        activations=tuple(merged["activations"]),
+        seeds=tuple(range(first, first + count)),
+        epochs=int(merged["epochs"]),
+        batch_size=int(merged["batch_size"]),
+        optimizer=merged["optimizer"],
+        lr=float(merged["lr"]),
+        weight_decay=float(merged["weight_decay"]),
+        momentum=float(merged["momentum"]),
+        init=merged["init"],
+        val_size=merged["val_size"],
+        test_size=merged["test_size"],
+        split_seed=int(merged["split_seed"]),
+        framework=merged["framework"],
+        preset=preset_name,
+    )

@@ -1,0 +1,128 @@
+"""The engine interface and the framework-independent record of one run.
+
+An engine trains one (activation, seed) run of an experiment::
+
+    engine.train_run(config, dataset, activation, seed, device=..., threads=..., on_epoch=...) -> RunResult
+
+and reports ``engine.NAME`` and ``engine.framework_version()``. The PyTorch engine is
+:mod:`spocu.experiments.engine_torch`; a Keras engine (``--framework keras``) implements the
+same three names and returns the same :class:`RunResult`, so the runner, the statistics and
+the report need no change. Each run is stored as its own JSON file (``runs/<activation>-seed<k>.json``,
+:meth:`RunResult.to_json`), from which ``results.json`` is assembled -- so runs can come from
+parallel processes or other machines.
+
+Contract of ``train_run`` (what makes runs comparable):
+
+- the same ``seed`` gives the same batch order for every activation (:func:`batch_order`) and,
+  where shapes agree, the same initial draws, scaled by each activation's init scheme;
+- after each epoch: mean training loss and accuracy over that epoch's minibatches (as Keras
+  reports them), then loss and accuracy on the validation split; ``seconds`` times the training
+  part of the epoch only, ``eval_seconds`` the validation pass;
+- the test split is evaluated once, after the last epoch (no selection on the test set);
+- a non-finite training loss stops the run (``diverged_at``); its test metrics are still recorded.
+
+Example:
+    >>> order = batch_order(seed=3, epoch=0, n=5)
+    >>> sorted(order.tolist()), bool((order == batch_order(3, 0, 5)).all())
+    ([0, 1, 2, 3, 4], True)
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["SCHEMA_RUN", "EpochRecord", "RunResult", "batch_order", "derive_seed", "get_engine", "ENGINES"]
+
+SCHEMA_RUN = "spocu.run/1"
+
+#: framework name -> module implementing the engine interface
+ENGINES = {"torch": "spocu.experiments.engine_torch"}
+
+
+def derive_seed(seed: int, *stream: int) -> int:
+    """An independent 63-bit seed for one random stream of a run (``numpy.random.SeedSequence``)."""
+    return int(np.random.SeedSequence([seed, *stream]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+#: stream ids passed to :func:`derive_seed`
+STREAM_INIT, STREAM_ORDER = 1, 2
+
+
+def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The permutation of the ``n`` training samples in ``epoch``: a function of (seed, epoch) only."""
+    return np.random.default_rng(derive_seed(seed, STREAM_ORDER, epoch)).permutation(n)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass
+class EpochRecord:
+    """Metrics after one epoch (None where the value was not finite)."""
+
+    epoch: int
+    train_loss: float | None
+    train_accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+    eval_seconds: float
+
+    def __post_init__(self) -> None:
+        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            setattr(self, name, _finite_or_none(getattr(self, name)))
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced, independent of the framework that trained it."""
+
+    activation: str
+    seed: int
+    init: str
+    framework: str
+    framework_version: str
+    device: str
+    threads: int | None
+    num_parameters: int
+    epochs: list[EpochRecord]
+    test_loss: float | None
+    test_accuracy: float
+    test_predictions: list[int]
+    diverged_at: int | None
+    seconds: float
+    started_at: str
+    finished_at: str
+    protocol_hash: str = ""
+    dataset_fingerprint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.test_loss = _finite_or_none(self.test_loss)
+        self.epochs = [e if isinstance(e, EpochRecord) else EpochRecord(**e) for e in self.epochs]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA_RUN, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
+        if data.get("schema") != SCHEMA_RUN:
+            raise ValueError(f"not a {SCHEMA_RUN} record (schema {data.get('schema')!r})")
+        fields = {k: v for k, v in data.items() if k != "schema"}
+        return cls(**fields)
+
+
+EpochCallback = Callable[[EpochRecord], None]
+
+
+def get_engine(framework: str):
+    """The engine module for ``framework`` (imported on demand)."""
+    if framework not in ENGINES:
+        raise ValueError(f"unknown framework {framework!r}; available: {', '.join(ENGINES)}")
+    return importlib.import_module(ENGINES[framework])
