@@ -1,0 +1,322 @@
+"""``spocu compare``: train the same model once per (activation, seed) and compare, with statistics.
+
+With no options: WDBC (embedded in scikit-learn), a 64-64 MLP, spocu vs relu vs selu, 5 seeds.
+See :mod:`spocu.experiments` for the machinery and ``spocu compare --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import shlex
+from pathlib import Path
+
+HELP = "train the same model with each activation over several seeds and compare them with statistics"
+
+_EPILOG = """\
+presets:
+  seed-cifar10  the seed's experiment: cifar10, seed-cnn, spocu vs relu, Adam 1e-3, batch 100, 50 epochs
+                (Keras's Glorot-uniform init, as the seed used)
+  paper-wdbc    the paper's WDBC comparison: spocu vs selu vs relu, mlp 64-64, 10 seeds
+  paper-mnist   the paper's MNIST comparison: spocu vs selu vs relu, mlp 256-256, Adam 1e-3, batch 128, 20 epochs
+
+defaults per dataset (where neither an option nor a preset sets them):
+  wdbc    mlp 64-64,   40 epochs, batch 32,  lr 1e-3   (test 20%%, validation 20%% of the rest)
+  digits  mlp 128-128, 30 epochs, batch 64,  lr 1e-3   (test 20%%, validation 20%% of the rest)
+  mnist   mlp 256-256, 10 epochs, batch 128, lr 1e-3   (official test set, validation 5,000)
+  cifar10 seed-cnn,    20 epochs, batch 100, lr 1e-3   (official test set, validation 5,000)
+
+activations: spocu, spocu(c=1), spocu(alpha=..., beta=..., gamma=..., c=...), relu, selu,
+  gelu, gelu(approximate=tanh), elu, elu(alpha=...), silu, mish, tanh, sigmoid.
+  The first is the reference the others are tested against.
+
+examples:
+  spocu compare
+  spocu compare --activations "spocu, spocu(c=1), relu" --seeds 10
+  spocu compare --dataset digits --model seed-cnn --epochs 20
+  spocu compare --preset seed-cifar10 --data-dir ~/.keras/datasets
+  spocu compare --preset seed-cifar10 --estimate
+"""
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _size(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction (0.2) or a count (5000), got {text!r}") from None
+    return int(value) if value >= 1 and value == int(value) else value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _EPILOG
+    what = parser.add_argument_group("what to compare")
+    what.add_argument("--preset", help="a named experiment: seed-cifar10, paper-wdbc, paper-mnist (options below override it)")
+    what.add_argument("--dataset", choices=("wdbc", "digits", "mnist", "cifar10"), help="default wdbc")
+    what.add_argument("--activations", nargs="+", metavar="ACT", help='e.g. spocu relu selu, or "spocu(c=1), relu" (default spocu relu selu)')
+    what.add_argument("--model", choices=("mlp", "deep-mlp", "seed-cnn"), help="default: per dataset")
+    what.add_argument("--hidden", type=_int_list, help="mlp hidden widths, e.g. 64,64")
+    what.add_argument("--depth", type=int, help="deep-mlp: number of hidden layers (default 16)")
+    what.add_argument("--width", type=int, help="deep-mlp: width of each hidden layer (default 64)")
+    what.add_argument("--seeds", type=int, help="number of seeds (default 5; 10 for paper-wdbc)")
+    what.add_argument("--first-seed", type=int, help="seeds are first-seed, first-seed+1, ... (default 0)")
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"), help="default adam")
+    train.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    train.add_argument("--weight-decay", type=float, help="default 0")
+    train.add_argument("--momentum", type=float, help="sgd/rmsprop momentum (default 0)")
+    train.add_argument(
+        "--init",
+        choices=("customary", "lecun-normal", "he-normal", "glorot-normal", "glorot-uniform", "torch-default"),
+        help="weight init for every activation (default customary: each activation its own)",
+    )
+    train.add_argument("--val-size", type=_size, help="validation split: fraction of the training data or a count")
+    train.add_argument("--test-size", type=_size, help="test split for wdbc/digits (default 0.2)")
+    train.add_argument("--split-seed", type=int, help="seed of the data splits (default 0)")
+    train.add_argument("--framework", choices=("torch",), help="default torch")
+    where = parser.add_argument_group("where and how")
+    where.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    where.add_argument("--threads", type=int, help="CPU threads (default: 1 for small models, else PyTorch's default)")
+    where.add_argument("--data-dir", type=Path, help="your copies of MNIST/CIFAR-10 (torchvision root or ~/.keras/datasets)")
+    where.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
+    where.add_argument("--out", type=Path, help="output directory (default ./spocu-runs/<dataset>-<timestamp>); reuse it to resume")
+    where.add_argument("--estimate", action="store_true", help="time a few steps on synthetic data and estimate the cost; train nothing")
+    where.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _config_options(args: argparse.Namespace) -> dict:
+    activations = None
+    if args.activations:
+        from spocu.experiments.activations import split_activation_list
+
+        activations = tuple(a for item in args.activations for a in split_activation_list(item))
+    return {
+        "preset": args.preset,
+        "dataset": args.dataset,
+        "model": args.model,
+        "hidden": args.hidden,
+        "depth": args.depth,
+        "width": args.width,
+        "activations": activations,
+        "seeds": args.seeds,
+        "first_seed": args.first_seed,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "momentum": args.momentum,
+        "init": args.init,
+        "val_size": args.val_size,
+        "test_size": args.test_size,
+        "split_seed": args.split_seed,
+        "framework": args.framework,
+    }
+
+
+class _RichCallbacks:
+    """Progress bar over all epochs of all runs, one line per finished run."""
+
+    def __init__(self, console, enabled: bool) -> None:
+        self.console, self.enabled = console, enabled
+        self.progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("epochs"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("training", total=None)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def plan(self, total: int, finished: int, epochs: int) -> None:
+        self.epochs = epochs
+        if finished:
+            self.console.print(f"{finished} of {total} runs already finished in this directory: skipping them")
+        if self.progress is not None:
+            self.progress.update(self.task, total=(total - finished) * epochs, completed=0)
+
+    def run_started(self, activation: str, seed: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"{activation} seed {seed}")
+
+    def epoch_done(self, activation: str, seed: int, record) -> None:
+        if self.progress is not None:
+            val = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
+            self.progress.update(self.task, advance=1, description=f"{activation} seed {seed} epoch {record.epoch} val acc {val}")
+
+    def run_finished(self, result) -> None:
+        if self.progress is not None and len(result.epochs) < self.epochs:  # diverged early: keep the bar honest
+            self.progress.update(self.task, advance=self.epochs - len(result.epochs))
+        diverged = f" (diverged at epoch {result.diverged_at})" if result.diverged_at else ""
+        self.console.print(
+            f"  {result.activation:<14} seed {result.seed}: test accuracy {result.test_accuracy:.4f}, "
+            f"{result.seconds:.1f} s{diverged}"
+        )
+
+
+def _results_table(results: dict):
+    from rich import box
+    from rich.table import Table
+
+    from spocu.experiments.report import fmt_p
+
+    reference = results["reference"]
+    table = Table(box=box.SIMPLE_HEAD, title=f"{results['dataset']['name']}: test accuracy, {len(results['config']['seeds'])} seeds, reference {reference}")
+    for column in ("activation", "test acc", "sd", "95% CI", "Δ", "p Holm", "McNemar", "s/epoch"):
+        table.add_column(column, justify="left" if column == "activation" else "right", no_wrap=column in ("activation", "95% CI"))
+    comparisons = {c["activation"]: c for c in results["comparisons"]}
+    for name in results["config"]["activations"]:
+        s = results["summary"][name]
+        acc = s["test_accuracy"]
+        ci = "n/a" if acc["ci_low"] is None else f"{acc['ci_low']:.4f}–{acc['ci_high']:.4f}"
+        sd = "n/a" if acc["sd"] is None else f"{acc['sd']:.4f}"
+        c = comparisons.get(name)
+        delta = "—" if c is None or c["test_accuracy"]["mean_difference"] is None else f"{c['test_accuracy']['mean_difference']:+.4f}"
+        p = "—" if c is None else fmt_p(c["test_accuracy"]["p_ttest_holm"])
+        mcnemar = "—" if c is None else f"{c['mcnemar_significant']}/{len(c['mcnemar'])}"
+        median = s["seconds_per_epoch"]["median"]
+        table.add_row(name, f"{acc['mean']:.4f}", sd, ci, delta, p, mcnemar, "n/a" if median is None else f"{median:.3g}")
+    table.caption = "Δ and p (paired t-test, Holm): against the reference; McNemar: seeds with p < 0.05 on the shared test set"
+    return table
+
+
+def _estimate(config, args, console) -> int:
+    from rich.table import Table
+
+    from spocu.experiments import engine_torch
+    from spocu.experiments.datasets import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE
+
+    shapes = {"wdbc": ((30,), 2, 569, None), "digits": ((1, 8, 8), 10, 1797, None), "mnist": ((1, 28, 28), 10, 60000, 10000), "cifar10": ((3, 32, 32), 10, 50000, 10000)}
+    input_shape, classes, n_train_full, n_test = shapes[config.dataset]
+    if n_test is None:
+        test = config.test_size or DEFAULT_TEST_SIZE
+        n_test = int(test if test >= 1 else round(n_train_full * test))
+        n_train_full -= n_test
+    val = config.val_size or DEFAULT_VAL_SIZE[config.dataset]
+    n_val = int(val if val >= 1 else round(n_train_full * val))
+    n_train = n_train_full - n_val
+    device = engine_torch.resolve_device(args.device)
+    steps = -(-n_train // config.batch_size)
+    table = Table(title=f"estimated cost: {config.dataset}, {config.model.label}, {config.epochs} epochs, batch {config.batch_size} (synthetic data)")
+    for column in ("activation", "s/step", "s/epoch", "min/run", "runs", "min total"):
+        table.add_column(column, justify="left" if column == "activation" else "right")
+    threads = args.threads or engine_torch.choose_threads(config, input_shape, classes, device)
+    total = 0.0
+    for spec in config.activation_specs():
+        timing = engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
+        epoch = steps * timing["step_seconds"] + n_val * timing["eval_seconds_per_sample"]
+        run = config.epochs * epoch + n_test * timing["eval_seconds_per_sample"]
+        total += run * len(config.seeds)
+        table.add_row(spec.canonical, f"{timing['step_seconds']:.4f}", f"{epoch:.1f}", f"{run / 60:.1f}", str(len(config.seeds)), f"{run * len(config.seeds) / 60:.1f}")
+    console.print(table)
+    where = f"{device}" + (f", {threads} thread(s)" if threads else "")
+    console.print(f"on {where}; an extrapolation from {steps:,} steps/epoch, not a measurement of a full run. Total ≈ {total / 3600:.2f} h")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from spocu.experiments.config import resolve_config
+
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or logged: rich would assume 80 columns and truncate the table
+        console.width = max(console.width, 120)
+    try:
+        config = resolve_config(_config_options(args))
+    except ValueError as error:
+        raise SystemExit(f"spocu compare: {error}") from None
+    if args.estimate:
+        return _estimate(config, args, console)
+
+    from spocu.experiments import runner
+    from spocu.experiments.datasets import DatasetError, load_dataset
+    from spocu.experiments.engines import get_engine
+    from spocu.experiments.environment import environment
+    from spocu.experiments.report import write_report
+
+    engine = get_engine(config.framework)
+    try:
+        device = engine.resolve_device(args.device)
+    except (ValueError, RuntimeError) as error:
+        raise SystemExit(f"spocu compare: {error}") from None
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = runner.OutputDir(args.out or Path("spocu-runs") / f"{config.dataset}-{stamp}")
+    progress = not args.no_progress
+    try:
+        dataset = load_dataset(
+            config.dataset, data_dir=args.data_dir, download=not args.no_download, progress=progress,
+            split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size,
+        )
+    except DatasetError as error:
+        console.print(f"[red]spocu compare:[/red] {escape(str(error))}")
+        return 2
+    except ValueError as error:
+        raise SystemExit(f"spocu compare: {error}") from None
+    threads = args.threads if args.threads else engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
+    size = dataset.describe()
+    console.print(
+        f"{config.dataset}: train {size['train']:,}, val {size['val']:,}, test {size['test']:,} | {config.model.label} | "
+        f"{', '.join(config.activations)} x {len(config.seeds)} seeds | {config.epochs} epochs, batch {config.batch_size}, "
+        f"{config.optimizer} lr {config.lr:g} | {device}" + (f", {threads} thread(s)" if threads else "")
+    )
+    console.print(f"output: {out.root}", soft_wrap=True)
+
+    def terminate(signum, frame):  # kill (SIGTERM) ends like Ctrl-C: finished runs are already on disk
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
+    try:
+        with out.lock(), _RichCallbacks(console, progress) as callbacks:
+            runs = runner.run_experiment(config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks)
+        results = runner.assemble_results(config, dataset, runs, environment(runs[0].device if runs else str(device)))
+        runner.write_results(out, results, runs)
+        report = write_report(out.root, results)
+    except KeyboardInterrupt:
+        console.print(
+            f"\ninterrupted: the finished runs are saved in {out.root}.\n"
+            f"Resume with the same command and --out {shlex.quote(str(out.root))}: finished runs are skipped.",
+            soft_wrap=True,
+        )
+        return 130
+    except (runner.ConfigMismatch, runner.OutputBusy) as error:
+        console.print(f"[red]spocu compare:[/red] {escape(str(error))}")
+        return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    console.print(_results_table(results))
+    console.print(f"report: {report}\nresults: {out.root / 'results.json'}, {out.root / 'epochs.csv'}", soft_wrap=True)
+    return 0
