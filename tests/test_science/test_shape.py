@@ -149,3 +149,15 @@ def test_shape_command(tmp_path, capsys):
     assert "overflow: none" in capsys.readouterr().out
     assert cli.main(["shape", "--beta", "1.5"]) == 2
     assert "beta" in capsys.readouterr().err
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from spocu.science._io import atomic_write_text
+
+    path = tmp_path / "note.txt"
+    atomic_write_text(path, "hello")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.read_text() == "hello" and (path.stat().st_mode & 0o777) == (0o666 & ~umask)

@@ -10,7 +10,12 @@ from typing import Any
 def _temporary_beside(path: str) -> tuple[int, str]:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    return tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    # mkstemp makes the file private (0600); give the result the usual permissions (umask)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

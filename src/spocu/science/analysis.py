@@ -231,7 +231,8 @@ def _summary(players, runs, analytic, fixed, setup) -> str:
         text = f"- **{c.name}**: "
         if stable:
             p = stable[0]
-            text += f"attracted to ν* = {p['second_moment']:.4f} (mean {p['mean']:.4f}, variance {p['variance']:.4f}; slope {p['slope']:.3f})"
+            mean = round(p["mean"], 4) + 0.0  # no "-0.0000"
+            text += f"attracted to ν* = {p['second_moment']:.4f} (mean {mean:.4f}, variance {p['variance']:.4f}; slope {p['slope']:.3f})"
         if unstable:
             text += (f"; a repelling fixed point at ν = {unstable[0]['second_moment']:.4f}: layers whose second moment "
                      "exceeds it blow up (x⁸ growth)")  # fmt: skip
