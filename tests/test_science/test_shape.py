@@ -4,7 +4,6 @@ the paper notes' closed forms, and actual evaluation in float16/bfloat16/float32
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
