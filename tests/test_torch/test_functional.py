@@ -1,11 +1,15 @@
-"""spocu.torch.spocu against the float64 reference, special inputs, gradients, memory."""
+"""spocu.torch.spocu against the float64 reference, special inputs, gradients, memory.
+
+Every numeric test runs on every kernel path (the ``path`` fixture: "eager",
+"inductor", "triton"); see conftest.py.
+"""
 
 import math
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reference_checks import PARAM_SETS, assert_matches_reference, wide_inputs
@@ -16,9 +20,9 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def _value_and_grad(x64: np.ndarray, dtype: torch.dtype, params: SPOCUParams, device="cpu"):
+def _value_and_grad(x64: np.ndarray, dtype: torch.dtype, params: SPOCUParams, device="cpu", backend=None):
     x = torch.tensor(x64, dtype=torch.float64).to(dtype).to(device).requires_grad_(True)
-    y = spocu(x, **params.as_dict())
+    y = spocu(x, **params.as_dict(), backend=backend)
     y.backward(torch.ones_like(y))
     as64 = lambda t: t.detach().cpu().to(torch.float64).numpy()  # noqa: E731
     return as64(x), as64(y), as64(x.grad), y
@@ -27,9 +31,10 @@ def _value_and_grad(x64: np.ndarray, dtype: torch.dtype, params: SPOCUParams, de
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("param_name", list(PARAM_SETS))
-def test_forward_and_gradient_match_reference(dtype_name, param_name, device):
+def test_forward_and_gradient_match_reference(dtype_name, param_name, device, path, runs_on):
+    runs_on(device)
     params = PARAM_SETS[param_name]
-    x_in, y, g, out = _value_and_grad(wide_inputs(dtype_name, params), DTYPES[dtype_name], params, device)
+    x_in, y, g, out = _value_and_grad(wide_inputs(dtype_name, params), DTYPES[dtype_name], params, device, path)
     assert out.dtype == DTYPES[dtype_name] and out.device.type == device
     assert_matches_reference(x_in, y, params, dtype_name)
     assert_matches_reference(x_in, g, params, dtype_name, derivative=True)
@@ -44,15 +49,21 @@ def test_issue_facts_in_float32():
     assert y[3].item() == pytest.approx(-1.58383, rel=1e-5)
 
 
-def test_shapes_are_kept():
-    for shape in [(), (0,), (3,), (2, 3), (2, 3, 4, 5), (1, 0, 7)]:
-        x = torch.randn(shape)
-        assert spocu(x).shape == x.shape
+def test_shapes_are_kept(path, dev):
+    for shape in [(), (0,), (1,), (3,), (2, 3), (2, 3, 4, 5), (1, 0, 7)]:
+        x = torch.randn(shape, device=dev, requires_grad=True)
+        y = spocu(x, backend=path)
+        assert y.shape == x.shape
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+        np.testing.assert_allclose(
+            y.detach().cpu().double().numpy(), reference_spocu(x.detach().cpu().double().numpy()), rtol=1e-5, atol=1e-6
+        )
 
 
-def test_integer_and_bool_inputs_promote_like_sigmoid():
+def test_integer_and_bool_inputs_promote_like_sigmoid(path, dev):
     for x in (torch.arange(-3, 4), torch.tensor([True, False]), torch.arange(5, dtype=torch.uint8)):
-        y = spocu(x)
+        y = spocu(x.to(dev), backend=path).cpu()
         assert y.dtype == torch.sigmoid(x).dtype
         np.testing.assert_allclose(y.numpy(), reference_spocu(x.double().numpy()), rtol=1e-5, atol=1e-6)
 
@@ -65,58 +76,62 @@ def test_complex_input_is_refused():
 
 
 @pytest.mark.parametrize("c", [math.inf, 1.0])
-def test_nan_and_infinities(c):
-    x = torch.tensor([float("nan"), float("inf"), -float("inf")], requires_grad=True)
-    y = spocu(x, c=c)
-    ref = reference_spocu(x.detach().double().numpy(), c=c)
+def test_nan_and_infinities(c, path, dev):
+    x = torch.tensor([float("nan"), float("inf"), -float("inf")], device=dev, requires_grad=True)
+    y = spocu(x, c=c, backend=path)
+    ref = reference_spocu(x.detach().cpu().double().numpy(), c=c)
     assert math.isnan(y[0].item())
     assert y[1].item() == pytest.approx(ref[1], rel=1e-5) if math.isfinite(ref[1]) else y[1].item() == math.inf
     assert y[2].item() == pytest.approx(ref[2], rel=1e-5)
-    y.backward(torch.ones(3))
+    y.backward(torch.ones(3, device=dev))
     assert math.isnan(x.grad[0].item())  # NaN in -> NaN gradient, as torch.sigmoid
     assert x.grad[2].item() == 0.0
+    # s'(+inf) as the float64 reference defines it (0: +inf is outside the active piece)
+    assert x.grad[1].item() == float(reference_spocu_grad(math.inf, c=c))
 
 
 @pytest.mark.parametrize("params", list(PARAM_SETS.values()), ids=list(PARAM_SETS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("upstream", [0.0, 1.0, -3.0])
-def test_no_nan_gradient_for_any_finite_input(params, dtype, upstream):
+def test_no_nan_gradient_for_any_finite_input(params, dtype, upstream, path, dev):
     info = torch.finfo(dtype)
     x = torch.tensor([info.min, -1e4, -1.0, -info.tiny, 0.0, info.tiny, 1.0, 100.0, 1e4, info.max], dtype=torch.float64)
-    x = x.to(dtype).requires_grad_(True)
-    y = spocu(x, **params.as_dict())
+    x = x.to(dtype).to(dev).requires_grad_(True)
+    y = spocu(x, **params.as_dict(), backend=path)
     y.backward(torch.full_like(y, upstream))
     assert not torch.isnan(x.grad).any(), x.grad
 
 
-def test_non_contiguous_inputs():
-    base = torch.randn(6, 8, dtype=torch.float64) * 3
+def test_non_contiguous_inputs(path, dev):
+    base = torch.randn(6, 8, dtype=torch.float64, device=dev) * 3
     for view in (base.t(), base[:, ::2], base[::3], base.unsqueeze(0).expand(2, 6, 8)):
         assert not view.is_contiguous()
         leaf = view.detach().clone().requires_grad_(True)
         strided = leaf.t().contiguous().t() if leaf.dim() == 2 else leaf
-        y = spocu(strided)
-        np.testing.assert_allclose(y.detach().numpy(), reference_spocu(view.numpy()), rtol=1e-12, atol=1e-12)
+        y = spocu(strided, backend=path)
+        view64 = view.cpu().numpy()
+        np.testing.assert_allclose(y.detach().cpu().numpy(), reference_spocu(view64), rtol=1e-12, atol=1e-12)
         y.sum().backward()
-        np.testing.assert_allclose(leaf.grad.numpy(), reference_spocu_grad(view.numpy()), rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(leaf.grad.cpu().numpy(), reference_spocu_grad(view64), rtol=1e-11, atol=1e-12)
 
 
-def test_non_contiguous_layout_matches_sigmoid():
-    x = torch.randn(4, 6)[:, ::2]
-    assert spocu(x).shape == torch.sigmoid(x).shape
-    cl = torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
-    assert spocu(cl).shape == cl.shape
+def test_non_contiguous_layout_matches_sigmoid(path, dev):
+    x = torch.randn(4, 6, device=dev)[:, ::2]
+    assert spocu(x, backend=path).shape == torch.sigmoid(x).shape
+    cl = torch.randn(2, 3, 4, 5, device=dev).to(memory_format=torch.channels_last)
+    assert spocu(cl, backend=path).shape == cl.shape
+    assert spocu(cl, backend=path).is_contiguous(memory_format=torch.channels_last)  # layout kept, as sigmoid
 
 
 @pytest.mark.parametrize("c", [math.inf, 2.0])
-def test_gradcheck_and_gradgradcheck(c):
+def test_gradcheck_and_gradgradcheck(c, path, dev):
     params = SPOCUParams(c=c)
     gen = torch.Generator().manual_seed(0)
     x = torch.empty(40, dtype=torch.float64).uniform_(params.lower_bound + 0.05, 10.0, generator=gen)
     if math.isfinite(c):
         x = x[(x - params.upper_bound).abs() > 0.05]
-    x = torch.cat([x, torch.tensor([-20.0, -5.0], dtype=torch.float64)]).requires_grad_(True)
-    fn = lambda t: spocu(t, c=c)  # noqa: E731
+    x = torch.cat([x, torch.tensor([-20.0, -5.0], dtype=torch.float64)]).to(dev).requires_grad_(True)
+    fn = lambda t: spocu(t, c=c, backend=path)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
 
@@ -134,9 +149,9 @@ def _saved_tensors(fn, x):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_backward_saves_only_the_input(dtype):
-    x = torch.randn(64, 32, dtype=dtype, requires_grad=True)
-    saved, y = _saved_tensors(spocu, x)
+def test_backward_saves_only_the_input(dtype, path, dev):
+    x = torch.randn(64, 32, dtype=dtype, device=dev, requires_grad=True)
+    saved, y = _saved_tensors(lambda t: spocu(t, backend=path), x)
     assert len(saved) == 1
     assert saved[0].shape == x.shape and saved[0].dtype == x.dtype
     assert saved[0].untyped_storage().data_ptr() == x.untyped_storage().data_ptr()  # the input itself, no copy
@@ -160,7 +175,7 @@ def test_unknown_backend_is_refused(monkeypatch):
         spocu(torch.zeros(2))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     xs=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=20),
     alpha=st.floats(0.1, 5),
@@ -168,10 +183,10 @@ def test_unknown_backend_is_refused(monkeypatch):
     gamma=st.floats(0.5, 8),
     c=st.one_of(st.just(math.inf), st.floats(1.0, 2.5)),
 )
-def test_property_float64_matches_reference(xs, alpha, beta, gamma, c):
+def test_property_float64_matches_reference(path, dev, xs, alpha, beta, gamma, c):
     params = SPOCUParams(alpha, beta, gamma, c)
     x = np.array(xs)
-    _, y, g, _ = _value_and_grad(x, torch.float64, params)
+    _, y, g, _ = _value_and_grad(x, torch.float64, params, device=dev, backend=path)
     assert_matches_reference(x, y, params, "float64")
     assert_matches_reference(x, g, params, "float64", derivative=True)
 

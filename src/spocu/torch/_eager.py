@@ -1,38 +1,26 @@
-"""Plain-PyTorch kernels for SPOCU with fixed parameters (the eager reference path).
+"""Plain-PyTorch kernels for SPOCU with fixed parameters (the reference "eager" path).
 
 SPOCU is evaluated as ``P(clamp(x, lo, hi))`` with ``P(x) = sum_k e_k x^k`` (see
-:class:`spocu.core.SPOCUParams`), so the forward is one clamp plus a degree-8
+:mod:`spocu.torch._constants`), so the forward is one clamp plus a degree-8
 Horner loop and the backward needs only ``x``. Buffers are updated in place
 where nothing else can see them; when a graph is being recorded (double
-backward) the out-of-place forms are used instead so autograd can follow them.
+backward, or a tracer that differentiates the ops) the out-of-place forms are
+used instead so autograd can follow them. These functions run on any device
+and under any tracer (Dynamo, ``torch.export``, ONNX), which is why they are
+also what an outer ``torch.compile`` fuses.
 """
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
-
 import torch
 
-from spocu.core import SPOCUParams
+from spocu.torch._constants import KernelConstants, compute_dtype
 
-__all__ = ["forward", "backward", "compute_dtype"]
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float16/bfloat16 are computed in float32 (opmath); float32/float64 as they are."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+__all__ = ["forward", "backward", "second_derivative", "compute_dtype", "recording"]
 
 
-def _clamp(x: torch.Tensor, params: SPOCUParams) -> torch.Tensor:
-    if math.isfinite(params.upper_bound):
-        return torch.clamp(x, min=params.lower_bound, max=params.upper_bound)
-    return torch.clamp(x, min=params.lower_bound)
-
-
-@lru_cache(maxsize=512)
-def _derivative_cap(params: SPOCUParams, dtype: torch.dtype) -> float:
-    return params.derivative_safe_bound(torch.finfo(dtype).max)
+def _clamp(x: torch.Tensor, lo: float, hi: float, bounded: bool) -> torch.Tensor:
+    return torch.clamp(x, min=lo, max=hi) if bounded else torch.clamp(x, min=lo)
 
 
 def _horner(x: torch.Tensor, coefficients: tuple[float, ...], *, shift: bool, inplace: bool) -> torch.Tensor:
@@ -55,16 +43,24 @@ def _horner(x: torch.Tensor, coefficients: tuple[float, ...], *, shift: bool, in
     return acc * x if shift else acc
 
 
-def forward(x: torch.Tensor, params: SPOCUParams) -> torch.Tensor:
+def recording(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     """s(x) in x's dtype (computed in float32 for half types)."""
     work = x.to(compute_dtype(x.dtype))
-    xc = _clamp(work, params)
-    inplace = not (torch.is_grad_enabled() and xc.requires_grad)
-    y = _horner(xc, params.x_coefficients, shift=True, inplace=inplace)
+    xc = _clamp(work, k.lo, k.hi, k.bounded)
+    y = _horner(xc, k.value, shift=True, inplace=not recording(xc))
     return y.to(x.dtype)
 
 
-def backward(grad_output: torch.Tensor, x: torch.Tensor, params: SPOCUParams) -> torch.Tensor:
+def _outside(work: torch.Tensor, k: KernelConstants) -> torch.Tensor:
+    # also for c = inf: x = +inf is "outside" (s' = 0 there, as in the float64 reference)
+    return (work <= k.lo) | (work >= k.hi)
+
+
+def backward(grad_output: torch.Tensor, x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     """grad_output * s'(x), with s' = 0 outside the active piece (and at x = x_hi).
 
     s' is evaluated at the clamped x so that huge inputs in a flat piece cannot
@@ -74,14 +70,20 @@ def backward(grad_output: torch.Tensor, x: torch.Tensor, params: SPOCUParams) ->
     ctype = compute_dtype(x.dtype)
     work = x.to(ctype)
     # for c = inf, cap x where s' would overflow: a finite x then never gives NaN
-    xc = torch.clamp(work, min=params.lower_bound, max=_derivative_cap(params, ctype))
-    outside = work <= params.lower_bound
-    if math.isfinite(params.upper_bound):
-        outside = outside | (work >= params.upper_bound)
-    recording = torch.is_grad_enabled() and (work.requires_grad or grad_output.requires_grad)
-    ds = _horner(xc, params.x_derivative_coefficients, shift=False, inplace=not recording)
-    if recording:
+    xc = torch.clamp(work, min=k.lo, max=k.cap)
+    outside = _outside(work, k)
+    differentiable = recording(work, grad_output)
+    ds = _horner(xc, k.slope, shift=False, inplace=not differentiable)
+    if differentiable:
         ds = torch.where(outside, torch.zeros((), dtype=ctype, device=x.device), ds)
         return (grad_output.to(ctype) * ds).to(x.dtype)
     ds.masked_fill_(outside, 0.0)
     return ds.mul_(grad_output).to(x.dtype)
+
+
+def second_derivative(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
+    """s''(x) in the compute dtype (0 outside the active piece); out of place, differentiable."""
+    work = x.to(compute_dtype(x.dtype))
+    xc = torch.clamp(work, min=k.lo, max=k.cap)
+    d2 = _horner(xc, k.curvature, shift=False, inplace=False)
+    return torch.where(_outside(work, k), torch.zeros((), dtype=work.dtype, device=x.device), d2)

@@ -1,0 +1,79 @@
+"""Fixtures that run the PyTorch tests on every SPOCU kernel path.
+
+``path`` is one of the forced backends ("eager", "inductor", "triton"); every
+numeric test that takes it must hold on each one. Triton runs on CUDA when
+there is a GPU, else on CPU through Triton's interpreter (``TRITON_INTERPRET=1``,
+set for the rest of the session: Triton reads it lazily), and is skipped when
+the ``triton`` package is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+PATHS = ["eager", "inductor", "triton"]
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def triton_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="session")
+def triton_ready():
+    """Make the Triton kernels runnable here (interpreter on CPU) or skip."""
+    if not HAS_TRITON:
+        pytest.skip("triton is not installed")
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+    from spocu.torch import _triton
+
+    reason = _triton.unavailable_reason(torch.device(triton_device()))
+    if reason is not None:
+        pytest.skip(reason)
+    return triton_device()
+
+
+@pytest.fixture(params=PATHS)
+def path(request):
+    """A forced kernel path; for "triton" on a CPU-only machine tests run the interpreter."""
+    if request.param == "triton":
+        request.getfixturevalue("triton_ready")
+    return request.param
+
+
+def devices_for(path: str) -> list[str]:
+    """Devices a path runs on here."""
+    if path == "triton":
+        return [triton_device()]
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture
+def runs_on(path):
+    """``runs_on(device)`` skips the test when ``path`` does not run on ``device`` here."""
+
+    def check(device: str) -> None:
+        if device not in devices_for(path):
+            pytest.skip(f"path {path!r} does not run on {device} here")
+
+    return check
+
+
+@pytest.fixture
+def dev(path) -> str:
+    """The device ``path`` is tested on when a test has no device parameter."""
+    return devices_for(path)[-1] if path == "triton" else "cpu"
+
+
+def pytest_collection_modifyitems(config, items):
+    # Triton's CPU interpreter evaluates in NumPy, which warns where the float32
+    # math overflows to inf on purpose (huge inputs): not a finding of the tests
+    quiet = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+    for item in items:
+        if "triton" in item.nodeid and "test_torch" in item.nodeid:
+            item.add_marker(quiet)
