@@ -1,0 +1,343 @@
+"""The fused kernel paths: dispatch, fallback, layouts, custom ops, torch.compile and ONNX export.
+
+Numeric parity of every path with the float64 reference is in test_functional.py
+(parametrized over paths); here are the properties specific to the fused paths.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from reference_checks import PARAM_SETS, assert_matches_reference
+from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad
+from spocu.torch import SPOCU, _dispatch, _inductor, spocu
+
+FUSED = ["inductor", "triton"]
+
+
+@pytest.fixture(params=FUSED)
+def fused(request):
+    if request.param == "triton":
+        request.getfixturevalue("triton_ready")
+    return request.param
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def test_auto_uses_the_fused_cpu_kernel_for_large_tensors_only(monkeypatch):
+    monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
+    n = _dispatch.CPU_FUSED_MIN_NUMEL
+    assert _dispatch.resolve_backend(torch.zeros(n - 1)) == "eager"
+    assert _dispatch.resolve_backend(torch.zeros(n)) == "inductor"
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
+    assert _dispatch.resolve_backend(torch.zeros(n)) == "eager"
+    assert _dispatch.resolve_backend(torch.zeros(n), "inductor") == "inductor"  # the argument wins
+
+
+def test_the_chosen_path_runs(monkeypatch):
+    """A large tensor under "auto" goes through the fused autograd node, a small one through the plain one."""
+    monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
+    big = torch.randn(_dispatch.CPU_FUSED_MIN_NUMEL, requires_grad=True)
+    small = torch.randn(10, requires_grad=True)
+    assert type(spocu(big).grad_fn).__name__ == "_FusedSPOCUFunctionBackward"
+    assert type(spocu(small).grad_fn).__name__ == "_SPOCUFunctionBackward"
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
+    assert type(spocu(big).grad_fn).__name__ == "_SPOCUFunctionBackward"
+
+
+def test_triton_on_an_unsupported_device_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    import spocu.torch._triton as tr
+
+    monkeypatch.setattr(tr.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match="triton.*not installed"):
+        spocu(torch.zeros(4), backend="triton")
+
+
+# ---------------------------------------------------------------- the compiled CPU kernels
+
+
+@pytest.fixture
+def fresh_inductor_state(monkeypatch):
+    """Let a test break the compiler without leaving the fused path broken for the others."""
+    monkeypatch.setattr(_inductor, "_failure", None)
+    monkeypatch.setattr(_inductor, "_ready", set())
+    return _inductor
+
+
+def test_compile_failure_falls_back_to_plain_ops_with_one_warning(fresh_inductor_state, monkeypatch):
+    def broken(*key):
+        def fn(*args):
+            raise RuntimeError("no C++ compiler found")
+
+        return fn
+
+    monkeypatch.setattr(_inductor, "_compiled", broken)
+    x = torch.linspace(-8, 8, 1001, dtype=torch.float64, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found") as record:
+        y = spocu(x, backend="inductor")
+        y.sum().backward()
+        spocu(x, backend="inductor")
+    assert len([w for w in record if "could not compile" in str(w.message)]) == 1
+    assert not _inductor.usable() and "no C++ compiler" in _inductor.failure()
+    np.testing.assert_allclose(y.detach().numpy(), reference_spocu(x.detach().numpy()), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(x.grad.numpy(), reference_spocu_grad(x.detach().numpy()), rtol=1e-11, atol=1e-13)
+    # "auto" no longer tries the broken compiler
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _dispatch.resolve_backend(torch.zeros(_dispatch.CPU_FUSED_MIN_NUMEL), "auto") == "eager"
+
+
+def test_one_compiled_kernel_serves_every_parameter_set_and_size():
+    """Coefficients are data, not constants: new (alpha, beta, gamma, c) and sizes compile nothing."""
+    from torch._dynamo.utils import counters
+
+    x = torch.randn(3000, dtype=torch.float64, requires_grad=True)
+    spocu(x, backend="inductor").sum().backward()  # compiled (or cached) for float64
+    before = counters["stats"]["unique_graphs"]
+    for params in PARAM_SETS.values():
+        for n in (100, 5000):
+            xs = (torch.randn(n, dtype=torch.float64) * 4).requires_grad_(True)
+            y = spocu(xs, **params.as_dict(), backend="inductor")
+            y.sum().backward()
+            assert_matches_reference(xs.detach().numpy(), y.detach().numpy(), params, "float64")
+            assert_matches_reference(xs.detach().numpy(), xs.grad.numpy(), params, "float64", derivative=True)
+    assert counters["stats"]["unique_graphs"] == before
+
+
+def test_concurrent_first_calls_are_correct(fresh_inductor_state):
+    params = SPOCUParams(c=1.5)
+    xs = [torch.randn(5000, dtype=torch.float32) * 3 for _ in range(4)]
+    results: list = [None] * 4
+
+    def work(i):
+        results[i] = spocu(xs[i], **params.as_dict(), backend="inductor")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for x, y in zip(xs, results):
+        assert_matches_reference(x.numpy(), y.numpy(), params, "float32")
+
+
+# ---------------------------------------------------------------- layouts and outputs
+
+
+def _layouts(device):
+    base = torch.randn(4, 6, 5, 3, dtype=torch.float64, device=device) * 3
+    return {
+        "contiguous": base,
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "transposed": base.transpose(1, 3),
+        "sliced": base[:, ::2, 1:],
+        "expanded": base[:1].expand(3, 6, 5, 3),
+        "storage_offset": base.flatten()[7:307].view(10, 30),
+        "five_dims_strided": base.reshape(2, 2, 6, 5, 3)[:, :, ::2].permute(4, 0, 2, 1, 3),
+    }
+
+
+@pytest.mark.parametrize(
+    "layout", ["contiguous", "channels_last", "transposed", "sliced", "expanded", "storage_offset", "five_dims_strided"]
+)
+def test_any_layout_gives_empty_like_strides_and_exact_values(fused, layout):
+    device = "cuda" if fused == "triton" and torch.cuda.is_available() else "cpu"
+    x = _layouts(device)[layout]
+    y = spocu(x, backend=fused)
+    assert y.stride() == torch.empty_like(x).stride()  # what the fake (meta) kernels promise
+    x64 = x.cpu().numpy()
+    np.testing.assert_allclose(y.cpu().numpy(), reference_spocu(x64), rtol=1e-12, atol=1e-13)
+    g = torch.randn(x.shape, dtype=x.dtype, device=device).transpose(0, -1).contiguous().transpose(0, -1)
+    gx = torch.ops.spocu.spocu_backward(g, x, *SPOCUParams().as_dict().values(), fused)
+    assert gx.stride() == torch.empty_like(x).stride()
+    np.testing.assert_allclose(gx.cpu().numpy(), g.cpu().numpy() * reference_spocu_grad(x64), rtol=1e-11, atol=1e-13)
+
+
+def test_output_is_a_fresh_tensor_that_may_be_modified_in_place(path, dev):
+    x = torch.randn(8, 16, device=dev, requires_grad=True)
+    y = spocu(x, backend=path)
+    assert y._base is None and y.data_ptr() != x.data_ptr()
+    y.mul_(2.0)  # e.g. an in-place op after the activation
+    y.sum().backward()
+    np.testing.assert_allclose(
+        x.grad.cpu().numpy(), 2.0 * reference_spocu_grad(x.detach().cpu().double().numpy()), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_double_backward_through_the_fused_paths_matches_the_reference(fused):
+    device = "cuda" if fused == "triton" and torch.cuda.is_available() else "cpu"
+    x = torch.linspace(-2.5, 6.0, 301, dtype=torch.float64, device=device, requires_grad=True)
+    (g,) = torch.autograd.grad(spocu(x, backend=fused).sum(), x, create_graph=True)
+    (gg,) = torch.autograd.grad(g.sum(), x)
+    from spocu.core import reference_spocu_grad2
+
+    np.testing.assert_allclose(gg.cpu().numpy(), reference_spocu_grad2(x.detach().cpu().numpy()), rtol=1e-9, atol=1e-11)
+
+
+# ---------------------------------------------------------------- custom ops
+
+
+@pytest.mark.parametrize("impl", ["eager", "inductor", "triton"])
+@pytest.mark.parametrize("c", [math.inf, 1.0])
+def test_custom_ops_pass_opcheck(impl, c, request):
+    if impl == "triton":
+        request.getfixturevalue("triton_ready")
+    device = "cuda" if impl == "triton" and torch.cuda.is_available() else "cpu"
+    p = SPOCUParams(c=c)
+    args = (p.alpha, p.beta, p.gamma, p.c, impl)
+    x = (torch.randn(3, 5, dtype=torch.float64, device=device) * 3).requires_grad_(True)
+    g = torch.randn(3, 5, dtype=torch.float64, device=device).requires_grad_(True)
+    torch.library.opcheck(torch.ops.spocu.spocu.default, (x, *args))
+    torch.library.opcheck(torch.ops.spocu.spocu_backward.default, (g, x.detach().requires_grad_(True), *args))
+    xt = x.detach().t().requires_grad_(True)  # a non-contiguous layout too
+    torch.library.opcheck(torch.ops.spocu.spocu.default, (xt, *args))
+
+
+def test_custom_op_gradients_and_second_derivatives_match_gradcheck():
+    x = torch.tensor([-5.0, -1.0, 0.0, 0.3, 1.7, 4.0, 9.0], dtype=torch.float64, requires_grad=True)
+    fn = lambda t: torch.ops.spocu.spocu(t, 2.0, 0.4, 3.0, 2.5, "inductor")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_unknown_op_impl_is_refused():
+    with pytest.raises(ValueError, match="impl"):
+        torch.ops.spocu.spocu(torch.zeros(3), 3.0937, 0.6653, 4.437, math.inf, "cuda-magic")
+
+
+# ---------------------------------------------------------------- torch.compile
+
+
+def _net(act):
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), act, torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(36, 3)
+    ).double()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SPOCU(),
+        lambda: SPOCU(c=1.0),
+        lambda: SPOCU(learnable=True, num_parameters=4),
+        lambda: _Forced("inductor"),
+    ],
+    ids=["default", "c1", "learnable", "forced-op"],
+)
+def test_models_compile_without_graph_breaks_and_match_eager(make):
+    torch.manual_seed(0)
+    net = _net(make())
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 3
+    explanation = torch._dynamo.explain(net)(x)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    y_ref = net(x)
+    y_ref.sum().backward()
+    grads_ref = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    y = compiled(x)
+    y.sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    for p, g in zip(net.parameters(), grads_ref):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12)
+
+
+class _Forced(torch.nn.Module):
+    def __init__(self, backend):
+        super().__init__()
+        self.backend = backend
+
+    def forward(self, t):
+        return spocu(t, backend=self.backend)
+
+
+def _saved_by_compiled_forward(fn, x):
+    """Tensors the compiled forward keeps for backward (AOTAutograd with Inductor's partitioner)."""
+    from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = {}
+
+    def keep(name):
+        def compiler(gm, _inputs):
+            graphs[name] = gm
+            return make_boxed_func(gm.forward)
+
+        return compiler
+
+    backend = aot_autograd(fw_compiler=keep("fw"), bw_compiler=keep("bw"), partition_fn=min_cut_rematerialization_partition)
+    y = torch.compile(fn, backend=backend, fullgraph=True)(x)
+    y.sum().backward()
+    outputs = next(n for n in graphs["fw"].graph.nodes if n.op == "output").args[0]
+    return [o for o in outputs[1:] if isinstance(o, torch.fx.Node) and isinstance(o.meta.get("val"), torch.Tensor)]
+
+
+@pytest.mark.parametrize("backend", ["auto", "inductor"])
+def test_compiled_graphs_save_only_the_input(backend):
+    x = torch.randn(16, 32, requires_grad=True)
+    saved = _saved_by_compiled_forward(lambda t: spocu(t, backend=backend), x)
+    assert len(saved) == 1
+    assert saved[0].op == "placeholder"  # the input itself, not a derived tensor
+    assert saved[0].meta["val"].shape == x.shape
+
+
+def test_inductor_compiled_model_runs_and_matches_eager():
+    """One real Inductor compile of a model (the other compile tests use aot_eager for speed)."""
+    torch.manual_seed(0)
+    net = _net(SPOCU(c=2.0)).float()
+    x = torch.randn(4, 3, 8, 8) * 3
+    y_ref = net(x)
+    y_ref.sum().backward()
+    grads_ref = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    compiled = torch.compile(net, fullgraph=True)
+    y = compiled(x)
+    y.sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for p, g in zip(net.parameters(), grads_ref):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- ONNX export
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: SPOCU(), lambda: SPOCU(c=1.0), lambda: SPOCU(learnable=True, num_parameters=4)],
+    ids=["default", "c1", "learnable"],
+)
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_onnx_export_uses_standard_ops_and_matches_onnxruntime(make, dynamo, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import io
+
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "inductor")  # even a forced fused path exports as standard ops
+    torch.manual_seed(0)
+    net = _net(make()).float().eval()
+    x = torch.randn(2, 3, 8, 8) * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            model = torch.onnx.export(net, (x,), dynamo=True, verbose=False).model_proto
+            data = model.SerializeToString()
+        else:
+            buffer = io.BytesIO()
+            torch.onnx.export(net, (x,), buffer, dynamo=False)
+            data = buffer.getvalue()
+            model = onnx.load_from_string(data)
+    assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}
+    assert not any("spocu" in node.op_type.lower() for node in model.graph.node)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    for scale in (1.0, 4.0):
+        xs = torch.randn(2, 3, 8, 8) * scale
+        out = session.run(None, {session.get_inputs()[0].name: xs.numpy()})[0]
+        with torch.no_grad():
+            np.testing.assert_allclose(out, net(xs).numpy(), rtol=1e-5, atol=1e-5)
