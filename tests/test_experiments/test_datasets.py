@@ -44,6 +44,18 @@ def test_wdbc_scaling_matches_an_independent_split():
     np.testing.assert_allclose(ds.x_test, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_digits_are_standardized_per_channel_with_training_statistics():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    rest_x, test_x, rest_y, _ = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    train_x, _, _, _ = train_test_split(rest_x, rest_y, test_size=0.2, stratify=rest_y, random_state=0)
+    ds = datasets.load_dataset("digits")
+    np.testing.assert_allclose(ds.x_test.reshape(len(test_x), -1), (test_x - train_x.mean()) / train_x.std(), rtol=1e-5, atol=1e-5)
+    assert np.abs(ds.x_val).max() < 3  # 0..16 pixel values stay moderate
+
+
 def test_digits_are_images_and_splits_are_reproducible():
     a = datasets.load_dataset("digits", split_seed=1)
     b = datasets.load_dataset("digits", split_seed=1)

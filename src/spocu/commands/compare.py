@@ -274,40 +274,40 @@ def run(args: argparse.Namespace) -> int:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = runner.OutputDir(args.out or Path("spocu-runs") / f"{config.dataset}-{stamp}")
     progress = not args.no_progress
-    try:
-        dataset = load_dataset(
-            config.dataset, data_dir=args.data_dir, download=not args.no_download, progress=progress,
-            split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size,
-        )
-    except DatasetError as error:
-        console.print(f"[red]spocu compare:[/red] {escape(str(error))}")
-        return 2
-    except ValueError as error:
-        raise SystemExit(f"spocu compare: {error}") from None
-    threads = args.threads if args.threads else engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
-    size = dataset.describe()
-    console.print(
-        f"{config.dataset}: train {size['train']:,}, val {size['val']:,}, test {size['test']:,} | {config.model.label} | "
-        f"{', '.join(config.activations)} x {len(config.seeds)} seeds | {config.epochs} epochs, batch {config.batch_size}, "
-        f"{config.optimizer} lr {config.lr:g} | {device}" + (f", {threads} thread(s)" if threads else "")
-    )
-    console.print(f"output: {out.root}", soft_wrap=True)
 
-    def terminate(signum, frame):  # kill (SIGTERM) ends like Ctrl-C: finished runs are already on disk
+    def terminate(signum, frame):  # kill (SIGTERM) ends like Ctrl-C: finished runs are on disk, downloads cleaned up
         raise KeyboardInterrupt
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
     try:
+        try:
+            dataset = load_dataset(
+                config.dataset, data_dir=args.data_dir, download=not args.no_download, progress=progress,
+                split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size,
+            )
+        except DatasetError as error:
+            console.print(f"[red]spocu compare:[/red] {escape(str(error))}")
+            return 2
+        except ValueError as error:
+            raise SystemExit(f"spocu compare: {error}") from None
+        threads = args.threads if args.threads else engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
+        size = dataset.describe()
+        console.print(
+            f"{config.dataset}: train {size['train']:,}, val {size['val']:,}, test {size['test']:,} | {config.model.label} | "
+            f"{', '.join(config.activations)} x {len(config.seeds)} seeds | {config.epochs} epochs, batch {config.batch_size}, "
+            f"{config.optimizer} lr {config.lr:g} | {device}" + (f", {threads} thread(s)" if threads else "")
+        )
+        console.print(f"output: {out.root}", soft_wrap=True)
         with out.lock(), _RichCallbacks(console, progress) as callbacks:
             runs = runner.run_experiment(config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks)
         results = runner.assemble_results(config, dataset, runs, environment(runs[0].device if runs else str(device)))
         runner.write_results(out, results, runs)
         report = write_report(out.root, results)
     except KeyboardInterrupt:
+        saved = f"the finished runs are saved in {out.root}" if out.runs.exists() else "nothing was trained"
         console.print(
-            f"\ninterrupted: the finished runs are saved in {out.root}.\n"
-            f"Resume with the same command and --out {shlex.quote(str(out.root))}: finished runs are skipped.",
+            f"\ninterrupted: {saved}.\nResume with the same command and --out {shlex.quote(str(out.root))}: finished runs are skipped.",
             soft_wrap=True,
         )
         return 130

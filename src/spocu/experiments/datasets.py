@@ -7,9 +7,10 @@ there is one, class names, where it was read from); :func:`load_dataset` turns i
 - **wdbc** (569 samples, 30 features; scikit-learn's ``load_breast_cancer``) and **digits**
   (1,797 8x8 images; ``load_digits``) have no official test set: a stratified test split
   (``test_size``, default 0.2) is taken first, then a stratified validation split (``val_size``,
-  default 0.2) from the rest, both with ``split_seed``. Features are standardized with the mean
-  and standard deviation of the training split only (``StandardScaler``; a constant feature
-  keeps scale 1).
+  default 0.2) from the rest, both with ``split_seed``. They are standardized with the mean
+  and standard deviation of the training split only (``StandardScaler``): WDBC per feature,
+  digits per channel (one mean and sd for all pixels, as for images; per pixel, the nearly
+  constant border pixels would become z-scores of 100 and more).
 - **mnist** and **cifar10** keep their official test sets (10,000 images each); a stratified
   validation split (``val_size``, default 5,000 images) is held out of the official training set.
   Pixels stay uint8 and are scaled by 1/255 in the engine, as in the seed experiment.
@@ -138,6 +139,11 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """sha256 (first 16 hex digits) of every array: the same data and split give the same value."""
+        if "_fingerprint" not in self.__dict__:  # computed once: it hashes every array
+            object.__setattr__(self, "_fingerprint", self._digest())
+        return self.__dict__["_fingerprint"]
+
+    def _digest(self) -> str:
         digest = hashlib.sha256()
         for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
             digest.update(str((array.dtype.str, array.shape)).encode())
@@ -369,6 +375,10 @@ def _split_size(value: float, n: int, what: str) -> float | int:
     return int(value)
 
 
+def _share(size: float | int) -> str:
+    return f"{size:.0%}" if isinstance(size, float) else f"{size:,}"
+
+
 def load_dataset(
     name: str,
     *,
@@ -395,7 +405,7 @@ def load_dataset(
     if source.x_test is None:
         test = _split_size(DEFAULT_TEST_SIZE if test_size is None else test_size, len(y), "test_size")
         x, x_test, y, y_test = train_test_split(x, y, test_size=test, stratify=y, random_state=split_seed)
-        info["test_split"] = f"stratified {test} of {len(source.y_train)} samples (no official test set)"
+        info["test_split"] = f"a stratified {_share(test)} of the {len(source.y_train)} samples; {name} has no official test set"
     else:
         if test_size is not None:
             raise ValueError(f"{name} has an official test set; test_size does not apply")
@@ -403,18 +413,35 @@ def load_dataset(
         info["test_split"] = "official test set"
     val = _split_size(DEFAULT_VAL_SIZE[name] if val_size is None else val_size, len(y), "val_size")
     x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=val, stratify=y, random_state=split_seed)
-    info["val_split"] = f"stratified {val} of the {len(y)} training samples"
+    info["val_split"] = f"a stratified {_share(val)} of the {len(y)} training samples"
     if source.tabular:
         from sklearn.preprocessing import StandardScaler
 
-        shape = x_train.shape[1:]
-        scaler = StandardScaler().fit(x_train.reshape(len(x_train), -1))
+        if x_train.ndim == 4:
+            # images: one mean and sd per channel; per-pixel scaling would turn rare border pixels into huge z-scores
+            def rows(a: np.ndarray) -> np.ndarray:
+                return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+
+            def unrows(r: np.ndarray, a: np.ndarray) -> np.ndarray:
+                n, c, h, w = a.shape
+                return r.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+            info["preprocessing"] = "pixels standardized per channel with the training split's mean and sd"
+        else:
+
+            def rows(a: np.ndarray) -> np.ndarray:
+                return a.reshape(len(a), -1)
+
+            def unrows(r: np.ndarray, a: np.ndarray) -> np.ndarray:
+                return r.reshape(a.shape)
+
+            info["preprocessing"] = "features standardized with the training split's mean and sd"
+        scaler = StandardScaler().fit(rows(x_train))
 
         def standardize(a: np.ndarray) -> np.ndarray:
-            return scaler.transform(a.reshape(len(a), -1)).astype(np.float32).reshape((len(a), *shape))
+            return np.ascontiguousarray(unrows(scaler.transform(rows(a)), a), dtype=np.float32)
 
         x_train, x_val, x_test = standardize(x_train), standardize(x_val), standardize(x_test)
-        info["preprocessing"] = "features standardized with the training split's mean and sd"
         pixel_scale = None
     else:
         pixel_scale = 1.0 / 255.0

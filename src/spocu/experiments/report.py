@@ -60,8 +60,8 @@ def render_report(results: dict) -> str:
         "",
         "## Test accuracy and loss",
         "",
-        "| activation | init | test accuracy (mean ± sd) | 95% CI of the mean | test loss (mean ± sd) | s/epoch (median) | parameters |",
-        "|---|---|---|---|---|---|---|",
+        "| activation | init | test accuracy (mean ± sd) | 95% CI of the mean | test loss (mean ± sd) | test loss (median) | s/epoch (median) | parameters |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for name in activations:
@@ -70,11 +70,16 @@ def render_report(results: dict) -> str:
         ci = f"[{_f(acc['ci_low'])}, {_f(acc['ci_high'])}]" if acc["ci_low"] is not None else "n/a"
         lines.append(
             f"| {name} | {s['init']} | {_f(acc['mean'])} ± {_f(acc['sd'])} | {ci} | {_f(loss['mean'])} ± {_f(loss['sd'])} "
-            f"| {_seconds(s['seconds_per_epoch']['median'])} | {s['num_parameters']:,} |"
+            f"| {_f(loss['median'])} | {_seconds(s['seconds_per_epoch']['median'])} | {s['num_parameters']:,} |"
         )
         for label, stat in (("test accuracy", acc), ("test loss", loss)):
             if stat["note"]:
                 notes.append(f"{name}, {label}: {stat['note']}.")
+        if loss["sd"] is not None and loss["median"] is not None and loss["mean"] > 10 * max(loss["median"], 1e-12):
+            notes.append(
+                f"{name}: the mean test loss is dominated by a few seeds (mean {_f(loss['mean'])}, median {_f(loss['median'])}): "
+                "some test samples get huge, confidently wrong logits; see results.json for the per-seed values."
+            )
         if s["diverged"]:
             notes.append(f"{name}: training diverged (non-finite loss) for seed(s) {', '.join(map(str, s['diverged']))}; their test metrics are those of the diverged network.")
     if results["comparisons"]:
@@ -144,7 +149,8 @@ def render_report(results: dict) -> str:
         + (f", {', '.join(map(str, threads))} thread(s)" if threads else "")
         + f"; {hw.get('platform')}.",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + ".",
-        "- Statistics: mean ± sample sd over seeds; 95% CI of the mean by bootstrap (scipy.stats.bootstrap, BCa, 9,999 resamples); "
+        "- Statistics: mean ± sample sd over seeds; 95% CI of the mean by bootstrap (scipy.stats.bootstrap, BCa, 9,999 resamples; "
+        "with few seeds it is narrower than a t interval would be); "
         "paired t-test (scipy.stats.ttest_rel, with its t-based CI of the mean difference) and Wilcoxon signed-rank test (scipy.stats.wilcoxon) "
         "against the reference, Holm-corrected (statsmodels multipletests); McNemar's exact test per seed "
         "(statsmodels), which reflects test-set sampling only, not seed-to-seed variation.",

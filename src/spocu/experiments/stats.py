@@ -1,6 +1,6 @@
 """Statistics of a multi-seed comparison, from scipy and statsmodels.
 
-- per activation: mean and sample sd (ddof=1) of a metric over seeds, and a 95% bootstrap
+- per activation: mean, median and sample sd (ddof=1) of a metric over seeds, and a 95% bootstrap
   confidence interval of the mean (``scipy.stats.bootstrap``, BCa; percentile where BCa is
   undefined);
 - each activation against the reference (the first), paired by seed: mean difference with
@@ -46,6 +46,7 @@ class Summary:
     ci_high: float
     ci_method: str
     note: str = ""
+    median: float = math.nan
 
     def as_dict(self) -> dict:
         return _json_safe(asdict(self))
@@ -108,14 +109,14 @@ def summarize(values: Sequence[float]) -> Summary:
     n = len(x)
     if n == 0:
         return Summary(0, math.nan, math.nan, math.nan, math.nan, "none", "no finite values")
-    mean = float(x.mean())
+    mean, median = float(x.mean()), float(np.median(x))
     if n < 2:
-        return Summary(n, mean, math.nan, math.nan, math.nan, "none", "n < 2: no sd or CI")
+        return Summary(n, mean, math.nan, math.nan, math.nan, "none", "n < 2: no sd or CI", median)
     sd = float(x.std(ddof=1))
     if sd == 0.0:
-        return Summary(n, mean, 0.0, mean, mean, "none", "all values equal: zero-width CI")
+        return Summary(n, mean, 0.0, mean, mean, "none", "all values equal: zero-width CI", median)
     if n < 3:
-        return Summary(n, mean, sd, math.nan, math.nan, "none", "n < 3: no bootstrap CI")
+        return Summary(n, mean, sd, math.nan, math.nan, "none", "n < 3: no bootstrap CI", median)
     bootstrap = _bootstrap()
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
@@ -127,8 +128,8 @@ def summarize(values: Sequence[float]) -> Summary:
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         if math.isfinite(low) and math.isfinite(high):
             note = "" if method == "BCa" else "BCa undefined for these values; percentile bootstrap"
-            return Summary(n, mean, sd, low, high, f"bootstrap {method}", note)
-    return Summary(n, mean, sd, math.nan, math.nan, "none", "bootstrap CI undefined")
+            return Summary(n, mean, sd, low, high, f"bootstrap {method}", note, median)
+    return Summary(n, mean, sd, math.nan, math.nan, "none", "bootstrap CI undefined", median)
 
 
 def paired_test(reference: dict[int, float], other: dict[int, float]) -> PairedTest:
