@@ -63,7 +63,8 @@ def render_report(results: dict) -> str:
         "| activation | init | test accuracy (mean ± sd) | 95% CI of the mean | test loss (mean ± sd) | test loss (median) | s/epoch (median) | parameters |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    notes = []
+    notes: list[str] = []
+    grouped: dict[str, list[str]] = {}  # the same statistical caveat for several activations: one line
     for name in activations:
         s = summary[name]
         acc, loss = s["test_accuracy"], s["test_loss"]
@@ -74,7 +75,7 @@ def render_report(results: dict) -> str:
         )
         for label, stat in (("test accuracy", acc), ("test loss", loss)):
             if stat["note"]:
-                notes.append(f"{name}, {label}: {stat['note']}.")
+                grouped.setdefault(stat["note"], []).append(f"{name} {label}")
         if loss["sd"] is not None and loss["median"] is not None and loss["mean"] > 10 * max(loss["median"], 1e-12):
             notes.append(
                 f"{name}: the mean test loss is dominated by a few seeds (mean {_f(loss['mean'])}, median {_f(loss['median'])}): "
@@ -103,13 +104,14 @@ def render_report(results: dict) -> str:
             )
             for label, stat in (("accuracy", acc), ("loss", loss)):
                 if stat["note"]:
-                    notes.append(f"{c['activation']} vs {reference}, {label}: {stat['note']}.")
-    small = sorted({c["test_accuracy"]["n"] for c in results["comparisons"] if 0 < c["test_accuracy"]["n"] < 6})
+                    grouped.setdefault(stat["note"], []).append(f"{c['activation']} vs {reference}, {label}")
+    small = sorted({c["test_accuracy"]["n"] for c in results["comparisons"] if 2 <= c["test_accuracy"]["n"] < 6})
     if small:
         notes.append(
             f"With n = {small[0]} paired seeds the two-sided Wilcoxon test cannot give p below {2 / 2 ** small[0]:.3g}: "
             "read its p-values as a robustness check of the t-test, not as a verdict; more seeds (--seeds) sharpen both."
         )
+    notes = [f"{text} ({'; '.join(subjects)})." for text, subjects in grouped.items()] + notes
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)]
     lines += [
