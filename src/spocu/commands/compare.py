@@ -257,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
         config = resolve_config(_config_options(args))
     except ValueError as error:
         raise SystemExit(f"spocu compare: {error}") from None
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"spocu compare: --threads must be >= 1, got {args.threads}")
     if args.estimate:
         return _estimate(config, args, console)
 

@@ -5,9 +5,10 @@ See :mod:`spocu.experiments.engines` for the contract. Loss: cross-entropy on lo
 ``time.perf_counter`` around the training part of each epoch (after ``torch.cuda.synchronize``
 on a GPU); the validation pass is timed separately.
 
-Threads: ``threads=None`` picks 1 thread for small models (under 5 M multiply-accumulates per
-batch, where more threads only add overhead: measured 2-5x slower for the WDBC MLP on 2
-cores) and PyTorch's default otherwise; the number used is recorded in the run.
+Threads: :func:`choose_threads` picks 1 thread for small models (under 5 M multiply-accumulates
+per batch, where more threads mostly add synchronization: the WDBC MLP with SPOCU ran 3.7x slower
+with 2 threads than with 1 on a shared 2-core VM) and PyTorch's default otherwise; the number
+used is recorded in the run.
 """
 
 from __future__ import annotations
