@@ -76,7 +76,17 @@ def _compiled(kind: str, dtype: torch.dtype, device_type: str) -> Callable:
     """The compiled kernel for one (kind, input dtype, device): each compiles exactly once."""
     fn = {"forward": _forward_math, "backward": _backward_math}[kind]
     tag = f"{str(dtype).removeprefix('torch.')}_{device_type}"
-    return torch.compile(_own_code(fn, tag), dynamic=True, fullgraph=True)
+    return torch.compile(_own_code(fn, tag), dynamic=True, fullgraph=True, options=_compile_options())
+
+
+def _compile_options() -> dict[str, object]:
+    """Let the C++ compiler fuse the Horner steps' multiply-adds into FMAs (Inductor's default is
+    ``-ffp-contract=off``): ~25% faster on CPUs with FMA, and each step rounds once instead of twice."""
+    import torch._inductor.config as config
+
+    if not hasattr(config.cpp, "enable_floating_point_contract_flag"):  # an older or newer Inductor
+        return {}
+    return {"cpp.enable_floating_point_contract_flag": "fast"}
 
 
 # Run the kernels below autograd and ADInplaceOrView, as custom-op kernels run:
