@@ -36,6 +36,8 @@ examples:
   spocu compare --dataset digits --model seed-cnn --epochs 20
   spocu compare --preset seed-cifar10 --data-dir ~/.keras/datasets
   spocu compare --preset seed-cifar10 --estimate
+  spocu compare --preset seed-cifar10 --jobs 4      # 4 runs at a time, the cores shared among them
+  torchrun --nproc-per-node 4 -m spocu compare --preset seed-cifar10 --device cuda   # each run on 4 GPUs
 """
 
 
@@ -88,7 +90,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--framework", choices=("torch",), help="default torch")
     where = parser.add_argument_group("where and how")
     where.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
-    where.add_argument("--threads", type=int, help="CPU threads (default: 1 for small models, else PyTorch's default)")
+    where.add_argument(
+        "--threads", type=int,
+        help="CPU threads per run (default: 1 for small models, else PyTorch's default, divided among --jobs)",
+    )
+    where.add_argument(
+        "--jobs", type=int, default=1,
+        help="train this many (activation, seed) runs at once, in separate processes (default 1); "
+        "for data-parallel training of each run use torchrun (see README, 'Scaling up')",
+    )
     where.add_argument("--data-dir", type=Path, help="your copies of MNIST/CIFAR-10 (torchvision root or ~/.keras/datasets)")
     where.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
     where.add_argument("--out", type=Path, help="output directory (default ./spocu-runs/<dataset>-<timestamp>); reuse it to resume")
@@ -127,11 +137,12 @@ def _config_options(args: argparse.Namespace) -> dict:
 
 
 class _RichCallbacks:
-    """Progress bar over all epochs of all runs, one line per finished run."""
+    """Progress bar over all epochs of all runs, one line per finished run (runs may overlap with --jobs)."""
 
     def __init__(self, console, enabled: bool) -> None:
         self.console, self.enabled = console, enabled
         self.progress = None
+        self.running: dict[tuple[str, int], str] = {}
 
     def __enter__(self):
         if self.enabled:
@@ -162,16 +173,28 @@ class _RichCallbacks:
         if self.progress is not None:
             self.progress.update(self.task, total=(total - finished) * epochs, completed=0)
 
+    def _describe(self) -> str:
+        if len(self.running) == 1:
+            return next(iter(self.running.values()))
+        if len(self.running) <= 3:
+            return " | ".join(f"{a} s{s}" for a, s in self.running)
+        return f"{len(self.running)} runs in parallel"
+
     def run_started(self, activation: str, seed: int) -> None:
+        self.running[(activation, seed)] = f"{activation} seed {seed}"
         if self.progress is not None:
-            self.progress.update(self.task, description=f"{activation} seed {seed}")
+            self.progress.update(self.task, description=self._describe())
 
     def epoch_done(self, activation: str, seed: int, record) -> None:
+        val = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
+        self.running[(activation, seed)] = f"{activation} seed {seed} epoch {record.epoch} val acc {val}"
         if self.progress is not None:
-            val = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
-            self.progress.update(self.task, advance=1, description=f"{activation} seed {seed} epoch {record.epoch} val acc {val}")
+            self.progress.update(self.task, advance=1, description=self._describe())
 
     def run_finished(self, result) -> None:
+        self.running.pop((result.activation, result.seed), None)
+        if self.progress is not None and self.running:
+            self.progress.update(self.task, description=self._describe())
         if self.progress is not None and len(result.epochs) < self.epochs:  # diverged early: keep the bar honest
             self.progress.update(self.task, advance=self.epochs - len(result.epochs))
         diverged = f" (diverged at epoch {result.diverged_at})" if result.diverged_at else ""
@@ -241,7 +264,46 @@ def _estimate(config, args, console) -> int:
     return 0
 
 
+def _load_dataset(config, args, progress: bool, download: bool):
+    from spocu.experiments.datasets import load_dataset
+
+    return load_dataset(
+        config.dataset, data_dir=args.data_dir, download=download, progress=progress,
+        split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size,
+    )
+
+
+def _load_dataset_distributed(config, args, dist, console):
+    """Every process loads the data, local rank 0 of each node first (it alone downloads); None if any failed.
+
+    The processes then compare data fingerprints, so nodes holding different files are caught.
+    """
+    import sys
+
+    from spocu.experiments.datasets import DatasetError
+
+    dataset, problem = None, None
+    for turn in ("first", "others"):
+        if (dist.local_rank == 0) == (turn == "first"):
+            try:
+                dataset = _load_dataset(config, args, progress=dist.is_main and not args.no_progress, download=turn == "first" and not args.no_download)
+            except (DatasetError, ValueError) as error:
+                problem = str(error)
+                print(f"spocu compare (rank {dist.rank}): {problem}", file=sys.stderr)
+        if not dist.all_agree(problem is None):
+            return None
+    fingerprints = dist.all_gather_ints([int(dataset.fingerprint()[:15], 16)])
+    if len(set(fingerprints)) > 1:
+        console.print(
+            "[red]spocu compare:[/red] the processes loaded different data (data fingerprints differ between ranks): "
+            "give every node the same dataset files (--data-dir)"
+        )
+        return None
+    return dataset
+
+
 def run(args: argparse.Namespace) -> int:
+    import contextlib
     import signal
     import threading
 
@@ -249,28 +311,47 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from spocu.experiments.config import resolve_config
+    from spocu.experiments.distributed import from_environment
 
-    console = Console(highlight=False)
-    if not console.is_terminal:  # piped or logged: rich would assume 80 columns and truncate the table
-        console.width = max(console.width, 120)
     try:
         config = resolve_config(_config_options(args))
+        dist = from_environment()
     except ValueError as error:
         raise SystemExit(f"spocu compare: {error}") from None
+    main = dist is None or dist.is_main
+    console = Console(highlight=False, quiet=not main)  # under torchrun, rank 0 speaks for all
+    if not console.is_terminal:  # piped or logged: rich would assume 80 columns and truncate the table
+        console.width = max(console.width, 120)
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"spocu compare: --threads must be >= 1, got {args.threads}")
+    if args.jobs < 1:
+        raise SystemExit(f"spocu compare: --jobs must be >= 1, got {args.jobs}")
+    if dist is not None:
+        if config.framework != "torch":
+            raise SystemExit(f"spocu compare: torchrun data-parallel training is for --framework torch, not {config.framework}")
+        if args.jobs != 1:
+            raise SystemExit("spocu compare: --jobs and torchrun do not combine: under torchrun all processes train each run together")
+        if args.estimate:
+            raise SystemExit("spocu compare: run --estimate without torchrun")
     if args.estimate:
         return _estimate(config, args, console)
 
     from spocu.experiments import runner
-    from spocu.experiments.datasets import DatasetError, load_dataset
+    from spocu.experiments.datasets import DatasetError
     from spocu.experiments.engines import get_engine
     from spocu.experiments.environment import environment
     from spocu.experiments.report import write_report
 
     engine = get_engine(config.framework)
     try:
-        device = engine.resolve_device(args.device)
+        if dist is not None:
+            from spocu.experiments.distributed import initialize, per_process_batch
+
+            per_process_batch(config.batch_size, dist.world_size)  # every process checks before joining the group
+            dist = initialize(dist, args.device)
+            device = engine.resolve_device(dist.device)
+        else:
+            device = engine.resolve_device(args.device)
     except (ValueError, RuntimeError) as error:
         raise SystemExit(f"spocu compare: {error}") from None
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -282,30 +363,65 @@ def run(args: argparse.Namespace) -> int:
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
+    success = False
     try:
-        try:
-            dataset = load_dataset(
-                config.dataset, data_dir=args.data_dir, download=not args.no_download, progress=progress,
-                split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size,
-            )
-        except DatasetError as error:
-            console.print(f"[red]spocu compare:[/red] {escape(str(error))}")
-            return 2
-        except ValueError as error:
-            raise SystemExit(f"spocu compare: {error}") from None
+        if dist is None:
+            try:
+                dataset = _load_dataset(config, args, progress=progress, download=not args.no_download)
+            except DatasetError as error:
+                console.print(f"[red]spocu compare:[/red] {escape(str(error))}")
+                return 2
+            except ValueError as error:
+                raise SystemExit(f"spocu compare: {error}") from None
+        else:
+            dataset = _load_dataset_distributed(config, args, dist, console)
+            if dataset is None:
+                return 2
         threads = args.threads if args.threads else engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
+        jobs = args.jobs
+        if jobs > 1 and not args.threads and threads is not None:
+            from spocu.experiments.parallel import threads_per_worker, usable_cpus
+
+            threads = threads_per_worker(jobs, usable_cpus(), threads)
         size = dataset.describe()
+        scale = ""
+        if jobs > 1:
+            scale = f" | {jobs} runs at a time" + (f", {threads} thread(s) each" if threads else "")
+        elif dist is not None:
+            scale = f" | torchrun: {dist.world_size} processes ({dist.backend}), batch {config.batch_size // dist.world_size} per process"
+        elif threads:
+            scale = f", {threads} thread(s)"
         console.print(
             f"{config.dataset}: train {size['train']:,}, val {size['val']:,}, test {size['test']:,} | {config.model.label} | "
             f"{', '.join(config.activations)} x {len(config.seeds)} seeds | {config.epochs} epochs, batch {config.batch_size}, "
-            f"{config.optimizer} lr {config.lr:g} | {device}" + (f", {threads} thread(s)" if threads else "")
+            f"{config.optimizer} lr {config.lr:g} | {device}{scale}"
         )
         console.print(f"output: {out.root}", soft_wrap=True)
-        with out.lock(), _RichCallbacks(console, progress) as callbacks:
-            runs = runner.run_experiment(config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks)
-        results = runner.assemble_results(config, dataset, runs, environment(runs[0].device if runs else str(device)))
-        runner.write_results(out, results, runs)
-        report = write_report(out.root, results)
+        with contextlib.ExitStack() as stack:
+            busy = None
+            if main:
+                try:
+                    stack.enter_context(out.lock())
+                except runner.OutputBusy as error:
+                    busy = str(error)
+            if dist is not None:
+                busy = dist.broadcast(busy)
+            if busy is not None:
+                raise runner.OutputBusy(busy)
+            callbacks = stack.enter_context(_RichCallbacks(console, progress and main))
+            runs = runner.run_experiment(
+                config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks, jobs=jobs, dist=dist,
+            )
+        if main:
+            info = environment(runs[0].device if runs else str(device))
+            if dist is not None:
+                info["distributed"] = {**dist.describe(), "per_process_batch": config.batch_size // dist.world_size}
+            if jobs > 1:
+                info["parallel"] = {"jobs": jobs, "threads_per_job": threads}
+            results = runner.assemble_results(config, dataset, runs, info)
+            runner.write_results(out, results, runs)
+            report = write_report(out.root, results)
+        success = True
     except KeyboardInterrupt:
         saved = f"the finished runs are saved in {out.root}" if out.runs.exists() else "nothing was trained"
         console.print(
@@ -319,6 +435,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+        if dist is not None:
+            dist.finish(success)
+    if not main:
+        return 0
     console.print(_results_table(results))
     console.print(f"report: {report}\nresults: {out.root / 'results.json'}, {out.root / 'epochs.csv'}", soft_wrap=True)
     return 0

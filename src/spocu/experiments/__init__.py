@@ -11,6 +11,8 @@ Modules, each small and replaceable:
 - :mod:`~spocu.experiments.engines`: the framework-neutral engine interface and run schema;
   :mod:`~spocu.experiments.engine_torch` and :mod:`~spocu.experiments.models_torch` implement it
 - :mod:`~spocu.experiments.runner`: the plan of (activation, seed) runs, resume, atomic writes
+- :mod:`~spocu.experiments.parallel`: independent runs in worker processes (``--jobs N``);
+  :mod:`~spocu.experiments.distributed`: each run data-parallel over a ``torchrun`` group
 - :mod:`~spocu.experiments.stats` (scipy/statsmodels) and :mod:`~spocu.experiments.report`
 
 Importing this package imports neither torch nor matplotlib.

@@ -4,7 +4,10 @@ An engine trains one (activation, seed) run of an experiment::
 
     engine.train_run(config, dataset, activation, seed, device=..., threads=..., on_epoch=...) -> RunResult
 
-and reports ``engine.NAME`` and ``engine.framework_version()``. The PyTorch engine is
+and reports ``engine.NAME`` and ``engine.framework_version()``; it also provides
+``resolve_device(name)`` and ``choose_threads(config, input_shape, num_classes, device)``, and may
+provide ``worker_device(device, worker_index)`` (the device of a ``--jobs`` worker). The PyTorch engine
+also takes ``dist=`` (data-parallel under ``torchrun``). The PyTorch engine is
 :mod:`spocu.experiments.engine_torch`; a Keras engine (``--framework keras``) implements the
 same three names and returns the same :class:`RunResult`, so the runner, the statistics and
 the report need no change. Each run is stored as its own JSON file (``runs/<activation>-seed<k>.json``,

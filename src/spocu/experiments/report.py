@@ -150,6 +150,7 @@ def render_report(results: dict) -> str:
         f"- Hardware: {hw.get('cpu')} ({hw.get('usable_cpus')} usable CPUs), device {', '.join(devices)}"
         + (f", {', '.join(map(str, threads))} thread(s)" if threads else "")
         + f"; {hw.get('platform')}.",
+        *_scale_lines(env, runs),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + ".",
         "- Statistics: mean ± sample sd over seeds; 95% CI of the mean by bootstrap (scipy.stats.bootstrap, BCa, 9,999 resamples; "
         "with few seeds it is narrower than a t interval would be); "
@@ -160,6 +161,29 @@ def render_report(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _scale_lines(env: dict, runs: list[dict]) -> list[str]:
+    """How the runs were spread over processes: torchrun data-parallel, or --jobs."""
+    lines = []
+    setups: dict[tuple, int] = {}
+    for r in runs:
+        d = (r.get("extra") or {}).get("distributed")
+        if d:
+            key = (d["world_size"], d["backend"], d["per_process_batch"], d["global_batch"])
+            setups[key] = setups.get(key, 0) + 1
+    for (world, backend, per_process, global_batch), count in sorted(setups.items()):
+        lines.append(
+            f"- Data-parallel: {count} of {len(runs)} runs trained by {world} processes (torchrun, DistributedDataParallel, {backend}), "
+            f"batch {per_process} per process = global batch {global_batch}."
+        )
+    parallel = env.get("parallel")
+    if parallel:
+        threads = parallel.get("threads_per_job")
+        lines.append(
+            f"- Runs trained {parallel['jobs']} at a time in separate processes" + (f", {threads} thread(s) each." if threads else ".")
+        )
+    return lines
 
 
 def _png(figure) -> bytes:

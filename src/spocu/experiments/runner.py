@@ -221,32 +221,70 @@ def run_experiment(
     device: str = "cpu",
     threads: int | None = None,
     callbacks: Callbacks | None = None,
+    jobs: int = 1,
+    dist=None,
 ) -> list[RunResult]:
     """Train every run of the grid not yet in ``out``; return all runs in plan order.
+
+    ``jobs > 1``: independent runs in that many worker processes (:mod:`spocu.experiments.parallel`).
+    ``dist``: this process is one of a ``torchrun`` group (:mod:`spocu.experiments.distributed`);
+    every process calls this, all train each run together, and only rank 0 reads and writes
+    ``out`` and reports to ``callbacks`` (the others return an empty list).
 
     A ``KeyboardInterrupt`` (or any error) inside a run propagates; the runs finished before it
     are already on disk.
     """
     callbacks = callbacks or SilentCallbacks()
+    main = dist is None or dist.is_main
     fingerprint = dataset.fingerprint()
-    out.prepare(config)
     runs = plan(config)
-    done = {(spec.canonical, seed): out.load_run(spec, seed, config, fingerprint) for spec, seed in runs}
-    callbacks.plan(len(runs), sum(r is not None for r in done.values()), config.epochs)
-    results = []
-    for spec, seed in runs:
-        result = done[(spec.canonical, seed)]
-        if result is None:
-            callbacks.run_started(spec.canonical, seed)
+    done: dict[tuple[str, int], RunResult | None] = {}
+    problem = None
+    if main:
+        try:
+            out.prepare(config)
+            done = {(spec.canonical, seed): out.load_run(spec, seed, config, fingerprint) for spec, seed in runs}
+        except ConfigMismatch as error:
+            if dist is None:
+                raise
+            problem = str(error)
+    if dist is not None:  # rank 0 alone sees the output directory: it tells the others what to train
+        decision = dist.broadcast({"problem": problem, "done": sorted(k for k, v in done.items() if v is not None)})
+        if decision["problem"] is not None:
+            raise ConfigMismatch(decision["problem"])
+        finished = {tuple(k) for k in decision["done"]}
+    else:
+        finished = {k for k, v in done.items() if v is not None}
+    if main:
+        callbacks.plan(len(runs), len(finished), config.epochs)
+    pending = [(spec, seed) for spec, seed in runs if (spec.canonical, seed) not in finished]
+    if jobs > 1 and len(pending) > 1 and dist is None:
+        from spocu.experiments.parallel import train_in_pool
+
+        with contextlib.closing(
+            train_in_pool(
+                pending, config=config, dataset=dataset, out_root=out.root, framework=engine.NAME, device=device,
+                threads=threads, jobs=jobs, callbacks=callbacks, protocol_hash=config.protocol_hash(),
+            )
+        ) as results_in_pool:
+            for result in results_in_pool:
+                done[(result.activation, result.seed)] = result
+    else:
+        options = {} if dist is None else {"dist": dist}
+        for spec, seed in pending:
+            if main:
+                callbacks.run_started(spec.canonical, seed)
             result = engine.train_run(
                 config, dataset, spec, seed, device=device, threads=threads,
-                on_epoch=lambda record, a=spec.canonical, s=seed: callbacks.epoch_done(a, s, record),
+                on_epoch=(lambda record, a=spec.canonical, s=seed: callbacks.epoch_done(a, s, record)) if main else None,
                 protocol_hash=config.protocol_hash(),
+                **options,
             )
-            out.save_run(spec, result)
-            callbacks.run_finished(result)
-        results.append(result)
-    return results
+            if main:
+                out.save_run(spec, result)
+                callbacks.run_finished(result)
+                done[(spec.canonical, seed)] = result
+    return [done[(spec.canonical, seed)] for spec, seed in runs] if main else []
 
 
 def _now() -> str:
