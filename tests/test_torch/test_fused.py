@@ -74,7 +74,7 @@ def fresh_inductor_state(monkeypatch):
 
 def test_compile_failure_falls_back_to_plain_ops_with_one_warning(fresh_inductor_state, monkeypatch):
     def broken(*key):
-        def fn(*args):
+        def fn(*args):  # what torch.compile's kernel raises where no compiler works
             raise RuntimeError("no C++ compiler found")
 
         return fn
@@ -341,3 +341,66 @@ def test_onnx_export_uses_standard_ops_and_matches_onnxruntime(make, dynamo, mon
         out = session.run(None, {session.get_inputs()[0].name: xs.numpy()})[0]
         with torch.no_grad():
             np.testing.assert_allclose(out, net(xs).numpy(), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- learnable parameters on the fused path
+
+
+def _learnable_reference(x, g_out, alpha, beta, gamma, c):
+    """float64 NumPy s(x) and the gradients w.r.t. x, alpha, beta, gamma (params per channel, dim 1)."""
+    from spocu.core import h, r_prime
+
+    shape = [1, -1] + [1] * (x.ndim - 2) if alpha.size > 1 else [1] * x.ndim
+    a, b, g = (p.reshape(shape) for p in (alpha, beta, gamma))
+    u = x / g + b
+    inside = (u >= 0) & (u < c)
+    hp = np.where(inside, r_prime(np.clip(u, 0, None if math.isinf(c) else c)), 0.0)
+    y = a * (h(u, c) - h(b, c))
+    axes = tuple(i for i in range(x.ndim) if not (alpha.size > 1 and i == 1))
+    grads = [g_out * a / g * hp]
+    for part in (h(u, c) - h(b, c), a * (hp - r_prime(b)), a * hp * (-x / g**2)):
+        grads.append((g_out * part).sum(axis=axes).reshape(alpha.shape))
+    return y, grads
+
+
+@pytest.mark.parametrize(
+    "layout", ["nchw", "channels_last", "nc", "ncl", "shared", "batch_of_one"]
+)
+def test_fused_learnable_matches_the_float64_formulas(layout, monkeypatch):
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "inductor")
+    gen = torch.Generator().manual_seed(3)
+    shapes = {"nchw": (3, 4, 5, 6), "channels_last": (3, 4, 5, 6), "nc": (40, 4), "ncl": (3, 4, 7),
+              "shared": (3, 4, 5, 6), "batch_of_one": (1, 4, 6, 5)}  # fmt: skip
+    x = torch.rand(shapes[layout], dtype=torch.float64, generator=gen) * 9 - 3
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    channels = 1 if layout == "shared" else 4
+    c = 2.0 if layout in ("nc", "shared") else math.inf
+    values = [torch.tensor(v, dtype=torch.float64).repeat(channels) for v in (2.0, 0.6, 3.0)]
+    values[1] += torch.linspace(-0.1, 0.1, channels, dtype=torch.float64)
+    params = [v.clone().requires_grad_(True) for v in values]
+    x.requires_grad_(True)
+    y = spocu(x, *params, c=c)
+    assert type(y.grad_fn).__name__ == "_FusedLearnableSPOCUBackward"
+    g_out = torch.randn(x.shape, dtype=torch.float64, generator=gen)
+    y.backward(g_out)
+    y_ref, grads_ref = _learnable_reference(x.detach().numpy(), g_out.numpy(), *(v.numpy() for v in values), c)
+    np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-11, atol=1e-12)
+    for got, want in zip([x.grad, *(p.grad for p in params)], grads_ref):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10)
+
+
+def test_large_learnable_tensors_take_the_fused_path_and_save_only_the_input(monkeypatch):
+    monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
+    m = SPOCU(learnable=True, num_parameters=8)
+    x = torch.randn(8, 8, 32, 32, requires_grad=True)  # 65536 elements >= the auto threshold
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = m(x)
+    assert type(y.grad_fn).__name__ == "_FusedLearnableSPOCUBackward"
+    big = [t for t in saved if t.numel() >= x.numel()]
+    assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()
+    y.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
+    assert type(m(x).grad_fn).__name__ == "_LearnableSPOCUBackward"

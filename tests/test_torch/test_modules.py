@@ -11,6 +11,13 @@ from spocu.core import SPOCUParams, h, r, r_prime, reference_spocu, reference_sp
 from spocu.torch import SPOCU, spocu
 
 
+@pytest.fixture(params=["eager", "inductor"])
+def learnable_path(request, monkeypatch):
+    """The learnable path's plain ops, or its compiled kernels (forced for these small tensors)."""
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", request.param)
+    return request.param
+
+
 def test_repr_shows_parameters():
     assert repr(SPOCU()) == "SPOCU(alpha=3.0937, beta=0.6653, gamma=4.437, c=inf)"
     assert "c=1.0" in repr(SPOCU(c=1))
@@ -56,7 +63,7 @@ def test_gradient_reaches_layers_before_spocu_and_loss_falls():
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_learnable_gradients_match_reference_formulas():
+def test_learnable_gradients_match_reference_formulas(learnable_path):
     """dS/dalpha, dS/dbeta, dS/dgamma from autograd against the analytic float64 formulas."""
     params = SPOCUParams(alpha=2.5, beta=0.55, gamma=3.0, c=2.0)
     x = torch.tensor([-5.0, -1.0, 0.3, 1.0, 2.0, 3.5, 10.0], dtype=torch.float64)
@@ -73,7 +80,7 @@ def test_learnable_gradients_match_reference_formulas():
 
 
 @pytest.mark.parametrize("c", [math.inf, 1.5])
-def test_learnable_gradcheck(c):
+def test_learnable_gradcheck(c, learnable_path):
     torch.manual_seed(1)
     x = (torch.rand(3, 4, 5, dtype=torch.float64) * 8 - 2.5)
     params = [torch.tensor(v, dtype=torch.float64).repeat(4).requires_grad_(True) for v in (2.0, 0.6, 3.0)]
@@ -87,7 +94,7 @@ def test_learnable_gradcheck(c):
     assert torch.autograd.gradgradcheck(fn, (x, *params))
 
 
-def test_learnable_per_channel_forward_matches_reference_per_channel():
+def test_learnable_per_channel_forward_matches_reference_per_channel(learnable_path):
     m = SPOCU(learnable=True, num_parameters=3, dtype=torch.float64)
     with torch.no_grad():
         m.raw_beta.copy_(torch.logit((torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64) - 1e-6) / (1 - 2e-6)))
@@ -97,7 +104,7 @@ def test_learnable_per_channel_forward_matches_reference_per_channel():
         assert_matches_reference(x[:, ch].numpy(), y[:, ch].numpy(), SPOCUParams(beta=beta), "float64")
 
 
-def test_learnable_channel_mismatch_is_a_clear_error():
+def test_learnable_channel_mismatch_is_a_clear_error(learnable_path):
     m = SPOCU(learnable=True, num_parameters=3)
     with pytest.raises(ValueError, match="channel"):
         m(torch.randn(2, 4))
@@ -121,7 +128,7 @@ def test_learnable_parameters_stay_in_domain_under_aggressive_training():
     assert act.raw_alpha.grad is not None and act.raw_beta.grad is not None and act.raw_gamma.grad is not None
 
 
-def test_learnable_module_saves_only_input_sized_tensors():
+def test_learnable_module_saves_only_input_sized_tensors(learnable_path):
     m = SPOCU(learnable=True, num_parameters=4)
     x = torch.randn(8, 4, 16, requires_grad=True)
     saved = []

@@ -22,6 +22,7 @@ import types
 import warnings
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ from spocu.torch import _eager
 from spocu.torch._constants import KernelConstants, compute_dtype
 from spocu.torch._layout import dense_like, flat
 
-__all__ = ["forward", "backward", "usable", "failure"]
+__all__ = ["FAILED", "backward", "failure", "forward", "register", "run", "usable"]
 
 #: tensors with fewer elements go to the plain kernels (a 0/1-sized dim would
 #: make Dynamo specialise and compile again, for no gain)
@@ -71,12 +72,19 @@ def _own_code(fn: Callable, tag: str) -> Callable:
     return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
 
 
+#: the math each compiled kernel runs, by name (other modules add theirs with :func:`register`)
+_MATH: dict[str, Callable] = {"forward": _forward_math, "backward": _backward_math}
+
+
+def register(name: str, math_fn: Callable) -> None:
+    """Make ``math_fn`` (plain torch ops writing into output arguments) available to :func:`run`."""
+    _MATH[name] = math_fn
+
+
 @lru_cache(maxsize=None)
-def _compiled(kind: str, dtype: torch.dtype, device_type: str) -> Callable:
-    """The compiled kernel for one (kind, input dtype, device): each compiles exactly once."""
-    fn = {"forward": _forward_math, "backward": _backward_math}[kind]
-    tag = f"{str(dtype).removeprefix('torch.')}_{device_type}"
-    return torch.compile(_own_code(fn, tag), dynamic=True, fullgraph=True, options=_compile_options())
+def _compiled(name: str, tag: str) -> Callable:
+    """The compiled kernel ``name`` for one variant ``tag`` (dtype, device, ...): each compiles exactly once."""
+    return torch.compile(_own_code(_MATH[name], tag), dynamic=True, fullgraph=True, options=_compile_options())
 
 
 def _compile_options() -> dict[str, object]:
@@ -117,28 +125,31 @@ def usable() -> bool:
     return _failure is None
 
 
-def _run(kind: str, inputs: tuple[torch.Tensor, ...], table: torch.Tensor, out: torch.Tensor) -> bool:
-    """Run a compiled kernel on flat ``inputs`` into flat ``out``; False if it cannot be compiled.
+#: what :func:`run` returns when the kernels cannot be compiled
+FAILED = object()
 
-    The first call per (kind, dtype, device) compiles on a fixed-size example,
-    under a lock (one compilation even if threads race); a failure warns once
-    per process and turns the fused kernels off.
+
+def run(name: str, tag: str, args: tuple, example: Callable[[], tuple]) -> Any:
+    """Run compiled kernel ``name`` (variant ``tag``) on ``args``; :data:`FAILED` if it cannot be compiled.
+
+    The first call of each variant compiles on ``example()`` (large tensors of
+    the same dtypes and layout), under a lock (one compilation even if threads
+    race); a failure warns once per process and turns the fused kernels off.
     """
     global _failure
-    args = (*inputs, table, out)
-    kernel = _compiled(kind, inputs[-1].dtype, out.device.type)
+    kernel = _compiled(name, tag)
     if kernel not in _ready:
         with _lock:
             if _failure is not None:
-                return False
+                return FAILED
             if kernel not in _ready:
                 try:
-                    blank = [torch.zeros(_EXAMPLE_NUMEL, dtype=a.dtype, device=a.device) for a in (*inputs, out)]
+                    blank = example()
                     # torch's own deprecation notices while compiling are not the caller's business
                     # (and must not fail the compile where warnings are errors)
                     with torch.no_grad(), _below_autograd(), warnings.catch_warnings():
                         warnings.simplefilter("ignore", DeprecationWarning)
-                        kernel(*blank[:-1], table, blank[-1])
+                        kernel(*blank)
                 except Exception as exc:  # noqa: BLE001 -- any compiler failure means "use plain ops"
                     _failure = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
                     warnings.warn(
@@ -146,13 +157,23 @@ def _run(kind: str, inputs: tuple[torch.Tensor, ...], table: torch.Tensor, out: 
                         f"({_failure}); using plain PyTorch ops instead (correct, but several times slower). "
                         "Set SPOCU_TORCH_BACKEND=eager to choose that path explicitly.",
                         RuntimeWarning,
-                        stacklevel=4,
+                        stacklevel=5,
                     )
-                    return False
+                    return FAILED
                 _ready.add(kernel)
     with torch.no_grad(), _below_autograd():
-        kernel(*args)
-    return True
+        return kernel(*args)
+
+
+def _run(kind: str, inputs: tuple[torch.Tensor, ...], table: torch.Tensor, out: torch.Tensor) -> bool:
+    """Run the flat forward/backward kernel into ``out``; False if it cannot be compiled."""
+
+    def example() -> tuple:
+        blank = [torch.zeros(_EXAMPLE_NUMEL, dtype=a.dtype, device=a.device) for a in (*inputs, out)]
+        return (*blank[:-1], table, blank[-1])
+
+    tag = f"{str(inputs[-1].dtype).removeprefix('torch.')}_{out.device.type}"
+    return run(kind, tag, (*inputs, table, out), example) is not FAILED
 
 
 def forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:

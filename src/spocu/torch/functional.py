@@ -130,6 +130,7 @@ def spocu(
         Input: :math:`(*)`; output: :math:`(*)`, same shape, dtype and device.
     """
     x = _as_float_input(x)
+    tracing = torch.compiler.is_compiling() or _exporting()
     if any(isinstance(p, torch.Tensor) for p in (alpha, beta, gamma)):
         c = SPOCUParams(c=c).c  # validate c; tensors are the caller's (or the module's) job
         ref = x
@@ -137,8 +138,10 @@ def spocu(
             p if isinstance(p, torch.Tensor) else torch.tensor(float(p), dtype=ref.dtype, device=ref.device)
             for p in (alpha, beta, gamma)
         )
-        return spocu_tensor_params(x, alpha, beta, gamma, c)
-    if torch.compiler.is_compiling() or _exporting():
+        # the fused learnable kernels are Inductor's (also on CUDA), whichever fused path was chosen
+        fused = not tracing and resolve_backend(x, backend) != "eager"
+        return spocu_tensor_params(x, alpha, beta, gamma, c, fused=fused)
+    if tracing:
         return _traced_spocu(x, alpha, beta, gamma, c, backend)
     try:
         params = _params(alpha, beta, gamma, c)
