@@ -87,7 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--val-size", type=_size, help="validation split: fraction of the training data or a count")
     train.add_argument("--test-size", type=_size, help="test split for wdbc/digits (default 0.2)")
     train.add_argument("--split-seed", type=int, help="seed of the data splits (default 0)")
-    train.add_argument("--framework", choices=("torch",), help="default torch")
+    train.add_argument("--framework", choices=("torch", "keras"), help="default torch; keras: Keras 3 with its model.fit")
+    train.add_argument(
+        "--keras-backend", choices=("tensorflow", "jax", "torch"),
+        help="with --framework keras: sets KERAS_BACKEND (default: KERAS_BACKEND, else Keras's configured backend)",
+    )
     where = parser.add_argument_group("where and how")
     where.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
     where.add_argument(
@@ -133,6 +137,7 @@ def _config_options(args: argparse.Namespace) -> dict:
         "test_size": args.test_size,
         "split_seed": args.split_seed,
         "framework": args.framework,
+        "keras_backend": args.keras_backend,
     }
 
 
@@ -264,6 +269,24 @@ def _estimate(config, args, console) -> int:
     return 0
 
 
+def _select_keras_backend(requested: str | None) -> None:
+    """Set KERAS_BACKEND before Keras is imported; refuse if Keras already runs on another backend."""
+    import os
+    import sys
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines would bury the progress bar
+    if requested is None:
+        return
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if current != requested:
+            raise ValueError(
+                f"--keras-backend {requested}: Keras is already imported in this process with the {current} backend; "
+                f"run spocu compare in a fresh process (or set KERAS_BACKEND={requested} before Python starts)"
+            )
+    os.environ["KERAS_BACKEND"] = requested
+
+
 def _load_dataset(config, args, progress: bool, download: bool):
     from spocu.experiments.datasets import load_dataset
 
@@ -334,6 +357,8 @@ def run(args: argparse.Namespace) -> int:
         if args.estimate:
             raise SystemExit("spocu compare: run --estimate without torchrun")
     if args.estimate:
+        if config.framework != "torch":
+            raise SystemExit("spocu compare: --estimate times the PyTorch engine; run it without --framework keras")
         return _estimate(config, args, console)
 
     from spocu.experiments import runner
@@ -342,7 +367,20 @@ def run(args: argparse.Namespace) -> int:
     from spocu.experiments.environment import environment
     from spocu.experiments.report import write_report
 
-    engine = get_engine(config.framework)
+    try:
+        if config.framework == "keras":
+            _select_keras_backend(args.keras_backend)  # before Keras is imported
+        engine = get_engine(config.framework)
+    except ImportError as error:
+        raise SystemExit(f"spocu compare: --framework {config.framework} needs {error.name or error}: pip install \"spocu[keras]\" tensorflow (or jax)") from None
+    except ValueError as error:
+        raise SystemExit(f"spocu compare: {error}") from None
+    if config.framework == "keras":
+        import dataclasses
+        import os
+
+        config = dataclasses.replace(config, keras_backend=engine.backend())
+        os.environ["KERAS_BACKEND"] = config.keras_backend  # --jobs workers start Keras on the same backend
     try:
         if dist is not None:
             from spocu.experiments.distributed import initialize, per_process_batch
@@ -379,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
                 return 2
         threads = args.threads if args.threads else engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
         jobs = args.jobs
-        if jobs > 1 and not args.threads and threads is not None:
+        if jobs > 1 and not args.threads and str(device) == "cpu":
             from spocu.experiments.parallel import threads_per_worker, usable_cpus
 
             threads = threads_per_worker(jobs, usable_cpus(), threads)
@@ -413,7 +451,9 @@ def run(args: argparse.Namespace) -> int:
                 config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks, jobs=jobs, dist=dist,
             )
         if main:
-            info = environment(runs[0].device if runs else str(device))
+            info = environment(runs[0].device if runs else str(device), extra_packages=("keras",) if config.framework == "keras" else ())
+            if config.framework == "keras":  # the backend's import version (its distribution may be tensorflow-cpu, jax[cuda], ...)
+                info["versions"][engine.backend()] = engine.backend_version()
             if dist is not None:
                 info["distributed"] = {**dist.describe(), "per_process_batch": config.batch_size // dist.world_size}
             if jobs > 1:

@@ -3,7 +3,7 @@
 An :class:`ExperimentConfig` splits into
 
 - the **protocol** (:meth:`ExperimentConfig.protocol`): dataset and split, model, optimizer,
-  learning rate, epochs, batch size, init, framework -- everything that defines one run;
+  learning rate, epochs, batch size, init, framework (and Keras backend) -- everything that defines one run;
   an output directory holds runs of one protocol only (checked on resume);
 - the **grid**: the activations (the first is the reference the others are tested against)
   and the seeds. A resumed experiment may extend the grid (more seeds, another activation).
@@ -30,6 +30,7 @@ from spocu.experiments.activations import INIT_SCHEMES, ActivationSpec, parse_ac
 
 __all__ = [
     "MODELS",
+    "FRAMEWORKS",
     "OPTIMIZERS",
     "PRESETS",
     "DATASET_DEFAULTS",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 MODELS = ("mlp", "deep-mlp", "seed-cnn")
+FRAMEWORKS = ("torch", "keras")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
@@ -129,6 +131,7 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "test_size": None,
     "split_seed": 0,
     "framework": "torch",
+    "keras_backend": None,
     "depth": None,
     "width": None,
 }
@@ -153,6 +156,7 @@ class ExperimentConfig:
     test_size: float | None = None
     split_seed: int = 0
     framework: str = "torch"
+    keras_backend: str | None = None
     preset: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -178,6 +182,10 @@ class ExperimentConfig:
         object.__setattr__(self, "activations", canonical)
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}")
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(f"unknown framework {self.framework!r}; choose one of {', '.join(FRAMEWORKS)}")
+        if self.keras_backend is not None and self.framework != "keras":
+            raise ValueError(f"a Keras backend ({self.keras_backend}) applies to --framework keras, not {self.framework}")
 
     def activation_specs(self) -> list[ActivationSpec]:
         """The activations, each with the init it is trained with."""
@@ -193,6 +201,8 @@ class ExperimentConfig:
         data = asdict(self)
         for key in ("activations", "seeds", "preset"):
             data.pop(key)
+        if self.keras_backend is None:  # absent, not null: torch protocols (and their hashes) stay as they were
+            data.pop("keras_backend")
         data["model"] = {"name": self.model.name, "hidden": list(self.model.hidden)}
         return data
 
@@ -212,7 +222,7 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
 
     Keys: preset, dataset, model, hidden, depth, width, activations, seeds (count), first_seed,
     epochs, batch_size, optimizer, lr, weight_decay, momentum, init, val_size, test_size,
-    split_seed, framework.
+    split_seed, framework, keras_backend.
     """
     given = {k: v for k, v in options.items() if v is not None}
     preset_name = given.pop("preset", None)
@@ -250,5 +260,6 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         test_size=merged["test_size"],
         split_seed=int(merged["split_seed"]),
         framework=merged["framework"],
+        keras_backend=merged["keras_backend"],
         preset=preset_name,
     )

@@ -6,13 +6,12 @@ An engine trains one (activation, seed) run of an experiment::
 
 and reports ``engine.NAME`` and ``engine.framework_version()``; it also provides
 ``resolve_device(name)`` and ``choose_threads(config, input_shape, num_classes, device)``, and may
-provide ``worker_device(device, worker_index)`` (the device of a ``--jobs`` worker). The PyTorch engine
-also takes ``dist=`` (data-parallel under ``torchrun``). The PyTorch engine is
-:mod:`spocu.experiments.engine_torch`; a Keras engine (``--framework keras``) implements the
-same three names and returns the same :class:`RunResult`, so the runner, the statistics and
-the report need no change. Each run is stored as its own JSON file (``runs/<activation>-seed<k>.json``,
-:meth:`RunResult.to_json`), from which ``results.json`` is assembled -- so runs can come from
-parallel processes or other machines.
+provide ``worker_device(device, worker_index)`` (the device of a ``--jobs`` worker). Engines:
+:mod:`spocu.experiments.engine_torch` (also takes ``dist=``: data-parallel under ``torchrun``) and
+:mod:`spocu.experiments.engine_keras` (``--framework keras``, Keras's own ``fit``). Both return the
+same :class:`RunResult`, so the runner, the statistics and the report need no change. Each run is
+stored as its own JSON file (``runs/<activation>-seed<k>.json``, :meth:`RunResult.to_json`), from
+which ``results.json`` is assembled -- so runs can come from parallel processes or other machines.
 
 Contract of ``train_run`` (what makes runs comparable):
 
@@ -44,7 +43,7 @@ __all__ = ["SCHEMA_RUN", "EpochRecord", "RunResult", "batch_order", "derive_seed
 SCHEMA_RUN = "spocu.run/1"
 
 #: framework name -> module implementing the engine interface
-ENGINES = {"torch": "spocu.experiments.engine_torch"}
+ENGINES = {"torch": "spocu.experiments.engine_torch", "keras": "spocu.experiments.engine_keras"}
 
 
 def derive_seed(seed: int, *stream: int) -> int:

@@ -30,10 +30,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: str) -> dict:
-    """Versions of Python and the packages used, and the machine (CPU, cores, GPU if used)."""
+def environment(device: str, extra_packages: tuple[str, ...] = ()) -> dict:
+    """Versions of Python and the packages used (and ``extra_packages``), and the machine (CPU, cores, GPU if used)."""
     versions = {"python": sys.version.split()[0]}
-    for name in _PACKAGES:
+    for name in (*_PACKAGES, *(p for p in extra_packages if p not in _PACKAGES)):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

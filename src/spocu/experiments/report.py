@@ -135,6 +135,7 @@ def render_report(results: dict) -> str:
         f"- Model: {model_label}; optimizer {cfg['optimizer']} (lr {cfg['lr']:g}, weight decay {cfg['weight_decay']:g}"
         + (f", momentum {cfg['momentum']:g}" if cfg["optimizer"] in ("sgd", "rmsprop") else "")
         + f"), batch {cfg['batch_size']}, {cfg['epochs']} epochs, cross-entropy loss, framework {cfg['framework']}"
+        + (f" ({cfg['keras_backend']} backend)" if cfg.get("keras_backend") else "")
         + (f"; preset {cfg['preset']}" if cfg.get("preset") else "")
         + ".",
         "- Initialization (all Linear/Conv weights; biases zero):",

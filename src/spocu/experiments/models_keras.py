@@ -1,0 +1,128 @@
+"""The compared networks in Keras 3, with the PyTorch engine's initialization schemes.
+
+- ``seed-cnn``: the seed's Keras model layer for layer::
+
+      Conv2D(32, (3, 3), activation=act) -> MaxPool2D() -> Conv2D(64, (3, 3), activation=act)
+      -> MaxPool2D() -> Flatten() -> Dense(classes)
+
+  channels-last, "valid" convolutions: 896 + 18,496 + 23,050 = 42,442 parameters on 32x32x3
+  inputs, as in the seed's ``model.summary()``. The last layer returns logits, trained with
+  ``SparseCategoricalCrossentropy(from_logits=True)``: the seed's softmax + cross-entropy,
+  computed stably. A pool is skipped where the map is below 2x2 (8x8 digits), as in
+  :mod:`~spocu.experiments.models_torch`.
+- ``mlp`` / ``deep-mlp``: Flatten -> [Dense(width, activation=act)] per hidden width -> Dense(classes).
+
+The activation is the layers' ``activation=`` argument, as the seed wrote it: SPOCU is
+:class:`spocu.keras.SPOCU` (with the spec's alpha, beta, gamma, c), the others Keras's own
+functions (``gelu`` exact unless ``approximate=tanh``; ``silu`` is Keras's ``silu``).
+
+Initialization: every kernel from ``keras.initializers.VarianceScaling`` with the scheme's std
+or bound (:data:`KERAS_INITIALIZERS`) -- untruncated normals, like the PyTorch engine (Keras's
+``lecun_normal``/``he_normal`` would truncate at 2 sd); biases zero. Layer k's initializer is
+seeded by ``(run seed, k)``, so with the same seed two activations whose schemes share a
+distribution start from the same draws, scaled by the scheme (He-normal = sqrt(2) x LeCun-normal).
+The draws come from the Keras backend's generator, so they differ between backends and from
+the PyTorch engine's; their distribution does not.
+
+Example:
+    >>> from spocu.experiments.activations import parse_activation
+    >>> from spocu.experiments.config import ModelSpec
+    >>> build_model(ModelSpec("seed-cnn"), (3, 32, 32), 10, parse_activation("spocu"), seed=0).count_params()
+    42442
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import keras
+
+from spocu.experiments.activations import INIT_SCHEMES, ActivationSpec
+from spocu.experiments.config import ModelSpec
+from spocu.experiments.engines import STREAM_INIT, derive_seed
+
+__all__ = ["KERAS_INITIALIZERS", "build_model", "count_parameters", "keras_activation", "keras_input_shape", "initializer"]
+
+#: init scheme -> VarianceScaling(scale, mode, distribution); std = sqrt(scale / fan), uniform bound = sqrt(3 scale / fan)
+KERAS_INITIALIZERS: dict[str, tuple[float, str, str]] = {
+    "lecun-normal": (1.0, "fan_in", "untruncated_normal"),
+    "he-normal": (2.0, "fan_in", "untruncated_normal"),
+    "glorot-normal": (1.0, "fan_avg", "untruncated_normal"),
+    "glorot-uniform": (1.0, "fan_avg", "uniform"),  # keras.initializers.GlorotUniform, Keras's default
+    "torch-default": (1.0 / 3.0, "fan_in", "uniform"),  # bound 1 / sqrt(fan_in)
+}
+assert set(KERAS_INITIALIZERS) == set(INIT_SCHEMES)
+
+
+def keras_input_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Channels-last shape for a dataset's ``(C, H, W)`` images; features unchanged."""
+    if len(input_shape) == 3:
+        channels, height, width = input_shape
+        return (height, width, channels)
+    return tuple(input_shape)
+
+
+def keras_activation(activation: ActivationSpec) -> Any:
+    """What the layers get as ``activation=``: a fresh :class:`spocu.keras.SPOCU` layer, or Keras's function."""
+    p = activation.all_params
+    if activation.name == "spocu":
+        from spocu.keras import SPOCU
+
+        return SPOCU(alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"], c=p["c"])
+    functions = {
+        "relu": lambda: keras.activations.relu,
+        "selu": lambda: keras.activations.selu,
+        "gelu": lambda: partial(keras.activations.gelu, approximate=p["approximate"] == "tanh"),
+        "elu": lambda: partial(keras.activations.elu, alpha=p["alpha"]),
+        "silu": lambda: keras.activations.silu,
+        "mish": lambda: keras.activations.mish,
+        "tanh": lambda: keras.activations.tanh,
+        "sigmoid": lambda: keras.activations.sigmoid,
+    }
+    return functions[activation.name]()
+
+
+def initializer(scheme: str, seed: int, layer: int) -> keras.initializers.Initializer:
+    """The kernel initializer of layer ``layer`` (0, 1, ...) of a run with ``seed``."""
+    if scheme not in KERAS_INITIALIZERS:
+        raise ValueError(f"unknown init scheme {scheme!r}; choose one of {', '.join(KERAS_INITIALIZERS)}")
+    scale, mode, distribution = KERAS_INITIALIZERS[scheme]
+    layer_seed = derive_seed(seed, STREAM_INIT, 1000 + layer) % (2**31 - 1)
+    return keras.initializers.VarianceScaling(scale=scale, mode=mode, distribution=distribution, seed=layer_seed)
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int) -> keras.Sequential:
+    """The network ``spec`` for a dataset's ``input_shape`` (features, or C x H x W), initialized for ``seed``."""
+    layers: list[keras.layers.Layer] = [keras.Input(keras_input_shape(input_shape))]
+    counter = iter(range(10_000))
+
+    def weights() -> dict[str, Any]:
+        return {"kernel_initializer": initializer(activation.init, seed, next(counter)), "bias_initializer": "zeros"}
+
+    if spec.name == "seed-cnn":
+        if len(input_shape) != 3:
+            raise ValueError(f"seed-cnn needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")
+        _, height, width = input_shape
+        for filters in (32, 64):
+            if height < 3 or width < 3:
+                raise ValueError(f"seed-cnn: a {height}x{width} feature map is too small for a 3x3 valid convolution")
+            layers.append(
+                keras.layers.Conv2D(filters, (3, 3), activation=keras_activation(activation), data_format="channels_last", **weights())
+            )
+            height, width = height - 2, width - 2
+            if height >= 2 and width >= 2:
+                layers.append(keras.layers.MaxPool2D(data_format="channels_last"))
+                height, width = height // 2, width // 2
+        layers += [keras.layers.Flatten(data_format="channels_last"), keras.layers.Dense(num_classes, **weights())]
+    else:
+        layers.append(keras.layers.Flatten())
+        for width in spec.hidden:
+            layers.append(keras.layers.Dense(width, activation=keras_activation(activation), **weights()))
+        layers.append(keras.layers.Dense(num_classes, **weights()))
+    return keras.Sequential(layers)
+
+
+def count_parameters(model: keras.Model) -> int:
+    return int(sum(math.prod(w.shape) for w in model.trainable_weights))
