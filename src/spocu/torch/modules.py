@@ -45,8 +45,12 @@ class SPOCU(nn.Module):
             unconstrained (``raw_alpha``, ``raw_beta``, ``raw_gamma``) and mapped
             into the domain (alpha, gamma = softplus(raw) + 1e-6, beta =
             1e-6 + (1 - 2e-6) * sigmoid(raw)), so every optimizer step keeps SPOCU valid;
-            ``module.alpha`` etc. read the constrained values. The learnable
-            path's backward is slower than the fixed one.
+            ``module.alpha`` etc. read the constrained values. Learnable
+            parameters take fused kernels too (the backward reduces their
+            gradients per channel in the same pass), but these cost a few
+            times ReLU's time where fixed parameters cost about ReLU's, and
+            they compile once per input-layout pattern; double backward and
+            small tensors use plain ops.
         num_parameters: with ``learnable=True``, 1 (shared) or the number of
             channels (dim 1 of the input), like :class:`torch.nn.PReLU`.
 
