@@ -81,6 +81,8 @@ def test_keras_specific_refusals(tmp_path):
     with pytest.raises(ValueError, match="agree only for adamw and for sgd without momentum"):
         engine_keras._optimizer(resolve_config({"framework": "keras", "weight_decay": 1e-4}))
     engine_keras._optimizer(resolve_config({"framework": "keras", "optimizer": "adamw", "weight_decay": 1e-4}))
+    with pytest.raises(SystemExit, match="agree only for adamw"):  # refused before any data is loaded or trained
+        cli.main(["compare", "--framework", "keras", "--weight-decay", "1e-4", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="applies to --framework keras"):
         cli.main(["compare", "--keras-backend", "jax", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="--estimate times the PyTorch engine"):

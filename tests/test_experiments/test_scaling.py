@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.distributed
 
 from spocu import cli
 from spocu.experiments import engine_torch
@@ -72,6 +73,7 @@ def test_jobs_2_trains_in_workers_and_matches_jobs_1_exactly(tmp_path, monkeypat
     assert not list((tmp_path / "two").rglob(".*.tmp"))
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
 def test_ctrl_c_with_jobs_ends_the_workers_keeps_finished_runs_and_resumes(tmp_path):
     out = tmp_path / "interrupted"
     command = [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "selu",
@@ -200,6 +202,7 @@ if "RANK" in os.environ:
 '''
 
 
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
 def test_torchrun_two_cpu_processes_train_each_run_together(tmp_path):
     out, audit = tmp_path / "ddp", tmp_path / "audit"
     audit.mkdir()

@@ -21,8 +21,8 @@ presets:
   paper-mnist   the paper's MNIST comparison: spocu vs selu vs relu, mlp 256-256, Adam 1e-3, batch 128, 20 epochs
 
 defaults per dataset (where neither an option nor a preset sets them):
-  wdbc    mlp 64-64,   40 epochs, batch 32,  lr 1e-3   (test 20%%, validation 20%% of the rest)
-  digits  mlp 128-128, 30 epochs, batch 64,  lr 1e-3   (test 20%%, validation 20%% of the rest)
+  wdbc    mlp 64-64,   40 epochs, batch 32,  lr 1e-3   (test 20%, validation 20% of the rest)
+  digits  mlp 128-128, 30 epochs, batch 64,  lr 1e-3   (test 20%, validation 20% of the rest)
   mnist   mlp 256-256, 10 epochs, batch 128, lr 1e-3   (official test set, validation 5,000)
   cifar10 seed-cnn,    20 epochs, batch 100, lr 1e-3   (official test set, validation 5,000)
 
@@ -36,6 +36,7 @@ examples:
   spocu compare --dataset digits --model seed-cnn --epochs 20
   spocu compare --preset seed-cifar10 --data-dir ~/.keras/datasets
   spocu compare --preset seed-cifar10 --estimate
+  spocu compare --preset seed-cifar10 --framework keras            # the same in Keras 3 (TensorFlow, JAX or torch)
   spocu compare --preset seed-cifar10 --jobs 4      # 4 runs at a time, the cores shared among them
   torchrun --nproc-per-node 4 -m spocu compare --preset seed-cifar10 --device cuda   # each run on 4 GPUs
 """
@@ -381,6 +382,10 @@ def run(args: argparse.Namespace) -> int:
 
         config = dataclasses.replace(config, keras_backend=engine.backend())
         os.environ["KERAS_BACKEND"] = config.keras_backend  # --jobs workers start Keras on the same backend
+    try:
+        getattr(engine, "check_config", lambda config: None)(config)
+    except ValueError as error:
+        raise SystemExit(f"spocu compare: {error}") from None
     try:
         if dist is not None:
             from spocu.experiments.distributed import initialize, per_process_batch

@@ -74,6 +74,7 @@ __all__ = [
     "resolve_device",
     "worker_device",
     "choose_threads",
+    "check_config",
     "train_run",
     "SeededBatches",
 ]
@@ -214,6 +215,11 @@ class SeededBatches(keras.utils.PyDataset):
             x = x.transpose(0, 2, 3, 1)
         x = x.astype(np.float32) * np.float32(self.scale) if self.scale is not None else np.ascontiguousarray(x, dtype=np.float32)
         return x, self.y[rows]
+
+
+def check_config(config: ExperimentConfig) -> None:
+    """Raise ValueError for a protocol this engine cannot run as the PyTorch engine would (before any training)."""
+    _optimizer(config)
 
 
 def _optimizer(config: ExperimentConfig) -> keras.optimizers.Optimizer:

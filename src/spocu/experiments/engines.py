@@ -6,7 +6,8 @@ An engine trains one (activation, seed) run of an experiment::
 
 and reports ``engine.NAME`` and ``engine.framework_version()``; it also provides
 ``resolve_device(name)`` and ``choose_threads(config, input_shape, num_classes, device)``, and may
-provide ``worker_device(device, worker_index)`` (the device of a ``--jobs`` worker). Engines:
+provide ``worker_device(device, worker_index)`` (the device of a ``--jobs`` worker) and
+``check_config(config)`` (raises ValueError for a protocol it cannot run). Engines:
 :mod:`spocu.experiments.engine_torch` (also takes ``dist=``: data-parallel under ``torchrun``) and
 :mod:`spocu.experiments.engine_keras` (``--framework keras``, Keras's own ``fit``). Both return the
 same :class:`RunResult`, so the runner, the statistics and the report need no change. Each run is

@@ -99,6 +99,9 @@ def _init_worker(
     if threads is not None:
         for name in _THREAD_VARIABLES:  # before the framework loads its thread pools
             os.environ[name] = str(threads)
+    # several workers may share a GPU: TensorFlow and JAX would otherwise each reserve (nearly) all its memory
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     with counter.get_lock():
         index = counter.value
         counter.value += 1
