@@ -373,7 +373,10 @@ def run(args: argparse.Namespace) -> int:
             _select_keras_backend(args.keras_backend)  # before Keras is imported
         engine = get_engine(config.framework)
     except ImportError as error:
-        raise SystemExit(f"spocu compare: --framework {config.framework} needs {error.name or error}: pip install \"spocu[keras]\" tensorflow (or jax)") from None
+        raise SystemExit(
+            f"spocu compare: --framework {config.framework} cannot import {error.name or error}; "
+            'Keras 3 with TensorFlow: pip install "spocu[tensorflow]" (or "spocu[keras]" with jax or torch)'
+        ) from None
     except ValueError as error:
         raise SystemExit(f"spocu compare: {error}") from None
     if config.framework == "keras":
