@@ -16,6 +16,12 @@ variable, else ``"auto"``):
   ``torch.compile`` it traces the plain ops (so Inductor fuses SPOCU with its
   neighbours); under ``torch.export``/ONNX export it emits plain ops only.
 
+Learnable (tensor) parameters have two paths: plain ops for ``"eager"``, and
+Inductor-compiled kernels for any fused choice (also on CUDA).
+
+The environment variable is read on every eager call, but only once per
+compiled graph under ``torch.compile``.
+
 Example:
     >>> import torch
     >>> resolve_backend(torch.zeros(3), "eager")
@@ -29,6 +35,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from functools import lru_cache
 
 import torch
 
@@ -75,6 +82,7 @@ def requested_backend(backend: str | None = None) -> str:
     return requested
 
 
+@lru_cache(maxsize=1)
 def _compile_supported() -> bool:
     try:
         return bool(torch._dynamo.is_dynamo_supported())

@@ -7,8 +7,9 @@ eager mode, under ``torch.compile`` (as opaque calls, zero graph breaks), with
 
 ``impl`` picks the kernel: ``"inductor"`` (fused, compiled by TorchInductor),
 ``"triton"`` (the hand-written Triton kernel), ``"eager"`` (plain ops) or
-``"auto"`` (Triton on CUDA when installed, else Inductor). The gradient of
-``spocu_backward`` (double backward) uses plain differentiable ops.
+``"auto"`` (Inductor on CPU, Triton on CUDA when installed, else plain ops).
+The gradient of ``spocu_backward`` (double backward) uses plain differentiable
+ops for the second derivative.
 
 Example:
     >>> import torch

@@ -124,7 +124,11 @@ def spocu(
             differentiable. Tensor values must lie in the domain; the module
             :class:`spocu.torch.SPOCU` keeps them there.
         c: saturation point, ``1 <= c <= inf``.
-        backend: force a kernel path (see :mod:`spocu.torch._dispatch`).
+        backend: ``"auto"`` (default; or the ``SPOCU_TORCH_BACKEND`` environment
+            variable), ``"eager"`` (plain ops), ``"inductor"`` (fused kernels
+            compiled on first use) or ``"triton"`` (CUDA kernels); see
+            :mod:`spocu.torch._dispatch`. Every path gives the same values and
+            keeps only ``x`` for backward.
 
     Shape:
         Input: :math:`(*)`; output: :math:`(*)`, same shape, dtype and device.
