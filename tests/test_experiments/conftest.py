@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from spocu._llvm import preload_triton_before_tensorflow
+
 sys.path.insert(0, os.path.dirname(__file__))
 
 # test_keras_engine.py imports Keras (and so TensorFlow) in this process; Triton, which torch's Inductor
 # loads for spocu.torch's fused kernels, must come first: both bundle LLVM, and the other order aborts.
-if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
-    import triton  # noqa: F401
+preload_triton_before_tensorflow()
 
 
 @pytest.fixture

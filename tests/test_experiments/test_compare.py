@@ -19,6 +19,11 @@ from spocu.experiments import engine_torch
 from spocu.experiments.config import PRESETS, resolve_config
 
 
+
+def _printed(capsys) -> str:
+    """What the command printed, with the console's line wrapping (it depends on the terminal) undone."""
+    return " ".join(capsys.readouterr().out.split())
+
 def _strict_json(path: Path):
     def refuse(constant):
         raise ValueError(f"{path} holds {constant}, which is not JSON")
@@ -103,10 +108,10 @@ def test_report_holds_the_tables(default_run):
 def test_rerun_skips_finished_runs_and_refuses_another_protocol(default_run, capsys):
     before = {p.name: p.read_bytes() for p in (default_run / "runs").iterdir()}
     assert _compare("--epochs", "3", "--out", str(default_run)) == 0
-    assert "15 of 15 runs already finished" in capsys.readouterr().out
+    assert "15 of 15 runs already finished" in _printed(capsys)
     assert {p.name: p.read_bytes() for p in (default_run / "runs").iterdir()} == before
     assert _compare("--epochs", "4", "--out", str(default_run)) == 2
-    out = capsys.readouterr().out
+    out = _printed(capsys)
     assert "different experiment" in out and "epochs: 3 there, 4 now" in out
 
 
@@ -131,13 +136,13 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, caps
     out = tmp_path / "interrupted"
     capsys.readouterr()
     assert _compare(*args, "--out", str(out)) == 130
-    message = capsys.readouterr().out
+    message = _printed(capsys)
     assert "interrupted" in message and "Resume with the same command and --out" in message and str(out) in message
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["relu-seed0.json", "spocu_c-1-seed0.json"]
     assert not (out / "results.json").exists() and not list(out.rglob(".*.tmp"))
     monkeypatch.setattr(engine_torch, "train_run", real_train_run)
     assert _compare(*args, "--out", str(out)) == 0
-    assert "2 of 4 runs already finished" in capsys.readouterr().out
+    assert "2 of 4 runs already finished" in _printed(capsys)
     clean, resumed = _strict_json(tmp_path / "clean" / "results.json"), _strict_json(out / "results.json")
     key = lambda r: (r["activation"], r["seed"])  # noqa: E731
     for a, b in zip(sorted(clean["runs"], key=key), sorted(resumed["runs"], key=key)):
@@ -146,7 +151,7 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, caps
         assert [e["val_loss"] for e in a["epochs"]] == [e["val_loss"] for e in b["epochs"]]
     # the grid may grow: one more seed trains only the two new runs
     assert _compare("--activations", "relu", "spocu(c=1)", "--seeds", "3", "--epochs", "3", "--out", str(out)) == 0
-    assert "4 of 6 runs already finished" in capsys.readouterr().out
+    assert "4 of 6 runs already finished" in _printed(capsys)
     assert len(_strict_json(out / "results.json")["runs"]) == 6
 
 
@@ -197,14 +202,14 @@ def test_bad_options_are_clear_errors(tmp_path, cache, capsys):
     with pytest.raises(SystemExit, match="unknown preset"):
         _compare("--preset", "nope", "--out", str(tmp_path / "x"))
     assert _compare("--dataset", "cifar10", "--no-download", "--out", str(tmp_path / "x")) == 2
-    message = capsys.readouterr().out
+    message = _printed(capsys)
     assert "cifar-10-python.tar.gz" in message and "--data-dir" in message
     assert not (tmp_path / "x").exists()
 
 
 def test_estimate_trains_nothing(tmp_path, capsys):
     assert _compare("--estimate", "--epochs", "5", "--activations", "relu", "selu", "--out", str(tmp_path / "x")) == 0
-    out = capsys.readouterr().out
+    out = _printed(capsys)
     assert "relu" in out and "selu" in out and "extrapolation" in out
     assert not (tmp_path / "x").exists()
 
@@ -213,7 +218,7 @@ def test_help_lists_presets_and_activations(capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["compare", "--help"])
     assert info.value.code == 0
-    out = capsys.readouterr().out
+    out = _printed(capsys)
     for preset in PRESETS:
         assert preset in out
     assert "spocu(c=1)" in out

@@ -59,7 +59,6 @@ def test_jit_vmap_grad_and_forward_mode_agree_with_reference():
     params = SPOCUParams(c=2.0)
     x = jnp.linspace(-6.0, 12.0, 301)
     f = lambda v: spocu(v, c=2.0)  # noqa: E731
-    ref_g = reference_spocu_grad(np.asarray(x, np.float64), c=2.0)
     g_rev = jax.jit(jax.vmap(jax.grad(f)))(x)
     _, g_fwd = jax.jvp(f, (x,), (jnp.ones_like(x),))
     hess_diag = jnp.diag(jax.hessian(lambda v: f(v).sum())(x[:7]))

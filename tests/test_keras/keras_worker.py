@@ -11,7 +11,6 @@ as a script for the others (Keras picks its backend once per process)::
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -22,20 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: reference_checks
 
-
-def load_triton_before_tensorflow() -> None:
-    """Import Triton (if installed) before anything imports TensorFlow.
-
-    Both bundle LLVM: with TensorFlow loaded first, a later ``import triton``
-    (torch's inductor, the Triton kernels of spocu.torch) aborts the whole
-    process with "LLVM ERROR: inconsistency in registered CommandLine options";
-    the other order works. Test processes load both, so the order is fixed here.
-    """
-    if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
-        import triton  # noqa: F401
+from spocu._llvm import preload_triton_before_tensorflow  # noqa: E402
 
 
-load_triton_before_tensorflow()
+# Test processes load TensorFlow and torch's compiler stack (Triton): Triton must come first.
+preload_triton_before_tensorflow()
 
 HALF = ("float16", "bfloat16")
 #: dtypes each Keras backend is checked in (all of them handle float64 natively)

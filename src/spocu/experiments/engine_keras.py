@@ -40,21 +40,10 @@ from typing import Callable
 
 
 
-def _load_triton_before_tensorflow() -> None:
-    """Import Triton, if installed, before Keras can import TensorFlow.
+from spocu._llvm import preload_triton_before_tensorflow  # noqa: E402
 
-    Both bundle LLVM: with TensorFlow loaded first, a later ``import triton`` (torch's Inductor,
-    used by :mod:`spocu.torch` on the Keras torch backend) aborts the process with
-    "LLVM ERROR: inconsistency in registered CommandLine options".
-    """
-    import importlib.util
-    import sys
-
-    if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
-        import triton  # noqa: F401
-
-
-_load_triton_before_tensorflow()
+# before Keras imports TensorFlow: spocu.torch (Keras torch backend) may need Triton later
+preload_triton_before_tensorflow()
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from spocu.torch import _eager
+from spocu.torch import _eager, _triton
 from spocu.torch._constants import KernelConstants, compute_dtype
 from spocu.torch._layout import dense_like, flat
 
@@ -121,7 +121,25 @@ def failure() -> str | None:
 
 
 def usable() -> bool:
-    """False once compilation has failed in this process."""
+    """False once compilation has failed in this process, or when compiling would abort it.
+
+    Merely importing ``torch._dynamo`` imports Triton when it is installed, so the
+    TensorFlow/Triton LLVM clash (see :func:`spocu.torch._triton.llvm_conflict`) is
+    checked here, before anything touches Dynamo.
+    """
+    global _failure
+    if _failure is None:
+        conflict = _triton.llvm_conflict()
+        if conflict is not None:
+            with _lock:
+                if _failure is None:
+                    _failure = conflict
+                    warnings.warn(
+                        f"spocu: not compiling the fused SPOCU kernels: {conflict}; using plain PyTorch ops "
+                        "instead (correct, but several times slower).",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
     return _failure is None
 
 
@@ -137,6 +155,8 @@ def run(name: str, tag: str, args: tuple, example: Callable[[], tuple]) -> Any:
     race); a failure warns once per process and turns the fused kernels off.
     """
     global _failure
+    if not usable():
+        return FAILED
     kernel = _compiled(name, tag)
     if kernel not in _ready:
         with _lock:

@@ -23,6 +23,7 @@ from functools import lru_cache
 
 import torch
 
+from spocu._llvm import triton_conflict
 from spocu.torch._constants import KernelConstants, compute_dtype
 from spocu.torch._layout import is_dense
 
@@ -37,10 +38,18 @@ def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def llvm_conflict() -> str | None:
+    """Why importing Triton now would abort the process (see :mod:`spocu._llvm`), else None."""
+    return triton_conflict()
+
+
 def unavailable_reason(device: torch.device) -> str | None:
     """None if the Triton kernels can run on ``device``, else why not."""
     if importlib.util.find_spec("triton") is None:
         return "the triton package is not installed"
+    conflict = llvm_conflict()
+    if conflict is not None:
+        return conflict
     if device.type == "cuda" or (device.type == "cpu" and _interpret()):
         return None
     return f"Triton kernels run on CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got device {device.type!r}"
