@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,8 @@ __all__ = [
     "reference_spocu_grad",
     "reference_spocu_grad2",
     "shifted_coefficients",
+    "SHIFTED_COEFFICIENT_POLYNOMIALS",
+    "cached_params",
 ]
 
 #: Defaults of the original ``spocu`` 0.0.1 package and of the seed experiment.
@@ -265,26 +267,71 @@ def reference_spocu_grad2(
     return np.where(np.isnan(x), np.nan, out)
 
 
-def shifted_coefficients(beta: float) -> tuple[float, ...]:
+#: d_k(beta) = sum_p SHIFTED_COEFFICIENT_POLYNOMIALS[k-1][p] * beta**p for k = 1..8, where
+#: d_k = r^(k)(beta)/k! = sum_{j>=k} a_j C(j, k) beta^(j-k) (lowest power of beta first).
+SHIFTED_COEFFICIENT_POLYNOMIALS: tuple[tuple[float, ...], ...] = tuple(
+    tuple(R_COEFFICIENTS[j] * math.comb(j, k) for j in range(k, len(R_COEFFICIENTS)))
+    for k in range(1, len(R_COEFFICIENTS))
+)
+
+
+def shifted_coefficients(beta: Any) -> tuple[Any, ...]:
     r"""Coefficients :math:`d_1..d_8` of :math:`r(\beta + t) - r(\beta) = \sum_k d_k t^k`.
 
     :math:`d_k = r^{(k)}(\beta)/k!`. Evaluating SPOCU in this shifted form avoids the
     cancellation of :math:`r(u) - r(\beta)` near :math:`x = 0` (where the literal
     form loses every digit of a small output). Index 0 of the result is
-    :math:`d_1`.
+    :math:`d_1`. ``beta`` may be a float or an array/tensor of any framework
+    (learnable, per-channel beta); the result has its type and shape.
 
     >>> d = shifted_coefficients(0.5)
     >>> abs(sum(d) - (float(r(1.5)) - float(r(0.5)))) < 1e-12
     True
     """
-    coeffs = np.array(R_COEFFICIENTS, dtype=np.float64)
-    n = len(coeffs) - 1
     out = []
-    for k in range(1, n + 1):
-        # d_k = sum_{j>=k} a_j * C(j, k) * beta^(j-k)
-        d_k = sum(coeffs[j] * math.comb(j, k) * beta ** (j - k) for j in range(k, n + 1))
-        out.append(float(d_k))
+    for polynomial in SHIFTED_COEFFICIENT_POLYNOMIALS:
+        acc = polynomial[-1] + 0 * beta  # shaped like beta
+        for a in polynomial[-2::-1]:
+            acc = acc * beta + a
+        out.append(acc)
     return tuple(out)
+
+
+def cached_params(alpha: Any, beta: Any, gamma: Any, c: Any) -> "SPOCUParams":
+    """``SPOCUParams(alpha, beta, gamma, c)``, memoized for the adapters' hot paths.
+
+    >>> cached_params(3.0937, 0.6653, 4.437, None) is cached_params(3.0937, 0.6653, 4.437, None)
+    True
+    """
+    try:
+        return _cached_params(alpha, beta, gamma, c)
+    except TypeError:  # an unhashable argument: let the validation name it
+        return SPOCUParams(alpha, beta, gamma, c)
+
+
+@lru_cache(maxsize=512)
+def _cached_params(alpha: Any, beta: Any, gamma: Any, c: Any) -> "SPOCUParams":
+    return SPOCUParams(alpha, beta, gamma, c)
+
+
+@lru_cache(maxsize=1024)
+def _derivative_safe_bound(params: "SPOCUParams", max_value: float) -> float:
+    coefficients = [abs(e) for e in params.x_derivative_coefficients]
+    limit = max_value / 16.0
+
+    def magnitude(x: float) -> float:
+        try:
+            return sum(a * x**k for k, a in enumerate(coefficients))
+        except OverflowError:
+            return math.inf
+
+    lo, hi = 1.0, 1.0
+    while magnitude(hi) < limit and hi < 1e300:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if magnitude(mid) < limit else (lo, mid)
+    return min(lo, params.upper_bound)
 
 
 @dataclass(frozen=True)
@@ -360,22 +407,7 @@ class SPOCUParams:
         kernels clamp x there in the backward so that a finite input never yields
         ``inf * 0 = NaN``. For finite c this is just :attr:`upper_bound` (or less).
         """
-        coefficients = [abs(e) for e in self.x_derivative_coefficients]
-        limit = max_value / 16.0
-
-        def magnitude(x: float) -> float:
-            try:
-                return sum(a * x**k for k, a in enumerate(coefficients))
-            except OverflowError:
-                return math.inf
-
-        lo, hi = 1.0, 1.0
-        while magnitude(hi) < limit and hi < 1e300:
-            lo, hi = hi, hi * 2.0
-        for _ in range(200):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if magnitude(mid) < limit else (lo, mid)
-        return min(lo, self.upper_bound)
+        return _derivative_safe_bound(self, float(max_value))
 
     def as_dict(self) -> dict[str, float]:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "c": self.c}

@@ -21,28 +21,18 @@ their own dtype.
 from __future__ import annotations
 
 import math
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, R_COEFFICIENTS, SPOCUParams
+from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params, shifted_coefficients
 
 __all__ = ["spocu", "spocu_fixed"]
 
 _HALF = (jnp.float16, jnp.bfloat16)
-
-
-@lru_cache(maxsize=256)
-def _params(alpha: float, beta: float, gamma: float, c: float) -> SPOCUParams:
-    return SPOCUParams(alpha, beta, gamma, c)
-
-
-@lru_cache(maxsize=512)
-def _derivative_cap(params: SPOCUParams, dtype_name: str) -> float:
-    return params.derivative_safe_bound(float(jnp.finfo(dtype_name).max))
 
 
 def _horner(x: jax.Array, coefficients: tuple[float, ...], *, shift: bool) -> jax.Array:
@@ -62,7 +52,7 @@ def _forward(x: jax.Array, params: SPOCUParams) -> jax.Array:
 
 def _derivative(x: jax.Array, params: SPOCUParams) -> jax.Array:
     """s'(x): P' at the clipped x, 0 outside the active piece (NaN stays NaN)."""
-    cap = _derivative_cap(params, jnp.dtype(x.dtype).name)
+    cap = params.derivative_safe_bound(float(jnp.finfo(x.dtype).max))
     ds = _horner(jnp.clip(x, params.lower_bound, cap), params.x_derivative_coefficients, shift=False)
     outside = x <= params.lower_bound
     if math.isfinite(params.upper_bound):
@@ -104,19 +94,6 @@ def spocu_fixed(x: jax.Array, params: SPOCUParams) -> jax.Array:
     return _spocu_core(x, params)
 
 
-def _shifted_coefficients(beta: jax.Array) -> list[jax.Array]:
-    """d_1..d_8 of r(beta + t) - r(beta), d_k = r^(k)(beta)/k!, as arrays shaped like beta."""
-    n = len(R_COEFFICIENTS) - 1
-    out = []
-    for k in range(1, n + 1):
-        d_k = jnp.zeros_like(beta)
-        for j in range(k, n + 1):
-            if R_COEFFICIENTS[j]:
-                d_k = d_k + R_COEFFICIENTS[j] * math.comb(j, k) * beta ** (j - k)
-        out.append(d_k)
-    return out
-
-
 def _spocu_array_params(x: jax.Array, alpha: Any, beta: Any, gamma: Any, c: float) -> jax.Array:
     """SPOCU with array-valued (differentiable) alpha, beta, gamma, by plain autodiff.
 
@@ -129,7 +106,7 @@ def _spocu_array_params(x: jax.Array, alpha: Any, beta: Any, gamma: Any, c: floa
     x = x.astype(work)
     a, b, g = (jnp.asarray(p).astype(work) for p in (alpha, beta, gamma))
     t = jnp.clip(x / g, -b, (c - b) if math.isfinite(c) else None)
-    d = _shifted_coefficients(b)
+    d = shifted_coefficients(b)
     acc = d[-1] * t
     for d_k in d[-2:0:-1]:
         acc = (acc + d_k) * t
@@ -196,8 +173,5 @@ def spocu(
     if any(isinstance(p, (jax.Array, np.ndarray)) for p in (alpha, beta, gamma)):
         c = SPOCUParams(c=c).c  # validate c; array parameters are the caller's job
         return _spocu_array_params(x, alpha, beta, gamma, c)
-    try:
-        params = _params(alpha, beta, gamma, c)
-    except TypeError:  # unhashable argument: let the validation name it
-        params = SPOCUParams(alpha, beta, gamma, c)
+    params = cached_params(alpha, beta, gamma, c)
     return spocu_fixed(x, params)

@@ -34,21 +34,19 @@ import keras
 import numpy as np
 from keras import ops
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, R_COEFFICIENTS, SPOCUParams
+from spocu.core import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_C,
+    DEFAULT_GAMMA,
+    SHIFTED_COEFFICIENT_POLYNOMIALS,
+    SPOCUParams,
+    cached_params,
+)
 
 __all__ = ["spocu", "spocu_fixed", "spocu_tensor_params"]
 
 _HALF = ("float16", "bfloat16")
-
-
-@lru_cache(maxsize=256)
-def _params(alpha: float, beta: float, gamma: float, c: float) -> SPOCUParams:
-    return SPOCUParams(alpha, beta, gamma, c)
-
-
-@lru_cache(maxsize=512)
-def _derivative_cap(params: SPOCUParams, dtype: str) -> float:
-    return params.derivative_safe_bound(float(np.finfo(dtype).max))
 
 
 def _const(value: float, like: Any) -> Any:
@@ -83,7 +81,7 @@ def _forward(x: Any, params: SPOCUParams) -> Any:
 
 def _derivative(x: Any, params: SPOCUParams) -> Any:
     """s'(x): P' at x clipped to [x_lo, cap] (a finite x never overflows), 0 outside the active piece."""
-    cap = _derivative_cap(params, keras.backend.standardize_dtype(x.dtype))
+    cap = params.derivative_safe_bound(float(np.finfo(keras.backend.standardize_dtype(x.dtype)).max))
     ds = _horner(_clip(x, params.lower_bound, cap), params.x_derivative_coefficients, shift=False)
     outside = ops.less_equal(x, _const(params.lower_bound, x))
     if math.isfinite(params.upper_bound):
@@ -178,11 +176,8 @@ def spocu_fixed(x: Any, params: SPOCUParams) -> Any:
 
 def _shifted_coefficients(beta: Any) -> list[Any]:
     """d_1..d_8 of r(beta + t) - r(beta), d_k = r^(k)(beta)/k!, as tensors shaped like beta (Horner in beta)."""
-    n = len(R_COEFFICIENTS) - 1
     out = []
-    for k in range(1, n + 1):
-        # d_k = sum_{j>=k} a_j C(j, k) beta^(j-k)
-        terms = [R_COEFFICIENTS[j] * math.comb(j, k) for j in range(k, n + 1)]
+    for terms in SHIFTED_COEFFICIENT_POLYNOMIALS:  # d_k = sum_p terms[p] beta^p
         d_k = ops.multiply(ops.ones_like(beta), _const(terms[-1], beta))
         for term in terms[-2::-1]:
             d_k = ops.add(ops.multiply(d_k, beta), _const(term, beta))
@@ -264,10 +259,7 @@ def spocu(
     """
     if not all(_is_number(p) for p in (alpha, beta, gamma)):
         return spocu_tensor_params(x, alpha, beta, gamma, SPOCUParams(c=c).c)
-    try:
-        params = _params(alpha, beta, gamma, c)
-    except TypeError:  # unhashable argument: let the validation name it
-        params = SPOCUParams(alpha, beta, gamma, c)
+    params = cached_params(alpha, beta, gamma, c)
     if keras.backend.is_keras_tensor(x):  # functional-API call: insert a (serializable) layer
         from spocu.keras.layers import SPOCU
 

@@ -27,25 +27,12 @@ from collections.abc import Callable
 
 import torch
 
-from spocu.core import R_COEFFICIENTS
+from spocu.core import shifted_coefficients
 from spocu.torch import _eager, _inductor
 from spocu.torch._eager import compute_dtype
 from spocu.torch._layout import dense_like, flat
 
 __all__ = ["spocu_tensor_params"]
-
-
-def _shifted_coefficients(beta: torch.Tensor) -> list[torch.Tensor]:
-    """d_1..d_8 of r(beta + t) - r(beta) as tensors shaped like beta."""
-    n = len(R_COEFFICIENTS) - 1
-    out = []
-    for k in range(1, n + 1):
-        d_k = torch.zeros_like(beta)
-        for j in range(k, n + 1):
-            if R_COEFFICIENTS[j]:
-                d_k = d_k + R_COEFFICIENTS[j] * math.comb(j, k) * beta ** (j - k)
-        out.append(d_k)
-    return out
 
 
 def _r_prime(u: torch.Tensor) -> torch.Tensor:
@@ -87,7 +74,7 @@ def _plain_forward(x, alpha, beta, gamma, c):
     """s(x) with parameters broadcastable to x, in plain ops."""
     ctype = compute_dtype(x.dtype)
     t, _ = _pieces(x.to(ctype), beta.to(ctype), gamma.to(ctype), c)
-    d = _shifted_coefficients(beta.to(ctype))
+    d = shifted_coefficients(beta.to(ctype))
     y = alpha.to(ctype) * t * _poly(t, d)
     return y.to(x.dtype)
 
@@ -97,7 +84,7 @@ def _plain_backward(grad_output, x, alpha, beta, gamma, c, needs):
     ctype = compute_dtype(x.dtype)
     xw, a, b, g = (v.to(ctype) for v in (x, alpha, beta, gamma))
     t, outside = _pieces(xw, b, g, c)
-    d = _shifted_coefficients(b)
+    d = shifted_coefficients(b)
     dr = _r_prime(b + t)
     dr = torch.where(outside, torch.zeros((), dtype=ctype, device=x.device), dr)
     gout = grad_output.to(ctype)
@@ -125,7 +112,7 @@ def _plain_backward(grad_output, x, alpha, beta, gamma, c, needs):
 def _fused_forward_math(x, alpha, beta, gamma, c, out):
     w = x.to(alpha.dtype)
     t = torch.clamp(w / gamma, min=-beta, max=c - beta)
-    out.copy_(alpha * t * _poly(t, _shifted_coefficients(beta)))
+    out.copy_(alpha * t * _poly(t, shifted_coefficients(beta)))
 
 
 def _fused_backward_math(grad, x, alpha, beta, gamma, c, out):
@@ -137,7 +124,7 @@ def _fused_backward_math(grad, x, alpha, beta, gamma, c, out):
     outside = (t_raw <= -beta) | (t_raw >= upper)
     dr = torch.where(outside, 0.0, _r_prime(beta + t))
     out.copy_(gout * (alpha / gamma) * dr)
-    grad_alpha = (gout * t * _poly(t, _shifted_coefficients(beta))).sum((0, 2), keepdim=True)
+    grad_alpha = (gout * t * _poly(t, shifted_coefficients(beta))).sum((0, 2), keepdim=True)
     grad_beta = (gout * alpha * (dr - _r_prime(beta))).sum((0, 2), keepdim=True)
     grad_gamma = (-gout * alpha * dr * t / gamma).sum((0, 2), keepdim=True)
     return grad_alpha, grad_beta, grad_gamma

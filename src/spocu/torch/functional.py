@@ -14,22 +14,16 @@ Example:
 
 from __future__ import annotations
 
-from functools import lru_cache
 
 import torch
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams
+from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params
 from spocu.torch import _eager, _inductor, _ops, _triton  # noqa: F401 -- _ops registers torch.ops.spocu.*
 from spocu.torch._constants import KernelConstants, kernel_constants
 from spocu.torch._dispatch import assume_constant_result, resolve_backend, traced_backend
 from spocu.torch._learnable import spocu_tensor_params
 
 __all__ = ["spocu"]
-
-
-@lru_cache(maxsize=256)
-def _params(alpha: float, beta: float, gamma: float, c: float) -> SPOCUParams:
-    return SPOCUParams(alpha, beta, gamma, c)
 
 
 class _SPOCUFunction(torch.autograd.Function):
@@ -147,10 +141,7 @@ def spocu(
         return spocu_tensor_params(x, alpha, beta, gamma, c, fused=fused)
     if tracing:
         return _traced_spocu(x, alpha, beta, gamma, c, backend)
-    try:
-        params = _params(alpha, beta, gamma, c)
-    except TypeError:  # unhashable argument: let the validation name it
-        params = SPOCUParams(alpha, beta, gamma, c)
+    params = cached_params(alpha, beta, gamma, c)
     path = resolve_backend(x, backend)
     k = kernel_constants(params, x.dtype)
     if path == "eager":
