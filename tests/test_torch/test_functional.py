@@ -198,3 +198,17 @@ def test_cuda_output_stays_on_device():
     assert y.device.type == "cuda" and y.dtype == torch.bfloat16
     y.sum().backward()
     assert x.grad.device.type == "cuda"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_huge_inputs_overflow_to_inf_not_nan(dtype, path, dev):
+    """With c = inf, s(x) grows like x^8: beyond the dtype's range the answer is +inf on every path
+    (a reordered polynomial evaluation must not produce inf - inf = NaN on the way)."""
+    info = torch.finfo(dtype)
+    x = torch.tensor([1e3, 1e6, 1e20, 1e30, info.max, float("inf")], dtype=torch.float64)
+    x = x.clamp(max=info.max).to(dtype).to(dev)
+    y = spocu(x.repeat(6000), backend=path)[: x.numel()].float().cpu()  # large enough for the fused path
+    ref = reference_spocu(x.double().cpu().numpy())
+    expect_inf = ref > info.max
+    assert torch.isposinf(y[torch.from_numpy(expect_inf)]).all(), y
+    assert not torch.isnan(y).any(), y
