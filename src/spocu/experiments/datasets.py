@@ -231,41 +231,49 @@ def _cifar_locations(root: Path) -> tuple[list[Path], list[Path]]:
     return directories, archives
 
 
-def _load_cifar10(data_dir: Path | None, download: bool, progress: bool) -> Source:
-    batches = None
+def _local_or_download(name: str, find_local, download_remote, download: bool, needed: str):
+    """A copy found locally, else a verified download, else a :class:`DatasetError` that says
+    why, which files are needed and where to put them. A checksum mismatch is never hidden."""
+    found = find_local()
+    if found is not None:
+        return found
+    failure = "downloads are off (--no-download)"
+    if download:
+        try:
+            return download_remote()
+        except ChecksumError:
+            raise
+        except DatasetError as error:
+            failure = str(error)
+    raise DatasetError(f"{name} not found and not downloaded: {failure}.\n{needed}")
+
+
+def _find_cifar10(data_dir: Path | None):
     for root in _roots(data_dir, "cifar10"):
         directories, archives = _cifar_locations(root)
         for directory in directories:
             if all((directory / name).is_file() for name in CIFAR10_BATCH_MD5):
-                batches = _read_cifar_directory(directory)
-                break
-        if batches is None:
-            for archive in archives:
-                if archive.is_file():
-                    batches = _read_cifar_archive(archive)
-                    break
-        if batches is not None:
-            break
-    if batches is None:
-        target = cache_dir() / "cifar10"
-        failure = "downloads are off (--no-download)"
-        if download:
-            try:
-                batches = _read_cifar_archive(fetch(CIFAR10_ARCHIVE, target, progress=progress))
-            except ChecksumError:
-                raise
-            except DatasetError as error:
-                failure = str(error)
-        if batches is None:
-            looked = ", ".join(str(r) for r in _roots(data_dir, "cifar10"))
-            raise DatasetError(
-                f"CIFAR-10 not found and not downloaded: {failure}.\n"
-                f"Needed: {CIFAR10_ARCHIVE.name} (md5 {CIFAR10_ARCHIVE.digest}, from {CIFAR10_ARCHIVE.url}) "
-                f"or its extracted folder {_CIFAR_DIR}/ ({', '.join(CIFAR10_BATCH_MD5)}).\n"
-                f"Put either into {target} (or set $SPOCU_DATA), or pass --data-dir DIR with torchvision's "
-                f"root (DIR/{_CIFAR_DIR}/ or DIR/{CIFAR10_ARCHIVE.name}) or Keras's ~/.keras/datasets.\n"
-                f"Looked in: {looked}."
-            )
+                return _read_cifar_directory(directory)
+        for archive in archives:
+            if archive.is_file():
+                return _read_cifar_archive(archive)
+    return None
+
+
+def _load_cifar10(data_dir: Path | None, download: bool, progress: bool) -> Source:
+    target = cache_dir() / "cifar10"
+    looked = ", ".join(str(r) for r in _roots(data_dir, "cifar10"))
+    batches = _local_or_download(
+        "CIFAR-10",
+        lambda: _find_cifar10(data_dir),
+        lambda: _read_cifar_archive(fetch(CIFAR10_ARCHIVE, target, progress=progress)),
+        download,
+        f"Needed: {CIFAR10_ARCHIVE.name} (md5 {CIFAR10_ARCHIVE.digest}, from {CIFAR10_ARCHIVE.url}) "
+        f"or its extracted folder {_CIFAR_DIR}/ ({', '.join(CIFAR10_BATCH_MD5)}).\n"
+        f"Put either into {target} (or set $SPOCU_DATA), or pass --data-dir DIR with torchvision's "
+        f"root (DIR/{_CIFAR_DIR}/ or DIR/{CIFAR10_ARCHIVE.name}) or Keras's ~/.keras/datasets.\n"
+        f"Looked in: {looked}.",
+    )
     parts, origin = batches
     train = [parts[f"data_batch_{i}"] for i in range(1, 6)]
     x_train = np.concatenate([x for x, _ in train])
@@ -306,48 +314,44 @@ def _mnist_idx_files(directory: Path) -> dict[str, Path] | None:
     return found
 
 
-def _load_mnist(data_dir: Path | None, download: bool, progress: bool) -> Source:
-    arrays, origin = None, ""
+def _find_mnist(data_dir: Path | None):
     for root in _roots(data_dir, "mnist"):
         for directory in (root, root / "MNIST" / "raw", root / "mnist", root / "datasets"):
             files = _mnist_idx_files(directory)
             if files is not None:
-                arrays, origin = _mnist_from_idx(files), str(directory)
-                break
+                return _mnist_from_idx(files), str(directory)
             npz = directory / "mnist.npz"
             if npz.is_file():
                 verify(npz, MNIST_NPZ_SHA256, "sha256")
                 try:
-                    arrays, origin = read_mnist_npz(npz), str(npz)
+                    return read_mnist_npz(npz), str(npz)
                 except FormatError as error:
                     raise DatasetError(str(error)) from None
-                break
-        if arrays is not None:
-            break
-    if arrays is None:
-        target = cache_dir() / "mnist"
-        failure = "downloads are off (--no-download)"
-        if download:
-            try:
-                files = {}
-                for role, (name, md5) in MNIST_FILES.items():
-                    existing = target / name
-                    files[role] = existing if existing.is_file() else fetch(RemoteFile(name, MNIST_MIRROR + name, md5), target, progress=progress)
-                arrays, origin = _mnist_from_idx(files), str(target)
-            except ChecksumError:
-                raise
-            except DatasetError as error:
-                failure = str(error)
-        if arrays is None:
-            names = ", ".join(f"{name} (md5 {md5})" for name, md5 in MNIST_FILES.values())
-            looked = ", ".join(str(r) for r in _roots(data_dir, "mnist"))
-            raise DatasetError(
-                f"MNIST not found and not downloaded: {failure}.\n"
-                f"Needed: the four IDX files {names} from {MNIST_MIRROR}, or Keras's mnist.npz.\n"
-                f"Put them into {target} (or set $SPOCU_DATA), or pass --data-dir DIR with torchvision's root "
-                f"(DIR/MNIST/raw/) or Keras's ~/.keras/datasets (DIR/mnist.npz).\n"
-                f"Looked in: {looked}."
-            )
+    return None
+
+
+def _download_mnist(target: Path, progress: bool):
+    files = {}
+    for role, (name, md5) in MNIST_FILES.items():
+        existing = target / name
+        files[role] = existing if existing.is_file() else fetch(RemoteFile(name, MNIST_MIRROR + name, md5), target, progress=progress)
+    return _mnist_from_idx(files), str(target)
+
+
+def _load_mnist(data_dir: Path | None, download: bool, progress: bool) -> Source:
+    target = cache_dir() / "mnist"
+    names = ", ".join(f"{name} (md5 {md5})" for name, md5 in MNIST_FILES.values())
+    looked = ", ".join(str(r) for r in _roots(data_dir, "mnist"))
+    arrays, origin = _local_or_download(
+        "MNIST",
+        lambda: _find_mnist(data_dir),
+        lambda: _download_mnist(target, progress),
+        download,
+        f"Needed: the four IDX files {names} from {MNIST_MIRROR}, or Keras's mnist.npz.\n"
+        f"Put them into {target} (or set $SPOCU_DATA), or pass --data-dir DIR with torchvision's root "
+        f"(DIR/MNIST/raw/) or Keras's ~/.keras/datasets (DIR/mnist.npz).\n"
+        f"Looked in: {looked}.",
+    )
     x_train, y_train, x_test, y_test = arrays
     return Source(x_train[:, None], y_train, x_test[:, None], y_test, tuple(str(d) for d in range(10)), origin, False)
 
