@@ -2,7 +2,8 @@
 
 Each command is a module in :mod:`spocu.commands` that provides ``HELP`` (one
 line), ``add_arguments(parser)`` and ``run(args) -> int``; the CLI finds them
-there. Command modules import their heavy dependencies inside ``run`` so that
+there. A command reports a problem the user can fix by raising
+:class:`spocu.errors.CommandError`: one line on stderr, exit status 2. Command modules import their heavy dependencies inside ``run`` so that
 ``spocu --help`` and ``spocu fit`` never import torch.
 """
 
@@ -14,6 +15,7 @@ import pkgutil
 import sys
 
 from spocu import __version__
+from spocu.errors import EXIT_USAGE, CommandError
 
 #: commands listed first in ``--help``, in this order; any others follow alphabetically
 PREFERRED_ORDER = ("compare", "fit", "analyze", "shape", "bench", "demo")
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sub.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
+    except CommandError as error:
+        print(f"spocu {name}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -153,7 +153,7 @@ def test_shape_command(tmp_path, capsys):
 def test_atomic_writes_get_the_usual_permissions(tmp_path):
     import os
 
-    from spocu.science._io import atomic_write_text
+    from spocu._atomic import atomic_write_text
 
     path = tmp_path / "note.txt"
     atomic_write_text(path, "hello")

@@ -539,11 +539,9 @@ def markdown(title: str, header: list[str], body: list[list[str]]) -> str:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(handle.name, target)
+    from spocu._atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from spocu._atomic import atomic_open
 
 __all__ = ["DatasetError", "ChecksumError", "RemoteFile", "cache_dir", "file_digest", "verify", "fetch"]
 
@@ -86,45 +87,32 @@ def fetch(remote: RemoteFile, directory: Path, *, progress: bool = True, opener:
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / remote.name
     open_url = opener or urllib.request.urlopen
-    handle, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{remote.name}.", suffix=".part")
-    temp = Path(temp_name)
+    digest = hashlib.new(remote.algorithm)
     try:
-        digest = hashlib.new(remote.algorithm)
-        try:
-            response = open_url(remote.url, timeout=60)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            raise DatasetError(f"cannot download {remote.url}: {getattr(error, 'reason', error)}") from None
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(temp, 0o666 & ~mask)  # mkstemp makes 0600; a cache file gets the usual permissions
-        with response, os.fdopen(handle, "wb") as out:
-            handle = -1
-            length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
-            total = int(length) if length and length.isdigit() else remote.size
-            with _progress_bar(remote.name, total, progress) as advance:
-                while True:
-                    try:
-                        chunk = response.read(1 << 16)
-                    except OSError as error:
-                        raise DatasetError(f"download of {remote.url} broke off: {error}") from None
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    digest.update(chunk)
-                    advance(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
+        response = open_url(remote.url, timeout=60)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise DatasetError(f"cannot download {remote.url}: {getattr(error, 'reason', error)}") from None
+    # the bytes land under the final name only once complete and verified (atomic_open)
+    with response, atomic_open(final) as out:
+        length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
+        total = int(length) if length and length.isdigit() else remote.size
+        with _progress_bar(remote.name, total, progress) as advance:
+            while True:
+                try:
+                    chunk = response.read(1 << 16)
+                except OSError as error:
+                    raise DatasetError(f"download of {remote.url} broke off: {error}") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                digest.update(chunk)
+                advance(len(chunk))
         if digest.hexdigest() != remote.digest.lower():
             raise ChecksumError(
                 f"checksum mismatch for {remote.url}: {remote.algorithm} {digest.hexdigest()}, expected "
                 f"{remote.digest}; the download is corrupt or truncated and was discarded."
             )
-        os.replace(temp, final)
-        return final
-    finally:
-        if handle != -1:
-            os.close(handle)
-        temp.unlink(missing_ok=True)
+    return final
 
 
 class _progress_bar:

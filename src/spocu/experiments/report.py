@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from spocu.experiments.activations import parse_activation
-from spocu.experiments.runner import atomic_write_bytes, atomic_write_text
+from spocu._atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["write_report", "render_report", "plot_curves", "plot_activations", "fmt_p"]
 

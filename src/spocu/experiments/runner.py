@@ -14,12 +14,7 @@ same command on the same directory skips the finished runs. Runs are ordered see
 (all activations of seed 0, then seed 1, ...), so an interrupted experiment stays balanced
 and timings of different activations are interleaved.
 
-Example:
-    >>> import tempfile, pathlib, json
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.json"
-    >>> atomic_write_text(path, json.dumps({"ok": True}))
-    >>> json.loads(path.read_text())
-    {'ok': True}
+Writes go through :mod:`spocu._atomic`.
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
+from spocu._atomic import atomic_write_text
 from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
 from spocu.experiments.datasets import Dataset
@@ -45,8 +41,6 @@ __all__ = [
     "ConfigMismatch",
     "OutputBusy",
     "Callbacks",
-    "atomic_write_text",
-    "atomic_write_bytes",
     "OutputDir",
     "run_experiment",
     "assemble_results",
@@ -57,42 +51,12 @@ SCHEMA_RESULTS = "spocu.compare/1"
 SCHEMA_CONFIG = "spocu.compare-config/1"
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
 class ConfigMismatch(ValueError):
     """The output directory holds runs of a different protocol."""
 
 
 class OutputBusy(RuntimeError):
     """Another ``spocu compare`` is writing to the same output directory."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _dump(data: Any) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA
-from spocu.science._io import atomic_savefig, atomic_write_text
+from spocu._atomic import atomic_savefig, atomic_write_text
 from spocu.science.fitting import _jsonable, fit
 from spocu.science.propagation import RELU_HE, SELU_LECUN, Contender, analytic_runs, fixed_points, simulate, spocu_contender
 

@@ -241,7 +241,7 @@ def plot_shape(path: str, params: SPOCUParams | None = None) -> None:
     import matplotlib.pyplot as plt
 
     from spocu.core import reference_spocu, reference_spocu_grad
-    from spocu.science._io import atomic_savefig
+    from spocu._atomic import atomic_savefig
 
     base = params or SPOCUParams()
     x = np.linspace(-6.0, 9.0, 3001)

@@ -1,0 +1,74 @@
+"""Atomic file writes, the one implementation every command uses.
+
+A file written here is either absent, its old version, or complete -- never half-written:
+the data goes to a temporary file beside the target, is flushed to disk, and is renamed over
+the target with ``os.replace`` (atomic on POSIX and Windows). The result gets the usual
+permissions (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.
+
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out" / "note.txt"
+    >>> atomic_write_text(target, "hello")
+    >>> target.read_text()
+    'hello'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_savefig", "atomic_open"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[IO[bytes]]:
+    """Open a temporary binary file beside ``path``; on a clean exit it replaces ``path``.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed and
+    ``path`` is untouched. The parent directory is created if needed.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.chmod(temp, 0o666 & ~_umask())
+        with os.fdopen(handle, "wb") as stream:
+            handle = -1
+            yield stream
+            stream.flush()
+            if fsync:
+                os.fsync(stream.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        if handle != -1:
+            os.close(handle)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file beside it, fsync, ``os.replace``)."""
+    with atomic_open(path) as stream:
+        stream.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_savefig(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """``fig.savefig`` into ``path`` atomically; the format comes from the suffix (default png)."""
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    with atomic_open(path) as stream:
+        fig.savefig(stream, format=fmt, **kwargs)
