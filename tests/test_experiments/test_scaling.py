@@ -111,9 +111,11 @@ def test_ctrl_c_with_jobs_ends_the_workers_keeps_finished_runs_and_resumes(tmp_p
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 4
 
 
-def test_bad_jobs_and_threads_are_refused(tmp_path):
-    with pytest.raises(SystemExit, match="--jobs must be >= 1, got 0"):
-        _compare("--jobs", "0", "--out", str(tmp_path / "x"))
+def test_bad_jobs_and_threads_are_refused(tmp_path, capsys):
+    for option in ("--jobs", "--threads"):
+        with pytest.raises(SystemExit) as info:
+            _compare(option, "0", "--out", str(tmp_path / "x"))
+        assert info.value.code == 2 and f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
@@ -149,7 +151,7 @@ def test_shards_cover_the_evaluation_sets_once():
             assert parts[0][0] == 0 and parts[-1][1] == n and all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
 
 
-def test_torchrun_environment_errors_are_clear(monkeypatch, tmp_path):
+def test_torchrun_environment_errors_are_clear(monkeypatch, tmp_path, capsys):
     assert from_environment({"RANK": "0", "WORLD_SIZE": "1"}) is None  # MASTER_* missing: not a torchrun launch
     with pytest.raises(ValueError, match="RANK=2, WORLD_SIZE=2"):
         from_environment({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "x", "MASTER_PORT": "1"})
@@ -157,10 +159,11 @@ def test_torchrun_environment_errors_are_clear(monkeypatch, tmp_path):
         per_process_batch(100, 3)
     for name, value in {"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(SystemExit, match="--jobs and torchrun do not combine"):
-        _compare("--jobs", "2", "--out", str(tmp_path / "x"))
-    with pytest.raises(SystemExit, match="--batch-size 32 is the global batch, shared by the 3 processes"):
-        _compare("--out", str(tmp_path / "x"))  # refused before joining any process group
+    capsys.readouterr()
+    assert _compare("--jobs", "2", "--out", str(tmp_path / "x")) == 2
+    assert "spocu compare: error: --jobs and torchrun do not combine" in capsys.readouterr().err
+    assert _compare("--out", str(tmp_path / "x")) == 2  # refused before joining any process group
+    assert "--batch-size 32 is the global batch, shared by the 3 processes" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -50,6 +50,7 @@ from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
 from spocu.experiments.datasets import Dataset
 from spocu.experiments.engines import EpochRecord, RunResult, get_engine
+from spocu.experiments.store import OutputDir
 
 __all__ = ["threads_per_worker", "usable_cpus", "train_in_pool", "WorkerFailed"]
 
@@ -125,8 +126,6 @@ class _ParentGone(Exception):
 
 
 def _train_one(activation: ActivationSpec, seed: int) -> dict:
-    from spocu.experiments.runner import OutputDir
-
     w = _worker
     events = w["events"]
     key = (activation.canonical, seed)
