@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -109,6 +110,35 @@ def test_ctrl_c_with_jobs_ends_the_workers_keeps_finished_runs_and_resumes(tmp_p
     assert f"{len(finished)} of 4 runs already finished" in result.stdout
     assert {name: (out / "runs" / name).read_bytes() for name in before} == before
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 4
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+def test_sigkill_of_the_parent_leaves_no_worker_behind(tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "selu",
+               "--seeds", "2", "--epochs", "200", "--jobs", "2", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("runs/*.json")):  # the workers are training (one run already finished)
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        others = [p for p in _session_processes(process.pid) if p[0] != process.pid]
+        assert sum("spawn_main" in command for _, _, command in others) == 2
+        assert any("resource_tracker" in command for _, _, command in others)
+        process.kill()  # SIGKILL: the parent can neither end its workers nor tell them
+        process.wait(timeout=30)
+        killed = time.monotonic()
+        while time.monotonic() - killed < 10 and [p for p in _session_processes(process.pid) if p[1] != "Z"]:
+            time.sleep(0.1)
+        survivors = [p for p in _session_processes(process.pid) if p[1] != "Z"]
+        assert survivors == [], f"alive 10 s after the parent was killed: {survivors}"
+    finally:
+        for pid, _, _ in _session_processes(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for path in (out / "runs").glob("*.json"):
+        json.loads(path.read_text())  # finished runs are whole
 
 
 def test_bad_jobs_and_threads_are_refused(tmp_path, capsys):

@@ -218,9 +218,11 @@ def _engine_for(config: ExperimentConfig):
 def _device(engine, requested: str):
     try:
         return engine.resolve_device(requested)
-    except (ValueError, RuntimeError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    except ValueError as error:
+        message = _one_line(error)
         raise OptionError(message if message.startswith("--device") else f"--device {requested}: {message}") from None
+    except RuntimeError:  # torch.device("tpu"): PyTorch lists every device type it has ever heard of
+        raise OptionError(f"--device {requested}: not a device this engine can use; choose cpu, cuda, cuda:N or auto") from None
 
 
 def _one_line(text: str) -> str:
