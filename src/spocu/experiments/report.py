@@ -111,6 +111,8 @@ def render_report(results: dict) -> str:
             f"With n = {small[0]} paired seeds the two-sided Wilcoxon test cannot give p below {2 / 2 ** small[0]:.3g}: "
             "read its p-values as a robustness check of the t-test, not as a verdict; more seeds (--seeds) sharpen both."
         )
+    for bad in results.get("skipped_runs", []):
+        notes.append(f"Left out of every statistic (--skip-bad-runs): {bad['path']}: {bad['reason']}.")
     notes = [f"{text} ({'; '.join(subjects)})." for text, subjects in grouped.items()] + notes
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)]

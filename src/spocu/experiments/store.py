@@ -108,7 +108,7 @@ class OutputDir:
             for parent in root.parents:  # mkdir would fail below a file: say so now
                 if parent.exists():
                     if not parent.is_dir():
-                        raise OutputRefused(f"--out {root}: {parent} is a file, not a directory")
+                        raise OutputRefused(f"--out {root}: {parent} is not a directory")
                     break
             return
         if root.is_file():
