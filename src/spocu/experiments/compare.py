@@ -324,8 +324,18 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
     out = OutputDir(Path(options.out) if options.out is not None else Path("spocu-runs") / f"{config.dataset}-{stamp}")
     success = False
     try:
-        if main:
-            out.inspect()  # refuse a directory that is not ours before loading (or downloading) anything
+        problem = None
+        if main:  # refuse a directory that is not ours before loading (or downloading) anything
+            try:
+                out.inspect()
+            except ExperimentError as error:
+                if dist is None:
+                    raise
+                problem = str(error)
+        if dist is not None:  # rank 0 alone looks at the output directory: the others learn its verdict
+            problem = dist.broadcast(problem)
+            if problem is not None:
+                raise ExperimentError(problem)
         if dist is None:
             dataset = _load_dataset(config, options, progress=options.progress, download=options.download)
         else:
