@@ -49,6 +49,7 @@ CASES = [
     ("hidden too big", ["--hidden", "100000000000"], {}, r"mlp 100000000000, batch 32 needs at least [\d,.]+ GiB of memory"),
     ("data-dir for wdbc", ["--data-dir", "."], {}, r"--data-dir applies to datasets read from files .* wdbc is embedded"),
     ("seeds zero", ["--seeds", "0"], {}, r"--seeds: must be >= 1, got 0"),
+    ("seeds huge", ["--seeds", "100000000"], {}, r"--seeds 100000000 is more than 10,000 seeds"),
     ("epochs zero", ["--epochs", "0"], {}, r"--epochs: must be >= 1, got 0"),
     ("batch zero", ["--batch-size", "0"], {}, r"--batch-size: must be >= 1, got 0"),
     ("jobs zero", ["--jobs", "0"], {}, r"--jobs: must be >= 1, got 0"),
@@ -189,3 +190,10 @@ def test_work_too_big_for_the_memory_is_refused_or_warned_with_the_estimate(tmp_
     assert len(said) == 1 and said[0].startswith("warning: mlp 4000000, batch 32 needs at least 3.4 GiB") and "of this machine's 6.0 GiB" in said[0]
     with pytest.raises(compare.OptionError, match="2 runs at a time needs at least 6.8 GiB"):  # --jobs multiplies it
         compare._check_size(resolve_config({"hidden": (4_000_000,)}), (30,), 2, 2, said.append)
+    # a batch holds at most the training set: --batch-size 1000000 on 364 samples is not a million rows
+    said.clear()
+    huge_batch = resolve_config({"hidden": (100_000,), "batch_size": 1_000_000})
+    compare._check_size(huge_batch, (30,), 2, 1, said.append, n_train=364)
+    assert said == []
+    with pytest.raises(compare.OptionError, match="mlp 100000, batch 1000000 needs at least"):
+        compare._check_size(huge_batch, (30,), 2, 1, said.append)
