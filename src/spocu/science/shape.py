@@ -204,7 +204,7 @@ def rising_crossing(g, target: float, u_lo: float, u_hi: float = math.inf) -> fl
     always ends, whatever the parameters.
 
     >>> round(rising_crossing(r, 1000.0, 1.6484), 6)
-    2.541652
+    2.768388
     """
     if math.isnan(target) or target == math.inf:
         return None
