@@ -152,7 +152,8 @@ def naive_spocu(x: np.ndarray, params: SPOCUParams, dtype) -> np.ndarray:
     """The literal α·r(x/γ + β) − α·r(β), r(u) = u³(u⁵ − 2u⁴ + 2), every step in ``dtype``
     (how the paper writes it and the original ``spocu`` 0.0.1 package computes it; c = ∞)."""
     t = lambda v: np.asarray(v, dtype=dtype)  # noqa: E731
-    with np.errstate(over="ignore", invalid="ignore"):
+    # divide: a gamma that rounds to 0 in the dtype makes the literal formula divide by 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         u = np.maximum(t(x) / t(params.gamma) + t(params.beta), t(0.0))
         ub = t(params.beta)
         ru = u**3 * (u**5 - t(2.0) * u**4 + t(2.0))
