@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["tables", "markdown", "write_json", "fmt"]
+__all__ = ["tables", "markdown", "write_json", "strict_json", "fmt"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -70,8 +70,23 @@ def markdown(title: str, header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with non-finite floats as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (strict JSON has none).
+
+    >>> strict_json({"a": [1.0, float("nan")], "b": float("-inf")})
+    {'a': [1.0, 'nan'], 'b': '-inf'}
+    """
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
 def write_json(path: str, data: dict[str, Any]) -> None:
     """``data`` as indented strict JSON, written atomically."""
     from spocu._atomic import atomic_write_text
 
-    atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(strict_json(data), indent=1, allow_nan=False) + "\n")

@@ -45,7 +45,7 @@ def work_estimate(depth: int, width: int, batch: int) -> tuple[float, float]:
     (width²) and its product; operations: one matrix product per layer and contender.
 
     >>> work_estimate(50, 256, 512)
-    (4718592.0, 4026531840.0)
+    (4718592.0, 20132659200.0)
     """
     memory = 8.0 * (4 * batch * width + width * width)
     flops = 2.0 * depth * batch * width * width * CONTENDERS
