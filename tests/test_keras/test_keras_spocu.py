@@ -25,7 +25,7 @@ import spocu.keras  # noqa: E402
 from reference_checks import PARAM_SETS, assert_matches_reference, wide_inputs  # noqa: E402
 from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad  # noqa: E402
 from spocu.keras import SPOCU  # noqa: E402
-from spocu.keras import functional as F  # noqa: E402
+from spocu.keras import _kernels as K  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
@@ -62,7 +62,7 @@ def test_generic_keras_ops_route_matches_reference(dtype):
     _needs(dtype)
     """The keras.ops route (used on backends without a native kernel, and on TensorFlow without XLA)."""
     params = PARAM_SETS["c2"]
-    x, y, g = worker.value_and_grad(lambda v: F._generic(v, params), wide_inputs(dtype, params), dtype)
+    x, y, g = worker.value_and_grad(lambda v: K._generic(v, params), wide_inputs(dtype, params), dtype)
     assert_matches_reference(x, y, params, dtype)
     assert_matches_reference(x, g, params, dtype, derivative=True)
 
@@ -70,7 +70,7 @@ def test_generic_keras_ops_route_matches_reference(dtype):
 def test_tensorflow_route_without_xla_matches_reference(monkeypatch):
     if BACKEND != "tensorflow":
         pytest.skip(f"TF_JIT_COMPILE only concerns the TensorFlow backend (this process runs {BACKEND})")
-    monkeypatch.setattr(F, "TF_JIT_COMPILE", False)
+    monkeypatch.setattr(K, "TF_JIT_COMPILE", False)
     params = PARAM_SETS["default"]
     x, y, g = worker.value_and_grad(spocu.keras.spocu, wide_inputs("float32", params), "float32")
     assert_matches_reference(x, y, params, "float32")
