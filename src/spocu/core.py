@@ -530,7 +530,8 @@ def _namespace_functions(xp: Any) -> tuple[Any, Any, Any]:
     """(softplus, sigmoid, constant-like) of an array namespace: numpy, torch, jax.numpy or keras.ops."""
     name = getattr(xp, "__name__", "")
     if name == "numpy":
-        return (lambda v: np.logaddexp(0.0, v)), (lambda v: 0.5 + 0.5 * np.tanh(0.5 * v)), (lambda c, like: c)
+        # sigmoid(v) = exp(-softplus(-v)): full relative precision on both tails
+        return (lambda v: np.logaddexp(0.0, v)), (lambda v: np.exp(-np.logaddexp(0.0, -v))), (lambda c, like: c)
     if name == "torch":
         return xp.nn.functional.softplus, xp.sigmoid, (lambda c, like: c)  # torch keeps a float's digits
     if name == "jax.numpy":
