@@ -429,6 +429,7 @@ def backend_checks() -> dict:
         "mixed_float16": mixed_precision("mixed_float16"),
         "mixed_bfloat16": mixed_precision("mixed_bfloat16"),
         "seed_cnn": seed_cnn(),
+        "promoted": promoted_dtypes(),
     }
 
 
