@@ -25,7 +25,7 @@ import spocu.keras  # noqa: E402
 from reference_checks import PARAM_SETS, assert_matches_reference, wide_inputs  # noqa: E402
 from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad, reference_spocu_param_grads  # noqa: E402
 from spocu.keras import SPOCU  # noqa: E402
-from spocu.keras import _kernels as K  # noqa: E402
+from spocu.keras import kernels as K  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
@@ -351,20 +351,20 @@ def test_tensor_parameter_derivatives_match_the_reference_on_a_dense_grid(c):
 
 
 def test_kernels_live_in_one_module_without_function_level_imports_of_spocu_keras():
-    """layers and functional both import spocu.keras._kernels; no import inside a function breaks a cycle."""
+    """layers and functional both import spocu.keras.kernels; no import inside a function breaks a cycle."""
     import ast
     import inspect
 
-    import spocu.keras._kernels
+    import spocu.keras.kernels
     import spocu.keras.functional
     import spocu.keras.layers
 
-    for module in (spocu.keras.functional, spocu.keras.layers, spocu.keras._kernels):
+    for module in (spocu.keras.functional, spocu.keras.layers, spocu.keras.kernels):
         tree = ast.parse(inspect.getsource(module))
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for inner in ast.walk(node):
                     if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("spocu.keras"):
                         raise AssertionError(f"{module.__name__}.{node.name} imports {inner.module} inside a function")
-    assert spocu.keras.functional.spocu_fixed is spocu.keras.layers.spocu_fixed is spocu.keras._kernels.spocu_fixed
+    assert spocu.keras.functional.spocu_fixed is spocu.keras.layers.spocu_fixed is spocu.keras.kernels.spocu_fixed
     assert spocu.keras.functional.SPOCU is spocu.keras.layers.SPOCU

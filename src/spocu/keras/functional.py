@@ -6,7 +6,7 @@ r"""SPOCU as a Keras 3 activation function, on every Keras backend.
     h(u) = \begin{cases} 0 & u < 0 \\ u^3(u^5 - 2u^4 + 2) & 0 \le u < c \\ h(c^-) & u \ge c\end{cases}
 
 The kernels (one per backend, fixed and tensor parameters) live in
-:mod:`spocu.keras._kernels`, which this module and :mod:`spocu.keras.layers` share.
+:mod:`spocu.keras.kernels`, which this module and :mod:`spocu.keras.layers` share.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import keras
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params
-from spocu.keras._kernels import as_float_input, spocu_fixed, spocu_tensor_params
+from spocu.keras.kernels import as_float_input, spocu_fixed, spocu_tensor_params
 from spocu.keras.layers import SPOCU
 
 __all__ = ["spocu", "spocu_fixed", "spocu_tensor_params"]
@@ -55,7 +55,7 @@ def spocu(
             ``keras.config.floatx()``; float16/bfloat16 are computed in float32 and
             returned in their own dtype.
         alpha, beta, gamma: floats (validated) or tensors broadcasting against
-            ``x`` (differentiable, see :func:`spocu.keras._kernels.spocu_tensor_params`).
+            ``x`` (differentiable, see :func:`spocu.keras.kernels.spocu_tensor_params`).
         c: saturation point, ``1 <= c <= inf``.
 
     Raises:

@@ -19,7 +19,7 @@ from spocu.core import (
     learnable_unit,
     params_to_learnable,
 )
-from spocu.keras._kernels import as_float_input, spocu_fixed, spocu_tensor_params
+from spocu.keras.kernels import as_float_input, spocu_fixed, spocu_tensor_params
 
 __all__ = ["SPOCU"]
 
