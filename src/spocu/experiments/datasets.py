@@ -392,6 +392,7 @@ def split_dataset(
     y_test: np.ndarray | None = None,
     *,
     name: str,
+    class_names: tuple[str, ...] | list[str] | None = None,
     split_seed: int = 0,
     val_size: float | int = 0.2,
     test_size: float | int | None = None,
@@ -400,7 +401,8 @@ def split_dataset(
 
     Without an official test set (``x_test is None``) a stratified ``test_size`` (default
     :data:`DEFAULT_TEST_SIZE`) is taken first; then a stratified ``val_size`` of the rest. ``x``
-    may be an array or a pandas DataFrame (rows are split). ``info`` describes the splits.
+    may be an array or a pandas DataFrame (rows are split). ``info`` describes the splits;
+    ``class_names`` (indexed by label) name the classes in errors.
 
     Raises:
         ValueError: bad split sizes, or ``test_size`` given for data with an official test set.
@@ -413,7 +415,8 @@ def split_dataset(
             return train_test_split(a, b, test_size=size, stratify=b, random_state=split_seed)
         except ValueError as error:  # a class too small, or a split smaller than the number of classes
             labels, counts = np.unique(b, return_counts=True)
-            smallest = ", ".join(f"class {labels[i]}: {counts[i]}" for i in np.argsort(counts, kind="stable")[:3])
+            named = [class_names[label] if class_names is not None else label for label in labels]
+            smallest = ", ".join(f"class {named[i]!r}: {counts[i]}" for i in np.argsort(counts, kind="stable")[:3])
             raise DatasetError(
                 f"{name}: the stratified {what} split ({_share(size)} of {len(b)} samples) is not possible "
                 f"with these class sizes ({smallest}; {len(labels)} classes): {error}"

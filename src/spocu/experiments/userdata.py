@@ -115,7 +115,7 @@ def load_user_dataset(
         raise DatasetError(f"{path}: not a dataset; expected a .csv or .parquet table, an .npz file or a folder of images")
     x, y, x_test, y_test, classes, info, content = loaded
     (x_train, y_train, x_val, y_val, x_test, y_test), splits = split_dataset(
-        x, y, x_test, y_test, name=str(path), split_seed=split_seed,
+        x, y, x_test, y_test, name=str(path), class_names=classes, split_seed=split_seed,
         val_size=VAL_SIZE if val_size is None else val_size, test_size=test_size,
     )
     info.update(origin=str(path), split_seed=split_seed, **splits)
@@ -158,9 +158,9 @@ def _number_labels(values: np.ndarray, where: str, extra: np.ndarray | None = No
             f"{where}: {len(classes)} distinct label values in {len(everything)} rows looks like a continuous target "
             f"(more than {MAX_DISTINCT_LABELS} for at most {SMALL_TABLE_ROWS:,} rows); spocu compare does classification only"
         )
-    if len(classes) < 2:
-        raise DatasetError(f"{where}: one class only ({classes[0]!r}); a comparison needs at least two classes")
     names = [str(c.item() if hasattr(c, "item") else c) for c in classes]
+    if len(names) < 2:
+        raise DatasetError(f"{where}: one class only ({names[0]!r}); a comparison needs at least two classes")
     if len(set(names)) != len(names):
         raise DatasetError(f"{where}: class labels {names} are not distinct as text")
     codes = codes.reshape(-1).astype(np.int64)
@@ -275,6 +275,8 @@ def _images_channels_first(x: np.ndarray, where: str) -> np.ndarray:
 def _read_npz(path: Path):
     import zipfile
 
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path}: not a readable .npz file (not a zip archive of arrays; write it with numpy.savez)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
