@@ -43,7 +43,7 @@ from typing import Any
 
 import keras
 
-from spocu.experiments.activations import INIT_SCHEMES, ActivationSpec
+from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec
 from spocu.experiments.config import ModelSpec
 from spocu.experiments.engines import STREAM_INIT, derive_seed
 
@@ -170,6 +170,14 @@ def resnet20(input_shape: tuple[int, ...], num_classes: int, activation: Any, ke
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int) -> keras.Model:
     """The network ``spec`` for a dataset's ``input_shape`` (features, or C x H x W), initialized for ``seed``."""
+    if spec.is_factory:
+        from spocu.experiments.user_models import build_keras_model, load_factory
+
+        factory = load_factory(spec.name, spec.swap)
+        if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
+            raise ValueError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
+        init = None if activation.init == OWN_INIT else activation.init
+        return build_keras_model(factory, activation, keras_input_shape(input_shape), num_classes, seed, init)
     if spec.name == "resnet20":
         if len(input_shape) != 3:
             raise ValueError(f"resnet20 needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from spocu.experiments.activations import INIT_SCHEMES, ActivationSpec
+from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec
 from spocu.experiments.config import ModelSpec
 
 __all__ = ["ResNet20", "build_model", "initialize", "count_parameters", "macs_per_sample"]
@@ -101,8 +101,19 @@ class ResNet20(nn.Module):
         return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec) -> nn.Module:
-    """The network ``spec`` for inputs of ``input_shape`` (features, or C x H x W) and ``num_classes`` outputs."""
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int = 0) -> nn.Module:
+    """The network ``spec`` for inputs of ``input_shape`` (features, or C x H x W) and ``num_classes`` outputs.
+
+    A model factory (:mod:`spocu.experiments.user_models`) is called under ``seed``; the built-in
+    models are drawn by :func:`initialize`.
+    """
+    if spec.is_factory:
+        from spocu.experiments.user_models import build_torch_model, load_factory
+
+        factory = load_factory(spec.name, spec.swap)
+        if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
+            raise ValueError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
+        return build_torch_model(factory, activation, input_shape, num_classes, seed)
     if spec.name == "resnet20":
         if len(input_shape) != 3:
             raise ValueError(f"resnet20 needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")
@@ -148,7 +159,12 @@ def _scale(scheme: str, fan_in: int, fan_out: int) -> float:
 
 @torch.no_grad()
 def initialize(model: nn.Module, scheme: str, seed: int) -> None:
-    """Set every Linear/Conv2d weight to scale(scheme) * z, z drawn in layer order from ``seed``; biases to 0."""
+    """Set every Linear/Conv2d weight to scale(scheme) * z, z drawn in layer order from ``seed``; biases to 0.
+
+    ``scheme`` :data:`~spocu.experiments.activations.OWN_INIT` leaves a user's model as its factory drew it.
+    """
+    if scheme == OWN_INIT:
+        return
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; choose one of {', '.join(INIT_SCHEMES)}")
     distribution = INIT_SCHEMES[scheme][0]

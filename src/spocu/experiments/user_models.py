@@ -71,6 +71,7 @@ __all__ = [
     "UserModelError",
     "build_keras_model",
     "build_torch_model",
+    "factory_name",
     "is_model_factory",
     "load_factory",
 ]
@@ -81,6 +82,15 @@ SWAPPABLE = ("relu", "gelu", "silu", "elu", "selu", "tanh", "sigmoid", "mish", "
 
 class UserModelError(ValueError):
     """A model factory cannot be imported, called or used; the message names it."""
+
+
+def factory_name(text: str) -> str:
+    """How a factory is named in files and tables: ``package.module:function`` or ``file.py:function``
+    (a file's name, not its folder: the protocol should not change when the experiment is resumed elsewhere)."""
+    module_text, _, function_name = text.rpartition(":")
+    if module_text.endswith(".py") or "/" in module_text or "\\" in module_text:
+        return f"{Path(module_text).name}:{function_name}"
+    return text
 
 
 def is_model_factory(text: str) -> bool:
@@ -147,7 +157,7 @@ def load_factory(text: str, swap: str | None = None) -> ModelFactory:
     if is_file:
         path = Path(module_text).expanduser()
         module = _import_file(path, text)
-        name = f"{path.name}:{function_name}"
+        name = factory_name(text)
     else:
         try:
             module = importlib.import_module(module_text)
