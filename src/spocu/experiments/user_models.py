@@ -210,11 +210,11 @@ def _seeded(seed: int) -> Iterator[None]:
             np.random.set_state(numpy_state)
 
 
-def _call(factory: ModelFactory, args: tuple, kwargs: dict) -> Any:
+def _call(factory: ModelFactory, args: tuple, kwargs: dict, hint: str = "") -> Any:
     try:
         return factory.function(*args, **kwargs)
     except Exception as error:
-        raise UserModelError(f"--model {factory.name}: calling it failed: {type(error).__name__}: {error}") from None
+        raise UserModelError(f"--model {factory.name}: calling it failed: {type(error).__name__}: {error}{hint}") from None
 
 
 def _check_output(factory: ModelFactory, output: Any, num_classes: int, framework: str) -> None:
@@ -314,7 +314,11 @@ def build_keras_model(
 
     keras.utils.set_random_seed(derive_seed(seed, STREAM_INIT, 2) % 2**32)
     if factory.swap is None:
-        model = _call(factory, (keras_activation(activation), tuple(input_shape), num_classes), {})
+        hint = (
+            " (with --framework keras the factory gets the Keras activation, used as Dense(units, activation=activation), "
+            "not a zero-argument factory: a PyTorch model runs with --framework torch)"
+        )
+        model = _call(factory, (keras_activation(activation), tuple(input_shape), num_classes), {}, hint)
     else:
         model = _call(factory, (), {"num_classes": num_classes})
     if not isinstance(model, keras.Model):
