@@ -169,7 +169,7 @@ class ActivationSpec:
     @property
     def init_reason(self) -> str:
         if self.init_override == OWN_INIT:
-            return "the model's own initialization (its factory's code, under the run's seed)"
+            return "the model's own: its factory's code, under the run's seed"
         if self.init_override and self.init_override != self.customary_init:
             return f"--init {self.init_override} (customary: {self.customary_init})"
         return ACTIVATIONS[self.name].init_reason

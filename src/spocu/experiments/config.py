@@ -144,6 +144,9 @@ class ModelSpec:
             ...
             ValueError: --model seed-cnn needs images (channels, height, width); wdbc has 30 features: use --model mlp or deep-mlp
         """
+        if self.name == "resnet20" and len(input_shape) != 3:
+            shape = f"{input_shape[0]} features" if len(input_shape) == 1 else f"inputs of shape {tuple(input_shape)}"
+            raise ValueError(f"--model resnet20 needs images (channels, height, width); {dataset} has {shape}: use --model mlp or deep-mlp")
         if self.name != "seed-cnn":
             return
         if len(input_shape) != 3:
