@@ -143,6 +143,7 @@ def test_keras_engine_runs_a_keras_factory(tmp_path):
         (lambda d: (d / "m.py").write_text("def build(a, b, c):\n    return 42\n"), ("--model", "m.py:build"), r"m\.py:build: returned int, not a torch\.nn\.Module"),
         (lambda d: None, ("--dataset", "wdbc", "--swap", "relu"), r"--swap applies to a model factory"),
         (lambda d: None, ("--dataset", "wdbc", "--model", "resnet20"), r"--model resnet20 needs images"),
+        (lambda d: None, ("--preset", "resnet20-cifar10", "--framework", "keras"), r"the PyTorch engine \(--framework torch\)"),
     ],
 )
 def test_bad_data_and_models_fail_cleanly_before_writing(tmp_path, make, args, message):
