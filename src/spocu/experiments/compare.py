@@ -124,9 +124,10 @@ def _resolve(options: CompareOptions) -> ExperimentConfig:
         raise OptionError(str(error)) from None
 
 
-def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int) -> int:
+def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, n_train: int | None = None) -> int:
     """Bytes one run needs at least: parameters x 4 (weights, gradients, two optimizer moments) plus
-    the activations of a batch x 3 (outputs, pre-activations, gradients), float32.
+    the activations of a batch x 3 (outputs, pre-activations, gradients), float32. A batch holds
+    at most the ``n_train`` training samples.
 
     Example:
         >>> from spocu.experiments.config import resolve_config
@@ -137,7 +138,8 @@ def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_
         return 0  # seed-cnn, resnet20: under a million parameters; a factory's size is its author's to know
     widths = [math.prod(input_shape), *config.model.hidden, num_classes]
     parameters = sum(a * b + b for a, b in zip(widths, widths[1:]))
-    activations = config.batch_size * sum(widths[1:])
+    batch = config.batch_size if n_train is None else min(config.batch_size, n_train)
+    activations = batch * sum(widths[1:])
     return 4 * (4 * parameters + 3 * activations)
 
 
@@ -152,8 +154,11 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB"
 
 
-def _check_size(config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, jobs: int, say: Say) -> None:
-    need = memory_estimate(config, input_shape, num_classes) * max(1, jobs)
+def _check_size(
+    config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, jobs: int, say: Say, n_train: int | None = None
+) -> None:
+    jobs = max(1, min(jobs, len(config.activations) * len(config.seeds)))  # never more workers than runs
+    need = memory_estimate(config, input_shape, num_classes, n_train) * jobs
     have = _physical_memory()
     if have is None or need == 0:
         return
@@ -339,8 +344,18 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
     out = OutputDir(Path(options.out) if options.out is not None else Path("spocu-runs") / f"{name}-{stamp}")
     success = False
     try:
-        if main:
-            out.inspect()  # refuse a directory that is not ours before loading (or downloading) anything
+        problem = None
+        if main:  # refuse a directory that is not ours before loading (or downloading) anything
+            try:
+                out.inspect()
+            except ExperimentError as error:
+                if dist is None:
+                    raise
+                problem = str(error)
+        if dist is not None:  # rank 0 alone looks at the output directory: the others learn its verdict
+            problem = dist.broadcast(problem)
+            if problem is not None:
+                raise ExperimentError(problem)
         if dist is None:
             dataset = _load_dataset(config, options, progress=options.progress, download=options.download)
         else:
@@ -350,7 +365,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         except ValueError as error:
             raise OptionError(str(error)) from None
         config = _finalize(config, dataset, out)
-        _check_size(config, dataset.input_shape, dataset.num_classes, options.jobs, say)
+        _check_size(config, dataset.input_shape, dataset.num_classes, options.jobs, say, len(dataset.y_train))
         threads = options.threads or engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
         jobs = options.jobs
         if jobs > 1 and not options.threads and str(device) == "cpu":
