@@ -364,8 +364,8 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
             config.model.check_input(dataset.input_shape, dataset.name)
         except ValueError as error:
             raise OptionError(str(error)) from None
-        config = _finalize(config, dataset, out)
         _check_size(config, dataset.input_shape, dataset.num_classes, options.jobs, say, len(dataset.y_train))
+        config = _finalize(config, dataset, out)  # builds the model once: after the size check
         threads = options.threads or engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
         jobs = options.jobs
         if jobs > 1 and not options.threads and str(device) == "cpu":
