@@ -20,12 +20,16 @@ presets:
                 (Keras's Glorot-uniform init, as the seed used)
   paper-wdbc    the paper's WDBC comparison: spocu vs selu vs relu, mlp 64-64, 10 seeds
   paper-mnist   the paper's MNIST comparison: spocu vs selu vs relu, mlp 256-256, Adam 1e-3, batch 128, 20 epochs
+  resnet20-cifar10  He et al. 2016's CIFAR ResNet-20 recipe: SGD momentum 0.9, weight decay 1e-4, batch 128,
+                lr 0.1 x0.1 at epochs 91 and 136, 182 epochs; spocu(c=1) vs relu vs selu (no augmentation)
 
 defaults per dataset (where neither an option nor a preset sets them):
   wdbc    mlp 64-64,   40 epochs, batch 32,  lr 1e-3   (test 20%, validation 20% of the rest)
   digits  mlp 128-128, 30 epochs, batch 64,  lr 1e-3   (test 20%, validation 20% of the rest)
   mnist   mlp 256-256, 10 epochs, batch 128, lr 1e-3   (official test set, validation 5,000)
   cifar10 seed-cnn,    20 epochs, batch 100, lr 1e-3   (official test set, validation 5,000)
+  PATH    your .csv/.parquet table, .npz arrays or image folder: mlp 64-64 (folders: seed-cnn),
+          20 epochs, batch 64, lr 1e-3   (test 20% unless the data has its own, validation 20% of the rest)
 
 activations: spocu, spocu(c=1), spocu(alpha=..., beta=..., gamma=..., c=...), relu, selu,
   gelu, gelu(approximate=tanh), elu, elu(alpha=...), silu, mish, tanh, sigmoid.
@@ -39,6 +43,9 @@ examples:
   spocu compare --preset seed-cifar10 --estimate
   spocu compare --preset seed-cifar10 --framework keras            # the same in Keras 3 (TensorFlow, JAX or torch)
   spocu compare --preset seed-cifar10 --jobs 4      # 4 runs at a time, the cores shared among them
+  spocu compare --dataset iris.csv --target species --model mynet.py:build   # your data, your model
+  spocu compare --dataset pets/ --image-size 64 64 --model torchvision.models:resnet18 --swap relu
+  spocu compare --preset resnet20-cifar10 --estimate
   torchrun --nproc-per-node 4 -m spocu compare --preset seed-cifar10 --device cuda   # each run on 4 GPUs
 """
 
@@ -52,6 +59,16 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError("expected at least one number")
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"widths must be >= 1, got {text!r}")
+    return values
+
+
+def _milestones(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs, got {text!r}") from None
+    if not values or any(b <= a for a, b in zip((0, *values), values)):
+        raise argparse.ArgumentTypeError(f"expected increasing epochs >= 1, e.g. 91,136, got {text!r}")
     return values
 
 
@@ -114,9 +131,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = _EPILOG
     what = parser.add_argument_group("what to compare")
     what.add_argument("--preset", choices=tuple(PRESETS), help=f"a named experiment: {', '.join(PRESETS)} (options below override it)")
-    what.add_argument("--dataset", choices=tuple(DATASETS), help="default wdbc")
+    what.add_argument(
+        "--dataset", metavar="NAME|PATH",
+        help=f"{', '.join(DATASETS)} (default wdbc), or your data: a .csv/.parquet table, an .npz file or a folder of images",
+    )
+    what.add_argument("--target", metavar="COLUMN", help="with a table: the label column (default: the last column)")
+    what.add_argument(
+        "--image-size", nargs=2, type=_whole(1), metavar=("H", "W"), help="with an image folder: resize every image to H x W",
+    )
     what.add_argument("--activations", nargs="+", metavar="ACT", help='e.g. spocu relu selu, or "spocu(c=1), relu" (default spocu relu selu)')
-    what.add_argument("--model", choices=MODELS, help="default: per dataset")
+    what.add_argument(
+        "--model", metavar="NAME|FACTORY",
+        help=f"{', '.join(MODELS)} (default: per dataset), or your factory MODULE:FUNCTION or path/to/file.py:FUNCTION, "
+        "called as FUNCTION(activation, input_shape, num_classes)",
+    )
+    what.add_argument(
+        "--swap", metavar="ACT",
+        help="with a factory that hard-wires one activation (e.g. relu): call FUNCTION(num_classes=N), the torchvision "
+        "signature, and replace every activation of that kind by the compared one",
+    )
     what.add_argument("--hidden", type=_int_list, help="mlp hidden widths, e.g. 64,64")
     what.add_argument("--depth", type=_whole(1), help="deep-mlp: number of hidden layers (default 16)")
     what.add_argument("--width", type=_whole(1), help="deep-mlp: width of each hidden layer (default 64)")
@@ -127,12 +160,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--batch-size", type=_whole(1))
     train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
     train.add_argument("--lr", type=_real(0, low_open=True), help="learning rate (default 1e-3)")
+    train.add_argument(
+        "--lr-milestones", type=_milestones, metavar="E1,E2", help="multiply the learning rate by 0.1 at these epochs (default: constant)",
+    )
     train.add_argument("--weight-decay", type=_real(0), help="default 0")
     train.add_argument("--momentum", type=_real(0, 1), help=f"{'/'.join(MOMENTUM_OPTIMIZERS)} momentum, in [0, 1) (default 0)")
     train.add_argument(
         "--init",
         choices=("customary", *INIT_SCHEMES),
-        help="weight init for every activation (default customary: each activation its own)",
+        help="weight init for every activation (default customary: each activation its own; a model factory keeps its own init)",
     )
     train.add_argument("--val-size", type=_size, help="validation split: fraction of the training data or a count")
     train.add_argument("--test-size", type=_size, help="test split for wdbc/digits (default 0.2)")
@@ -200,6 +236,10 @@ def _options(args: argparse.Namespace):
         "split_seed": args.split_seed,
         "framework": args.framework,
         "keras_backend": args.keras_backend,
+        "target": args.target,
+        "image_size": None if args.image_size is None else tuple(args.image_size),
+        "swap": args.swap,
+        "lr_milestones": args.lr_milestones,
     }
     return CompareOptions(
         config=config, device=args.device, threads=args.threads, jobs=args.jobs, executor=args.executor,

@@ -41,6 +41,7 @@ from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SP
 __all__ = [
     "ACTIVATIONS",
     "INIT_SCHEMES",
+    "OWN_INIT",
     "ActivationSpec",
     "parse_activation",
     "split_activation_list",
@@ -56,6 +57,10 @@ INIT_SCHEMES: dict[str, tuple[str, str]] = {
     "glorot-uniform": ("uniform", "bound = sqrt(6 / (fan_in + fan_out))"),
     "torch-default": ("uniform", "bound = 1 / sqrt(fan_in) (nn.Linear/Conv2d's own init; biases zero here)"),
 }
+
+#: The init of a user's model factory (``--model MODULE:FUNCTION``) when no --init is given: the weights
+#: its code draws (under the run's seed), not re-drawn.
+OWN_INIT = "own"
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,8 @@ class ActivationSpec:
 
     @property
     def init_reason(self) -> str:
+        if self.init_override == OWN_INIT:
+            return "the model's own: its factory's code, under the run's seed"
         if self.init_override and self.init_override != self.customary_init:
             return f"--init {self.init_override} (customary: {self.customary_init})"
         return ACTIVATIONS[self.name].init_reason
@@ -171,6 +178,8 @@ class ActivationSpec:
         """The same activation trained with ``scheme`` ("customary" or None: its own)."""
         if scheme in (None, "customary"):
             return ActivationSpec(self.name, self.params)
+        if scheme == OWN_INIT:
+            return ActivationSpec(self.name, self.params, OWN_INIT)
         if scheme not in INIT_SCHEMES:
             raise ValueError(f"unknown init scheme {scheme!r}; choose customary or one of {', '.join(INIT_SCHEMES)}")
         return ActivationSpec(self.name, self.params, scheme)

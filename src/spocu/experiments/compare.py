@@ -105,6 +105,10 @@ def check_options(options: CompareOptions) -> None:
         from spocu.experiments.datasets import EMBEDDED_DATASETS
 
         dataset = options.config.get("dataset") or PRESETS.get(options.config.get("preset") or "", {}).get("dataset", "wdbc")
+        from spocu.experiments.datasets import DATASETS
+
+        if dataset not in DATASETS:
+            raise OptionError(f"--data-dir applies to the built-in datasets read from files (mnist, cifar10), not to --dataset {dataset}")
         if dataset in EMBEDDED_DATASETS:
             raise OptionError(
                 f"--data-dir applies to datasets read from files (mnist, cifar10); {dataset} is embedded in scikit-learn"
@@ -130,8 +134,8 @@ def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_
         >>> memory_estimate(resolve_config({"hidden": (100_000_000,)}), (30,), 2) > 10**10
         True
     """
-    if config.model.name == "seed-cnn":
-        return 0  # at most a few hundred kB of parameters per image size we load; not the risk
+    if config.model.name not in ("mlp", "deep-mlp"):
+        return 0  # seed-cnn, resnet20: under a million parameters; a factory's size is its author's to know
     widths = [math.prod(input_shape), *config.model.hidden, num_classes]
     parameters = sum(a * b + b for a, b in zip(widths, widths[1:]))
     batch = config.batch_size if n_train is None else min(config.batch_size, n_train)
@@ -235,13 +239,11 @@ def _one_line(text: str) -> str:
 
 
 def _load_dataset(config: ExperimentConfig, options: CompareOptions, *, progress: bool, download: bool):
-    from spocu.experiments.datasets import DatasetError, load_dataset
+    from spocu.experiments.datasets import DatasetError
+    from spocu.experiments.user_inputs import load_data
 
     try:
-        return load_dataset(
-            config.dataset, data_dir=options.data_dir, download=download, progress=progress,
-            split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size,
-        )
+        return load_data(config, data_dir=options.data_dir, download=download, progress=progress)
     except (DatasetError, ValueError) as error:
         raise ExperimentError(_one_line(error)) from None
 
@@ -268,6 +270,18 @@ def _load_dataset_distributed(config: ExperimentConfig, options: CompareOptions,
             "the processes loaded different data (data fingerprints differ between ranks): give every node the same dataset files (--data-dir)"
         )
     return dataset
+
+
+def _finalize(config: ExperimentConfig, dataset, out: OutputDir) -> ExperimentConfig:
+    """The data and model hashes into the protocol, the model checked on the data, a changed resume refused."""
+    from spocu.experiments.user_inputs import check_resume, finalize
+
+    try:
+        config = finalize(config, dataset)
+        check_resume(config, out.root)
+    except ValueError as error:  # UserModelError, ResumeRefused, a model that cannot take the data
+        raise ExperimentError(_one_line(error)) from None
+    return config
 
 
 def _write_failure(error: OSError, out: OutputDir) -> ExperimentError:
@@ -326,7 +340,8 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
     else:
         device = _device(engine, options.device)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = OutputDir(Path(options.out) if options.out is not None else Path("spocu-runs") / f"{config.dataset}-{stamp}")
+    name = Path(config.dataset).stem if config.user_data else config.dataset  # a path would nest directories
+    out = OutputDir(Path(options.out) if options.out is not None else Path("spocu-runs") / f"{name}-{stamp}")
     success = False
     try:
         problem = None
@@ -350,6 +365,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         except ValueError as error:
             raise OptionError(str(error)) from None
         _check_size(config, dataset.input_shape, dataset.num_classes, options.jobs, say, len(dataset.y_train))
+        config = _finalize(config, dataset, out)  # builds the model once: after the size check
         threads = options.threads or engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
         jobs = options.jobs
         if jobs > 1 and not options.threads and str(device) == "cpu":
@@ -456,25 +472,37 @@ def estimate(options: CompareOptions) -> dict:
     from spocu.experiments.datasets import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE
 
     _check_torch_backend()
-    input_shape, classes, n_train_full, n_test = _SHAPES[config.dataset]
+    if config.user_data:  # its shapes and sizes are in the file: read it (nothing is written)
+        dataset = _load_dataset(config, options, progress=False, download=False)
+        input_shape, classes = dataset.input_shape, dataset.num_classes
+        n_train, n_val, n_test = len(dataset.y_train), len(dataset.y_val), len(dataset.y_test)
+    else:
+        input_shape, classes, n_train_full, n_test = _SHAPES[config.dataset]
     try:
         config.model.check_input(input_shape, config.dataset)
+        from spocu.experiments.config import with_model_source
+
+        config, _ = with_model_source(config)  # a factory that does not import is named now, not mid-timing
     except ValueError as error:
-        raise OptionError(str(error)) from None
+        raise OptionError(_one_line(error)) from None
     _check_size(config, input_shape, classes, options.jobs, _say_nothing)
-    if n_test is None:
-        test = config.test_size or DEFAULT_TEST_SIZE
-        n_test = int(test if test >= 1 else round(n_train_full * test))
-        n_train_full -= n_test
-    val = config.val_size or DEFAULT_VAL_SIZE[config.dataset]
-    n_val = int(val if val >= 1 else round(n_train_full * val))
-    n_train = n_train_full - n_val
+    if not config.user_data:
+        if n_test is None:
+            test = config.test_size or DEFAULT_TEST_SIZE
+            n_test = int(test if test >= 1 else round(n_train_full * test))
+            n_train_full -= n_test
+        val = config.val_size or DEFAULT_VAL_SIZE[config.dataset]
+        n_val = int(val if val >= 1 else round(n_train_full * val))
+        n_train = n_train_full - n_val
     device = _device(engine_torch, options.device)
     steps = -(-n_train // config.batch_size)
     threads = options.threads or engine_torch.choose_threads(config, input_shape, classes, device)
     rows, total = [], 0.0
     for spec in config.activation_specs():
-        timing = engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
+        try:
+            timing = engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
+        except ValueError as error:  # a factory whose model does not take this data
+            raise ExperimentError(_one_line(error)) from None
         epoch = steps * timing["step_seconds"] + n_val * timing["eval_seconds_per_sample"]
         run = config.epochs * epoch + n_test * timing["eval_seconds_per_sample"]
         total += run * len(config.seeds)

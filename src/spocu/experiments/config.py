@@ -27,7 +27,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from spocu.experiments.activations import INIT_SCHEMES, ActivationSpec, parse_activation
+from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec, parse_activation
 
 __all__ = [
     "MODELS",
@@ -42,9 +42,10 @@ __all__ = [
     "ModelSpec",
     "ExperimentConfig",
     "resolve_config",
+    "with_model_source",
 ]
 
-MODELS = ("mlp", "deep-mlp", "seed-cnn")
+MODELS = ("mlp", "deep-mlp", "seed-cnn", "resnet20")
 FRAMEWORKS = ("torch", "keras")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 #: the most seeds one experiment may have
@@ -78,22 +79,52 @@ def check_split_size(value: float, option: str = "split size") -> None:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """``mlp`` (``hidden`` widths), ``deep-mlp`` (``depth`` layers of ``width``) or ``seed-cnn``.
+    """``mlp`` (``hidden`` widths), ``deep-mlp`` (``depth`` layers of ``width``), ``seed-cnn``,
+    ``resnet20``, or a user's factory ``MODULE:FUNCTION`` / ``path/file.py:FUNCTION``.
 
     ``seed-cnn``: Conv2D 32 3x3 valid -> MaxPool 2 -> Conv2D 64 3x3 valid -> MaxPool 2 ->
     Flatten -> Dense (42,442 parameters on 32x32x3 inputs); a pool is skipped where the
-    feature map is smaller than 2x2 (8x8 digits).
+    feature map is smaller than 2x2 (8x8 digits). ``resnet20``: the CIFAR ResNet-20 of He et
+    al. 2016 (:class:`spocu.experiments.models_torch.ResNet20`). A factory
+    (:mod:`spocu.experiments.user_models`) carries ``swap`` (the activation kind it hard-wires,
+    or None) and ``source_sha256`` (a hash of its source file, for the protocol).
     """
 
     name: str = "mlp"
     hidden: tuple[int, ...] = (64, 64)
+    swap: str | None = None
+    source_sha256: str | None = None
 
     def __post_init__(self) -> None:
+        from spocu.experiments.user_models import is_model_factory
+
+        if is_model_factory(self.name):
+            object.__setattr__(self, "hidden", ())
+            return
+        if self.swap is not None:
+            raise ValueError(f"--swap applies to a model factory (--model MODULE:FUNCTION or file.py:FUNCTION), not to {self.name}")
         if self.name not in MODELS:
-            raise ValueError(f"unknown model {self.name!r}; choose one of {', '.join(MODELS)}")
-        if self.name != "seed-cnn" and (not self.hidden or any(int(h) < 1 for h in self.hidden)):
+            raise ValueError(
+                f"unknown model {self.name!r}; choose one of {', '.join(MODELS)}, or a factory MODULE:FUNCTION or path/to/file.py:FUNCTION"
+            )
+        fixed = self.name in ("seed-cnn", "resnet20")
+        if not fixed and (not self.hidden or any(int(h) < 1 for h in self.hidden)):
             raise ValueError(f"{self.name} needs at least one hidden layer of width >= 1, got {self.hidden}")
-        object.__setattr__(self, "hidden", () if self.name == "seed-cnn" else tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "hidden", () if fixed else tuple(int(h) for h in self.hidden))
+
+    @property
+    def is_factory(self) -> bool:
+        """A user's model factory (``MODULE:FUNCTION``), not a built-in model."""
+        return self.name not in MODELS
+
+    def protocol(self) -> dict[str, Any]:
+        """The model's part of the protocol (a factory adds its swap and source hash)."""
+        data: dict[str, Any] = {"name": self.name, "hidden": list(self.hidden)}
+        if self.is_factory:
+            from spocu.experiments.user_models import factory_name
+
+            data.update(name=factory_name(self.name), swap=self.swap, source_sha256=self.source_sha256)
+        return data
 
     @classmethod
     def make(cls, name: str, hidden: tuple[int, ...] | None = None, depth: int | None = None, width: int | None = None) -> ModelSpec:
@@ -116,6 +147,9 @@ class ModelSpec:
             ...
             ValueError: --model seed-cnn needs images (channels, height, width); wdbc has 30 features: use --model mlp or deep-mlp
         """
+        if self.name == "resnet20" and len(input_shape) != 3:
+            shape = f"{input_shape[0]} features" if len(input_shape) == 1 else f"inputs of shape {tuple(input_shape)}"
+            raise ValueError(f"--model resnet20 needs images (channels, height, width); {dataset} has {shape}: use --model mlp or deep-mlp")
         if self.name != "seed-cnn":
             return
         if len(input_shape) != 3:
@@ -131,8 +165,12 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        if self.name == "seed-cnn":
-            return "seed-cnn"
+        if self.is_factory:
+            from spocu.experiments.user_models import factory_name
+
+            return factory_name(self.name) + (f" ({self.swap} swapped)" if self.swap else "")
+        if self.name in ("seed-cnn", "resnet20"):
+            return self.name
         if self.name == "deep-mlp":
             return f"deep-mlp {len(self.hidden)}x{self.hidden[0]}"
         return "mlp " + "-".join(map(str, self.hidden))
@@ -159,6 +197,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 100,
         "epochs": 50,
         "init": "glorot-uniform",
+    },
+    # He et al. 2016, Sec. 4.2: SGD momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by 10 at
+    # 32k and 48k iterations, 64k in all, on 45k training images: 352 steps an epoch, so epochs 91 and 136 of 182.
+    # Unlike the paper, no data augmentation (4-pixel padding + random crop + flips): expect less than its 91.25%.
+    # SPOCU with its default c = inf grows like x^8 and overflows on the residual sums (inf by the 4th block at
+    # initialization, before any step); spocu(c=1) saturates and trains: it is the SPOCU compared here.
+    "resnet20-cifar10": {
+        "dataset": "cifar10",
+        "model": "resnet20",
+        "activations": ("spocu(c=1)", "relu", "selu"),
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "lr": 0.1,
+        "lr_milestones": (91, 136),
+        "batch_size": 128,
+        "epochs": 182,
     },
     "paper-wdbc": {"dataset": "wdbc", "model": "mlp", "hidden": (64, 64), "activations": ("spocu", "selu", "relu"), "seeds": 10},
     "paper-mnist": {
@@ -189,7 +244,15 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "keras_backend": None,
     "depth": None,
     "width": None,
+    "swap": None,
+    "lr_milestones": (),
+    "target": None,
+    "image_size": None,
 }
+
+#: Defaults for the user's data (``--dataset PATH``): tables and arrays get an MLP, image folders the seed's CNN.
+USER_DATA_DEFAULTS: dict[str, Any] = {"model": "mlp", "hidden": (64, 64), "epochs": 20, "batch_size": 64, "lr": 1e-3}
+USER_IMAGES_DEFAULTS: dict[str, Any] = {"model": "seed-cnn", "epochs": 20, "batch_size": 64, "lr": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -212,6 +275,10 @@ class ExperimentConfig:
     split_seed: int = 0
     framework: str = "torch"
     keras_backend: str | None = None
+    lr_milestones: tuple[int, ...] = ()
+    target: str | None = None
+    image_size: tuple[int, int] | None = None
+    data_sha256: str | None = None
     preset: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -240,7 +307,7 @@ class ExperimentConfig:
                 check_split_size(value, option)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.init != "customary" and self.init not in INIT_SCHEMES:
+        if self.init not in ("customary", OWN_INIT) and self.init not in INIT_SCHEMES:
             raise ValueError(f"unknown init {self.init!r}; choose customary or one of {', '.join(INIT_SCHEMES)}")
         if not self.activations:
             raise ValueError("no activations to compare")
@@ -260,6 +327,29 @@ class ExperimentConfig:
             raise ValueError(f"unknown framework {self.framework!r}; choose one of {', '.join(FRAMEWORKS)}")
         if self.keras_backend is not None and self.framework != "keras":
             raise ValueError(f"a Keras backend ({self.keras_backend}) applies to --framework keras, not {self.framework}")
+        milestones = tuple(self.lr_milestones)
+        if any(isinstance(m, bool) or not isinstance(m, int) for m in milestones) or any(
+            b <= a for a, b in zip((0, *milestones), milestones)
+        ):
+            raise ValueError(f"--lr-milestones must be increasing whole epochs >= 1, got {','.join(map(str, milestones))}")
+        object.__setattr__(self, "lr_milestones", milestones)
+        if self.init == OWN_INIT and not self.model.is_factory:
+            raise ValueError(f"init {OWN_INIT!r} (the model's own) applies to a model factory, not to {self.model.name}")
+        if not self.user_data and (self.target is not None or self.image_size is not None):
+            option = "--target" if self.target is not None else "--image-size"
+            raise ValueError(f"{option} applies to your own data (--dataset PATH), not to {self.dataset}")
+        if self.image_size is not None:
+            size = tuple(self.image_size)
+            if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+                raise ValueError(f"--image-size needs two whole numbers H W >= 1, got {self.image_size}")
+            object.__setattr__(self, "image_size", size)
+
+    @property
+    def user_data(self) -> bool:
+        """The dataset is the user's file or folder (``--dataset PATH``), not a built-in one."""
+        from spocu.experiments.datasets import DATASETS
+
+        return self.dataset not in DATASETS
 
     def activation_specs(self) -> list[ActivationSpec]:
         """The activations, each with the init it is trained with."""
@@ -277,7 +367,16 @@ class ExperimentConfig:
             data.pop(key)
         if self.keras_backend is None:  # absent, not null: torch protocols (and their hashes) stay as they were
             data.pop("keras_backend")
-        data["model"] = {"name": self.model.name, "hidden": list(self.model.hidden)}
+        for key in ("lr_milestones", "target", "image_size", "data_sha256"):  # likewise, absent unless used
+            if data[key] in (None, ()):
+                data.pop(key)
+            elif isinstance(data[key], tuple):
+                data[key] = list(data[key])
+        if self.user_data:  # the file's name and content hash, not where it lies: resuming from elsewhere works
+            from pathlib import Path
+
+            data["dataset"] = Path(self.dataset).name
+        data["model"] = self.model.protocol()
         return data
 
     def protocol_hash(self) -> str:
@@ -296,24 +395,52 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
 
     Keys: preset, dataset, model, hidden, depth, width, activations, seeds (count), first_seed,
     epochs, batch_size, optimizer, lr, weight_decay, momentum, init, val_size, test_size,
-    split_seed, framework, keras_backend.
+    split_seed, framework, keras_backend, swap, lr_milestones, target, image_size.
+
+    ``dataset`` may be a path (:mod:`spocu.experiments.userdata`) and ``model`` a factory
+    (:mod:`spocu.experiments.user_models`; not imported here: :func:`with_model_source` does
+    that once the engine is chosen); a factory keeps its own initialization unless ``init`` is given.
     """
     given = {k: v for k, v in options.items() if v is not None}
     preset_name = given.pop("preset", None)
     if preset_name is not None and preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS.get(preset_name, {})
-    dataset = given.get("dataset", preset.get("dataset", _GLOBAL_DEFAULTS["dataset"]))
+    dataset = str(given.get("dataset", preset.get("dataset", _GLOBAL_DEFAULTS["dataset"])))
     from spocu.experiments.datasets import DATASETS
+    from spocu.experiments.userdata import is_user_dataset
 
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    merged = {**_GLOBAL_DEFAULTS, **DATASET_DEFAULTS[dataset], **preset, **given}
+    if dataset in DATASETS:
+        dataset_defaults = DATASET_DEFAULTS[dataset]
+    elif is_user_dataset(dataset):
+        from pathlib import Path
+
+        dataset_defaults = USER_IMAGES_DEFAULTS if Path(dataset).expanduser().is_dir() else USER_DATA_DEFAULTS
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}, or give a path (.csv, .parquet, .npz or a folder of images)")
+    merged = {**_GLOBAL_DEFAULTS, **dataset_defaults, **preset, **given}
     if "hidden" in given and merged["model"] != "mlp":
         raise ValueError(f"hidden sizes apply to mlp, not {merged['model']} (deep-mlp takes depth and width)")
     if ("depth" in given or "width" in given) and merged["model"] != "deep-mlp":
         raise ValueError(f"depth and width apply to deep-mlp, not {merged['model']}")
-    model = ModelSpec.make(merged["model"], merged.get("hidden"), merged.get("depth"), merged.get("width"))
+    from spocu.experiments.user_models import SWAPPABLE, is_model_factory
+
+    if is_model_factory(str(merged["model"])):
+        if any(key in given for key in ("hidden", "depth", "width")):
+            raise ValueError("--hidden, --depth and --width apply to the built-in mlp and deep-mlp, not to a model factory")
+        swap = merged["swap"]
+        if swap is not None:
+            swap = swap.strip().lower().replace("-", "_")
+            if swap not in SWAPPABLE:
+                raise ValueError(f"--swap {swap}: not an activation kind; choose one of {', '.join(SWAPPABLE)}")
+        # imported (and its source hashed, source_sha256) once the engine is chosen: see with_model_source
+        model = ModelSpec(str(merged["model"]), (), swap)
+        if "init" not in given and "init" not in preset:
+            merged["init"] = OWN_INIT
+    else:
+        if merged["swap"] is not None:
+            raise ValueError(f"--swap applies to a model factory (--model MODULE:FUNCTION or file.py:FUNCTION), not to {merged['model']}")
+        model = ModelSpec.make(merged["model"], merged.get("hidden"), merged.get("depth"), merged.get("width"))
     count = int(merged["seeds"])
     if count < 1:
         raise ValueError(f"--seeds must be >= 1, got {count}")
@@ -349,5 +476,24 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         split_seed=int(merged["split_seed"]),
         framework=merged["framework"],
         keras_backend=merged["keras_backend"],
+        lr_milestones=tuple(int(m) for m in merged["lr_milestones"]),
+        target=merged["target"],
+        image_size=None if merged["image_size"] is None else tuple(int(v) for v in merged["image_size"]),
         preset=preset_name,
     )
+
+
+def with_model_source(config: ExperimentConfig):
+    """For a model factory: import it, check its signature, and put its source hash into the protocol.
+
+    Returns ``(config, factory)`` (``factory`` None for the built-in models).
+
+    Raises:
+        UserModelError: the factory does not import or has the wrong signature (a ValueError).
+    """
+    if not config.model.is_factory:
+        return config, None
+    from spocu.experiments.user_models import load_factory
+
+    factory = load_factory(config.model.name, config.model.swap)
+    return replace(config, model=replace(config.model, source_sha256=factory.source_sha256)), factory

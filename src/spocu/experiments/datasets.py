@@ -49,6 +49,8 @@ __all__ = [
     "DatasetError",
     "Source",
     "load_dataset",
+    "split_dataset",
+    "standardize_splits",
     "CIFAR10_ARCHIVE",
     "CIFAR10_BATCH_MD5",
     "MNIST_FILES",
@@ -390,6 +392,95 @@ def _share(size: float | int) -> str:
     return f"{size:.0%}" if isinstance(size, float) else f"{size:,}"
 
 
+def split_dataset(
+    x,
+    y: np.ndarray,
+    x_test=None,
+    y_test: np.ndarray | None = None,
+    *,
+    name: str,
+    class_names: tuple[str, ...] | list[str] | None = None,
+    split_seed: int = 0,
+    val_size: float | int = 0.2,
+    test_size: float | int | None = None,
+) -> tuple[tuple, dict]:
+    """Stratified splits, seeded by ``split_seed``: ``(x_train, y_train, x_val, y_val, x_test, y_test), info``.
+
+    Without an official test set (``x_test is None``) a stratified ``test_size`` (default
+    :data:`DEFAULT_TEST_SIZE`) is taken first; then a stratified ``val_size`` of the rest. ``x``
+    may be an array or a pandas DataFrame (rows are split). ``info`` describes the splits;
+    ``class_names`` (indexed by label) name the classes in errors.
+
+    Raises:
+        ValueError: bad split sizes, or ``test_size`` given for data with an official test set.
+        DatasetError: a class too small for a stratified split (the message names ``name``).
+    """
+    from sklearn.model_selection import train_test_split
+
+    def stratified(a, b, size, what: str):
+        try:
+            return train_test_split(a, b, test_size=size, stratify=b, random_state=split_seed)
+        except ValueError as error:  # a class too small, or a split smaller than the number of classes
+            labels, counts = np.unique(b, return_counts=True)
+            named = [class_names[label] if class_names is not None else label for label in labels]
+            smallest = ", ".join(f"class {named[i]!r}: {counts[i]}" for i in np.argsort(counts, kind="stable")[:3])
+            raise DatasetError(
+                f"{name}: the stratified {what} split ({_share(size)} of {len(b)} samples) is not possible "
+                f"with these class sizes ({smallest}; {len(labels)} classes): {error}"
+            ) from None
+
+    info: dict = {}
+    n_total = len(y)
+    if x_test is None:
+        test = _split_size(DEFAULT_TEST_SIZE if test_size is None else test_size, n_total, "test_size")
+        x, x_test, y, y_test = stratified(x, y, test, "test")
+        info["test_split"] = f"a stratified {_share(test)} of the {n_total} samples; {name} has no official test set"
+    else:
+        if test_size is not None:
+            raise ValueError(f"{name} has an official test set; test_size does not apply")
+        info["test_split"] = "official test set"
+    val = _split_size(val_size, len(y), "val_size")
+    x_train, x_val, y_train, y_val = stratified(x, y, val, "validation")
+    info["val_split"] = f"a stratified {_share(val)} of the {len(y)} training samples"
+    return (x_train, y_train, x_val, y_val, x_test, y_test), info
+
+
+def standardize_splits(x_train: np.ndarray, x_val: np.ndarray, x_test: np.ndarray) -> tuple[tuple[np.ndarray, ...], str]:
+    """z = (x - mean) / sd with the training split's statistics (``StandardScaler``), as float32.
+
+    Features (N, F) per feature; images (N, C, H, W) per channel (one mean and sd for all
+    pixels of a channel: per pixel, rare border pixels would become huge z-scores).
+    Returns the three standardized arrays and a one-line description.
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    if x_train.ndim == 4:
+
+        def rows(a: np.ndarray) -> np.ndarray:
+            return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+
+        def unrows(r: np.ndarray, a: np.ndarray) -> np.ndarray:
+            n, c, h, w = a.shape
+            return r.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+        description = "pixels standardized per channel with the training split's mean and sd"
+    else:
+
+        def rows(a: np.ndarray) -> np.ndarray:
+            return a.reshape(len(a), -1)
+
+        def unrows(r: np.ndarray, a: np.ndarray) -> np.ndarray:
+            return r.reshape(a.shape)
+
+        description = "features standardized with the training split's mean and sd"
+    scaler = StandardScaler().fit(rows(x_train))
+
+    def standardize(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(unrows(scaler.transform(rows(a)), a), dtype=np.float32)
+
+    return (standardize(x_train), standardize(x_val), standardize(x_test)), description
+
+
 def load_dataset(
     name: str,
     *,
@@ -406,8 +497,6 @@ def load_dataset(
         ValueError: unknown dataset or bad split sizes.
         DatasetError: data not found, not downloadable, corrupt or a wrong checksum.
     """
-    from sklearn.model_selection import train_test_split
-
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     source = DATASETS[name](Path(data_dir) if data_dir else None, download, progress)
@@ -418,47 +507,15 @@ def load_dataset(
                 f"outside the {len(source.class_names)} classes 0..{len(source.class_names) - 1}"
             )
     x, y = np.asarray(source.x_train), np.asarray(source.y_train, dtype=np.int64)
-    info: dict = {"origin": source.origin, "split_seed": split_seed}
-    if source.x_test is None:
-        test = _split_size(DEFAULT_TEST_SIZE if test_size is None else test_size, len(y), "test_size")
-        x, x_test, y, y_test = train_test_split(x, y, test_size=test, stratify=y, random_state=split_seed)
-        info["test_split"] = f"a stratified {_share(test)} of the {len(source.y_train)} samples; {name} has no official test set"
-    else:
-        if test_size is not None:
-            raise ValueError(f"{name} has an official test set; test_size does not apply")
-        x_test, y_test = np.asarray(source.x_test), np.asarray(source.y_test, dtype=np.int64)
-        info["test_split"] = "official test set"
-    val = _split_size(DEFAULT_VAL_SIZE[name] if val_size is None else val_size, len(y), "val_size")
-    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=val, stratify=y, random_state=split_seed)
-    info["val_split"] = f"a stratified {_share(val)} of the {len(y)} training samples"
+    x_test = None if source.x_test is None else np.asarray(source.x_test)
+    y_test = None if source.y_test is None else np.asarray(source.y_test, dtype=np.int64)
+    (x_train, y_train, x_val, y_val, x_test, y_test), splits = split_dataset(
+        x, y, x_test, y_test, name=name, split_seed=split_seed,
+        val_size=DEFAULT_VAL_SIZE[name] if val_size is None else val_size, test_size=test_size,
+    )
+    info: dict = {"origin": source.origin, "split_seed": split_seed, **splits}
     if source.tabular:
-        from sklearn.preprocessing import StandardScaler
-
-        if x_train.ndim == 4:
-            # images: one mean and sd per channel; per-pixel scaling would turn rare border pixels into huge z-scores
-            def rows(a: np.ndarray) -> np.ndarray:
-                return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
-
-            def unrows(r: np.ndarray, a: np.ndarray) -> np.ndarray:
-                n, c, h, w = a.shape
-                return r.reshape(n, h, w, c).transpose(0, 3, 1, 2)
-
-            info["preprocessing"] = "pixels standardized per channel with the training split's mean and sd"
-        else:
-
-            def rows(a: np.ndarray) -> np.ndarray:
-                return a.reshape(len(a), -1)
-
-            def unrows(r: np.ndarray, a: np.ndarray) -> np.ndarray:
-                return r.reshape(a.shape)
-
-            info["preprocessing"] = "features standardized with the training split's mean and sd"
-        scaler = StandardScaler().fit(rows(x_train))
-
-        def standardize(a: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(unrows(scaler.transform(rows(a)), a), dtype=np.float32)
-
-        x_train, x_val, x_test = standardize(x_train), standardize(x_val), standardize(x_test)
+        (x_train, x_val, x_test), info["preprocessing"] = standardize_splits(x_train, x_val, x_test)
         pixel_scale = None
     else:
         pixel_scale = 1.0 / 255.0

@@ -210,13 +210,25 @@ def check_config(config: ExperimentConfig) -> None:
     _optimizer(config)
 
 
+def lr_at_epoch(config: ExperimentConfig, epoch: int) -> float:
+    """The learning rate of epoch ``epoch`` (0, 1, ...): ``lr`` x 0.1 per milestone reached.
+
+    Example:
+        >>> from spocu.experiments.config import resolve_config
+        >>> config = resolve_config({"lr": 0.1, "lr_milestones": (2, 3)})
+        >>> [round(lr_at_epoch(config, e), 6) for e in range(4)]
+        [0.1, 0.1, 0.01, 0.001]
+    """
+    return config.lr * 0.1 ** sum(epoch >= milestone for milestone in config.lr_milestones)
+
+
 def _optimizer(config: ExperimentConfig) -> keras.optimizers.Optimizer:
     decay, momentum = config.weight_decay, config.momentum
     if decay and not (config.optimizer == "adamw" or (config.optimizer == "sgd" and momentum == 0)):
         raise ValueError(
             f"--weight-decay with --optimizer {config.optimizer}: PyTorch adds weight decay to the gradient (an L2 penalty), "
             "Keras 3 decays the weights directly; the two agree only for adamw and for sgd without momentum. "
-            "Use one of those with --framework keras, or --weight-decay 0"
+            "Use one of those with --framework keras, or --weight-decay 0, or the PyTorch engine (--framework torch), which runs this recipe as given"
         )
     if config.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=config.lr, epsilon=1e-8)
@@ -304,8 +316,11 @@ def train_run(
         val = SeededBatches(dataset.x_val, dataset.y_val, _EVAL_BATCH, dataset.pixel_scale)
         test = SeededBatches(dataset.x_test, dataset.y_test, _EVAL_BATCH, dataset.pixel_scale)
         timer = _EpochTimer(on_epoch)
+        callbacks: list = [timer]
+        if config.lr_milestones:  # lr x 0.1 at each milestone epoch, as the PyTorch engine's MultiStepLR
+            callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr_at_epoch(config, epoch)))
         history = model.fit(
-            train, epochs=config.epochs, steps_per_epoch=train.steps, validation_data=val, callbacks=[timer], shuffle=False, verbose=0,
+            train, epochs=config.epochs, steps_per_epoch=train.steps, validation_data=val, callbacks=callbacks, shuffle=False, verbose=0,
         ).history
         logits = np.asarray(model.predict(test, verbose=0), dtype=np.float64)
     epochs = [

@@ -192,7 +192,7 @@ def train_run(
     started, start_clock = utc_now(), time.perf_counter()
     try:
         torch.manual_seed(derive_seed(seed, STREAM_INIT, 1))  # anything else random (none in these models)
-        model = build_model(config.model, dataset.input_shape, dataset.num_classes, activation)
+        model = build_model(config.model, dataset.input_shape, dataset.num_classes, activation, seed)
         initialize(model, activation.init, derive_seed(seed, STREAM_INIT))
         model.to(device).train()
         train = _Split(dataset.x_train, dataset.y_train, dataset.pixel_scale, device)
@@ -208,6 +208,8 @@ def train_run(
             sampler = SeededDistributedSampler(len(train), seed=seed, num_replicas=dist.world_size, rank=dist.rank)
             extra = {"distributed": {**dist.describe(), "per_process_batch": step, "global_batch": config.batch_size}}
         optimizer = _optimizer(config, network.parameters())
+        # lr x 0.1 at each milestone epoch (He et al. 2016's step schedule); stepped once per epoch
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), 0.1) if config.lr_milestones else None
         history: list[EpochRecord] = []
         diverged_at = None
         for epoch in range(1, config.epochs + 1):
@@ -246,6 +248,8 @@ def train_run(
             if not np.isfinite(train_loss):
                 diverged_at = epoch
                 break
+            if schedule is not None:
+                schedule.step()
         test_loss, test_accuracy, predictions = _evaluate(model, test, keep_predictions=True, dist=dist)
         return make_run_result(
             activation=activation,

@@ -11,6 +11,10 @@
   computed stably. A pool is skipped where the map is below 2x2 (8x8 digits), as in
   :mod:`~spocu.experiments.models_torch`.
 - ``mlp`` / ``deep-mlp``: Flatten -> [Dense(width, activation=act)] per hidden width -> Dense(classes).
+- ``resnet20``: :func:`resnet20`, the CIFAR ResNet-20 of He et al. 2016, layer for layer as
+  :class:`spocu.experiments.models_torch.ResNet20` (the same 269,722 parameters on 32x32x3
+  inputs and 10 classes; batch norm with PyTorch's momentum 0.1 and epsilon 1e-5; stride-2
+  convolutions pad one pixel on every side, as PyTorch does, not Keras's "same").
 
 The activation is the layers' ``activation=`` argument, as the seed wrote it: SPOCU is
 :class:`spocu.keras.SPOCU` (with the spec's alpha, beta, gamma, c), the others Keras's own
@@ -39,11 +43,11 @@ from typing import Any
 
 import keras
 
-from spocu.experiments.activations import INIT_SCHEMES, ActivationSpec
+from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec
 from spocu.experiments.config import ModelSpec
 from spocu.experiments.engines import STREAM_INIT, derive_seed
 
-__all__ = ["KERAS_INITIALIZERS", "build_model", "count_parameters", "keras_activation", "keras_input_shape", "initializer"]
+__all__ = ["KERAS_INITIALIZERS", "SubsampleZeroPad", "build_model", "resnet20", "count_parameters", "keras_activation", "keras_input_shape", "initializer"]
 
 #: init scheme -> VarianceScaling(scale, mode, distribution); std = sqrt(scale / fan), uniform bound = sqrt(3 scale / fan)
 KERAS_INITIALIZERS: dict[str, tuple[float, str, str]] = {
@@ -93,8 +97,94 @@ def initializer(scheme: str, seed: int, layer: int) -> keras.initializers.Initia
     return keras.initializers.VarianceScaling(scale=scale, mode=mode, distribution=distribution, seed=layer_seed)
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int) -> keras.Sequential:
+@keras.saving.register_keras_serializable(package="spocu")
+class SubsampleZeroPad(keras.layers.Layer):
+    """ResNet option-A shortcut: every ``stride``-th pixel, then ``extra_channels`` zero channels appended (channels-last)."""
+
+    def __init__(self, stride: int = 2, extra_channels: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+        self.extra_channels = int(extra_channels)
+
+    def call(self, x: Any) -> Any:
+        from keras import ops
+
+        x = x[:, :: self.stride, :: self.stride, :]
+        return ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, self.extra_channels]])
+
+    def compute_output_shape(self, shape: tuple) -> tuple:
+        n, h, w, c = shape
+        shrink = (lambda d: None if d is None else -(-d // self.stride))
+        return (n, shrink(h), shrink(w), None if c is None else c + self.extra_channels)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "stride": self.stride, "extra_channels": self.extra_channels}
+
+
+def resnet20(input_shape: tuple[int, ...], num_classes: int, activation: Any, kernel_initializer: Any = None) -> keras.Model:
+    """The CIFAR ResNet-20 (He et al. 2016, Sec. 4.2) for channels-last ``input_shape`` (H, W, C).
+
+    conv3x3(16) -> BN -> act -> 3 stages x 3 basic blocks (16, 32, 64 channels; stages 2 and 3
+    start with stride 2; option-A shortcuts, :class:`SubsampleZeroPad`) -> global average pooling
+    -> Dense(classes). ``activation()`` gives what follows each of the 19 places ReLU stands in
+    the paper (a layer, or a function wrapped in ``Activation``); ``kernel_initializer(k)`` the
+    initializer of the k-th convolution or dense kernel (None: Keras's default).
+
+    Example:
+        >>> count_parameters(resnet20((32, 32, 3), 10, lambda: keras.activations.relu))
+        269722
+    """
+    counter = iter(range(10_000))
+    layers = keras.layers
+
+    def init() -> dict[str, Any]:
+        return {} if kernel_initializer is None else {"kernel_initializer": kernel_initializer(next(counter))}
+
+    def act(x: Any) -> Any:
+        made = activation()
+        return (made if isinstance(made, keras.layers.Layer) else layers.Activation(made))(x)
+
+    def conv(x: Any, filters: int, stride: int = 1) -> Any:
+        if stride > 1:  # pad 1 on every side like PyTorch's padding=1 (Keras's "same" would pad bottom/right only)
+            x = layers.ZeroPadding2D(1)(x)
+        return layers.Conv2D(filters, 3, strides=stride, padding="valid" if stride > 1 else "same", use_bias=False, **init())(x)
+
+    def bn(x: Any) -> Any:
+        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)  # PyTorch's defaults
+
+    inputs = keras.Input(tuple(input_shape))
+    x = act(bn(conv(inputs, 16)))
+    width = 16
+    for stage, filters in enumerate((16, 32, 64)):
+        for block in range(3):
+            stride = 2 if stage > 0 and block == 0 else 1
+            out = act(bn(conv(x, filters, stride)))
+            out = bn(conv(out, filters))
+            shortcut = x if stride == 1 and filters == width else SubsampleZeroPad(stride, filters - width)(x)
+            x = act(layers.Add()([out, shortcut]))
+            width = filters
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(num_classes, bias_initializer="zeros", **init())(x)
+    return keras.Model(inputs, outputs, name="resnet20")
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int) -> keras.Model:
     """The network ``spec`` for a dataset's ``input_shape`` (features, or C x H x W), initialized for ``seed``."""
+    if spec.is_factory:
+        from spocu.experiments.user_models import build_keras_model, load_factory
+
+        factory = load_factory(spec.name, spec.swap)
+        if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
+            raise ValueError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
+        init = None if activation.init == OWN_INIT else activation.init
+        return build_keras_model(factory, activation, keras_input_shape(input_shape), num_classes, seed, init)
+    if spec.name == "resnet20":
+        if len(input_shape) != 3:
+            raise ValueError(f"resnet20 needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")
+        return resnet20(
+            keras_input_shape(input_shape), num_classes, lambda: keras_activation(activation),
+            lambda k: initializer(activation.init, seed, k),
+        )
     layers: list[keras.layers.Layer] = [keras.Input(keras_input_shape(input_shape))]
     counter = iter(range(10_000))
 

@@ -5,6 +5,8 @@
   42,442 parameters, as in the seed's Keras model. For other image sizes the layers adapt
   (28x28x1: 34,826 parameters); a pool is skipped where the map is below 2x2 (8x8 digits).
 - ``mlp`` / ``deep-mlp``: Flatten -> [Linear -> act] per hidden width -> Linear(., classes).
+- ``resnet20``: :class:`ResNet20`, the CIFAR ResNet-20 of He et al. 2016 (269,722 parameters
+  for 3 x 32 x 32 inputs and 10 classes), with the activation wherever the paper has ReLU.
 
 :func:`initialize` draws every weight from one generator seeded by the run's seed, in layer
 order: z ~ N(0, 1) (normal schemes) or z ~ U(-1, 1) (uniform schemes), then multiplies by the
@@ -27,14 +29,95 @@ import math
 import torch
 from torch import nn
 
-from spocu.experiments.activations import INIT_SCHEMES, ActivationSpec
+from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec
 from spocu.experiments.config import ModelSpec
 
-__all__ = ["build_model", "initialize", "count_parameters", "macs_per_sample"]
+__all__ = ["ResNet20", "build_model", "initialize", "count_parameters", "macs_per_sample"]
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec) -> nn.Sequential:
-    """The network ``spec`` for inputs of ``input_shape`` (features, or C x H x W) and ``num_classes`` outputs."""
+class _BasicBlock(nn.Module):
+    """conv3x3 -> BN -> act -> conv3x3 -> BN, + shortcut, -> act (He et al. 2016, Fig. 2 left).
+
+    Option-A shortcut (the paper's choice for CIFAR): the identity, and where the block halves
+    the map and widens it, the input subsampled by 2 (every other pixel) with zero channels
+    appended -- no parameters.
+    """
+
+    def __init__(self, channels_in: int, channels_out: int, stride: int, activation) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels_out)
+        self.act1 = activation()
+        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels_out)
+        self.act2 = activation()
+        self.stride = stride
+        self.extra_channels = channels_out - channels_in
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra_channels:
+            x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra_channels))  # zero channels after the input's
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    r"""The CIFAR ResNet-20 of He et al. 2016 (Deep Residual Learning, Sec. 4.2), activation swappable.
+
+    conv3x3(16) -> BN -> act -> 3 stages x 3 basic blocks (16, 32, 64 channels; stages 2 and 3
+    start with stride 2) -> global average pooling -> Linear(64, classes): 6n + 2 = 20 weighted
+    layers for n = 3, 19 activations. Convolutions have no bias (batch norm follows);
+    shortcuts are option A (identity; subsample + zero channels where the shape changes), so
+    the parameters are those of the convolutions, batch norms and the classifier:
+    269,722 for 3 x 32 x 32 inputs and 10 classes ("0.27M" in the paper's Table 6).
+
+    ``activation``: a zero-argument factory of the activation module, called at each place.
+
+    Example:
+        >>> count_parameters(ResNet20(3, 10, torch.nn.ReLU))
+        269722
+    """
+
+    def __init__(self, channels: int, num_classes: int, activation, blocks_per_stage: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), activation())
+        stages, width = [], 16
+        for stage, out in enumerate((16, 32, 64)):
+            for block in range(blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                stages.append(_BasicBlock(width, out, stride, activation))
+                width = out
+        self.blocks = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int = 0) -> nn.Module:
+    """The network ``spec`` for inputs of ``input_shape`` (features, or C x H x W) and ``num_classes`` outputs.
+
+    A model factory (:mod:`spocu.experiments.user_models`) is called under ``seed``; the built-in
+    models are drawn by :func:`initialize`.
+    """
+    if spec.is_factory:
+        from spocu.experiments.user_models import build_torch_model, load_factory
+
+        factory = load_factory(spec.name, spec.swap)
+        if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
+            raise ValueError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
+        return build_torch_model(factory, activation, input_shape, num_classes, seed)
+    if spec.name == "resnet20":
+        if len(input_shape) != 3:
+            raise ValueError(f"resnet20 needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")
+        return ResNet20(input_shape[0], num_classes, activation.torch_module)
     if spec.name == "seed-cnn":
         if len(input_shape) != 3:
             raise ValueError(f"seed-cnn needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")
@@ -76,7 +159,12 @@ def _scale(scheme: str, fan_in: int, fan_out: int) -> float:
 
 @torch.no_grad()
 def initialize(model: nn.Module, scheme: str, seed: int) -> None:
-    """Set every Linear/Conv2d weight to scale(scheme) * z, z drawn in layer order from ``seed``; biases to 0."""
+    """Set every Linear/Conv2d weight to scale(scheme) * z, z drawn in layer order from ``seed``; biases to 0.
+
+    ``scheme`` :data:`~spocu.experiments.activations.OWN_INIT` leaves a user's model as its factory drew it.
+    """
+    if scheme == OWN_INIT:
+        return
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; choose one of {', '.join(INIT_SCHEMES)}")
     distribution = INIT_SCHEMES[scheme][0]

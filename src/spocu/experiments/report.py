@@ -49,7 +49,7 @@ def render_report(results: dict) -> str:
     activations = cfg["activations"]
     seeds = cfg["seeds"]
     model = cfg["model"]
-    model_label = "seed-cnn" if model["name"] == "seed-cnn" else f"{model['name']} " + "-".join(map(str, model["hidden"]))
+    model_label = _model_label(model)
     lines = [
         f"# spocu compare: {ds['name']}, {model_label} -- {', '.join(activations)}",
         "",
@@ -133,14 +133,20 @@ def render_report(results: dict) -> str:
         "",
         f"- Data: {ds['name']} ({ds.get('origin', '')}); train {ds['train']:,}, validation {ds['val']:,}, test {ds['test']:,}; "
         f"validation split: {ds.get('val_split', '')}; split seed {ds.get('split_seed')}; {ds.get('preprocessing', '')}; "
-        f"data fingerprint {ds['fingerprint']}.",
-        f"- Model: {model_label}; optimizer {cfg['optimizer']} (lr {cfg['lr']:g}, weight decay {cfg['weight_decay']:g}"
+        f"data fingerprint {ds['fingerprint']}"
+        + (f", file content sha256 {ds['content_sha256']}" if ds.get("content_sha256") else "")
+        + ".",
+        *_data_lines(ds),
+        f"- Model: {model_label}"
+        + (f" (source sha256 {model['source_sha256']})" if model.get("source_sha256") else "")
+        + f"; optimizer {cfg['optimizer']} (lr {cfg['lr']:g}, weight decay {cfg['weight_decay']:g}"
         + (f", momentum {cfg['momentum']:g}" if cfg["optimizer"] in ("sgd", "rmsprop") else "")
+        + (f"; x0.1 at epochs {', '.join(map(str, cfg['lr_milestones']))}" if cfg.get("lr_milestones") else "")
         + f"), batch {cfg['batch_size']}, {cfg['epochs']} epochs, cross-entropy loss, framework {cfg['framework']}"
         + (f" ({cfg['keras_backend']} backend)" if cfg.get("keras_backend") else "")
         + (f"; preset {cfg['preset']}" if cfg.get("preset") else "")
         + ".",
-        "- Initialization (all Linear/Conv weights; biases zero):",
+        "- Initialization (all Linear/Conv weights; biases zero; a model factory's own init is its code's):",
     ]
     for name in activations:
         lines.append(f"  - {name}: {summary[name]['init']} ({summary[name]['init_reason']})")
@@ -164,6 +170,31 @@ def render_report(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _model_label(model: dict) -> str:
+    if model.get("source_sha256") is not None or ":" in model["name"]:  # a user's factory
+        return model["name"] + (f" with every {model['swap']} swapped for the compared activation" if model.get("swap") else "")
+    if model["name"] in ("seed-cnn", "resnet20"):
+        return model["name"]
+    return f"{model['name']} " + "-".join(map(str, model["hidden"]))
+
+
+def _data_lines(ds: dict) -> list[str]:
+    """The user's data: how labels were numbered, which columns were one-hot encoded."""
+    lines = []
+    if ds.get("class_mapping"):
+        target = f" (column {ds['target']})" if ds.get("target") else ""
+        mapping = ", ".join(f"{name} → {number}" for name, number in ds["class_mapping"].items())
+        lines.append(f"- Classes{target}, numbered in sorted order: {mapping}.")
+    if ds.get("one_hot"):
+        encoded = "; ".join(f"{column}: {', '.join(categories)}" for column, categories in ds["one_hot"].items())
+        lines.append(
+            f"- One-hot encoded columns (scikit-learn OneHotEncoder, categories of the training split): {encoded}."
+        )
+    elif "one_hot" in ds:
+        lines.append("- One-hot encoded columns: none (every feature column is numeric).")
+    return lines
 
 
 def _scale_lines(env: dict, runs: list[dict]) -> list[str]:

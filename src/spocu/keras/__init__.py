@@ -14,6 +14,7 @@ Example:
 
 from spocu.keras.functional import spocu
 from spocu.keras.layers import SPOCU
+from spocu.keras.replace import replace_activations  # noqa: F401  (public: spocu.keras.replace_activations)
 
 __all__ = ["spocu", "SPOCU"]
 

@@ -10,5 +10,6 @@ Example:
 
 from spocu.torch.functional import spocu
 from spocu.torch.modules import SPOCU
+from spocu.torch.replace import replace_activations  # noqa: F401  (public: spocu.torch.replace_activations)
 
 __all__ = ["spocu", "SPOCU"]

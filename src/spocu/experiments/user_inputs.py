@@ -1,0 +1,129 @@
+"""The user's data and model inside a compare run: load, fingerprint, check, refuse a changed resume.
+
+``spocu compare`` calls, in order, before anything is written:
+
+1. :func:`load_data` -- a built-in dataset (:func:`~spocu.experiments.datasets.load_dataset`) or
+   the user's file or folder (:func:`~spocu.experiments.userdata.load_user_dataset`);
+2. :func:`finalize` -- the data's content hash and the model factory's source hash into the
+   protocol (so the runs' protocol hash covers them), and one model built and run on a zero
+   batch (:func:`check_model`), so a factory that cannot work fails now, naming itself;
+3. :func:`check_resume` -- if ``--out`` already holds an experiment on other content of the same
+   data file, or made with other code of the same model file, a :class:`ResumeRefused` that
+   names the file (rather than a list of differing protocol keys).
+
+Example:
+    >>> from spocu.experiments.config import resolve_config
+    >>> config = resolve_config({"dataset": "wdbc"})
+    >>> dataset = load_data(config)
+    >>> finalize(config, dataset) == config  # a built-in dataset and model: nothing to add
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from spocu.experiments.config import ExperimentConfig, with_model_source
+from spocu.experiments.datasets import Dataset
+
+__all__ = ["ResumeRefused", "check_model", "check_resume", "finalize", "load_data"]
+
+
+class ResumeRefused(ValueError):
+    """``--out`` holds runs made on other data or with other model code; the message names the file."""
+
+
+def load_data(config: ExperimentConfig, *, data_dir=None, download: bool = True, progress: bool = True) -> Dataset:
+    """The experiment's dataset, split and preprocessed (raises DatasetError or ValueError naming the problem)."""
+    if config.user_data:
+        from spocu.experiments.userdata import load_user_dataset
+
+        if data_dir is not None:
+            raise ValueError(f"--data-dir applies to the built-in mnist and cifar10, not to --dataset {config.dataset}")
+        return load_user_dataset(
+            config.dataset, target=config.target, image_size=config.image_size, split_seed=config.split_seed,
+            val_size=config.val_size, test_size=config.test_size,
+        )
+    from spocu.experiments.datasets import load_dataset
+
+    return load_dataset(
+        config.dataset, data_dir=data_dir, download=download, progress=progress,
+        split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size,
+    )
+
+
+def check_model(config: ExperimentConfig, dataset: Dataset) -> None:
+    """Build the model once (first activation, first seed) in the engine's framework and run a zero batch.
+
+    Raises:
+        ValueError: the model cannot take this data, or (UserModelError) a factory fails; the message names it.
+    """
+    spec = config.activation_specs()[0]
+    seed = config.seeds[0]
+    if config.framework == "keras":
+        from spocu.experiments import models_keras
+
+        models_keras.build_model(config.model, dataset.input_shape, dataset.num_classes, spec, seed)
+        return
+    from spocu.experiments import models_torch
+
+    model = models_torch.build_model(config.model, dataset.input_shape, dataset.num_classes, spec, seed)
+    if not config.model.is_factory:  # a factory's output was checked as it was built
+        import torch
+
+        with torch.no_grad():
+            model.eval()(torch.zeros((2, *dataset.input_shape)))
+
+
+def _wrong_framework(config: ExperimentConfig, error: Exception) -> Exception:
+    text = str(error)
+    if config.framework == "keras" and "not a keras.Model" in text:
+        return type(error)(f"{text}: it builds a PyTorch model; run it with the PyTorch engine (--framework torch, the default)")
+    if config.framework == "torch" and "not a torch.nn.Module" in text:
+        return type(error)(f"{text}: if it builds a Keras model, run it with --framework keras")
+    return error
+
+
+def finalize(config: ExperimentConfig, dataset: Dataset) -> ExperimentConfig:
+    """``config`` with the data's content hash and the factory's source hash; the model checked on ``dataset``."""
+    if config.user_data:
+        config = dataclasses.replace(config, data_sha256=dataset.info["content_sha256"])
+    config, _ = with_model_source(config)
+    try:
+        check_model(config, dataset)
+    except ValueError as error:
+        raise _wrong_framework(config, error) from None
+    return config
+
+
+def check_resume(config: ExperimentConfig, out: str | Path) -> None:
+    """Refuse, naming the file, to resume ``out`` if its runs were made on other data or other model code.
+
+    Only the content hashes are compared here; every other protocol difference is the output
+    directory's own check, made as it is claimed.
+    """
+    path = Path(out) / "config.json"
+    try:
+        stored = json.loads(path.read_text())["protocol"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no experiment there yet (or not ours): the output directory's own checks speak
+    if not isinstance(stored, dict):
+        return
+    protocol = config.protocol()
+    same_data = stored.get("dataset") == protocol.get("dataset")
+    if config.user_data and same_data and stored.get("data_sha256") != protocol.get("data_sha256"):
+        raise ResumeRefused(
+            f"{config.dataset} changed since the runs in {out} were made (content sha256 {stored.get('data_sha256')} there, "
+            f"{protocol.get('data_sha256')} now): results on the two versions cannot be pooled; use another --out, or restore the file"
+        )
+    model, before = protocol["model"], stored.get("model") or {}
+    if config.model.is_factory and before.get("name") == model["name"] and before.get("source_sha256") != model["source_sha256"]:
+        from spocu.experiments.user_models import load_factory
+
+        source = load_factory(config.model.name, config.model.swap).source
+        raise ResumeRefused(
+            f"the model code {source} changed since the runs in {out} were made (source sha256 {before.get('source_sha256')} "
+            f"there, {model['source_sha256']} now): use another --out, or restore the file"
+        )

@@ -1,0 +1,420 @@
+"""The user's own data for ``spocu compare --dataset PATH``: tables, arrays and image folders.
+
+:func:`load_user_dataset` reads one of
+
+- a **table**, ``.csv`` or ``.parquet`` (pandas; parquet through pyarrow): ``target`` names the
+  label column (default: the last one). Numeric feature columns (booleans count as 0/1) are
+  standardized with the training split's mean and sd; non-numeric feature columns are one-hot
+  encoded with scikit-learn's ``OneHotEncoder`` fitted on the training split (a category seen
+  only in validation or test data encodes as all zeros). Features: the numeric columns, then
+  the one-hot columns, as float32.
+- **arrays**, ``.npz`` (read with ``allow_pickle=False``) holding ``x`` and ``y``, or ``x_train``,
+  ``y_train``, ``x_test``, ``y_test`` (the official test split is kept). ``x`` is features
+  ``(N, F)`` or images ``(N, H, W)`` / ``(N, H, W, C)``, channels-last as Keras stores them
+  (turned into the engines' ``(N, C, H, W)``). uint8 images are scaled by 1/255 as MNIST and
+  CIFAR-10 are; other images are standardized per channel, features per feature.
+- an **image folder**: one subfolder of images per class (torchvision's ``ImageFolder`` layout),
+  or ``train/`` and ``test/`` folders each in that layout. PNG, JPEG and BMP files are read with
+  Pillow; other files are ignored. All images must share one size unless ``image_size=(H, W)``
+  resizes them (bilinear). One channel if every image is grayscale, else RGB (an alpha channel is
+  dropped). Pixels stay uint8, scaled by 1/255.
+
+Labels (integers, strings or booleans; floats only if every value is a whole number) are numbered
+0, 1, ... in sorted order; ``Dataset.info["class_mapping"]`` records ``{class: number}``. A target
+that looks continuous -- non-integral floats, or more than :data:`MAX_DISTINCT_LABELS` distinct
+values in at most :data:`SMALL_TABLE_ROWS` rows -- is refused: this is classification only.
+
+Splits are those of the built-in wdbc (:func:`spocu.experiments.datasets.split_dataset`):
+stratified test 20% unless the data has its own, validation 20% of the rest, seeded by
+``split_seed``. ``Dataset.info["content_sha256"]`` is a hash of the file's bytes (of every image's
+relative path and bytes for a folder): the data's fingerprint for the protocol.
+
+Bad data raises :class:`~spocu.experiments.download.DatasetError` naming the file and the problem
+(missing values, a missing target column, one class only, a class too small to split, mixed
+image sizes, an unreadable image, an empty folder) before anything is written.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "flowers.csv"
+    >>> rows = ["size,colour,kind"] + [f"{i % 7},{'red' if i % 3 else 'blue'},{'rose' if i % 2 else 'tulip'}" for i in range(40)]
+    >>> _ = path.write_text("\\n".join(rows) + "\\n")
+    >>> ds = load_user_dataset(path)
+    >>> ds.info["class_mapping"], ds.info["one_hot"], ds.input_shape
+    ({'rose': 0, 'tulip': 1}, {'colour': ['blue', 'red']}, (3,))
+    >>> len(ds.y_train), len(ds.y_val), len(ds.y_test)
+    (25, 7, 8)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spocu.experiments.datasets import Dataset, split_dataset, standardize_splits
+from spocu.experiments.download import DatasetError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_DISTINCT_LABELS",
+    "MAX_CATEGORIES",
+    "SMALL_TABLE_ROWS",
+    "TABLE_SUFFIXES",
+    "is_user_dataset",
+    "load_user_dataset",
+]
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+#: A target with more distinct values than this, in a table of at most SMALL_TABLE_ROWS rows, looks continuous.
+MAX_DISTINCT_LABELS = 100
+SMALL_TABLE_ROWS = 10_000
+#: A text feature column with more categories than this looks like an identifier or free text, not a category.
+MAX_CATEGORIES = 100
+#: Validation share of the training data (the built-in wdbc's).
+VAL_SIZE = 0.2
+
+
+def is_user_dataset(text: str) -> bool:
+    """True if ``text`` names a file or folder (a path) rather than a built-in dataset."""
+    path = Path(text).expanduser()
+    return path.suffix.lower() in TABLE_SUFFIXES + (".npz",) or path.exists() or "/" in text or "\\" in text
+
+
+def load_user_dataset(
+    path: str | Path,
+    *,
+    target: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    split_seed: int = 0,
+    val_size: float | None = None,
+    test_size: float | None = None,
+) -> Dataset:
+    """Read ``path`` (table, ``.npz`` or image folder), number the classes, split and preprocess it.
+
+    Raises:
+        DatasetError: the file or folder is missing, unreadable or unusable; the message names it.
+        ValueError: bad split sizes, or an option that does not apply to this kind of data.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    if image_size is not None and not path.is_dir():
+        raise ValueError(f"{path}: --image-size applies to image folders, not to {path.suffix or 'this'} files")
+    if target is not None and path.suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"{path}: --target applies to .csv and .parquet tables")
+    if path.is_dir():
+        loaded = _read_image_folder(path, image_size)
+    elif path.suffix.lower() in TABLE_SUFFIXES:
+        loaded = _read_table(path, target)
+    elif path.suffix.lower() == ".npz":
+        loaded = _read_npz(path)
+    else:
+        raise DatasetError(f"{path}: not a dataset; expected a .csv or .parquet table, an .npz file or a folder of images")
+    x, y, x_test, y_test, classes, info, content = loaded
+    (x_train, y_train, x_val, y_val, x_test, y_test), splits = split_dataset(
+        x, y, x_test, y_test, name=str(path), class_names=classes, split_seed=split_seed,
+        val_size=VAL_SIZE if val_size is None else val_size, test_size=test_size,
+    )
+    info.update(origin=str(path), split_seed=split_seed, **splits)
+    if info.pop("_kind") == "table":
+        x_train, x_val, x_test = _encode_table(x_train, x_val, x_test, info)
+        pixel_scale = None
+    elif x_train.ndim == 4 and x_train.dtype == np.uint8:
+        pixel_scale = 1.0 / 255.0
+        info["preprocessing"] = "uint8 pixels scaled by 1/255"
+    else:
+        (x_train, x_val, x_test), info["preprocessing"] = standardize_splits(x_train, x_val, x_test)
+        pixel_scale = None
+    info["class_mapping"] = {name: i for i, name in enumerate(classes)}
+    info["content_sha256"] = content
+    return Dataset(path.name, x_train, y_train, x_val, y_val, x_test, y_test, tuple(classes), pixel_scale, info)
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def _number_labels(values: np.ndarray, where: str, extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Classes numbered in sorted order: (labels, extra labels, class names). Refuses continuous targets."""
+    everything = values if extra is None else np.concatenate([values, extra])
+    if everything.dtype.kind == "f":
+        if not np.all(np.isfinite(everything)):
+            raise DatasetError(f"{where}: {int(np.sum(~np.isfinite(everything)))} labels are missing or not finite")
+        if not np.all(everything == np.round(everything)):
+            raise DatasetError(
+                f"{where}: the labels are non-integral floats (e.g. {everything[everything != np.round(everything)][0]!r}): "
+                "that looks like a continuous target; spocu compare does classification only"
+            )
+        everything = everything.astype(np.int64)
+    elif everything.dtype.kind == "O":
+        everything = everything.astype(str)  # mixed types: compared as text
+    elif everything.dtype.kind not in "iubUS":
+        raise DatasetError(f"{where}: labels of type {everything.dtype} are not class labels (integers, strings or booleans)")
+    classes, codes = np.unique(everything, return_inverse=True)
+    if everything.dtype.kind in "iu" and len(classes) > MAX_DISTINCT_LABELS and len(everything) <= SMALL_TABLE_ROWS:
+        raise DatasetError(
+            f"{where}: {len(classes)} distinct label values in {len(everything)} rows looks like a continuous target "
+            f"(more than {MAX_DISTINCT_LABELS} for at most {SMALL_TABLE_ROWS:,} rows); spocu compare does classification only"
+        )
+    names = [str(c.item() if hasattr(c, "item") else c) for c in classes]
+    if len(names) < 2:
+        raise DatasetError(f"{where}: one class only ({names[0]!r}); a comparison needs at least two classes")
+    if len(set(names)) != len(names):
+        raise DatasetError(f"{where}: class labels {names} are not distinct as text")
+    codes = codes.reshape(-1).astype(np.int64)
+    if extra is None:
+        return codes, None, names
+    return codes[: len(values)], codes[len(values):], names
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _read_table(path: Path, target: str | None):
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path)
+        else:
+            frame = pd.read_parquet(path)
+    except ImportError as error:
+        raise DatasetError(f"{path}: reading it needs {error.name or 'pyarrow'}: pip install 'spocu[experiments]'") from None
+    except Exception as error:  # pandas/pyarrow raise many types for a malformed file
+        raise DatasetError(f"{path}: cannot read it as {path.suffix[1:]} ({type(error).__name__}: {error})") from None
+    frame.columns = [str(c) for c in frame.columns]
+    columns = list(frame.columns)
+    if len(columns) < 2:
+        raise DatasetError(f"{path}: {len(columns)} column(s) ({', '.join(columns) or 'none'}); a table needs feature columns and a label column")
+    if len(frame) == 0:
+        raise DatasetError(f"{path}: the table has no rows")
+    target = columns[-1] if target is None else target
+    if target not in columns:
+        raise DatasetError(f"{path}: no column {target!r} for --target; the columns are: {', '.join(columns)}")
+    missing = frame.isna().sum()
+    missing = missing[missing > 0]
+    if len(missing):
+        rows = int(frame.isna().any(axis=1).sum())
+        listed = ", ".join(f"{name} ({count})" for name, count in missing.items())
+        raise DatasetError(
+            f"{path}: missing values in {len(missing)} column(s): {listed}; {rows} of {len(frame)} rows affected. "
+            "Fill or drop them first"
+        )
+    y, _, classes = _number_labels(frame[target].to_numpy(), f"{path}: column {target!r}")
+    features = frame.drop(columns=[target])
+    numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
+    categorical = [c for c in features.columns if c not in numeric]
+    for column in categorical:
+        count = features[column].nunique()
+        if count > MAX_CATEGORIES:
+            raise DatasetError(
+                f"{path}: text column {column!r} has {count} distinct values (more than {MAX_CATEGORIES}): an identifier "
+                "or free text, not a category; drop it or encode it yourself"
+            )
+    info = {"_kind": "table", "numeric_columns": numeric, "categorical_columns": categorical, "target": target}
+    return features, y, None, None, classes, info, _file_sha256(path)
+
+
+def _encode_table(train, val, test, info: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numeric columns standardized, text columns one-hot encoded, both fitted on the training split."""
+    from sklearn.preprocessing import OneHotEncoder
+
+    numeric, categorical = info.pop("numeric_columns"), info.pop("categorical_columns")
+    parts: list[tuple[np.ndarray, ...]] = []
+    names = list(numeric)
+    described = []
+    if numeric:
+        arrays = [frame[numeric].to_numpy(dtype=np.float64) for frame in (train, val, test)]
+        standardized, _ = standardize_splits(*arrays)
+        parts.append(standardized)
+        described.append(f"{len(numeric)} numeric columns standardized with the training split's mean and sd")
+    info["one_hot"] = {}
+    if categorical:
+        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)
+        encoder.fit(train[categorical].astype(str))
+        parts.append(tuple(encoder.transform(frame[categorical].astype(str)) for frame in (train, val, test)))
+        for column, categories in zip(categorical, encoder.categories_):
+            info["one_hot"][column] = [str(c) for c in categories]
+            names += [f"{column}={c}" for c in categories]
+        described.append(
+            f"{len(categorical)} text columns one-hot encoded ({sum(len(c) for c in encoder.categories_)} columns; "
+            "categories of the training split, others all zero)"
+        )
+    info["preprocessing"] = "; ".join(described)
+    info["features"] = names
+    return tuple(np.ascontiguousarray(np.hstack([p[i] for p in parts]), dtype=np.float32) for i in range(3))
+
+
+# ----------------------------------------------------------------------------- npz
+
+
+def _images_channels_first(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 2:
+        return x
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4:
+        if x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3, 4):
+            raise DatasetError(
+                f"{where}: images of shape {x.shape[1:]} look channels-first; store them channels-last (N, H, W, C) as Keras does"
+            )
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    raise DatasetError(f"{where}: {x.ndim}-D array {x.shape}; expected features (N, F) or images (N, H, W) or (N, H, W, C)")
+
+
+def _read_npz(path: Path):
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path}: not a readable .npz file (not a zip archive of arrays; write it with numpy.savez)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            layouts = ({"x", "y"}, {"x_train", "y_train", "x_test", "y_test"})
+            layout = next((names for names in layouts if names <= keys), None)
+            if layout is None:
+                raise DatasetError(
+                    f"{path}: holds {', '.join(sorted(keys)) or 'no arrays'}; expected arrays x and y, "
+                    "or x_train, y_train, x_test and y_test"
+                )
+            arrays = {name: archive[name] for name in layout}
+    except DatasetError:
+        raise
+    except ValueError as error:  # object arrays need pickle, which is off for safety
+        raise DatasetError(f"{path}: cannot read it without pickle ({error}); save plain numeric or string arrays") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise DatasetError(f"{path}: not a readable .npz file ({error})") from None
+    official = "x_test" in arrays
+    pairs = [("x_train", "y_train"), ("x_test", "y_test")] if official else [("x", "y")]
+    for x_name, y_name in pairs:
+        x, y = arrays[x_name], arrays[y_name]
+        if y.ndim == 2 and y.shape[1] == 1:  # Keras's CIFAR-10 stores labels as (N, 1)
+            y = arrays[y_name] = y[:, 0]
+        if y.ndim != 1:
+            raise DatasetError(f"{path}: {y_name} has shape {y.shape}; expected one label per sample (N,)")
+        if x.ndim < 2 or len(x) != len(y):
+            raise DatasetError(f"{path}: {x_name} {x.shape} and {y_name} {y.shape} do not have one label per sample")
+        if x.dtype.kind not in "biuf":
+            raise DatasetError(f"{path}: {x_name} has dtype {x.dtype}; expected numbers")
+        if x.dtype.kind == "f":
+            bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            if bad.any():
+                raise DatasetError(f"{path}: {x_name} has missing (NaN) or infinite values in {int(bad.sum())} of {len(x)} samples")
+        arrays[x_name] = _images_channels_first(x, f"{path}: {x_name}")
+    if official:
+        if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+            raise DatasetError(f"{path}: x_train samples {arrays['x_train'].shape[1:]} and x_test samples {arrays['x_test'].shape[1:]} differ in shape")
+        y, y_test, classes = _number_labels(arrays["y_train"], f"{path}: y_train and y_test", arrays["y_test"])
+        absent = sorted(set(np.unique(y_test)) - set(np.unique(y)))
+        if absent:
+            raise DatasetError(f"{path}: classes {[classes[i] for i in absent]} are in y_test but not in y_train")
+        x, x_test = arrays["x_train"], arrays["x_test"]
+    else:
+        y, _, classes = _number_labels(arrays["y"], f"{path}: y")
+        x, x_test, y_test = arrays["x"], None, None
+    return x, y, x_test, y_test, classes, {"_kind": "arrays"}, _file_sha256(path)
+
+
+# ----------------------------------------------------------------------------- image folders
+
+
+def _class_folders(root: Path) -> dict[str, list[Path]]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DatasetError(f"{root}: empty folder: no class subfolders (expected one folder of images per class, or train/ and test/)")
+    found = {}
+    for folder in folders:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not files:
+            raise DatasetError(f"{folder}: empty class folder: no {'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES)} images")
+        found[folder.name] = files
+    return found
+
+
+def _image_header(path: Path) -> tuple[str, tuple[int, int]]:
+    """(mode, (height, width)) from the file's header (the pixels are read later)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.mode, (image.height, image.width)
+    except Exception as error:  # Pillow raises OSError, UnidentifiedImageError, SyntaxError, ValueError ...
+        raise DatasetError(f"{path}: unreadable image ({type(error).__name__}: {error})") from None
+
+
+def _image_pixels(path: Path, mode: str, height: int, width: int) -> np.ndarray:
+    """(C, H, W) uint8 pixels of ``path`` in ``mode`` ("L" or "RGB"), resized (bilinear) to height x width."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode)
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            data = np.asarray(image, dtype=np.uint8)
+    except Exception as error:  # a truncated or corrupt file fails only when its pixels are decoded
+        raise DatasetError(f"{path}: unreadable image ({type(error).__name__}: {error})") from None
+    return data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
+
+
+def _read_image_folder(root: Path, image_size: tuple[int, int] | None):
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise ValueError(f"--image-size needs two positive numbers H W, got {image_size}")
+    subfolders = {p.name for p in root.iterdir() if p.is_dir()}
+    split_layout = {"train", "test"} <= subfolders
+    parts = {"train": _class_folders(root / "train"), "test": _class_folders(root / "test")} if split_layout else {"train": _class_folders(root)}
+    classes = sorted(parts["train"])
+    if len(classes) < 2:
+        raise DatasetError(f"{root}: one class only ({classes[0]!r}); a comparison needs at least two class folders")
+    if split_layout:
+        unknown = sorted(set(parts["test"]) - set(classes))
+        if unknown:
+            raise DatasetError(f"{root / 'test'}: class folders {unknown} have no counterpart in {root / 'train'}")
+    entries = {part: [(file, classes.index(name)) for name, files in folders.items() for file in files] for part, folders in parts.items()}
+    files = [file for part in entries.values() for file, _ in part]
+    headers = {file: _image_header(file) for file in files}
+    unsupported = [file for file, (mode, _) in headers.items() if mode.startswith("I") or mode == "F"]
+    if unsupported:
+        raise DatasetError(
+            f"{unsupported[0]}: {headers[unsupported[0]][0]} images (16-bit or float pixels) are not supported "
+            f"({len(unsupported)} such files); save 8-bit grayscale or RGB images"
+        )
+    grayscale = all(mode in ("1", "L", "LA") for mode, _ in headers.values())
+    sizes: dict[tuple[int, int], list[Path]] = {}
+    for file, (_, size) in headers.items():
+        sizes.setdefault(size, []).append(file)
+    if len(sizes) > 1 and image_size is None:
+        listed = "; ".join(f"{h}x{w}: {len(group)} (e.g. {group[0]})" for (h, w), group in sorted(sizes.items(), key=lambda kv: -len(kv[1]))[:4])
+        raise DatasetError(f"{root}: images of {len(sizes)} different sizes (H x W: {listed}); pass --image-size H W to resize them all")
+    height, width = image_size if image_size is not None else next(iter(sizes))
+
+    def array(part: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
+        pixels = np.empty((len(part), 1 if grayscale else 3, height, width), dtype=np.uint8)
+        for i, (file, _) in enumerate(part):
+            pixels[i] = _image_pixels(file, "L" if grayscale else "RGB", height, width)
+        return pixels, np.array([label for _, label in part], dtype=np.int64)
+
+    x, y = array(entries["train"])
+    x_test, y_test = array(entries["test"]) if split_layout else (None, None)
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file.read_bytes())
+    info = {
+        "_kind": "images",
+        "layout": "train/ and test/ folders" if split_layout else "one folder per class",
+        "image_mode": "grayscale" if grayscale else "RGB (alpha dropped)",
+    }
+    if image_size is not None:
+        info["resized_to"] = [height, width]
+    return x, y, x_test, y_test, classes, info, digest.hexdigest()[:16]

@@ -1,0 +1,223 @@
+"""--model MODULE:FUNCTION / file.py:FUNCTION and --swap: model files the tests write; every bad-model case."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spocu.experiments.activations import parse_activation
+from spocu.experiments.models_torch import initialize
+from spocu.experiments.user_models import UserModelError, build_keras_model, build_torch_model, is_model_factory, load_factory
+from spocu.torch import SPOCU
+
+MODEL_FILE = """
+from torch import nn
+
+def build(activation, input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0], 16), activation(), nn.Linear(16, 16), activation(),
+                         nn.Linear(16, num_classes))
+"""
+
+# the torchvision factory signature: resnet18(*, weights=None, progress=True, **kwargs) with ReLU modules nested in blocks
+SWAP_FILE = """
+from torch import nn
+
+class Block(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(self.conv(x) + x)
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True))
+        self.layers = nn.ModuleList([Block(4), Block(4)])
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+def tinynet(*, weights=None, progress=True, **kwargs):
+    return TinyNet(**kwargs)
+
+def functional_only(*, weights=None, **kwargs):
+    class F(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 4 * 4, kwargs["num_classes"])
+        def forward(self, x):
+            return nn.functional.relu(self.fc(x.flatten(1)))
+    return F()
+"""
+
+
+def _write(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_model_file_factory_gets_the_activation_factory_and_shapes(tmp_path):
+    path = _write(tmp_path, "mynet.py", MODEL_FILE)
+    factory = load_factory(f"{path}:build")
+    assert factory.name == "mynet.py:build" and factory.source == path
+    assert factory.protocol["source_sha256"] and factory.protocol["swap"] is None
+    net = build_torch_model(factory, parse_activation("spocu(c=1)"), (5,), 3, seed=0)
+    spocus = [m for m in net.modules() if isinstance(m, SPOCU)]
+    assert len(spocus) == 2 and spocus[0] is not spocus[1]
+    assert net(torch.zeros(4, 5)).shape == (4, 3)
+
+
+def test_module_function_factory_and_source_hash_follows_the_file(tmp_path, monkeypatch):
+    _write(tmp_path, "usernets.py", MODEL_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    factory = load_factory("usernets:build")
+    assert factory.name == "usernets:build" and factory.source == tmp_path / "usernets.py"
+    before = factory.source_sha256
+    (tmp_path / "usernets.py").write_text(MODEL_FILE + "\n# changed\n")
+    assert load_factory(f"{tmp_path / 'usernets.py'}:build").source_sha256 != before
+
+
+def test_factory_runs_under_the_seed_so_runs_pair_across_activations(tmp_path):
+    factory = load_factory(f"{_write(tmp_path, 'm.py', MODEL_FILE)}:build")
+    relu = build_torch_model(factory, parse_activation("relu"), (5,), 3, seed=4)
+    selu = build_torch_model(factory, parse_activation("selu"), (5,), 3, seed=4)
+    other = build_torch_model(factory, parse_activation("relu"), (5,), 3, seed=5)
+    torch.testing.assert_close(relu[1].weight, selu[1].weight)  # the model's own init, same draws
+    assert not torch.equal(relu[1].weight, other[1].weight)
+    state = torch.random.get_rng_state()
+    build_torch_model(factory, parse_activation("relu"), (5,), 3, seed=4)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's random state is left alone
+
+
+def test_init_override_redraws_like_the_built_in_models(tmp_path):
+    factory = load_factory(f"{_write(tmp_path, 'm.py', MODEL_FILE)}:build")
+    own = build_torch_model(factory, parse_activation("relu"), (5,), 3, seed=2)
+    redrawn = build_torch_model(factory, parse_activation("relu"), (5,), 3, seed=2, init="lecun-normal")
+    assert not torch.equal(own[1].weight, redrawn[1].weight)
+    from spocu.experiments.engines import STREAM_INIT, derive_seed
+
+    initialize(own, "lecun-normal", derive_seed(2, STREAM_INIT))
+    for a, b in zip(own.parameters(), redrawn.parameters()):
+        torch.testing.assert_close(a, b)
+    assert torch.count_nonzero(redrawn[1].bias) == 0
+
+
+def test_swap_replaces_every_relu_of_a_torchvision_style_factory(tmp_path):
+    path = _write(tmp_path, "tv.py", SWAP_FILE)
+    factory = load_factory(f"{path}:tinynet", swap="relu")
+    assert factory.protocol["swap"] == "relu"
+    net = build_torch_model(factory, parse_activation("spocu"), (3, 8, 8), 5, seed=0)
+    assert not any(isinstance(m, nn.ReLU) for m in net.modules())
+    assert len([m for m in net.modules() if isinstance(m, SPOCU)]) == 3
+    assert net.head.out_features == 5  # called as tinynet(num_classes=5)
+
+
+def test_keras_model_file_and_swap(tmp_path):
+    keras = pytest.importorskip("keras")
+    import spocu.keras
+
+    path = _write(tmp_path, "k.py", """
+        import keras
+
+        def build(activation, input_shape, num_classes):
+            return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                                     keras.layers.Dense(8, activation=activation), keras.layers.Dense(num_classes)])
+
+        def relu_net(num_classes=10):
+            return keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(8),
+                                     keras.layers.ReLU(), keras.layers.Dense(num_classes)])
+    """)
+    model = build_keras_model(load_factory(f"{path}:build"), parse_activation("spocu"), (4, 4, 1), 3, seed=0)
+    assert isinstance(model.layers[1].activation, spocu.keras.SPOCU)
+    assert model(np.zeros((2, 4, 4, 1), "float32")).shape == (2, 3)
+    swapped = build_keras_model(load_factory(f"{path}:relu_net", swap="relu"), parse_activation("selu"), (4, 4, 1), 3, seed=0)
+    assert [type(layer).__name__ for layer in swapped.layers] == ["Flatten", "Dense", "Activation", "Dense"]
+    assert swapped.layers[2].activation is keras.activations.selu
+    again = build_keras_model(load_factory(f"{path}:build"), parse_activation("relu"), (4, 4, 1), 3, seed=0, init="he-normal")
+    assert not np.any(np.asarray(again.layers[1].bias))
+
+
+# ----------------------------------------------------------------------------- bad models
+
+
+def test_import_failures_name_the_factory(tmp_path):
+    bad = _write(tmp_path, "broken.py", "def build(:\n")
+    with pytest.raises(UserModelError, match=r"--model .*broken\.py:build: importing .*broken\.py failed: SyntaxError"):
+        load_factory(f"{bad}:build")
+    raising = _write(tmp_path, "raising.py", "import no_such_package_spocu\n")
+    with pytest.raises(UserModelError, match=r"raising\.py failed: ModuleNotFoundError"):
+        load_factory(f"{raising}:build")
+    with pytest.raises(UserModelError, match=r"--model no_such_module_spocu:f: cannot import no_such_module_spocu"):
+        load_factory("no_such_module_spocu:f")
+    with pytest.raises(UserModelError, match=r"no such file .*missing\.py"):
+        load_factory(f"{tmp_path / 'missing.py'}:build")
+
+
+def test_missing_or_not_callable_function(tmp_path):
+    path = _write(tmp_path, "m.py", MODEL_FILE + "\nWIDTH = 3\n")
+    with pytest.raises(UserModelError, match=r"has no 'biuld'; it defines build"):
+        load_factory(f"{path}:biuld")
+    with pytest.raises(UserModelError, match=r"WIDTH is a int, not a function"):
+        load_factory(f"{path}:WIDTH")
+
+
+def test_wrong_signature(tmp_path):
+    path = _write(tmp_path, "s.py", "def two(activation, input_shape):\n    pass\n\ndef needs_more(depth):\n    pass\n")
+    with pytest.raises(UserModelError, match=r"two\(activation, input_shape\) cannot be called as two\(activation, input_shape, num_classes\)"):
+        load_factory(f"{path}:two")
+    with pytest.raises(UserModelError, match=r"cannot be called as needs_more\(num_classes=N\)"):
+        load_factory(f"{path}:needs_more", swap="relu")
+
+
+def test_not_a_model_and_wrong_output(tmp_path):
+    path = _write(tmp_path, "n.py", """
+        from torch import nn
+
+        def returns_list(activation, input_shape, num_classes):
+            return [nn.Linear(1, 1)]
+
+        def wrong_classes(activation, input_shape, num_classes):
+            return nn.Sequential(nn.Linear(input_shape[0], num_classes + 1))
+
+        def wrong_input(activation, input_shape, num_classes):
+            return nn.Sequential(nn.Linear(99, num_classes))
+
+        def raises(activation, input_shape, num_classes):
+            raise RuntimeError("out of ideas")
+    """)
+    spec = parse_activation("relu")
+    with pytest.raises(UserModelError, match=r"returns_list: returned list, not a torch\.nn\.Module"):
+        build_torch_model(load_factory(f"{path}:returns_list"), spec, (3,), 2, seed=0)
+    with pytest.raises(UserModelError, match=r"output has shape \(2, 3\).*expected \(2, 2\)"):
+        build_torch_model(load_factory(f"{path}:wrong_classes"), spec, (3,), 2, seed=0)
+    with pytest.raises(UserModelError, match=r"wrong_input: a batch of shape \(2, 3\) does not go through"):
+        build_torch_model(load_factory(f"{path}:wrong_input"), spec, (3,), 2, seed=0)
+    with pytest.raises(UserModelError, match=r"raises: calling it failed: RuntimeError: out of ideas"):
+        build_torch_model(load_factory(f"{path}:raises"), spec, (3,), 2, seed=0)
+
+
+def test_swap_problems(tmp_path):
+    path = _write(tmp_path, "tv.py", SWAP_FILE)
+    with pytest.raises(UserModelError, match=r"--swap softsign: not an activation kind"):
+        load_factory(f"{path}:tinynet", swap="softsign")
+    with pytest.raises(UserModelError, match=r"--swap relu: .*nothing replaced.*F\.relu"):
+        build_torch_model(load_factory(f"{path}:functional_only", swap="relu"), parse_activation("spocu"), (3, 4, 4), 2, seed=0)
+    with pytest.raises(UserModelError, match=r"--swap gelu: .*nothing replaced"):
+        build_torch_model(load_factory(f"{path}:tinynet", swap="gelu"), parse_activation("spocu"), (3, 4, 4), 2, seed=0)
+
+
+def test_is_model_factory():
+    assert is_model_factory("torchvision.models:resnet18") and is_model_factory("nets/my.py:build")
+    assert not is_model_factory("mlp") and not is_model_factory("resnet20") and not is_model_factory("x:")
