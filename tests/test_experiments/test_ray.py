@@ -1,0 +1,216 @@
+"""``--executor ray``: (activation, seed) runs as Ray tasks on a local 2-CPU Ray, started once for the module."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from spocu.experiments import engine_torch  # noqa: E402
+from spocu.experiments.config import resolve_config  # noqa: E402
+from spocu.experiments.datasets import load_dataset  # noqa: E402
+from spocu.experiments.ray_executor import (  # noqa: E402
+    ResourcesUnavailable,
+    RunsFailed,
+    _Dispatch,
+    train_with_ray,
+)
+from spocu.experiments.runner import plan  # noqa: E402
+
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray with 2 CPUs for the whole module (starting Ray costs seconds on a small machine)."""
+    from ray import cloudpickle
+
+    if ray.is_initialized():  # pragma: no cover - another module left one running
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    # the test hooks below run inside Ray workers, which cannot import this test module by name
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def wdbc():
+    return load_dataset("wdbc", progress=False)
+
+
+def _config(epochs=2, seeds=2, activations=("relu", "spocu(c=1)")):
+    return resolve_config({"activations": activations, "seeds": seeds, "epochs": epochs, "hidden": (16,)})
+
+
+class Recorder:
+    """Callbacks that keep every event, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def run_started(self, activation, seed):
+        self.events.append(("started", activation, seed))
+
+    def epoch_done(self, activation, seed, record):
+        self.events.append(("epoch", activation, seed, record.epoch))
+
+    def run_finished(self, result):
+        self.events.append(("finished", result.activation, result.seed))
+
+    def run_failed(self, failure):
+        self.events.append(("failed", failure.activation, failure.seed))
+
+
+def _train(config, dataset, out, callbacks=None, **options):
+    options = {"device": "cpu", "threads": 1, **options}
+    return train_with_ray(
+        plan(config), config=config, dataset=dataset, out_root=out, framework="torch",
+        callbacks=callbacks or Recorder(), protocol_hash=config.protocol_hash(), **options,
+    )
+
+
+# ----------------------------------------------------------------------------- hooks run in the workers
+
+
+def _mark(directory: str, name: str) -> None:
+    Path(directory, f"{name}-{time.monotonic_ns()}").touch()
+
+
+def _raise_for_seed_1(config, dataset, activation, seed, **options):
+    if seed == 1:
+        raise FloatingPointError(f"injected failure for {activation.canonical} seed {seed}")
+    return engine_torch.train_run(config, dataset, activation, seed, **options)
+
+
+def _die_for_seed_1(markers, config, dataset, activation, seed, **options):
+    if seed == 1:
+        _mark(markers, "attempt")
+        os._exit(1)  # the worker process dies, as when it is killed or runs out of memory
+    return engine_torch.train_run(config, dataset, activation, seed, **options)
+
+
+def _slow(markers, config, dataset, activation, seed, *, on_epoch, **options):
+    def slow_epoch(record):
+        _mark(markers, f"epoch-{activation.slug}-{seed}")
+        try:
+            on_epoch(record)
+        except Exception:  # keep training without the driver's progress box: only a cancel stops this task
+            pass
+        time.sleep(0.3)
+
+    return engine_torch.train_run(config, dataset, activation, seed, on_epoch=slow_epoch, **options)
+
+
+def _never(*args, **kwargs):  # pragma: no cover - must not be submitted
+    raise AssertionError("a task was submitted")
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_runs_under_ray_equal_local_runs_and_the_driver_saves_them(tmp_path, wdbc):
+    config = _config()
+    callbacks = Recorder()
+    results = list(_train(config, wdbc, tmp_path, callbacks))
+    assert sorted((r.activation, r.seed) for r in results) == [("relu", 0), ("relu", 1), ("spocu(c=1)", 0), ("spocu(c=1)", 1)]
+    saved = {p.name: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
+    assert sorted(saved) == ["relu-seed0.json", "relu-seed1.json", "spocu_c-1-seed0.json", "spocu_c-1-seed1.json"]
+    assert not list(tmp_path.rglob(".*.tmp"))
+    specs = {spec.canonical: spec for spec in config.activation_specs()}
+    for result in results:
+        local = engine_torch.train_run(config, wdbc, specs[result.activation], result.seed, device="cpu", threads=1, protocol_hash=config.protocol_hash())
+        assert [[getattr(e, k) for k in METRICS] for e in result.epochs] == [[getattr(e, k) for k in METRICS] for e in local.epochs]
+        assert (result.test_loss, result.test_accuracy, result.test_predictions) == (local.test_loss, local.test_accuracy, local.test_predictions)
+        assert (result.threads, result.device, result.dataset_fingerprint) == (1, "cpu", wdbc.fingerprint())
+        assert saved[f"{specs[result.activation].slug}-seed{result.seed}.json"] == result.to_json()
+        # the driver saw this run start, both its epochs, then its end, in that order
+        mine = [e[0] if e[0] != "epoch" else e[3] for e in callbacks.events if e[1:3] == (result.activation, result.seed)]
+        assert mine == ["started", 1, 2, "finished"]
+
+
+def test_a_failing_run_is_reported_by_name_while_the_others_finish(tmp_path, wdbc):
+    config = _config(epochs=1, activations=("relu", "selu"))
+    callbacks = Recorder()
+    finished = []
+    with pytest.raises(RunsFailed) as caught:
+        for result in _train(config, wdbc, tmp_path, callbacks, train_function=_raise_for_seed_1):
+            finished.append((result.activation, result.seed))
+    failures = caught.value.failures
+    assert sorted((f.activation, f.seed) for f in failures) == [("relu", 1), ("selu", 1)]
+    assert all("FloatingPointError: injected failure" in f.reason for f in failures)
+    assert "relu seed 1" in str(caught.value) and "selu seed 1" in str(caught.value)
+    assert sorted(finished) == [("relu", 0), ("selu", 0)] and caught.value.finished == 2
+    assert sorted(p.name for p in (tmp_path / "runs").glob("*.json")) == ["relu-seed0.json", "selu-seed0.json"]
+    assert sorted(e[1:] for e in callbacks.events if e[0] == "failed") == [("relu", 1), ("selu", 1)]
+
+
+def test_a_run_whose_worker_dies_is_retried_then_reported_failed(tmp_path, wdbc):
+    config = _config(epochs=1, activations=("relu",))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with pytest.raises(RunsFailed) as caught:
+        for _ in _train(config, wdbc, tmp_path / "out", train_function=functools.partial(_die_for_seed_1, str(markers)), max_retries=1):
+            pass
+    [failure] = caught.value.failures
+    assert (failure.activation, failure.seed) == ("relu", 1)
+    assert "worker died" in failure.reason
+    assert len(list(markers.glob("attempt-*"))) == 2  # the first try and one retry
+    assert [p.name for p in (tmp_path / "out" / "runs").glob("*.json")] == ["relu-seed0.json"]
+
+
+def test_interrupting_the_driver_cancels_the_outstanding_tasks(tmp_path, wdbc):
+    config = _config(epochs=200, seeds=3, activations=("relu",))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+
+    class InterruptAtFirstEpoch(Recorder):
+        def epoch_done(self, activation, seed, record):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        for _ in _train(config, wdbc, tmp_path / "out", InterruptAtFirstEpoch(), train_function=functools.partial(_slow, str(markers))):
+            pass
+    # the tasks are gone: no epoch is trained any more and the CPUs are free again
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2
+    seen = len(list(markers.iterdir()))
+    time.sleep(1.5)
+    assert len(list(markers.iterdir())) == seen < 20
+    assert not list((tmp_path / "out").rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("device", "threads", "message"),
+    [("cuda", None, "needs 1 CPU and 1 GPU"), ("cpu", 3, "needs 3 CPUs")],
+)
+def test_a_task_no_node_can_run_is_refused_before_anything_is_submitted(tmp_path, wdbc, monkeypatch, device, threads, message):
+    monkeypatch.setattr(ray, "remote", _never)
+    with pytest.raises(ResourcesUnavailable, match=message) as caught:
+        list(_train(_config(epochs=1), wdbc, tmp_path, device=device, threads=threads))
+    assert "nodes: 2 CPUs" in str(caught.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cuda_with_an_index_is_refused(tmp_path, wdbc):
+    with pytest.raises(ValueError, match="GPU of its own: use --device cuda, not cuda:1"):
+        list(_train(_config(epochs=1), wdbc, tmp_path, device="cuda:1", threads=None))
+
+
+def test_a_retried_run_is_shown_once_and_its_epochs_never_twice():
+    callbacks = Recorder()
+    dispatch = _Dispatch(callbacks)
+    record = {"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.8, "val_loss": 0.4, "val_accuracy": 0.9, "seconds": 0.1, "eval_seconds": 0.0}
+    dispatch([("started", ("relu", 0), None), ("epoch", ("relu", 0), record)])
+    dispatch([("started", ("relu", 0), None), ("epoch", ("relu", 0), record), ("epoch", ("relu", 0), {**record, "epoch": 2})])
+    assert callbacks.events == [("started", "relu", 0), ("epoch", "relu", 0, 1), ("epoch", "relu", 0, 2)]
