@@ -63,6 +63,9 @@ __all__ = [
     "RunsFailed",
     "ResourcesUnavailable",
     "ray_session",
+    "live_node_resources",
+    "cluster_device",
+    "largest_node_cpus",
     "task_resources",
     "find_unfit_resources",
     "train_with_ray",
@@ -129,10 +132,35 @@ def find_unfit_resources(needed: dict[str, int], nodes: list[dict[str, float]]) 
     return f"no node of the Ray cluster can run a task that needs {wants} (nodes: {have})"
 
 
-def _live_node_resources() -> list[dict[str, float]]:
+def live_node_resources() -> list[dict[str, float]]:
+    """The total resources of each live node of the connected Ray cluster (``{"CPU": 8.0, "GPU": 1.0, ...}``)."""
     import ray
 
     return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
+def cluster_device(requested: str, nodes: list[dict[str, float]]) -> str:
+    """The device of every task: ``cpu``, or ``cuda`` (each task its own GPU); ``auto``: ``cuda`` if a node has a GPU.
+
+    The driver need not have the GPU itself. An index (``cuda:1``) is refused: Ray assigns the GPUs.
+
+    Example:
+        >>> cluster_device("auto", [{"CPU": 8.0}, {"CPU": 8.0, "GPU": 2.0}]), cluster_device("auto", [{"CPU": 8.0}])
+        ('cuda', 'cpu')
+    """
+    name = requested.strip().lower()
+    if name == "auto":
+        return "cuda" if any(node.get("GPU", 0) > 0 for node in nodes) else "cpu"
+    if name in ("cpu", "cuda", "gpu"):
+        return "cpu" if name == "cpu" else "cuda"
+    if name.startswith(("cuda:", "gpu:")):
+        raise ValueError(f"--executor ray gives each run a GPU of its own: use --device cuda, not {requested}")
+    raise ValueError(f"unsupported device {requested!r}; use cpu, cuda or auto")
+
+
+def largest_node_cpus(nodes: list[dict[str, float]]) -> int:
+    """The CPU count of the largest node (at least 1): the most threads one task can get."""
+    return max([int(node.get("CPU", 0)) for node in nodes] + [1])
 
 
 @contextlib.contextmanager
@@ -285,7 +313,8 @@ def train_with_ray(
 ) -> Iterator[RunResult]:
     """Train ``pending`` runs as Ray tasks; yield each RunResult as it finishes (saved already by the driver).
 
-    ``device``: ``cpu`` or ``cuda`` (each task gets a GPU of its own; no index). ``threads``: CPU
+    ``device``: ``cpu``, ``cuda`` (each task gets a GPU of its own; no index) or ``auto``
+    (:func:`cluster_device`). ``threads``: CPU
     threads per run (None: the engine decides; the task then reserves 1 CPU). ``jobs``: at most
     this many tasks at once (None: as many as the cluster's free resources allow). ``address``:
     see :func:`ray_session`. ``train_function``: trains one run in the task, default the
@@ -300,16 +329,17 @@ def train_with_ray(
 
     from spocu.experiments.runner import OutputDir
 
-    if ":" in device:
-        raise ValueError(f"--executor ray gives each run a GPU of its own: use --device cuda, not {device}")
+    device = cluster_device(device, []) if device != "auto" else device  # refuses cuda:N before connecting
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be >= 1 or None, got {jobs}")
     if not pending:
         return
-    resources = task_resources(device, threads)
     out = OutputDir(Path(out_root))
     with ray_session(address):
-        problem = find_unfit_resources(resources, _live_node_resources())
+        nodes = live_node_resources()
+        device = cluster_device(device, nodes)
+        resources = task_resources(device, threads)
+        problem = find_unfit_resources(resources, nodes)
         if problem is not None:
             hint = " Use --device cpu." if resources["num_gpus"] else " Use fewer --threads."
             raise ResourcesUnavailable(problem + "." + hint)
