@@ -21,8 +21,9 @@ from spocu.experiments.config import PRESETS, resolve_config
 
 
 def _printed(capsys) -> str:
-    """What the command printed, with the console's line wrapping (it depends on the terminal) undone."""
-    return " ".join(capsys.readouterr().out.split())
+    """What the command printed (stdout and stderr), with the console's line wrapping (it depends on the terminal) undone."""
+    captured = capsys.readouterr()
+    return " ".join((captured.out + captured.err).split())
 
 def _strict_json(path: Path):
     def refuse(constant):
@@ -195,12 +196,16 @@ def test_diverged_runs_are_reported_not_fatal(tmp_path):
 
 
 def test_bad_options_are_clear_errors(tmp_path, cache, capsys):
-    with pytest.raises(SystemExit, match="unknown activation 'swish'"):
-        _compare("--activations", "swish", "--out", str(tmp_path / "x"))
-    with pytest.raises(SystemExit, match="beta=2.0 is out of range"):
-        _compare("--activations", "spocu(beta=2)", "--out", str(tmp_path / "x"))
-    with pytest.raises(SystemExit, match="unknown preset"):
+    for args, message in (
+        (("--activations", "swish"), "unknown activation 'swish'"),
+        (("--activations", "spocu(beta=2)"), "beta=2.0 is out of range"),
+    ):
+        assert _compare(*args, "--out", str(tmp_path / "x")) == 2
+        printed = _printed(capsys)
+        assert "spocu compare: error: " in printed and message in printed
+    with pytest.raises(SystemExit) as info:  # argparse refuses a preset that is not a choice
         _compare("--preset", "nope", "--out", str(tmp_path / "x"))
+    assert info.value.code == 2 and "invalid choice: 'nope'" in _printed(capsys)
     assert _compare("--dataset", "cifar10", "--no-download", "--out", str(tmp_path / "x")) == 2
     message = _printed(capsys)
     assert "cifar-10-python.tar.gz" in message and "--data-dir" in message

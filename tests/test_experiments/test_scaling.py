@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -111,9 +112,40 @@ def test_ctrl_c_with_jobs_ends_the_workers_keeps_finished_runs_and_resumes(tmp_p
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 4
 
 
-def test_bad_jobs_and_threads_are_refused(tmp_path):
-    with pytest.raises(SystemExit, match="--jobs must be >= 1, got 0"):
-        _compare("--jobs", "0", "--out", str(tmp_path / "x"))
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+def test_sigkill_of_the_parent_leaves_no_worker_behind(tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "selu",
+               "--seeds", "2", "--epochs", "200", "--jobs", "2", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("runs/*.json")):  # the workers are training (one run already finished)
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        others = [p for p in _session_processes(process.pid) if p[0] != process.pid]
+        assert sum("spawn_main" in command for _, _, command in others) == 2
+        assert any("resource_tracker" in command for _, _, command in others)
+        process.kill()  # SIGKILL: the parent can neither end its workers nor tell them
+        process.wait(timeout=30)
+        killed = time.monotonic()
+        while time.monotonic() - killed < 10 and [p for p in _session_processes(process.pid) if p[1] != "Z"]:
+            time.sleep(0.1)
+        survivors = [p for p in _session_processes(process.pid) if p[1] != "Z"]
+        assert survivors == [], f"alive 10 s after the parent was killed: {survivors}"
+    finally:
+        for pid, _, _ in _session_processes(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for path in (out / "runs").glob("*.json"):
+        json.loads(path.read_text())  # finished runs are whole
+
+
+def test_bad_jobs_and_threads_are_refused(tmp_path, capsys):
+    for option in ("--jobs", "--threads"):
+        with pytest.raises(SystemExit) as info:
+            _compare(option, "0", "--out", str(tmp_path / "x"))
+        assert info.value.code == 2 and f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
@@ -149,7 +181,7 @@ def test_shards_cover_the_evaluation_sets_once():
             assert parts[0][0] == 0 and parts[-1][1] == n and all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
 
 
-def test_torchrun_environment_errors_are_clear(monkeypatch, tmp_path):
+def test_torchrun_environment_errors_are_clear(monkeypatch, tmp_path, capsys):
     assert from_environment({"RANK": "0", "WORLD_SIZE": "1"}) is None  # MASTER_* missing: not a torchrun launch
     with pytest.raises(ValueError, match="RANK=2, WORLD_SIZE=2"):
         from_environment({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "x", "MASTER_PORT": "1"})
@@ -157,10 +189,11 @@ def test_torchrun_environment_errors_are_clear(monkeypatch, tmp_path):
         per_process_batch(100, 3)
     for name, value in {"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(SystemExit, match="--jobs and torchrun do not combine"):
-        _compare("--jobs", "2", "--out", str(tmp_path / "x"))
-    with pytest.raises(SystemExit, match="--batch-size 32 is the global batch, shared by the 3 processes"):
-        _compare("--out", str(tmp_path / "x"))  # refused before joining any process group
+    capsys.readouterr()
+    assert _compare("--jobs", "2", "--out", str(tmp_path / "x")) == 2
+    assert "spocu compare: error: --jobs and torchrun do not combine" in capsys.readouterr().err
+    assert _compare("--out", str(tmp_path / "x")) == 2  # refused before joining any process group
+    assert "--batch-size 32 is the global batch, shared by the 3 processes" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

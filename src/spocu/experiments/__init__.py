@@ -10,10 +10,18 @@ Modules, each small and replaceable:
 - :mod:`~spocu.experiments.config`: the experiment's protocol, grid and presets
 - :mod:`~spocu.experiments.engines`: the framework-neutral engine interface and run schema;
   :mod:`~spocu.experiments.engine_torch` and :mod:`~spocu.experiments.models_torch` implement it
-- :mod:`~spocu.experiments.runner`: the plan of (activation, seed) runs, resume, atomic writes
-- :mod:`~spocu.experiments.parallel`: independent runs in worker processes (``--jobs N``);
+- :mod:`~spocu.experiments.store`: the output directory (ours or refused), its protocol, lock
+  and run files, validated before use
+- :mod:`~spocu.experiments.runner`: the plan of (activation, seed) runs, trained in order, resumable
+- :mod:`~spocu.experiments.executors`: where ``--jobs`` runs train, by name;
+  :mod:`~spocu.experiments.parallel`: independent runs in worker processes (``--jobs N``);
   :mod:`~spocu.experiments.distributed`: each run data-parallel over a ``torchrun`` group
-- :mod:`~spocu.experiments.stats` (scipy/statsmodels) and :mod:`~spocu.experiments.report`
+- :mod:`~spocu.experiments.results` (results.json, epochs.csv, the results table),
+  :mod:`~spocu.experiments.stats` (scipy/statsmodels) and :mod:`~spocu.experiments.report`
+- :mod:`~spocu.experiments.compare`: the whole ``spocu compare`` run as one function
+- :mod:`~spocu.experiments.errors`: what the user is told (one line each)
+
+Imports run one way: compare -> runner -> executors/store -> engines; parallel -> store.
 
 Importing this package imports neither torch nor matplotlib.
 """

@@ -34,6 +34,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams
 
 __all__ = [
@@ -98,9 +100,26 @@ def _parse_value(name: str, key: str, text: str, default: Any) -> Any:
             raise ValueError(f"activation {name!r}: {key}={text!r} must be a word such as {default!r}")
         return text
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError(f"activation {name!r}: {key}={text!r} is not a number") from None
+    if math.isnan(value) or (math.isinf(value) and not (name == "spocu" and key == "c")):
+        raise ValueError(f"activation {name!r}: {key}={text.strip()} is not a finite number")
+    return value
+
+
+def _check_float32(name: str, params: SPOCUParams) -> None:
+    """SPOCU's polynomial coefficients alpha*d_k/gamma^k must be finite in float32, the training dtype."""
+    limit = float(np.finfo(np.float32).max)
+    try:
+        coefficients = (*params.x_coefficients, *params.x_derivative_coefficients)
+    except (ZeroDivisionError, OverflowError):
+        coefficients = (math.inf,)
+    if not all(math.isfinite(c) and abs(c) < limit for c in coefficients):
+        raise ValueError(
+            f"activation {name!r}: gamma={params.gamma:g} is too small to compute SPOCU in float32 "
+            "(its polynomial coefficients alpha*d_k/gamma^k overflow); use a larger gamma"
+        )
 
 
 @dataclass(frozen=True)
@@ -219,9 +238,11 @@ def parse_activation(text: str, init: str | None = None) -> ActivationSpec:
             given[key] = _parse_value(name, key, value, defaults[key])
     if name == "spocu":
         try:
-            given = {k: v for k, v in SPOCUParams(**{**defaults, **given}).as_dict().items() if k in given}
+            spocu_params = SPOCUParams(**{**defaults, **given})
         except (TypeError, ValueError) as error:
             raise ValueError(f"activation {text!r}: {error}") from None
+        _check_float32(text, spocu_params)
+        given = {k: v for k, v in spocu_params.as_dict().items() if k in given}
     if name == "gelu" and given.get("approximate", "none") not in ("none", "tanh"):
         raise ValueError(f"activation {text!r}: approximate must be none or tanh")
     params = tuple((k, given[k]) for k in defaults if k in given and given[k] != defaults[k])

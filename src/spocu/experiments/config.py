@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -32,6 +33,9 @@ __all__ = [
     "MODELS",
     "FRAMEWORKS",
     "OPTIMIZERS",
+    "MOMENTUM_OPTIMIZERS",
+    "KERAS_BACKENDS",
+    "check_split_size",
     "PRESETS",
     "DATASET_DEFAULTS",
     "ModelSpec",
@@ -42,6 +46,31 @@ __all__ = [
 MODELS = ("mlp", "deep-mlp", "seed-cnn")
 FRAMEWORKS = ("torch", "keras")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+#: the optimizers that take --momentum
+MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
+#: the Keras backends --keras-backend accepts
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def check_split_size(value: float, option: str = "split size") -> None:
+    """Raise ValueError unless ``value`` is a fraction in (0, 1) or a whole count >= 1 (finite).
+
+    Example:
+        >>> check_split_size(0.2), check_split_size(5000)
+        (None, None)
+        >>> check_split_size(float("nan"), "--val-size")
+        Traceback (most recent call last):
+        ...
+        ValueError: --val-size must be a fraction in (0, 1) or a whole number of samples >= 1, got nan
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+        or (value >= 1 and value != int(value))
+    ):
+        raise ValueError(f"{option} must be a fraction in (0, 1) or a whole number of samples >= 1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -66,13 +95,36 @@ class ModelSpec:
     @classmethod
     def make(cls, name: str, hidden: tuple[int, ...] | None = None, depth: int | None = None, width: int | None = None) -> ModelSpec:
         if name == "deep-mlp":
-            depth, width = depth or 16, width or 64
+            depth = 16 if depth is None else depth
+            width = 64 if width is None else width
             if depth < 1 or width < 1:
                 raise ValueError(f"deep-mlp needs depth >= 1 and width >= 1, got depth={depth}, width={width}")
             return cls(name, (width,) * depth)
         if name == "mlp":
             return cls(name, tuple(hidden) if hidden else (64, 64))
         return cls(name, ())
+
+    def check_input(self, input_shape: tuple[int, ...], dataset: str = "this dataset") -> None:
+        """Raise ValueError if the model cannot take inputs of ``input_shape`` (seed-cnn needs images).
+
+        Example:
+            >>> ModelSpec("seed-cnn").check_input((30,), "wdbc")
+            Traceback (most recent call last):
+            ...
+            ValueError: --model seed-cnn needs images (channels, height, width); wdbc has 30 features: use --model mlp or deep-mlp
+        """
+        if self.name != "seed-cnn":
+            return
+        if len(input_shape) != 3:
+            shape = f"{input_shape[0]} features" if len(input_shape) == 1 else f"inputs of shape {tuple(input_shape)}"
+            raise ValueError(f"--model seed-cnn needs images (channels, height, width); {dataset} has {shape}: use --model mlp or deep-mlp")
+        _, height, width = input_shape
+        for _ in range(2):  # two 3x3 valid convolutions, each followed by a 2x2 pool where the map allows
+            if height < 3 or width < 3:
+                raise ValueError(f"--model seed-cnn: {dataset}'s {input_shape[1]}x{input_shape[2]} images are too small for its two 3x3 convolutions")
+            height, width = height - 2, width - 2
+            if height >= 2 and width >= 2:
+                height, width = height // 2, width // 2
 
     @property
     def label(self) -> str:
@@ -160,12 +212,29 @@ class ExperimentConfig:
     preset: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        for name, option in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("split_seed", "--split-seed")):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"{option} must be a whole number, got {getattr(self, name)!r}")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0):
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"--momentum must lie in [0, 1), got {self.momentum}")
+        if self.momentum and self.optimizer not in MOMENTUM_OPTIMIZERS:
+            raise ValueError(
+                f"--momentum applies to {' and '.join(MOMENTUM_OPTIMIZERS)}; {self.optimizer} has none "
+                "(its moments are set by its betas): drop --momentum or choose --optimizer sgd or rmsprop"
+            )
+        if not 0 <= self.split_seed < 2**32:
+            raise ValueError(f"--split-seed must lie in [0, 2**32), got {self.split_seed}")
+        for value, option in ((self.val_size, "--val-size"), (self.test_size, "--test-size")):
+            if value is not None:
+                check_split_size(value, option)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.init != "customary" and self.init not in INIT_SCHEMES:
@@ -182,6 +251,8 @@ class ExperimentConfig:
         object.__setattr__(self, "activations", canonical)
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be whole numbers >= 0, got {self.seeds}")
         if self.framework not in FRAMEWORKS:
             raise ValueError(f"unknown framework {self.framework!r}; choose one of {', '.join(FRAMEWORKS)}")
         if self.keras_backend is not None and self.framework != "keras":
@@ -242,8 +313,18 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     model = ModelSpec.make(merged["model"], merged.get("hidden"), merged.get("depth"), merged.get("width"))
     count = int(merged["seeds"])
     if count < 1:
-        raise ValueError(f"seeds must be >= 1, got {count}")
+        raise ValueError(f"--seeds must be >= 1, got {count}")
     first = int(merged["first_seed"])
+    if first < 0:
+        raise ValueError(f"--first-seed must be >= 0, got {first}")
+    # an explicit default is the default: the same protocol (and hash) as the option omitted
+    from spocu.experiments.datasets import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, EMBEDDED_DATASETS
+
+    val_size, test_size = merged["val_size"], merged["test_size"]
+    if val_size is not None and val_size == DEFAULT_VAL_SIZE.get(dataset):
+        val_size = None
+    if test_size is not None and test_size == DEFAULT_TEST_SIZE and dataset in EMBEDDED_DATASETS:
+        test_size = None
     return ExperimentConfig(
         dataset=dataset,
         model=model,
@@ -256,8 +337,8 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         weight_decay=float(merged["weight_decay"]),
         momentum=float(merged["momentum"]),
         init=merged["init"],
-        val_size=merged["val_size"],
-        test_size=merged["test_size"],
+        val_size=val_size,
+        test_size=test_size,
         split_seed=int(merged["split_seed"]),
         framework=merged["framework"],
         keras_backend=merged["keras_backend"],

@@ -44,6 +44,7 @@ from spocu.experiments.formats import FormatError, read_cifar_batch, read_idx_fi
 
 __all__ = [
     "DATASETS",
+    "EMBEDDED_DATASETS",
     "Dataset",
     "DatasetError",
     "Source",
@@ -299,6 +300,10 @@ def _mnist_from_idx(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or images.dtype != np.uint8:
             raise DatasetError(f"MNIST {split}: images {images.dtype} {images.shape} and labels {labels.shape} do not fit together")
+        if len(labels) and int(labels.max()) > 9:  # uncompressed copies have no published checksum: check the content
+            raise DatasetError(
+                f"{files[f'{split}_labels']}: holds label {int(labels.max())}, but MNIST's classes are 0..9; the file is damaged or not MNIST"
+            )
     return arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"]
 
 
@@ -363,6 +368,8 @@ DATASETS: dict[str, Loader] = {
     "mnist": _load_mnist,
     "cifar10": _load_cifar10,
 }
+#: the datasets that come with scikit-learn (no files, no --data-dir, no official test set)
+EMBEDDED_DATASETS = ("wdbc", "digits")
 #: Default validation size per dataset (a fraction < 1 of the training data, or a count).
 DEFAULT_VAL_SIZE = {"wdbc": 0.2, "digits": 0.2, "mnist": 5000, "cifar10": 5000}
 #: Default test fraction for the datasets without an official test set.
@@ -404,6 +411,12 @@ def load_dataset(
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     source = DATASETS[name](Path(data_dir) if data_dir else None, download, progress)
+    for split, labels in (("training", source.y_train), ("test", source.y_test)):
+        if labels is not None and len(labels) and not (0 <= np.min(labels) and np.max(labels) < len(source.class_names)):
+            raise DatasetError(
+                f"{name} ({source.origin}): {split} labels range over {np.min(labels)}..{np.max(labels)}, "
+                f"outside the {len(source.class_names)} classes 0..{len(source.class_names) - 1}"
+            )
     x, y = np.asarray(source.x_train), np.asarray(source.y_train, dtype=np.int64)
     info: dict = {"origin": source.origin, "split_seed": split_seed}
     if source.x_test is None:

@@ -32,7 +32,6 @@ before TensorFlow starts; torch: ``torch.set_num_threads``; JAX: XLA's own).
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import math
 import re
 import time
@@ -51,7 +50,7 @@ import numpy as np  # noqa: E402
 from spocu.experiments.activations import ActivationSpec  # noqa: E402
 from spocu.experiments.config import ExperimentConfig  # noqa: E402
 from spocu.experiments.datasets import Dataset  # noqa: E402
-from spocu.experiments.engines import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed  # noqa: E402
+from spocu.experiments.engines import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now  # noqa: E402
 from spocu.experiments.models_keras import build_model, count_parameters  # noqa: E402
 
 __all__ = [
@@ -262,10 +261,6 @@ class _EpochTimer(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _device_scope(device: str):
     """``keras.device`` only where the backend's default placement is not already ``device``.
 
@@ -294,7 +289,7 @@ def train_run(
     if config.keras_backend is not None and config.keras_backend != backend():
         raise ValueError(f"this experiment uses Keras's {config.keras_backend} backend, but Keras runs on {backend()} here (set KERAS_BACKEND)")
     optimizer = _optimizer(config)  # refuses unsupported combinations before anything is built
-    started, start_clock = _now(), time.perf_counter()
+    started, start_clock = utc_now(), time.perf_counter()
     keras.backend.clear_session()  # a fresh graph and name scope for each run in a long-lived process
     keras.utils.set_random_seed(derive_seed(seed, STREAM_INIT, 1) % 2**32)  # anything else random (none in these models)
     threads_in_effect = _apply_threads(threads) if device == "cpu" else None
@@ -324,10 +319,9 @@ def train_run(
     with np.errstate(all="ignore"):
         test_loss = float(-np.mean(log_softmax(logits, axis=1)[np.arange(len(y_test)), y_test])) if len(y_test) else None
     predictions = logits.argmax(axis=1)
-    return RunResult(
-        activation=activation.canonical,
+    return make_run_result(
+        activation=activation,
         seed=seed,
-        init=activation.init,
         framework=NAME,
         framework_version=framework_version(),
         device=device,
@@ -338,10 +332,9 @@ def train_run(
         test_accuracy=float(np.mean(predictions == y_test)) if len(y_test) else 0.0,
         test_predictions=predictions.tolist(),
         diverged_at=timer.diverged_at,
-        seconds=time.perf_counter() - start_clock,
         started_at=started,
-        finished_at=_now(),
+        start_clock=start_clock,
         protocol_hash=protocol_hash,
-        dataset_fingerprint=dataset.fingerprint(),
+        dataset=dataset,
         extra={"keras_backend": backend(), "backend_version": backend_version()},
     )

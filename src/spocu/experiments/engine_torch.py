@@ -18,7 +18,6 @@ used is recorded in the run.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import time
 from typing import Callable
@@ -32,7 +31,7 @@ from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
 from spocu.experiments.datasets import Dataset
 from spocu.experiments.distributed import DistributedContext, per_process_batch, shard
-from spocu.experiments.engines import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed
+from spocu.experiments.engines import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now
 from spocu.experiments.models_torch import build_model, count_parameters, initialize, macs_per_sample
 
 __all__ = [
@@ -169,10 +168,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def train_run(
     config: ExperimentConfig,
     dataset: Dataset,
@@ -194,7 +189,7 @@ def train_run(
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    started, start_clock = _now(), time.perf_counter()
+    started, start_clock = utc_now(), time.perf_counter()
     try:
         torch.manual_seed(derive_seed(seed, STREAM_INIT, 1))  # anything else random (none in these models)
         model = build_model(config.model, dataset.input_shape, dataset.num_classes, activation)
@@ -252,10 +247,9 @@ def train_run(
                 diverged_at = epoch
                 break
         test_loss, test_accuracy, predictions = _evaluate(model, test, keep_predictions=True, dist=dist)
-        return RunResult(
-            activation=activation.canonical,
+        return make_run_result(
+            activation=activation,
             seed=seed,
-            init=activation.init,
             framework=NAME,
             framework_version=framework_version(),
             device=str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
@@ -266,11 +260,10 @@ def train_run(
             test_accuracy=test_accuracy,
             test_predictions=predictions,
             diverged_at=diverged_at,
-            seconds=time.perf_counter() - start_clock,
             started_at=started,
-            finished_at=_now(),
+            start_clock=start_clock,
             protocol_hash=protocol_hash,
-            dataset_fingerprint=dataset.fingerprint(),
+            dataset=dataset,
             extra=extra,
         )
     finally:

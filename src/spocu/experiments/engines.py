@@ -1,13 +1,16 @@
 """The engine interface and the framework-independent record of one run.
 
-An engine trains one (activation, seed) run of an experiment::
+An engine (:class:`Engine`, a ``typing.Protocol`` that an engine *module* satisfies) trains one
+(activation, seed) run of an experiment::
 
     engine.train_run(config, dataset, activation, seed, device=..., threads=..., on_epoch=...) -> RunResult
 
 and reports ``engine.NAME`` and ``engine.framework_version()``; it also provides
 ``resolve_device(name)`` and ``choose_threads(config, input_shape, num_classes, device)``, and may
 provide ``worker_device(device, worker_index)`` (the device of a ``--jobs`` worker) and
-``check_config(config)`` (raises ValueError for a protocol it cannot run). Engines:
+``check_config(config)`` (raises ValueError for a protocol it cannot run). Every engine builds its
+result with :func:`make_run_result`, the one constructor that fills in what all engines record the
+same way (canonical activation name, init, timings, data fingerprint). Engines:
 :mod:`spocu.experiments.engine_torch` (also takes ``dist=``: data-parallel under ``torchrun``) and
 :mod:`spocu.experiments.engine_keras` (``--framework keras``, Keras's own ``fit``). Both return the
 same :class:`RunResult`, so the runner, the statistics and the report need no change. Each run is
@@ -32,14 +35,32 @@ Example:
 
 from __future__ import annotations
 
+import datetime as _dt
 import importlib
 import math
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["SCHEMA_RUN", "EpochRecord", "RunResult", "batch_order", "derive_seed", "get_engine", "ENGINES"]
+if TYPE_CHECKING:  # annotations only: importing them here would make engines depend on config and datasets
+    from spocu.experiments.activations import ActivationSpec
+    from spocu.experiments.config import ExperimentConfig
+    from spocu.experiments.datasets import Dataset
+
+__all__ = [
+    "SCHEMA_RUN",
+    "Engine",
+    "EpochRecord",
+    "RunResult",
+    "make_run_result",
+    "utc_now",
+    "batch_order",
+    "derive_seed",
+    "get_engine",
+    "ENGINES",
+]
 
 SCHEMA_RUN = "spocu.run/1"
 
@@ -124,7 +145,90 @@ class RunResult:
 EpochCallback = Callable[[EpochRecord], None]
 
 
-def get_engine(framework: str):
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (``started_at`` / ``finished_at`` of a run)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def make_run_result(
+    *,
+    activation: ActivationSpec,
+    seed: int,
+    framework: str,
+    framework_version: str,
+    device: str,
+    threads: int | None,
+    num_parameters: int,
+    epochs: list[EpochRecord],
+    test_loss: float | None,
+    test_accuracy: float,
+    test_predictions: Sequence[int],
+    diverged_at: int | None,
+    started_at: str,
+    start_clock: float,
+    protocol_hash: str,
+    dataset: Dataset,
+    extra: dict[str, Any] | None = None,
+) -> RunResult:
+    """The :class:`RunResult` of a run that has just ended; every engine builds its result here.
+
+    Fills in the activation's canonical name and init, ``seconds`` (``time.perf_counter() -
+    start_clock``), ``finished_at`` (now) and the data fingerprint, so that every engine records
+    them the same way.
+    """
+    return RunResult(
+        activation=activation.canonical,
+        seed=int(seed),
+        init=activation.init,
+        framework=framework,
+        framework_version=framework_version,
+        device=device,
+        threads=threads,
+        num_parameters=int(num_parameters),
+        epochs=list(epochs),
+        test_loss=test_loss,
+        test_accuracy=float(test_accuracy),
+        test_predictions=[int(p) for p in test_predictions],
+        diverged_at=diverged_at,
+        seconds=time.perf_counter() - start_clock,
+        started_at=started_at,
+        finished_at=utc_now(),
+        protocol_hash=protocol_hash,
+        dataset_fingerprint=dataset.fingerprint(),
+        extra=dict(extra or {}),
+    )
+
+
+class Engine(Protocol):
+    """What the runner needs from an engine (a module such as :mod:`~spocu.experiments.engine_torch`).
+
+    Optional, looked up with ``getattr``: ``worker_device(device, worker_index) -> str`` and
+    ``check_config(config)`` (raises ValueError for a protocol the engine cannot run).
+    """
+
+    NAME: str
+
+    def framework_version(self) -> str: ...
+
+    def resolve_device(self, device: str) -> Any: ...
+
+    def choose_threads(self, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, device: Any) -> int | None: ...
+
+    def train_run(
+        self,
+        config: ExperimentConfig,
+        dataset: Dataset,
+        activation: ActivationSpec,
+        seed: int,
+        *,
+        device: Any = ...,
+        threads: int | None = ...,
+        on_epoch: EpochCallback | None = ...,
+        protocol_hash: str = ...,
+    ) -> RunResult: ...
+
+
+def get_engine(framework: str) -> Engine:
     """The engine module for ``framework`` (imported on demand)."""
     if framework not in ENGINES:
         raise ValueError(f"unknown framework {framework!r}; available: {', '.join(ENGINES)}")

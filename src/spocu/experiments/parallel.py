@@ -20,7 +20,12 @@ the same resumability as a sequential run.
   to fix it for large ones): a different thread count may change float rounding in reductions.
 - Ctrl-C (or SIGTERM to the parent): pending runs are cancelled, the workers are ended (they ignore
   SIGINT themselves so that the parent decides), the runs in progress are lost, finished runs stay
-  on disk. A worker whose parent died stops at its next epoch instead of training on unseen.
+  on disk.
+- No orphans: a worker ends within about a second when its parent dies by any signal, SIGKILL
+  included -- on Linux the kernel kills it (``prctl(PR_SET_PDEATHSIG, SIGKILL)``), elsewhere
+  a watchdog thread sees that its parent changed (:func:`_die_with_parent`). With the workers
+  gone, multiprocessing's resource tracker sees its pipe close and ends too. A run in progress
+  is lost; its temporary file is removed by the next run on the directory.
 - An error in one run: no new runs start; the runs in progress finish and are saved; the error
   is raised.
 
@@ -35,10 +40,14 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 import queue
 import signal
+import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -50,6 +59,7 @@ from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
 from spocu.experiments.datasets import Dataset
 from spocu.experiments.engines import EpochRecord, RunResult, get_engine
+from spocu.experiments.store import OutputDir
 
 __all__ = ["threads_per_worker", "usable_cpus", "train_in_pool", "WorkerFailed"]
 
@@ -57,6 +67,9 @@ __all__ = ["threads_per_worker", "usable_cpus", "train_in_pool", "WorkerFailed"]
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _POLL_SECONDS = 0.2
 _LATE_EVENT_SECONDS = 30.0
+#: how often a worker's watchdog checks that its parent is alive
+_WATCHDOG_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class WorkerFailed(RuntimeError):
@@ -84,6 +97,29 @@ def threads_per_worker(jobs: int, usable_cpus: int, sequential_threads: int | No
 _worker: dict[str, Any] = {}
 
 
+def _die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` dies, even by SIGKILL (which it cannot relay).
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` asks the kernel to kill us when the parent goes.
+    Everywhere: a daemon thread checks ``os.getppid()`` every :data:`_WATCHDOG_SECONDS` (an
+    orphan is re-parented) and ends the process at once; it also covers a parent that died
+    before the ``prctl`` call.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc: the watchdog alone
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_WATCHDOG_SECONDS)
+        os._exit(1)  # orphaned: nobody will assemble this run; no cleanup handlers of the parent's making
+
+    threading.Thread(target=watch, name="spocu-parent-watchdog", daemon=True).start()
+
+
 def _init_worker(
     framework: str,
     config: ExperimentConfig,
@@ -94,7 +130,9 @@ def _init_worker(
     protocol_hash: str,
     events: Any,
     counter: Any,
+    parent: int,
 ) -> None:
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     if threads is not None:
         for name in _THREAD_VARIABLES:  # before the framework loads its thread pools
@@ -116,7 +154,7 @@ def _init_worker(
         threads=threads,
         protocol_hash=protocol_hash,
         events=events,
-        parent=os.getppid(),
+        parent=parent,
     )
 
 
@@ -125,8 +163,6 @@ class _ParentGone(Exception):
 
 
 def _train_one(activation: ActivationSpec, seed: int) -> dict:
-    from spocu.experiments.runner import OutputDir
-
     w = _worker
     events = w["events"]
     key = (activation.canonical, seed)
@@ -187,7 +223,7 @@ def train_in_pool(
         max_workers=max(1, min(jobs, len(pending))),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(framework, config, dataset, str(out_root), device, threads, protocol_hash, events, counter),
+        initargs=(framework, config, dataset, str(out_root), device, threads, protocol_hash, events, counter, os.getpid()),
     )
     futures: dict[Future, tuple[str, int]] = {executor.submit(_train_one, spec, seed): (spec.canonical, seed) for spec, seed in pending}
     reported: set[tuple[str, int]] = set()

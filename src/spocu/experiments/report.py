@@ -111,6 +111,8 @@ def render_report(results: dict) -> str:
             f"With n = {small[0]} paired seeds the two-sided Wilcoxon test cannot give p below {2 / 2 ** small[0]:.3g}: "
             "read its p-values as a robustness check of the t-test, not as a verdict; more seeds (--seeds) sharpen both."
         )
+    for bad in results.get("skipped_runs", []):
+        notes.append(f"Left out of every statistic (--skip-bad-runs): {bad['path']}: {bad['reason']}.")
     notes = [f"{text} ({'; '.join(subjects)})." for text, subjects in grouped.items()] + notes
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)]
@@ -205,6 +207,7 @@ def plot_curves(results: dict) -> bytes:
     axes = figure.subplots(2, 2, sharex=True)
     panels = [("train_accuracy", "training accuracy"), ("val_accuracy", "validation accuracy"), ("train_loss", "training loss"), ("val_loss", "validation loss")]
     colors = [f"C{i}" for i in range(10)]
+    positive = set()  # the loss panels get a log scale only if they hold something to scale (all-diverged: nothing)
     for i, name in enumerate(results["config"]["activations"]):
         runs = [r for r in results["runs"] if r["activation"] == name]
         epochs = max((len(r["epochs"]) for r in runs), default=0)
@@ -218,12 +221,15 @@ def plot_curves(results: dict) -> bytes:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, low, high = np.nanmean(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
             color = colors[i % len(colors)]
+            if np.any(np.isfinite(values) & (values > 0)):
+                positive.add(key)
             ax.plot(x, mean, color=color, label=name, lw=1.6)
             ax.fill_between(x, low, high, color=color, alpha=0.18, lw=0)
             ax.set_title(title)
-    for ax in axes[1]:
+    for ax, (key, _) in zip(axes[1], panels[2:]):
         ax.set_xlabel("epoch")
-        ax.set_yscale("log")
+        if key in positive:
+            ax.set_yscale("log")
     axes[0][0].legend(loc="lower right")
     figure.suptitle(f"{results['dataset']['name']}: mean over {len(results['config']['seeds'])} seeds, band = min..max")
     return _png(figure)

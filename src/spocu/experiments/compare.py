@@ -1,0 +1,483 @@
+"""The whole ``spocu compare`` run as one function: options in, :class:`CompareOutcome` out.
+
+:func:`compare` validates the options, resolves the experiment (:mod:`~spocu.experiments.config`),
+picks the engine and device, loads and checks the data, claims the output directory
+(:mod:`~spocu.experiments.store`: ours or refused), trains the missing runs
+(:mod:`~spocu.experiments.runner`), and writes ``results.json``, ``epochs.csv`` (:mod:`~spocu.experiments.results`)
+and the report (:mod:`~spocu.experiments.report`). Everything the user can fix is raised as an
+:class:`~spocu.experiments.errors.ExperimentError` with a one-line message, before the output
+directory is touched wherever it can be known then. An interrupt raises :class:`Interrupted`,
+which says where the finished runs are and how to resume. :func:`estimate` times a few steps
+instead of training.
+
+``commands/compare.py`` only parses the command line into :class:`CompareOptions` and renders.
+
+Example:
+    >>> options = CompareOptions(config={"dataset": "wdbc"}, data_dir="/data")
+    >>> check_options(options)
+    Traceback (most recent call last):
+    ...
+    spocu.experiments.errors.OptionError: --data-dir applies to datasets read from files (mnist, cifar10); wdbc is embedded in scikit-learn
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import errno
+import math
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from spocu.experiments.config import ExperimentConfig, resolve_config
+from spocu.experiments.errors import ExperimentError, OptionError, OutputBusy
+from spocu.experiments.executors import DEFAULT_EXECUTOR, EXECUTORS
+from spocu.experiments.runner import Callbacks, run_experiment
+from spocu.experiments.store import OutputDir
+
+__all__ = ["CompareOptions", "CompareOutcome", "Interrupted", "compare", "check_options", "estimate", "memory_estimate"]
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """What ``spocu compare`` was asked to do.
+
+    ``config``: the experiment's options for :func:`~spocu.experiments.config.resolve_config`
+    (None = not given). The rest says where and how to run it.
+    """
+
+    config: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    threads: int | None = None
+    jobs: int = 1
+    executor: str = DEFAULT_EXECUTOR
+    data_dir: str | Path | None = None
+    download: bool = True
+    progress: bool = True
+    out: str | Path | None = None
+    skip_bad_runs: bool = False
+
+
+@dataclass
+class CompareOutcome:
+    """What a finished compare produced (on rank 0; other torchrun ranks get None)."""
+
+    config: ExperimentConfig
+    out: Path
+    results: dict
+    report: Path
+    skipped: list[dict[str, str]]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a compare; ``str()`` says what was kept and how to resume."""
+
+    def __init__(self, out: Path, saved: bool) -> None:
+        kept = f"the finished runs are saved in {out}" if saved else "nothing was trained"
+        super().__init__(f"interrupted: {kept}.\nResume with the same command and --out {shlex.quote(str(out))}: finished runs are skipped.")
+        self.out, self.saved = out, saved
+
+
+def _say_nothing(text: str) -> None:
+    pass
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_options(options: CompareOptions) -> None:
+    """The checks that need neither the data nor a framework; raises OptionError."""
+    if options.jobs < 1:
+        raise OptionError(f"--jobs must be >= 1, got {options.jobs}")
+    if options.threads is not None and options.threads < 1:
+        raise OptionError(f"--threads must be >= 1, got {options.threads}")
+    if options.executor not in EXECUTORS:
+        raise OptionError(f"unknown executor {options.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if options.out is not None and not str(options.out).strip():
+        raise OptionError("--out is empty; give a directory name (a new or empty directory, or an earlier spocu compare output)")
+    if options.data_dir is not None:
+        from spocu.experiments.config import PRESETS
+        from spocu.experiments.datasets import EMBEDDED_DATASETS
+
+        dataset = options.config.get("dataset") or PRESETS.get(options.config.get("preset") or "", {}).get("dataset", "wdbc")
+        if dataset in EMBEDDED_DATASETS:
+            raise OptionError(
+                f"--data-dir applies to datasets read from files (mnist, cifar10); {dataset} is embedded in scikit-learn"
+            )
+        if not str(options.data_dir).strip():
+            raise OptionError("--data-dir is empty")
+
+
+def _resolve(options: CompareOptions) -> ExperimentConfig:
+    try:
+        return resolve_config(options.config)
+    except ValueError as error:
+        raise OptionError(str(error)) from None
+
+
+def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """Bytes one run needs at least: parameters x 4 (weights, gradients, two optimizer moments) plus
+    the activations of a batch x 3 (outputs, pre-activations, gradients), float32.
+
+    Example:
+        >>> from spocu.experiments.config import resolve_config
+        >>> memory_estimate(resolve_config({"hidden": (100_000_000,)}), (30,), 2) > 10**10
+        True
+    """
+    if config.model.name == "seed-cnn":
+        return 0  # at most a few hundred kB of parameters per image size we load; not the risk
+    widths = [math.prod(input_shape), *config.model.hidden, num_classes]
+    parameters = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    activations = config.batch_size * sum(widths[1:])
+    return 4 * (4 * parameters + 3 * activations)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def _check_size(config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, jobs: int, say: Say) -> None:
+    need = memory_estimate(config, input_shape, num_classes) * max(1, jobs)
+    have = _physical_memory()
+    if have is None or need == 0:
+        return
+    what = f"{config.model.label}, batch {config.batch_size}" + (f", {jobs} runs at a time" if jobs > 1 else "")
+    if need > have:
+        raise OptionError(
+            f"{what} needs at least {_gib(need)} of memory (parameters, gradients, optimizer state and one batch's activations), "
+            f"more than this machine's {_gib(have)}: use smaller --hidden/--width or --batch-size"
+        )
+    if need > have / 2:
+        say(f"warning: {what} needs at least {_gib(need)} of this machine's {_gib(have)} memory")
+
+
+def _check_torch_backend() -> None:
+    from spocu.torch._dispatch import ENV_VAR, requested_backend
+
+    try:
+        requested_backend()
+    except ValueError as error:
+        raise OptionError(f"{error} (unset {ENV_VAR} for the default)") from None
+
+
+def _select_keras_backend(requested: str | None) -> None:
+    """Set KERAS_BACKEND before Keras is imported; refuse if Keras already runs on another backend."""
+    import sys
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines would bury the progress bar
+    if requested is None:
+        return
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if current != requested:
+            raise OptionError(
+                f"--keras-backend {requested}: Keras is already imported in this process with the {current} backend; "
+                f"run spocu compare in a fresh process (or set KERAS_BACKEND={requested} before Python starts)"
+            )
+    os.environ["KERAS_BACKEND"] = requested
+
+
+def _engine_for(config: ExperimentConfig):
+    from spocu.experiments.engines import get_engine
+
+    try:
+        if config.framework == "keras":
+            _select_keras_backend(config.keras_backend)  # before Keras is imported
+        else:
+            _check_torch_backend()
+        engine = get_engine(config.framework)
+    except ImportError as error:
+        raise OptionError(
+            f"--framework {config.framework} cannot import {error.name or error}; "
+            'Keras 3 with TensorFlow: pip install "spocu[tensorflow]" (or "spocu[keras]" with jax or torch)'
+        ) from None
+    except ValueError as error:
+        raise OptionError(str(error)) from None
+    if config.framework == "keras":
+        config = dataclasses.replace(config, keras_backend=engine.backend())
+        os.environ["KERAS_BACKEND"] = config.keras_backend  # --jobs workers start Keras on the same backend
+    try:
+        getattr(engine, "check_config", lambda config: None)(config)
+    except ValueError as error:
+        raise OptionError(str(error)) from None
+    return engine, config
+
+
+def _device(engine, requested: str):
+    try:
+        return engine.resolve_device(requested)
+    except ValueError as error:
+        message = _one_line(error)
+        raise OptionError(message if message.startswith("--device") else f"--device {requested}: {message}") from None
+    except RuntimeError:  # torch.device("tpu"): PyTorch lists every device type it has ever heard of
+        raise OptionError(f"--device {requested}: not a device this engine can use; choose cpu, cuda, cuda:N or auto") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _load_dataset(config: ExperimentConfig, options: CompareOptions, *, progress: bool, download: bool):
+    from spocu.experiments.datasets import DatasetError, load_dataset
+
+    try:
+        return load_dataset(
+            config.dataset, data_dir=options.data_dir, download=download, progress=progress,
+            split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size,
+        )
+    except (DatasetError, ValueError) as error:
+        raise ExperimentError(_one_line(error)) from None
+
+
+def _load_dataset_distributed(config: ExperimentConfig, options: CompareOptions, dist):
+    """Every process loads the data, local rank 0 of each node first (it alone downloads).
+
+    The processes then compare data fingerprints, so nodes holding different files are caught.
+    """
+    dataset, problem = None, None
+    for turn in ("first", "others"):
+        if (dist.local_rank == 0) == (turn == "first"):
+            try:
+                dataset = _load_dataset(
+                    config, options, progress=dist.is_main and options.progress, download=turn == "first" and options.download
+                )
+            except ExperimentError as error:
+                problem = f"rank {dist.rank}: {error}"
+        if not dist.all_agree(problem is None):
+            raise ExperimentError(problem or "another process could not load the data (see its message)")
+    fingerprints = dist.all_gather_ints([int(dataset.fingerprint()[:15], 16)])
+    if len(set(fingerprints)) > 1:
+        raise ExperimentError(
+            "the processes loaded different data (data fingerprints differ between ranks): give every node the same dataset files (--data-dir)"
+        )
+    return dataset
+
+
+def _write_failure(error: OSError, out: OutputDir) -> ExperimentError:
+    """A one-line message for an OSError while writing ``out``; a full disk says how to resume."""
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno == errno.ENOSPC:
+        return ExperimentError(
+            f"the disk is full{where}: the finished runs in {out.root} are intact; free some space and run the same command "
+            f"with --out {shlex.quote(str(out.root))} to resume"
+        )
+    return ExperimentError(
+        f"cannot write the output{where}: {error.strerror or error}; the finished runs in {out.root} are intact: "
+        f"fix this and run the same command with --out {shlex.quote(str(out.root))} to resume"
+    )
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say: Say = _say_nothing) -> CompareOutcome | None:
+    """Run the comparison ``options`` describes; see the module docstring.
+
+    ``callbacks`` receive the progress (:class:`~spocu.experiments.runner.Callbacks`); ``say``
+    receives one-line notes (what is compared, where the output goes, warnings). Under
+    ``torchrun`` every process calls this; rank 0 returns the outcome, the others None.
+
+    Raises:
+        ExperimentError: anything the user can fix (one-line message).
+        Interrupted: Ctrl-C (or SIGTERM turned into KeyboardInterrupt by the caller).
+    """
+    from spocu.experiments.distributed import from_environment
+
+    check_options(options)
+    config = _resolve(options)
+    try:
+        dist = from_environment()
+    except ValueError as error:
+        raise OptionError(str(error)) from None
+    if dist is not None:
+        if config.framework != "torch":
+            raise OptionError(f"torchrun data-parallel training is for --framework torch, not {config.framework}")
+        if options.jobs != 1:
+            raise OptionError("--jobs and torchrun do not combine: under torchrun all processes train each run together")
+    main = dist is None or dist.is_main
+    say = say if main else _say_nothing
+    engine, config = _engine_for(config)
+    if dist is not None:
+        from spocu.experiments.distributed import initialize, per_process_batch
+
+        try:
+            per_process_batch(config.batch_size, dist.world_size)  # every process checks before joining the group
+            dist = initialize(dist, options.device)
+        except (ValueError, RuntimeError) as error:
+            raise OptionError(str(error)) from None
+        device = _device(engine, dist.device)
+    else:
+        device = _device(engine, options.device)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = OutputDir(Path(options.out) if options.out is not None else Path("spocu-runs") / f"{config.dataset}-{stamp}")
+    success = False
+    try:
+        if main:
+            out.inspect()  # refuse a directory that is not ours before loading (or downloading) anything
+        if dist is None:
+            dataset = _load_dataset(config, options, progress=options.progress, download=options.download)
+        else:
+            dataset = _load_dataset_distributed(config, options, dist)
+        try:
+            config.model.check_input(dataset.input_shape, dataset.name)
+        except ValueError as error:
+            raise OptionError(str(error)) from None
+        _check_size(config, dataset.input_shape, dataset.num_classes, options.jobs, say)
+        threads = options.threads or engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
+        jobs = options.jobs
+        if jobs > 1 and not options.threads and str(device) == "cpu":
+            from spocu.experiments.parallel import threads_per_worker, usable_cpus
+
+            threads = threads_per_worker(jobs, usable_cpus(), threads)
+        size = dataset.describe()
+        scale = ""
+        if jobs > 1:
+            scale = f" | {jobs} runs at a time" + (f", {threads} thread(s) each" if threads else "")
+        elif dist is not None:
+            scale = f" | torchrun: {dist.world_size} processes ({dist.backend}), batch {config.batch_size // dist.world_size} per process"
+        elif threads:
+            scale = f", {threads} thread(s)"
+        say(
+            f"{config.dataset}: train {size['train']:,}, val {size['val']:,}, test {size['test']:,} | {config.model.label} | "
+            f"{', '.join(config.activations)} x {len(config.seeds)} seeds | {config.epochs} epochs, batch {config.batch_size}, "
+            f"{config.optimizer} lr {config.lr:g} | {device}{scale}"
+        )
+        say(f"output: {out.root}")
+        try:
+            outcome = _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks)
+        except KeyboardInterrupt:
+            raise Interrupted(out.root, out.runs.is_dir() and any(out.runs.glob("*.json"))) from None
+        except OSError as error:
+            raise _write_failure(error, out) from None
+        success = True
+        return outcome
+    finally:
+        if dist is not None:
+            dist.finish(success)
+
+
+def _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks) -> CompareOutcome | None:
+    from spocu.experiments.environment import environment
+    from spocu.experiments.report import write_report
+    from spocu.experiments.results import assemble_results, write_results
+
+    main = dist is None or dist.is_main
+    problem = None
+    if main:
+        try:
+            out.claim()
+        except ExperimentError as error:
+            problem = error
+    if dist is not None:  # rank 0 alone writes: the others learn whether it could
+        message = dist.broadcast(None if problem is None else str(problem))
+        if message is not None:
+            raise ExperimentError(message)
+    elif problem is not None:
+        raise problem
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        busy = None
+        if main:
+            try:
+                stack.enter_context(out.lock())
+            except ExperimentError as error:
+                busy = str(error)
+        if dist is not None:
+            busy = dist.broadcast(busy)
+        if busy is not None:
+            raise OutputBusy(busy)
+        experiment = run_experiment(
+            config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks, jobs=options.jobs,
+            executor=options.executor, dist=dist, skip_bad_runs=options.skip_bad_runs,
+        )
+    if not main:
+        return None
+    runs = experiment.runs
+    info = environment(runs[0].device if runs else str(device), extra_packages=("keras",) if config.framework == "keras" else ())
+    if config.framework == "keras":  # the backend's import version (its distribution may be tensorflow-cpu, jax[cuda], ...)
+        info["versions"][engine.backend()] = engine.backend_version()
+    if dist is not None:
+        info["distributed"] = {**dist.describe(), "per_process_batch": config.batch_size // dist.world_size}
+    if options.jobs > 1:
+        info["parallel"] = {"jobs": options.jobs, "threads_per_job": threads}
+    results = assemble_results(config, dataset, runs, info, experiment.skipped)
+    write_results(out.root, results, runs)
+    report = write_report(out.root, results)
+    return CompareOutcome(config, out.root, results, report, experiment.skipped)
+
+
+# ----------------------------------------------------------------------------- --estimate
+
+
+#: (input shape, classes, official training samples, official test samples or None) per dataset
+_SHAPES = {"wdbc": ((30,), 2, 569, None), "digits": ((1, 8, 8), 10, 1797, None), "mnist": ((1, 28, 28), 10, 60000, 10000), "cifar10": ((3, 32, 32), 10, 50000, 10000)}
+
+
+def estimate(options: CompareOptions) -> dict:
+    """Time a few training steps per activation on synthetic data and extrapolate; train nothing.
+
+    Returns ``{"title", "rows": [(activation, s/step, s/epoch, min/run, runs, min total)], "where", "steps", "total_hours"}``.
+    """
+    check_options(options)
+    config = _resolve(options)
+    if _under_torchrun():
+        raise OptionError("run --estimate without torchrun")
+    if config.framework != "torch":
+        raise OptionError("--estimate times the PyTorch engine; run it without --framework keras")
+    from spocu.experiments import engine_torch
+    from spocu.experiments.datasets import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE
+
+    _check_torch_backend()
+    input_shape, classes, n_train_full, n_test = _SHAPES[config.dataset]
+    try:
+        config.model.check_input(input_shape, config.dataset)
+    except ValueError as error:
+        raise OptionError(str(error)) from None
+    _check_size(config, input_shape, classes, options.jobs, _say_nothing)
+    if n_test is None:
+        test = config.test_size or DEFAULT_TEST_SIZE
+        n_test = int(test if test >= 1 else round(n_train_full * test))
+        n_train_full -= n_test
+    val = config.val_size or DEFAULT_VAL_SIZE[config.dataset]
+    n_val = int(val if val >= 1 else round(n_train_full * val))
+    n_train = n_train_full - n_val
+    device = _device(engine_torch, options.device)
+    steps = -(-n_train // config.batch_size)
+    threads = options.threads or engine_torch.choose_threads(config, input_shape, classes, device)
+    rows, total = [], 0.0
+    for spec in config.activation_specs():
+        timing = engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
+        epoch = steps * timing["step_seconds"] + n_val * timing["eval_seconds_per_sample"]
+        run = config.epochs * epoch + n_test * timing["eval_seconds_per_sample"]
+        total += run * len(config.seeds)
+        rows.append((spec.canonical, f"{timing['step_seconds']:.4f}", f"{epoch:.1f}", f"{run / 60:.1f}", str(len(config.seeds)), f"{run * len(config.seeds) / 60:.1f}"))
+    return {
+        "title": f"estimated cost: {config.dataset}, {config.model.label}, {config.epochs} epochs, batch {config.batch_size} (synthetic data)",
+        "columns": ("activation", "s/step", "s/epoch", "min/run", "runs", "min total"),
+        "rows": rows,
+        "where": f"{device}" + (f", {threads} thread(s)" if threads else ""),
+        "steps": steps,
+        "total_hours": total / 3600,
+    }
+
+
+def _under_torchrun() -> bool:
+    from spocu.experiments.distributed import from_environment
+
+    try:
+        return from_environment() is not None
+    except ValueError as error:
+        raise OptionError(str(error)) from None
