@@ -214,3 +214,114 @@ def test_a_retried_run_is_shown_once_and_its_epochs_never_twice():
     dispatch([("started", ("relu", 0), None), ("epoch", ("relu", 0), record)])
     dispatch([("started", ("relu", 0), None), ("epoch", ("relu", 0), record), ("epoch", ("relu", 0), {**record, "epoch": 2})])
     assert callbacks.events == [("started", "relu", 0), ("epoch", "relu", 0, 1), ("epoch", "relu", 0, 2)]
+
+
+# ----------------------------------------------------------------------------- spocu compare --executor ray
+
+
+def _compare(*args: str) -> int:
+    from spocu import cli
+
+    return cli.main(["compare", "--no-progress", *args])
+
+
+def _run_files(out: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))}
+
+
+def test_compare_with_executor_ray_gives_the_local_numbers_report_and_table(tmp_path, monkeypatch, capsys):
+    grid = ("--activations", "relu", "spocu(c=1)", "--seeds", "2", "--epochs", "2", "--hidden", "16")
+    assert _compare(*grid, "--out", str(tmp_path / "local")) == 0
+
+    def driver_must_not_train(*args, **kwargs):
+        raise AssertionError("--executor ray trained in the driver")
+
+    monkeypatch.setattr(engine_torch, "train_run", driver_must_not_train)  # the Ray workers import their own
+    capsys.readouterr()
+    assert _compare(*grid, "--executor", "ray", "--out", str(tmp_path / "ray")) == 0
+    printed = capsys.readouterr().out
+    assert "Ray (1 node, 2 CPUs): one task per run, 1 CPU(s) each, as many at a time as fit" in printed
+    assert "test accuracy" in printed and "p Holm" in printed  # the per-run lines and the results table
+    local, on_ray = _run_files(tmp_path / "local"), _run_files(tmp_path / "ray")
+    assert sorted(local) == sorted(on_ray) == ["relu-seed0.json", "relu-seed1.json", "spocu_c-1-seed0.json", "spocu_c-1-seed1.json"]
+    for name in local:
+        a, b = local[name], on_ray[name]
+        assert [[e[k] for k in METRICS] for e in a["epochs"]] == [[e[k] for k in METRICS] for e in b["epochs"]]
+        assert (a["test_loss"], a["test_accuracy"], a["test_predictions"]) == (b["test_loss"], b["test_accuracy"], b["test_predictions"])
+    results = json.loads((tmp_path / "ray" / "results.json").read_text())
+    assert results["environment"]["parallel"] == {"executor": "ray", "jobs": None, "threads_per_job": 1, "cluster": "1 node, 2 CPUs"}
+    assert "Runs trained as Ray tasks, one per run, on a Ray cluster of 1 node, 2 CPUs" in (tmp_path / "ray" / "report.md").read_text()
+    assert not list((tmp_path / "ray").rglob(".*.tmp"))
+
+
+def test_compare_refuses_a_cluster_without_a_gpu_before_touching_the_output(tmp_path, capsys):
+    assert _compare("--executor", "ray", "--device", "cuda", "--epochs", "1", "--out", str(tmp_path / "x")) == 2
+    error = capsys.readouterr().err
+    assert "spocu compare: error: no node of the Ray cluster can run a task that needs 1 CPU and 1 GPU (nodes: 2 CPUs)" in error
+    assert "use --device cpu" in error and "Traceback" not in error
+    assert not (tmp_path / "x").exists()
+    assert _compare("--executor", "ray", "--device", "cuda:1", "--out", str(tmp_path / "x")) == 2
+    assert "use --device cuda, not cuda:1" in capsys.readouterr().err
+
+
+def test_ray_options_that_make_no_sense_are_refused(tmp_path, monkeypatch, capsys):
+    assert _compare("--ray-address", "head:6379", "--out", str(tmp_path / "x")) == 2
+    assert "--ray-address applies to --executor ray, not --executor local" in capsys.readouterr().err
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert _compare("--executor", "ray", "--out", str(tmp_path / "x")) == 2
+    assert "--executor ray and torchrun do not combine" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def _ray_workers(session: int) -> list[int]:
+    """Process ids of the Ray task workers (``ray::spocu ...``) in ``session`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            sid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if sid == session and command.startswith("ray::spocu"):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+def test_a_killed_driver_loses_only_the_runs_in_flight_and_a_rerun_resumes(tmp_path, capsys):
+    import signal
+    import subprocess
+
+    out = tmp_path / "killed"
+    grid = ("--activations", "relu", "--seeds", "4", "--epochs", "150", "--hidden", "16")
+    # a fresh driver with its own local Ray, as from a shell; kill -9 gives it no chance to clean up
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "spocu", "compare", "--no-progress", *grid, "--executor", "ray", "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not list((out / "runs").glob("*.json")) and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        finished_before = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:  # pragma: no cover - only if the wait above failed
+            driver.kill()
+    assert 1 <= len(finished_before) < 4, "the sweep should be cut mid-way"
+    deadline = time.monotonic() + 60  # Ray's own processes see their driver gone and end its tasks
+    while _ray_workers(driver.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _ray_workers(driver.pid) == []
+    capsys.readouterr()
+    assert _compare(*grid, "--executor", "ray", "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(finished_before)} of 4 runs already finished in this directory: skipping them" in printed
+    after = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
+    assert sorted(after) == ["relu-seed0.json", "relu-seed1.json", "relu-seed2.json", "relu-seed3.json"]
+    assert all(after[name] == data for name, data in finished_before.items())  # kept, not retrained
+    assert (out / "results.json").exists() and not list(out.rglob(".*.tmp"))

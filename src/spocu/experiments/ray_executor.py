@@ -56,14 +56,18 @@ from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
 from spocu.experiments.datasets import Dataset
 from spocu.experiments.engines import EpochRecord, RunResult, get_engine
+from spocu.experiments.errors import ExperimentError
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "RunFailure",
     "RunsFailed",
     "ResourcesUnavailable",
+    "RayUnavailable",
     "ray_session",
     "live_node_resources",
+    "check_cluster_fits",
+    "describe_cluster",
     "cluster_device",
     "largest_node_cpus",
     "task_resources",
@@ -93,21 +97,29 @@ class RunFailure:
         return f"{self.activation} seed {self.seed}: {self.reason}"
 
 
-class RunsFailed(RuntimeError):
+class RunsFailed(ExperimentError, RuntimeError):
     """Some runs failed (listed in ``failures``); every other run finished and was saved."""
 
-    def __init__(self, failures: list[RunFailure], finished: int) -> None:
+    def __init__(self, failures: list[RunFailure], finished: int, out_root: Path | None = None) -> None:
+        import shlex
+
         self.failures = list(failures)
         self.finished = finished
         names = "; ".join(str(f) for f in self.failures)
+        where = f" in {out_root}" if out_root is not None else ""
+        again = f"with --out {shlex.quote(str(out_root))} " if out_root is not None else ""
         super().__init__(
-            f"{len(self.failures)} run(s) failed: {names}. The {finished} other run(s) finished and are saved; "
-            "run the same command again to retry the failed ones."
+            f"{len(self.failures)} run(s) failed: {names}. The {finished} other run(s) of this command finished and are saved{where}; "
+            f"run the same command {again}again to retry the failed ones."
         )
 
 
-class ResourcesUnavailable(ValueError):
+class ResourcesUnavailable(ExperimentError, ValueError):
     """No node of the Ray cluster can run one training task."""
+
+
+class RayUnavailable(ExperimentError, ConnectionError):
+    """The Ray cluster at the given address cannot be joined."""
 
 
 def task_resources(device: str, threads: int | None) -> dict[str, int]:
@@ -130,6 +142,28 @@ def find_unfit_resources(needed: dict[str, int], nodes: list[dict[str, float]]) 
         wants += f" and {needed['num_gpus']} GPU"
     have = "; ".join(_describe_node(n) for n in nodes) or "none alive"
     return f"no node of the Ray cluster can run a task that needs {wants} (nodes: {have})"
+
+
+def check_cluster_fits(device: str, threads: int | None, nodes: list[dict[str, float]]) -> None:
+    """Raise :class:`ResourcesUnavailable` if no node in ``nodes`` can run one task on ``device`` with ``threads``."""
+    resources = task_resources(device, threads)
+    problem = find_unfit_resources(resources, nodes)
+    if problem is not None:
+        hint = "use --device cpu" if resources["num_gpus"] else "use fewer --threads"
+        raise ResourcesUnavailable(f"{problem}: {hint}, or add such a node to the cluster")
+
+
+def describe_cluster(nodes: list[dict[str, float]]) -> str:
+    """``2 nodes, 24 CPUs, 1 GPU`` (totals over the live nodes).
+
+    Example:
+        >>> describe_cluster([{"CPU": 8.0}, {"CPU": 16.0, "GPU": 1.0}])
+        '2 nodes, 24 CPUs, 1 GPU'
+    """
+    cpus = sum(node.get("CPU", 0) for node in nodes)
+    gpus = sum(node.get("GPU", 0) for node in nodes)
+    text = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus:g} CPU{'s' if cpus != 1 else ''}"
+    return text + (f", {gpus:g} GPU{'s' if gpus != 1 else ''}" if gpus else "")
 
 
 def live_node_resources() -> list[dict[str, float]]:
@@ -183,7 +217,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, ValueError, RuntimeError) as error:
-            raise ConnectionError(f"cannot join the Ray cluster at {address!r}: {error}") from None
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise RayUnavailable(f"cannot join the Ray cluster at {address!r} (--ray-address or RAY_ADDRESS): {first}") from None
     else:
         from spocu.experiments.parallel import usable_cpus
 
@@ -327,7 +362,7 @@ def train_with_ray(
     """
     import ray
 
-    from spocu.experiments.runner import OutputDir
+    from spocu.experiments.store import OutputDir
 
     device = cluster_device(device, []) if device != "auto" else device  # refuses cuda:N before connecting
     if jobs is not None and jobs < 1:
@@ -338,11 +373,8 @@ def train_with_ray(
     with ray_session(address):
         nodes = live_node_resources()
         device = cluster_device(device, nodes)
+        check_cluster_fits(device, threads, nodes)
         resources = task_resources(device, threads)
-        problem = find_unfit_resources(resources, nodes)
-        if problem is not None:
-            hint = " Use --device cpu." if resources["num_gpus"] else " Use fewer --threads."
-            raise ResourcesUnavailable(problem + "." + hint)
         task = ray.remote(_run_task)
         task_options = {**resources, "max_retries": max_retries, "retry_exceptions": False}
         progress = ray.remote(_ProgressBox).options(num_cpus=0).remote()
@@ -385,7 +417,7 @@ def train_with_ray(
             with contextlib.suppress(Exception):
                 ray.kill(progress)
         if failures:
-            raise RunsFailed(failures, finished)
+            raise RunsFailed(failures, finished, out.root)
 
 
 def _cancel(running: dict) -> None:
