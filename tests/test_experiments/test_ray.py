@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from spocu.experiments.ray_executor import (  # noqa: E402
     ResourcesUnavailable,
     RunsFailed,
     _Dispatch,
+    ray_session,
     train_with_ray,
 )
 from spocu.experiments.runner import plan  # noqa: E402
@@ -27,19 +29,33 @@ from spocu.experiments.runner import plan  # noqa: E402
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
+def _sigterm_to_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """One local Ray with 2 CPUs for the whole module (starting Ray costs seconds on a small machine)."""
+    """One local Ray with 2 CPUs for the whole module (starting Ray costs seconds on a small machine).
+
+    Started as ``spocu compare`` starts it (ray.init(num_cpus=2, include_dashboard=False), quiet), with a
+    SIGTERM handler installed first, as the command does, to check that Ray leaves it in place.
+    """
     from ray import cloudpickle
 
     if ray.is_initialized():  # pragma: no cover - another module left one running
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    # the test hooks below run inside Ray workers, which cannot import this test module by name
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield
-    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    ray.shutdown()
+    previous = signal.signal(signal.SIGTERM, _sigterm_to_keyboard_interrupt)
+    saved_address = os.environ.pop("RAY_ADDRESS", None)
+    try:
+        with ray_session(num_cpus=2):
+            # the test hooks below run inside Ray workers, which cannot import this test module by name
+            cloudpickle.register_pickle_by_value(sys.modules[__name__])
+            yield
+            cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if saved_address is not None:
+            os.environ["RAY_ADDRESS"] = saved_address
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +133,14 @@ def _never(*args, **kwargs):  # pragma: no cover - must not be submitted
 # ----------------------------------------------------------------------------- tests
 
 
+def test_starting_ray_keeps_the_callers_sigterm_handler():
+    # ray.init installs its own (sys.exit, then a C++ handler that aborts): kill would skip the cancel and the resume hint
+    assert signal.getsignal(signal.SIGTERM) is _sigterm_to_keyboard_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs in the main thread at the next bytecode
+
+
 def test_runs_under_ray_equal_local_runs_and_the_driver_saves_them(tmp_path, wdbc):
     config = _config()
     callbacks = Recorder()
@@ -142,7 +166,7 @@ def test_a_failing_run_is_reported_by_name_while_the_others_finish(tmp_path, wdb
     callbacks = Recorder()
     finished = []
     with pytest.raises(RunsFailed) as caught:
-        for result in _train(config, wdbc, tmp_path, callbacks, train_function=_raise_for_seed_1):
+        for result in _train(config, wdbc, tmp_path, callbacks, train_function=_raise_for_seed_1, jobs=1):
             finished.append((result.activation, result.seed))
     failures = caught.value.failures
     assert sorted((f.activation, f.seed) for f in failures) == [("relu", 1), ("selu", 1)]
@@ -151,6 +175,9 @@ def test_a_failing_run_is_reported_by_name_while_the_others_finish(tmp_path, wdb
     assert sorted(finished) == [("relu", 0), ("selu", 0)] and caught.value.finished == 2
     assert sorted(p.name for p in (tmp_path / "runs").glob("*.json")) == ["relu-seed0.json", "selu-seed0.json"]
     assert sorted(e[1:] for e in callbacks.events if e[0] == "failed") == [("relu", 1), ("selu", 1)]
+    # jobs=1: one task at a time, so each run ends before the next starts
+    ends = [e[0] for e in callbacks.events if e[0] in ("started", "finished", "failed")]
+    assert len(ends) == 8 and ends[0::2] == ["started"] * 4 and all(end in ("finished", "failed") for end in ends[1::2])
 
 
 def test_a_run_whose_worker_dies_is_retried_then_reported_failed(tmp_path, wdbc):
@@ -292,7 +319,6 @@ def _ray_workers(session: int) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
 def test_a_killed_driver_loses_only_the_runs_in_flight_and_a_rerun_resumes(tmp_path, capsys):
-    import signal
     import subprocess
 
     out = tmp_path / "killed"

@@ -213,6 +213,34 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
+    with _keep_sigterm_handler():
+        _init(address, num_cpus, quiet)
+    try:
+        yield
+    finally:
+        with _keep_sigterm_handler():
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """Keep the caller's SIGTERM handler: ``ray.init`` replaces it with ``sys.exit`` and a C++ handler that aborts,
+    so ``kill`` would end the driver without cancelling its tasks or saying how to resume."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _init(address: str | None, num_cpus: int | None, quiet: dict) -> None:
+    import ray
+
     if address:
         try:
             ray.init(address=address, **quiet)
@@ -224,10 +252,6 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
 
         # "local": a fresh Ray on this machine, never a cluster that happens to run here (use --ray-address auto for that)
         ray.init(address="local", num_cpus=num_cpus or usable_cpus(), include_dashboard=False, **quiet)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 # ----------------------------------------------------------------------------- task side
