@@ -293,7 +293,9 @@ def _run_task(
     import ray
 
     key = (activation.canonical, seed)
-    ray.get(progress.put.remote(("started", key, None)))
+    # events are sent without waiting (a round trip per epoch would slow small runs); the actor runs
+    # one caller's calls in order, so waiting for the last one below means all have arrived
+    last = [progress.put.remote(("started", key, None))]
     # before the framework loads in this worker (a worker serves one driver, so one sweep's settings);
     # set here rather than as a runtime_env, which would start each worker through Ray's slower env agent
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -306,13 +308,14 @@ def _run_task(
     device = str(engine.resolve_device(device))  # in the worker: "cuda" is the GPU Ray gave this task
 
     def on_epoch(record: EpochRecord) -> None:
-        ray.get(progress.put.remote(("epoch", key, asdict(record))))  # delivered before the task returns
+        last[0] = progress.put.remote(("epoch", key, asdict(record)))
 
     train = train_function or engine.train_run
     result = train(
         config, _writable(dataset), activation, seed, device=device, threads=threads,
         on_epoch=on_epoch, protocol_hash=protocol_hash,
     )
+    ray.get(last[0])  # every event of this run is in the box before the driver sees the run finished
     return result.to_json()
 
 
