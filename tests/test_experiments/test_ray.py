@@ -351,3 +351,34 @@ def test_a_killed_driver_loses_only_the_runs_in_flight_and_a_rerun_resumes(tmp_p
     assert sorted(after) == ["relu-seed0.json", "relu-seed1.json", "relu-seed2.json", "relu-seed3.json"]
     assert all(after[name] == data for name, data in finished_before.items())  # kept, not retrained
     assert (out / "results.json").exists() and not list(out.rglob(".*.tmp"))
+
+
+def test_an_unreachable_cluster_is_a_one_line_error_within_seconds(tmp_path):
+    from cli_harness import assert_clean_failure, run_cli, snapshot
+
+    # a fresh process (this module's Ray would be reused); Ray alone would retry for minutes
+    result = run_cli(["compare", "--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", "x"], cwd=tmp_path, timeout=120)
+    assert_clean_failure(result, r"spocu compare: error: cannot join the Ray cluster at '127\.0\.0\.1:1' .*Connection refused")
+    assert snapshot(tmp_path) == set()
+
+
+def test_the_progress_display_names_a_failed_run_and_keeps_its_epoch_count_honest():
+    import io
+
+    from rich.console import Console
+
+    from spocu.commands.compare import _RichCallbacks
+    from spocu.experiments.engines import EpochRecord
+    from spocu.experiments.ray_executor import RunFailure
+
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    with _RichCallbacks(console, enabled=True) as callbacks:
+        callbacks.plan(total=2, finished=0, epochs=5)
+        callbacks.run_started("relu", 1)
+        for epoch in (1, 2):
+            callbacks.epoch_done("relu", 1, EpochRecord(epoch, 0.5, 0.8, 0.4, 0.9, 0.1, 0.0))
+        callbacks.run_failed(RunFailure("relu", 1, "its worker died and every retry failed too (WorkerCrashedError: ...)"))
+        task = callbacks.progress.tasks[0]
+        assert (task.completed, task.total) == (5, 10)  # the failed run's 5 epochs are accounted for, not 2 or 7
+        assert callbacks.running == {}
+    assert "relu           seed 1: failed: its worker died and every retry failed too" in console.file.getvalue()

@@ -238,10 +238,31 @@ def _keep_sigterm_handler() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast if a ``host:port`` address does not answer: Ray itself retries an unreachable cluster for minutes.
+
+    Other forms (``auto``, ``ray://...``, ``local``) are left to Ray.
+    """
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise RayUnavailable(
+            f"cannot join the Ray cluster at {address!r} (--ray-address or RAY_ADDRESS): {reason}; "
+            "is `ray start --head` running there, and is the port open?"
+        ) from None
+
+
 def _init(address: str | None, num_cpus: int | None, quiet: dict) -> None:
     import ray
 
     if address:
+        _probe(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, ValueError, RuntimeError) as error:
