@@ -277,3 +277,19 @@ def test_torchrun_two_cpu_processes_train_each_run_together(tmp_path):
         labels = np.array(ddp_results["test_labels"])
         assert b["test_accuracy"] == pytest.approx(np.mean(np.array(b["test_predictions"]) == labels))
     assert "Data-parallel: 2 of 2 runs trained by 2 processes" in (out / "report.md").read_text()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+def test_torchrun_refuses_a_directory_that_is_not_ours_in_every_process(tmp_path):
+    user = tmp_path / "notes"
+    user.mkdir()
+    (user / "report.md").write_text("mine\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+               "-m", "spocu", "compare", "--no-progress", "--device", "cpu", "--seeds", "1", "--epochs", "1", "--out", str(user)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)  # no rank waits for another
+    assert result.returncode != 0
+    assert result.stderr.count("spocu compare: error: --out") == 2 and "not a spocu compare output" in result.stderr
+    # torchrun prints its own traceback (ChildFailedError) when a process fails; none comes from spocu
+    assert "spocu/experiments/" not in result.stderr and "spocu/commands/" not in result.stderr
+    assert sorted(p.name for p in user.iterdir()) == ["report.md"]

@@ -127,9 +127,10 @@ def _resolve(options: CompareOptions) -> ExperimentConfig:
         raise OptionError(str(error)) from None
 
 
-def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int) -> int:
+def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, n_train: int | None = None) -> int:
     """Bytes one run needs at least: parameters x 4 (weights, gradients, two optimizer moments) plus
-    the activations of a batch x 3 (outputs, pre-activations, gradients), float32.
+    the activations of a batch x 3 (outputs, pre-activations, gradients), float32. A batch holds
+    at most the ``n_train`` training samples.
 
     Example:
         >>> from spocu.experiments.config import resolve_config
@@ -140,7 +141,8 @@ def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_
         return 0  # at most a few hundred kB of parameters per image size we load; not the risk
     widths = [math.prod(input_shape), *config.model.hidden, num_classes]
     parameters = sum(a * b + b for a, b in zip(widths, widths[1:]))
-    activations = config.batch_size * sum(widths[1:])
+    batch = config.batch_size if n_train is None else min(config.batch_size, n_train)
+    activations = batch * sum(widths[1:])
     return 4 * (4 * parameters + 3 * activations)
 
 
@@ -155,8 +157,11 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB"
 
 
-def _check_size(config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, jobs: int, say: Say) -> None:
-    need = memory_estimate(config, input_shape, num_classes) * max(1, jobs)
+def _check_size(
+    config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, jobs: int, say: Say, n_train: int | None = None
+) -> None:
+    jobs = max(1, min(jobs, len(config.activations) * len(config.seeds)))  # never more workers than runs
+    need = memory_estimate(config, input_shape, num_classes, n_train) * jobs
     have = _physical_memory()
     if have is None or need == 0:
         return
@@ -342,8 +347,18 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
     success = False
     stack = contextlib.ExitStack()
     try:
-        if main:
-            out.inspect()  # refuse a directory that is not ours before loading (or downloading) anything
+        problem = None
+        if main:  # refuse a directory that is not ours before loading (or downloading) anything
+            try:
+                out.inspect()
+            except ExperimentError as error:
+                if dist is None:
+                    raise
+                problem = str(error)
+        if dist is not None:  # rank 0 alone looks at the output directory: the others learn its verdict
+            problem = dist.broadcast(problem)
+            if problem is not None:
+                raise ExperimentError(problem)
         nodes: list[dict[str, float]] = []
         if on_ray:  # connect first: a cluster that cannot run the tasks is refused before the data loads
             from spocu.experiments.ray_executor import cluster_device, live_node_resources, ray_session
@@ -367,7 +382,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         except ValueError as error:
             raise OptionError(str(error)) from None
         jobs = options.jobs if on_ray else options.jobs or 1
-        _check_size(config, dataset.input_shape, dataset.num_classes, 1 if on_ray else jobs, say)
+        _check_size(config, dataset.input_shape, dataset.num_classes, 1 if on_ray else jobs, say, len(dataset.y_train))
         if on_ray:
             from spocu.experiments.ray_executor import check_cluster_fits, describe_cluster, largest_node_cpus
 

@@ -34,6 +34,7 @@ __all__ = [
     "FRAMEWORKS",
     "OPTIMIZERS",
     "MOMENTUM_OPTIMIZERS",
+    "MAX_SEEDS",
     "KERAS_BACKENDS",
     "check_split_size",
     "PRESETS",
@@ -46,6 +47,8 @@ __all__ = [
 MODELS = ("mlp", "deep-mlp", "seed-cnn")
 FRAMEWORKS = ("torch", "keras")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+#: the most seeds one experiment may have
+MAX_SEEDS = 10_000
 #: the optimizers that take --momentum
 MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
 #: the Keras backends --keras-backend accepts
@@ -314,6 +317,8 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     count = int(merged["seeds"])
     if count < 1:
         raise ValueError(f"--seeds must be >= 1, got {count}")
+    if count > MAX_SEEDS:  # each seed is a training run per activation: more is a typo, not an experiment
+        raise ValueError(f"--seeds {count} is more than {MAX_SEEDS:,} seeds; each seed trains every activation once")
     first = int(merged["first_seed"])
     if first < 0:
         raise ValueError(f"--first-seed must be >= 0, got {first}")
@@ -323,7 +328,9 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     val_size, test_size = merged["val_size"], merged["test_size"]
     if val_size is not None and val_size == DEFAULT_VAL_SIZE.get(dataset):
         val_size = None
-    if test_size is not None and test_size == DEFAULT_TEST_SIZE and dataset in EMBEDDED_DATASETS:
+    if test_size is not None and dataset not in EMBEDDED_DATASETS:
+        raise ValueError(f"--test-size applies to {' and '.join(EMBEDDED_DATASETS)}; {dataset} has an official test set")
+    if test_size is not None and test_size == DEFAULT_TEST_SIZE:
         test_size = None
     return ExperimentConfig(
         dataset=dataset,

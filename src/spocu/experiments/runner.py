@@ -117,10 +117,10 @@ def run_experiment(
                         raise
                     skipped.append({"path": error.path, "reason": error.reason.split("; ")[0]})
                     bad.add((spec.canonical, seed))
-        except ExperimentError as error:
+        except (ExperimentError, OSError) as error:
             if dist is None:
                 raise
-            problem = error
+            problem = error  # raised below in every process, so that none waits for the others
     if dist is not None:  # rank 0 alone sees the output directory: it tells the others what to train
         decision = dist.broadcast(
             {"problem": None if problem is None else str(problem), "done": sorted([*(k for k, v in done.items() if v is not None), *bad])}

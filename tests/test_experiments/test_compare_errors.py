@@ -1,0 +1,199 @@
+"""Bad ``spocu compare`` invocations: each a one-line error naming the problem, a non-zero exit,
+no traceback, and no file written -- table-driven, in-process for the bulk, a few real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from cli_harness import assert_clean_failure, run_cli, snapshot
+from tiny_data import tiny_mnist, write_mnist_idx
+
+from spocu import cli
+from spocu.experiments.config import resolve_config
+
+FAST = ("--epochs", "1", "--seeds", "1", "--no-progress")
+
+#: (id, arguments, environment, regex the message must match)
+CASES = [
+    ("first-seed negative", ["--first-seed", "-5"], {}, r"--first-seed: must be >= 0, got -5"),
+    ("val-size inf", ["--val-size", "inf"], {}, r"--val-size: expected a fraction in \(0, 1\) or a whole number"),
+    ("val-size nan", ["--val-size", "nan"], {}, r"--val-size: expected a fraction .* got nan"),
+    ("val-size 1.5", ["--val-size", "1.5"], {}, r"--val-size: expected a fraction .* got 1.5"),
+    ("val-size too many", ["--val-size", "100000"], {}, r"val_size=100000 must be .* below 455"),
+    ("test-size inf", ["--test-size", "inf"], {}, r"--test-size: expected a fraction"),
+    ("test-size for mnist", ["--dataset", "mnist", "--test-size", "0.1"], {}, r"--test-size applies to wdbc and digits; mnist has an official test set"),
+    ("lr inf", ["--lr", "inf"], {}, r"--lr: must be a finite number in \(0, ∞\), got inf"),
+    ("lr zero", ["--lr", "0"], {}, r"--lr: must be a finite number in \(0, ∞\)"),
+    ("lr nan", ["--lr", "nan"], {}, r"--lr: must be a finite number"),
+    ("lr text", ["--lr", "fast"], {}, r"--lr: expected a number, got 'fast'"),
+    ("weight decay negative", ["--weight-decay", "-1"], {}, r"--weight-decay: must be a finite number in \[0, ∞\)"),
+    ("momentum negative", ["--optimizer", "sgd", "--momentum", "-1"], {}, r"--momentum: must be a finite number in \[0, 1\)"),
+    ("momentum one", ["--optimizer", "sgd", "--momentum", "1"], {}, r"--momentum: must be a finite number in \[0, 1\)"),
+    ("momentum with adam", ["--momentum", "0.9"], {}, r"--momentum applies to sgd and rmsprop; adam has none"),
+    ("momentum with adamw", ["--optimizer", "adamw", "--momentum", "0.5"], {}, r"adamw has none"),
+    ("seed-cnn on wdbc", ["--model", "seed-cnn"], {}, r"--model seed-cnn needs images .* wdbc has 30 features"),
+    ("spocu tiny gamma", ["--activations", "spocu(gamma=1e-300)"], {}, r"gamma=1e-300 is too small to compute SPOCU in float32"),
+    ("elu nan", ["--activations", "elu(alpha=nan)"], {}, r"activation 'elu': alpha=nan is not a finite number"),
+    ("unknown activation", ["--activations", "swish"], {}, r"unknown activation 'swish'"),
+    ("spocu beta out of domain", ["--activations", "spocu(beta=2)"], {}, r"beta=2.0 is out of range"),
+    ("activation twice", ["--activations", "relu, relu"], {}, r"activation listed twice: relu"),
+    ("torch backend bogus", [], {"SPOCU_TORCH_BACKEND": "bogus"}, r"unknown SPOCU torch backend \$SPOCU_TORCH_BACKEND='bogus'"),
+    ("depth zero", ["--model", "deep-mlp", "--depth", "0"], {}, r"--depth: must be >= 1, got 0"),
+    ("width zero", ["--model", "deep-mlp", "--width", "0"], {}, r"--width: must be >= 1, got 0"),
+    ("hidden zero", ["--hidden", "64,0"], {}, r"--hidden: widths must be >= 1"),
+    ("hidden with deep-mlp", ["--model", "deep-mlp", "--hidden", "8"], {}, r"hidden sizes apply to mlp, not deep-mlp"),
+    ("depth with mlp", ["--depth", "4"], {}, r"depth and width apply to deep-mlp, not mlp"),
+    ("hidden too big", ["--hidden", "100000000000"], {}, r"mlp 100000000000, batch 32 needs at least [\d,.]+ GiB of memory"),
+    ("data-dir for wdbc", ["--data-dir", "."], {}, r"--data-dir applies to datasets read from files .* wdbc is embedded"),
+    ("seeds zero", ["--seeds", "0"], {}, r"--seeds: must be >= 1, got 0"),
+    ("seeds huge", ["--seeds", "100000000"], {}, r"--seeds 100000000 is more than 10,000 seeds"),
+    ("epochs zero", ["--epochs", "0"], {}, r"--epochs: must be >= 1, got 0"),
+    ("batch zero", ["--batch-size", "0"], {}, r"--batch-size: must be >= 1, got 0"),
+    ("jobs zero", ["--jobs", "0"], {}, r"--jobs: must be >= 1, got 0"),
+    ("threads zero", ["--threads", "0"], {}, r"--threads: must be >= 1, got 0"),
+    ("split seed negative", ["--split-seed", "-1"], {}, r"--split-seed: must be in \[0, 4294967296\)"),
+    ("unknown preset", ["--preset", "nope"], {}, r"--preset: invalid choice: 'nope'"),
+    ("unknown optimizer", ["--optimizer", "lion"], {}, r"--optimizer: invalid choice: 'lion'"),
+    ("device tpu", ["--device", "tpu"], {}, r"--device tpu: not a device this engine can use"),
+    ("keras backend without keras", ["--keras-backend", "jax"], {}, r"Keras backend \(jax\) applies to --framework keras"),
+    ("out /dev/null", ["--out", "/dev/null"], {}, r"--out /dev/null is not a directory"),
+    ("out empty", ["--out", ""], {}, r"--out is empty"),
+    ("out a file", ["--out", "a-file"], {}, r"--out a-file is a file, not a directory"),
+    ("out with user files", ["--out", "user-dir"], {}, r"--out user-dir holds files that are not a spocu compare output \(report.md\)"),
+    ("out unwritable", ["--out", "/proc/spocu-not-here"], {}, r"cannot write to --out /proc/spocu-not-here"),
+    ("cifar10 not on disk", ["--dataset", "cifar10", "--no-download"], {}, r"CIFAR-10 not found and not downloaded: downloads are off"),
+]
+
+
+def _workdir(tmp_path: Path) -> Path:
+    """A working directory holding a user's file and a user's directory of notes."""
+    work = tmp_path / "work"
+    (work / "user-dir").mkdir(parents=True)
+    (work / "user-dir" / "report.md").write_text("my notes\n")
+    (work / "a-file").write_text("mine\n")
+    return work
+
+
+@pytest.mark.parametrize("name, args, env, pattern", CASES, ids=[c[0] for c in CASES])
+def test_bad_invocation_is_one_clean_line(name, args, env, pattern, tmp_path, monkeypatch, capsys):
+    import re
+
+    work = _workdir(tmp_path)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("SPOCU_DATA", str(tmp_path / "cache"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if "--out" not in args:
+        args = [*args, "--out", "new-out"]
+    before = snapshot(work)
+    try:
+        code = cli.main(["compare", *FAST, *args])
+    except SystemExit as error:  # argparse
+        code = error.code
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert code == 2, captured
+    assert len(errors) == 1 and errors[0].startswith("spocu compare: error: "), captured.err
+    assert re.search(pattern, errors[0]), errors[0]
+    assert snapshot(work) == before, "a refused compare wrote files"
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_mnist_idx_labels_above_9_are_refused_before_the_output_exists(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPOCU_DATA", str(tmp_path / "cache"))
+    arrays = tiny_mnist()
+    arrays["train_labels"][4] = 121  # uncompressed IDX files have no published checksum
+    write_mnist_idx(tmp_path / "root" / "MNIST" / "raw", arrays, gz=False)
+    out = tmp_path / "out"
+    code = cli.main(["compare", *FAST, "--dataset", "mnist", "--val-size", "10", "--no-download",
+                     "--data-dir", str(tmp_path / "root"), "--out", str(out)])
+    error = capsys.readouterr().err
+    assert code == 2 and "holds label 121, but MNIST's classes are 0..9" in error and "train-labels-idx1-ubyte" in error
+    assert not out.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX paths")
+@pytest.mark.parametrize(
+    "args, env, pattern",
+    [
+        (["--lr", "inf"], {}, r"--lr: must be a finite number"),
+        (["--activations", "spocu(gamma=1e-300)"], {}, r"too small to compute SPOCU"),
+        (["--model", "seed-cnn"], {}, r"seed-cnn needs images"),
+        ([], {"SPOCU_TORCH_BACKEND": "bogus"}, r"unknown SPOCU torch backend"),
+        (["--out", "/dev/null"], {}, r"is not a directory"),
+        (["--out", "user-dir"], {}, r"not a spocu compare output"),
+    ],
+    ids=["lr-inf", "gamma-tiny", "seed-cnn-wdbc", "backend-bogus", "dev-null", "user-dir"],
+)
+def test_bad_invocation_in_a_real_process(args, env, pattern, tmp_path):
+    work = _workdir(tmp_path)
+    before = snapshot(work)
+    result = run_cli(["compare", *FAST, *args, *([] if "--out" in args else ["--out", "new-out"])], cwd=work,
+                     env={**env, "SPOCU_DATA": str(tmp_path / "cache")})
+    assert result.code == 2
+    assert_clean_failure(result, pattern)
+    assert snapshot(work) == before
+
+
+def test_explicit_defaults_are_the_default_protocol(tmp_path, capsys):
+    default = resolve_config({"dataset": "wdbc"})
+    explicit = resolve_config({"dataset": "wdbc", "val_size": 0.2, "test_size": 0.2, "batch_size": 32, "momentum": 0.0, "weight_decay": 0.0, "lr": 1e-3})
+    assert explicit.protocol_hash() == default.protocol_hash()
+    assert resolve_config({"dataset": "mnist", "val_size": 5000}).protocol_hash() == resolve_config({"dataset": "mnist"}).protocol_hash()
+    assert resolve_config({"dataset": "wdbc", "val_size": 0.25}).protocol_hash() != default.protocol_hash()
+    out = str(tmp_path / "out")
+    grid = ["--activations", "relu", *FAST, "--out", out]
+    assert cli.main(["compare", *grid]) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", *grid, "--val-size", "0.2", "--test-size", "0.2", "--batch-size", "32", "--momentum", "0"]) == 0
+    assert "1 of 1 runs already finished" in capsys.readouterr().out
+
+
+def test_deep_mlp_depth_and_width_are_what_was_asked():
+    assert resolve_config({"model": "deep-mlp", "depth": 3, "width": 5}).model.hidden == (5, 5, 5)
+    for bad in ({"depth": 0}, {"width": 0}):
+        with pytest.raises(ValueError, match="deep-mlp needs depth >= 1 and width >= 1"):
+            resolve_config({"model": "deep-mlp", **bad})
+
+
+def test_ctrl_c_is_still_130(tmp_path, monkeypatch, capsys):
+    from spocu.experiments import engine_torch
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_torch, "train_run", interrupted)
+    assert cli.main(["compare", *FAST, "--activations", "relu", "--out", str(tmp_path / "o")]) == 130
+    printed = capsys.readouterr().out
+    assert "interrupted: nothing was trained" in " ".join(printed.split())
+    assert os.path.isdir(tmp_path / "o")
+
+
+def test_work_too_big_for_the_memory_is_refused_or_warned_with_the_estimate(tmp_path, monkeypatch, capsys):
+    from spocu.experiments import compare
+
+    monkeypatch.setattr(compare, "_physical_memory", lambda: 24 * 2**30)  # the machine of the issue's OOM kill
+    assert cli.main(["compare", *FAST, "--hidden", "100000000", "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err
+    assert "needs at least 84.9 GiB of memory" in error and "more than this machine's 24.0 GiB" in error
+    assert not (tmp_path / "o").exists()
+    # 30-4000000-2: 132 M parameters x 4 copies (weights, gradients, Adam's two moments) x 4 bytes = 2.0 GiB,
+    # plus a batch of 32 x 4 M activations x 3 x 4 bytes = 1.4 GiB: over half of 6 GiB, a warning
+    monkeypatch.setattr(compare, "_physical_memory", lambda: 6 * 2**30)
+    parameters = 30 * 4_000_000 + 4_000_000 + 4_000_000 * 2 + 2
+    assert compare.memory_estimate(resolve_config({"hidden": (4_000_000,)}), (30,), 2) == 16 * parameters + 12 * 32 * 4_000_002
+    said = []
+    compare._check_size(resolve_config({"hidden": (4_000_000,)}), (30,), 2, 1, said.append)
+    assert len(said) == 1 and said[0].startswith("warning: mlp 4000000, batch 32 needs at least 3.4 GiB") and "of this machine's 6.0 GiB" in said[0]
+    with pytest.raises(compare.OptionError, match="2 runs at a time needs at least 6.8 GiB"):  # --jobs multiplies it
+        compare._check_size(resolve_config({"hidden": (4_000_000,)}), (30,), 2, 2, said.append)
+    # a batch holds at most the training set: --batch-size 1000000 on 364 samples is not a million rows
+    said.clear()
+    huge_batch = resolve_config({"hidden": (100_000,), "batch_size": 1_000_000})
+    compare._check_size(huge_batch, (30,), 2, 1, said.append, n_train=364)
+    assert said == []
+    with pytest.raises(compare.OptionError, match="mlp 100000, batch 1000000 needs at least"):
+        compare._check_size(huge_batch, (30,), 2, 1, said.append)
