@@ -46,6 +46,7 @@ examples:
   spocu compare --dataset iris.csv --target species --model mynet.py:build   # your data, your model
   spocu compare --dataset pets/ --image-size 64 64 --model torchvision.models:resnet18 --swap relu
   spocu compare --preset resnet20-cifar10 --estimate
+  spocu compare --preset seed-cifar10 --seeds 10 --executor ray --ray-address head:6379   # over a Ray cluster
   torchrun --nproc-per-node 4 -m spocu compare --preset seed-cifar10 --device cuda   # each run on 4 GPUs
 """
 
@@ -185,13 +186,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU threads per run (default: 1 for small models, else PyTorch's default, divided among --jobs)",
     )
     where.add_argument(
-        "--jobs", type=_whole(1), default=1,
-        help="train this many (activation, seed) runs at once, in separate processes (default 1); "
-        "for data-parallel training of each run use torchrun (see README, 'Scaling up')",
+        "--jobs", type=_whole(1),
+        help="train this many (activation, seed) runs at once (default: 1; with --executor ray, as many as the cluster's "
+        "free resources allow); for data-parallel training of each run use torchrun (see README, 'Scaling up')",
     )
     where.add_argument(
         "--executor", choices=tuple(EXECUTORS), default=DEFAULT_EXECUTOR,
-        help=f"where --jobs runs train (default {DEFAULT_EXECUTOR}: worker processes on this machine)",
+        help=f"where the runs train (default {DEFAULT_EXECUTOR}: this machine, --jobs worker processes; "
+        "ray: one Ray task per run, on a local Ray or the cluster at --ray-address)",
+    )
+    where.add_argument(
+        "--ray-address", metavar="ADDRESS",
+        help="with --executor ray: the Ray cluster to join, e.g. head.example.org:6379 or auto "
+        "(default: RAY_ADDRESS, else a local Ray started and shut down by the command)",
     )
     where.add_argument("--data-dir", type=Path, help="your copies of MNIST/CIFAR-10 (torchvision root or ~/.keras/datasets)")
     where.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
@@ -242,7 +249,7 @@ def _options(args: argparse.Namespace):
         "lr_milestones": args.lr_milestones,
     }
     return CompareOptions(
-        config=config, device=args.device, threads=args.threads, jobs=args.jobs, executor=args.executor,
+        config=config, device=args.device, threads=args.threads, jobs=args.jobs, executor=args.executor, ray_address=args.ray_address,
         data_dir=args.data_dir, download=not args.no_download, progress=not args.no_progress, out=args.out,
         skip_bad_runs=args.skip_bad_runs,
     )
@@ -255,6 +262,7 @@ class _RichCallbacks:
         self.console, self.enabled = console, enabled
         self.progress = None
         self.running: dict[tuple[str, int], str] = {}
+        self.epochs_shown: dict[tuple[str, int], int] = {}
 
     def __enter__(self):
         return self
@@ -304,6 +312,7 @@ class _RichCallbacks:
     def epoch_done(self, activation: str, seed: int, record) -> None:
         val = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
         self.running[(activation, seed)] = f"{activation} seed {seed} epoch {record.epoch} val acc {val}"
+        self.epochs_shown[(activation, seed)] = record.epoch
         if self.progress is not None:
             self.progress.update(self.task, advance=1, description=self._describe())
 
@@ -318,6 +327,17 @@ class _RichCallbacks:
             f"  {result.activation:<14} seed {result.seed}: test accuracy {result.test_accuracy:.4f}, "
             f"{result.seconds:.1f} s{diverged}"
         )
+
+    def run_failed(self, failure) -> None:
+        """A run that failed for good (--executor ray); the others go on."""
+        from rich.markup import escape
+
+        key = (failure.activation, failure.seed)
+        self.running.pop(key, None)
+        done = self.epochs_shown.pop(key, 0)
+        if self.progress is not None:  # its remaining epochs will not come: keep the bar honest
+            self.progress.update(self.task, advance=max(0, self.epochs - done), description=self._describe() if self.running else "training")
+        self.console.print(f"  {failure.activation:<14} seed {failure.seed}: [red]failed[/red]: {escape(failure.reason)}", soft_wrap=True)
 
 
 def _results_table(results: dict):

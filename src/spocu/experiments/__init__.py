@@ -15,13 +15,14 @@ Modules, each small and replaceable:
 - :mod:`~spocu.experiments.runner`: the plan of (activation, seed) runs, trained in order, resumable
 - :mod:`~spocu.experiments.executors`: where ``--jobs`` runs train, by name;
   :mod:`~spocu.experiments.parallel`: independent runs in worker processes (``--jobs N``);
+  :mod:`~spocu.experiments.ray_executor`: one Ray task per run, on any Ray cluster (``--executor ray``);
   :mod:`~spocu.experiments.distributed`: each run data-parallel over a ``torchrun`` group
 - :mod:`~spocu.experiments.results` (results.json, epochs.csv, the results table),
   :mod:`~spocu.experiments.stats` (scipy/statsmodels) and :mod:`~spocu.experiments.report`
 - :mod:`~spocu.experiments.compare`: the whole ``spocu compare`` run as one function
 - :mod:`~spocu.experiments.errors`: what the user is told (one line each)
 
-Imports run one way: compare -> runner -> executors/store -> engines; parallel -> store.
+Imports run one way: compare -> runner -> executors/store -> engines; parallel -> store; ray_executor -> store, parallel.
 
 Importing this package imports neither torch nor matplotlib.
 """

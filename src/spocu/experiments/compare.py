@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import errno
@@ -48,14 +49,18 @@ class CompareOptions:
     """What ``spocu compare`` was asked to do.
 
     ``config``: the experiment's options for :func:`~spocu.experiments.config.resolve_config`
-    (None = not given). The rest says where and how to run it.
+    (None = not given). The rest says where and how to run it. ``jobs``: runs at once
+    (None: 1 with the local executor; with Ray, as many as the cluster's free resources allow).
+    ``ray_address``: the Ray cluster to join with ``executor="ray"`` (None: ``RAY_ADDRESS``, else a
+    local Ray started for this compare).
     """
 
     config: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     threads: int | None = None
-    jobs: int = 1
+    jobs: int | None = None
     executor: str = DEFAULT_EXECUTOR
+    ray_address: str | None = None
     data_dir: str | Path | None = None
     download: bool = True
     progress: bool = True
@@ -92,12 +97,14 @@ def _say_nothing(text: str) -> None:
 
 def check_options(options: CompareOptions) -> None:
     """The checks that need neither the data nor a framework; raises OptionError."""
-    if options.jobs < 1:
+    if options.jobs is not None and options.jobs < 1:
         raise OptionError(f"--jobs must be >= 1, got {options.jobs}")
     if options.threads is not None and options.threads < 1:
         raise OptionError(f"--threads must be >= 1, got {options.threads}")
     if options.executor not in EXECUTORS:
         raise OptionError(f"unknown executor {options.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if options.ray_address is not None and options.executor != "ray":
+        raise OptionError(f"--ray-address applies to --executor ray, not --executor {options.executor}")
     if options.out is not None and not str(options.out).strip():
         raise OptionError("--out is empty; give a directory name (a new or empty directory, or an earlier spocu compare output)")
     if options.data_dir is not None:
@@ -323,10 +330,18 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
     if dist is not None:
         if config.framework != "torch":
             raise OptionError(f"torchrun data-parallel training is for --framework torch, not {config.framework}")
-        if options.jobs != 1:
+        if options.jobs not in (None, 1):
             raise OptionError("--jobs and torchrun do not combine: under torchrun all processes train each run together")
+        if options.executor != DEFAULT_EXECUTOR:
+            raise OptionError(
+                f"--executor {options.executor} and torchrun do not combine: under torchrun all processes train each run together; "
+                f"to spread many runs, run spocu compare --executor {options.executor} without torchrun"
+            )
     main = dist is None or dist.is_main
     say = say if main else _say_nothing
+    on_ray = options.executor == "ray"
+    if on_ray:
+        _check_ray_installed()
     engine, config = _engine_for(config)
     if dist is not None:
         from spocu.experiments.distributed import initialize, per_process_batch
@@ -337,12 +352,15 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         except (ValueError, RuntimeError) as error:
             raise OptionError(str(error)) from None
         device = _device(engine, dist.device)
+    elif on_ray:
+        device = None  # the cluster's: known once connected (the driver itself may have no GPU)
     else:
         device = _device(engine, options.device)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = Path(config.dataset).stem if config.user_data else config.dataset  # a path would nest directories
     out = OutputDir(Path(options.out) if options.out is not None else Path("spocu-runs") / f"{name}-{stamp}")
     success = False
+    stack = contextlib.ExitStack()
     try:
         problem = None
         if main:  # refuse a directory that is not ours before loading (or downloading) anything
@@ -356,6 +374,20 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
             problem = dist.broadcast(problem)
             if problem is not None:
                 raise ExperimentError(problem)
+        nodes: list[dict[str, float]] = []
+        if on_ray:  # connect first: a cluster that cannot run the tasks is refused before the data loads
+            from spocu.experiments.ray_executor import cluster_device, live_node_resources, ray_session
+
+            stack.enter_context(ray_session(options.ray_address))
+            nodes = live_node_resources()
+            try:
+                device = cluster_device(options.device, nodes)
+            except ValueError as error:
+                raise OptionError(str(error)) from None
+            if device == "cuda":  # the GPU check that needs no data: before loading it
+                from spocu.experiments.ray_executor import check_cluster_fits
+
+                check_cluster_fits(device, options.threads, nodes)
         if dist is None:
             dataset = _load_dataset(config, options, progress=options.progress, download=options.download)
         else:
@@ -364,17 +396,30 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
             config.model.check_input(dataset.input_shape, dataset.name)
         except ValueError as error:
             raise OptionError(str(error)) from None
-        _check_size(config, dataset.input_shape, dataset.num_classes, options.jobs, say, len(dataset.y_train))
+        jobs = options.jobs if on_ray else options.jobs or 1
+        _check_size(config, dataset.input_shape, dataset.num_classes, 1 if on_ray else jobs, say, len(dataset.y_train))
         config = _finalize(config, dataset, out)  # builds the model once: after the size check
-        threads = options.threads or engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
-        jobs = options.jobs
-        if jobs > 1 and not options.threads and str(device) == "cpu":
+        if on_ray:
+            from spocu.experiments.ray_executor import check_cluster_fits, describe_cluster, largest_node_cpus
+
+            threads = options.threads
+            if threads is None and device == "cpu":  # as a local run would, but never more than the largest node has
+                threads = engine.choose_threads(config, dataset.input_shape, dataset.num_classes, engine.resolve_device("cpu"))
+                threads = threads and min(threads, largest_node_cpus(nodes))
+            check_cluster_fits(device, threads, nodes)
+        else:
+            threads = options.threads or engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
+        if not on_ray and jobs > 1 and not options.threads and str(device) == "cpu":
             from spocu.experiments.parallel import threads_per_worker, usable_cpus
 
             threads = threads_per_worker(jobs, usable_cpus(), threads)
         size = dataset.describe()
         scale = ""
-        if jobs > 1:
+        if on_ray:
+            each = f"{threads or 1} CPU(s)" + (" and 1 GPU" if device == "cuda" else "")
+            at_once = f"at most {jobs} at a time" if jobs else "as many at a time as fit"
+            scale = f" | Ray ({describe_cluster(nodes)}): one task per run, {each} each, {at_once}"
+        elif jobs > 1:
             scale = f" | {jobs} runs at a time" + (f", {threads} thread(s) each" if threads else "")
         elif dist is not None:
             scale = f" | torchrun: {dist.world_size} processes ({dist.backend}), batch {config.batch_size // dist.world_size} per process"
@@ -387,7 +432,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         )
         say(f"output: {out.root}")
         try:
-            outcome = _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks)
+            outcome = _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks, jobs, nodes)
         except KeyboardInterrupt:
             raise Interrupted(out.root, out.runs.is_dir() and any(out.runs.glob("*.json"))) from None
         except OSError as error:
@@ -395,11 +440,19 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         success = True
         return outcome
     finally:
+        stack.close()  # a local Ray started for this compare is shut down
         if dist is not None:
             dist.finish(success)
 
 
-def _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks) -> CompareOutcome | None:
+def _check_ray_installed() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise OptionError('--executor ray needs Ray: pip install "spocu[ray]"') from None
+
+
+def _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks, jobs, nodes) -> CompareOutcome | None:
     from spocu.experiments.environment import environment
     from spocu.experiments.report import write_report
     from spocu.experiments.results import assemble_results, write_results
@@ -417,8 +470,6 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
             raise ExperimentError(message)
     elif problem is not None:
         raise problem
-    import contextlib
-
     with contextlib.ExitStack() as stack:
         busy = None
         if main:
@@ -431,8 +482,9 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
         if busy is not None:
             raise OutputBusy(busy)
         experiment = run_experiment(
-            config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks, jobs=options.jobs,
-            executor=options.executor, dist=dist, skip_bad_runs=options.skip_bad_runs,
+            config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks, jobs=jobs,
+            executor=options.executor, executor_options={"address": options.ray_address} if options.executor == "ray" else None,
+            dist=dist, skip_bad_runs=options.skip_bad_runs,
         )
     if not main:
         return None
@@ -442,8 +494,12 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
         info["versions"][engine.backend()] = engine.backend_version()
     if dist is not None:
         info["distributed"] = {**dist.describe(), "per_process_batch": config.batch_size // dist.world_size}
-    if options.jobs > 1:
-        info["parallel"] = {"jobs": options.jobs, "threads_per_job": threads}
+    if options.executor == "ray":
+        from spocu.experiments.ray_executor import describe_cluster
+
+        info["parallel"] = {"executor": "ray", "jobs": jobs, "threads_per_job": threads, "cluster": describe_cluster(nodes)}
+    elif jobs > 1:
+        info["parallel"] = {"jobs": jobs, "threads_per_job": threads}
     results = assemble_results(config, dataset, runs, info, experiment.skipped)
     write_results(out.root, results, runs)
     report = write_report(out.root, results)
@@ -485,7 +541,7 @@ def estimate(options: CompareOptions) -> dict:
         config, _ = with_model_source(config)  # a factory that does not import is named now, not mid-timing
     except ValueError as error:
         raise OptionError(_one_line(error)) from None
-    _check_size(config, input_shape, classes, options.jobs, _say_nothing)
+    _check_size(config, input_shape, classes, options.jobs or 1, _say_nothing)
     if not config.user_data:
         if n_test is None:
             test = config.test_size or DEFAULT_TEST_SIZE

@@ -1,4 +1,4 @@
-"""Where the pending runs of ``spocu compare --jobs N`` train: executors, by name, in one place.
+"""Where the pending runs of ``spocu compare`` train: executors, by name (``--executor``), in one place.
 
 An executor trains a list of pending (activation, seed) runs somewhere else (worker processes, a
 cluster), saves each finished run into ``out_root`` itself, and yields each finished
@@ -8,11 +8,18 @@ an exception in the caller (Ctrl-C) or in a run it stops its workers; finished r
 
 :data:`EXECUTORS` maps a name (``spocu compare --executor NAME``) to ``"module:function"``,
 imported only when used, so an executor's dependencies (ray, ...) load only when it is chosen.
-To add one: implement :class:`Executor` in a module and add its entry here.
+To add one: implement :class:`Executor` in a module and add its entry here. An executor may take
+keyword options of its own after these (``ray``: ``address``), given through
+:func:`~spocu.experiments.runner.run_experiment`'s ``executor_options``.
+
+- ``local`` (the default): worker processes on this machine (:mod:`~spocu.experiments.parallel`);
+  with ``--jobs 1`` the runs train in the calling process instead.
+- ``ray``: one Ray task per run, on a local Ray or any Ray cluster (:mod:`~spocu.experiments.ray_executor`);
+  ``jobs`` None lets the cluster's free resources decide how many run at once.
 
 Example:
-    >>> sorted(EXECUTORS)[:1], get_executor("process").__name__
-    (['process'], 'train_in_pool')
+    >>> sorted(EXECUTORS), get_executor("local").__name__
+    (['local', 'ray'], 'train_in_pool')
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ class Executor(Protocol):
         framework: str,
         device: str,
         threads: int | None,
-        jobs: int,
+        jobs: int | None,
         callbacks: Any,
         protocol_hash: str,
     ) -> Iterator[RunResult]: ...
@@ -51,9 +58,10 @@ class Executor(Protocol):
 
 #: name -> "module:function" implementing :class:`Executor`
 EXECUTORS: dict[str, str] = {
-    "process": "spocu.experiments.parallel:train_in_pool",
+    "local": "spocu.experiments.parallel:train_in_pool",
+    "ray": "spocu.experiments.ray_executor:train_with_ray",
 }
-DEFAULT_EXECUTOR = "process"
+DEFAULT_EXECUTOR = "local"
 
 
 def get_executor(name: str) -> Executor:

@@ -212,7 +212,14 @@ def _scale_lines(env: dict, runs: list[dict]) -> list[str]:
             f"batch {per_process} per process = global batch {global_batch}."
         )
     parallel = env.get("parallel")
-    if parallel:
+    if parallel and parallel.get("executor") == "ray":
+        threads = parallel.get("threads_per_job")
+        at_once = f"at most {parallel['jobs']} at a time" if parallel.get("jobs") else "as many at a time as its resources allowed"
+        lines.append(
+            f"- Runs trained as Ray tasks, one per run, on a Ray cluster of {parallel.get('cluster', 'unknown size')}, {at_once}"
+            + (f", {threads} thread(s) each." if threads else ".")
+        )
+    elif parallel:
         threads = parallel.get("threads_per_job")
         lines.append(
             f"- Runs trained {parallel['jobs']} at a time in separate processes" + (f", {threads} thread(s) each." if threads else ".")

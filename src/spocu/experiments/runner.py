@@ -79,15 +79,17 @@ def run_experiment(
     device: str = "cpu",
     threads: int | None = None,
     callbacks: Callbacks | None = None,
-    jobs: int = 1,
+    jobs: int | None = 1,
     executor: str = DEFAULT_EXECUTOR,
+    executor_options: dict[str, Any] | None = None,
     dist: Any = None,
     skip_bad_runs: bool = False,
 ) -> ExperimentRuns:
     """Train every run of the grid not yet in ``out``; return all runs in plan order.
 
     ``jobs > 1`` (or an executor other than the default): the pending runs go to ``executor``
-    (:mod:`spocu.experiments.executors`). ``dist``: this process is one of a ``torchrun`` group
+    (:mod:`spocu.experiments.executors`), with ``executor_options`` (its own keyword options) and
+    ``jobs`` (None: as many at once as the executor can). ``dist``: this process is one of a ``torchrun`` group
     (:mod:`spocu.experiments.distributed`); every process calls this, all train each run together,
     and only rank 0 reads and writes ``out`` and reports to ``callbacks`` (the others return no runs).
 
@@ -131,12 +133,12 @@ def run_experiment(
     if main:
         callbacks.plan(len(runs), len(finished), config.epochs)
     pending = [(spec, seed) for spec, seed in runs if (spec.canonical, seed) not in finished]
-    if pending and dist is None and (jobs > 1 and len(pending) > 1 or executor != DEFAULT_EXECUTOR):
+    if pending and dist is None and ((jobs or 1) > 1 and len(pending) > 1 or executor != DEFAULT_EXECUTOR):
         train_elsewhere = get_executor(executor)
         with contextlib.closing(
             train_elsewhere(
                 pending, config=config, dataset=dataset, out_root=out.root, framework=engine.NAME, device=device,
-                threads=threads, jobs=jobs, callbacks=callbacks, protocol_hash=config.protocol_hash(),
+                threads=threads, jobs=jobs, callbacks=callbacks, protocol_hash=config.protocol_hash(), **(executor_options or {}),
             )
         ) as finished_elsewhere:
             for result in finished_elsewhere:
