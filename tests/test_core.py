@@ -177,3 +177,150 @@ def test_derivative_safe_bound_keeps_the_derivative_finite():
     assert 1e5 < bound < 1e7
     assert np.isfinite(np.float32(reference_spocu_grad(bound)))
     assert SPOCUParams(c=1.0).derivative_safe_bound(3e38) == SPOCUParams(c=1.0).upper_bound
+
+
+# ---------------------------------------------------------------- supported range of fixed parameters
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"alpha": 1e308}, "alpha"), ({"alpha": 1e-300}, "alpha"), ({"gamma": 1e308}, "gamma"),
+     ({"gamma": 1e-300}, "gamma"), ({"alpha": 1e30, "gamma": 1e-4}, "gamma")],
+)
+def test_in_domain_parameters_outside_the_supported_range_are_named(kwargs, name):
+    """In the domain, but the kernels' coefficients would overflow or flush to 0: a ValueError naming the
+    parameter and the range (not NaN, OverflowError or ZeroDivisionError)."""
+    with pytest.raises(ValueError, match=rf"SPOCU parameter {name}=.* outside the supported range.*must lie in \["):
+        SPOCUParams(**kwargs)
+    validate_params(**kwargs)  # the domain itself allows them: the float64 reference still evaluates them
+
+
+@pytest.mark.parametrize("alpha", [1e-30, 1e-3, core.DEFAULT_ALPHA, 1e30])
+def test_the_supported_gamma_range_keeps_every_coefficient_a_float32_number(alpha):
+    lo, hi = core.supported_gamma_range(alpha)
+    assert lo <= 1.0 <= hi
+    for gamma in (lo * (1 + 1e-12), hi * (1 - 1e-12)):
+        e = np.array([alpha * d / gamma ** (k + 1) for k, d in enumerate(core.shifted_coefficients(0.6653))])
+        e32 = e.astype(np.float32)
+        assert np.isfinite(e32).all() and (np.abs(e32[e != 0]) >= np.finfo(np.float32).tiny).all()
+        SPOCUParams(alpha, 0.6653, gamma)  # accepted
+    for gamma in (lo * (1 - 1e-9), hi * (1 + 1e-9)):
+        with pytest.raises(ValueError, match="gamma"):
+            SPOCUParams(alpha, 0.6653, gamma)
+
+
+def test_tiny_beta_is_supported_with_fixed_parameters():
+    p = SPOCUParams(beta=1e-9)
+    assert all(math.isfinite(e) for e in p.x_coefficients)
+    assert float(np.polynomial.polynomial.polyval(1.0, (0.0,) + p.x_coefficients)) == pytest.approx(
+        float(mp_spocu(1.0, beta=1e-9)), rel=1e-12)
+
+
+# ---------------------------------------------------------------- parameter derivatives
+
+
+@pytest.mark.parametrize("c", [math.inf, 1.5])
+def test_reference_param_grads_match_mpmath_derivatives(c):
+    alpha, beta, gamma = 1.3, 0.4, 2.2
+    p = SPOCUParams(alpha, beta, gamma, c)
+    xs = np.concatenate([np.linspace(p.lower_bound + 0.01, min(p.upper_bound - 0.01, 9.0), 23), [-3.0]])
+    got = core.reference_spocu_param_grads(xs, alpha, beta, gamma, c)
+    for i, name in enumerate(("alpha", "beta", "gamma")):
+        def f(v, x):
+            kw = {"alpha": alpha, "beta": beta, "gamma": gamma, name: v}
+            return mp_spocu(x, c=c, **kw)
+
+        exact = np.array([float(mpmath.diff(lambda v: f(v, x), {"alpha": alpha, "beta": beta, "gamma": gamma}[name]))
+                          for x in xs])
+        np.testing.assert_allclose(got[i], exact, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("c", [math.inf, 1.5])
+def test_reference_param_grads_at_kinks_flat_pieces_and_infinities(c):
+    """The convention: h' = 0 at the kinks, on the flat pieces and at +-inf; no NaN for a non-NaN input."""
+    alpha, beta, gamma = 1.0, 0.5, 2.0
+    r_prime_beta = float(core.r_prime(beta))
+    xs = np.array([-np.inf, -1e300, -1.0, 2.0, 1e300, np.inf]) if math.isfinite(c) else np.array([-np.inf, -1.0,
+                                                                                                   np.inf])
+    d_alpha, d_beta, d_gamma = core.reference_spocu_param_grads(xs, alpha, beta, gamma, c)
+    assert not np.isnan(np.stack([d_alpha, d_beta, d_gamma])).any()
+    np.testing.assert_array_equal(d_gamma, 0.0)
+    np.testing.assert_array_equal(d_beta, -alpha * r_prime_beta)
+    assert d_alpha[0] == -float(core.r(beta))
+    if math.isinf(c):
+        assert d_alpha[-1] == np.inf  # s(+inf) = inf grows with alpha
+    assert all(np.isnan(v).all() for v in core.reference_spocu_param_grads(np.nan, alpha, beta, gamma, c))
+
+
+# ---------------------------------------------------------------- the learnable reparameterization
+
+
+def _float64_map(raw_a, raw_b, raw_g):
+    """softplus + 1e-6 and 1e-6 + (1 - 2e-6) sigmoid in 50-digit arithmetic."""
+    softplus = lambda v: mpmath.log1p(mpmath.exp(v)) + mpmath.mpf("1e-6")  # noqa: E731
+    beta = mpmath.mpf("1e-6") + (1 - mpmath.mpf("2e-6")) / (1 + mpmath.exp(-mpmath.mpf(raw_b)))
+    return float(softplus(mpmath.mpf(raw_a))), float(beta), float(softplus(mpmath.mpf(raw_g)))
+
+
+RAWS = [(-40.0, -30.0, -5.0), (-1.0, 0.0, 0.5), (3.0, 2.5, 30.0), (80.0, 16.0, 1e4)]
+
+
+def _namespaces():
+    import importlib.util
+
+    out = [("numpy", np, lambda v: np.float64(v), float, 1e-12)]
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        out.append(("torch", torch, lambda v: torch.tensor(v, dtype=torch.float64), lambda t: float(t), 1e-12))
+    if importlib.util.find_spec("jax"):
+        import jax
+        import jax.numpy as jnp
+
+        # float32 unless JAX's x64 mode is on
+        out.append(("jax.numpy", jnp, lambda v: jnp.asarray(v), lambda t: float(np.asarray(t)), 2e-6))
+    return out
+
+
+@pytest.mark.parametrize("namespace", _namespaces(), ids=lambda n: n[0])
+def test_learnable_to_params_matches_a_float64_computation(namespace):
+    _, xp, make, value, tolerance = namespace
+    for raws in RAWS:
+        got = core.learnable_to_params(*(make(v) for v in raws), xp)
+        expected = _float64_map(*raws)
+        np.testing.assert_allclose([value(v) for v in got], expected, rtol=tolerance)
+        assert 0.0 < value(got[1]) < 1.0 and value(got[0]) > 0.0 and value(got[2]) > 0.0
+
+
+@pytest.mark.parametrize(
+    "alpha, beta, gamma",
+    [(3.0937, 0.6653, 4.437), (1e-6 * (1 + 1e-6), 2e-6, 1e-5), (1e30, 1 - 2e-6, 0.5), (1.0, 0.5, 1.0)],
+)
+def test_params_to_learnable_inverts_learnable_to_params(alpha, beta, gamma):
+    raws = core.params_to_learnable(alpha, beta, gamma)
+    assert all(math.isfinite(v) and abs(v) <= np.finfo(np.float32).max for v in raws)
+    np.testing.assert_allclose(_float64_map(*raws), (alpha, beta, gamma), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name, interval",
+    [({"beta": 1e-9}, "beta", "(1e-06, 0.999999)"), ({"beta": 1 - 1e-7}, "beta", "(1e-06, 0.999999)"),
+     ({"alpha": 1e-6}, "alpha", "(1e-06, 3.40282e+38]"), ({"alpha": 5e-7}, "alpha", "(1e-06, 3.40282e+38]"),
+     ({"gamma": 1e-300}, "gamma", "(1e-06, 3.40282e+38]"), ({"alpha": 1e39}, "alpha", "(1e-06, 3.40282e+38]")],
+)
+def test_params_to_learnable_names_the_supported_range(kwargs, name, interval):
+    values = {"alpha": 1.0, "beta": 0.5, "gamma": 1.0, **kwargs}
+    with pytest.raises(ValueError) as info:
+        core.params_to_learnable(**values)
+    assert f"SPOCU parameter {name}=" in str(info.value) and interval in str(info.value)
+
+
+def test_params_to_learnable_respects_the_weights_dtype():
+    with pytest.raises(ValueError, match=r"alpha=.*\(1e-06, 65504\]"):
+        core.params_to_learnable(1e5, 0.5, 1.0, max_value=65504.0)
+    assert core.params_to_learnable(1e5, 0.5, 1.0, max_value=1.8e308)[0] == pytest.approx(1e5)
+
+
+def test_unknown_array_namespace_is_a_type_error():
+    with pytest.raises(TypeError, match="namespace"):
+        core.learnable_to_params(0.0, 0.0, 0.0, math)

@@ -13,6 +13,16 @@ must equal the float64 reference within the principled tolerances of
 bfloat16. Keras backends other than this process's run in subprocesses (Keras
 picks its backend once per process). A framework that is not installed is
 skipped with the reason, never passed.
+
+A second matrix (``test_kinks_and_non_finite_inputs_equal_the_reference``) runs
+the edge cases through every path of every framework -- torch eager, fused
+(Inductor), learnable plain and fused, ``torch.export`` (what ONNX export
+traces); JAX with float and with array parameters; Keras with float and tensor
+parameters and the layer, on each backend -- against the float64 reference of
+the value, of s' and of the parameter derivatives
+(:func:`spocu.core.reference_spocu_param_grads`): one convention everywhere,
+s' = 0 exactly at the kinks x = -gamma*beta and x = gamma*(c - beta), on the flat
+pieces and at x = +-inf, and no NaN for any non-NaN input.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import numpy as np
 import pytest
 
 from reference_checks import PARAM_SETS, assert_matches_reference, wide_inputs
+from spocu.core import reference_spocu, reference_spocu_grad, reference_spocu_param_grads
 
 WORKER = Path(__file__).parent / "test_keras" / "keras_worker.py"
 FRAMEWORKS = ["torch", "jax", "keras-tensorflow", "keras-jax", "keras-torch"]
@@ -150,3 +161,192 @@ def _rounded_inputs(dtype: str, param_name: str, values) -> np.ndarray:
         if not isinstance(got, str) and f"{dtype}/{param_name}/x" in got:
             return got[f"{dtype}/{param_name}/x"]
     raise AssertionError("no framework computed these inputs")
+
+
+# ---------------------------------------------------------------- kinks and non-finite inputs
+
+sys.path.insert(0, str(WORKER.parent))
+from keras_worker import EDGE_PARAMS, edge_inputs  # noqa: E402  (plain NumPy: imports no framework)
+
+EDGE_DTYPES = ("float32", "float64")
+#: the largest finite value per dtype; a reference beyond it must come back as an infinity of its sign
+#: or saturated (at least max/1024: the fixed-parameter kernels stop s' a little below max/16)
+EDGE_MAX = {"float32": float(np.finfo(np.float32).max), "float64": float(np.finfo(np.float64).max)}
+EDGE_RTOL = {"float32": 2e-5, "float64": 1e-11}
+
+
+def _record(out: dict, path: str, key: str, fn) -> None:
+    """out[path/key/...] = fn()'s arrays, or the error text (reported by the test, not swallowed)."""
+    try:
+        for name, value in fn().items():
+            out[f"{path}/{key}/{name}"] = value
+    except Exception as error:  # noqa: BLE001 -- each path fails its own test with the message
+        out[f"{path}/{key}/error"] = f"{type(error).__name__}: {error}"
+
+
+def _torch_edges() -> dict:
+    import torch
+
+    from spocu.torch import SPOCU, spocu
+
+    as64 = lambda t: t.detach().to(torch.float64).numpy()  # noqa: E731
+    out: dict = {}
+
+    def fixed(x64, dtype, a, b, g, c, backend):
+        def run():
+            x = torch.tensor(x64, dtype=getattr(torch, dtype), requires_grad=True)
+            y = spocu(x, a, b, g, c, backend=backend)
+            y.backward(torch.ones_like(y))
+            return {"x": as64(x), "y": as64(y), "gx": as64(x.grad)}
+        return run
+
+    def tensor_params(x64, dtype, a, b, g, c, backend):
+        def run():  # one parameter per channel (dim 1) and one element per channel: per-element gradients
+            tdt = getattr(torch, dtype)
+            x = torch.tensor(x64, dtype=tdt)[None, :].requires_grad_(True)
+            ps = [torch.full((x.shape[1],), p, dtype=tdt, requires_grad=True) for p in (a, b, g)]
+            y = spocu(x, *ps, c, backend=backend)
+            y.backward(torch.ones_like(y))
+            return {"x": as64(x[0]), "y": as64(y[0]), "gx": as64(x.grad[0]), "galpha": as64(ps[0].grad),
+                    "gbeta": as64(ps[1].grad), "ggamma": as64(ps[2].grad)}
+        return run
+
+    def exported(x64, dtype, a, b, g, c):
+        def run():
+            tdt = getattr(torch, dtype)
+            module = SPOCU(a, b, g, c)
+            program = torch.export.export(module, (torch.zeros(len(x64), dtype=tdt),))
+            x = torch.tensor(x64, dtype=tdt, requires_grad=True)
+            y = program.module()(x)
+            y.backward(torch.ones_like(y))
+            return {"x": as64(x), "y": as64(y), "gx": as64(x.grad)}
+        return run
+
+    for dtype in EDGE_DTYPES:
+        for name, (a, b, g, c) in EDGE_PARAMS.items():
+            x64, key = edge_inputs(dtype), f"{dtype}/{name}"
+            _record(out, "torch-eager", key, fixed(x64, dtype, a, b, g, c, "eager"))
+            _record(out, "torch-learnable", key, tensor_params(x64, dtype, a, b, g, c, "eager"))
+            _record(out, "torch-export", key, exported(x64, dtype, a, b, g, c))
+            if dtype == "float32":  # the fused kernels are compiled per dtype: one is enough here
+                _record(out, "torch-fused", key, fixed(x64, dtype, a, b, g, c, "inductor"))
+                _record(out, "torch-learnable-fused", key, tensor_params(x64, dtype, a, b, g, c, "inductor"))
+    return out
+
+
+def _jax_edges() -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from spocu.jax import spocu
+
+    out: dict = {}
+    with jax.enable_x64(True):
+        for dtype in EDGE_DTYPES:
+            for name, (a, b, g, c) in EDGE_PARAMS.items():
+                x = jnp.asarray(edge_inputs(dtype), dtype=dtype)
+                key = f"{dtype}/{name}"
+
+                def fixed():
+                    y, vjp = jax.vjp(lambda v: spocu(v, a, b, g, c), x)
+                    return {"x": np.asarray(x, np.float64), "y": np.asarray(y, np.float64),
+                            "gx": np.asarray(vjp(jnp.ones_like(y))[0], np.float64)}
+
+                def arrays():
+                    ps = [jnp.full(x.shape, p, dtype=dtype) for p in (a, b, g)]
+                    y, vjp = jax.vjp(lambda *v: spocu(v[0], *v[1:], c=c), x, *ps)
+                    grads = [np.asarray(t, np.float64) for t in vjp(jnp.ones_like(y))]
+                    return {"x": np.asarray(x, np.float64), "y": np.asarray(y, np.float64), "gx": grads[0],
+                            "galpha": grads[1], "gbeta": grads[2], "ggamma": grads[3]}
+
+                _record(out, "jax-fixed", key, fixed)
+                _record(out, "jax-array", key, arrays)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _all_edges(tmp: str) -> dict[str, dict[str, np.ndarray] | str]:
+    """Edge-case values per framework (the other Keras backends in parallel subprocesses)."""
+    current = _keras_in_process()
+    procs = {}
+    for fw in FRAMEWORKS:
+        if fw.startswith("keras-") and _missing(fw) is None and fw != f"keras-{current}":
+            env = {**os.environ, "KERAS_BACKEND": fw.split("-")[1], "TF_CPP_MIN_LOG_LEVEL": "3",
+                   "JAX_PLATFORMS": "cpu", "JAX_ENABLE_X64": "1"}
+            procs[fw] = subprocess.Popen([sys.executable, str(WORKER), "edges", f"{tmp}/{fw}.npz"], env=env,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results: dict[str, dict[str, np.ndarray] | str] = {}
+    for fw in FRAMEWORKS:
+        if (reason := _missing(fw)) is not None:
+            results[fw] = reason
+        elif fw == "torch":
+            results[fw] = _torch_edges()
+        elif fw == "jax":
+            results[fw] = _jax_edges()
+        elif fw == f"keras-{current}":
+            import keras_worker
+
+            results[fw] = {f"{fw}-{k}": v for k, v in keras_worker.edge_values().items()}
+    for fw, proc in procs.items():
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise AssertionError(f"the {fw} worker failed (exit {proc.returncode}):\n{err[-4000:]}")
+        results[fw] = {f"{fw}-{k}": v for k, v in np.load(f"{tmp}/{fw}.npz").items()}
+    return results
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory):
+    return _all_edges(str(tmp_path_factory.mktemp("edges")))
+
+
+EDGE_PATHS = {
+    "torch": ["torch-eager", "torch-fused", "torch-learnable", "torch-learnable-fused", "torch-export"],
+    "jax": ["jax-fixed", "jax-array"],
+    **{f"keras-{b}": [f"keras-{b}-fixed", f"keras-{b}-tensor", f"keras-{b}-layer"]
+       for b in ("tensorflow", "jax", "torch")},
+}
+
+
+def _assert_edge(got: np.ndarray, ref: np.ndarray, x: np.ndarray, dtype: str, what: str) -> None:
+    where = lambda mask: ", ".join(f"x={xi!r}: got {gi!r}, reference {ri!r}"  # noqa: E731
+                                   for xi, gi, ri in zip(x[mask], got[mask], ref[mask]))
+    nan = np.isnan(got)
+    assert not nan.any(), f"{what}: NaN for a non-NaN input at {where(nan)}"
+    big = EDGE_MAX[dtype]
+    over = np.abs(ref) > big
+    bad = over & ~((np.sign(got) == np.sign(ref)) & (np.abs(got) >= big / 1024))
+    assert not bad.any(), f"{what}: beyond the {dtype} range the result must overflow or saturate; {where(bad)}"
+    exact = ~over & ((ref == 0) | ~np.isfinite(x))  # the convention: exact at the kinks, flat pieces, +-inf
+    bad = exact & (got != ref)
+    assert not bad.any(), f"{what}: must equal the reference exactly at {where(bad)}"
+    rest = ~over & ~exact
+    bad = rest & (np.abs(got - ref) > EDGE_RTOL[dtype] * np.maximum(np.abs(ref), 1.0))
+    assert not bad.any(), f"{what}: off the reference at {where(bad)}"
+
+
+@pytest.mark.parametrize("param_name", list(EDGE_PARAMS))
+@pytest.mark.parametrize("dtype", EDGE_DTYPES)
+@pytest.mark.parametrize("path", [p for paths in EDGE_PATHS.values() for p in paths])
+def test_kinks_and_non_finite_inputs_equal_the_reference(path, dtype, param_name, edges):
+    framework = next(fw for fw, paths in EDGE_PATHS.items() if path in paths)
+    got = edges[framework]
+    if isinstance(got, str):
+        pytest.skip(got)
+    key = f"{path}/{dtype}/{param_name}"
+    if f"{key}/error" in got:
+        raise AssertionError(f"{path} failed on the edge inputs: {got[f'{key}/error']}")
+    if f"{key}/x" not in got:
+        pytest.skip(f"{path} does not run in {dtype} here (fused kernels: float32 only; JAX: no x64)")
+    a, b, g, c = EDGE_PARAMS[param_name]
+    x = got[f"{key}/x"]
+    np.testing.assert_array_equal(x, edge_inputs(dtype).astype(dtype).astype(np.float64))  # the same points
+    with np.errstate(over="ignore", invalid="ignore"):
+        refs = {"y": reference_spocu(x, a, b, g, c), "gx": reference_spocu_grad(x, a, b, g, c)}
+        refs.update(zip(("galpha", "gbeta", "ggamma"), reference_spocu_param_grads(x, a, b, g, c)))
+    checked = [name for name in refs if f"{key}/{name}" in got]
+    for name in checked:
+        _assert_edge(got[f"{key}/{name}"], refs[name], x, dtype, f"{path} {dtype} {param_name} {name}")
+    assert {"y", "gx"} <= set(checked)
+    if path.endswith(("learnable", "learnable-fused", "-array", "-tensor")):
+        assert {"galpha", "gbeta", "ggamma"} <= set(checked)

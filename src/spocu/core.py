@@ -60,6 +60,15 @@ __all__ = [
     "shifted_coefficients",
     "SHIFTED_COEFFICIENT_POLYNOMIALS",
     "cached_params",
+    "COEFFICIENT_RANGE",
+    "supported_gamma_range",
+    "reference_spocu_param_grads",
+    "LEARNABLE_FLOOR",
+    "LEARNABLE_MARGIN",
+    "learnable_positive",
+    "learnable_unit",
+    "learnable_to_params",
+    "params_to_learnable",
 ]
 
 #: Defaults of the original ``spocu`` 0.0.1 package and of the seed experiment.
@@ -117,6 +126,49 @@ def validate_params(
     if not (cc >= 1.0):  # also rejects NaN; +inf is allowed
         raise ValueError(f"SPOCU parameter c={cc!r} is out of range: c must satisfy 1 <= c <= inf")
     return a, b, g, cc
+
+
+#: The fixed-parameter kernels of every framework compute SPOCU as the polynomial
+#: sum_k e_k x^k with e_k = alpha * d_k(beta) / gamma^k (k = 1..8), holding e_k in
+#: float32 for float32 and half inputs. So alpha and every alpha / gamma^k must lie
+#: in this range (well inside float32's normal numbers; the margin covers |d_k| <= 70
+#: and rounding): outside it a coefficient would overflow to inf (NaN outputs) or
+#: flush to 0 (silently wrong values), so :class:`SPOCUParams` refuses it.
+COEFFICIENT_RANGE = (1e-30, 1e30)
+
+
+def supported_gamma_range(alpha: float) -> tuple[float, float]:
+    r"""The gammas that fixed-parameter SPOCU supports for this alpha (alpha in :data:`COEFFICIENT_RANGE`).
+
+    :math:`\alpha/\gamma^k \in [10^{-30}, 10^{30}]` for :math:`k = 1..8`, i.e.
+    :math:`\gamma \in [\max_k (\alpha/10^{30})^{1/k}, \min_k (\alpha/10^{-30})^{1/k}]`.
+
+    >>> lo, hi = supported_gamma_range(3.0937)
+    >>> round(lo, 6), round(hi)
+    (0.000205, 6476)
+    """
+    log_alpha = math.log(alpha)
+    low, high = (math.log(v) for v in COEFFICIENT_RANGE)
+    lo = max((log_alpha - high) / k for k in range(1, 9))
+    hi = min((log_alpha - low) / k for k in range(1, 9))
+    return math.exp(lo), math.exp(hi)
+
+
+def _check_supported(alpha: float, gamma: float) -> None:
+    low, high = COEFFICIENT_RANGE
+    if not (low <= alpha <= high):
+        raise ValueError(
+            f"SPOCU parameter alpha={alpha!r} is outside the supported range: with fixed parameters alpha "
+            f"must lie in [{low:g}, {high:g}] (the kernels' polynomial coefficients alpha*d_k/gamma^k must be "
+            "float32 numbers)"
+        )
+    lo, hi = supported_gamma_range(alpha)
+    if not (lo <= gamma <= hi):
+        raise ValueError(
+            f"SPOCU parameter gamma={gamma!r} is outside the supported range: with alpha={alpha!r}, gamma must "
+            f"lie in [{lo:.6g}, {hi:.6g}] (so that every coefficient alpha*d_k/gamma^k, k = 1..8, is within "
+            f"[{low:g}, {high:g}])"
+        )
 
 
 def _polyval(coefficients: tuple[float, ...], u: Any) -> Any:
@@ -362,6 +414,7 @@ class SPOCUParams:
 
     def __post_init__(self) -> None:
         a, b, g, cc = validate_params(self.alpha, self.beta, self.gamma, self.c)
+        _check_supported(a, g)
         object.__setattr__(self, "alpha", a)
         object.__setattr__(self, "beta", b)
         object.__setattr__(self, "gamma", g)
@@ -419,3 +472,157 @@ class SPOCUParams:
     def grad(self, x: Any) -> np.ndarray:
         """The float64 reference s'(x) with these parameters."""
         return reference_spocu_grad(x, self.alpha, self.beta, self.gamma, self.c)
+
+
+def reference_spocu_param_grads(
+    x: Any,
+    alpha: float = DEFAULT_ALPHA,
+    beta: float = DEFAULT_BETA,
+    gamma: float = DEFAULT_GAMMA,
+    c: float = DEFAULT_C,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Float64 reference of the parameter derivatives :math:`(\partial s/\partial\alpha,
+    \partial s/\partial\beta, \partial s/\partial\gamma)` at each ``x``.
+
+    With :math:`u = x/\gamma + \beta` and :math:`h'` as in :func:`h_prime` (0 on the
+    flat pieces, at the kinks and at :math:`u = \pm\infty`, the convention of
+    :func:`reference_spocu_grad`):
+
+    .. math::
+
+        \frac{\partial s}{\partial\alpha} = h(u) - h(\beta),\quad
+        \frac{\partial s}{\partial\beta} = \alpha\,(h'(u) - r'(\beta)),\quad
+        \frac{\partial s}{\partial\gamma} = -\alpha\,h'(u)\,\frac{x}{\gamma^2}
+        \ (0 \text{ where } h'(u) = 0).
+
+    So at :math:`x = \pm\infty` the derivatives are those of the constant piece
+    (:math:`\partial s/\partial\gamma = 0`, :math:`\partial s/\partial\beta = -\alpha r'(\beta)`),
+    never NaN. NaN in gives NaN out.
+
+    >>> d_alpha, d_beta, d_gamma = reference_spocu_param_grads([-np.inf, 0.0], 1.0, 0.5, 2.0, 1.5)
+    >>> d_alpha.tolist(), d_beta.tolist(), d_gamma.tolist()
+    ([-0.23828125, 0.0], [-1.34375, 0.0], [0.0, -0.0])
+    """
+    alpha, beta, gamma, c = validate_params(alpha, beta, gamma, c)
+    x = np.asarray(x, dtype=np.float64)
+    ld = np.longdouble
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = x.astype(ld) / ld(gamma) + ld(beta)
+        d_alpha = (_h_any(u, c) - _h_any(np.asarray(ld(beta)), c)).astype(np.float64)
+        hp = np.asarray(h_prime(u.astype(np.float64), c), dtype=ld)
+        slope = hp != 0
+        d_beta = (ld(alpha) * (hp - ld(float(r_prime(beta))))).astype(np.float64)
+        d_gamma = np.where(slope, -ld(alpha) * hp * np.where(slope, x, 0.0).astype(ld) / ld(gamma) ** 2, 0.0)
+    nan = np.isnan(x)
+    return tuple(np.where(nan, np.nan, d) for d in (d_alpha, d_beta, d_gamma.astype(np.float64)))
+
+
+# ---------------------------------------------------------------- learnable parameters
+
+#: Learnable alpha and gamma are ``softplus(raw) + LEARNABLE_FLOOR``: never 0, even where softplus underflows.
+LEARNABLE_FLOOR = 1e-6
+#: Learnable beta is ``LEARNABLE_MARGIN + (1 - 2 LEARNABLE_MARGIN) sigmoid(raw)``: sigmoid rounds to
+#: exactly 0 or 1 in float32 for |raw| > ~17, and beta must stay inside (0, 1).
+LEARNABLE_MARGIN = 1e-6
+
+
+def _namespace_functions(xp: Any) -> tuple[Any, Any, Any]:
+    """(softplus, sigmoid, constant-like) of an array namespace: numpy, torch, jax.numpy or keras.ops."""
+    name = getattr(xp, "__name__", "")
+    if name == "numpy":
+        # sigmoid(v) = exp(-softplus(-v)): full relative precision on both tails
+        return (lambda v: np.logaddexp(0.0, v)), (lambda v: np.exp(-np.logaddexp(0.0, -v))), (lambda c, like: c)
+    if name == "torch":
+        return xp.nn.functional.softplus, xp.sigmoid, (lambda c, like: c)  # torch keeps a float's digits
+    if name == "jax.numpy":
+        import jax  # only reached with jax.numpy in hand
+
+        return jax.nn.softplus, jax.nn.sigmoid, (lambda c, like: c)
+    if hasattr(xp, "softplus") and hasattr(xp, "convert_to_tensor"):  # keras.ops
+        # a tensor of like's dtype: Keras's torch backend rounds Python floats to float32 in mixed ops
+        return xp.softplus, xp.sigmoid, (lambda c, like: xp.convert_to_tensor(c, dtype=like.dtype))
+    raise TypeError(f"unsupported array namespace {name or xp!r}: use numpy, torch, jax.numpy or keras.ops")
+
+
+def learnable_positive(raw: Any, xp: Any = np) -> Any:
+    r"""A learnable alpha or gamma from its raw weight: :math:`\mathrm{softplus}(raw) + 10^{-6}`.
+
+    ``xp`` is the array namespace of ``raw`` (numpy, torch, jax.numpy or keras.ops).
+
+    >>> float(learnable_positive(np.float64(0.0)))  # log 2 + 1e-6
+    0.6931481805599453
+    """
+    softplus, _, const = _namespace_functions(xp)
+    raw = xp.asarray(raw) if getattr(xp, "__name__", "") in ("numpy", "jax.numpy") else raw
+    return softplus(raw) + const(LEARNABLE_FLOOR, raw)
+
+
+def learnable_unit(raw: Any, xp: Any = np) -> Any:
+    r"""A learnable beta from its raw weight: :math:`m + (1 - 2m)\,\sigma(raw)`, :math:`m = 10^{-6}`.
+
+    >>> float(learnable_unit(np.float64(0.0)))
+    0.5
+    """
+    _, sigmoid, const = _namespace_functions(xp)
+    raw = xp.asarray(raw) if getattr(xp, "__name__", "") in ("numpy", "jax.numpy") else raw
+    return const(LEARNABLE_MARGIN, raw) + const(1.0 - 2.0 * LEARNABLE_MARGIN, raw) * sigmoid(raw)
+
+
+def learnable_to_params(raw_alpha: Any, raw_beta: Any, raw_gamma: Any, xp: Any = np) -> tuple[Any, Any, Any]:
+    r"""(alpha, beta, gamma) from the unconstrained weights of a learnable SPOCU.
+
+    .. math::
+
+        \alpha = \mathrm{softplus}(a) + f,\quad \beta = m + (1 - 2m)\,\sigma(b),\quad
+        \gamma = \mathrm{softplus}(g) + f,\qquad f = m = 10^{-6},
+
+    so every optimizer step keeps the parameters in SPOCU's domain. ``xp`` is the
+    array namespace of the weights (numpy, torch, jax.numpy or keras.ops); the
+    results have their type and dtype. :func:`params_to_learnable` is the inverse.
+
+    >>> raws = params_to_learnable(3.0937, 0.6653, 4.437)
+    >>> [round(float(v), 12) for v in learnable_to_params(*raws, np)]
+    [3.0937, 0.6653, 4.437]
+    """
+    return learnable_positive(raw_alpha, xp), learnable_unit(raw_beta, xp), learnable_positive(raw_gamma, xp)
+
+
+def _inverse_positive(name: str, value: float, max_value: float) -> float:
+    v = value - LEARNABLE_FLOOR
+    if not (v > 0.0 and value <= max_value):
+        raise ValueError(
+            f"SPOCU parameter {name}={value!r} is out of range for a learnable {name}: it must lie in "
+            f"({LEARNABLE_FLOOR:g}, {max_value:g}] ({name} = softplus(raw_{name}) + {LEARNABLE_FLOOR:g}, "
+            "held in the weights' dtype)"
+        )
+    return v + math.log(-math.expm1(-v))  # softplus^-1(v) = log(expm1(v)), stable for large v
+
+
+def params_to_learnable(
+    alpha: float, beta: float, gamma: float, max_value: float = float(np.finfo(np.float32).max)
+) -> tuple[float, float, float]:
+    r"""The raw weights (Python floats) whose :func:`learnable_to_params` are ``alpha, beta, gamma``.
+
+    Supported initial values: alpha and gamma in :math:`(10^{-6}, \text{max\_value}]`
+    (``max_value``: the largest number of the weights' dtype), beta in
+    :math:`(10^{-6}, 1 - 10^{-6})`. Values outside raise a ``ValueError`` naming the
+    parameter and the range; the domain itself is checked first (:func:`validate_params`).
+
+    >>> params_to_learnable(1.0, 0.5, 1.0)[1]
+    0.0
+    >>> params_to_learnable(1.0, 1e-9, 1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: SPOCU parameter beta=1e-09 is out of range for a learnable beta: it must lie in the open interval (1e-06, 0.999999) (beta = 1e-06 + (1 - 2e-06) * sigmoid(raw_beta))
+    """
+    alpha, beta, gamma, _ = validate_params(alpha, beta, gamma, math.inf)
+    raw_alpha = _inverse_positive("alpha", alpha, max_value)
+    raw_gamma = _inverse_positive("gamma", gamma, max_value)
+    m = LEARNABLE_MARGIN
+    if not (m < beta < 1.0 - m):
+        raise ValueError(
+            f"SPOCU parameter beta={beta!r} is out of range for a learnable beta: it must lie in the open interval "
+            f"({m:g}, {1.0 - m:g}) (beta = {m:g} + (1 - {2 * m:g}) * sigmoid(raw_beta))"
+        )
+    p = (beta - m) / (1.0 - 2.0 * m)
+    return raw_alpha, math.log(p) - math.log1p(-p), raw_gamma

@@ -12,7 +12,13 @@ import jax.numpy as jnp  # noqa: E402
 from jax.ad_checkpoint import print_saved_residuals  # noqa: E402
 
 from reference_checks import PARAM_SETS, assert_matches_reference, wide_inputs  # noqa: E402
-from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad, reference_spocu_grad2  # noqa: E402
+from spocu.core import (  # noqa: E402
+    SPOCUParams,
+    reference_spocu,
+    reference_spocu_grad,
+    reference_spocu_grad2,
+    reference_spocu_param_grads,
+)
 from spocu.jax import spocu  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -154,7 +160,8 @@ def test_integer_inputs_promote_and_complex_is_refused():
 @pytest.mark.parametrize(
     "kwargs, name",
     [({"alpha": 0.0}, "alpha"), ({"beta": 1.0}, "beta"), ({"gamma": -2.0}, "gamma"), ({"c": 0.5}, "c"),
-     ({"beta": float("nan")}, "beta")],
+     ({"beta": float("nan")}, "beta"), ({"alpha": 1e308}, "alpha"), ({"gamma": 1e308}, "gamma"),
+     ({"gamma": 1e-300}, "gamma")],
 )
 def test_invalid_parameters_raise_the_core_error(kwargs, name):
     with pytest.raises(ValueError) as err:
@@ -167,3 +174,67 @@ def test_invalid_parameters_raise_the_core_error(kwargs, name):
 def test_shapes_are_kept():
     for shape in [(), (0,), (3,), (2, 3, 4)]:
         assert spocu(jnp.zeros(shape)).shape == shape
+
+
+def _per_element(x, a, b, g, c):
+    """(y, dy/dx, dy/da, dy/db, dy/dg) elementwise, with one parameter per element."""
+    full = [jnp.full(x.shape, p, x.dtype) for p in (a, b, g)]
+    y, vjp = jax.vjp(lambda *v: spocu(v[0], *v[1:], c=c), x, *full)
+    return (y, *vjp(jnp.ones_like(y)))
+
+
+@pytest.mark.parametrize("c", [math.inf, 1.5])
+def test_array_parameter_derivatives_match_the_reference_on_a_dense_grid(c):
+    alpha, beta, gamma = 1.25, 0.375, 2.5  # binary fractions: the kinks -0.9375 and (c = 1.5) 2.8125 are exact
+    p = SPOCUParams(alpha, beta, gamma, c)
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.concatenate([np.linspace(-4.0, 9.0, 521), [p.lower_bound],
+                                         [p.upper_bound] if math.isfinite(c) else []]))
+        y, gx, ga, gb, gg = (np.asarray(v) for v in _per_element(x, alpha, beta, gamma, c))
+    x64 = np.asarray(x)
+    np.testing.assert_allclose(y, reference_spocu(x64, alpha, beta, gamma, c), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gx, reference_spocu_grad(x64, alpha, beta, gamma, c), rtol=1e-12, atol=1e-13)
+    for got, ref in zip((ga, gb, gg), reference_spocu_param_grads(x64, alpha, beta, gamma, c)):
+        # the reference's r'(u) - r'(beta) cancels near x = 0: allow eps times the size of the terms
+        scale = np.abs(ref) + alpha * np.abs(reference_spocu_grad(x64, alpha, beta, gamma, c)) * (1 + np.abs(x64))
+        assert (np.abs(got - ref) <= 1e-12 * scale + 1e-14).all()
+    kinks = (x64 == p.lower_bound) | (x64 == p.upper_bound)
+    assert kinks.sum() == (1 if math.isinf(c) else 2)
+    assert (gx[kinks] == 0).all() and (gg[kinks] == 0).all()
+
+
+@pytest.mark.parametrize("upstream", [0.0, 1.0])
+def test_array_parameters_never_give_nan_for_non_nan_inputs(upstream):
+    """Differentiating x alone, one parameter alone, or everything, in forward and reverse mode."""
+    x = jnp.array([-jnp.inf, -3e38, -1e30, -1.0, 0.0, 2.0, 1e30, 3e38, jnp.inf], jnp.float32)
+    ones = jnp.ones_like(x)
+    for c in (math.inf, 1.5):
+        a, b, g = jnp.float32(1.0), jnp.float32(0.5), jnp.float32(2.0)
+        results = []
+        for argnums in [(0,), (1,), (2,), (3,), (0, 1, 2, 3)]:
+            _, vjp = jax.vjp(lambda *v: spocu(v[0], v[1], v[2], v[3], c), x, a * ones, b * ones, g * ones)
+            grads = vjp(jnp.full(x.shape, upstream, x.dtype))
+            results += [grads[i] for i in argnums]
+        _, tangent = jax.jvp(lambda v: spocu(v, a, b, g, c), (x,), (ones,))
+        results.append(tangent)
+        for r in results:
+            assert not np.isnan(np.asarray(r)).any(), (c, r)
+
+
+def test_array_parameters_forward_mode_equals_reverse_mode():
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.linspace(-3.0, 6.0, 37))
+        params = (jnp.float64(1.3), jnp.float64(0.4), jnp.float64(2.2))
+        f = lambda v, a, b, g: spocu(v, a, b, g, 3.0)  # noqa: E731
+        tangents = (jnp.ones_like(x), jnp.float64(0.3), jnp.float64(-0.7), jnp.float64(1.1))
+        _, forward = jax.jvp(f, (x, *params), tangents)
+        _, vjp = jax.vjp(f, x, *params)
+        for i, e in enumerate(np.eye(len(x))):  # row i of the Jacobian, dotted with the tangents
+            grads = vjp(jnp.asarray(e))
+            reverse = sum(float(jnp.sum(gr * t)) for gr, t in zip(grads, tangents))
+            assert float(forward[i]) == pytest.approx(reverse, rel=1e-12, abs=1e-14)
+            if i > 4:
+                break
+        g2 = jax.vmap(jax.grad(jax.grad(lambda v: f(v, *params))))(x)
+        np.testing.assert_allclose(np.asarray(g2), reference_spocu_grad2(np.asarray(x), 1.3, 0.4, 2.2, 3.0),
+                                   rtol=1e-10, atol=1e-12)

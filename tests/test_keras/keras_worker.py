@@ -4,6 +4,8 @@ The tests import these functions for the in-process backend and run this file
 as a script for the others (Keras picks its backend once per process)::
 
     KERAS_BACKEND=jax python keras_worker.py values OUT.npz     # parity inputs: values and gradients
+    KERAS_BACKEND=jax python keras_worker.py edges OUT.npz      # kinks and non-finite inputs (test_parity.py)
+    KERAS_BACKEND=jax python keras_worker.py promote            # integer/bool inputs, every entry point, JSON
     KERAS_BACKEND=jax python keras_worker.py save OUTDIR        # fit + save models, run checks, print JSON
     KERAS_BACKEND=jax python keras_worker.py load INDIR OUT.npz # load every saved model, predict
 """
@@ -99,6 +101,95 @@ def parity_values() -> dict[str, np.ndarray]:
             x, y, g = value_and_grad(lambda v: spocu.keras.spocu(v, **params.as_dict()), wide_inputs(dtype, params),
                                      dtype)
             out[f"{dtype}/{name}/x"], out[f"{dtype}/{name}/y"], out[f"{dtype}/{name}/g"] = x, y, g
+    return out
+
+
+# ---------------------------------------------------------------- kinks and non-finite inputs
+
+#: alpha=1, beta=0.5, gamma=2: the kinks sit exactly at x = -1 and (c = 1.5) x = 2
+EDGE_PARAMS = {"c1.5": (1.0, 0.5, 2.0, 1.5), "cinf": (1.0, 0.5, 2.0, float("inf"))}
+
+
+def edge_inputs(dtype: str) -> np.ndarray:
+    """Both kinks, both flat pieces, points of the active piece, huge finite and infinite inputs."""
+    big = {"float32": 3e38, "float64": 1e300}[dtype]
+    return np.array([-np.inf, -big, -1e30, -3.0, -1.0, -0.5, 0.0, 0.5, 2.0, 2.5, 7.0, 1e30, big, np.inf])
+
+
+def value_and_grads(fn, arrays: list[np.ndarray], dtype: str) -> list[np.ndarray]:
+    """[x, fn(x, *rest), d sum(fn)/d args...] as float64 arrays (x = arrays[0] rounded to dtype), on the
+    current backend."""
+    import keras
+    from keras import ops
+
+    args = [ops.cast(ops.convert_to_tensor(np.asarray(a, np.float64)), dtype) for a in arrays]
+    b = keras.backend.backend()
+    if b == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            for a in args:
+                tape.watch(a)
+            y = fn(*args)
+        grads = tape.gradient(y, args, output_gradients=tf.ones_like(y))
+    elif b == "jax":
+        import jax
+
+        y, vjp = jax.vjp(fn, *args)
+        grads = vjp(ops.ones_like(y))
+    elif b == "torch":
+        args = [a.detach().requires_grad_(True) for a in args]
+        y = fn(*args)
+        y.backward(ops.ones_like(y))
+        grads = [a.grad for a in args]
+    else:
+        raise NotImplementedError(f"no gradient helper for the {b} backend")
+    return [to_float64(t) for t in [args[0], y, *grads]]  # the first input as the backend rounded it
+
+
+def edge_values() -> dict[str, np.ndarray]:
+    """spocu.keras.spocu with float and with tensor parameters at the kinks and non-finite inputs:
+    keys ``<path>/<dtype>/<params>/<x|y|gx|galpha|gbeta|ggamma>``."""
+    import spocu.keras
+
+    out = {}
+    for dtype in ("float32", "float64"):
+        if dtype == "float64" and not float64_supported():
+            continue
+        for name, (a, b, g, c) in EDGE_PARAMS.items():
+            x = edge_inputs(dtype)
+            key = f"{dtype}/{name}"
+            x, y, gx = value_and_grads(lambda v: spocu.keras.spocu(v, a, b, g, c), [x], dtype)
+            out.update({f"fixed/{key}/x": x, f"fixed/{key}/y": y, f"fixed/{key}/gx": gx})
+            full = [np.full(x.shape, p) for p in (a, b, g)]  # one parameter per element: per-element gradients
+            _, y, gx, ga, gb, gg = value_and_grads(lambda v, pa, pb, pg: spocu.keras.spocu(v, pa, pb, pg, c),
+                                                [x, *full], dtype)
+            out.update({f"tensor/{key}/x": x, f"tensor/{key}/y": y, f"tensor/{key}/gx": gx,
+                        f"tensor/{key}/galpha": ga, f"tensor/{key}/gbeta": gb, f"tensor/{key}/ggamma": gg})
+            layer = spocu.keras.SPOCU(a, b, g, c, dtype=dtype)  # the layer (and learnable layer) entry points
+            _, y, gx = value_and_grads(layer, [x], dtype)
+            out.update({f"layer/{key}/x": x, f"layer/{key}/y": y, f"layer/{key}/gx": gx})
+    return out
+
+
+def promoted_dtypes() -> dict[str, str]:
+    """The output dtype and values of every Keras entry point for integer and bool inputs."""
+    import keras
+    from keras import ops
+
+    import spocu.keras
+    from spocu.spocu_tensorflow import SPOCU as SeedSPOCU
+
+    entries = {"function": spocu.keras.spocu, "layer": spocu.keras.SPOCU(),
+               "learnable": spocu.keras.SPOCU(learnable=True), "shim": SeedSPOCU(),
+               "tensor_params": lambda v: spocu.keras.spocu(v, ops.convert_to_tensor(3.0937), 0.6653, 4.437)}
+    out = {}
+    for name, fn in entries.items():
+        for kind, x in (("int", np.arange(-3, 4)), ("bool", np.array([False, True]))):
+            y = fn(x)
+            out[f"{name}/{kind}"] = keras.backend.standardize_dtype(y.dtype)
+            out[f"{name}/{kind}/values"] = [float(v) for v in to_float64(y)]
+    out["floatx"] = keras.config.floatx()
     return out
 
 
@@ -338,6 +429,7 @@ def backend_checks() -> dict:
         "mixed_float16": mixed_precision("mixed_float16"),
         "mixed_bfloat16": mixed_precision("mixed_bfloat16"),
         "seed_cnn": seed_cnn(),
+        "promoted": promoted_dtypes(),
     }
 
 
@@ -345,6 +437,10 @@ def main(argv: list[str]) -> int:
     mode = argv[1]
     if mode == "values":
         np.savez(argv[2], **parity_values())
+    elif mode == "edges":
+        np.savez(argv[2], **edge_values())
+    elif mode == "promote":
+        print("REPORT " + json.dumps(promoted_dtypes()))
     elif mode == "save":
         report = {"models": save_models(argv[2]), "checks": backend_checks()}
         print("REPORT " + json.dumps(report, allow_nan=True))

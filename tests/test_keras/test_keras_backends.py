@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spocu.core import reference_spocu
+
 sys.path.insert(0, os.path.dirname(__file__))
 import keras_worker as worker  # noqa: E402  (first: it loads Triton before TensorFlow, see there)
 
@@ -134,3 +136,18 @@ def test_seed_cnn_on_each_backend(b, saved):
     assert result["params"] == 42_442
     assert math.isfinite(result["fit_loss"]) and math.isfinite(result["eval_loss"])
     assert 0.0 <= result["accuracy"] <= 1.0
+
+
+def check_promoted(result: dict) -> None:
+    """Every Keras entry point returns floatx, with SPOCU's values, for integer and bool inputs."""
+    entries = ("function", "layer", "learnable", "shim", "tensor_params")
+    for name in entries:
+        for kind, x in (("int", np.arange(-3, 4.0)), ("bool", np.array([0.0, 1.0]))):
+            assert result[f"{name}/{kind}"] == result["floatx"], (name, kind, result[f"{name}/{kind}"])
+            np.testing.assert_allclose(result[f"{name}/{kind}/values"], reference_spocu(x), rtol=2e-5, atol=1e-6,
+                                       err_msg=f"{name} {kind}")
+
+
+@pytest.mark.parametrize("b", BACKENDS)
+def test_integer_and_bool_inputs_promote_on_each_backend(b, saved):
+    check_promoted(_checks(b, saved)["promoted"])

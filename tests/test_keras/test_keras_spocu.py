@@ -23,9 +23,9 @@ from keras import ops  # noqa: E402
 
 import spocu.keras  # noqa: E402
 from reference_checks import PARAM_SETS, assert_matches_reference, wide_inputs  # noqa: E402
-from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad  # noqa: E402
+from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad, reference_spocu_param_grads  # noqa: E402
 from spocu.keras import SPOCU  # noqa: E402
-from spocu.keras import functional as F  # noqa: E402
+from spocu.keras import kernels as K  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
@@ -62,7 +62,7 @@ def test_generic_keras_ops_route_matches_reference(dtype):
     _needs(dtype)
     """The keras.ops route (used on backends without a native kernel, and on TensorFlow without XLA)."""
     params = PARAM_SETS["c2"]
-    x, y, g = worker.value_and_grad(lambda v: F._generic(v, params), wide_inputs(dtype, params), dtype)
+    x, y, g = worker.value_and_grad(lambda v: K._generic(v, params), wide_inputs(dtype, params), dtype)
     assert_matches_reference(x, y, params, dtype)
     assert_matches_reference(x, g, params, dtype, derivative=True)
 
@@ -70,7 +70,7 @@ def test_generic_keras_ops_route_matches_reference(dtype):
 def test_tensorflow_route_without_xla_matches_reference(monkeypatch):
     if BACKEND != "tensorflow":
         pytest.skip(f"TF_JIT_COMPILE only concerns the TensorFlow backend (this process runs {BACKEND})")
-    monkeypatch.setattr(F, "TF_JIT_COMPILE", False)
+    monkeypatch.setattr(K, "TF_JIT_COMPILE", False)
     params = PARAM_SETS["default"]
     x, y, g = worker.value_and_grad(spocu.keras.spocu, wide_inputs("float32", params), "float32")
     assert_matches_reference(x, y, params, "float32")
@@ -274,3 +274,97 @@ def test_seed_cnn_on_this_backend():
     result = worker.seed_cnn()
     assert result["params"] == 42_442
     assert math.isfinite(result["fit_loss"]) and math.isfinite(result["eval_loss"])
+
+
+# ---------------------------------------------------------------- inputs, parameters, convention, structure
+
+
+def test_integer_and_bool_inputs_promote_in_every_entry_point():
+    from test_keras_backends import check_promoted
+
+    check_promoted(worker.promoted_dtypes())
+
+
+@pytest.mark.parametrize("learnable", ["no", 1, 0.0, None])
+def test_learnable_must_be_a_bool(learnable):
+    with pytest.raises(TypeError, match="learnable"):
+        SPOCU(learnable=learnable)
+
+
+def test_learnable_accepts_numpy_bools():
+    assert SPOCU(learnable=np.bool_(True)).learnable is True
+    assert SPOCU(learnable=np.bool_(False)).trainable_weights == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, name, learnable_only",
+    [({"alpha": 1e308}, "alpha", False), ({"gamma": 1e308}, "gamma", False), ({"gamma": 1e-300}, "gamma", False),
+     ({"beta": 1e-9}, "beta", True), ({"alpha": 1e-6}, "alpha", True), ({"alpha": 5e-7}, "alpha", True)],
+)
+def test_in_domain_parameters_work_or_name_the_supported_range(kwargs, name, learnable_only):
+    makers = [lambda: SPOCU(learnable=True, **kwargs)]
+    if not learnable_only:
+        makers += [lambda: spocu.keras.spocu(np.ones(2), **kwargs), lambda: SPOCU(**kwargs)]
+    else:  # fixed parameters take these values
+        x = np.array([-3.0, 0.0, 2.0])
+        np.testing.assert_allclose(ops.convert_to_numpy(SPOCU(**kwargs)(x)), reference_spocu(x, **kwargs),
+                                   rtol=1e-5, atol=1e-12)
+    for make in makers:
+        with pytest.raises(ValueError, match=rf"SPOCU parameter {name}=.*(range|interval)"):
+            make()
+
+
+def test_tensor_parameter_gradients_reduce_to_the_parameter_shapes():
+    """Per-feature (3,) and scalar parameters: the gradient is the reference derivative summed over the batch."""
+    x = np.linspace(-3.0, 7.0, 12).reshape(4, 3)
+    alpha, beta, gamma = np.array([1.0, 2.0, 0.5]), np.array(0.5), np.array([[2.0, 1.5, 3.0]])
+    _, y, gx, ga, gb, gg = worker.value_and_grads(lambda v, a, b, g: spocu.keras.spocu(v, a, b, g, 2.5),
+                                                  [x, alpha, beta, gamma], "float32")
+    assert ga.shape == (3,) and gb.shape == () and gg.shape == (1, 3) and gx.shape == (4, 3)
+    per_element = [np.zeros((4, 3)) for _ in range(3)]
+    for j in range(3):
+        column = reference_spocu_param_grads(x[:, j], alpha[j], float(beta), gamma[0, j], 2.5)
+        for k in range(3):
+            per_element[k][:, j] = column[k]
+        np.testing.assert_allclose(gx[:, j], reference_spocu_grad(x[:, j], alpha[j], float(beta), gamma[0, j], 2.5),
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ga, per_element[0].sum(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gb, per_element[1].sum(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gg[0], per_element[2].sum(0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("c", [math.inf, 1.5])
+def test_tensor_parameter_derivatives_match_the_reference_on_a_dense_grid(c):
+    _needs("float64")
+    alpha, beta, gamma = 1.25, 0.375, 2.5  # binary fractions: the kinks are exact
+    p = SPOCUParams(alpha, beta, gamma, c)
+    x = np.concatenate([np.linspace(-4.0, 9.0, 131), [p.lower_bound], [p.upper_bound] if math.isfinite(c) else []])
+    full = [np.full(x.shape, v) for v in (alpha, beta, gamma)]
+    _, y, gx, *gp = worker.value_and_grads(lambda v, a, b, g: spocu.keras.spocu(v, a, b, g, c), [x, *full], "float64")
+    np.testing.assert_allclose(y, reference_spocu(x, alpha, beta, gamma, c), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gx, reference_spocu_grad(x, alpha, beta, gamma, c), rtol=1e-12, atol=1e-13)
+    for got, ref in zip(gp, reference_spocu_param_grads(x, alpha, beta, gamma, c)):
+        scale = np.abs(ref) + alpha * np.abs(reference_spocu_grad(x, alpha, beta, gamma, c)) * (1 + np.abs(x))
+        assert (np.abs(got - ref) <= 1e-12 * scale + 1e-14).all()
+    kinks = (x == p.lower_bound) | (x == p.upper_bound)
+    assert (gx[kinks] == 0).all() and (gp[2][kinks] == 0).all()
+
+
+def test_kernels_live_in_one_module_without_function_level_imports_of_spocu_keras():
+    """layers and functional both import spocu.keras.kernels; no import inside a function breaks a cycle."""
+    import ast
+    import inspect
+
+    import spocu.keras.kernels
+    import spocu.keras.functional
+    import spocu.keras.layers
+
+    for module in (spocu.keras.functional, spocu.keras.layers, spocu.keras.kernels):
+        tree = ast.parse(inspect.getsource(module))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("spocu.keras"):
+                        raise AssertionError(f"{module.__name__}.{node.name} imports {inner.module} inside a function")
+    assert spocu.keras.functional.spocu_fixed is spocu.keras.layers.spocu_fixed is spocu.keras.kernels.spocu_fixed
+    assert spocu.keras.functional.SPOCU is spocu.keras.layers.SPOCU

@@ -61,3 +61,48 @@ def test_fit_from_samples_file_and_pareto_recipe(tmp_path, capsys):
     assert cli.main(["fit", "--pareto", "3", "--recipe", "pareto", "--starts", "1", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["gamma"] == 1.0 and d["c"] == 1.0 and d["moments"]["slope_at_zero"] == pytest.approx(1.0)
+
+
+def test_fixed_point_only_where_the_output_feeds_the_same_input(capsys):
+    """N(0, 2) maps to E[s^2] = 1, i.e. the next layer sees N(0, τ·1): a fixed point only with τ = 2."""
+    assert cli.main(["fit", "--normal", "0", "2", "--starts", "1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["fixed_point"] is False and d["stable"] is None and d["jacobian_meaning"].startswith("local sensitivity")
+    assert d["next_layer_input"]["variance"] == pytest.approx(1.0, abs=1e-8)
+    assert cli.main(["fit", "--normal", "0", "2", "--starts", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "stable" not in out and "local sensitivity" in out and "--tau 2" in out
+    assert cli.main(["fit", "--normal", "0", "2", "--tau", "2", "--starts", "1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["fixed_point"] is True and d["next_layer_input"]["variance"] == pytest.approx(2.0, abs=1e-7)
+    assert d["stable"] is (d["jacobian_norm_2"] < 1)
+
+
+def test_the_pareto_recipe_is_not_a_fixed_point(capsys):
+    assert cli.main(["fit", "--pareto", "3", "--recipe", "pareto", "--starts", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "stable" not in out and "not a fixed point" in out
+    assert cli.main(["fit", "--pareto", "3", "--recipe", "pareto", "--starts", "1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    # the issue's numbers: output mean 0.75 against the Pareto input's mean 0.5
+    assert d["moments"]["mean"] == pytest.approx(0.7507, abs=1e-3) and 1 / (d["input"]["a"] - 1) == 0.5
+    assert d["fixed_point"] is False and d["stable"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tau", "-1"], "--tau must be a finite number > 0"),
+        (["--tau", "0"], "--tau must be a finite number > 0"),
+        (["--tau", "inf"], "--tau must be a finite number > 0"),
+        (["--omega", "nan"], "--omega must be a finite number"),
+        (["--starts", "100000000"], "use at most 4096"),
+        (["--starts", "0"], "--starts must be >= 1"),
+        (["--tolerance", "nan"], "--tolerance"),
+        (["--normal", "0", "inf"], "finite"),
+    ],
+)
+def test_meaningless_layer_values_are_refused(capsys, argv, message):
+    assert cli.main(["fit", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import argparse
 
+from spocu.errors import CommandError
+
 HELP = "train a tiny network with SPOCU and ReLU on a toy task and print the losses"
+
+#: the toy task has converged long before this; more steps only spend time
+MAX_STEPS = 100_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--steps", type=int, default=300, help=f"optimizer steps (default 300, at most {MAX_STEPS})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0; 0 <= seed < 2**63)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise CommandError(f"--steps must be in [1, {MAX_STEPS}], got {args.steps}")
+    if not 0 <= args.seed < 2**63:  # torch.manual_seed takes a 64-bit integer
+        raise CommandError(f"--seed must be in [0, 2**63), got {args.seed}")
+
     import torch
 
     from spocu.torch import SPOCU
 
-    if args.steps < 1:
-        raise SystemExit(f"--steps must be >= 1, got {args.steps}")
     generator = torch.Generator().manual_seed(args.seed)
     x = torch.rand(512, 2, generator=generator) * 4 - 2
     y = torch.sin(x[:, :1] * 2) * torch.cos(x[:, 1:])

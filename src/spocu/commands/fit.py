@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 HELP = "fit SPOCU's parameters so that E[s(z)] = 0, E[s(z)^2] = 1 (or your conditions) for your inputs"
 
@@ -42,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--recipe", choices=("pareto",), help="pareto: fix c = gamma = 1 and ask s'(0) = 1, E[s^2] = 1 (needs --pareto)")
     parser.add_argument("--search", action="append", default=[], metavar="NAME=LOW:HIGH", help="search interval of a free parameter (repeatable)")
-    parser.add_argument("--starts", type=int, default=16, help="about how many grid starting points (default 16; 1 = the defaults only)")
+    parser.add_argument("--starts", type=int, default=16, help="about how many grid starting points (default 16; 1 = the defaults only; at most 4096)")
     parser.add_argument("--omega", type=float, default=0.0, help="weight sum of the Jacobian's layer (default 0)")
     parser.add_argument("--tau", type=float, default=1.0, help="sum of squared weights of the Jacobian's layer (default 1)")
     parser.add_argument("--tolerance", type=float, default=1e-8, help="max |residual| of a solution (default 1e-8)")
@@ -117,6 +116,23 @@ def _fmt(value: float | None, digits: int = 6) -> str:
     return f"{value:.{digits}g}"
 
 
+def _why_not_fixed(result) -> str:
+    """Why the fitted point is not a fixed point of the layer map (one sentence)."""
+    if not result.solved:
+        return "no exact solution, so no fixed point"
+    if result.next_input is None:
+        return "the output moments are infinite"
+    mean, variance = (v + 0.0 for v in result.next_input)  # + 0.0: no "-0"
+    m = result.moments
+    text = (f"not a fixed point: the next layer's input has mean ω·E[s] = {result.omega:g}·{m.mean + 0.0:.6g} = "
+            f"{mean:.6g} and variance τ·E[s²] = {result.tau:g}·{m.second_moment:.6g} = {variance:.6g}, the fitted input {result.distribution.label} has mean {result.distribution.mean:.6g} "
+            f"and variance {result.distribution.variance:.6g}")  # fmt: skip
+    second = result.moments.second_moment
+    if abs(mean - result.distribution.mean) <= 1e-6 * max(1.0, abs(mean)) and second > 0:
+        text += f" (--tau {result.distribution.variance / second:.6g} would make it one)"
+    return text
+
+
 def _print_table(result) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -157,7 +173,10 @@ def _print_table(result) -> None:
             f"  ‖J‖₂ = {norms['norm_2']:.6f}, ‖J‖₁ = {norms['norm_1']:.6f}, spectral radius = {norms['spectral_radius']:.6f}",
             **plain,
         )
-        console.print("  [green]‖J‖₂ < 1: stable fixed point[/]" if result.stable else "  [red]‖J‖₂ ≥ 1: not contracting[/]")
+        if result.fixed_point:
+            console.print("  [green]‖J‖₂ < 1: stable fixed point[/]" if result.stable else "  [red]‖J‖₂ ≥ 1: fixed point, not contracting[/]")
+        else:
+            console.print(f"  J is the local sensitivity of the layer map here: {_why_not_fixed(result)}", **plain)
     region = ", ".join(f"{n} in [{lo:g}, {hi:g}]" for n, (lo, hi) in result.search_region.items())
     if result.solved:
         uniq = "unique" if result.unique else f"[yellow]not unique: {len(result.solutions)} distinct solutions[/]"
@@ -169,13 +188,26 @@ def _print_table(result) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spocu.errors import CommandError
     from spocu.science import fit
 
+    # the option names, not fit()'s argument names, in the messages about them
+    if not math.isfinite(args.omega):
+        raise CommandError(f"--omega must be a finite number, got {args.omega!r}")
+    if not (math.isfinite(args.tau) and args.tau > 0):
+        raise CommandError(f"--tau must be a finite number > 0 (a sum of squared weights), got {args.tau!r}")
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise CommandError(f"--tolerance must be a finite number > 0, got {args.tolerance!r}")
+    if args.starts < 1:
+        raise CommandError(f"--starts must be >= 1, got {args.starts}")
+    if args.normal is not None and not all(math.isfinite(v) for v in args.normal):
+        raise CommandError(f"--normal MEAN VARIANCE must be finite numbers, got {args.normal[0]!r} {args.normal[1]!r}")
     try:
         result = fit(**_request(args))
     except ValueError as error:
-        print(f"spocu fit: error: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(str(error).replace("starts=", "--starts ")) from None
+    except OSError as error:  # --samples FILE unreadable
+        raise CommandError(f"cannot read --samples {args.samples!r}: {error.strerror or error}") from None
     if args.json:
         print(result.to_json(indent=2))
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
+import os
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA
 
@@ -31,23 +31,30 @@ def _num(v: float | None, digits: int = 7) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from spocu.core import SPOCUParams
+    from spocu.errors import CommandError
     from spocu.science.fitting import _jsonable
-    from spocu.science.shape import overflow_table, plot_shape, r_facts, spocu_facts
+    from spocu.science.shape import figure_formats, overflow_table, plot_shape, r_facts, spocu_facts
 
     try:
         params = SPOCUParams(args.alpha, args.beta, args.gamma, args.c)
     except ValueError as error:
-        print(f"spocu shape: error: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(str(error)) from None
+    if args.figure:
+        suffix = os.path.splitext(args.figure)[1].lstrip(".").lower() or "png"
+        if suffix not in figure_formats():
+            raise CommandError(f"--figure {args.figure!r}: cannot write {suffix!r} figures; use a suffix among "
+                               f"{', '.join(sorted(figure_formats()))}")  # fmt: skip
     r = r_facts()
     s = spocu_facts(params)
-    table = overflow_table(params) if math.isinf(params.c) else None
+    try:
+        table = overflow_table(params)
+    except ValueError:  # finite c whose range fits every dtype: nothing overflows
+        table = None
     if args.figure:
         try:
             plot_shape(args.figure, params)
         except OSError as error:
-            print(f"spocu shape: error: cannot write {args.figure!r}: {error}", file=sys.stderr)
-            return 2
+            raise CommandError(f"cannot write --figure {args.figure!r}: {error.strerror or error}") from None
     if args.json:
         print(json.dumps(_jsonable({"r": r, "spocu": s, "overflow": table}), indent=2, allow_nan=False))
         return 0
@@ -73,12 +80,19 @@ def run(args: argparse.Namespace) -> int:
         lo, hi = s["negative_for_positive_x"]
         out(f"  s < 0 for x in ({lo:.7g}, {_num(hi)}) although x > 0")
     lo, hi = s["range"]
-    out(f"  range: [{lo:.7g}, {_num(hi)}]  ({'bounded' if s['bounded'] else 'unbounded above'}, "
-        f"{'monotone' if s['monotone'] else 'not monotone'})")  # fmt: skip
+    if s["upper_value_exceeds_float64"]:
+        bound = (f"bounded in exact arithmetic by s(x >= {_num(s['upper_kink_x'])}) = alpha*(r(c) - r(beta)), "
+                 "but that bound exceeds float64's range")  # fmt: skip
+        out(f"  range: [{lo:.7g}, > 1.8e308]  ({bound}; {'monotone' if s['monotone'] else 'not monotone'})")
+    else:
+        out(f"  range: [{lo:.7g}, {_num(hi)}]  ({'bounded' if s['bounded'] else 'unbounded above'}, "
+            f"{'monotone' if s['monotone'] else 'not monotone'})")  # fmt: skip
     if table is None:
-        out("overflow: none (finite c: SPOCU is bounded)")
+        out(f"overflow: none (c = {_num(params.c)}: s and s' stay within every dtype's range)")
+        if args.figure:
+            out(f"figure written to {args.figure}")
         return 0
-    t = Table(title="overflow with c = inf: thresholds on the input x", title_justify="left")
+    t = Table(title=f"overflow with c = {_num(params.c)}: thresholds on the input x", title_justify="left")
     for col in ("dtype", "max", "s > max", "s' > max", "inf output", "literal NaN"):
         t.add_column(col, justify="right")
     short = lambda v: _num(v, 6 if v is None or abs(v) < 1e6 else 4)  # noqa: E731
@@ -92,13 +106,20 @@ def run(args: argparse.Namespace) -> int:
     out("    kernels compute half types in float32 and round, so they agree.")
     out("  literal NaN: alpha*r(x/gamma + beta) - alpha*r(beta), r = u^3(u^5 - 2u^4 + 2),")
     out("    computed step by step in the dtype, gives NaN (inf - inf) from here on.")
+    out("  -: no such input of that dtype (s stays in range, or the threshold lies beyond")
+    out("    the dtype's own range); the literal formula is shown for c = inf only.")
+    for row in table:
+        if row["note"]:
+            out(f"  note ({row['dtype']}): {row['note']}")
     f16, bf16, f32 = table
-    out(f"guidance: with c = inf, float16 overflows from x ~ {f16['s_exceeds_max_above']:.4g} "
-        f"(s' from x ~ {f16['grad_exceeds_max_above']:.4g});")  # fmt: skip
-    out(f"  bfloat16 and float32 only from x ~ {min(bf16['s_exceeds_max_above'], f32['s_exceeds_max_above']):.2g}. "
-        "Under mixed precision keep SPOCU's")  # fmt: skip
-    out("  input and output in float32 (autocast: run the activation outside the float16")
-    out("  region), or use a finite c (c = 1: bounded, monotone, cannot overflow).")
+    if None not in (f16["s_exceeds_max_above"], f16["grad_exceeds_max_above"], bf16["s_exceeds_max_above"],
+                    f32["s_exceeds_max_above"]):  # fmt: skip
+        out(f"guidance: with c = {_num(params.c)}, float16 overflows from x ~ {f16['s_exceeds_max_above']:.4g} "
+            f"(s' from x ~ {f16['grad_exceeds_max_above']:.4g});")  # fmt: skip
+        out(f"  bfloat16 and float32 only from x ~ {min(bf16['s_exceeds_max_above'], f32['s_exceeds_max_above']):.2g}. "
+            "Under mixed precision keep SPOCU's")  # fmt: skip
+        out("  input and output in float32 (autocast: run the activation outside the float16")
+        out("  region), or use a finite c (c = 1: bounded, monotone, cannot overflow).")
     if args.figure:
         out(f"figure written to {args.figure}")
     return 0

@@ -54,9 +54,8 @@ def _derivative(x: jax.Array, params: SPOCUParams) -> jax.Array:
     """s'(x): P' at the clipped x, 0 outside the active piece (NaN stays NaN)."""
     cap = params.derivative_safe_bound(float(jnp.finfo(x.dtype).max))
     ds = _horner(jnp.clip(x, params.lower_bound, cap), params.x_derivative_coefficients, shift=False)
-    outside = x <= params.lower_bound
-    if math.isfinite(params.upper_bound):
-        outside = outside | (x >= params.upper_bound)
+    # x >= upper_bound also for c = inf: s'(+inf) = 0 there too, as in the float64 reference
+    outside = (x <= params.lower_bound) | (x >= params.upper_bound)
     return jnp.where(outside, jnp.zeros((), x.dtype), ds)
 
 
@@ -94,23 +93,82 @@ def spocu_fixed(x: jax.Array, params: SPOCUParams) -> jax.Array:
     return _spocu_core(x, params)
 
 
-def _spocu_array_params(x: jax.Array, alpha: Any, beta: Any, gamma: Any, c: float) -> jax.Array:
-    """SPOCU with array-valued (differentiable) alpha, beta, gamma, by plain autodiff.
+def _shifted_horner(t: jax.Array, d: tuple[jax.Array, ...], *, derivative: bool = False) -> jax.Array:
+    """``sum_k d_k t^k`` (k = 1..8), or with ``derivative`` ``sum_{k>=2} k d_k t^(k-1)`` = r'(beta+t) - r'(beta)."""
+    if derivative:
+        acc = 8.0 * d[7] * t
+        for k in range(7, 2, -1):
+            acc = (acc + k * d[k - 1]) * t
+        return (acc + 2.0 * d[1]) * t
+    acc = d[7] * t
+    for d_k in d[6:0:-1]:
+        acc = (acc + d_k) * t
+    return (acc + d[0]) * t
 
-    ``s = alpha * t * sum_k d_k(beta) t^(k-1)`` with ``t = clip(x/gamma, -beta, c - beta)``:
-    the shifted form has no cancellation near x = 0, and the clip makes the
-    flat pieces (and their parameter derivatives) exact.
+
+def _array_pieces(x, b, g, c):
+    """t = clip(x/gamma, -beta, c - beta), the mask of the flat pieces (kinks and x = +-inf included)
+    and t_in: t where SPOCU is active, 0 elsewhere (so no discarded branch can overflow)."""
+    t_raw = x / g
+    low = t_raw <= -b
+    high = t_raw >= c - b  # also for c = inf: t = +inf is on the flat side (s'(+inf) = 0)
+    t = jnp.where(low, -b, jnp.where(high, c - b, t_raw))
+    outside = low | high
+    return t, outside, jnp.where(outside, jnp.zeros((), t.dtype), t)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _array_spocu(x, a, b, g, c):
+    t, _, _ = _array_pieces(x, b, g, c)
+    return a * _shifted_horner(t, shifted_coefficients(b))
+
+
+def _saturate(v: jax.Array) -> jax.Array:
+    # a partial derivative beyond the dtype's range saturates, so that a zero cotangent never makes 0 * inf = NaN
+    big = jnp.finfo(v.dtype).max
+    return jnp.clip(v, -big, big)
+
+
+@partial(_array_spocu.defjvp, symbolic_zeros=True)
+def _array_spocu_jvp(c, primals, tangents):
+    """The partial derivatives written out (the core's reference formulas), not autodiff of the clip:
+
+    ds/dx = (a/g) h'(u), ds/da = s/a, ds/db = a (h'(u) - r'(b)), ds/dg = -(a/g) h'(u) t,
+    with h'(u) = r'(b + t) on the active piece and exactly 0 on the flat pieces, at the kinks and at +-inf.
+    """
+    x, a, b, g = primals
+    t, outside, t_in = _array_pieces(x, b, g, c)
+    d = shifted_coefficients(b)
+    unit = _shifted_horner(t, d)  # s / a
+    y = a * unit
+    r_prime_shift = _shifted_horner(t_in, d, derivative=True)  # r'(b + t) - r'(b), 0 outside
+    hp = jnp.where(outside, jnp.zeros((), y.dtype), r_prime_shift + d[0])
+    partials = (
+        _saturate(a / g * hp),
+        _saturate(unit),
+        _saturate(a * jnp.where(outside, -d[0], r_prime_shift)),
+        _saturate(-(a / g) * hp * t_in),
+    )
+    y_dot = jnp.zeros_like(y)
+    for tangent, partial_derivative in zip(tangents, partials):
+        if not isinstance(tangent, jax.custom_derivatives.SymbolicZero):  # an input that is not differentiated
+            y_dot = y_dot + tangent * partial_derivative
+    return y, y_dot
+
+
+def _spocu_array_params(x: jax.Array, alpha: Any, beta: Any, gamma: Any, c: float) -> jax.Array:
+    """SPOCU with array-valued (differentiable) alpha, beta, gamma.
+
+    ``s = alpha * sum_k d_k(beta) t^k`` with ``t = clip(x/gamma, -beta, c - beta)``
+    (the shifted form has no cancellation near x = 0), under a :func:`jax.custom_jvp`
+    with the core's derivative convention (exact 0 at the kinks, on the flat pieces and
+    at x = +-inf; no NaN for any non-NaN input).
     """
     out_dtype = x.dtype
     work = jnp.float32 if x.dtype in _HALF else x.dtype
     x = x.astype(work)
     a, b, g = (jnp.asarray(p).astype(work) for p in (alpha, beta, gamma))
-    t = jnp.clip(x / g, -b, (c - b) if math.isfinite(c) else None)
-    d = shifted_coefficients(b)
-    acc = d[-1] * t
-    for d_k in d[-2:0:-1]:
-        acc = (acc + d_k) * t
-    return (a * t * (acc + d[0])).astype(out_dtype)
+    return _array_spocu(x, a, b, g, float(c)).astype(out_dtype)
 
 
 def _as_float_array(x: Any) -> jax.Array:

@@ -6,35 +6,29 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams
-from spocu.keras.functional import spocu_fixed, spocu_tensor_params
+from spocu.core import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_C,
+    DEFAULT_GAMMA,
+    SPOCUParams,
+    learnable_positive,
+    learnable_unit,
+    params_to_learnable,
+)
+from spocu.keras.kernels import as_float_input, spocu_fixed, spocu_tensor_params
 
 __all__ = ["SPOCU"]
 
-_POSITIVE_FLOOR = 1e-6  # keeps softplus(raw) away from 0 in float32
-_UNIT_MARGIN = 1e-6  # keeps sigmoid(raw) inside (0, 1) in float32
 
-
-def _inverse_softplus(value: float) -> float:
-    v = value - _POSITIVE_FLOOR
-    return v + math.log(-math.expm1(-v))  # stable for large v
-
-
-def _const(value: float, like: Any) -> Any:
-    # a tensor, not a Python float: Keras's torch backend rounds Python floats to float32
-    return ops.convert_to_tensor(value, dtype=keras.backend.standardize_dtype(like.dtype))
-
-
-def _softplus_plus_floor(raw: Any) -> Any:
-    raw = ops.convert_to_tensor(raw)
-    return ops.add(ops.softplus(raw), _const(_POSITIVE_FLOOR, raw))
-
-
-def _logit(beta: float) -> float:
-    p = (beta - _UNIT_MARGIN) / (1 - 2 * _UNIT_MARGIN)
-    return math.log(p / (1 - p))
+def _dtype_max(dtype: str) -> float:
+    """The largest finite number of a Keras float dtype."""
+    if dtype == "bfloat16":  # not a NumPy dtype
+        return 3.3895313892515355e38
+    return float(np.finfo(dtype).max)
 
 
 @keras.saving.register_keras_serializable(package="spocu")
@@ -58,14 +52,17 @@ class SPOCU(keras.layers.Layer):
         gamma: input scale, ``> 0``.
         c: saturation point, ``1 <= c <= inf`` (``None`` means ``inf``; the config
             stores ``inf`` as ``None`` so that it is plain JSON).
-        learnable: train alpha, beta and gamma (one shared set). The weights are
+        learnable: a bool: train alpha, beta and gamma (one shared set). The weights are
             unconstrained (``raw_alpha``, ``raw_beta``, ``raw_gamma``) and mapped
-            into the domain (alpha, gamma = softplus(raw) + 1e-6, beta = 1e-6 +
-            (1 - 2e-6) * sigmoid(raw)), so every optimizer step keeps SPOCU valid.
-            alpha, beta, gamma given here are the initial values.
+            into the domain by :func:`spocu.core.learnable_to_params` (alpha, gamma =
+            softplus(raw) + 1e-6, beta = 1e-6 + (1 - 2e-6) * sigmoid(raw)), so every
+            optimizer step keeps SPOCU valid. alpha, beta, gamma given here are the
+            initial values; a learnable alpha or gamma must exceed 1e-6 and a learnable
+            beta lie in (1e-6, 1 - 1e-6) (a ``ValueError`` says so otherwise).
         **kwargs: the usual layer arguments (``name``, ``dtype``, ...).
 
-    Input and output: any shape; the output has the input's shape and dtype.
+    Input and output: any shape; the output has the input's shape and (floating)
+    dtype; integer and bool inputs are promoted to ``keras.config.floatx()``.
     Under a mixed-precision policy the math is done in float32.
 
     Example:
@@ -88,6 +85,8 @@ class SPOCU(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         params = SPOCUParams(alpha, beta, gamma, c)  # validate before building anything
+        if not isinstance(learnable, (bool, np.bool_)):
+            raise TypeError(f"SPOCU(learnable=...) must be a bool, got {type(learnable).__name__} {learnable!r}")
         super().__init__(**kwargs)
         self._fixed = params
         self.learnable = bool(learnable)
@@ -100,9 +99,10 @@ class SPOCU(keras.layers.Layer):
                 init = lambda shape, dtype=None: ops.full(shape, value, dtype=dtype)  # noqa: E731
                 return self.add_weight(name=name, shape=(), initializer=init, autocast=False)
 
-            self.raw_alpha = weight("raw_alpha", _inverse_softplus(params.alpha))
-            self.raw_beta = weight("raw_beta", _logit(params.beta))
-            self.raw_gamma = weight("raw_gamma", _inverse_softplus(params.gamma))
+            raws = params_to_learnable(params.alpha, params.beta, params.gamma,
+                                       max_value=_dtype_max(self.dtype_policy.variable_dtype))
+            self.raw_alpha, self.raw_beta, self.raw_gamma = (
+                weight(name, raw) for name, raw in zip(("raw_alpha", "raw_beta", "raw_gamma"), raws))
 
     @property
     def c(self) -> float:
@@ -112,29 +112,28 @@ class SPOCU(keras.layers.Layer):
     def alpha(self) -> Any:
         """alpha: a float, or (learnable) a scalar tensor > 0."""
         if self.learnable:
-            return _softplus_plus_floor(self.raw_alpha)
+            return learnable_positive(ops.convert_to_tensor(self.raw_alpha), ops)
         return self._fixed.alpha
 
     @property
     def beta(self) -> Any:
         """beta: a float, or (learnable) a scalar tensor in (0, 1)."""
         if self.learnable:
-            raw = ops.convert_to_tensor(self.raw_beta)
-            scaled = ops.multiply(_const(1 - 2 * _UNIT_MARGIN, raw), ops.sigmoid(raw))
-            return ops.add(_const(_UNIT_MARGIN, raw), scaled)
+            return learnable_unit(ops.convert_to_tensor(self.raw_beta), ops)
         return self._fixed.beta
 
     @property
     def gamma(self) -> Any:
         """gamma: a float, or (learnable) a scalar tensor > 0."""
         if self.learnable:
-            return _softplus_plus_floor(self.raw_gamma)
+            return learnable_positive(ops.convert_to_tensor(self.raw_gamma), ops)
         return self._fixed.gamma
 
     def call(self, inputs: Any) -> Any:
+        x = as_float_input(inputs)
         if self.learnable:
-            return spocu_tensor_params(inputs, self.alpha, self.beta, self.gamma, self.c)
-        return spocu_fixed(inputs, self._fixed)
+            return spocu_tensor_params(x, self.alpha, self.beta, self.gamma, self.c)
+        return spocu_fixed(x, self._fixed)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape

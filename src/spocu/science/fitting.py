@@ -15,6 +15,13 @@ from a grid of starting points over a search box (so it can say whether the solu
 is unique there), and reports the achieved moments, :math:`J` and its norms. A system
 without an exact solution is reported as such, with the best residual found.
 
+:math:`\|J\| < 1` says the point attracts only where the point is a fixed point of the
+layer map: the next layer's input, mean :math:`\omega E[s]` and variance
+:math:`\tau E[s^2]`, has the fitted input's mean and variance (:attr:`FitResult.fixed_point`).
+N(0, 1) with ω = 0, τ = 1 is one; inputs N(0, 2) are one only with τ = 2 (E[s²] = 1
+feeds the next layer N(0, τ)); the Pareto recipe is none (output mean ≈ 0.75, input mean
+0.5). Elsewhere :math:`J` is the map's local sensitivity, and ``stable`` is ``None``.
+
 Conditions (``kind=target``): ``mean`` (E[s(z)]), ``second_moment`` (E[s(z)^2]),
 ``variance`` (Var[s(z)]) and ``slope`` (s'(0)).
 
@@ -39,7 +46,14 @@ from spocu.science.distributions import InputDistribution, Normal
 from spocu.science.families import Activation, ActivationFamily, get_family
 from spocu.science.moments import Moments, jacobian, matrix_norms, moments
 
-__all__ = ["Condition", "FitResult", "NoSolutionError", "fit", "PARETO_RECIPE", "CONDITION_KINDS"]
+__all__ = ["Condition", "FitResult", "NoSolutionError", "fit", "PARETO_RECIPE", "CONDITION_KINDS", "MAX_STARTS"]
+
+#: the most grid starts :func:`fit` accepts (each start is one bounded least-squares solve,
+#: about 0.03 s on a 2-core machine: 4096 starts take about two minutes)
+MAX_STARTS = 4096
+_SECONDS_PER_START = 0.03
+#: how close the next layer's input moments must come to the fitted input's to call it a fixed point
+FIXED_POINT_TOLERANCE = 1e-6
 
 #: condition kinds and what they constrain
 CONDITION_KINDS = {
@@ -139,6 +153,23 @@ class FitResult:
     n_converged: int
     tolerance: float
     notes: tuple[str, ...] = field(default=())
+    #: the next layer's input moments (mean ω·E[s], variance τ·E[s²]) under the map's convention
+    next_input: tuple[float, float] | None = None
+
+    @property
+    def fixed_point(self) -> bool:
+        r"""Whether the fitted point is a fixed point of the layer map under ``omega``, ``tau``:
+        the output moments feed the next layer an input with the fitted input's mean and
+        variance, :math:`\omega E[s] = E[z]` and :math:`\tau E[s^2] = \mathrm{Var}[z]`
+        (to :data:`FIXED_POINT_TOLERANCE`). Only then does ‖J‖ speak about stability."""
+        if not self.solved or self.next_input is None:
+            return False
+        mean, variance = self.distribution.mean, self.distribution.variance
+        if not (math.isfinite(mean) and math.isfinite(variance)):
+            return False
+        next_mean, next_variance = self.next_input
+        return (abs(next_mean - mean) <= FIXED_POINT_TOLERANCE * max(1.0, abs(mean))
+                and abs(next_variance - variance) <= FIXED_POINT_TOLERANCE * max(1.0, variance))  # fmt: skip
 
     @property
     def max_residual(self) -> float:
@@ -152,8 +183,11 @@ class FitResult:
 
     @property
     def stable(self) -> bool | None:
-        """‖J‖₂ < 1: the fixed point attracts (None when J is not available)."""
-        return None if self.norms is None else self.norms["norm_2"] < 1.0
+        """‖J‖₂ < 1 at a fixed point: it attracts. ``None`` when J is not available or the
+        point is not a fixed point (then J is only the map's local sensitivity there)."""
+        if self.norms is None or not self.fixed_point:
+            return None
+        return self.norms["norm_2"] < 1.0
 
     def __getattr__(self, name: str) -> float:
         if name.startswith("_"):
@@ -204,6 +238,9 @@ class FitResult:
                 "jacobian_norm_2": None if self.norms is None else self.norms["norm_2"],
                 "jacobian_norm_1": None if self.norms is None else self.norms["norm_1"],
                 "spectral_radius": None if self.norms is None else self.norms["spectral_radius"],
+                "next_layer_input": None if self.next_input is None else {"mean": self.next_input[0], "variance": self.next_input[1]},
+                "fixed_point": self.fixed_point,
+                "jacobian_meaning": "stability of the fixed point" if self.fixed_point else "local sensitivity (not a fixed point)",
                 "stable": self.stable,
                 "unique": self.unique,
                 "n_solutions": len(self.solutions),
@@ -393,8 +430,18 @@ def fit(
         )
     if not (isinstance(starts, int) and starts >= 1):
         raise ValueError(f"starts must be an integer >= 1, got {starts!r}")
-    if not (tolerance > 0):
-        raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
+    if starts > MAX_STARTS:
+        days = starts * _SECONDS_PER_START / 86400
+        raise ValueError(
+            f"starts={starts} asks for about {starts:.3g} least-squares solves (~{_SECONDS_PER_START} s each: "
+            f"{days:.3g} days); use at most {MAX_STARTS}"
+        )
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise ValueError(f"tolerance must be a finite number > 0, got {tolerance!r}")
+    if not math.isfinite(omega):
+        raise ValueError(f"omega (the layer's weight sum) must be a finite number, got {omega!r}")
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau (the layer's sum of squared weights) must be a finite number > 0, got {tau!r}")
     region = _setup_region(fam, free_names, search)
     needs_moments = any(k != "slope" for k in kinds)
     targets = np.array([c.target for c in conds])
@@ -503,4 +550,6 @@ def fit(
         n_converged=len(converged),
         tolerance=float(tolerance),
         notes=tuple(notes),
+        next_input=(float(omega) * best_moments.mean, float(tau) * best_moments.second_moment)
+        if math.isfinite(best_moments.second_moment) else None,
     )

@@ -2,9 +2,11 @@ r"""Moments of an activation's output and the mean/variance map of a layer.
 
 Convention (the SELU paper's, Klambauer et al. 2017, with the second moment as
 the second coordinate): a layer's activations have mean :math:`\mu` and second
-moment :math:`\nu`; the next pre-activation :math:`z = \sum_i w_i x_i` has mean
-:math:`\omega\mu` and variance :math:`\tau\nu`, where :math:`\omega = \sum_i w_i` and
-:math:`\tau = \sum_i w_i^2`. The layer maps
+moment :math:`\nu`; the next pre-activation :math:`z = \sum_i w_i x_i`, with
+:math:`\omega = \sum_i w_i` and :math:`\tau = \sum_i w_i^2`, has mean :math:`\omega\mu`.
+Its variance is :math:`\tau(\nu - \mu^2)` for fixed weights and independent inputs, and
+:math:`\tau\nu` averaged over zero-mean random weights; the two agree where
+:math:`\mu = 0`. The map below uses :math:`\tau\nu`, the random-weight case. The layer maps
 
 .. math::
 

@@ -29,7 +29,10 @@ import numpy as np
 
 from spocu.core import SPOCUParams, r, r_prime
 
-__all__ = ["r_facts", "spocu_facts", "spocu_range", "DTYPES", "DTypeSpec", "overflow_table", "naive_spocu", "plot_shape"]
+__all__ = [
+    "r_facts", "spocu_facts", "spocu_range", "DTYPES", "DTypeSpec", "overflow_table", "rising_crossing", "naive_spocu",
+    "plot_shape", "figure_formats",
+]  # fmt: skip
 
 
 def _bracketed_roots(f, lo: float, hi: float, n: int = 4000) -> list[float]:
@@ -91,7 +94,9 @@ def spocu_facts(params: SPOCUParams | None = None) -> dict[str, Any]:
         "right_tail_value": p.upper_value,
         "slope_at_zero": p.alpha / p.gamma * float(r_prime(p.beta)),
         "range": spocu_range(p),
-        "bounded": math.isfinite(p.c),
+        # bounded in exact arithmetic for finite c, but say so only when the bound is a number
+        "bounded": math.isfinite(p.c) and math.isfinite(spocu_range(p)[1]),
+        "upper_value_exceeds_float64": math.isfinite(p.c) and not math.isfinite(spocu_range(p)[1]),
         "monotone": p.c <= 1.0,
     }
     x_of = lambda u: p.gamma * (u - p.beta)  # noqa: E731
@@ -147,7 +152,8 @@ def naive_spocu(x: np.ndarray, params: SPOCUParams, dtype) -> np.ndarray:
     """The literal α·r(x/γ + β) − α·r(β), r(u) = u³(u⁵ − 2u⁴ + 2), every step in ``dtype``
     (how the paper writes it and the original ``spocu`` 0.0.1 package computes it; c = ∞)."""
     t = lambda v: np.asarray(v, dtype=dtype)  # noqa: E731
-    with np.errstate(over="ignore", invalid="ignore"):
+    # divide: a gamma that rounds to 0 in the dtype makes the literal formula divide by 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         u = np.maximum(t(x) / t(params.gamma) + t(params.beta), t(0.0))
         ub = t(params.beta)
         ru = u**3 * (u**5 - t(2.0) * u**4 + t(2.0))
@@ -161,21 +167,24 @@ def _uint(dtype):
 
 def _next_up(value: float, dtype) -> float:
     """The smallest (positive) value of ``dtype`` that is >= ``value``."""
-    v = np.asarray(value, dtype=np.float64).astype(dtype)
+    with np.errstate(over="ignore"):
+        v = np.asarray(value, dtype=np.float64).astype(dtype)
     if float(v) < value:  # positive values order like their bit patterns
         v = (v.view(_uint(dtype)) + 1).astype(_uint(dtype)).view(dtype)
     return float(v)
 
 
-def _first_representable(predicate, dtype, lo: float, hi: float) -> float:
+def _first_representable(predicate, dtype, lo: float, hi: float) -> float | None:
     """The smallest ``dtype`` value x in [lo, hi] with predicate(x) true (monotone predicate),
-    found by bisection over the type's bit patterns (positive values order like their bits)."""
+    found by bisection over the type's bit patterns (positive values order like their bits);
+    ``None`` when the predicate is false at ``hi`` (nothing in the interval qualifies).
+    At most one step per bit of the type: the loop always ends."""
     uint = _uint(dtype)
     a = int(np.asarray(lo, dtype=dtype).view(uint))
     b = int(np.asarray(hi, dtype=dtype).view(uint))
     as_value = lambda bits: np.asarray(bits, dtype=uint).view(dtype)  # noqa: E731
     if not predicate(as_value(b)):
-        raise ValueError(f"predicate is false at the top of the interval ({hi})")
+        return None
     while b - a > 1:
         mid = (a + b) // 2
         if predicate(as_value(mid)):
@@ -185,56 +194,158 @@ def _first_representable(predicate, dtype, lo: float, hi: float) -> float:
     return float(as_value(b))
 
 
+#: doublings of the search interval before giving up: 2**1100 exceeds float64's range
+_MAX_DOUBLINGS = 1100
+
+
+def rising_crossing(g, target: float, u_lo: float, u_hi: float = math.inf) -> float | None:
+    r"""The smallest u in [u_lo, u_hi] with g(u) >= ``target``, for g increasing there
+    (r or r' on :math:`u \ge u_2`); ``None`` when g stays below ``target`` (or ``target``
+    is not finite). The search interval doubles a bounded number of times, so this
+    always ends, whatever the parameters.
+
+    >>> round(rising_crossing(r, 1000.0, 1.6484), 6)
+    2.768388
+    """
+    if math.isnan(target) or target == math.inf:
+        return None
+    g_at = lambda u: float(g(u))  # noqa: E731
+    if g_at(u_lo) >= target:
+        return float(u_lo)
+    hi = max(u_lo, 1.0)
+    for _ in range(_MAX_DOUBLINGS):
+        hi = min(2.0 * hi, u_hi)
+        value = g_at(hi)
+        if value >= target or hi >= u_hi or not math.isfinite(hi):
+            break
+    if not (math.isfinite(hi) and g_at(hi) >= target):
+        return None
+    from scipy.optimize import brentq
+
+    # g can overflow to inf at hi: clip so that brentq sees finite values of the right sign
+    clipped = lambda u: min(g_at(u), 1e300) - min(target, 1e300)  # noqa: E731
+    return float(brentq(clipped, u_lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500))
+
+
+def _off_branch_maxima(p: SPOCUParams, u2: float) -> tuple[float, float]:
+    """max |s| and max |s'| for u in [0, min(c, u2)], left of the rising branch."""
+    top = min(p.c, u2)
+    u = np.linspace(0.0, top, 4001)
+    rb = float(r(p.beta))
+    with np.errstate(over="ignore", invalid="ignore"):
+        s_max = p.alpha * float(np.max(np.abs(r(u) - rb)))
+        ds_max = p.alpha / p.gamma * float(np.max(np.abs(r_prime(u))))
+    return s_max, ds_max
+
+
 def overflow_table(params: SPOCUParams | None = None) -> list[dict[str, Any]]:
-    """Per dtype (float16, bfloat16, float32), for c = ∞: the x above which the exact s(x)
+    r"""Per dtype (float16, bfloat16, float32): the x above which the exact s(x)
     (and s'(x)) exceeds the type's largest value, the smallest input whose correctly rounded
     output is inf (what ``spocu``'s kernels return: half types are computed in float32 and
     rounded), and where the literal formula evaluated in the type first gives inf and NaN.
 
+    The thresholds are searched on the rising branch :math:`u = x/\gamma + \beta \ge u_2`
+    (up to c), where s and s' increase, in u (well conditioned for every γ). A value is
+    ``None`` where it does not exist: s stays below the type's largest value for every
+    float64 input (huge γ, tiny α, or a finite c), or the threshold lies beyond the type's
+    own range. ``note`` says when |s| or |s'| already exceeds the type's range left of the
+    rising branch (huge α), where a single threshold cannot describe the overflow.
+
     Raises:
-        ValueError: for finite c (SPOCU is bounded then: nothing overflows).
+        ValueError: for a finite c whose s and s' stay within every type's range
+            (SPOCU is bounded then: nothing overflows).
     """
-    from scipy.optimize import brentq
-
-    from spocu.core import reference_spocu, reference_spocu_grad
-
     p = params or SPOCUParams()
-    if math.isfinite(p.c):
-        raise ValueError(f"SPOCU with c={p.c:g} is bounded (range {spocu_range(p)}); it cannot overflow")
     u2 = r_facts()["stationary_points"][2]
+    rb = float(r(p.beta))
+    off_s, off_ds = _off_branch_maxima(p, u2)
+    if math.isfinite(p.c):
+        lo, hi = spocu_range(p)
+        top_ds = p.alpha / p.gamma * float(r_prime(p.c)) if p.c > u2 else 0.0
+        smallest = min(spec.max for spec in DTYPES)
+        if max(abs(lo), abs(hi), off_s, off_ds, top_ds) <= smallest:
+            raise ValueError(f"SPOCU with c={p.c:g} is bounded (range {spocu_range(p)}); it cannot overflow")
     start = p.gamma * (u2 - p.beta)  # s and s' increase from here on
-    s = lambda x: float(reference_spocu(x, **p.as_dict()))  # noqa: E731
-    ds = lambda x: float(reference_spocu_grad(x, **p.as_dict()))  # noqa: E731
 
-    def crossing(f, level: float) -> float:
-        hi = max(start, 1.0) * 2
-        while f(hi) <= level:
-            hi *= 2
-        return float(brentq(lambda x: f(x) - level, start, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500))
+    def x_at(u: float | None) -> float | None:
+        if u is None:
+            return None
+        with np.errstate(over="ignore"):
+            x = p.gamma * (u - p.beta)
+        return x if math.isfinite(x) else None
+
+    def s_crossing(level: float) -> float | None:
+        with np.errstate(over="ignore"):
+            target = level / p.alpha + rb
+        return x_at(rising_crossing(r, target, u2, p.c))
+
+    def ds_crossing(level: float) -> float | None:
+        with np.errstate(over="ignore"):
+            target = level * p.gamma / p.alpha
+        return x_at(rising_crossing(r_prime, target, u2, p.c))
 
     rows = []
     for spec in DTYPES:
+        notes = []
+        if off_s > spec.max or off_ds > spec.max:
+            which = " and ".join(n for n, v in (("|s|", off_s), ("|s'|", off_ds)) if v > spec.max)
+            notes.append(f"{which} already exceed(s) {spec.name}'s range left of x = {start:.4g} (flat tail or local "
+                         "extrema): the thresholds describe only the rising branch above it")  # fmt: skip
         row: dict[str, Any] = {
             "dtype": spec.name,
             "max": spec.max,
-            "s_exceeds_max_above": crossing(s, spec.max),
-            "grad_exceeds_max_above": crossing(ds, spec.max),
+            "s_exceeds_max_above": s_crossing(spec.max),
+            "grad_exceeds_max_above": ds_crossing(spec.max),
         }
         dtype = spec.numpy_dtype()
         if dtype is None:
             row.update(output_inf_from=None, naive_inf_from=None, naive_nan_from=None)
+            notes.append("ml_dtypes is not installed: no bfloat16 evaluation")
         else:
-            row["output_inf_from"] = _next_up(crossing(s, spec.rounds_to_inf_at), dtype)
-            top = 1e6 * row["s_exceeds_max_above"]
-            top = min(top, spec.max)
-            row["naive_inf_from"] = _first_representable(lambda v: not np.isfinite(naive_spocu(v, p, dtype)), dtype, start, top)
-            row["naive_nan_from"] = _first_representable(lambda v: bool(np.isnan(naive_spocu(v, p, dtype))), dtype, start, top)
+            inf_at = s_crossing(spec.rounds_to_inf_at)
+            row["output_inf_from"] = _next_up(inf_at, dtype) if inf_at is not None and inf_at <= spec.max else None
+            top = spec.max
+            if math.isfinite(p.c):
+                row.update(naive_inf_from=None, naive_nan_from=None)  # the literal formula has no c
+            elif start < top:
+                row["naive_inf_from"] = _first_representable(lambda v: not np.isfinite(naive_spocu(v, p, dtype)), dtype, start, top)
+                row["naive_nan_from"] = _first_representable(lambda v: bool(np.isnan(naive_spocu(v, p, dtype))), dtype, start, top)
+            else:
+                row.update(naive_inf_from=None, naive_nan_from=None)
+        if row["s_exceeds_max_above"] is None:
+            notes.append(f"s stays below {spec.name}'s largest value for every float64 input on the rising branch")
+        row["note"] = "; ".join(notes)
         rows.append(row)
     return rows
 
 
+def figure_formats() -> dict[str, str]:
+    """The figure formats matplotlib can write here: suffix -> description.
+
+    >>> "png" in figure_formats() and "svg" in figure_formats()
+    True
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return dict(FigureCanvasBase.get_supported_filetypes())
+
+
 def plot_shape(path: str, params: SPOCUParams | None = None) -> None:
-    """Write a figure of s and s' for c = ∞ and c = 1 (the other parameters from ``params``)."""
+    """Write a figure of s and s' for c = ∞ and c = 1 (the other parameters from ``params``).
+
+    Raises:
+        ValueError: when the suffix of ``path`` is not a format matplotlib writes
+            (checked before anything is drawn or written).
+    """
+    import os
+
+    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    formats = figure_formats()
+    if suffix not in formats:
+        raise ValueError(f"cannot write a figure as {suffix!r}; use one of {', '.join(sorted(formats))}")
     import matplotlib
 
     matplotlib.use("Agg")

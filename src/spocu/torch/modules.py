@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams
+from spocu.core import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_C,
+    DEFAULT_GAMMA,
+    SPOCUParams,
+    learnable_positive,
+    learnable_unit,
+    params_to_learnable,
+)
 from spocu.torch.functional import spocu
 
 __all__ = ["SPOCU"]
-
-
-_POSITIVE_FLOOR = 1e-6  # keeps softplus(raw) away from 0 in float32
-_UNIT_MARGIN = 1e-6  # sigmoid(raw) rounds to exactly 0 or 1 in float32 for |raw| > ~17
-
-
-def _inverse_softplus(value: float) -> float:
-    v = value - _POSITIVE_FLOOR
-    return v + math.log(-math.expm1(-v))  # stable for large v
 
 
 class SPOCU(nn.Module):
@@ -90,10 +88,11 @@ class SPOCU(nn.Module):
         self.num_parameters = num_parameters
         if self.learnable:
             kw = {"device": device, "dtype": dtype}
-            self.raw_alpha = nn.Parameter(torch.full((num_parameters,), _inverse_softplus(params.alpha), **kw))
-            p = (params.beta - _UNIT_MARGIN) / (1 - 2 * _UNIT_MARGIN)
-            self.raw_beta = nn.Parameter(torch.full((num_parameters,), math.log(p / (1 - p)), **kw))
-            self.raw_gamma = nn.Parameter(torch.full((num_parameters,), _inverse_softplus(params.gamma), **kw))
+            raw_alpha, raw_beta, raw_gamma = params_to_learnable(
+                params.alpha, params.beta, params.gamma, max_value=torch.finfo(dtype or torch.get_default_dtype()).max)
+            self.raw_alpha = nn.Parameter(torch.full((num_parameters,), raw_alpha, **kw))
+            self.raw_beta = nn.Parameter(torch.full((num_parameters,), raw_beta, **kw))
+            self.raw_gamma = nn.Parameter(torch.full((num_parameters,), raw_gamma, **kw))
         else:
             self._fixed = params
 
@@ -101,21 +100,21 @@ class SPOCU(nn.Module):
     def alpha(self):
         """alpha: a float, or (learnable) a tensor of ``num_parameters`` values > 0."""
         if self.learnable:
-            return nn.functional.softplus(self.raw_alpha) + _POSITIVE_FLOOR
+            return learnable_positive(self.raw_alpha, torch)
         return self._fixed.alpha
 
     @property
     def beta(self):
         """beta: a float, or (learnable) a tensor of values in (0, 1)."""
         if self.learnable:
-            return _UNIT_MARGIN + (1 - 2 * _UNIT_MARGIN) * torch.sigmoid(self.raw_beta)
+            return learnable_unit(self.raw_beta, torch)
         return self._fixed.beta
 
     @property
     def gamma(self):
         """gamma: a float, or (learnable) a tensor of values > 0."""
         if self.learnable:
-            return nn.functional.softplus(self.raw_gamma) + _POSITIVE_FLOOR
+            return learnable_positive(self.raw_gamma, torch)
         return self._fixed.gamma
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,116 @@
+"""The cnn section: one training step of the seed's CIFAR-10 CNN (batch 100, Adam).
+
+The network is :func:`spocu.experiments.models_torch.build_model`'s ``seed-cnn``
+(conv32-act-pool-conv64-act-pool-dense10, 42,442 parameters); :func:`seed_cnn` swaps its
+activations for the variant timed (learnable SPOCU gets one parameter set per channel).
+ms per step with SPOCU, ReLU (and in the full run GELU, plain ops, learnable per channel),
+PyTorch eager and ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from spocu.bench.config import BenchConfig
+from spocu.bench.timing import device_sync, interleaved_medians
+
+__all__ = ["seed_cnn", "variants", "run", "NAMES"]
+
+#: table order of the activations
+NAMES = ("ReLU", "GELU", "SPOCU (default path)", "SPOCU (plain ops)", "SPOCU learnable, per channel")
+
+
+def seed_cnn(activation: Callable[[int], Any]):
+    """The seed CNN of :mod:`spocu.experiments.models_torch` with ``activation(channels)`` after each convolution.
+
+    >>> import torch
+    >>> net = seed_cnn(lambda channels: torch.nn.Tanh())
+    >>> [type(m).__name__ for m in net][:3], sum(p.numel() for p in net.parameters())
+    (['Conv2d', 'Tanh', 'MaxPool2d'], 42442)
+    """
+    from torch import nn
+
+    from spocu.experiments.activations import parse_activation
+    from spocu.experiments.config import ModelSpec
+    from spocu.experiments.models_torch import build_model
+
+    net = build_model(ModelSpec("seed-cnn"), (3, 32, 32), 10, parse_activation("relu"))
+    for i, module in enumerate(net):
+        if isinstance(module, nn.ReLU):
+            net[i] = activation(net[i - 1].out_channels)
+    return net
+
+
+def forced_backend_module(backend: str):
+    """An ``nn.Module`` applying ``spocu(t, backend=backend)``."""
+    import torch
+
+    from spocu.torch import spocu
+
+    class Forced(torch.nn.Module):
+        def forward(self, t):
+            return spocu(t, backend=backend)
+
+    return Forced()
+
+
+def variants(quick: bool) -> dict[tuple[str, str], tuple[Callable[[int], Any], bool]]:
+    """(mode, name) -> (activation factory, compiled?)."""
+    from torch import nn
+
+    from spocu.torch import SPOCU
+
+    out = {
+        ("eager", "ReLU"): (lambda ch: nn.ReLU(), False),
+        ("eager", "SPOCU (default path)"): (lambda ch: SPOCU(), False),
+        ("compiled", "ReLU"): (lambda ch: nn.ReLU(), True),
+        ("compiled", "SPOCU (default path)"): (lambda ch: SPOCU(), True),
+    }
+    if not quick:
+        # GELU: a smooth activation whose output, unlike ReLU's, has no exact zeros (pooling and
+        # convolution backward run faster on ReLU's sparse output: that part is not SPOCU's cost)
+        out[("eager", "GELU")] = (lambda ch: nn.GELU(), False)
+        out[("eager", "SPOCU (plain ops)")] = (lambda ch: forced_backend_module("eager"), False)
+        out[("eager", "SPOCU learnable, per channel")] = (lambda ch: SPOCU(learnable=True, num_parameters=ch), False)
+        out[("compiled", "GELU")] = (lambda ch: nn.GELU(), True)
+        out[("compiled", "SPOCU learnable, per channel")] = (lambda ch: SPOCU(learnable=True, num_parameters=ch), True)
+    return out
+
+
+def stepper(activation, compiled: bool, x, y, seed: int, device):
+    """One Adam training step of a fresh seed CNN (same initial weights for every activation)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = seed_cnn(activation).to(device)
+    opt = torch.optim.Adam(model.parameters())
+    forward = torch.compile(model) if compiled else model
+
+    def step():
+        loss = nn.functional.cross_entropy(forward(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def run(config: BenchConfig, notes: list[str]) -> list[dict[str, Any]]:
+    import torch
+
+    device = torch.device(config.device)
+    gen = torch.Generator().manual_seed(config.seed)
+    x = torch.rand(100, 3, 32, 32, generator=gen).to(device)
+    y = torch.randint(0, 10, (100,), generator=gen).to(device)
+    chosen = variants(config.quick)
+    steps = {f"{mode}|{name}": stepper(act, compiled, x, y, config.seed, device)
+             for (mode, name), (act, compiled) in chosen.items()}  # fmt: skip
+    times = interleaved_medians(steps, rounds=config.rounds, warmup=3, sync=device_sync(device), seed=config.seed)
+    rows = []
+    for mode, name in sorted(chosen, key=lambda v: (v[0] != "eager", NAMES.index(v[1]))):
+        t = times[f"{mode}|{name}"]
+        rows.append({"section": "cnn", "framework": "PyTorch", "mode": mode, "name": name, "step_ms": t * 1e3,
+                     "ratio": t / times[f"{mode}|ReLU"]})  # fmt: skip
+    return rows
