@@ -113,20 +113,6 @@ def _parse_value(name: str, key: str, text: str, default: Any) -> Any:
     return value
 
 
-def _check_float32(name: str, params: SPOCUParams) -> None:
-    """SPOCU's polynomial coefficients alpha*d_k/gamma^k must be finite in float32, the training dtype."""
-    limit = float(np.finfo(np.float32).max)
-    try:
-        coefficients = (*params.x_coefficients, *params.x_derivative_coefficients)
-    except (ZeroDivisionError, OverflowError):
-        coefficients = (math.inf,)
-    if not all(math.isfinite(c) and abs(c) < limit for c in coefficients):
-        raise ValueError(
-            f"activation {name!r}: gamma={params.gamma:g} is too small to compute SPOCU in float32 "
-            "(its polynomial coefficients alpha*d_k/gamma^k overflow); use a larger gamma"
-        )
-
-
 @dataclass(frozen=True)
 class ActivationSpec:
     """A parsed activation: ``name``, the parameters that differ from the defaults, and its init.
@@ -250,7 +236,6 @@ def parse_activation(text: str, init: str | None = None) -> ActivationSpec:
             spocu_params = SPOCUParams(**{**defaults, **given})
         except (TypeError, ValueError) as error:
             raise ValueError(f"activation {text!r}: {error}") from None
-        _check_float32(text, spocu_params)
         given = {k: v for k, v in spocu_params.as_dict().items() if k in given}
     if name == "gelu" and given.get("approximate", "none") not in ("none", "tanh"):
         raise ValueError(f"activation {text!r}: approximate must be none or tanh")
