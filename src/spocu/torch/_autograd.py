@@ -26,7 +26,7 @@ import torch
 
 from spocu.torch import _eager
 
-__all__ = ["SPOCUDerivative", "SPOCUFunction", "TracedSPOCUFunction", "batched", "derivative"]
+__all__ = ["SPOCUDerivative", "SPOCUFunction", "batched", "derivative"]
 
 
 def batched(t: torch.Tensor, dim: int | None, batch_size: int) -> torch.Tensor:
@@ -70,27 +70,6 @@ class SPOCUFunction(torch.autograd.Function):
     def vmap(info, in_dims, x, k, kernels):
         # elementwise: the batch dimension is just one more dimension
         return SPOCUFunction.apply(x, k, kernels), in_dims[0]
-
-
-class TracedSPOCUFunction(torch.autograd.Function):
-    """What ``torch.compile`` traces: :class:`SPOCUFunction` without ``jvp``/``vmap``, which Dynamo
-    cannot trace (a compiled graph is differentiated once, by AOTAutograd, anyway)."""
-
-    @staticmethod
-    def forward(x, k, kernels):
-        return kernels.forward(x, k)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, k, kernels = inputs
-        ctx.save_for_backward(x)
-        ctx.k = k
-        ctx.kernels = kernels
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        return ctx.kernels.backward(grad_output, x, ctx.k), None, None
 
 
 class SPOCUDerivative(torch.autograd.Function):

@@ -18,7 +18,7 @@ variable, else ``"auto"``):
   ``TRITON_INTERPRET=1``); asking for it where it cannot run is an error that says why.
 * ``"auto"`` (default) -- ``"triton"`` on CUDA when it can run, ``"inductor"``
   on CPU for tensors of at least :data:`CPU_FUSED_MIN_NUMEL` elements when it
-  can run, else ``"eager"``.
+  can run, else ``"eager"`` (also while ``torch.jit.trace`` records).
 
 While a tracer records the call, :func:`traced_backend` decides instead:
 under ``torch.compile`` ``"auto"`` traces the plain ops (so Inductor fuses SPOCU
@@ -120,6 +120,8 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
     """
     requested = requested_backend(backend)
     if requested == "auto":
+        if torch.jit.is_tracing():  # the size is traced too: one kernel for every size
+            return "eager"
         if x.device.type == "cuda":
             return "triton" if _triton.unavailable_reason(x) is None else "eager"
         if x.device.type == "cpu" and x.numel() >= CPU_FUSED_MIN_NUMEL and _inductor.unavailable_reason(x) is None:
