@@ -133,8 +133,13 @@ def differentiable_forward(x, alpha, beta, gamma, c):
     return (alpha.to(ctype) * t * _poly(t, shifted_coefficients(b))).to(x.dtype)
 
 
-class _TracedLearnableSPOCU(torch.autograd.Function):
-    """Plain-ops learnable SPOCU as ``torch.compile`` traces it (Dynamo cannot trace ``jvp``)."""
+class _LearnableSPOCU(torch.autograd.Function):
+    """Plain-ops learnable SPOCU; parameters already shaped to broadcast against x.
+
+    Differentiable to any order, with forward mode and a generated vmap rule.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, alpha, beta, gamma, c):
@@ -151,15 +156,6 @@ class _TracedLearnableSPOCU(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, alpha, beta, gamma = ctx.saved_tensors
         return (*_plain_backward(grad_output, x, alpha, beta, gamma, ctx.c, ctx.needs_input_grad), None)
-
-
-class _LearnableSPOCU(_TracedLearnableSPOCU):
-    """Plain-ops learnable SPOCU; parameters already shaped to broadcast against x.
-
-    Differentiable to any order, with forward mode and a generated vmap rule.
-    """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -357,11 +353,13 @@ def spocu_tensor_params(
     """SPOCU with tensor parameters (scalars or one per channel along dim 1).
 
     ``fused=True`` (eager mode only; see :func:`spocu.torch._dispatch.resolve_learnable`)
-    uses the compiled kernels; ``traced=True`` is the form ``torch.compile`` traces.
+    uses the compiled kernels; ``traced=True`` gives the plain differentiable ops
+    ``torch.compile`` traces (Dynamo cannot trace the Functions' ``jvp``, and
+    AOTAutograd differentiates the graph itself).
     """
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
     if traced:
-        return _TracedLearnableSPOCU.apply(x, a, b, g, c)
+        return differentiable_forward(x, a, b, g, c)
     if fused:
         return _FusedLearnableSPOCU.apply(x, alpha, beta, gamma, c)
     return _LearnableSPOCU.apply(x, a, b, g, c)
