@@ -87,7 +87,7 @@ def test_gradcheck_with_forward_ad_and_batched_grads(entry, path, dev):
 
 
 @pytest.mark.parametrize("entry", ["functional", "op"])
-def test_backward_and_forward_mode_save_only_the_input(entry, path, dev):
+def test_backward_saves_only_the_input_on_the_functional_and_the_op(entry, path, dev):
     x = torch.randn(16, 8, dtype=torch.float32, device=dev, requires_grad=True)
     f = _entry(entry, path, SPOCUParams())
     saved = []

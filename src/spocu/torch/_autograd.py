@@ -17,7 +17,7 @@ Example:
     >>> k = kernel_constants(SPOCUParams(), torch.float64)
     >>> x = torch.tensor([0.0, 1.5], dtype=torch.float64)
     >>> torch.func.jvp(lambda t: SPOCUFunction.apply(t, k, _eager), (x,), (torch.ones_like(x),))[1]
-    tensor([ 1.3270, -0.0379], dtype=torch.float64)
+    tensor([ 1.3270, -0.0378], dtype=torch.float64)
 """
 
 from __future__ import annotations

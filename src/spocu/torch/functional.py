@@ -114,7 +114,7 @@ def spocu(
             for p in (alpha, beta, gamma)
         )
         fused = not tracing and _dispatch.resolve_learnable(x, backend)
-        return spocu_tensor_params(x, alpha, beta, gamma, c, fused=fused, traced=torch.compiler.is_compiling())
+        return spocu_tensor_params(x, alpha, beta, gamma, c, fused=fused, traced=tracing)
     if tracing:
         return _traced_spocu(x, alpha, beta, gamma, c, backend)
     k = kernel_constants(cached_params(alpha, beta, gamma, c), x.dtype)
