@@ -14,77 +14,55 @@ Example:
 
 from __future__ import annotations
 
+import math
 
 import torch
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params
-from spocu.torch import _eager, _inductor, _ops, _triton  # noqa: F401 -- _ops registers torch.ops.spocu.*
-from spocu.torch._constants import KernelConstants, kernel_constants
-from spocu.torch._dispatch import assume_constant_result, resolve_backend, traced_backend
-from spocu.torch._learnable import spocu_tensor_params
+from spocu.torch import _dispatch, _eager, _ops  # noqa: F401 -- _ops registers torch.ops.spocu.*
+from spocu.torch._autograd import SPOCUFunction
+from spocu.torch._constants import compute_dtype, kernel_constants
+from spocu.torch._learnable import spocu_tensor_params, traced_forward
 
 __all__ = ["spocu"]
 
 
-class _SPOCUFunction(torch.autograd.Function):
-    """Fixed-parameter SPOCU in plain ops that saves only its input for backward."""
-
-    @staticmethod
-    def forward(ctx, x, k):
-        ctx.save_for_backward(x)
-        ctx.k = k
-        return _eager.forward(x, k)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        return _eager.backward(grad_output, x, ctx.k), None
-
-
-class _FusedSPOCUFunction(torch.autograd.Function):
-    """Fixed-parameter SPOCU with a fused kernel module (``_inductor`` or ``_triton``); saves only x.
-
-    Eager mode only (tracers see :class:`_SPOCUFunction` or the custom op). This is
-    the custom op's autograd formula without the op-dispatch overhead (~25 us a call).
-    """
-
-    @staticmethod
-    def forward(ctx, x, k, kernels):
-        ctx.save_for_backward(x)
-        ctx.k = k
-        ctx.kernels = kernels
-        return kernels.forward(x, k)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        # double backward (create_graph=True) needs differentiable ops
-        kernels = _eager if _eager.recording(grad_output, x) else ctx.kernels
-        return kernels.backward(grad_output, x, ctx.k), None, None
-
-
-_KERNELS = {"inductor": _inductor, "triton": _triton}
-
-
-@assume_constant_result
-def _traced_constants(alpha: float, beta: float, gamma: float, c: float, dtype: torch.dtype) -> KernelConstants:
-    """Run once at trace time: the tracer sees the result as constants (no parameter code in the graph)."""
-    return kernel_constants(SPOCUParams(alpha, beta, gamma, c), dtype)
-
-
 def _exporting() -> bool:
-    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+    """True while ``torch.export`` or the ONNX exporter records: the graph must hold standard ops only."""
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
 
 
-def _traced_spocu(x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float, backend: str | None):
-    """SPOCU while a tracer records: plain ops that the compiler can fuse, or an opaque custom op."""
-    k = _traced_constants(alpha, beta, gamma, c, x.dtype)  # validates the parameters at trace time
-    if _exporting():  # only standard ops in exported graphs (ONNX, torch.export)
-        return _eager.forward(x, k)
-    path = traced_backend(backend)
-    if path == "eager":
-        return _SPOCUFunction.apply(x, k)
-    return torch.ops.spocu.spocu(x, float(alpha), float(beta), float(gamma), float(c), path)
+def _check_traced(alpha, beta, gamma, c) -> None:
+    """The domain checks of :func:`spocu.core.validate_params` in comparisons only.
+
+    ``torch.compile`` may pass parameters that change between calls as symbolic
+    floats; comparisons on them become guards, where ``float()``/``math`` calls would not trace.
+    """
+    if not (0 < alpha < math.inf):
+        raise ValueError(f"SPOCU parameter alpha={alpha} is out of range: alpha must be finite and > 0")
+    if not (0 < beta < 1):
+        raise ValueError(f"SPOCU parameter beta={beta} is out of range: beta must lie in the open interval (0, 1)")
+    if not (0 < gamma < math.inf):
+        raise ValueError(f"SPOCU parameter gamma={gamma} is out of range: gamma must be finite and > 0")
+    if not (c >= 1):
+        raise ValueError(f"SPOCU parameter c={c} is out of range: c must satisfy 1 <= c <= inf")
+
+
+def _traced_spocu(x: torch.Tensor, alpha, beta, gamma, c, backend: str | None) -> torch.Tensor:
+    """SPOCU while Dynamo or an exporter records: plain ops that the compiler can fuse, or an opaque custom op."""
+    if _exporting():  # only standard ops in exported graphs; their autograd keeps s' = 0 at the kinks
+        return _eager.differentiable_forward(x, kernel_constants(SPOCUParams(alpha, beta, gamma, c), x.dtype))
+    path = _dispatch.traced_backend(backend)
+    if path != "eager":
+        return torch.ops.spocu.spocu(x, alpha, beta, gamma, math.inf if c is None else c, path)
+    c = math.inf if c is None else c
+    _check_traced(alpha, beta, gamma, c)
+    # torch.compile passes floats that change between calls as symbolic floats, which the
+    # fixed-coefficient kernels cannot take: the parameters become 0-d tensors of the graph
+    # (Inductor fuses the result with the neighbouring layers)
+    ctype = compute_dtype(x.dtype)
+    alpha, beta, gamma = (torch.as_tensor(p, dtype=ctype, device=x.device) for p in (alpha, beta, gamma))
+    return traced_forward(x, alpha, beta, gamma, c)
 
 
 def _as_float_input(x: torch.Tensor) -> torch.Tensor:
@@ -131,19 +109,13 @@ def spocu(
     tracing = torch.compiler.is_compiling() or _exporting()
     if any(isinstance(p, torch.Tensor) for p in (alpha, beta, gamma)):
         c = SPOCUParams(c=c).c  # validate c; tensors are the caller's (or the module's) job
-        ref = x
         alpha, beta, gamma = (
-            p if isinstance(p, torch.Tensor) else torch.tensor(float(p), dtype=ref.dtype, device=ref.device)
+            p if isinstance(p, torch.Tensor) else torch.tensor(float(p), dtype=x.dtype, device=x.device)
             for p in (alpha, beta, gamma)
         )
-        # the fused learnable kernels are Inductor's (also on CUDA), whichever fused path was chosen
-        fused = not tracing and resolve_backend(x, backend) != "eager"
-        return spocu_tensor_params(x, alpha, beta, gamma, c, fused=fused)
+        fused = not tracing and _dispatch.resolve_learnable(x, backend)
+        return spocu_tensor_params(x, alpha, beta, gamma, c, fused=fused, traced=tracing)
     if tracing:
         return _traced_spocu(x, alpha, beta, gamma, c, backend)
-    params = cached_params(alpha, beta, gamma, c)
-    path = resolve_backend(x, backend)
-    k = kernel_constants(params, x.dtype)
-    if path == "eager":
-        return _SPOCUFunction.apply(x, k)
-    return _FusedSPOCUFunction.apply(x, k, _KERNELS[path])
+    k = kernel_constants(cached_params(alpha, beta, gamma, c), x.dtype)
+    return SPOCUFunction.apply(x, k, _dispatch.resolve(x, backend))
