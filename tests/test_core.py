@@ -188,11 +188,12 @@ def test_derivative_safe_bound_keeps_the_derivative_finite():
      ({"gamma": 1e-300}, "gamma"), ({"alpha": 1e30, "gamma": 1e-4}, "gamma")],
 )
 def test_in_domain_parameters_outside_the_supported_range_are_named(kwargs, name):
-    """In the domain, but the kernels' coefficients would overflow or flush to 0: a ValueError naming the
-    parameter and the range (not NaN, OverflowError or ZeroDivisionError)."""
+    """In the domain, but the float32-coefficient kernels' coefficients would overflow or flush to 0: the
+    Keras and JAX adapters' parameters (cached_kernel_params) raise a ValueError naming the parameter and the range (not NaN,
+    OverflowError or ZeroDivisionError)."""
     with pytest.raises(ValueError, match=rf"SPOCU parameter {name}=.* outside the supported range.*must lie in \["):
-        SPOCUParams(**kwargs)
-    validate_params(**kwargs)  # the domain itself allows them: the float64 reference still evaluates them
+        core.cached_kernel_params(kwargs.get("alpha", 3.0937), 0.6653, kwargs.get("gamma", 4.437), None)
+    SPOCUParams(**kwargs)  # the domain itself allows them: the float64 reference and shape tools still evaluate them
 
 
 @pytest.mark.parametrize("alpha", [1e-30, 1e-3, core.DEFAULT_ALPHA, 1e30])
@@ -203,10 +204,10 @@ def test_the_supported_gamma_range_keeps_every_coefficient_a_float32_number(alph
         e = np.array([alpha * d / gamma ** (k + 1) for k, d in enumerate(core.shifted_coefficients(0.6653))])
         e32 = e.astype(np.float32)
         assert np.isfinite(e32).all() and (np.abs(e32[e != 0]) >= np.finfo(np.float32).tiny).all()
-        SPOCUParams(alpha, 0.6653, gamma)  # accepted
+        core.check_kernel_range(alpha, gamma)  # accepted
     for gamma in (lo * (1 - 1e-9), hi * (1 + 1e-9)):
         with pytest.raises(ValueError, match="gamma"):
-            SPOCUParams(alpha, 0.6653, gamma)
+            core.check_kernel_range(alpha, gamma)
 
 
 def test_tiny_beta_is_supported_with_fixed_parameters():

@@ -62,6 +62,8 @@ __all__ = [
     "cached_params",
     "COEFFICIENT_RANGE",
     "supported_gamma_range",
+    "check_kernel_range",
+    "cached_kernel_params",
     "reference_spocu_param_grads",
     "LEARNABLE_FLOOR",
     "LEARNABLE_MARGIN",
@@ -154,7 +156,20 @@ def supported_gamma_range(alpha: float) -> tuple[float, float]:
     return math.exp(lo), math.exp(hi)
 
 
-def _check_supported(alpha: float, gamma: float) -> None:
+def check_kernel_range(alpha: float, gamma: float) -> None:
+    """Raise ``ValueError`` unless fixed-parameter kernels that hold their coefficients in float32 can compute SPOCU.
+
+    The domain itself is :func:`validate_params`'s; this is the narrower range of
+    :data:`COEFFICIENT_RANGE` that the Keras and JAX kernels (and ``spocu compare``, which
+    trains in float32) need. The float64 science tools and PyTorch's dtype-aware kernels
+    do not apply it.
+
+    >>> check_kernel_range(3.0937, 4.437)
+    >>> check_kernel_range(3.0937, 1e-20)
+    Traceback (most recent call last):
+    ...
+    ValueError: SPOCU parameter gamma=1e-20 is outside the supported range: with alpha=3.0937, gamma must lie in [0.00020479, 6476.04] (so that every coefficient alpha*d_k/gamma^k, k = 1..8, is within [1e-30, 1e+30])
+    """
     low, high = COEFFICIENT_RANGE
     if not (low <= alpha <= high):
         raise ValueError(
@@ -366,6 +381,20 @@ def _cached_params(alpha: Any, beta: Any, gamma: Any, c: Any) -> "SPOCUParams":
     return SPOCUParams(alpha, beta, gamma, c)
 
 
+def cached_kernel_params(alpha: Any, beta: Any, gamma: Any, c: Any) -> "SPOCUParams":
+    """:func:`cached_params` also checked by :func:`check_kernel_range`: for the Keras and JAX
+    kernels, which hold the polynomial's coefficients in float32.
+
+    >>> cached_kernel_params(3.0937, 0.6653, 1e-20, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: SPOCU parameter gamma=1e-20 is outside the supported range: with alpha=3.0937, gamma must lie in [0.00020479, 6476.04] (so that every coefficient alpha*d_k/gamma^k, k = 1..8, is within [1e-30, 1e+30])
+    """
+    params = cached_params(alpha, beta, gamma, c)
+    check_kernel_range(params.alpha, params.gamma)
+    return params
+
+
 @lru_cache(maxsize=1024)
 def _derivative_safe_bound(params: "SPOCUParams", max_value: float) -> float:
     coefficients = [abs(e) for e in params.x_derivative_coefficients]
@@ -414,7 +443,6 @@ class SPOCUParams:
 
     def __post_init__(self) -> None:
         a, b, g, cc = validate_params(self.alpha, self.beta, self.gamma, self.c)
-        _check_supported(a, g)
         object.__setattr__(self, "alpha", a)
         object.__setattr__(self, "beta", b)
         object.__setattr__(self, "gamma", g)

@@ -164,8 +164,11 @@ def test_integer_inputs_promote_and_complex_is_refused():
      ({"gamma": 1e-300}, "gamma")],
 )
 def test_invalid_parameters_raise_the_core_error(kwargs, name):
+    from spocu.core import cached_kernel_params
+
+    full = {"alpha": 3.0937, "beta": 0.6653, "gamma": 4.437, "c": None, **kwargs}
     with pytest.raises(ValueError) as err:
-        SPOCUParams(**kwargs)
+        cached_kernel_params(full["alpha"], full["beta"], full["gamma"], full["c"])
     with pytest.raises(ValueError, match=f"SPOCU parameter {name}=") as ours:
         spocu(jnp.ones(2), **kwargs)
     assert str(ours.value) == str(err.value)

@@ -284,10 +284,10 @@ def test_extreme_in_domain_parameters_work(kwargs, dtype):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"beta": 1e-9}, "beta=1e-09.*learnable beta must lie in"),
-        ({"alpha": 1e-6}, "alpha=1e-06.*learnable alpha must be > 1e-06"),
+        ({"beta": 1e-9}, "beta=1e-09.*learnable beta.*must lie in"),
+        ({"alpha": 1e-6}, "alpha=1e-06.*learnable alpha.*must lie in \\(1e-06,"),
         ({"gamma": 1e-300}, "gamma=1e-300.*learnable gamma"),
-        ({"gamma": 1e308}, "gamma=1e\\+308 cannot be represented by a float32"),
+        ({"gamma": 1e308}, "gamma=1e\\+308 .*learnable gamma.*3.40282e\\+38"),
     ],
 )
 def test_learnable_values_outside_the_reparameterization_raise_value_errors(kwargs, match):

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams
+from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, check_kernel_range
 
 __all__ = [
     "ACTIVATIONS",
@@ -234,6 +234,7 @@ def parse_activation(text: str, init: str | None = None) -> ActivationSpec:
     if name == "spocu":
         try:
             spocu_params = SPOCUParams(**{**defaults, **given})
+            check_kernel_range(spocu_params.alpha, spocu_params.gamma)  # compare trains in float32
         except (TypeError, ValueError) as error:
             raise ValueError(f"activation {text!r}: {error}") from None
         given = {k: v for k, v in spocu_params.as_dict().items() if k in given}

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params, shifted_coefficients
+from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_kernel_params, shifted_coefficients
 
 __all__ = ["spocu", "spocu_fixed"]
 
@@ -231,5 +231,5 @@ def spocu(
     if any(isinstance(p, (jax.Array, np.ndarray)) for p in (alpha, beta, gamma)):
         c = SPOCUParams(c=c).c  # validate c; array parameters are the caller's job
         return _spocu_array_params(x, alpha, beta, gamma, c)
-    params = cached_params(alpha, beta, gamma, c)
+    params = cached_kernel_params(alpha, beta, gamma, c)
     return spocu_fixed(x, params)

@@ -16,7 +16,7 @@ from typing import Any
 
 import keras
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params
+from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_kernel_params
 from spocu.keras.kernels import as_float_input, spocu_fixed, spocu_tensor_params
 from spocu.keras.layers import SPOCU
 
@@ -74,7 +74,7 @@ def spocu(
     """
     if not all(_is_number(p) for p in (alpha, beta, gamma)):
         return spocu_tensor_params(as_float_input(x), alpha, beta, gamma, SPOCUParams(c=c).c)
-    params = cached_params(alpha, beta, gamma, c)
+    params = cached_kernel_params(alpha, beta, gamma, c)
     if keras.backend.is_keras_tensor(x):  # functional-API call: insert a (serializable) layer
         return SPOCU(**params.as_dict())(x)
     return spocu_fixed(as_float_input(x), params)

@@ -15,6 +15,7 @@ from spocu.core import (
     DEFAULT_C,
     DEFAULT_GAMMA,
     SPOCUParams,
+    check_kernel_range,
     learnable_positive,
     learnable_unit,
     params_to_learnable,
@@ -87,6 +88,8 @@ class SPOCU(keras.layers.Layer):
         params = SPOCUParams(alpha, beta, gamma, c)  # validate before building anything
         if not isinstance(learnable, (bool, np.bool_)):
             raise TypeError(f"SPOCU(learnable=...) must be a bool, got {type(learnable).__name__} {learnable!r}")
+        if not learnable:  # fixed parameters go through the float32-coefficient kernels
+            check_kernel_range(params.alpha, params.gamma)
         super().__init__(**kwargs)
         self._fixed = params
         self.learnable = bool(learnable)

@@ -13,7 +13,8 @@ parameter tensors) and recomputes; its formulas are
 On the flat pieces and at both kinks every partial is 0 (s' = 0 there, the
 package's convention). The backward evaluates the partials at
 ``beta + t <= u_cap`` (:func:`_partial_cap`), where ``8 u^8`` is 1/128 of the compute
-dtype's largest value, so no finite input gives ``inf * 0 = NaN``.
+dtype's largest value, so no finite input gives ``inf * 0 = NaN``; beyond it, where the
+true partials exceed the dtype, they saturate at its largest value (with their sign).
 
 Two paths compute this. The plain one (:class:`_LearnableSPOCU`) is written
 with out-of-place, differentiable ops, so double backward works, and it is what
@@ -76,10 +77,18 @@ def _partials(x, alpha, beta, gamma, c):
     ctype = compute_dtype(x.dtype)
     xw, a, b, g = (v.to(ctype) for v in (x, alpha, beta, gamma))
     t, outside = _pieces(xw, b, g, c)
+    at_inf = torch.isposinf(xw)  # x = +inf is flat by convention (s' = 0 there), also for c = inf
+    outside = outside | at_inf
+    huge = t > _partial_cap(ctype) - b  # r(beta + t) exceeds the dtype: so does d/dalpha
+    beyond = huge & ~outside  # the other partials too, where they are not 0: saturate them
     t = torch.minimum(t, _partial_cap(ctype) - b)
     zero = torch.zeros((), dtype=ctype, device=x.device)
+    big = torch.full((), torch.finfo(ctype).max, dtype=ctype, device=x.device)
     dr = torch.where(outside, zero, _r_prime(b + t))
-    return (a / g) * dr, t * _poly(t, shifted_coefficients(b)), a * (dr - _r_prime(b)), -a * dr * t / g
+    d_alpha = torch.where(huge, big, t * _poly(t, shifted_coefficients(b)))
+    partials = ((a / g) * dr, a * (dr - _r_prime(b)), -a * dr * t / g)
+    d_x, d_beta, d_gamma = (torch.where(beyond, sign * big, p) for sign, p in zip((1, 1, -1), partials))
+    return d_x, d_alpha, d_beta, d_gamma
 
 
 def _reduce(grad, param):
@@ -245,13 +254,18 @@ def _fused_backward_math(grad, x, alpha, beta, gamma, c, cap, out):
     gout = grad.to(alpha.dtype)
     t_raw = w / gamma
     upper = c - beta
-    outside = (t_raw <= -beta) | (t_raw >= upper)
-    t = torch.minimum(torch.clamp(t_raw, min=-beta, max=upper), cap - beta)
+    at_inf = torch.isposinf(w)  # flat by convention, also for c = inf (as _partials)
+    outside = (t_raw <= -beta) | (t_raw >= upper) | at_inf
+    t = torch.clamp(t_raw, min=-beta, max=upper)
+    huge = t > cap - beta
+    beyond = huge & ~outside  # true partials exceed the dtype: saturate them (as _partials)
+    t = torch.minimum(t, cap - beta)
+    big = torch.finfo(w.dtype).max
     dr = torch.where(outside, 0.0, _r_prime(beta + t))
-    out.copy_(gout * (alpha / gamma) * dr)
-    grad_alpha = (gout * t * _poly(t, shifted_coefficients(beta))).sum((0, 2), keepdim=True)
-    grad_beta = (gout * alpha * (dr - _r_prime(beta))).sum((0, 2), keepdim=True)
-    grad_gamma = (-gout * alpha * dr * t / gamma).sum((0, 2), keepdim=True)
+    out.copy_(gout * torch.where(beyond, big, (alpha / gamma) * dr))
+    grad_alpha = (gout * torch.where(huge, big, t * _poly(t, shifted_coefficients(beta)))).sum((0, 2), keepdim=True)
+    grad_beta = (gout * torch.where(beyond, big, alpha * (dr - _r_prime(beta)))).sum((0, 2), keepdim=True)
+    grad_gamma = (gout * torch.where(beyond, -big, -alpha * dr * t / gamma)).sum((0, 2), keepdim=True)
     return grad_alpha, grad_beta, grad_gamma
 
 
