@@ -274,3 +274,59 @@ def test_unreadable_table_and_missing_path_and_options(tmp_path):
 def test_is_user_dataset():
     assert not is_user_dataset("wdbc") and not is_user_dataset("cifar10")
     assert is_user_dataset("data.csv") and is_user_dataset("./pics") and is_user_dataset("x.npz")
+
+
+# ----------------------------------------------------------------------------- hostile files (QA)
+
+
+def test_infinite_table_values_name_the_column(tmp_path):
+    frame = _table()
+    frame.loc[[2, 7], "weight"] = np.inf
+    frame.to_csv(tmp_path / "inf.csv", index=False)
+    with pytest.raises(DatasetError, match=r"inf\.csv: infinite values in 1 column\(s\): weight \(2\)"):
+        load_user_dataset(tmp_path / "inf.csv")
+
+
+def test_continuous_target_message_shows_a_plain_value(tmp_path):
+    np.savez(tmp_path / "f.npz", x=np.ones((20, 2)), y=np.arange(20) % 2 + 0.5)
+    with pytest.raises(DatasetError, match=r"non-integral floats \(e\.g\. 0\.5\)"):
+        load_user_dataset(tmp_path / "f.npz")
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": np.zeros((0, 3), np.float32), "y": np.zeros(0, np.int64)}, r"e\.npz: x and y hold no samples"),
+        ({"x": np.ones(20), "y": np.arange(20) % 2}, r"e\.npz: x has shape \(20,\); expected features \(N, F\)"),
+        (
+            {"x_train": np.zeros((20, 4, 4, 1), np.uint8), "y_train": np.arange(20) % 2,
+             "x_test": np.zeros((4, 4, 4, 1), np.float32), "y_test": np.arange(4) % 2},
+            r"e\.npz: x_train has dtype uint8 and x_test float32",
+        ),
+    ],
+    ids=["no-samples", "1-d-x", "split-dtypes-differ"],
+)
+def test_npz_hostile_arrays(tmp_path, arrays, message):
+    np.savez(tmp_path / "e.npz", **arrays)
+    with pytest.raises(DatasetError, match=message):
+        load_user_dataset(tmp_path / "e.npz")
+
+
+def test_class_folder_linking_back_to_the_root_is_a_loop(tmp_path):
+    _png_folder(tmp_path / "p", {"a": 5, "b": 5})
+    (tmp_path / "p" / "c").symlink_to(tmp_path / "p")  # would count every image a second time, as class c
+    with pytest.raises(DatasetError, match=r"p/c: a symbolic link to .*: a loop"):
+        load_user_dataset(tmp_path / "p")
+
+
+def test_link_inside_a_class_folder_is_not_followed(tmp_path):
+    _png_folder(tmp_path / "p", {"a": 5, "b": 5})
+    (tmp_path / "p" / "a" / "up").symlink_to(tmp_path / "p")
+    ds = load_user_dataset(tmp_path / "p")
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 10
+
+
+def test_image_size_too_big_for_memory_is_refused_before_allocating(tmp_path):
+    _png_folder(tmp_path / "p", {"a": 5, "b": 5})
+    with pytest.raises(DatasetError, match=r"10 images of 1x1000000x1000000 pixels need about .* GiB of memory"):
+        load_user_dataset(tmp_path / "p", image_size=(1_000_000, 1_000_000))
