@@ -221,3 +221,55 @@ def test_swap_problems(tmp_path):
 def test_is_model_factory():
     assert is_model_factory("torchvision.models:resnet18") and is_model_factory("nets/my.py:build")
     assert not is_model_factory("mlp") and not is_model_factory("resnet20") and not is_model_factory("x:")
+
+
+# ----------------------------------------------------------------------------- hostile model files (QA)
+
+HOSTILE_FILE = """
+import sys
+from torch import nn
+
+def exits(activation, input_shape, num_classes):
+    sys.exit(3)
+
+def no_parameters(activation, input_shape, num_classes):
+    class Zero(nn.Module):
+        def forward(self, x):
+            return x[:, :num_classes] * 0
+    return Zero()
+
+def integer_output(activation, input_shape, num_classes):
+    class Rounded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(input_shape[0], num_classes)
+        def forward(self, x):
+            return self.fc(x).long()
+    return Rounded()
+
+def frozen(activation, input_shape, num_classes):
+    net = nn.Linear(input_shape[0], num_classes)
+    net.requires_grad_(False)
+    return net
+"""
+
+
+@pytest.mark.parametrize(
+    "function, message",
+    [
+        ("exits", r"--model .*h\.py:exits: calling it failed: SystemExit: 3"),
+        ("no_parameters", r"no_parameters: the model has no trainable parameters"),
+        ("frozen", r"frozen: the model has no trainable parameters"),
+        ("integer_output", r"integer_output: the PyTorch model's output has dtype torch\.int64; expected floating-point logits"),
+    ],
+)
+def test_hostile_torch_factories_are_refused_naming_them(tmp_path, function, message):
+    path = _write(tmp_path, "h.py", HOSTILE_FILE)
+    with pytest.raises(UserModelError, match=message):
+        build_torch_model(load_factory(f"{path}:{function}"), parse_activation("relu"), (3,), 2, seed=0)
+
+
+def test_sys_exit_while_importing_the_model_file_is_a_named_failure(tmp_path):
+    path = _write(tmp_path, "quits.py", "import sys\nsys.exit(4)\n")
+    with pytest.raises(UserModelError, match=r"quits\.py:build: importing .*quits\.py failed: SystemExit: 4"):
+        load_factory(f"{path}:build")

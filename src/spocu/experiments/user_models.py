@@ -133,7 +133,7 @@ def _import_file(path: Path, text: str) -> Any:
     sys.modules[module_name] = module  # dataclasses and pickling look modules up here
     try:
         spec.loader.exec_module(module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # sys.exit() in a model file must not end spocu silently
         sys.modules.pop(module_name, None)
         raise UserModelError(f"--model {text}: importing {path} failed: {type(error).__name__}: {error}") from None
     return module
@@ -161,7 +161,7 @@ def load_factory(text: str, swap: str | None = None) -> ModelFactory:
     else:
         try:
             module = importlib.import_module(module_text)
-        except Exception as error:  # ModuleNotFoundError, or anything the module raises while importing
+        except (Exception, SystemExit) as error:  # ModuleNotFoundError, or anything the module raises while importing
             raise UserModelError(f"--model {text}: cannot import {module_text} ({type(error).__name__}: {error})") from None
         name = text
     function = getattr(module, function_name, None)
@@ -213,7 +213,7 @@ def _seeded(seed: int) -> Iterator[None]:
 def _call(factory: ModelFactory, args: tuple, kwargs: dict, hint: str = "") -> Any:
     try:
         return factory.function(*args, **kwargs)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # a factory calling sys.exit() is a failed factory, not spocu's exit
         raise UserModelError(f"--model {factory.name}: calling it failed: {type(error).__name__}: {error}{hint}") from None
 
 
@@ -224,6 +224,17 @@ def _check_output(factory: ModelFactory, output: Any, num_classes: int, framewor
             f"--model {factory.name}: the {framework} model's output has shape {shape} for a batch of 2; "
             f"expected (2, {num_classes}): one logit per class"
         )
+    dtype = str(getattr(output, "dtype", ""))
+    if "float" not in dtype:  # integer or boolean outputs cannot be logits (and break the loss mid-run)
+        raise UserModelError(
+            f"--model {factory.name}: the {framework} model's output has dtype {dtype or type(output).__name__}; "
+            "expected floating-point logits"
+        )
+
+
+def _check_trainable(factory: ModelFactory, count: int) -> None:
+    if count == 0:
+        raise UserModelError(f"--model {factory.name}: the model has no trainable parameters; there is nothing to train")
 
 
 def build_torch_model(
@@ -272,6 +283,7 @@ def build_torch_model(
     finally:
         model.train(was_training)
     _check_output(factory, output, num_classes, "PyTorch")
+    _check_trainable(factory, sum(p.numel() for p in model.parameters() if p.requires_grad))
     return model
 
 
@@ -339,4 +351,5 @@ def build_keras_model(
     if init is not None:
         _keras_initialize(model, init, seed)
     _check_output(factory, output, num_classes, "Keras")
+    _check_trainable(factory, sum(int(np.prod(w.shape)) for w in model.trainable_weights))
     return model
