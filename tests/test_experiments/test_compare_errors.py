@@ -197,3 +197,32 @@ def test_work_too_big_for_the_memory_is_refused_or_warned_with_the_estimate(tmp_
     assert said == []
     with pytest.raises(compare.OptionError, match="mlp 100000, batch 1000000 needs at least"):
         compare._check_size(huge_batch, (30,), 2, 1, said.append)
+
+
+def _tiny_png_folder(root: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((4, 4), 40 * i, dtype=np.uint8), "L").save(root / name / f"{i}.png")
+
+
+@pytest.mark.parametrize("where", ["explicit", "default"])
+def test_out_inside_an_image_folder_dataset_is_refused(where, tmp_path, monkeypatch, capsys):
+    """The report's PNG figures would become images of a class "out" on the next run (or a resume)."""
+    _tiny_png_folder(tmp_path / "pics")
+    before = snapshot(tmp_path)
+    if where == "explicit":
+        monkeypatch.chdir(tmp_path)
+        args = ["--dataset", "pics", "--out", "pics/out"]
+        pattern = "--out pics/out is inside the image folder --dataset pics"
+    else:  # run from inside the folder: the default spocu-runs/ would land in it
+        monkeypatch.chdir(tmp_path / "pics")
+        args = ["--dataset", "."]
+        pattern = "the default output directory spocu-runs/pics-"
+    assert cli.main(["compare", *FAST, *args]) == 2
+    error = capsys.readouterr().err
+    assert pattern in error and "choose an --out outside it" in error and error.count("\n") == 1
+    assert snapshot(tmp_path) == before

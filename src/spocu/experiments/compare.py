@@ -241,6 +241,20 @@ def _device(engine, requested: str):
         raise OptionError(f"--device {requested}: not a device this engine can use; choose cpu, cuda, cuda:N or auto") from None
 
 
+def _check_out_outside_data(config: ExperimentConfig, root: Path, *, explicit: bool) -> None:
+    """Refuse an output directory inside an image-folder dataset: its figures (PNG) would join the data as a class."""
+    if not config.user_data or not Path(config.dataset).expanduser().is_dir():
+        return
+    data = Path(config.dataset).expanduser().resolve()
+    where = root.expanduser().resolve()
+    if where == data or data in where.parents:
+        option = f"--out {root}" if explicit else f"the default output directory {root}"
+        raise OptionError(
+            f"{option} is inside the image folder --dataset {config.dataset}: its figures would be read as images of a class "
+            "on the next run; choose an --out outside it"
+        )
+
+
 def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
@@ -357,8 +371,10 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
     else:
         device = _device(engine, options.device)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = Path(config.dataset).stem if config.user_data else config.dataset  # a path would nest directories
+    # a path would nest directories; resolved, so that "--dataset ." is named after its folder
+    name = (Path(config.dataset).expanduser().resolve().stem or "data") if config.user_data else config.dataset
     out = OutputDir(Path(options.out) if options.out is not None else Path("spocu-runs") / f"{name}-{stamp}")
+    _check_out_outside_data(config, out.root, explicit=options.out is not None)
     success = False
     stack = contextlib.ExitStack()
     try:
