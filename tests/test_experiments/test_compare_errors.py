@@ -61,6 +61,8 @@ CASES = [
     ("keras backend without keras", ["--keras-backend", "jax"], {}, r"Keras backend \(jax\) applies to --framework keras"),
     ("out /dev/null", ["--out", "/dev/null"], {}, r"--out /dev/null is not a directory"),
     ("out empty", ["--out", ""], {}, r"--out is empty"),
+    ("ray address empty", ["--executor", "ray", "--ray-address", ""], {}, r"--ray-address is empty; give the cluster's HOST:PORT"),
+    ("ray address without ray", ["--ray-address", "head:6379"], {}, r"--ray-address applies to --executor ray, not --executor local"),
     ("out a file", ["--out", "a-file"], {}, r"--out a-file is a file, not a directory"),
     ("out with user files", ["--out", "user-dir"], {}, r"--out user-dir holds files that are not a spocu compare output \(report.md\)"),
     ("out unwritable", ["--out", "/proc/spocu-not-here"], {}, r"cannot write to --out /proc/spocu-not-here"),

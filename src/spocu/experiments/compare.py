@@ -105,6 +105,8 @@ def check_options(options: CompareOptions) -> None:
         raise OptionError(f"unknown executor {options.executor!r}; choose one of {', '.join(EXECUTORS)}")
     if options.ray_address is not None and options.executor != "ray":
         raise OptionError(f"--ray-address applies to --executor ray, not --executor {options.executor}")
+    if options.ray_address is not None and not options.ray_address.strip():  # not a silent local Ray instead of the cluster
+        raise OptionError("--ray-address is empty; give the cluster's HOST:PORT (or 'auto'), or leave it out for a local Ray")
     if options.out is not None and not str(options.out).strip():
         raise OptionError("--out is empty; give a directory name (a new or empty directory, or an earlier spocu compare output)")
     if options.data_dir is not None:
