@@ -330,3 +330,26 @@ def test_image_size_too_big_for_memory_is_refused_before_allocating(tmp_path):
     _png_folder(tmp_path / "p", {"a": 5, "b": 5})
     with pytest.raises(DatasetError, match=r"10 images of 1x1000000x1000000 pixels need about .* GiB of memory"):
         load_user_dataset(tmp_path / "p", image_size=(1_000_000, 1_000_000))
+
+
+def test_nested_parquet_column_is_refused_naming_it(tmp_path):
+    frame = _table()
+    frame.insert(1, "tags", [[1, 2]] * len(frame))
+    frame.to_parquet(tmp_path / "nested.parquet")
+    with pytest.raises(DatasetError, match=r"nested\.parquet: column 'tags' holds ndarray values, not numbers or text"):
+        load_user_dataset(tmp_path / "nested.parquet")
+
+
+def test_npz_with_both_layouts_is_ambiguous(tmp_path):
+    x, y = np.ones((20, 2)), np.arange(20) % 2
+    np.savez(tmp_path / "both.npz", x=x, y=y, x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
+    with pytest.raises(DatasetError, match=r"both\.npz: holds both x and y and x_train, y_train, x_test, y_test; keep one layout"):
+        load_user_dataset(tmp_path / "both.npz")
+
+
+def test_class_folders_beside_train_and_test_are_not_dropped_silently(tmp_path):
+    _png_folder(tmp_path / "p" / "train", {"a": 5, "b": 5})
+    _png_folder(tmp_path / "p" / "test", {"a": 2, "b": 2})
+    _png_folder(tmp_path / "p", {"c": 5})
+    with pytest.raises(DatasetError, match=r"p: has train/ and test/ and also the folders \['c'\]"):
+        load_user_dataset(tmp_path / "p")

@@ -216,7 +216,13 @@ def _read_table(path: Path, target: str | None):
     numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
     categorical = [c for c in features.columns if c not in numeric]
     for column in categorical:
-        count = features[column].nunique()
+        try:
+            count = features[column].nunique()
+        except TypeError:  # unhashable cells: lists, arrays or dicts (parquet's nested types)
+            kind = type(features[column].iloc[0]).__name__
+            raise DatasetError(
+                f"{path}: column {column!r} holds {kind} values, not numbers or text; flatten it into columns or drop it"
+            ) from None
         if count > MAX_CATEGORIES:
             raise DatasetError(
                 f"{path}: text column {column!r} has {count} distinct values (more than {MAX_CATEGORIES}): an identifier "
@@ -287,6 +293,10 @@ def _read_npz(path: Path):
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
             layouts = ({"x", "y"}, {"x_train", "y_train", "x_test", "y_test"})
+            if all(names <= keys for names in layouts):  # which to use would be a guess
+                raise DatasetError(
+                    f"{path}: holds both x and y and x_train, y_train, x_test, y_test; keep one layout"
+                )
             layout = next((names for names in layouts if names <= keys), None)
             if layout is None:
                 raise DatasetError(
@@ -408,6 +418,12 @@ def _read_image_folder(root: Path, image_size: tuple[int, int] | None):
         raise ValueError(f"--image-size needs two positive numbers H W, got {image_size}")
     subfolders = {p.name for p in root.iterdir() if p.is_dir()}
     split_layout = {"train", "test"} <= subfolders
+    others = sorted(name for name in subfolders - {"train", "test"} if not name.startswith("."))
+    if split_layout and others:  # class folders beside train/ and test/ would be silently left out
+        raise DatasetError(
+            f"{root}: has train/ and test/ and also the folders {others}; put every class folder inside train/ and test/, "
+            "or use one folder per class without train/ and test/"
+        )
     parts = {"train": _class_folders(root / "train"), "test": _class_folders(root / "test")} if split_layout else {"train": _class_folders(root)}
     classes = sorted(parts["train"])
     if len(classes) < 2:
