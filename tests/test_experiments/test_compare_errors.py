@@ -228,3 +228,19 @@ def test_out_inside_an_image_folder_dataset_is_refused(where, tmp_path, monkeypa
     error = capsys.readouterr().err
     assert pattern in error and "choose an --out outside it" in error and error.count("\n") == 1
     assert snapshot(tmp_path) == before
+
+
+def test_estimate_with_a_factory_that_does_not_take_the_data(tmp_path, monkeypatch, capsys):
+    """--estimate builds the model to choose threads: a model that does not fit the data is one line, not a traceback."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "flat.py").write_text(
+        "from torch import nn\n"
+        "def build(activation, input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Linear(7, 4), activation(), nn.Linear(4, num_classes))\n"
+    )
+    before = snapshot(tmp_path)
+    assert cli.main(["compare", "--model", "flat.py:build", "--estimate"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("spocu compare: error: --model flat.py:build: a batch of shape (2, 30) does not go through the model")
+    assert error.count("\n") == 1
+    assert snapshot(tmp_path) == before  # not even a __pycache__/ beside the model file

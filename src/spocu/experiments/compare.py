@@ -570,13 +570,14 @@ def estimate(options: CompareOptions) -> dict:
         n_train = n_train_full - n_val
     device = _device(engine_torch, options.device)
     steps = -(-n_train // config.batch_size)
-    threads = options.threads or engine_torch.choose_threads(config, input_shape, classes, device)
     rows, total = [], 0.0
-    for spec in config.activation_specs():
-        try:
-            timing = engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
-        except ValueError as error:  # a factory whose model does not take this data
-            raise ExperimentError(_one_line(error)) from None
+    try:  # both build the model: a factory whose model does not take this data fails here, naming itself
+        threads = options.threads or engine_torch.choose_threads(config, input_shape, classes, device)
+        timings = [engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
+                   for spec in config.activation_specs()]
+    except ValueError as error:
+        raise ExperimentError(_one_line(error)) from None
+    for spec, timing in zip(config.activation_specs(), timings):
         epoch = steps * timing["step_seconds"] + n_val * timing["eval_seconds_per_sample"]
         run = config.epochs * epoch + n_test * timing["eval_seconds_per_sample"]
         total += run * len(config.seeds)

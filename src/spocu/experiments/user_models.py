@@ -131,11 +131,15 @@ def _import_file(path: Path, text: str) -> Any:
         raise UserModelError(f"--model {text}: {path} cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+    write_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__/ left beside the user's file: spocu writes only under --out
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as error:  # sys.exit() in a model file must not end spocu silently
         sys.modules.pop(module_name, None)
         raise UserModelError(f"--model {text}: importing {path} failed: {type(error).__name__}: {error}") from None
+    finally:
+        sys.dont_write_bytecode = write_bytecode
     return module
 
 
