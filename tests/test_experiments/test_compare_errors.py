@@ -244,3 +244,17 @@ def test_estimate_with_a_factory_that_does_not_take_the_data(tmp_path, monkeypat
     assert error.startswith("spocu compare: error: --model flat.py:build: a batch of shape (2, 30) does not go through the model")
     assert error.count("\n") == 1
     assert snapshot(tmp_path) == before  # not even a __pycache__/ beside the model file
+
+
+def test_explicit_default_target_is_the_default_protocol(tmp_path, monkeypatch, capsys):
+    """--target naming the last column is what no --target means: resuming either way is the same experiment."""
+    monkeypatch.chdir(tmp_path)
+    rows = ["a,b,kind"] + [f"{i % 5},{(i * 7) % 3},{'x' if i % 2 else 'y'}" for i in range(30)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    grid = ["--dataset", "t.csv", "--activations", "relu", *FAST, "--out", "o"]
+    assert cli.main(["compare", *grid]) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", *grid, "--target", "kind"]) == 0
+    assert "1 of 1 runs already finished" in capsys.readouterr().out
+    assert cli.main(["compare", *grid, "--target", "b"]) == 2  # another column is another experiment
+    assert "holds runs of a different experiment (target" in capsys.readouterr().err

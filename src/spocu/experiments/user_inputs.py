@@ -90,6 +90,9 @@ def finalize(config: ExperimentConfig, dataset: Dataset) -> ExperimentConfig:
     """``config`` with the data's content hash and the factory's source hash; the model checked on ``dataset``."""
     if config.user_data:
         config = dataclasses.replace(config, data_sha256=dataset.info["content_sha256"])
+        if config.target is not None and dataset.info.get("target_is_default"):
+            # --target naming the last column is the default: the same experiment as no --target
+            config = dataclasses.replace(config, target=None)
     config, _ = with_model_source(config)
     try:
         check_model(config, dataset)

@@ -233,7 +233,10 @@ def _read_table(path: Path, target: str | None):
     if infinite:
         listed = ", ".join(f"{name} ({count})" for name, count in infinite.items())
         raise DatasetError(f"{path}: infinite values in {len(infinite)} column(s): {listed}; replace or drop them first")
-    info = {"_kind": "table", "numeric_columns": numeric, "categorical_columns": categorical, "target": target}
+    info = {
+        "_kind": "table", "numeric_columns": numeric, "categorical_columns": categorical, "target": target,
+        "target_is_default": target == columns[-1],
+    }
     return features, y, None, None, classes, info, _file_sha256(path)
 
 
