@@ -353,3 +353,17 @@ def test_class_folders_beside_train_and_test_are_not_dropped_silently(tmp_path):
     _png_folder(tmp_path / "p", {"c": 5})
     with pytest.raises(DatasetError, match=r"p: has train/ and test/ and also the folders \['c'\]"):
         load_user_dataset(tmp_path / "p")
+
+
+def test_fifo_named_csv_is_refused_instead_of_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.csv")  # pandas would wait for a writer forever
+    with pytest.raises(DatasetError, match=r"pipe\.csv: not a regular file or folder"):
+        load_user_dataset(tmp_path / "pipe.csv")
+
+
+def test_semicolon_separated_csv_gets_a_hint(tmp_path):
+    (tmp_path / "semi.csv").write_text("a;b;kind\n1;2;x\n3;4;y\n")
+    with pytest.raises(DatasetError, match=r"semi\.csv: 1 column\(s\) \(a;b;kind\).*separated by semicolons"):
+        load_user_dataset(tmp_path / "semi.csv")

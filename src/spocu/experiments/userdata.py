@@ -102,6 +102,8 @@ def load_user_dataset(
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
+    if not path.is_dir() and not path.is_file():  # a FIFO or device would block or never end
+        raise DatasetError(f"{path}: not a regular file or folder")
     if image_size is not None and not path.is_dir():
         raise ValueError(f"{path}: --image-size applies to image folders, not to {path.suffix or 'this'} files")
     if target is not None and path.suffix.lower() not in TABLE_SUFFIXES:
@@ -196,7 +198,11 @@ def _read_table(path: Path, target: str | None):
     frame.columns = [str(c) for c in frame.columns]
     columns = list(frame.columns)
     if len(columns) < 2:
-        raise DatasetError(f"{path}: {len(columns)} column(s) ({', '.join(columns) or 'none'}); a table needs feature columns and a label column")
+        separator = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if columns and mark in columns[0]), None)
+        hint = f" (the header seems separated by {separator}; spocu reads comma-separated files: save it with commas)" if separator else ""
+        raise DatasetError(
+            f"{path}: {len(columns)} column(s) ({', '.join(columns) or 'none'}); a table needs feature columns and a label column{hint}"
+        )
     if len(frame) == 0:
         raise DatasetError(f"{path}: the table has no rows")
     target = columns[-1] if target is None else target
