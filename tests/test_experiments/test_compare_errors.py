@@ -258,3 +258,21 @@ def test_explicit_default_target_is_the_default_protocol(tmp_path, monkeypatch, 
     assert "1 of 1 runs already finished" in capsys.readouterr().out
     assert cli.main(["compare", *grid, "--target", "b"]) == 2  # another column is another experiment
     assert "holds runs of a different experiment (target" in capsys.readouterr().err
+
+
+def test_test_size_is_for_user_data_without_its_own_test_split(tmp_path, monkeypatch, capsys):
+    """--test-size on a CSV (no official test set) is honoured; on an npz with x_test it is refused naming the file."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    rows = ["a,kind"] + [f"{i},{'x' if i % 2 else 'y'}" for i in range(40)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    assert cli.main(["compare", "--dataset", "t.csv", "--test-size", "0.5", "--activations", "relu", *FAST, "--out", "o"]) == 0
+    assert "Test set: 20 samples (a stratified 50% of the 40 samples" in (tmp_path / "o" / "report.md").read_text()
+    capsys.readouterr()
+    x, y = np.ones((20, 2)), np.arange(20) % 2
+    np.savez(tmp_path / "split.npz", x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
+    assert cli.main(["compare", "--dataset", "split.npz", "--test-size", "0.5", *FAST, "--out", "o2"]) == 2
+    error = capsys.readouterr().err
+    assert error == "spocu compare: error: --test-size does not apply: split.npz has an official test set\n"
+    assert not (tmp_path / "o2").exists()
