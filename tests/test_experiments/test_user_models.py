@@ -273,3 +273,48 @@ def test_sys_exit_while_importing_the_model_file_is_a_named_failure(tmp_path):
     path = _write(tmp_path, "quits.py", "import sys\nsys.exit(4)\n")
     with pytest.raises(UserModelError, match=r"quits\.py:build: importing .*quits\.py failed: SystemExit: 4"):
         load_factory(f"{path}:build")
+
+
+LAZY_FILE = """
+from torch import nn
+
+NET = None
+
+def cached(activation, input_shape, num_classes):
+    global NET
+    if NET is None:
+        NET = nn.Sequential(nn.Linear(input_shape[0], 8), activation(), nn.Linear(8, num_classes))
+    return NET
+
+def ignores_activation(activation, input_shape, num_classes):
+    return nn.Sequential(nn.Linear(input_shape[0], 8), nn.ReLU(), nn.Linear(8, num_classes))
+"""
+
+
+def test_factory_that_ignores_its_activation_is_refused(tmp_path):
+    """Every activation would train the same network: a comparison of nothing, reported as if real."""
+    path = _write(tmp_path, "lazy.py", LAZY_FILE)
+    with pytest.raises(UserModelError, match=r"ignores_activation: never called activation\(\), so the compared activations would all train the same network"):
+        build_torch_model(load_factory(f"{path}:ignores_activation"), parse_activation("spocu"), (3,), 2, seed=0)
+
+
+def test_factory_handing_out_a_cached_instance_is_refused(tmp_path, monkeypatch):
+    """A module factory's cached model would carry one run's trained weights into the next run."""
+    _write(tmp_path, "spocu_qa_lazy_module.py", LAZY_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    factory = load_factory("spocu_qa_lazy_module:cached")
+    first = build_torch_model(factory, parse_activation("relu"), (3,), 2, seed=0)
+    with pytest.raises(UserModelError, match=r"spocu_qa_lazy_module:cached: returned a model it had returned before"):
+        build_torch_model(factory, parse_activation("relu"), (3,), 2, seed=1)
+    assert isinstance(first, nn.Module)
+
+
+def test_compare_refuses_a_cached_factory_before_writing(tmp_path, monkeypatch, capsys):
+    from spocu import cli
+
+    _write(tmp_path, "spocu_qa_lazy_module2.py", LAZY_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    code = cli.main(["compare", "--model", "spocu_qa_lazy_module2:cached", "--epochs", "1", "--seeds", "1", "--no-progress", "--out", str(out)])
+    assert code == 2 and "returned a model it had returned before" in capsys.readouterr().err
+    assert not out.exists()

@@ -56,6 +56,7 @@ import importlib.util
 import inspect
 import random
 import sys
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -236,6 +237,20 @@ def _check_output(factory: ModelFactory, output: Any, num_classes: int, framewor
         )
 
 
+#: Every model a factory has returned in this process: a factory that returns one again (a cached
+#: instance) would start a run from another run's trained weights.
+_RETURNED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _check_fresh(factory: ModelFactory, model: Any) -> None:
+    if model in _RETURNED:
+        raise UserModelError(
+            f"--model {factory.name}: returned a model it had returned before (a cached instance?); every run must start "
+            "from a new model, or it would continue another run's training"
+        )
+    _RETURNED.add(model)
+
+
 def _check_trainable(factory: ModelFactory, count: int) -> None:
     if count == 0:
         raise UserModelError(f"--model {factory.name}: the model has no trainable parameters; there is nothing to train")
@@ -259,13 +274,20 @@ def build_torch_model(
 
     from spocu.experiments.models_torch import initialize
 
+    calls = []
+
+    def make_activation():
+        calls.append(1)
+        return activation.torch_module()
+
     with _seeded(seed):
         if factory.swap is None:
-            model = _call(factory, (activation.torch_module, tuple(input_shape), num_classes), {})
+            model = _call(factory, (make_activation, tuple(input_shape), num_classes), {})
         else:
             model = _call(factory, (), {"num_classes": num_classes})
     if not isinstance(model, nn.Module):
         raise UserModelError(f"--model {factory.name}: returned {type(model).__name__}, not a torch.nn.Module")
+    _check_fresh(factory, model)
     if factory.swap is not None:
         from spocu.torch.replace import replace_activations
 
@@ -288,6 +310,11 @@ def build_torch_model(
         model.train(was_training)
     _check_output(factory, output, num_classes, "PyTorch")
     _check_trainable(factory, sum(p.numel() for p in model.parameters() if p.requires_grad))
+    if factory.swap is None and not calls:
+        raise UserModelError(
+            f"--model {factory.name}: never called activation(), so the compared activations would all train the same "
+            "network; use activation() where the activation goes (or --swap NAME for a model with its own activation)"
+        )
     return model
 
 
@@ -339,6 +366,7 @@ def build_keras_model(
         model = _call(factory, (), {"num_classes": num_classes})
     if not isinstance(model, keras.Model):
         raise UserModelError(f"--model {factory.name}: returned {type(model).__name__}, not a keras.Model")
+    _check_fresh(factory, model)
     if factory.swap is not None:
         from spocu.keras.replace import replace_activations
 
