@@ -276,3 +276,24 @@ def test_test_size_is_for_user_data_without_its_own_test_split(tmp_path, monkeyp
     error = capsys.readouterr().err
     assert error == "spocu compare: error: --test-size does not apply: split.npz has an official test set\n"
     assert not (tmp_path / "o2").exists()
+
+
+def test_model_file_edited_during_the_sweep_is_one_line_and_keeps_the_finished_runs(tmp_path, monkeypatch, capsys):
+    """The factory edits its own file once the first run is saved (as a user editing it mid-sweep would)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "selfedit.py").write_text(
+        "import pathlib\n"
+        "from torch import nn\n"
+        "def build(activation, input_shape, num_classes):\n"
+        "    if pathlib.Path('o/runs/relu-seed0.json').exists():\n"
+        "        with open(__file__, 'a') as source:\n"
+        "            source.write('# edited\\n')\n"
+        "    return nn.Sequential(nn.Linear(input_shape[0], 4), activation(), nn.Linear(4, num_classes))\n"
+    )
+    # relu is saved; selu's build edits the file (checked just before: selu is trained); elu's build sees the change
+    code = cli.main(["compare", "--model", "selfedit.py:build", "--activations", "relu, selu, elu", *FAST, "--out", "o"])
+    error = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in error and error.count("\n") == 1, error
+    assert "--model selfedit.py:build: its source file" in error and "changed during the experiment" in error
+    assert "the finished runs in o are kept" in error
+    assert sorted(p.name for p in (tmp_path / "o" / "runs").glob("*.json")) == ["relu-seed0.json", "selu-seed0.json"]

@@ -38,6 +38,7 @@ from spocu.experiments.errors import ExperimentError, OptionError, OutputBusy
 from spocu.experiments.executors import DEFAULT_EXECUTOR, EXECUTORS
 from spocu.experiments.runner import Callbacks, run_experiment
 from spocu.experiments.store import OutputDir
+from spocu.experiments.user_models import UserModelError
 
 __all__ = ["CompareOptions", "CompareOutcome", "Interrupted", "compare", "check_options", "estimate", "memory_estimate"]
 
@@ -453,6 +454,11 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
             outcome = _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks, jobs, nodes)
         except KeyboardInterrupt:
             raise Interrupted(out.root, out.runs.is_dir() and any(out.runs.glob("*.json"))) from None
+        except UserModelError as error:  # e.g. the model file edited while the sweep runs
+            raise ExperimentError(
+                f"{_one_line(error)}; the finished runs in {out.root} are kept: restore the file and run the same command "
+                f"with --out {shlex.quote(str(out.root))} to resume, or start a new --out"
+            ) from None
         except OSError as error:
             raise _write_failure(error, out) from None
         success = True
