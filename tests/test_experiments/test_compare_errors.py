@@ -61,6 +61,8 @@ CASES = [
     ("keras backend without keras", ["--keras-backend", "jax"], {}, r"Keras backend \(jax\) applies to --framework keras"),
     ("out /dev/null", ["--out", "/dev/null"], {}, r"--out /dev/null is not a directory"),
     ("out empty", ["--out", ""], {}, r"--out is empty"),
+    ("ray address empty", ["--executor", "ray", "--ray-address", ""], {}, r"--ray-address is empty; give the cluster's HOST:PORT"),
+    ("ray address without ray", ["--ray-address", "head:6379"], {}, r"--ray-address applies to --executor ray, not --executor local"),
     ("out a file", ["--out", "a-file"], {}, r"--out a-file is a file, not a directory"),
     ("out with user files", ["--out", "user-dir"], {}, r"--out user-dir holds files that are not a spocu compare output \(report.md\)"),
     ("out unwritable", ["--out", "/proc/spocu-not-here"], {}, r"cannot write to --out /proc/spocu-not-here"),
@@ -197,3 +199,101 @@ def test_work_too_big_for_the_memory_is_refused_or_warned_with_the_estimate(tmp_
     assert said == []
     with pytest.raises(compare.OptionError, match="mlp 100000, batch 1000000 needs at least"):
         compare._check_size(huge_batch, (30,), 2, 1, said.append)
+
+
+def _tiny_png_folder(root: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((4, 4), 40 * i, dtype=np.uint8), "L").save(root / name / f"{i}.png")
+
+
+@pytest.mark.parametrize("where", ["explicit", "default"])
+def test_out_inside_an_image_folder_dataset_is_refused(where, tmp_path, monkeypatch, capsys):
+    """The report's PNG figures would become images of a class "out" on the next run (or a resume)."""
+    _tiny_png_folder(tmp_path / "pics")
+    before = snapshot(tmp_path)
+    if where == "explicit":
+        monkeypatch.chdir(tmp_path)
+        args = ["--dataset", "pics", "--out", "pics/out"]
+        pattern = "--out pics/out is inside the image folder --dataset pics"
+    else:  # run from inside the folder: the default spocu-runs/ would land in it
+        monkeypatch.chdir(tmp_path / "pics")
+        args = ["--dataset", "."]
+        pattern = "the default output directory spocu-runs/pics-"
+    assert cli.main(["compare", *FAST, *args]) == 2
+    error = capsys.readouterr().err
+    assert pattern in error and "choose an --out outside it" in error and error.count("\n") == 1
+    assert snapshot(tmp_path) == before
+
+
+def test_estimate_with_a_factory_that_does_not_take_the_data(tmp_path, monkeypatch, capsys):
+    """--estimate builds the model to choose threads: a model that does not fit the data is one line, not a traceback."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "flat.py").write_text(
+        "from torch import nn\n"
+        "def build(activation, input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Linear(7, 4), activation(), nn.Linear(4, num_classes))\n"
+    )
+    before = snapshot(tmp_path)
+    assert cli.main(["compare", "--model", "flat.py:build", "--estimate"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("spocu compare: error: --model flat.py:build: a batch of shape (2, 30) does not go through the model")
+    assert error.count("\n") == 1
+    assert snapshot(tmp_path) == before  # not even a __pycache__/ beside the model file
+
+
+def test_explicit_default_target_is_the_default_protocol(tmp_path, monkeypatch, capsys):
+    """--target naming the last column is what no --target means: resuming either way is the same experiment."""
+    monkeypatch.chdir(tmp_path)
+    rows = ["a,b,kind"] + [f"{i % 5},{(i * 7) % 3},{'x' if i % 2 else 'y'}" for i in range(30)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    grid = ["--dataset", "t.csv", "--activations", "relu", *FAST, "--out", "o"]
+    assert cli.main(["compare", *grid]) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", *grid, "--target", "kind"]) == 0
+    assert "1 of 1 runs already finished" in capsys.readouterr().out
+    assert cli.main(["compare", *grid, "--target", "b"]) == 2  # another column is another experiment
+    assert "holds runs of a different experiment (target" in capsys.readouterr().err
+
+
+def test_test_size_is_for_user_data_without_its_own_test_split(tmp_path, monkeypatch, capsys):
+    """--test-size on a CSV (no official test set) is honoured; on an npz with x_test it is refused naming the file."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    rows = ["a,kind"] + [f"{i},{'x' if i % 2 else 'y'}" for i in range(40)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    assert cli.main(["compare", "--dataset", "t.csv", "--test-size", "0.5", "--activations", "relu", *FAST, "--out", "o"]) == 0
+    assert "Test set: 20 samples (a stratified 50% of the 40 samples" in (tmp_path / "o" / "report.md").read_text()
+    capsys.readouterr()
+    x, y = np.ones((20, 2)), np.arange(20) % 2
+    np.savez(tmp_path / "split.npz", x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
+    assert cli.main(["compare", "--dataset", "split.npz", "--test-size", "0.5", *FAST, "--out", "o2"]) == 2
+    error = capsys.readouterr().err
+    assert error == "spocu compare: error: --test-size does not apply: split.npz has an official test set\n"
+    assert not (tmp_path / "o2").exists()
+
+
+def test_model_file_edited_during_the_sweep_is_one_line_and_keeps_the_finished_runs(tmp_path, monkeypatch, capsys):
+    """The factory edits its own file once the first run is saved (as a user editing it mid-sweep would)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "selfedit.py").write_text(
+        "import pathlib\n"
+        "from torch import nn\n"
+        "def build(activation, input_shape, num_classes):\n"
+        "    if pathlib.Path('o/runs/relu-seed0.json').exists():\n"
+        "        with open(__file__, 'a') as source:\n"
+        "            source.write('# edited\\n')\n"
+        "    return nn.Sequential(nn.Linear(input_shape[0], 4), activation(), nn.Linear(4, num_classes))\n"
+    )
+    # relu is saved; selu's build edits the file (checked just before: selu is trained); elu's build sees the change
+    code = cli.main(["compare", "--model", "selfedit.py:build", "--activations", "relu, selu, elu", *FAST, "--out", "o"])
+    error = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in error and error.count("\n") == 1, error
+    assert "--model selfedit.py:build: its source file" in error and "changed during the experiment" in error
+    assert "the finished runs in o are kept" in error
+    assert sorted(p.name for p in (tmp_path / "o" / "runs").glob("*.json")) == ["relu-seed0.json", "selu-seed0.json"]

@@ -221,3 +221,100 @@ def test_swap_problems(tmp_path):
 def test_is_model_factory():
     assert is_model_factory("torchvision.models:resnet18") and is_model_factory("nets/my.py:build")
     assert not is_model_factory("mlp") and not is_model_factory("resnet20") and not is_model_factory("x:")
+
+
+# ----------------------------------------------------------------------------- hostile model files (QA)
+
+HOSTILE_FILE = """
+import sys
+from torch import nn
+
+def exits(activation, input_shape, num_classes):
+    sys.exit(3)
+
+def no_parameters(activation, input_shape, num_classes):
+    class Zero(nn.Module):
+        def forward(self, x):
+            return x[:, :num_classes] * 0
+    return Zero()
+
+def integer_output(activation, input_shape, num_classes):
+    class Rounded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(input_shape[0], num_classes)
+        def forward(self, x):
+            return self.fc(x).long()
+    return Rounded()
+
+def frozen(activation, input_shape, num_classes):
+    net = nn.Linear(input_shape[0], num_classes)
+    net.requires_grad_(False)
+    return net
+"""
+
+
+@pytest.mark.parametrize(
+    "function, message",
+    [
+        ("exits", r"--model .*h\.py:exits: calling it failed: SystemExit: 3"),
+        ("no_parameters", r"no_parameters: the model has no trainable parameters"),
+        ("frozen", r"frozen: the model has no trainable parameters"),
+        ("integer_output", r"integer_output: the PyTorch model's output has dtype torch\.int64; expected floating-point logits"),
+    ],
+)
+def test_hostile_torch_factories_are_refused_naming_them(tmp_path, function, message):
+    path = _write(tmp_path, "h.py", HOSTILE_FILE)
+    with pytest.raises(UserModelError, match=message):
+        build_torch_model(load_factory(f"{path}:{function}"), parse_activation("relu"), (3,), 2, seed=0)
+
+
+def test_sys_exit_while_importing_the_model_file_is_a_named_failure(tmp_path):
+    path = _write(tmp_path, "quits.py", "import sys\nsys.exit(4)\n")
+    with pytest.raises(UserModelError, match=r"quits\.py:build: importing .*quits\.py failed: SystemExit: 4"):
+        load_factory(f"{path}:build")
+
+
+LAZY_FILE = """
+from torch import nn
+
+NET = None
+
+def cached(activation, input_shape, num_classes):
+    global NET
+    if NET is None:
+        NET = nn.Sequential(nn.Linear(input_shape[0], 8), activation(), nn.Linear(8, num_classes))
+    return NET
+
+def ignores_activation(activation, input_shape, num_classes):
+    return nn.Sequential(nn.Linear(input_shape[0], 8), nn.ReLU(), nn.Linear(8, num_classes))
+"""
+
+
+def test_factory_that_ignores_its_activation_is_refused(tmp_path):
+    """Every activation would train the same network: a comparison of nothing, reported as if real."""
+    path = _write(tmp_path, "lazy.py", LAZY_FILE)
+    with pytest.raises(UserModelError, match=r"ignores_activation: never called activation\(\), so the compared activations would all train the same network"):
+        build_torch_model(load_factory(f"{path}:ignores_activation"), parse_activation("spocu"), (3,), 2, seed=0)
+
+
+def test_factory_handing_out_a_cached_instance_is_refused(tmp_path, monkeypatch):
+    """A module factory's cached model would carry one run's trained weights into the next run."""
+    _write(tmp_path, "spocu_qa_lazy_module.py", LAZY_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    factory = load_factory("spocu_qa_lazy_module:cached")
+    first = build_torch_model(factory, parse_activation("relu"), (3,), 2, seed=0)
+    with pytest.raises(UserModelError, match=r"spocu_qa_lazy_module:cached: returned a model it had returned before"):
+        build_torch_model(factory, parse_activation("relu"), (3,), 2, seed=1)
+    assert isinstance(first, nn.Module)
+
+
+def test_compare_refuses_a_cached_factory_before_writing(tmp_path, monkeypatch, capsys):
+    from spocu import cli
+
+    _write(tmp_path, "spocu_qa_lazy_module2.py", LAZY_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    code = cli.main(["compare", "--model", "spocu_qa_lazy_module2:cached", "--epochs", "1", "--seeds", "1", "--no-progress", "--out", str(out)])
+    assert code == 2 and "returned a model it had returned before" in capsys.readouterr().err
+    assert not out.exists()

@@ -274,3 +274,96 @@ def test_unreadable_table_and_missing_path_and_options(tmp_path):
 def test_is_user_dataset():
     assert not is_user_dataset("wdbc") and not is_user_dataset("cifar10")
     assert is_user_dataset("data.csv") and is_user_dataset("./pics") and is_user_dataset("x.npz")
+
+
+# ----------------------------------------------------------------------------- hostile files (QA)
+
+
+def test_infinite_table_values_name_the_column(tmp_path):
+    frame = _table()
+    frame.loc[[2, 7], "weight"] = np.inf
+    frame.to_csv(tmp_path / "inf.csv", index=False)
+    with pytest.raises(DatasetError, match=r"inf\.csv: infinite values in 1 column\(s\): weight \(2\)"):
+        load_user_dataset(tmp_path / "inf.csv")
+
+
+def test_continuous_target_message_shows_a_plain_value(tmp_path):
+    np.savez(tmp_path / "f.npz", x=np.ones((20, 2)), y=np.arange(20) % 2 + 0.5)
+    with pytest.raises(DatasetError, match=r"non-integral floats \(e\.g\. 0\.5\)"):
+        load_user_dataset(tmp_path / "f.npz")
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": np.zeros((0, 3), np.float32), "y": np.zeros(0, np.int64)}, r"e\.npz: x and y hold no samples"),
+        ({"x": np.ones(20), "y": np.arange(20) % 2}, r"e\.npz: x has shape \(20,\); expected features \(N, F\)"),
+        (
+            {"x_train": np.zeros((20, 4, 4, 1), np.uint8), "y_train": np.arange(20) % 2,
+             "x_test": np.zeros((4, 4, 4, 1), np.float32), "y_test": np.arange(4) % 2},
+            r"e\.npz: x_train has dtype uint8 and x_test float32",
+        ),
+    ],
+    ids=["no-samples", "1-d-x", "split-dtypes-differ"],
+)
+def test_npz_hostile_arrays(tmp_path, arrays, message):
+    np.savez(tmp_path / "e.npz", **arrays)
+    with pytest.raises(DatasetError, match=message):
+        load_user_dataset(tmp_path / "e.npz")
+
+
+def test_class_folder_linking_back_to_the_root_is_a_loop(tmp_path):
+    _png_folder(tmp_path / "p", {"a": 5, "b": 5})
+    (tmp_path / "p" / "c").symlink_to(tmp_path / "p")  # would count every image a second time, as class c
+    with pytest.raises(DatasetError, match=r"p/c: a symbolic link to .*: a loop"):
+        load_user_dataset(tmp_path / "p")
+
+
+def test_link_inside_a_class_folder_is_not_followed(tmp_path):
+    _png_folder(tmp_path / "p", {"a": 5, "b": 5})
+    (tmp_path / "p" / "a" / "up").symlink_to(tmp_path / "p")
+    ds = load_user_dataset(tmp_path / "p")
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 10
+
+
+def test_image_size_too_big_for_memory_is_refused_before_allocating(tmp_path):
+    _png_folder(tmp_path / "p", {"a": 5, "b": 5})
+    with pytest.raises(DatasetError, match=r"10 images of 1x1000000x1000000 pixels need about .* GiB of memory"):
+        load_user_dataset(tmp_path / "p", image_size=(1_000_000, 1_000_000))
+
+
+def test_nested_parquet_column_is_refused_naming_it(tmp_path):
+    frame = _table()
+    frame.insert(1, "tags", [[1, 2]] * len(frame))
+    frame.to_parquet(tmp_path / "nested.parquet")
+    with pytest.raises(DatasetError, match=r"nested\.parquet: column 'tags' holds ndarray values, not numbers or text"):
+        load_user_dataset(tmp_path / "nested.parquet")
+
+
+def test_npz_with_both_layouts_is_ambiguous(tmp_path):
+    x, y = np.ones((20, 2)), np.arange(20) % 2
+    np.savez(tmp_path / "both.npz", x=x, y=y, x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
+    with pytest.raises(DatasetError, match=r"both\.npz: holds both x and y and x_train, y_train, x_test, y_test; keep one layout"):
+        load_user_dataset(tmp_path / "both.npz")
+
+
+def test_class_folders_beside_train_and_test_are_not_dropped_silently(tmp_path):
+    _png_folder(tmp_path / "p" / "train", {"a": 5, "b": 5})
+    _png_folder(tmp_path / "p" / "test", {"a": 2, "b": 2})
+    _png_folder(tmp_path / "p", {"c": 5})
+    with pytest.raises(DatasetError, match=r"p: has train/ and test/ and also the folders \['c'\]"):
+        load_user_dataset(tmp_path / "p")
+
+
+def test_fifo_named_csv_is_refused_instead_of_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.csv")  # pandas would wait for a writer forever
+    with pytest.raises(DatasetError, match=r"pipe\.csv: not a regular file or folder"):
+        load_user_dataset(tmp_path / "pipe.csv")
+
+
+def test_semicolon_separated_csv_gets_a_hint(tmp_path):
+    (tmp_path / "semi.csv").write_text("a;b;kind\n1;2;x\n3;4;y\n")
+    with pytest.raises(DatasetError, match=r"semi\.csv: 1 column\(s\) \(a;b;kind\).*separated by semicolons"):
+        load_user_dataset(tmp_path / "semi.csv")

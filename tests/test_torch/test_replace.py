@@ -84,3 +84,5 @@ def test_bad_arguments():
         replace_activations(_net(), "relu", lambda: 3)
     with pytest.raises(TypeError, match="old must be"):
         replace_activations(_net(), 42, SPOCU)
+    with pytest.raises(TypeError, match="module must be a torch.nn.Module, not list"):  # was an AttributeError
+        replace_activations([_net()], "relu", SPOCU)

@@ -172,7 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight init for every activation (default customary: each activation its own; a model factory keeps its own init)",
     )
     train.add_argument("--val-size", type=_size, help="validation split: fraction of the training data or a count")
-    train.add_argument("--test-size", type=_size, help="test split for wdbc/digits (default 0.2)")
+    train.add_argument("--test-size", type=_size, help="test split for wdbc, digits and your data without its own test set (default 0.2)")
     train.add_argument("--split-seed", type=_whole(0, 2**32), help="seed of the data splits (default 0)")
     train.add_argument("--framework", choices=FRAMEWORKS, help="default torch; keras: Keras 3 with its model.fit")
     train.add_argument(

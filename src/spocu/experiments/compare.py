@@ -38,6 +38,7 @@ from spocu.experiments.errors import ExperimentError, OptionError, OutputBusy
 from spocu.experiments.executors import DEFAULT_EXECUTOR, EXECUTORS
 from spocu.experiments.runner import Callbacks, run_experiment
 from spocu.experiments.store import OutputDir
+from spocu.experiments.user_models import UserModelError
 
 __all__ = ["CompareOptions", "CompareOutcome", "Interrupted", "compare", "check_options", "estimate", "memory_estimate"]
 
@@ -105,6 +106,8 @@ def check_options(options: CompareOptions) -> None:
         raise OptionError(f"unknown executor {options.executor!r}; choose one of {', '.join(EXECUTORS)}")
     if options.ray_address is not None and options.executor != "ray":
         raise OptionError(f"--ray-address applies to --executor ray, not --executor {options.executor}")
+    if options.ray_address is not None and not options.ray_address.strip():  # not a silent local Ray instead of the cluster
+        raise OptionError("--ray-address is empty; give the cluster's HOST:PORT (or 'auto'), or leave it out for a local Ray")
     if options.out is not None and not str(options.out).strip():
         raise OptionError("--out is empty; give a directory name (a new or empty directory, or an earlier spocu compare output)")
     if options.data_dir is not None:
@@ -241,6 +244,20 @@ def _device(engine, requested: str):
         raise OptionError(f"--device {requested}: not a device this engine can use; choose cpu, cuda, cuda:N or auto") from None
 
 
+def _check_out_outside_data(config: ExperimentConfig, root: Path, *, explicit: bool) -> None:
+    """Refuse an output directory inside an image-folder dataset: its figures (PNG) would join the data as a class."""
+    if not config.user_data or not Path(config.dataset).expanduser().is_dir():
+        return
+    data = Path(config.dataset).expanduser().resolve()
+    where = root.expanduser().resolve()
+    if where == data or data in where.parents:
+        option = f"--out {root}" if explicit else f"the default output directory {root}"
+        raise OptionError(
+            f"{option} is inside the image folder --dataset {config.dataset}: its figures would be read as images of a class "
+            "on the next run; choose an --out outside it"
+        )
+
+
 def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
@@ -357,8 +374,10 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
     else:
         device = _device(engine, options.device)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = Path(config.dataset).stem if config.user_data else config.dataset  # a path would nest directories
+    # a path would nest directories; resolved, so that "--dataset ." is named after its folder
+    name = (Path(config.dataset).expanduser().resolve().stem or "data") if config.user_data else config.dataset
     out = OutputDir(Path(options.out) if options.out is not None else Path("spocu-runs") / f"{name}-{stamp}")
+    _check_out_outside_data(config, out.root, explicit=options.out is not None)
     success = False
     stack = contextlib.ExitStack()
     try:
@@ -435,6 +454,11 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
             outcome = _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks, jobs, nodes)
         except KeyboardInterrupt:
             raise Interrupted(out.root, out.runs.is_dir() and any(out.runs.glob("*.json"))) from None
+        except UserModelError as error:  # e.g. the model file edited while the sweep runs
+            raise ExperimentError(
+                f"{_one_line(error)}; the finished runs in {out.root} are kept: restore the file and run the same command "
+                f"with --out {shlex.quote(str(out.root))} to resume, or start a new --out"
+            ) from None
         except OSError as error:
             raise _write_failure(error, out) from None
         success = True
@@ -552,13 +576,14 @@ def estimate(options: CompareOptions) -> dict:
         n_train = n_train_full - n_val
     device = _device(engine_torch, options.device)
     steps = -(-n_train // config.batch_size)
-    threads = options.threads or engine_torch.choose_threads(config, input_shape, classes, device)
     rows, total = [], 0.0
-    for spec in config.activation_specs():
-        try:
-            timing = engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
-        except ValueError as error:  # a factory whose model does not take this data
-            raise ExperimentError(_one_line(error)) from None
+    try:  # both build the model: a factory whose model does not take this data fails here, naming itself
+        threads = options.threads or engine_torch.choose_threads(config, input_shape, classes, device)
+        timings = [engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
+                   for spec in config.activation_specs()]
+    except ValueError as error:
+        raise ExperimentError(_one_line(error)) from None
+    for spec, timing in zip(config.activation_specs(), timings):
         epoch = steps * timing["step_seconds"] + n_val * timing["eval_seconds_per_sample"]
         run = config.epochs * epoch + n_test * timing["eval_seconds_per_sample"]
         total += run * len(config.seeds)

@@ -455,7 +455,8 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     val_size, test_size = merged["val_size"], merged["test_size"]
     if val_size is not None and val_size == DEFAULT_VAL_SIZE.get(dataset):
         val_size = None
-    if test_size is not None and dataset not in EMBEDDED_DATASETS:
+    # a user's file may or may not have its own test split: the loader knows (split_dataset refuses it there)
+    if test_size is not None and dataset in DATASETS and dataset not in EMBEDDED_DATASETS:
         raise ValueError(f"--test-size applies to {' and '.join(EMBEDDED_DATASETS)}; {dataset} has an official test set")
     if test_size is not None and test_size == DEFAULT_TEST_SIZE:
         test_size = None

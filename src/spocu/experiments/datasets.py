@@ -437,7 +437,7 @@ def split_dataset(
         info["test_split"] = f"a stratified {_share(test)} of the {n_total} samples; {name} has no official test set"
     else:
         if test_size is not None:
-            raise ValueError(f"{name} has an official test set; test_size does not apply")
+            raise ValueError(f"--test-size does not apply: {name} has an official test set")
         info["test_split"] = "official test set"
     val = _split_size(val_size, len(y), "val_size")
     x_train, x_val, y_train, y_val = stratified(x, y, val, "validation")

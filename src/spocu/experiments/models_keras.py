@@ -171,11 +171,11 @@ def resnet20(input_shape: tuple[int, ...], num_classes: int, activation: Any, ke
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int) -> keras.Model:
     """The network ``spec`` for a dataset's ``input_shape`` (features, or C x H x W), initialized for ``seed``."""
     if spec.is_factory:
-        from spocu.experiments.user_models import build_keras_model, load_factory
+        from spocu.experiments.user_models import UserModelError, build_keras_model, load_factory
 
         factory = load_factory(spec.name, spec.swap)
         if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
-            raise ValueError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
+            raise UserModelError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
         init = None if activation.init == OWN_INIT else activation.init
         return build_keras_model(factory, activation, keras_input_shape(input_shape), num_classes, seed, init)
     if spec.name == "resnet20":

@@ -108,11 +108,11 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
     models are drawn by :func:`initialize`.
     """
     if spec.is_factory:
-        from spocu.experiments.user_models import build_torch_model, load_factory
+        from spocu.experiments.user_models import UserModelError, build_torch_model, load_factory
 
         factory = load_factory(spec.name, spec.swap)
         if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
-            raise ValueError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
+            raise UserModelError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
         return build_torch_model(factory, activation, input_shape, num_classes, seed)
     if spec.name == "resnet20":
         if len(input_shape) != 3:

@@ -62,14 +62,18 @@ def check_model(config: ExperimentConfig, dataset: Dataset) -> None:
     """
     spec = config.activation_specs()[0]
     seed = config.seeds[0]
+    # a factory is called twice (the last activation the second time): one that hands out a cached
+    # instance, or ignores its activation, is caught now rather than after a silently wrong comparison
+    builds = [spec, config.activation_specs()[-1]] if config.model.is_factory else [spec]
     if config.framework == "keras":
         from spocu.experiments import models_keras
 
-        models_keras.build_model(config.model, dataset.input_shape, dataset.num_classes, spec, seed)
+        models = [models_keras.build_model(config.model, dataset.input_shape, dataset.num_classes, s, seed) for s in builds]
         return
     from spocu.experiments import models_torch
 
-    model = models_torch.build_model(config.model, dataset.input_shape, dataset.num_classes, spec, seed)
+    models = [models_torch.build_model(config.model, dataset.input_shape, dataset.num_classes, s, seed) for s in builds]
+    model = models[0]
     if not config.model.is_factory:  # a factory's output was checked as it was built
         import torch
 
@@ -90,6 +94,9 @@ def finalize(config: ExperimentConfig, dataset: Dataset) -> ExperimentConfig:
     """``config`` with the data's content hash and the factory's source hash; the model checked on ``dataset``."""
     if config.user_data:
         config = dataclasses.replace(config, data_sha256=dataset.info["content_sha256"])
+        if config.target is not None and dataset.info.get("target_is_default"):
+            # --target naming the last column is the default: the same experiment as no --target
+            config = dataclasses.replace(config, target=None)
     config, _ = with_model_source(config)
     try:
         check_model(config, dataset)

@@ -56,6 +56,7 @@ import importlib.util
 import inspect
 import random
 import sys
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -131,11 +132,15 @@ def _import_file(path: Path, text: str) -> Any:
         raise UserModelError(f"--model {text}: {path} cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+    write_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__/ left beside the user's file: spocu writes only under --out
     try:
         spec.loader.exec_module(module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # sys.exit() in a model file must not end spocu silently
         sys.modules.pop(module_name, None)
         raise UserModelError(f"--model {text}: importing {path} failed: {type(error).__name__}: {error}") from None
+    finally:
+        sys.dont_write_bytecode = write_bytecode
     return module
 
 
@@ -161,7 +166,7 @@ def load_factory(text: str, swap: str | None = None) -> ModelFactory:
     else:
         try:
             module = importlib.import_module(module_text)
-        except Exception as error:  # ModuleNotFoundError, or anything the module raises while importing
+        except (Exception, SystemExit) as error:  # ModuleNotFoundError, or anything the module raises while importing
             raise UserModelError(f"--model {text}: cannot import {module_text} ({type(error).__name__}: {error})") from None
         name = text
     function = getattr(module, function_name, None)
@@ -213,7 +218,7 @@ def _seeded(seed: int) -> Iterator[None]:
 def _call(factory: ModelFactory, args: tuple, kwargs: dict, hint: str = "") -> Any:
     try:
         return factory.function(*args, **kwargs)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # a factory calling sys.exit() is a failed factory, not spocu's exit
         raise UserModelError(f"--model {factory.name}: calling it failed: {type(error).__name__}: {error}{hint}") from None
 
 
@@ -224,6 +229,31 @@ def _check_output(factory: ModelFactory, output: Any, num_classes: int, framewor
             f"--model {factory.name}: the {framework} model's output has shape {shape} for a batch of 2; "
             f"expected (2, {num_classes}): one logit per class"
         )
+    dtype = str(getattr(output, "dtype", ""))
+    if "float" not in dtype:  # integer or boolean outputs cannot be logits (and break the loss mid-run)
+        raise UserModelError(
+            f"--model {factory.name}: the {framework} model's output has dtype {dtype or type(output).__name__}; "
+            "expected floating-point logits"
+        )
+
+
+#: Every model a factory has returned in this process: a factory that returns one again (a cached
+#: instance) would start a run from another run's trained weights.
+_RETURNED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _check_fresh(factory: ModelFactory, model: Any) -> None:
+    if model in _RETURNED:
+        raise UserModelError(
+            f"--model {factory.name}: returned a model it had returned before (a cached instance?); every run must start "
+            "from a new model, or it would continue another run's training"
+        )
+    _RETURNED.add(model)
+
+
+def _check_trainable(factory: ModelFactory, count: int) -> None:
+    if count == 0:
+        raise UserModelError(f"--model {factory.name}: the model has no trainable parameters; there is nothing to train")
 
 
 def build_torch_model(
@@ -244,13 +274,20 @@ def build_torch_model(
 
     from spocu.experiments.models_torch import initialize
 
+    calls = []
+
+    def make_activation():
+        calls.append(1)
+        return activation.torch_module()
+
     with _seeded(seed):
         if factory.swap is None:
-            model = _call(factory, (activation.torch_module, tuple(input_shape), num_classes), {})
+            model = _call(factory, (make_activation, tuple(input_shape), num_classes), {})
         else:
             model = _call(factory, (), {"num_classes": num_classes})
     if not isinstance(model, nn.Module):
         raise UserModelError(f"--model {factory.name}: returned {type(model).__name__}, not a torch.nn.Module")
+    _check_fresh(factory, model)
     if factory.swap is not None:
         from spocu.torch.replace import replace_activations
 
@@ -272,6 +309,12 @@ def build_torch_model(
     finally:
         model.train(was_training)
     _check_output(factory, output, num_classes, "PyTorch")
+    _check_trainable(factory, sum(p.numel() for p in model.parameters() if p.requires_grad))
+    if factory.swap is None and not calls:
+        raise UserModelError(
+            f"--model {factory.name}: never called activation(), so the compared activations would all train the same "
+            "network; use activation() where the activation goes (or --swap NAME for a model with its own activation)"
+        )
     return model
 
 
@@ -323,6 +366,7 @@ def build_keras_model(
         model = _call(factory, (), {"num_classes": num_classes})
     if not isinstance(model, keras.Model):
         raise UserModelError(f"--model {factory.name}: returned {type(model).__name__}, not a keras.Model")
+    _check_fresh(factory, model)
     if factory.swap is not None:
         from spocu.keras.replace import replace_activations
 
@@ -339,4 +383,5 @@ def build_keras_model(
     if init is not None:
         _keras_initialize(model, init, seed)
     _check_output(factory, output, num_classes, "Keras")
+    _check_trainable(factory, sum(int(np.prod(w.shape)) for w in model.trainable_weights))
     return model

@@ -48,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ def load_user_dataset(
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
+    if not path.is_dir() and not path.is_file():  # a FIFO or device would block or never end
+        raise DatasetError(f"{path}: not a regular file or folder")
     if image_size is not None and not path.is_dir():
         raise ValueError(f"{path}: --image-size applies to image folders, not to {path.suffix or 'this'} files")
     if target is not None and path.suffix.lower() not in TABLE_SUFFIXES:
@@ -144,7 +147,7 @@ def _number_labels(values: np.ndarray, where: str, extra: np.ndarray | None = No
             raise DatasetError(f"{where}: {int(np.sum(~np.isfinite(everything)))} labels are missing or not finite")
         if not np.all(everything == np.round(everything)):
             raise DatasetError(
-                f"{where}: the labels are non-integral floats (e.g. {everything[everything != np.round(everything)][0]!r}): "
+                f"{where}: the labels are non-integral floats (e.g. {everything[everything != np.round(everything)][0].item()!r}): "
                 "that looks like a continuous target; spocu compare does classification only"
             )
         everything = everything.astype(np.int64)
@@ -195,7 +198,11 @@ def _read_table(path: Path, target: str | None):
     frame.columns = [str(c) for c in frame.columns]
     columns = list(frame.columns)
     if len(columns) < 2:
-        raise DatasetError(f"{path}: {len(columns)} column(s) ({', '.join(columns) or 'none'}); a table needs feature columns and a label column")
+        separator = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if columns and mark in columns[0]), None)
+        hint = f" (the header seems separated by {separator}; spocu reads comma-separated files: save it with commas)" if separator else ""
+        raise DatasetError(
+            f"{path}: {len(columns)} column(s) ({', '.join(columns) or 'none'}); a table needs feature columns and a label column{hint}"
+        )
     if len(frame) == 0:
         raise DatasetError(f"{path}: the table has no rows")
     target = columns[-1] if target is None else target
@@ -215,13 +222,27 @@ def _read_table(path: Path, target: str | None):
     numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
     categorical = [c for c in features.columns if c not in numeric]
     for column in categorical:
-        count = features[column].nunique()
+        try:
+            count = features[column].nunique()
+        except TypeError:  # unhashable cells: lists, arrays or dicts (parquet's nested types)
+            kind = type(features[column].iloc[0]).__name__
+            raise DatasetError(
+                f"{path}: column {column!r} holds {kind} values, not numbers or text; flatten it into columns or drop it"
+            ) from None
         if count > MAX_CATEGORIES:
             raise DatasetError(
                 f"{path}: text column {column!r} has {count} distinct values (more than {MAX_CATEGORIES}): an identifier "
                 "or free text, not a category; drop it or encode it yourself"
             )
-    info = {"_kind": "table", "numeric_columns": numeric, "categorical_columns": categorical, "target": target}
+    infinite = {c: int(np.isinf(features[c].to_numpy(dtype=np.float64)).sum()) for c in numeric}
+    infinite = {c: n for c, n in infinite.items() if n}
+    if infinite:
+        listed = ", ".join(f"{name} ({count})" for name, count in infinite.items())
+        raise DatasetError(f"{path}: infinite values in {len(infinite)} column(s): {listed}; replace or drop them first")
+    info = {
+        "_kind": "table", "numeric_columns": numeric, "categorical_columns": categorical, "target": target,
+        "target_is_default": target == columns[-1],
+    }
     return features, y, None, None, classes, info, _file_sha256(path)
 
 
@@ -281,6 +302,10 @@ def _read_npz(path: Path):
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
             layouts = ({"x", "y"}, {"x_train", "y_train", "x_test", "y_test"})
+            if all(names <= keys for names in layouts):  # which to use would be a guess
+                raise DatasetError(
+                    f"{path}: holds both x and y and x_train, y_train, x_test, y_test; keep one layout"
+                )
             layout = next((names for names in layouts if names <= keys), None)
             if layout is None:
                 raise DatasetError(
@@ -302,7 +327,14 @@ def _read_npz(path: Path):
             y = arrays[y_name] = y[:, 0]
         if y.ndim != 1:
             raise DatasetError(f"{path}: {y_name} has shape {y.shape}; expected one label per sample (N,)")
-        if x.ndim < 2 or len(x) != len(y):
+        if len(y) == 0:
+            raise DatasetError(f"{path}: {x_name} and {y_name} hold no samples")
+        if x.ndim < 2:
+            raise DatasetError(
+                f"{path}: {x_name} has shape {x.shape}; expected features (N, F) or images (N, H, W) or (N, H, W, C) "
+                "(one feature per sample is (N, 1))"
+            )
+        if len(x) != len(y):
             raise DatasetError(f"{path}: {x_name} {x.shape} and {y_name} {y.shape} do not have one label per sample")
         if x.dtype.kind not in "biuf":
             raise DatasetError(f"{path}: {x_name} has dtype {x.dtype}; expected numbers")
@@ -312,6 +344,12 @@ def _read_npz(path: Path):
                 raise DatasetError(f"{path}: {x_name} has missing (NaN) or infinite values in {int(bad.sum())} of {len(x)} samples")
         arrays[x_name] = _images_channels_first(x, f"{path}: {x_name}")
     if official:
+        if arrays["x_train"].dtype != arrays["x_test"].dtype:
+            # uint8 images are scaled by 1/255 and anything else standardized: one rule for both splits
+            raise DatasetError(
+                f"{path}: x_train has dtype {arrays['x_train'].dtype} and x_test {arrays['x_test'].dtype}; "
+                "store both splits with one dtype (e.g. uint8 pixels, or float32 values on one scale)"
+            )
         if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
             raise DatasetError(f"{path}: x_train samples {arrays['x_train'].shape[1:]} and x_test samples {arrays['x_test'].shape[1:]} differ in shape")
         y, y_test, classes = _number_labels(arrays["y_train"], f"{path}: y_train and y_test", arrays["y_test"])
@@ -334,6 +372,9 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
         raise DatasetError(f"{root}: empty folder: no class subfolders (expected one folder of images per class, or train/ and test/)")
     found = {}
     for folder in folders:
+        # a class folder that is a link to the root (or above it) would count every image again under its name
+        if folder.is_symlink() and (folder.resolve() == root.resolve() or folder.resolve() in root.resolve().parents):
+            raise DatasetError(f"{folder}: a symbolic link to {folder.resolve()}, which holds this folder: a loop, not a class folder")
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
         if not files:
             raise DatasetError(f"{folder}: empty class folder: no {'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES)} images")
@@ -367,11 +408,31 @@ def _image_pixels(path: Path, mode: str, height: int, width: int) -> np.ndarray:
     return data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
 
 
+def _check_pixels_fit(root: Path, count: int, channels: int, height: int, width: int) -> None:
+    """Refuse images whose pixels (uint8, then a float32 copy for training) cannot fit in this machine's memory."""
+    need = count * channels * height * width * (1 + 4)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return
+    if need > have:
+        raise DatasetError(
+            f"{root}: {count} images of {channels}x{height}x{width} pixels need about {need / 2**30:,.1f} GiB of memory, "
+            f"more than this machine's {have / 2**30:,.1f} GiB: pass a smaller --image-size H W"
+        )
+
+
 def _read_image_folder(root: Path, image_size: tuple[int, int] | None):
     if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
         raise ValueError(f"--image-size needs two positive numbers H W, got {image_size}")
     subfolders = {p.name for p in root.iterdir() if p.is_dir()}
     split_layout = {"train", "test"} <= subfolders
+    others = sorted(name for name in subfolders - {"train", "test"} if not name.startswith("."))
+    if split_layout and others:  # class folders beside train/ and test/ would be silently left out
+        raise DatasetError(
+            f"{root}: has train/ and test/ and also the folders {others}; put every class folder inside train/ and test/, "
+            "or use one folder per class without train/ and test/"
+        )
     parts = {"train": _class_folders(root / "train"), "test": _class_folders(root / "test")} if split_layout else {"train": _class_folders(root)}
     classes = sorted(parts["train"])
     if len(classes) < 2:
@@ -397,6 +458,7 @@ def _read_image_folder(root: Path, image_size: tuple[int, int] | None):
         listed = "; ".join(f"{h}x{w}: {len(group)} (e.g. {group[0]})" for (h, w), group in sorted(sizes.items(), key=lambda kv: -len(kv[1]))[:4])
         raise DatasetError(f"{root}: images of {len(sizes)} different sizes (H x W: {listed}); pass --image-size H W to resize them all")
     height, width = image_size if image_size is not None else next(iter(sizes))
+    _check_pixels_fit(root, len(files), 1 if grayscale else 3, height, width)
 
     def array(part: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
         pixels = np.empty((len(part), 1 if grayscale else 3, height, width), dtype=np.uint8)

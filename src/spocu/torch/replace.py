@@ -81,6 +81,8 @@ def replace_activations(module: nn.Module, old: Old, new: Callable[[], nn.Module
         >>> net[1] is net[2][1]
         False
     """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"replace_activations: module must be a torch.nn.Module, not {type(module).__name__}")
     classes = _classes(old)
     if isinstance(new, nn.Module):
         raise TypeError(
