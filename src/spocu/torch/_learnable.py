@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 
 from spocu.core import shifted_coefficients
-from spocu.torch import _eager, _inductor
+from spocu.torch import _cpp, _eager, _inductor
 from spocu.torch._eager import compute_dtype
 from spocu.torch._layout import dense_like, flat
 
@@ -228,6 +228,41 @@ class _FusedLearnableSPOCU(torch.autograd.Function):
         return (out if needs[0] else None, *grads, None)
 
 
+class _CppLearnableSPOCU(torch.autograd.Function):
+    """Learnable SPOCU with the C++ kernels (:mod:`spocu.torch._cpp`); saves x and the small parameters."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, beta, gamma, c):
+        ctx.save_for_backward(x, alpha, beta, gamma)
+        ctx.c = c
+        channels = alpha.numel()
+        src = _layout_for(x.detach(), channels)
+        out = torch.empty_like(src)
+        if not _cpp.learnable_forward(_as_acb(src, channels), _as_acb(out, channels), alpha, beta, gamma, c):
+            # the kernels are not built (yet)
+            return _plain_forward(x, *(_broadcast_shape(p, x) for p in (alpha, beta, gamma)), c)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, alpha, beta, gamma = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        params = (alpha, beta, gamma)
+        sums = None
+        if not _eager.recording(grad_output, x, alpha, beta, gamma):  # else double backward: differentiable ops
+            channels = alpha.numel()
+            src = _layout_for(x, channels)
+            grad = dense_like(grad_output.to(x.dtype), src)
+            out = torch.empty_like(src)
+            acb = [_as_acb(t, channels) for t in (grad, src, out)]
+            sums = _cpp.learnable_backward(*acb, *params, ctx.c)
+        if sums is None:
+            grads = _plain_backward(grad_output, x, *(_broadcast_shape(p, x) for p in params), ctx.c, needs)
+            return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], params)), None)
+        grads = [total.reshape(p.shape).to(p.dtype) if need else None for total, p, need in zip(sums, params, needs[1:4])]
+        return (out if needs[0] else None, *grads, None)
+
+
 def _unshape(grad, param):
     return None if grad is None else grad.reshape(param.shape)
 
@@ -245,13 +280,17 @@ def _broadcast_shape(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def spocu_tensor_params(
-    x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float, fused: bool = False
+    x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float, path: str = "eager"
 ):
     """SPOCU with tensor parameters (scalars or one per channel along dim 1).
 
-    ``fused=True`` (eager mode only) uses the compiled kernels for tensors of at least 2 elements.
+    ``path`` (eager mode only) is the kernel path chosen by the dispatcher: ``"cpp"``
+    runs the C++ kernels, another fused path the Inductor-compiled ones (tensors of
+    at least 2 elements), ``"eager"`` the plain ops.
     """
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
-    if fused and x.numel() >= _inductor.MIN_NUMEL and _inductor.usable():
+    if path == "cpp" and x.dtype in _cpp.DTYPES and x.device.type == "cpu":
+        return _CppLearnableSPOCU.apply(x, alpha, beta, gamma, c)
+    if path not in ("eager", "cpp") and x.numel() >= _inductor.MIN_NUMEL and _inductor.usable():
         return _FusedLearnableSPOCU.apply(x, alpha, beta, gamma, c)
     return _LearnableSPOCU.apply(x, a, b, g, c)

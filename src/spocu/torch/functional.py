@@ -14,13 +14,17 @@ Example:
 
 from __future__ import annotations
 
+import os
+import sys
+from functools import lru_cache
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params
-from spocu.torch import _eager, _inductor, _ops, _triton  # noqa: F401 -- _ops registers torch.ops.spocu.*
+from spocu.torch import _cpp, _eager, _inductor, _ops, _triton  # noqa: F401 -- _ops registers torch.ops.spocu.*
 from spocu.torch._constants import KernelConstants, kernel_constants
-from spocu.torch._dispatch import assume_constant_result, resolve_backend, traced_backend
+from spocu.torch._dispatch import ENV_VAR, assume_constant_result, resolve_backend, traced_backend
 from spocu.torch._learnable import spocu_tensor_params
 
 __all__ = ["spocu"]
@@ -63,7 +67,24 @@ class _FusedSPOCUFunction(torch.autograd.Function):
         return kernels.backward(grad_output, x, ctx.k), None, None
 
 
-_KERNELS = {"inductor": _inductor, "triton": _triton}
+_KERNELS = {"cpp": _cpp, "inductor": _inductor, "triton": _triton}
+
+try:  # os.environ's own store: ~0.05 us a lookup instead of ~1 us for `in os.environ`
+    _ENVIRON_DATA, _ENV_KEY = os.environ._data, os.environ.encodekey(ENV_VAR)
+except AttributeError:  # another Python's os module
+    _ENVIRON_DATA, _ENV_KEY = os.environ, ENV_VAR
+
+
+def _backend_env_set() -> bool:
+    return _ENV_KEY in _ENVIRON_DATA
+
+
+def _no_transforms() -> bool:
+    """No torch.func transform and no forward-mode AD level is active (the kernels see plain tensors)."""
+    return _forward_ad._current_level < 0 and torch._C._functorch.peek_interpreter_stack() is None
+
+#: validated constants by (alpha, beta, gamma, c, dtype) for calls the C++ kernels serve
+_CPP_CONSTANTS: dict[tuple, KernelConstants] = {}
 
 
 @assume_constant_result
@@ -72,8 +93,29 @@ def _traced_constants(alpha: float, beta: float, gamma: float, c: float, dtype: 
     return kernel_constants(SPOCUParams(alpha, beta, gamma, c), dtype)
 
 
+def _onnx_exporting() -> bool:
+    """``torch.onnx.is_in_onnx_export()`` without its ~3 us of imports on every call."""
+    if "torch.onnx" not in sys.modules:  # no exporter is loaded, so none is running
+        return False
+    flags = _onnx_flags()
+    return flags() if flags is not None else torch.onnx.is_in_onnx_export()
+
+
+@lru_cache(maxsize=1)
+def _onnx_flags():
+    """The flags ``torch.onnx.is_in_onnx_export`` reads, or None where torch keeps them elsewhere."""
+    try:
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+    except ImportError:
+        return None
+    if not hasattr(_flags, "_is_onnx_exporting") or not hasattr(GLOBALS, "in_onnx_export"):
+        return None
+    return lambda: bool(GLOBALS.in_onnx_export or _flags._is_onnx_exporting)
+
+
 def _exporting() -> bool:
-    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+    return torch.compiler.is_exporting() or torch.jit.is_tracing() or _onnx_exporting()
 
 
 def _traced_spocu(x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float, backend: str | None):
@@ -127,8 +169,26 @@ def spocu(
     Shape:
         Input: :math:`(*)`; output: :math:`(*)`, same shape, dtype and device.
     """
-    x = _as_float_input(x)
+    if type(x) is not torch.Tensor or not x.is_floating_point():
+        x = _as_float_input(x)
     tracing = torch.compiler.is_compiling() or _exporting()
+    # the common call: float parameters, eager mode, default backend, a CPU tensor the C++ kernels
+    # serve; the constants come from one dict lookup (filled below the first time)
+    if (
+        not tracing
+        and type(alpha) is float
+        and type(beta) is float
+        and type(gamma) is float
+        and backend is None
+        and x.is_cpu
+        and _cpp._lib is not None
+        and not _backend_env_set()
+    ):
+        k = _CPP_CONSTANTS.get((alpha, beta, gamma, c, x.dtype))
+        if k is not None:
+            if not (x.requires_grad and torch.is_grad_enabled()) and _no_transforms():
+                return _cpp.forward(x, k)  # nothing to record: skip the autograd.Function (~6 us)
+            return _FusedSPOCUFunction.apply(x, k, _cpp)
     if any(isinstance(p, torch.Tensor) for p in (alpha, beta, gamma)):
         c = SPOCUParams(c=c).c  # validate c; tensors are the caller's (or the module's) job
         ref = x
@@ -136,14 +196,16 @@ def spocu(
             p if isinstance(p, torch.Tensor) else torch.tensor(float(p), dtype=ref.dtype, device=ref.device)
             for p in (alpha, beta, gamma)
         )
-        # the fused learnable kernels are Inductor's (also on CUDA), whichever fused path was chosen
-        fused = not tracing and resolve_backend(x, backend) != "eager"
-        return spocu_tensor_params(x, alpha, beta, gamma, c, fused=fused)
+        # fused learnable kernels: the C++ ones for "cpp", Inductor's for the other fused paths (also CUDA)
+        path = "eager" if tracing else resolve_backend(x, backend)
+        return spocu_tensor_params(x, alpha, beta, gamma, c, path=path)
     if tracing:
         return _traced_spocu(x, alpha, beta, gamma, c, backend)
     params = cached_params(alpha, beta, gamma, c)
     path = resolve_backend(x, backend)
     k = kernel_constants(params, x.dtype)
+    if path == "cpp" and backend is None and type(c) is float and len(_CPP_CONSTANTS) < 1024:
+        _CPP_CONSTANTS[(alpha, beta, gamma, c, x.dtype)] = k
     if path == "eager":
         return _SPOCUFunction.apply(x, k)
     return _FusedSPOCUFunction.apply(x, k, _KERNELS[path])
