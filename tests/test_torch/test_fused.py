@@ -31,25 +31,30 @@ def fused(request):
 # ---------------------------------------------------------------- dispatch
 
 
-def test_auto_uses_the_fused_cpu_kernel_for_large_tensors_only(monkeypatch):
+def test_auto_uses_the_cpp_kernels_on_cpu_once_they_are_ready(cpp_ready, monkeypatch):
     monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
-    n = _dispatch.CPU_FUSED_MIN_NUMEL
-    assert _dispatch.resolve_backend(torch.zeros(n - 1)) == "eager"
-    assert _dispatch.resolve_backend(torch.zeros(n)) == "inductor"
+    for n in (1, 10, 1 << 16):
+        assert _dispatch.resolve_backend(torch.zeros(n)) == "cpp"
+    assert _dispatch.resolve_backend(torch.zeros(4, dtype=torch.float16)) == "cpp"
     monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
-    assert _dispatch.resolve_backend(torch.zeros(n)) == "eager"
-    assert _dispatch.resolve_backend(torch.zeros(n), "inductor") == "inductor"  # the argument wins
+    assert _dispatch.resolve_backend(torch.zeros(10)) == "eager"
+    assert _dispatch.resolve_backend(torch.zeros(10), "inductor") == "inductor"  # the argument wins
 
 
-def test_the_chosen_path_runs(monkeypatch):
-    """A large tensor under "auto" goes through the fused autograd node, a small one through the plain one."""
+def test_the_chosen_path_runs(cpp_ready, monkeypatch):
+    """Under "auto" a CPU tensor of any size goes through the fused autograd node; "eager" through the plain one."""
     monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
-    big = torch.randn(_dispatch.CPU_FUSED_MIN_NUMEL, requires_grad=True)
+    big = torch.randn(1 << 16, requires_grad=True)
     small = torch.randn(10, requires_grad=True)
     assert type(spocu(big).grad_fn).__name__ == "_FusedSPOCUFunctionBackward"
-    assert type(spocu(small).grad_fn).__name__ == "_SPOCUFunctionBackward"
+    assert type(spocu(small).grad_fn).__name__ == "_FusedSPOCUFunctionBackward"
     monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
     assert type(spocu(big).grad_fn).__name__ == "_SPOCUFunctionBackward"
+
+
+def test_cpp_on_an_unsupported_device_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="cpp.*CPU tensors, got device 'meta'"):
+        spocu(torch.zeros(4, device="meta"), backend="cpp")
 
 
 def test_triton_on_an_unsupported_device_is_a_clear_error(monkeypatch):
@@ -363,11 +368,17 @@ def _learnable_reference(x, g_out, alpha, beta, gamma, c):
     return y, grads
 
 
+LEARNABLE_NODES = {"inductor": "_FusedLearnableSPOCUBackward", "cpp": "_CppLearnableSPOCUBackward"}
+
+
+@pytest.mark.parametrize("backend", ["cpp", "inductor"])
 @pytest.mark.parametrize(
     "layout", ["nchw", "channels_last", "nc", "ncl", "shared", "batch_of_one"]
 )
-def test_fused_learnable_matches_the_float64_formulas(layout, monkeypatch):
-    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "inductor")
+def test_fused_learnable_matches_the_float64_formulas(layout, backend, monkeypatch, request):
+    if backend == "cpp":
+        request.getfixturevalue("cpp_ready")
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend)
     gen = torch.Generator().manual_seed(3)
     shapes = {"nchw": (3, 4, 5, 6), "channels_last": (3, 4, 5, 6), "nc": (40, 4), "ncl": (3, 4, 7),
               "shared": (3, 4, 5, 6), "batch_of_one": (1, 4, 6, 5)}  # fmt: skip
@@ -381,7 +392,7 @@ def test_fused_learnable_matches_the_float64_formulas(layout, monkeypatch):
     params = [v.clone().requires_grad_(True) for v in values]
     x.requires_grad_(True)
     y = spocu(x, *params, c=c)
-    assert type(y.grad_fn).__name__ == "_FusedLearnableSPOCUBackward"
+    assert type(y.grad_fn).__name__ == LEARNABLE_NODES[backend]
     g_out = torch.randn(x.shape, dtype=torch.float64, generator=gen)
     y.backward(g_out)
     y_ref, grads_ref = _learnable_reference(x.detach().numpy(), g_out.numpy(), *(v.numpy() for v in values), c)
@@ -390,14 +401,15 @@ def test_fused_learnable_matches_the_float64_formulas(layout, monkeypatch):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10)
 
 
-def test_large_learnable_tensors_take_the_fused_path_and_save_only_the_input(monkeypatch):
-    monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
+@pytest.mark.parametrize("backend", ["auto", "inductor"])
+def test_learnable_tensors_take_the_fused_path_and_save_only_the_input(backend, cpp_ready, monkeypatch):
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend)
     m = SPOCU(learnable=True, num_parameters=8)
-    x = torch.randn(8, 8, 32, 32, requires_grad=True)  # 65536 elements >= the auto threshold
+    x = torch.randn(8, 8, 32, 32, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         y = m(x)
-    assert type(y.grad_fn).__name__ == "_FusedLearnableSPOCUBackward"
+    assert type(y.grad_fn).__name__ == LEARNABLE_NODES["cpp" if backend == "auto" else backend]
     big = [t for t in saved if t.numel() >= x.numel()]
     assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()
     y.sum().backward()

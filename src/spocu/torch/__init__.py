@@ -8,7 +8,9 @@ Example:
     torch.Size([2, 1])
 """
 
+from spocu.torch._cpp import build as build_kernels
+from spocu.torch._cpp import kernel_status
 from spocu.torch.functional import spocu
 from spocu.torch.modules import SPOCU
 
-__all__ = ["spocu", "SPOCU"]
+__all__ = ["spocu", "SPOCU", "build_kernels", "kernel_status"]

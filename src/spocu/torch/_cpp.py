@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 
 from spocu.core import SHIFTED_COEFFICIENT_POLYNOMIALS
 from spocu.torch import _eager
@@ -61,6 +62,7 @@ __all__ = [
     "learnable_forward",
     "ready",
     "unavailable_reason",
+    "unsupported_input",
 ]
 
 SOURCE = Path(__file__).with_name("_cpp_kernels.cpp")
@@ -227,6 +229,8 @@ def _compile(compiler: str, final: Path) -> None:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except OSError:
+                if final.exists():  # (a forked copy of the builder's descriptor may keep the lock held)
+                    return
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"another process has held {final}.lock for {_PEER_BUILD_WAIT_S:.0f} s")
                 time.sleep(0.1)
@@ -317,6 +321,11 @@ def _warn_once() -> None:
 # ---------------------------------------------------------------- public state
 
 
+def transforms_active() -> bool:
+    """A torch.func transform or a forward-mode AD level is active (tensors may be wrappers or duals)."""
+    return _forward_ad._current_level >= 0 or torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def ready() -> bool:
     """True once the kernels serve calls; the first call starts loading or building them."""
     if _lib is not None:
@@ -328,13 +337,19 @@ def ready() -> bool:
     return _lib is not None
 
 
+def unsupported_input(x: torch.Tensor) -> str | None:
+    """Why the kernels can never compute ``x`` (device, dtype), else None."""
+    if x.device.type != "cpu":
+        return f"the C++ kernels run on CPU tensors, got device {x.device.type!r}"
+    if x.dtype not in DTYPES:
+        return f"the C++ kernels compute {', '.join(str(d) for d in DTYPES)}, got {x.dtype}"
+    return None
+
+
 def unavailable_reason(x: torch.Tensor | None = None) -> str | None:
     """None if the kernels can compute ``x`` now, else why not (they may still be building)."""
-    if x is not None:
-        if x.device.type != "cpu":
-            return f"the C++ kernels run on CPU tensors, got device {x.device.type!r}"
-        if x.dtype not in DTYPES:
-            return f"the C++ kernels compute {', '.join(str(d) for d in DTYPES)}, got {x.dtype}"
+    if x is not None and unsupported_input(x) is not None:
+        return unsupported_input(x)
     if ready():
         return None
     return "the C++ kernels are still being built" if _state == "building" else _reason
@@ -397,6 +412,8 @@ def _tables(k: KernelConstants) -> tuple[KernelConstants, int, int, Any, Any]:
 
 
 def _run_forward(table: dict, x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
+    if not x.is_cpu:  # never hand a device pointer to CPU code
+        raise RuntimeError(unsupported_input(x))
     src = x if x.is_contiguous() and not x.is_neg() else dense_like(x.resolve_neg())
     out = torch.empty_like(src)
     n = src.numel()
@@ -406,6 +423,8 @@ def _run_forward(table: dict, x: torch.Tensor, k: KernelConstants) -> torch.Tens
 
 
 def _run_backward(table: dict, grad: torch.Tensor, x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
+    if not (x.is_cpu and grad.is_cpu):
+        raise RuntimeError(unsupported_input(x if not x.is_cpu else grad))
     if (
         x.is_contiguous() and grad.is_contiguous() and grad.dtype == x.dtype and grad.shape == x.shape
         and not (x.is_neg() or grad.is_neg())

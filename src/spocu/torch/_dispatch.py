@@ -87,8 +87,12 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
     """Return the concrete path ("eager", "inductor" or "triton") for input ``x`` in eager mode."""
     requested = requested_backend(backend)
     if requested != "auto":
-        if requested == "cpp" and _cpp._lib is None:
-            _cpp.build()  # asked for by name: wait for the library (or its failure, said once)
+        if requested == "cpp":
+            unsupported = _cpp.unsupported_input(x)
+            if unsupported is not None:
+                raise RuntimeError(f"SPOCU backend 'cpp' cannot compute this input: {unsupported}")
+            if _cpp._lib is None:
+                _cpp.build()  # asked for by name: wait for the library (or its failure, said once)
         return requested
     device = x.device.type
     if device == "cpu":

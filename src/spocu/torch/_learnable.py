@@ -289,7 +289,12 @@ def spocu_tensor_params(
     at least 2 elements), ``"eager"`` the plain ops.
     """
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
-    if path == "cpp" and x.dtype in _cpp.DTYPES and x.device.type == "cpu":
+    if (
+        path == "cpp"
+        and x.dtype in _cpp.DTYPES
+        and all(t.is_cpu for t in (x, alpha, beta, gamma))
+        and not _cpp.transforms_active()
+    ):
         return _CppLearnableSPOCU.apply(x, alpha, beta, gamma, c)
     if path not in ("eager", "cpp") and x.numel() >= _inductor.MIN_NUMEL and _inductor.usable():
         return _FusedLearnableSPOCU.apply(x, alpha, beta, gamma, c)

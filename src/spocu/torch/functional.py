@@ -19,7 +19,6 @@ import sys
 from functools import lru_cache
 
 import torch
-import torch.autograd.forward_ad as _forward_ad
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params
 from spocu.torch import _cpp, _eager, _inductor, _ops, _triton  # noqa: F401 -- _ops registers torch.ops.spocu.*
@@ -78,10 +77,6 @@ except AttributeError:  # another Python's os module
 def _backend_env_set() -> bool:
     return _ENV_KEY in _ENVIRON_DATA
 
-
-def _no_transforms() -> bool:
-    """No torch.func transform and no forward-mode AD level is active (the kernels see plain tensors)."""
-    return _forward_ad._current_level < 0 and torch._C._functorch.peek_interpreter_stack() is None
 
 #: validated constants by (alpha, beta, gamma, c, dtype) for calls the C++ kernels serve
 _CPP_CONSTANTS: dict[tuple, KernelConstants] = {}
@@ -186,7 +181,7 @@ def spocu(
     ):
         k = _CPP_CONSTANTS.get((alpha, beta, gamma, c, x.dtype))
         if k is not None:
-            if not (x.requires_grad and torch.is_grad_enabled()) and _no_transforms():
+            if not (x.requires_grad and torch.is_grad_enabled()) and not _cpp.transforms_active():
                 return _cpp.forward(x, k)  # nothing to record: skip the autograd.Function (~6 us)
             return _FusedSPOCUFunction.apply(x, k, _cpp)
     if any(isinstance(p, torch.Tensor) for p in (alpha, beta, gamma)):
