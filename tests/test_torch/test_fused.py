@@ -94,10 +94,10 @@ def test_compile_failure_falls_back_to_plain_ops_with_one_warning(fresh_inductor
     assert not _inductor.usable() and "no C++ compiler" in _inductor.failure()
     np.testing.assert_allclose(y.detach().numpy(), reference_spocu(x.detach().numpy()), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(x.grad.numpy(), reference_spocu_grad(x.detach().numpy()), rtol=1e-11, atol=1e-13)
-    # "auto" no longer tries the broken compiler
+    # "auto" never uses Inductor on CPU (the C++ kernels or the plain ops serve), and warns no more
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _dispatch.resolve_backend(torch.zeros(_dispatch.CPU_FUSED_MIN_NUMEL), "auto") == "eager"
+        assert _dispatch.resolve_backend(torch.zeros(1 << 16), "auto") in ("cpp", "eager")
 
 
 def test_one_compiled_kernel_serves_every_parameter_set_and_size():
@@ -190,11 +190,13 @@ def test_double_backward_through_the_fused_paths_matches_the_reference(fused):
 # ---------------------------------------------------------------- custom ops
 
 
-@pytest.mark.parametrize("impl", ["eager", "inductor", "triton"])
+@pytest.mark.parametrize("impl", ["eager", "cpp", "inductor", "triton"])
 @pytest.mark.parametrize("c", [math.inf, 1.0])
 def test_custom_ops_pass_opcheck(impl, c, request):
     if impl == "triton":
         request.getfixturevalue("triton_ready")
+    if impl == "cpp":
+        request.getfixturevalue("cpp_ready")
     device = "cuda" if impl == "triton" and torch.cuda.is_available() else "cpu"
     p = SPOCUParams(c=c)
     args = (p.alpha, p.beta, p.gamma, p.c, impl)

@@ -5,9 +5,10 @@ for tracing and an autograd formula that saves only ``x``, so the ops work in
 eager mode, under ``torch.compile`` (as opaque calls, zero graph breaks), with
 ``torch.func`` transforms of the forward and with :func:`torch.library.opcheck`.
 
-``impl`` picks the kernel: ``"inductor"`` (fused, compiled by TorchInductor),
+``impl`` picks the kernel: ``"cpp"`` (the C++ CPU kernels of :mod:`spocu.torch._cpp`),
+``"inductor"`` (fused, compiled by TorchInductor),
 ``"triton"`` (the hand-written Triton kernel), ``"eager"`` (plain ops) or
-``"auto"`` (Inductor on CPU, Triton on CUDA when installed, else plain ops).
+``"auto"`` (the C++ kernels on CPU once built, Triton on CUDA when installed, else plain ops).
 The gradient of ``spocu_backward`` (double backward) uses plain differentiable
 ops for the second derivative.
 
@@ -27,13 +28,13 @@ from functools import lru_cache
 import torch
 
 from spocu.core import SPOCUParams
-from spocu.torch import _eager, _inductor, _triton
+from spocu.torch import _cpp, _eager, _inductor, _triton
 from spocu.torch._constants import KernelConstants, kernel_constants
 from spocu.torch._layout import is_dense, same_layout
 
 __all__ = ["IMPLS", "spocu_op", "spocu_backward_op"]
 
-IMPLS = ("auto", "inductor", "triton", "eager")
+IMPLS = ("auto", "cpp", "inductor", "triton", "eager")
 
 
 @lru_cache(maxsize=256)
@@ -48,7 +49,7 @@ def _impl(impl: str, x: torch.Tensor) -> str:
         return impl
     if x.device.type == "cuda":
         return "triton" if _triton.available(x.device) else "eager"
-    return "inductor" if x.device.type == "cpu" else "eager"
+    return "cpp" if x.device.type == "cpu" and x.dtype in _cpp.DTYPES and _cpp.ready() else "eager"
 
 
 def _in_fake_layout(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -64,6 +65,8 @@ def spocu_op(x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float,
     k = _constants(alpha, beta, gamma, c, x.dtype)
     path = _impl(impl, x)
     with torch.no_grad():
+        if path == "cpp":
+            return _cpp.forward(x, k)
         if path == "inductor":
             return _inductor.forward(x, k)
         if path == "triton":
@@ -84,6 +87,8 @@ def spocu_backward_op(
     k = _constants(alpha, beta, gamma, c, x.dtype)
     path = _impl(impl, x)
     with torch.no_grad():
+        if path == "cpp":
+            return _cpp.backward(grad, x, k)
         if path == "inductor":
             return _inductor.backward(grad, x, k)
         if path == "triton":

@@ -92,6 +92,8 @@ def _onnx_exporting() -> bool:
     """``torch.onnx.is_in_onnx_export()`` without its ~3 us of imports on every call."""
     if "torch.onnx" not in sys.modules:  # no exporter is loaded, so none is running
         return False
+    if torch.compiler.is_compiling():  # what Dynamo knows how to trace
+        return torch.onnx.is_in_onnx_export()
     flags = _onnx_flags()
     return flags() if flags is not None else torch.onnx.is_in_onnx_export()
 
