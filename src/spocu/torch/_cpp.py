@@ -75,7 +75,8 @@ FLAG_SETS = (
     ("-O3", "-fopenmp"),
     ("-O3",),
 )
-_COMMON_FLAGS = ("-shared", "-fPIC", "-std=c++17", "-fvisibility=hidden")
+_COMMON_FLAGS = ("-shared", "-fPIC", "-std=c++17", "-fvisibility=hidden", "-fno-strict-aliasing",
+                 "-fno-trapping-math")  # FP exceptions are never read: lets branches become selects
 #: how long a process waits for another one's build before building itself
 _PEER_BUILD_WAIT_S = 120.0
 #: a build slower than this is given up (the plain ops keep serving)

@@ -11,7 +11,11 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -84,22 +88,61 @@ struct F16 {
   static S store(C v) { return static_cast<S>(v); }
 };
 
+// ------------------------------------------------------------------ half types in blocks
+// float16/bfloat16 data is widened to float in blocks that stay in L1, computed by the float loops,
+// and rounded back (round to nearest even): separate simple loops that the compiler vectorizes.
+
+constexpr int64_t kBlock = 1024;
+
+inline void widen(const uint16_t* src, float* dst, int64_t n, BF16) {
+  uint32_t* bits = reinterpret_cast<uint32_t*>(dst);  // built with -fno-strict-aliasing
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) bits[i] = static_cast<uint32_t>(src[i]) << 16;
+}
+
+inline void narrow(const float* src, uint16_t* dst, int64_t n, BF16) {
+  const uint32_t* bits = reinterpret_cast<const uint32_t*>(src);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t b = bits[i];
+    const uint32_t rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    const uint32_t quiet_nan = (b >> 16) | 0x40u;
+    dst[i] = static_cast<uint16_t>((b & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+  }
+}
+
+inline void widen(const _Float16* src, float* dst, int64_t n, F16) {
+  int64_t i = 0;
+#if defined(__F16C__)  // the compiler does not vectorize _Float16 conversions by itself
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+inline void narrow(const float* src, _Float16* dst, int64_t n, F16) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+  for (; i < n; ++i) dst[i] = static_cast<_Float16>(src[i]);
+}
+
 // ------------------------------------------------------------------ fixed parameters
 // table = [lo, hi, e_1..e_8]: s(x) = xc * (e_1 + e_2 xc + ... + e_8 xc^7), xc = clamp(x, lo, hi)
 
-template <class T>
-void fixed_forward(const void* xv, void* yv, int64_t n, const double* table, int max_threads) {
-  using S = typename T::S;
-  using C = typename T::C;
-  const S* x = static_cast<const S*>(xv);
-  S* y = static_cast<S*>(yv);
-  const C lo = C(table[0]), hi = C(table[1]);
-  const C e1 = C(table[2]), e2 = C(table[3]), e3 = C(table[4]), e4 = C(table[5]);
-  const C e5 = C(table[6]), e6 = C(table[7]), e7 = C(table[8]), e8 = C(table[9]);
-  parallel_chunks(n, n, max_threads, [&](int64_t begin, int64_t end) {
+template <class C>
+struct Forward {
+  C lo, hi, e1, e2, e3, e4, e5, e6, e7, e8;
+  explicit Forward(const double* t)
+      : lo(C(t[0])), hi(C(t[1])), e1(C(t[2])), e2(C(t[3])), e3(C(t[4])), e4(C(t[5])), e5(C(t[6])),
+        e6(C(t[7])), e7(C(t[8])), e8(C(t[9])) {}
+  __attribute__((noinline)) void run(const C* x, C* y, int64_t n) const {  // one vectorized copy
 #pragma omp simd
-    for (int64_t i = begin; i < end; ++i) {
-      const C v = T::load(x[i]);
+    for (int64_t i = 0; i < n; ++i) {
+      const C v = x[i];
       const C xc = v < lo ? lo : (v > hi ? hi : v);  // NaN stays NaN, as torch.clamp
       C acc = xc * e8 + e7;
       acc = acc * xc + e6;
@@ -108,27 +151,23 @@ void fixed_forward(const void* xv, void* yv, int64_t n, const double* table, int
       acc = acc * xc + e3;
       acc = acc * xc + e2;
       acc = acc * xc + e1;
-      y[i] = T::store(acc * xc);
+      y[i] = acc * xc;
     }
-  });
-}
+  }
+};
 
 // table = [lo, hi, cap, s'_0..s'_7]: out = grad * s'(clamp(x, lo, cap)), s' = 0 where x <= lo or x >= hi
 
-template <class T>
-void fixed_backward(const void* gv, const void* xv, void* ov, int64_t n, const double* table, int max_threads) {
-  using S = typename T::S;
-  using C = typename T::C;
-  const S* g = static_cast<const S*>(gv);
-  const S* x = static_cast<const S*>(xv);
-  S* out = static_cast<S*>(ov);
-  const C lo = C(table[0]), hi = C(table[1]), cap = C(table[2]);
-  const C d0 = C(table[3]), d1 = C(table[4]), d2 = C(table[5]), d3 = C(table[6]);
-  const C d4 = C(table[7]), d5 = C(table[8]), d6 = C(table[9]), d7 = C(table[10]);
-  parallel_chunks(n, n, max_threads, [&](int64_t begin, int64_t end) {
+template <class C>
+struct Backward {
+  C lo, hi, cap, d0, d1, d2, d3, d4, d5, d6, d7;
+  explicit Backward(const double* t)
+      : lo(C(t[0])), hi(C(t[1])), cap(C(t[2])), d0(C(t[3])), d1(C(t[4])), d2(C(t[5])), d3(C(t[6])),
+        d4(C(t[7])), d5(C(t[8])), d6(C(t[9])), d7(C(t[10])) {}
+  __attribute__((noinline)) void run(const C* g, const C* x, C* out, int64_t n) const {
 #pragma omp simd
-    for (int64_t i = begin; i < end; ++i) {
-      const C v = T::load(x[i]);
+    for (int64_t i = 0; i < n; ++i) {
+      const C v = x[i];
       const C xc = v < lo ? lo : (v > cap ? cap : v);
       C ds = xc * d7 + d6;
       ds = ds * xc + d5;
@@ -138,7 +177,53 @@ void fixed_backward(const void* gv, const void* xv, void* ov, int64_t n, const d
       ds = ds * xc + d1;
       ds = ds * xc + d0;
       const bool outside = (v <= lo) | (v >= hi);
-      out[i] = T::store((outside ? C(0) : ds) * T::load(g[i]));
+      out[i] = (outside ? C(0) : ds) * g[i];
+    }
+  }
+};
+
+template <class T>
+void fixed_forward(const void* xv, void* yv, int64_t n, const double* table, int max_threads) {
+  using S = typename T::S;
+  using C = typename T::C;
+  const Forward<C> f(table);
+  const S* x = static_cast<const S*>(xv);
+  S* y = static_cast<S*>(yv);
+  parallel_chunks(n, n, max_threads, [&](int64_t begin, int64_t end) {
+    if constexpr (std::is_same_v<S, C>) {
+      f.run(x + begin, y + begin, end - begin);
+    } else {
+      alignas(64) float xb[kBlock], yb[kBlock];
+      for (int64_t i = begin; i < end; i += kBlock) {
+        const int64_t m = end - i < kBlock ? end - i : kBlock;
+        widen(x + i, xb, m, T{});
+        f.run(xb, yb, m);
+        narrow(yb, y + i, m, T{});
+      }
+    }
+  });
+}
+
+template <class T>
+void fixed_backward(const void* gv, const void* xv, void* ov, int64_t n, const double* table, int max_threads) {
+  using S = typename T::S;
+  using C = typename T::C;
+  const Backward<C> f(table);
+  const S* g = static_cast<const S*>(gv);
+  const S* x = static_cast<const S*>(xv);
+  S* out = static_cast<S*>(ov);
+  parallel_chunks(n, n, max_threads, [&](int64_t begin, int64_t end) {
+    if constexpr (std::is_same_v<S, C>) {
+      f.run(g + begin, x + begin, out + begin, end - begin);
+    } else {
+      alignas(64) float gb[kBlock], xb[kBlock], ob[kBlock];
+      for (int64_t i = begin; i < end; i += kBlock) {
+        const int64_t m = end - i < kBlock ? end - i : kBlock;
+        widen(g + i, gb, m, T{});
+        widen(x + i, xb, m, T{});
+        f.run(gb, xb, ob, m);
+        narrow(ob, out + i, m, T{});
+      }
     }
   });
 }
@@ -184,13 +269,75 @@ std::vector<Channel<Cc>> channels(int64_t count, const double* params, double c,
   return out;
 }
 
+// One row of B elements of one channel. The channel's numbers are copied into locals so that the
+// compiler vectorizes the loop (it does not through a struct); noinline: one vectorized copy.
 template <class Cc>
-inline Cc shifted_poly(const Channel<Cc>& ch, Cc t) {  // sum_k d_k t^(k-1), Horner as _learnable._poly
-  Cc acc = ch.d[7];
-  for (int j = 6; j >= 0; --j) acc = acc * t + ch.d[j];
-  return acc;
+__attribute__((noinline)) void learnable_row_forward(const Channel<Cc>& ch, const Cc* x, Cc* y, int64_t B) {
+  const Cc alpha = ch.alpha, gamma = ch.gamma, lower = ch.lower, upper = ch.upper;
+  const Cc d1 = ch.d[0], d2 = ch.d[1], d3 = ch.d[2], d4 = ch.d[3], d5 = ch.d[4], d6 = ch.d[5], d7 = ch.d[6],
+           d8 = ch.d[7];
+#pragma omp simd
+  for (int64_t b = 0; b < B; ++b) {
+    const Cc t_raw = x[b] / gamma;
+    const Cc t = t_raw < lower ? lower : (t_raw > upper ? upper : t_raw);
+    Cc acc = d8 * t + d7;  // sum_k d_k t^(k-1), Horner as _learnable._poly
+    acc = acc * t + d6;
+    acc = acc * t + d5;
+    acc = acc * t + d4;
+    acc = acc * t + d3;
+    acc = acc * t + d2;
+    acc = acc * t + d1;
+    y[b] = alpha * t * acc;
+  }
 }
 
+// writes dL/dx for the row, adds the row's dL/dalpha, dL/dbeta, dL/dgamma to sums[0..2]
+template <class Cc>
+__attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, const Cc* g, const Cc* x, Cc* out,
+                                                      int64_t B, double* sums) {
+  const Cc alpha = ch.alpha, beta = ch.beta, gamma = ch.gamma, lower = ch.lower, upper = ch.upper;
+  const Cc scale = ch.scale, slope_at_beta = ch.slope_at_beta;
+  const Cc d1 = ch.d[0], d2 = ch.d[1], d3 = ch.d[2], d4 = ch.d[3], d5 = ch.d[4], d6 = ch.d[5], d7 = ch.d[6],
+           d8 = ch.d[7];
+  // 16 partial sums per gradient (one per SIMD lane), added up at the end of the row
+  constexpr int kLanes = 16;
+  alignas(64) Cc pa[kLanes] = {}, pb[kLanes] = {}, pg[kLanes] = {};
+  auto element = [&](int64_t b, int lane) {
+    const Cc gout = g[b];
+    const Cc t_raw = x[b] / gamma;
+    const Cc t = t_raw < lower ? lower : (t_raw > upper ? upper : t_raw);
+    const bool outside = (t_raw <= lower) | (t_raw >= upper);
+    const Cc u = beta + t;
+    const Cc u2 = u * u;
+    const Cc u6 = u2 * u2 * u2;
+    const Cc slope = u6 * (Cc(8) * u - Cc(14)) + Cc(6) * u2;  // r'(beta + t)
+    const Cc dr = outside ? Cc(0) : slope;
+    Cc acc = d8 * t + d7;
+    acc = acc * t + d6;
+    acc = acc * t + d5;
+    acc = acc * t + d4;
+    acc = acc * t + d3;
+    acc = acc * t + d2;
+    acc = acc * t + d1;
+    out[b] = gout * scale * dr;
+    pa[lane] += gout * t * acc;
+    pb[lane] += gout * alpha * (dr - slope_at_beta);
+    pg[lane] += -gout * alpha * dr * t / gamma;
+  };
+  int64_t b = 0;
+  for (; b + kLanes <= B; b += kLanes) {
+#pragma omp simd
+    for (int lane = 0; lane < kLanes; ++lane) element(b + lane, lane);
+  }
+  for (int lane = 0; b < B; ++b, ++lane) element(b, lane);
+  double sa = 0, sb = 0, sg = 0;
+  for (int lane = 0; lane < kLanes; ++lane) sa += pa[lane], sb += pb[lane], sg += pg[lane];
+  sums[0] += sa;
+  sums[1] += sb;
+  sums[2] += sg;
+}
+
+// Rows of x viewed as (A, C, B); with B == 1 (channels last) a "row" is one pixel's C channels.
 template <class T>
 void learnable_forward(const void* xv, void* yv, int64_t A, int64_t C, int64_t B, const double* params, double c,
                        const double* shift, int max_threads) {
@@ -201,15 +348,16 @@ void learnable_forward(const void* xv, void* yv, int64_t A, int64_t C, int64_t B
   const std::vector<Channel<Cc>> chs = channels<Cc>(C, params, c, shift);
   const int64_t rows = A * C;
   parallel_chunks(rows, rows * B, max_threads, [&](int64_t begin, int64_t end) {
+    std::vector<Cc> xb, yb;
+    if (!std::is_same_v<S, Cc>) xb.resize(B), yb.resize(B);
     for (int64_t r = begin; r < end; ++r) {
-      const Channel<Cc> ch = chs[r % C];
-      const S* xr = x + r * B;
-      S* yr = y + r * B;
-#pragma omp simd
-      for (int64_t b = 0; b < B; ++b) {
-        const Cc t_raw = T::load(xr[b]) / ch.gamma;
-        const Cc t = t_raw < ch.lower ? ch.lower : (t_raw > ch.upper ? ch.upper : t_raw);
-        yr[b] = T::store(ch.alpha * t * shifted_poly(ch, t));
+      const Channel<Cc>& ch = chs[r % C];
+      if constexpr (std::is_same_v<S, Cc>) {
+        learnable_row_forward(ch, x + r * B, y + r * B, B);
+      } else {
+        widen(x + r * B, xb.data(), B, T{});
+        learnable_row_forward(ch, xb.data(), yb.data(), B);
+        narrow(yb.data(), y + r * B, B, T{});
       }
     }
   });
@@ -228,28 +376,22 @@ void learnable_backward(const void* gv, const void* xv, void* ov, double* sums, 
   const int64_t rows = A * C;
   parallel_chunks(rows, rows * B, max_threads, [&](int64_t begin, int64_t end) {
     std::vector<double> local(3 * C, 0.0);
+    std::vector<Cc> gb, xb, ob;
+    if (!std::is_same_v<S, Cc>) gb.resize(B), xb.resize(B), ob.resize(B);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t k = r % C;
-      const Channel<Cc> ch = chs[k];
-      const S* gr = g + r * B;
-      const S* xr = x + r * B;
-      S* outr = out + r * B;
-      Cc sa = 0, sb = 0, sg = 0;
-#pragma omp simd reduction(+ : sa, sb, sg)
-      for (int64_t b = 0; b < B; ++b) {
-        const Cc gout = T::load(gr[b]);
-        const Cc t_raw = T::load(xr[b]) / ch.gamma;
-        const Cc t = t_raw < ch.lower ? ch.lower : (t_raw > ch.upper ? ch.upper : t_raw);
-        const bool outside = (t_raw <= ch.lower) | (t_raw >= ch.upper);
-        const Cc dr = outside ? Cc(0) : r_prime(ch.beta + t);
-        outr[b] = T::store(gout * ch.scale * dr);
-        sa += gout * t * shifted_poly(ch, t);
-        sb += gout * ch.alpha * (dr - ch.slope_at_beta);
-        sg += -gout * ch.alpha * dr * t / ch.gamma;
+      double row[3] = {0.0, 0.0, 0.0};
+      if constexpr (std::is_same_v<S, Cc>) {
+        learnable_row_backward(chs[k], g + r * B, x + r * B, out + r * B, B, row);
+      } else {
+        widen(g + r * B, gb.data(), B, T{});
+        widen(x + r * B, xb.data(), B, T{});
+        learnable_row_backward(chs[k], gb.data(), xb.data(), ob.data(), B, row);
+        narrow(ob.data(), out + r * B, B, T{});
       }
-      local[k] += sa;
-      local[C + k] += sb;
-      local[2 * C + k] += sg;
+      local[k] += row[0];
+      local[C + k] += row[1];
+      local[2 * C + k] += row[2];
     }
 #ifdef _OPENMP
 #pragma omp critical(spocu_learnable_sums)
