@@ -31,30 +31,73 @@ def fused(request):
 # ---------------------------------------------------------------- dispatch
 
 
-def test_auto_uses_the_cpp_kernels_on_cpu_once_they_are_ready(cpp_ready, monkeypatch):
+def test_auto_uses_the_cpp_kernels_on_cpu_at_every_size_once_ready(cpp_ready, monkeypatch):
     monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
     for n in (1, 10, 1 << 16):
         assert _dispatch.resolve_backend(torch.zeros(n)) == "cpp"
-    assert _dispatch.resolve_backend(torch.zeros(4, dtype=torch.float16)) == "cpp"
+    assert _dispatch.resolve_backend(torch.zeros(4, dtype=torch.bfloat16)) == "cpp"
     monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
     assert _dispatch.resolve_backend(torch.zeros(10)) == "eager"
     assert _dispatch.resolve_backend(torch.zeros(10), "inductor") == "inductor"  # the argument wins
 
 
-def test_the_chosen_path_runs(cpp_ready, monkeypatch):
-    """Under "auto" a CPU tensor of any size goes through the fused autograd node; "eager" through the plain one."""
+def test_cpp_asked_for_on_another_device_falls_back_with_one_warning(cpp_ready, monkeypatch):
+    monkeypatch.setattr(_dispatch, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="'cpp' cannot run here.*CPU tensors, got device 'meta'") as record:
+        assert _dispatch.resolve_backend(torch.zeros(3, device="meta"), "cpp") == "eager"
+        assert _dispatch.resolve_backend(torch.zeros(3, device="meta"), "cpp") == "eager"
+    assert len(record) == 1
+
+
+def _kernel_calls(monkeypatch) -> list[str]:
+    """Record which kernel module's forward/backward run (they still compute)."""
+    calls: list[str] = []
+    for name, module in _dispatch.KERNELS.items():
+        for fn in ("forward", "backward"):
+            original = getattr(module, fn)
+            monkeypatch.setattr(module, fn, lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a))
+    return calls
+
+
+@pytest.mark.parametrize("entry", ["functional", "op"])
+def test_the_chosen_path_runs(entry, cpp_ready, monkeypatch):
+    """Every entry point runs the kernel the one dispatcher picks: the C++ kernels for CPU tensors of
+    any size under "auto" (also for the custom op), plain ops when "eager" is asked for."""
     monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
+    p = SPOCUParams()
+    run = {
+        "functional": lambda t: spocu(t),
+        "op": lambda t: torch.ops.spocu.spocu(t, p.alpha, p.beta, p.gamma, p.c, "auto"),
+    }[entry]
+    calls = _kernel_calls(monkeypatch)
     big = torch.randn(1 << 16, requires_grad=True)
     small = torch.randn(10, requires_grad=True)
-    assert type(spocu(big).grad_fn).__name__ == "_FusedSPOCUFunctionBackward"
-    assert type(spocu(small).grad_fn).__name__ == "_FusedSPOCUFunctionBackward"
-    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
-    assert type(spocu(big).grad_fn).__name__ == "_SPOCUFunctionBackward"
+    run(big).sum().backward()
+    assert calls == ["cpp", "cpp"]
+    calls.clear()
+    run(small).sum().backward()
+    assert calls == ["cpp", "cpp"]
+    if entry == "functional":  # (the op's impl argument is explicit, so it wins over the environment)
+        calls.clear()
+        monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
+        run(big).sum().backward()
+        assert calls == ["eager", "eager"]
 
 
-def test_cpp_on_an_unsupported_device_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="cpp.*CPU tensors, got device 'meta'"):
-        spocu(torch.zeros(4, device="meta"), backend="cpp")
+def test_an_unavailable_inductor_falls_back_with_one_warning_per_pair(monkeypatch):
+    monkeypatch.setattr(_inductor, "unavailable_reason", lambda x=None: "no compiler in this test")
+    monkeypatch.setattr(_dispatch, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="'inductor' cannot run here.*no compiler in this test") as record:
+        assert _dispatch.resolve_backend(torch.zeros(3), "inductor") == "eager"
+        assert _dispatch.resolve_backend(torch.zeros(3), "inductor") == "eager"
+    assert len(record) == 1
+    assert _dispatch.resolve_backend(torch.zeros(1 << 16), "auto") in ("cpp", "eager")  # never Inductor
+
+
+def test_the_ops_have_no_dispatch_rule_of_their_own():
+    from spocu.torch import _ops
+
+    assert not hasattr(_ops, "IMPLS") and not hasattr(_ops, "_impl")
 
 
 def test_triton_on_an_unsupported_device_is_a_clear_error(monkeypatch):
@@ -216,7 +259,7 @@ def test_custom_op_gradients_and_second_derivatives_match_gradcheck():
 
 
 def test_unknown_op_impl_is_refused():
-    with pytest.raises(ValueError, match="impl"):
+    with pytest.raises(ValueError, match="unknown SPOCU torch backend.*cuda-magic"):
         torch.ops.spocu.spocu(torch.zeros(3), 3.0937, 0.6653, 4.437, math.inf, "cuda-magic")
 
 

@@ -18,7 +18,8 @@ First use in a process:
   renames the library into the cache even if this process exits first, so short
   scripts build it once for the next ones. Processes that start together (the
   ``--jobs`` workers) build it once: the others wait for the file.
-* no working compiler: one :class:`RuntimeWarning`, then the plain ops.
+* no working compiler: the plain ops, after one :class:`RuntimeWarning` (issued
+  by :mod:`spocu.torch._dispatch`, the one place that warns about fallbacks).
 
 :func:`kernel_status` says which of these holds; :func:`build` waits for the
 library (for instance to warm a container image).
@@ -49,13 +50,14 @@ import torch.autograd.forward_ad as _forward_ad
 from spocu.core import SHIFTED_COEFFICIENT_POLYNOMIALS
 from spocu.torch import _eager
 from spocu.torch._constants import KernelConstants
-from spocu.torch._layout import dense_like
+from spocu.torch._layout import dense_like, is_plain
 
 __all__ = [
     "CACHE_ENV",
     "DTYPES",
     "backward",
     "build",
+    "failed",
     "forward",
     "kernel_status",
     "learnable_backward",
@@ -87,7 +89,6 @@ _lib: Any = None  # the loaded library's function table once ready (read without
 _state = "idle"  # idle -> building -> ready | failed
 _reason: str | None = None
 _path: Path | None = None
-_warned = False
 _done = threading.Event()
 
 
@@ -142,15 +143,15 @@ _SIGNATURES = {
     "learnable_forward": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                           ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p, ctypes.c_int],
     "learnable_backward": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                           ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p,
-                           ctypes.c_int],
+                           ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_double,
+                           ctypes.c_void_p, ctypes.c_int],
 }  # fmt: skip
 
 
 def _load(path: Path) -> dict[tuple[str, torch.dtype], Any]:
     """The library's kernels by (kind, dtype), after checking them against the plain ops."""
     lib = ctypes.CDLL(str(path))
-    if lib.spocu_abi_version() != 1:
+    if lib.spocu_abi_version() != 2:
         raise RuntimeError(f"{path} is from another version of spocu")
     table = {}
     for kind, argtypes in _SIGNATURES.items():
@@ -307,18 +308,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _warn_once() -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(
-            f"spocu: the fused SPOCU CPU kernels are unavailable ({_reason}); using plain PyTorch ops instead "
-            "(correct, but several times slower). Set SPOCU_TORCH_BACKEND=eager to choose that path explicitly.",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-
-
 # ---------------------------------------------------------------- public state
 
 
@@ -333,9 +322,12 @@ def ready() -> bool:
         return True
     if _state == "idle":
         _start()
-    elif _state == "failed":
-        _warn_once()
     return _lib is not None
+
+
+def failed() -> bool:
+    """True once the library cannot be had in this process (the dispatcher then warns once)."""
+    return _state == "failed"
 
 
 def unsupported_input(x: torch.Tensor) -> str | None:
@@ -449,20 +441,20 @@ def forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     Runs below autograd: the caller (an ``autograd.Function``) records the graph.
     """
     lib = _lib
-    if lib is None:
-        if not ready():
-            return _eager.forward(x, k)
-        lib = _lib
+    if lib is None or not is_plain(x):  # not built yet, or a legacy-vmap (gradcheck) batched tensor
+        if lib is None and ready():
+            return _run_forward(_lib, x, k)
+        return _eager.forward(x, k)
     return _run_forward(lib, x, k)
 
 
 def backward(grad: torch.Tensor, x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     """grad * s'(x) with the C++ kernel; output in ``torch.empty_like(x)``'s layout."""
     lib = _lib
-    if lib is None:
-        if not ready():
-            return _eager.backward(grad, x, k)
-        lib = _lib
+    if lib is None or not is_plain(grad, x):
+        if lib is None and ready() and is_plain(grad, x):
+            return _run_backward(_lib, grad, x, k)
+        return _eager.backward(grad, x, k)
     return _run_backward(lib, grad, x, k)
 
 
@@ -501,10 +493,12 @@ def learnable_backward(
     beta: torch.Tensor,
     gamma: torch.Tensor,
     c: float,
+    cap: float,
 ) -> torch.Tensor | None:
     """Write dL/dx into ``out3``; return [dL/dalpha, dL/dbeta, dL/dgamma] per channel, a (3, C) float64 tensor.
 
-    All blocks are contiguous (A, C, B) of one dtype. None (nothing written) if the kernels are not ready.
+    All blocks are contiguous (A, C, B) of one dtype; the partials are evaluated at
+    ``t <= cap - beta`` (see ``_learnable._partials``). None (nothing written) if the kernels are not ready.
     """
     if _lib is None and not ready():
         return None
@@ -514,6 +508,6 @@ def learnable_backward(
     sums = torch.zeros(3, ch, dtype=torch.float64)
     _lib["learnable_backward", x3.dtype](
         grad3.data_ptr(), x3.data_ptr(), out.data_ptr(), sums.data_ptr(), a, ch, b, params.data_ptr(), float(c),
-        ctypes.addressof(_SHIFT), _threads(),
+        float(cap), ctypes.addressof(_SHIFT), _threads(),
     )  # fmt: skip
     return sums

@@ -9,6 +9,7 @@
 // Threads: OpenMP (libgomp, the runtime torch itself loads), at most the number
 // the caller passes (torch.get_num_threads()), one per 32768 elements.
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -235,7 +236,7 @@ void fixed_backward(const void* gv, const void* xv, void* ov, int64_t n, const d
 
 template <class Cc>
 struct Channel {
-  Cc alpha, beta, gamma, lower, upper, slope_at_beta, scale;  // scale = alpha / gamma
+  Cc alpha, beta, gamma, lower, upper, t_cap, slope_at_beta, scale;  // scale = alpha / gamma, t_cap = cap - beta
   Cc d[8];
 };
 
@@ -247,7 +248,7 @@ Cc r_prime(Cc u) {  // r'(u) = u^6 (8u - 14) + 6u^2, as _learnable._r_prime
 }
 
 template <class Cc>
-std::vector<Channel<Cc>> channels(int64_t count, const double* params, double c, const double* shift) {
+std::vector<Channel<Cc>> channels(int64_t count, const double* params, double c, double cap, const double* shift) {
   std::vector<Channel<Cc>> out(count);
   for (int64_t k = 0; k < count; ++k) {
     Channel<Cc>& ch = out[k];
@@ -257,6 +258,7 @@ std::vector<Channel<Cc>> channels(int64_t count, const double* params, double c,
     ch.gamma = Cc(params[2 * count + k]);
     ch.lower = -ch.beta;
     ch.upper = Cc(c) - ch.beta;  // +inf for c = inf
+    ch.t_cap = Cc(cap) - ch.beta;
     ch.slope_at_beta = r_prime(ch.beta);
     ch.scale = ch.alpha / ch.gamma;
     for (int j = 0; j < 8; ++j) {
@@ -296,7 +298,7 @@ template <class Cc>
 __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, const Cc* g, const Cc* x, Cc* out,
                                                       int64_t B, double* sums) {
   const Cc alpha = ch.alpha, beta = ch.beta, gamma = ch.gamma, lower = ch.lower, upper = ch.upper;
-  const Cc scale = ch.scale, slope_at_beta = ch.slope_at_beta;
+  const Cc scale = ch.scale, slope_at_beta = ch.slope_at_beta, t_cap = ch.t_cap;
   const Cc d1 = ch.d[0], d2 = ch.d[1], d3 = ch.d[2], d4 = ch.d[3], d5 = ch.d[4], d6 = ch.d[5], d7 = ch.d[6],
            d8 = ch.d[7];
   // 16 partial sums per gradient (one per SIMD lane), added up at the end of the row
@@ -305,7 +307,8 @@ __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, con
   auto element = [&](int64_t b, int lane) {
     const Cc gout = g[b];
     const Cc t_raw = x[b] / gamma;
-    const Cc t = t_raw < lower ? lower : (t_raw > upper ? upper : t_raw);
+    const Cc t_in = t_raw < lower ? lower : (t_raw > upper ? upper : t_raw);
+    const Cc t = t_in > t_cap ? t_cap : t_in;  // where r' would overflow: as torch.minimum, NaN stays NaN
     const bool outside = (t_raw <= lower) | (t_raw >= upper);
     const Cc u = beta + t;
     const Cc u2 = u * u;
@@ -345,7 +348,7 @@ void learnable_forward(const void* xv, void* yv, int64_t A, int64_t C, int64_t B
   using Cc = typename T::C;
   const S* x = static_cast<const S*>(xv);
   S* y = static_cast<S*>(yv);
-  const std::vector<Channel<Cc>> chs = channels<Cc>(C, params, c, shift);
+  const std::vector<Channel<Cc>> chs = channels<Cc>(C, params, c, HUGE_VAL, shift);
   const int64_t rows = A * C;
   parallel_chunks(rows, rows * B, max_threads, [&](int64_t begin, int64_t end) {
     std::vector<Cc> xb, yb;
@@ -366,13 +369,13 @@ void learnable_forward(const void* xv, void* yv, int64_t A, int64_t C, int64_t B
 // out = dL/dx; sums (3 x C, double, zeroed by the caller) += dL/dalpha, dL/dbeta, dL/dgamma per channel
 template <class T>
 void learnable_backward(const void* gv, const void* xv, void* ov, double* sums, int64_t A, int64_t C, int64_t B,
-                        const double* params, double c, const double* shift, int max_threads) {
+                        const double* params, double c, double cap, const double* shift, int max_threads) {
   using S = typename T::S;
   using Cc = typename T::C;
   const S* g = static_cast<const S*>(gv);
   const S* x = static_cast<const S*>(xv);
   S* out = static_cast<S*>(ov);
-  const std::vector<Channel<Cc>> chs = channels<Cc>(C, params, c, shift);
+  const std::vector<Channel<Cc>> chs = channels<Cc>(C, params, c, cap, shift);
   const int64_t rows = A * C;
   parallel_chunks(rows, rows * B, max_threads, [&](int64_t begin, int64_t end) {
     std::vector<double> local(3 * C, 0.0);
@@ -419,8 +422,8 @@ void learnable_backward(const void* gv, const void* xv, void* ov, double* sums, 
   }                                                                                                         \
   SPOCU_EXPORT void spocu_learnable_backward_##NAME(const void* g, const void* x, void* out, double* sums,    \
                                                     int64_t A, int64_t C, int64_t B, const double* params,  \
-                                                    double c, const double* shift, int threads) {           \
-    learnable_backward<T>(g, x, out, sums, A, C, B, params, c, shift, threads);                             \
+                                                    double c, double cap, const double* shift, int threads) { \
+    learnable_backward<T>(g, x, out, sums, A, C, B, params, c, cap, shift, threads);                        \
   }
 
 SPOCU_DTYPE_ENTRIES(float32, F32)
@@ -428,4 +431,4 @@ SPOCU_DTYPE_ENTRIES(float64, F64)
 SPOCU_DTYPE_ENTRIES(bfloat16, BF16)
 SPOCU_DTYPE_ENTRIES(float16, F16)
 
-SPOCU_EXPORT int spocu_abi_version() { return 1; }
+SPOCU_EXPORT int spocu_abi_version() { return 2; }

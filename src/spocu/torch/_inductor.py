@@ -28,9 +28,9 @@ import torch
 
 from spocu.torch import _eager, _triton
 from spocu.torch._constants import KernelConstants, compute_dtype
-from spocu.torch._layout import dense_like, flat
+from spocu.torch._layout import dense_like, flat, is_plain
 
-__all__ = ["FAILED", "backward", "failure", "forward", "register", "run", "usable"]
+__all__ = ["FAILED", "backward", "failure", "forward", "register", "run", "unavailable_reason", "usable"]
 
 #: tensors with fewer elements go to the plain kernels (a 0/1-sized dim would
 #: make Dynamo specialise and compile again, for no gain)
@@ -104,6 +104,26 @@ def _compile_options() -> dict[str, object]:
 _below_autograd = getattr(torch._C, "_AutoDispatchBelowADInplaceOrView", contextlib.nullcontext)
 
 
+@contextlib.contextmanager
+def _outside_transforms():
+    """Hide ``torch.func`` state from the compiler and the compiled kernel.
+
+    The kernels only ever get plain tensors, but they may be called (and first
+    compiled) inside a transform; its state must not reach the compiler.
+    """
+    # the legacy vmap of gradcheck's batched checks keeps only a nesting depth: leave it for the call
+    depth = torch._C._vmapmode_increment_nesting() - 1
+    torch._C._vmapmode_decrement_nesting()
+    for _ in range(depth):
+        torch._C._vmapmode_decrement_nesting()
+    try:
+        with torch._C._DisableFuncTorch():
+            yield
+    finally:
+        for _ in range(depth):
+            torch._C._vmapmode_increment_nesting()
+
+
 #: the size of the example the kernels are first compiled with: Inductor decides
 #: OpenMP parallelism from the first example's size, so a fixed, large one makes
 #: the (disk-cached) kernel parallel whatever size the user's first call has
@@ -143,6 +163,23 @@ def usable() -> bool:
     return _failure is None
 
 
+@lru_cache(maxsize=1)
+def _compile_supported() -> bool:
+    try:
+        return bool(torch._dynamo.is_dynamo_supported())
+    except Exception:  # noqa: BLE001 -- any failure to even ask means "no"
+        return False
+
+
+def unavailable_reason(x: torch.Tensor | None = None) -> str | None:
+    """None while the fused kernels can run in this process, else why not."""
+    if not usable():
+        return _failure
+    if not _compile_supported():
+        return "torch.compile is not supported in this Python/PyTorch"
+    return None
+
+
 #: what :func:`run` returns when the kernels cannot be compiled
 FAILED = object()
 
@@ -167,7 +204,7 @@ def run(name: str, tag: str, args: tuple, example: Callable[[], tuple]) -> Any:
                     blank = example()
                     # torch's own deprecation notices while compiling are not the caller's business
                     # (and must not fail the compile where warnings are errors)
-                    with torch.no_grad(), _below_autograd(), warnings.catch_warnings():
+                    with torch.no_grad(), _below_autograd(), _outside_transforms(), warnings.catch_warnings():
                         warnings.simplefilter("ignore", DeprecationWarning)
                         kernel(*blank)
                 except Exception as exc:  # noqa: BLE001 -- any compiler failure means "use plain ops"
@@ -181,7 +218,7 @@ def run(name: str, tag: str, args: tuple, example: Callable[[], tuple]) -> Any:
                     )
                     return FAILED
                 _ready.add(kernel)
-    with torch.no_grad(), _below_autograd():
+    with torch.no_grad(), _below_autograd(), _outside_transforms():
         return kernel(*args)
 
 
@@ -198,7 +235,7 @@ def _run(kind: str, inputs: tuple[torch.Tensor, ...], table: torch.Tensor, out: 
 
 def forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     """s(x) with the fused kernel; output in ``torch.empty_like(x)``'s layout."""
-    if x.numel() < MIN_NUMEL or _failure is not None:
+    if x.numel() < MIN_NUMEL or _failure is not None or not is_plain(x):
         return _eager.forward(x, k) if x.numel() else torch.empty_like(x)
     src = dense_like(x.detach())
     out = torch.empty_like(src)
@@ -210,7 +247,7 @@ def forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
 
 def backward(grad: torch.Tensor, x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     """grad * s'(x) with the fused kernel; output in ``torch.empty_like(x)``'s layout."""
-    if x.numel() < MIN_NUMEL or _failure is not None:
+    if x.numel() < MIN_NUMEL or _failure is not None or not is_plain(grad, x):
         return _eager.backward(grad, x, k) if x.numel() else torch.empty_like(x)
     src = dense_like(x.detach())
     g = dense_like(grad.detach(), src)

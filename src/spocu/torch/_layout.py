@@ -21,7 +21,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["is_dense", "flat", "same_layout", "dense_like"]
+__all__ = ["is_dense", "is_plain", "flat", "same_layout", "dense_like"]
+
+
+def is_plain(*tensors: torch.Tensor) -> bool:
+    """True if no tensor is a ``torch.func``/vmap wrapper (which the fused kernels cannot read)."""
+    functorch = torch._C._functorch
+    return not any(functorch.is_functorch_wrapped_tensor(t) or functorch.is_legacy_batchedtensor(t) for t in tensors)
 
 
 def is_dense(t: torch.Tensor) -> bool:

@@ -10,6 +10,11 @@ parameter tensors) and recomputes; its formulas are
 * ds/dbeta  = alpha * (r'(beta + t) * [inside] - r'(beta))
 * ds/dgamma = -alpha * r'(beta + t) * [inside] * t / gamma
 
+On the flat pieces and at both kinks every partial is 0 (s' = 0 there, the
+package's convention). The backward evaluates the partials at
+``beta + t <= u_cap`` (:func:`_partial_cap`), where ``8 u^8`` is 1/128 of the compute
+dtype's largest value, so no finite input gives ``inf * 0 = NaN``.
+
 Two paths compute this. The plain one (:class:`_LearnableSPOCU`) is written
 with out-of-place, differentiable ops, so double backward works, and it is what
 tracers (``torch.compile``, export) see; it makes dozens of passes over memory.
@@ -28,9 +33,9 @@ from collections.abc import Callable
 import torch
 
 from spocu.core import shifted_coefficients
-from spocu.torch import _cpp, _eager, _inductor
-from spocu.torch._eager import compute_dtype
-from spocu.torch._layout import dense_like, flat
+from spocu.torch import _cpp, _inductor
+from spocu.torch._constants import compute_dtype
+from spocu.torch._layout import dense_like, flat, is_plain
 
 __all__ = ["spocu_tensor_params"]
 
@@ -57,17 +62,49 @@ def _pieces(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float):
     return t, outside
 
 
-class _LearnableSPOCU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, alpha, beta, gamma, c):
-        ctx.save_for_backward(x, alpha, beta, gamma)
-        ctx.c = c
-        return _plain_forward(x, alpha, beta, gamma, c)
+def _partial_cap(dtype: torch.dtype) -> float:
+    """u where 8 u^8 reaches 1/128 of ``dtype``'s largest value (r'(u) * u and r(u) stay finite below it)."""
+    return (torch.finfo(dtype).max / 1024.0) ** (1.0 / 8.0)
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, alpha, beta, gamma = ctx.saved_tensors
-        return (*_plain_backward(grad_output, x, alpha, beta, gamma, ctx.c, ctx.needs_input_grad), None)
+
+def _partials(x, alpha, beta, gamma, c):
+    """Elementwise (ds/dx, ds/dalpha, ds/dbeta, ds/dgamma) in the compute dtype, differentiable.
+
+    0 on the flat pieces and at the kinks; evaluated at ``t <= u_cap - beta``.
+    """
+    ctype = compute_dtype(x.dtype)
+    xw, a, b, g = (v.to(ctype) for v in (x, alpha, beta, gamma))
+    t, outside = _pieces(xw, b, g, c)
+    t = torch.minimum(t, _partial_cap(ctype) - b)
+    zero = torch.zeros((), dtype=ctype, device=x.device)
+    dr = torch.where(outside, zero, _r_prime(b + t))
+    return (a / g) * dr, t * _poly(t, shifted_coefficients(b)), a * (dr - _r_prime(b)), -a * dr * t / g
+
+
+def _reduce(grad, param):
+    return grad.sum_to_size(param.shape).to(param.dtype)
+
+
+def _plain_backward(grad_output, x, alpha, beta, gamma, c, needs):
+    """(grad_x, grad_alpha, grad_beta, grad_gamma) with differentiable ops; params broadcastable to x."""
+    d_x, d_alpha, d_beta, d_gamma = _partials(x, alpha, beta, gamma, c)
+    gout = grad_output.to(d_x.dtype)
+    return (
+        (gout * d_x).to(x.dtype) if needs[0] else None,
+        _reduce(gout * d_alpha, alpha) if needs[1] else None,
+        _reduce(gout * d_beta, beta) if needs[2] else None,
+        _reduce(gout * d_gamma, gamma) if needs[3] else None,
+    )
+
+
+def _jvp(x, alpha, beta, gamma, c, tangents):
+    """The forward-mode derivative: sum over inputs of tangent * partial (inputs without tangent skipped)."""
+    out = None
+    for tangent, partial in zip(tangents, _partials(x, alpha, beta, gamma, c)):
+        if tangent is not None:
+            term = tangent.to(partial.dtype) * partial
+            out = term if out is None else out + term
+    return out.to(x.dtype)
 
 
 def _plain_forward(x, alpha, beta, gamma, c):
@@ -79,25 +116,38 @@ def _plain_forward(x, alpha, beta, gamma, c):
     return y.to(x.dtype)
 
 
-def _plain_backward(grad_output, x, alpha, beta, gamma, c, needs):
-    """(grad_x, grad_alpha, grad_beta, grad_gamma) with differentiable ops; params broadcastable to x."""
-    ctype = compute_dtype(x.dtype)
-    xw, a, b, g = (v.to(ctype) for v in (x, alpha, beta, gamma))
-    t, outside = _pieces(xw, b, g, c)
-    d = shifted_coefficients(b)
-    dr = _r_prime(b + t)
-    dr = torch.where(outside, torch.zeros((), dtype=ctype, device=x.device), dr)
-    gout = grad_output.to(ctype)
-    grad_x = grad_alpha = grad_beta = grad_gamma = None
-    if needs[0]:
-        grad_x = (gout * (a / g) * dr).to(x.dtype)
-    if needs[1]:
-        grad_alpha = (gout * t * _poly(t, d)).sum_to_size(alpha.shape).to(alpha.dtype)
-    if needs[2]:
-        grad_beta = (gout * a * (dr - _r_prime(b))).sum_to_size(beta.shape).to(beta.dtype)
-    if needs[3]:
-        grad_gamma = (-gout * a * dr * t / g).sum_to_size(gamma.shape).to(gamma.dtype)
-    return grad_x, grad_alpha, grad_beta, grad_gamma
+class _TracedLearnableSPOCU(torch.autograd.Function):
+    """Plain-ops learnable SPOCU as ``torch.compile`` traces it (Dynamo cannot trace ``jvp``)."""
+
+    @staticmethod
+    def forward(x, alpha, beta, gamma, c):
+        return _plain_forward(x, alpha, beta, gamma, c)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, alpha, beta, gamma, c = inputs
+        ctx.save_for_backward(x, alpha, beta, gamma)
+        ctx.save_for_forward(x, alpha, beta, gamma)
+        ctx.c = c
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, alpha, beta, gamma = ctx.saved_tensors
+        return (*_plain_backward(grad_output, x, alpha, beta, gamma, ctx.c, ctx.needs_input_grad), None)
+
+
+class _LearnableSPOCU(_TracedLearnableSPOCU):
+    """Plain-ops learnable SPOCU; parameters already shaped to broadcast against x.
+
+    Differentiable to any order, with forward mode and a generated vmap rule.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        x, alpha, beta, gamma = ctx.saved_tensors
+        return _jvp(x, alpha, beta, gamma, ctx.c, tangents[:4])
 
 
 # ----------------------------------------------------------------- the fused (compiled) path
@@ -115,13 +165,14 @@ def _fused_forward_math(x, alpha, beta, gamma, c, out):
     out.copy_(alpha * t * _poly(t, shifted_coefficients(beta)))
 
 
-def _fused_backward_math(grad, x, alpha, beta, gamma, c, out):
+def _fused_backward_math(grad, x, alpha, beta, gamma, c, cap, out):
+    # the formulas of _partials, with cap = _partial_cap(compute dtype) as a 0-d tensor
     w = x.to(alpha.dtype)
     gout = grad.to(alpha.dtype)
     t_raw = w / gamma
     upper = c - beta
-    t = torch.clamp(t_raw, min=-beta, max=upper)
     outside = (t_raw <= -beta) | (t_raw >= upper)
+    t = torch.minimum(torch.clamp(t_raw, min=-beta, max=upper), cap - beta)
     dr = torch.where(outside, 0.0, _r_prime(beta + t))
     out.copy_(gout * (alpha / gamma) * dr)
     grad_alpha = (gout * t * _poly(t, shifted_coefficients(beta))).sum((0, 2), keepdim=True)
@@ -164,7 +215,7 @@ def _tag(x3: torch.Tensor, dtype: torch.dtype) -> str:
     return f"{str(dtype).removeprefix('torch.')}_{x3.device.type}_{ones}"
 
 
-def _example(x3: torch.Tensor, *others: torch.Tensor) -> Callable[[], tuple]:
+def _example(x3: torch.Tensor, *others: torch.Tensor, with_cap: bool = False) -> Callable[[], tuple]:
     """Large blank arguments with x3's unit-dim pattern (Inductor sizes its parallelism on them)."""
 
     def make() -> tuple:
@@ -174,6 +225,8 @@ def _example(x3: torch.Tensor, *others: torch.Tensor) -> Callable[[], tuple]:
         ctype = compute_dtype(x3.dtype)
         params = [blank(ctype, pshape) + 0.5 for _ in range(3)]
         params.append(torch.tensor(math.inf, dtype=ctype, device=x3.device))
+        if with_cap:
+            params.append(torch.tensor(_partial_cap(ctype), dtype=ctype, device=x3.device))
         tensors = [blank(t.dtype, shape) for t in others]
         return (*tensors, *params, blank(x3.dtype, shape))
 
@@ -188,12 +241,16 @@ def _fused_params(x, alpha, beta, gamma, c):
 
 
 class _FusedLearnableSPOCU(torch.autograd.Function):
-    """Learnable SPOCU with compiled kernels; alpha, beta, gamma have 1 or C (= x.shape[1]) elements."""
+    """Learnable SPOCU with compiled kernels; alpha, beta, gamma have 1 or C (= x.shape[1]) elements.
+
+    Eager mode only (the dispatcher never picks it under ``torch.func`` transforms);
+    forward mode and double backward use the plain formulas.
+    """
 
     @staticmethod
-    def forward(ctx, x, alpha, beta, gamma, c):
-        ctx.save_for_backward(x, alpha, beta, gamma)
-        ctx.c = c
+    def forward(x, alpha, beta, gamma, c):
+        if not is_plain(x, alpha, beta, gamma):  # a legacy-vmap (gradcheck) batched tensor
+            return _plain_forward(x, *(_broadcast_shape(p, x) for p in (alpha, beta, gamma)), c)
         channels, params, c_t = _fused_params(x, alpha, beta, gamma, c)
         src = _layout_for(x.detach(), channels)
         out = torch.empty_like(src)
@@ -204,21 +261,38 @@ class _FusedLearnableSPOCU(torch.autograd.Function):
         return out
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, alpha, beta, gamma, c = inputs
+        ctx.save_for_backward(x, alpha, beta, gamma)
+        ctx.save_for_forward(x, alpha, beta, gamma)
+        ctx.c = c
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        x, alpha, beta, gamma = ctx.saved_tensors
+        shaped = [_broadcast_shape(p, x) for p in (alpha, beta, gamma)]
+        shaped_tangents = [None if t is None else _broadcast_shape(t, x) for t in tangents[1:4]]
+        return _jvp(x, *shaped, ctx.c, (tangents[0], *shaped_tangents))
+
+    @staticmethod
     def backward(ctx, grad_output):
         x, alpha, beta, gamma = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        shaped = [_broadcast_shape(p, x) for p in (alpha, beta, gamma)]
-        if _eager.recording(grad_output, x, alpha, beta, gamma):  # double backward: differentiable ops
+        plain = torch.is_grad_enabled() and any(t.requires_grad for t in (grad_output, x, alpha, beta, gamma))
+        if plain or not is_plain(grad_output, x, alpha, beta, gamma):  # double backward, or batched
+            shaped = [_broadcast_shape(p, x) for p in (alpha, beta, gamma)]
             grads = _plain_backward(grad_output, x, *shaped, ctx.c, needs)
             return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], (alpha, beta, gamma))), None)
         channels, params, c_t = _fused_params(x, alpha, beta, gamma, ctx.c)
+        cap = torch.tensor(_partial_cap(c_t.dtype), dtype=c_t.dtype, device=x.device)
         src = _layout_for(x, channels)
         grad = dense_like(grad_output, src)
         out = torch.empty_like(src)
         x3 = _as_acb(src, channels)
-        args = (_as_acb(grad, channels), x3, *params, c_t, _as_acb(out, channels))
-        sums = _inductor.run("learnable_backward", _tag(x3, x.dtype), args, _example(x3, x3, x3))
+        args = (_as_acb(grad, channels), x3, *params, c_t, cap, _as_acb(out, channels))
+        sums = _inductor.run("learnable_backward", _tag(x3, x.dtype), args, _example(x3, x3, x3, with_cap=True))
         if sums is _inductor.FAILED:
+            shaped = [_broadcast_shape(p, x) for p in (alpha, beta, gamma)]
             grads = _plain_backward(grad_output, x, *shaped, ctx.c, needs)
             return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], (alpha, beta, gamma))), None)
         grads = [
@@ -228,39 +302,38 @@ class _FusedLearnableSPOCU(torch.autograd.Function):
         return (out if needs[0] else None, *grads, None)
 
 
-class _CppLearnableSPOCU(torch.autograd.Function):
-    """Learnable SPOCU with the C++ kernels (:mod:`spocu.torch._cpp`); saves x and the small parameters."""
+class _CppLearnableSPOCU(_FusedLearnableSPOCU):
+    """Learnable SPOCU with the C++ kernels (:mod:`spocu.torch._cpp`); the formulas and the saved
+    tensors (x and the small parameters) of :class:`_FusedLearnableSPOCU`, whose ``jvp`` it keeps."""
 
     @staticmethod
-    def forward(ctx, x, alpha, beta, gamma, c):
-        ctx.save_for_backward(x, alpha, beta, gamma)
-        ctx.c = c
-        channels = alpha.numel()
-        src = _layout_for(x.detach(), channels)
-        out = torch.empty_like(src)
-        if not _cpp.learnable_forward(_as_acb(src, channels), _as_acb(out, channels), alpha, beta, gamma, c):
-            # the kernels are not built (yet)
-            return _plain_forward(x, *(_broadcast_shape(p, x) for p in (alpha, beta, gamma)), c)
-        return out
+    def forward(x, alpha, beta, gamma, c):
+        if is_plain(x, alpha, beta, gamma):  # else a legacy-vmap (gradcheck) batched tensor
+            channels = alpha.numel()
+            src = _layout_for(x.detach(), channels)
+            out = torch.empty_like(src)
+            if _cpp.learnable_forward(_as_acb(src, channels), _as_acb(out, channels), alpha, beta, gamma, c):
+                return out
+        return _plain_forward(x, *(_broadcast_shape(p, x) for p in (alpha, beta, gamma)), c)
 
     @staticmethod
     def backward(ctx, grad_output):
         x, alpha, beta, gamma = ctx.saved_tensors
         needs = ctx.needs_input_grad
         params = (alpha, beta, gamma)
-        sums = None
-        if not _eager.recording(grad_output, x, alpha, beta, gamma):  # else double backward: differentiable ops
+        plain = torch.is_grad_enabled() and any(t.requires_grad for t in (grad_output, x, *params))
+        if not plain and is_plain(grad_output, x, *params):  # else double backward, or batched
             channels = alpha.numel()
             src = _layout_for(x, channels)
             grad = dense_like(grad_output.to(x.dtype), src)
             out = torch.empty_like(src)
-            acb = [_as_acb(t, channels) for t in (grad, src, out)]
-            sums = _cpp.learnable_backward(*acb, *params, ctx.c)
-        if sums is None:
-            grads = _plain_backward(grad_output, x, *(_broadcast_shape(p, x) for p in params), ctx.c, needs)
-            return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], params)), None)
-        grads = [total.reshape(p.shape).to(p.dtype) if need else None for total, p, need in zip(sums, params, needs[1:4])]
-        return (out if needs[0] else None, *grads, None)
+            blocks = [_as_acb(t, channels) for t in (grad, src, out)]
+            sums = _cpp.learnable_backward(*blocks, *params, ctx.c, _partial_cap(compute_dtype(x.dtype)))
+            if sums is not None:
+                grads = [total.reshape(p.shape).to(p.dtype) if need else None for total, p, need in zip(sums, params, needs[1:4])]
+                return (out if needs[0] else None, *grads, None)
+        grads = _plain_backward(grad_output, x, *(_broadcast_shape(p, x) for p in params), ctx.c, needs)
+        return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], params)), None)
 
 
 def _unshape(grad, param):
@@ -280,22 +353,25 @@ def _broadcast_shape(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def spocu_tensor_params(
-    x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float, path: str = "eager"
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    gamma: torch.Tensor,
+    c: float,
+    path: str = "eager",
+    traced: bool = False,
 ):
     """SPOCU with tensor parameters (scalars or one per channel along dim 1).
 
-    ``path`` (eager mode only) is the kernel path chosen by the dispatcher: ``"cpp"``
-    runs the C++ kernels, another fused path the Inductor-compiled ones (tensors of
-    at least 2 elements), ``"eager"`` the plain ops.
+    ``path`` (eager mode only; see :func:`spocu.torch._dispatch.resolve_learnable`):
+    ``"cpp"`` runs the C++ kernels, ``"inductor"`` the compiled ones, ``"eager"`` the
+    plain ops; ``traced=True`` is the form ``torch.compile`` traces.
     """
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
-    if (
-        path == "cpp"
-        and x.dtype in _cpp.DTYPES
-        and all(t.is_cpu for t in (x, alpha, beta, gamma))
-        and not _cpp.transforms_active()
-    ):
+    if traced:
+        return _TracedLearnableSPOCU.apply(x, a, b, g, c)
+    if path == "cpp" and all(t.is_cpu for t in (alpha, beta, gamma)):
         return _CppLearnableSPOCU.apply(x, alpha, beta, gamma, c)
-    if path not in ("eager", "cpp") and x.numel() >= _inductor.MIN_NUMEL and _inductor.usable():
+    if path == "inductor":
         return _FusedLearnableSPOCU.apply(x, alpha, beta, gamma, c)
     return _LearnableSPOCU.apply(x, a, b, g, c)

@@ -1,55 +1,57 @@
 """SPOCU as PyTorch custom operators: ``torch.ops.spocu.spocu`` and ``torch.ops.spocu.spocu_backward``.
 
-Registered with :func:`torch.library.custom_op`, with fake (meta) implementations
-for tracing and an autograd formula that saves only ``x``, so the ops work in
-eager mode, under ``torch.compile`` (as opaque calls, zero graph breaks), with
-``torch.func`` transforms of the forward and with :func:`torch.library.opcheck`.
+Defined with :class:`torch.library.Library`: one kernel for every device (the
+kernel is picked by :func:`spocu.torch._dispatch.resolve`, like every other
+entry point), a fake (meta) implementation for tracing, an autograd kernel and
+a vmap rule. The autograd kernel applies the same formulas as the functional
+path (:mod:`spocu.torch._autograd`, saving only ``x``), with this op (and
+``spocu_backward``) as the kernel, so the ops have reverse mode to any order,
+forward mode (``torch.autograd.forward_ad``, ``torch.func.jvp``/``jacfwd``) and
+every ``torch.func`` transform; under ``torch.compile`` they stay opaque calls
+(no graph break) and they pass :func:`torch.library.opcheck`.
 
-``impl`` picks the kernel: ``"cpp"`` (the C++ CPU kernels of :mod:`spocu.torch._cpp`),
-``"inductor"`` (fused, compiled by TorchInductor),
-``"triton"`` (the hand-written Triton kernel), ``"eager"`` (plain ops) or
-``"auto"`` (the C++ kernels on CPU once built, Triton on CUDA when installed, else plain ops).
-The gradient of ``spocu_backward`` (double backward) uses plain differentiable
-ops for the second derivative.
+``impl`` is the backend: ``"auto"``, ``"eager"``, ``"inductor"`` or ``"triton"``
+(see :mod:`spocu.torch._dispatch`).
 
 Example:
     >>> import torch
     >>> import spocu.torch
-    >>> x = torch.tensor([-10.0, 0.0, 1.0], requires_grad=True)
-    >>> y = torch.ops.spocu.spocu(x, 3.0937, 0.6653, 4.437, float("inf"), "eager")
-    >>> y.detach()
-    tensor([-1.5838,  0.0000,  1.2620])
+    >>> x = torch.tensor([-10.0, 0.0, 1.5])
+    >>> torch.ops.spocu.spocu(x, 3.0937, 0.6653, 4.437, float("inf"), "eager")
+    tensor([-1.5838,  0.0000,  1.8799])
+    >>> torch.func.jvp(lambda t: torch.ops.spocu.spocu(t, 3.0937, 0.6653, 4.437, float("inf"), "eager"),
+    ...                (x,), (torch.ones_like(x),))[1]
+    tensor([ 0.0000,  1.3270, -0.0379])
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+from torch._functorch.utils import enable_single_level_autograd_function
+from torch.autograd.forward_ad import _set_fwd_grad_enabled
 
 from spocu.core import SPOCUParams
-from spocu.torch import _cpp, _eager, _inductor, _triton
-from spocu.torch._constants import KernelConstants, kernel_constants
+from spocu.torch import _dispatch
+from spocu.torch._autograd import SPOCUDerivative, SPOCUFunction, batched
+from spocu.torch._constants import KernelConstants, derive_constants, kernel_constants
 from spocu.torch._layout import is_dense, same_layout
 
-__all__ = ["IMPLS", "spocu_op", "spocu_backward_op"]
+__all__ = ["spocu_op", "spocu_backward_op"]
 
-IMPLS = ("auto", "cpp", "inductor", "triton", "eager")
+_lib = torch.library.Library("spocu", "DEF")  # noqa: TID251 -- this module owns the namespace
+_lib.define("spocu(Tensor x, float alpha, float beta, float gamma, float c, str impl='auto') -> Tensor")
+_lib.define(
+    "spocu_backward(Tensor grad, Tensor x, float alpha, float beta, float gamma, float c, str impl='auto') -> Tensor"
+)
 
 
 @lru_cache(maxsize=256)
 def _constants(alpha: float, beta: float, gamma: float, c: float, dtype: torch.dtype) -> KernelConstants:
     return kernel_constants(SPOCUParams(alpha, beta, gamma, c), dtype)
-
-
-def _impl(impl: str, x: torch.Tensor) -> str:
-    if impl not in IMPLS:
-        raise ValueError(f"unknown SPOCU op impl {impl!r}; choose one of {', '.join(IMPLS)}")
-    if impl != "auto":
-        return impl
-    if x.device.type == "cuda":
-        return "triton" if _triton.available(x.device) else "eager"
-    return "cpp" if x.device.type == "cpu" and x.dtype in _cpp.DTYPES and _cpp.ready() else "eager"
 
 
 def _in_fake_layout(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -59,79 +61,120 @@ def _in_fake_layout(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x).copy_(y)
 
 
-@torch.library.custom_op("spocu::spocu", mutates_args=())
+# ----------------------------------------------------------------- the kernels (below autograd)
+
+
 def spocu_op(x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float, impl: str = "auto") -> torch.Tensor:
     """SPOCU(x) with fixed parameters; output in ``torch.empty_like(x)``'s layout."""
     k = _constants(alpha, beta, gamma, c, x.dtype)
-    path = _impl(impl, x)
     with torch.no_grad():
-        if path == "cpp":
-            return _cpp.forward(x, k)
-        if path == "inductor":
-            return _inductor.forward(x, k)
-        if path == "triton":
-            return _triton.forward(x, k)
-        return _in_fake_layout(_eager.forward(x, k), x)
+        return _in_fake_layout(_dispatch.resolve(x, impl).forward(x, k), x)
 
 
-@spocu_op.register_fake
-def _(x, alpha, beta, gamma, c, impl="auto"):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("spocu::spocu_backward", mutates_args=())
 def spocu_backward_op(
     grad: torch.Tensor, x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float, impl: str = "auto"
 ) -> torch.Tensor:
     """``grad * SPOCU'(x)``; output in ``torch.empty_like(x)``'s layout."""
     k = _constants(alpha, beta, gamma, c, x.dtype)
-    path = _impl(impl, x)
     with torch.no_grad():
-        if path == "cpp":
-            return _cpp.backward(grad, x, k)
-        if path == "inductor":
-            return _inductor.backward(grad, x, k)
-        if path == "triton":
-            return _triton.backward(grad, x, k)
-        return _in_fake_layout(_eager.backward(grad, x, k), x)
+        return _in_fake_layout(_dispatch.resolve(x, impl).backward(grad, x, k), x)
 
 
-@spocu_backward_op.register_fake
-def _(grad, x, alpha, beta, gamma, c, impl="auto"):
-    return torch.empty_like(x)
+_lib.impl("spocu", spocu_op, "CompositeExplicitAutograd")
+_lib.impl("spocu_backward", spocu_backward_op, "CompositeExplicitAutograd")
+torch.library.register_fake("spocu::spocu", lambda x, alpha, beta, gamma, c, impl="auto": torch.empty_like(x), lib=_lib)
+torch.library.register_fake(
+    "spocu::spocu_backward", lambda grad, x, alpha, beta, gamma, c, impl="auto": torch.empty_like(x), lib=_lib
+)
 
 
-def _setup_forward(ctx, inputs, output):
-    x, *params = inputs
-    ctx.save_for_backward(x)  # the only tensor kept for backward: ReLU's memory
-    ctx.params = params
+# ----------------------------------------------------------------- autograd, forward AD, vmap
 
 
-def _forward_grad(ctx, grad):
-    (x,) = ctx.saved_tensors
-    return torch.ops.spocu.spocu_backward(grad, x, *ctx.params), None, None, None, None, None
+@contextmanager
+def _below_autograd():
+    """Run the op's kernel below this level's autograd.
+
+    Under ``torch.func`` the call continues at the next (outer) transform level,
+    which must still record: an autograd Function's forward runs with gradients
+    off, so they are switched back on, as ``torch.func`` does for autograd Functions.
+    """
+    with torch._C._AutoDispatchBelowAutograd():
+        if not torch._C._are_functorch_transforms_active():
+            yield
+            return
+        with torch.enable_grad(), _set_fwd_grad_enabled(True):
+            yield
 
 
-spocu_op.register_autograd(_forward_grad, setup_context=_setup_forward)
+@dataclass(frozen=True)
+class _OpKernels:
+    """The ops themselves (called below autograd) as the kernel module of :mod:`spocu.torch._autograd`."""
+
+    alpha: float
+    beta: float
+    gamma: float
+    c: float
+    impl: str
+
+    def _params(self) -> tuple:
+        return self.alpha, self.beta, self.gamma, self.c, self.impl
+
+    def forward(self, x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
+        with _below_autograd():
+            return torch.ops.spocu.spocu.default(x, *self._params())
+
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
+        with _below_autograd():
+            return torch.ops.spocu.spocu_backward.default(grad, x, *self._params())
+
+    def derivative(self, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """grad * s'(x) through the op's own autograd (for gradients of any order)."""
+        return torch.ops.spocu.spocu_backward.default(grad, x, *self._params())
 
 
-def _setup_backward(ctx, inputs, output):
-    grad, x, *params = inputs
-    ctx.save_for_backward(grad, x)
-    ctx.params = params
+def _apply(function: type[torch.autograd.Function], *args):
+    """``function.apply`` from inside an operator's autograd kernel.
+
+    Under ``torch.func`` transforms the dispatcher has already unwrapped the
+    tensors to this transform's level, so the Function is applied at that level
+    (what ``torch.func`` itself does for autograd Functions).
+    """
+    if torch._C._are_functorch_transforms_active():
+        with enable_single_level_autograd_function():
+            return super(torch.autograd.Function, function).apply(*args)
+    return function.apply(*args)
 
 
-def _backward_grad(ctx, grad_grad):
-    grad, x, *params = (*ctx.saved_tensors, *ctx.params)
-    alpha, beta, gamma, c, _ = params
-    d_grad = d_x = None
-    if ctx.needs_input_grad[0]:
-        d_grad = torch.ops.spocu.spocu_backward(grad_grad, x, *params)
-    if ctx.needs_input_grad[1]:
-        k = _constants(alpha, beta, gamma, c, x.dtype)
-        ctype = _eager.compute_dtype(x.dtype)
-        d_x = (grad_grad.to(ctype) * grad.to(ctype) * _eager.second_derivative(x, k)).to(x.dtype)
-    return d_grad, d_x, None, None, None, None, None
+def _op_constants(x: torch.Tensor, alpha, beta, gamma, c) -> KernelConstants:
+    """The constants for s'' (double backward, forward mode); plain arithmetic, so symbolic floats work too."""
+    if all(isinstance(p, float) for p in (alpha, beta, gamma, c)):
+        return _constants(alpha, beta, gamma, c, x.dtype)
+    return derive_constants(alpha, beta, gamma, c, torch.finfo(_dispatch._eager.compute_dtype(x.dtype)).max)
 
 
-spocu_backward_op.register_autograd(_backward_grad, setup_context=_setup_backward)
+def _spocu_autograd(x, alpha, beta, gamma, c, impl="auto"):
+    kernels = _OpKernels(alpha, beta, gamma, c, impl)
+    return _apply(SPOCUFunction, x, _op_constants(x, alpha, beta, gamma, c), kernels)
+
+
+def _spocu_backward_autograd(grad, x, alpha, beta, gamma, c, impl="auto"):
+    kernels = _OpKernels(alpha, beta, gamma, c, impl)
+    return _apply(SPOCUDerivative, grad, x, _op_constants(x, alpha, beta, gamma, c), kernels)
+
+
+_lib.impl("spocu", _spocu_autograd, "Autograd")
+_lib.impl("spocu_backward", _spocu_backward_autograd, "Autograd")
+
+
+def _spocu_vmap(info, in_dims, x, alpha, beta, gamma, c, impl="auto"):
+    return torch.ops.spocu.spocu(x, alpha, beta, gamma, c, impl), in_dims[0]  # elementwise
+
+
+def _spocu_backward_vmap(info, in_dims, grad, x, alpha, beta, gamma, c, impl="auto"):
+    grad, x = (batched(t, d, info.batch_size) for t, d in zip((grad, x), in_dims[:2]))
+    return torch.ops.spocu.spocu_backward(grad, x, alpha, beta, gamma, c, impl), 0
+
+
+torch.library.register_vmap("spocu::spocu", _spocu_vmap, lib=_lib)
+torch.library.register_vmap("spocu::spocu_backward", _spocu_backward_vmap, lib=_lib)

@@ -25,7 +25,8 @@ import torch
 
 from spocu._llvm import triton_conflict
 from spocu.torch._constants import KernelConstants, compute_dtype
-from spocu.torch._layout import is_dense
+from spocu.torch import _eager
+from spocu.torch._layout import is_dense, is_plain
 
 __all__ = ["available", "forward", "backward", "unavailable_reason"]
 
@@ -43,8 +44,9 @@ def llvm_conflict() -> str | None:
     return triton_conflict()
 
 
-def unavailable_reason(device: torch.device) -> str | None:
-    """None if the Triton kernels can run on ``device``, else why not."""
+def unavailable_reason(x: torch.Tensor | torch.device) -> str | None:
+    """None if the Triton kernels can run on the tensor (or device) ``x``, else why not."""
+    device = x.device if isinstance(x, torch.Tensor) else torch.device(x)
     if importlib.util.find_spec("triton") is None:
         return "the triton package is not installed"
     conflict = llvm_conflict()
@@ -116,7 +118,7 @@ def _operand(t: torch.Tensor, out: torch.Tensor, order: list[int]):
 
 
 def _check(x: torch.Tensor) -> None:
-    reason = unavailable_reason(x.device)
+    reason = unavailable_reason(x)
     if reason is not None:
         raise RuntimeError(f"spocu backend 'triton' is not available: {reason}")
 
@@ -124,6 +126,8 @@ def _check(x: torch.Tensor) -> None:
 def forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     """s(x) with the Triton kernel; output in ``torch.empty_like(x)``'s layout."""
     _check(x)
+    if not is_plain(x):  # a legacy-vmap (gradcheck) batched tensor: plain ops batch it
+        return _eager.forward(x, k)
     out = torch.empty_like(x)
     n = x.numel()
     if n == 0:
@@ -144,6 +148,8 @@ def forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
 def backward(grad: torch.Tensor, x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     """grad * s'(x) with the Triton kernel; output in ``torch.empty_like(x)``'s layout."""
     _check(x)
+    if not is_plain(grad, x):  # a legacy-vmap (gradcheck) batched tensor: plain ops batch it
+        return _eager.backward(grad, x, k)
     out = torch.empty_like(x)
     n = x.numel()
     if n == 0:

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from functools import lru_cache
@@ -21,80 +22,25 @@ from functools import lru_cache
 import torch
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params
-from spocu.torch import _cpp, _eager, _inductor, _ops, _triton  # noqa: F401 -- _ops registers torch.ops.spocu.*
-from spocu.torch._constants import KernelConstants, kernel_constants
-from spocu.torch._dispatch import ENV_VAR, assume_constant_result, resolve_backend, traced_backend
+from spocu.torch import _cpp, _dispatch, _eager, _ops  # noqa: F401 -- _ops registers torch.ops.spocu.*
+from spocu.torch._autograd import SPOCUFunction, TracedSPOCUFunction, apply_without_transforms
+from spocu.torch._constants import KernelConstants, compute_dtype, derive_constants, kernel_constants
+from spocu.torch._layout import is_plain
 from spocu.torch._learnable import spocu_tensor_params
 
 __all__ = ["spocu"]
 
 
-class _SPOCUFunction(torch.autograd.Function):
-    """Fixed-parameter SPOCU in plain ops that saves only its input for backward."""
-
-    @staticmethod
-    def forward(ctx, x, k):
-        ctx.save_for_backward(x)
-        ctx.k = k
-        return _eager.forward(x, k)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        return _eager.backward(grad_output, x, ctx.k), None
-
-
-class _FusedSPOCUFunction(torch.autograd.Function):
-    """Fixed-parameter SPOCU with a fused kernel module (``_inductor`` or ``_triton``); saves only x.
-
-    Eager mode only (tracers see :class:`_SPOCUFunction` or the custom op). This is
-    the custom op's autograd formula without the op-dispatch overhead (~25 us a call).
-    """
-
-    @staticmethod
-    def forward(ctx, x, k, kernels):
-        ctx.save_for_backward(x)
-        ctx.k = k
-        ctx.kernels = kernels
-        return kernels.forward(x, k)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        # double backward (create_graph=True) needs differentiable ops
-        kernels = _eager if _eager.recording(grad_output, x) else ctx.kernels
-        return kernels.backward(grad_output, x, ctx.k), None, None
-
-
-_KERNELS = {"cpp": _cpp, "inductor": _inductor, "triton": _triton}
-
-try:  # os.environ's own store: ~0.05 us a lookup instead of ~1 us for `in os.environ`
-    _ENVIRON_DATA, _ENV_KEY = os.environ._data, os.environ.encodekey(ENV_VAR)
-except AttributeError:  # another Python's os module
-    _ENVIRON_DATA, _ENV_KEY = os.environ, ENV_VAR
-
-
-def _backend_env_set() -> bool:
-    return _ENV_KEY in _ENVIRON_DATA
-
-
-#: validated constants by (alpha, beta, gamma, c, dtype) for calls the C++ kernels serve
-_CPP_CONSTANTS: dict[tuple, KernelConstants] = {}
-
-
-@assume_constant_result
-def _traced_constants(alpha: float, beta: float, gamma: float, c: float, dtype: torch.dtype) -> KernelConstants:
-    """Run once at trace time: the tracer sees the result as constants (no parameter code in the graph)."""
-    return kernel_constants(SPOCUParams(alpha, beta, gamma, c), dtype)
+def _exporting() -> bool:
+    """True while ``torch.export`` or the ONNX exporter records: the graph must hold standard ops only."""
+    return torch.compiler.is_exporting() or _onnx_exporting()
 
 
 def _onnx_exporting() -> bool:
-    """``torch.onnx.is_in_onnx_export()`` without its ~3 us of imports on every call."""
+    """``torch.onnx.is_in_onnx_export()`` without its ~3 us of imports on every eager call."""
     if "torch.onnx" not in sys.modules:  # no exporter is loaded, so none is running
         return False
-    if torch.compiler.is_compiling():  # what Dynamo knows how to trace
-        return torch.onnx.is_in_onnx_export()
-    flags = _onnx_flags()
+    flags = None if torch.compiler.is_compiling() else _onnx_flags()  # Dynamo traces only the public function
     return flags() if flags is not None else torch.onnx.is_in_onnx_export()
 
 
@@ -111,19 +57,55 @@ def _onnx_flags():
     return lambda: bool(GLOBALS.in_onnx_export or _flags._is_onnx_exporting)
 
 
-def _exporting() -> bool:
-    return torch.compiler.is_exporting() or torch.jit.is_tracing() or _onnx_exporting()
+try:  # os.environ's own store: ~0.05 us a lookup instead of ~1 us for `in os.environ`
+    _ENVIRON_DATA, _ENV_KEY = os.environ._data, os.environ.encodekey(_dispatch.ENV_VAR)
+except AttributeError:  # another Python's os module
+    _ENVIRON_DATA, _ENV_KEY = os.environ, _dispatch.ENV_VAR
+
+#: validated constants by (alpha, beta, gamma, c, dtype) for the calls the C++ kernels serve
+_CPP_CONSTANTS: dict[tuple, KernelConstants] = {}
 
 
-def _traced_spocu(x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float, backend: str | None):
-    """SPOCU while a tracer records: plain ops that the compiler can fuse, or an opaque custom op."""
-    k = _traced_constants(alpha, beta, gamma, c, x.dtype)  # validates the parameters at trace time
-    if _exporting():  # only standard ops in exported graphs (ONNX, torch.export)
-        return _eager.forward(x, k)
-    path = traced_backend(backend)
-    if path == "eager":
-        return _SPOCUFunction.apply(x, k)
-    return torch.ops.spocu.spocu(x, float(alpha), float(beta), float(gamma), float(c), path)
+def _fast_path_possible(x: torch.Tensor, backend: str | None) -> bool:
+    """The common eager call: default backend, a CPU tensor, the C++ kernels loaded, no tracer."""
+    return (
+        backend is None
+        and x.is_cpu
+        and _cpp._lib is not None
+        and _ENV_KEY not in _ENVIRON_DATA
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not _exporting()
+    )
+
+
+def _check_traced(alpha, beta, gamma, c) -> None:
+    """The domain checks of :func:`spocu.core.validate_params` in comparisons only.
+
+    ``torch.compile`` may pass parameters that change between calls as symbolic
+    floats; comparisons on them become guards, where ``float()``/``math`` calls would not trace.
+    """
+    if not (0 < alpha < math.inf):
+        raise ValueError(f"SPOCU parameter alpha={alpha} is out of range: alpha must be finite and > 0")
+    if not (0 < beta < 1):
+        raise ValueError(f"SPOCU parameter beta={beta} is out of range: beta must lie in the open interval (0, 1)")
+    if not (0 < gamma < math.inf):
+        raise ValueError(f"SPOCU parameter gamma={gamma} is out of range: gamma must be finite and > 0")
+    if not (c >= 1):
+        raise ValueError(f"SPOCU parameter c={c} is out of range: c must satisfy 1 <= c <= inf")
+
+
+def _traced_spocu(x: torch.Tensor, alpha, beta, gamma, c, backend: str | None) -> torch.Tensor:
+    """SPOCU while Dynamo or an exporter records: plain ops that the compiler can fuse, or an opaque custom op."""
+    if _exporting():  # only standard ops in exported graphs; their autograd keeps s' = 0 at the kinks
+        return _eager.differentiable_forward(x, kernel_constants(SPOCUParams(alpha, beta, gamma, c), x.dtype))
+    path = _dispatch.traced_backend(backend)
+    if path != "eager":
+        return torch.ops.spocu.spocu(x, alpha, beta, gamma, math.inf if c is None else c, path)
+    c = math.inf if c is None else c
+    _check_traced(alpha, beta, gamma, c)
+    k = derive_constants(alpha, beta, gamma, c, torch.finfo(compute_dtype(x.dtype)).max)
+    return TracedSPOCUFunction.apply(x, k, _eager)
 
 
 def _as_float_input(x: torch.Tensor) -> torch.Tensor:
@@ -158,8 +140,9 @@ def spocu(
             :class:`spocu.torch.SPOCU` keeps them there.
         c: saturation point, ``1 <= c <= inf``.
         backend: ``"auto"`` (default; or the ``SPOCU_TORCH_BACKEND`` environment
-            variable), ``"eager"`` (plain ops), ``"inductor"`` (fused kernels
-            compiled on first use) or ``"triton"`` (CUDA kernels); see
+            variable), ``"eager"`` (plain ops), ``"cpp"`` (C++ CPU kernels, built
+            once per machine), ``"inductor"`` (fused kernels compiled on first
+            use) or ``"triton"`` (CUDA kernels); see
             :mod:`spocu.torch._dispatch`. Every path gives the same values and
             keeps only ``x`` for backward.
 
@@ -168,41 +151,31 @@ def spocu(
     """
     if type(x) is not torch.Tensor or not x.is_floating_point():
         x = _as_float_input(x)
-    tracing = torch.compiler.is_compiling() or _exporting()
-    # the common call: float parameters, eager mode, default backend, a CPU tensor the C++ kernels
-    # serve; the constants come from one dict lookup (filled below the first time)
-    if (
-        not tracing
-        and type(alpha) is float
-        and type(beta) is float
-        and type(gamma) is float
-        and backend is None
-        and x.is_cpu
-        and _cpp._lib is not None
-        and not _backend_env_set()
-    ):
+    # the common call first: float parameters seen before, served by the C++ kernels; ~1 us of checks
+    # instead of ~10 (every other call takes the general path below, which fills _CPP_CONSTANTS)
+    if type(alpha) is float and type(beta) is float and type(gamma) is float and _fast_path_possible(x, backend):
         k = _CPP_CONSTANTS.get((alpha, beta, gamma, c, x.dtype))
         if k is not None:
-            if not (x.requires_grad and torch.is_grad_enabled()) and not _cpp.transforms_active():
-                return _cpp.forward(x, k)  # nothing to record: skip the autograd.Function (~6 us)
-            return _FusedSPOCUFunction.apply(x, k, _cpp)
+            if _cpp.transforms_active() or not is_plain(x):
+                return SPOCUFunction.apply(x, k, _cpp)
+            if not (x.requires_grad and torch.is_grad_enabled()):
+                return _cpp.forward(x, k)  # nothing to record: no autograd.Function (~6 us)
+            return apply_without_transforms(x, k, _cpp)
+    tracing = torch.compiler.is_compiling() or _exporting()
     if any(isinstance(p, torch.Tensor) for p in (alpha, beta, gamma)):
         c = SPOCUParams(c=c).c  # validate c; tensors are the caller's (or the module's) job
-        ref = x
         alpha, beta, gamma = (
-            p if isinstance(p, torch.Tensor) else torch.tensor(float(p), dtype=ref.dtype, device=ref.device)
+            p if isinstance(p, torch.Tensor) else torch.tensor(float(p), dtype=x.dtype, device=x.device)
             for p in (alpha, beta, gamma)
         )
-        # fused learnable kernels: the C++ ones for "cpp", Inductor's for the other fused paths (also CUDA)
-        path = "eager" if tracing else resolve_backend(x, backend)
-        return spocu_tensor_params(x, alpha, beta, gamma, c, path=path)
+        path = "eager" if tracing else _dispatch.resolve_learnable(x, backend)
+        return spocu_tensor_params(x, alpha, beta, gamma, c, path=path, traced=torch.compiler.is_compiling())
     if tracing:
         return _traced_spocu(x, alpha, beta, gamma, c, backend)
-    params = cached_params(alpha, beta, gamma, c)
-    path = resolve_backend(x, backend)
-    k = kernel_constants(params, x.dtype)
-    if path == "cpp" and backend is None and type(c) is float and len(_CPP_CONSTANTS) < 1024:
+    k = kernel_constants(cached_params(alpha, beta, gamma, c), x.dtype)
+    kernels = _dispatch.resolve(x, backend)
+    if kernels is _cpp and type(c) is float and len(_CPP_CONSTANTS) < 1024 and _fast_path_possible(x, backend):
         _CPP_CONSTANTS[(alpha, beta, gamma, c, x.dtype)] = k
-    if path == "eager":
-        return _SPOCUFunction.apply(x, k)
-    return _FusedSPOCUFunction.apply(x, k, _KERNELS[path])
+    if not _cpp.transforms_active() and is_plain(x):
+        return apply_without_transforms(x, k, kernels)
+    return SPOCUFunction.apply(x, k, kernels)

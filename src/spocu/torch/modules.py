@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import operator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,6 +22,30 @@ _UNIT_MARGIN = 1e-6  # sigmoid(raw) rounds to exactly 0 or 1 in float32 for |raw
 def _inverse_softplus(value: float) -> float:
     v = value - _POSITIVE_FLOOR
     return v + math.log(-math.expm1(-v))  # stable for large v
+
+
+def _check_learnable_init(params: SPOCUParams) -> None:
+    """Learnable values must lie strictly inside the range the reparameterization reaches."""
+    for name in ("alpha", "gamma"):
+        value = getattr(params, name)
+        if not value > _POSITIVE_FLOOR:
+            raise ValueError(
+                f"learnable SPOCU parameter {name}={value!r} is out of range: a learnable {name} must be "
+                f"> {_POSITIVE_FLOOR} (it is softplus(raw) + {_POSITIVE_FLOOR})"
+            )
+    if not _UNIT_MARGIN < params.beta < 1 - _UNIT_MARGIN:
+        raise ValueError(
+            f"learnable SPOCU parameter beta={params.beta!r} is out of range: a learnable beta must lie in "
+            f"({_UNIT_MARGIN}, 1 - {_UNIT_MARGIN}) (it is a sigmoid squeezed into that interval)"
+        )
+
+
+def _unrepresentable(name: str, wanted: float, dtype: torch.dtype, got: float) -> None:
+    raise ValueError(
+        f"learnable SPOCU parameter {name}={wanted!r} cannot be represented by a "
+        f"{str(dtype).removeprefix('torch.')} parameter (it reads back as {got:.6g}); "
+        "choose a value closer to 1 or dtype=torch.float64"
+    )
 
 
 class SPOCU(nn.Module):
@@ -41,7 +67,7 @@ class SPOCU(nn.Module):
         beta: shift, in ``(0, 1)``.
         gamma: input scale, ``> 0``.
         c: saturation point, ``1 <= c <= inf``.
-        learnable: make alpha, beta and gamma trainable. The ``nn.Parameter`` s are
+        learnable: (a bool) make alpha, beta and gamma trainable. The ``nn.Parameter`` s are
             unconstrained (``raw_alpha``, ``raw_beta``, ``raw_gamma``) and mapped
             into the domain (alpha, gamma = softplus(raw) + 1e-6, beta =
             1e-6 + (1 - 2e-6) * sigmoid(raw)), so every optimizer step keeps SPOCU valid;
@@ -51,8 +77,12 @@ class SPOCU(nn.Module):
             times ReLU's time where fixed parameters cost about ReLU's, and
             they compile once per input-layout pattern; double backward and
             small tensors use plain ops.
+            A learnable alpha and gamma must exceed 1e-6 and a learnable beta must
+            lie in (1e-6, 1 - 1e-6), and each must be representable in the
+            parameter dtype; other values raise :class:`ValueError`.
         num_parameters: with ``learnable=True``, 1 (shared) or the number of
-            channels (dim 1 of the input), like :class:`torch.nn.PReLU`.
+            channels (dim 1 of the input), like :class:`torch.nn.PReLU` (any
+            integer type).
 
     Shape:
         Input: :math:`(*)`; output: :math:`(*)`, same shape.
@@ -81,7 +111,17 @@ class SPOCU(nn.Module):
     ) -> None:
         super().__init__()
         params = SPOCUParams(alpha, beta, gamma, c)
-        if not isinstance(num_parameters, int) or isinstance(num_parameters, bool) or num_parameters < 1:
+        if not isinstance(learnable, (bool, np.bool_)):
+            raise TypeError(f"SPOCU learnable= must be a bool, got {type(learnable).__name__} ({learnable!r})")
+        if isinstance(num_parameters, (bool, np.bool_)):
+            raise TypeError(f"SPOCU num_parameters= must be an integer, got a bool ({num_parameters!r})")
+        try:
+            num_parameters = operator.index(num_parameters)  # any integer type, as nn.PReLU
+        except TypeError:
+            raise TypeError(
+                f"SPOCU num_parameters= must be an integer, got {type(num_parameters).__name__} ({num_parameters!r})"
+            ) from None
+        if num_parameters < 1:
             raise ValueError(f"num_parameters={num_parameters!r} must be a positive int")
         if num_parameters != 1 and not learnable:
             raise ValueError("num_parameters > 1 needs learnable=True (fixed parameters are shared)")
@@ -89,13 +129,45 @@ class SPOCU(nn.Module):
         self.learnable = bool(learnable)
         self.num_parameters = num_parameters
         if self.learnable:
+            _check_learnable_init(params)
+            self._init = params
             kw = {"device": device, "dtype": dtype}
-            self.raw_alpha = nn.Parameter(torch.full((num_parameters,), _inverse_softplus(params.alpha), **kw))
-            p = (params.beta - _UNIT_MARGIN) / (1 - 2 * _UNIT_MARGIN)
-            self.raw_beta = nn.Parameter(torch.full((num_parameters,), math.log(p / (1 - p)), **kw))
-            self.raw_gamma = nn.Parameter(torch.full((num_parameters,), _inverse_softplus(params.gamma), **kw))
+            self.raw_alpha = nn.Parameter(torch.empty(num_parameters, **kw))
+            self.raw_beta = nn.Parameter(torch.empty(num_parameters, **kw))
+            self.raw_gamma = nn.Parameter(torch.empty(num_parameters, **kw))
+            self.reset_parameters()
         else:
             self._fixed = params
+
+    def reset_parameters(self) -> None:
+        """Set learnable alpha, beta, gamma back to their initial values (as :class:`torch.nn.PReLU`).
+
+        Raises:
+            ValueError: an initial value does not survive the round trip through
+                the parameter dtype (e.g. gamma=1e308 in float32), naming it.
+        """
+        if not self.learnable:
+            return
+        params = self._init
+        with torch.no_grad():
+            p = (params.beta - _UNIT_MARGIN) / (1 - 2 * _UNIT_MARGIN)
+            raw = {
+                "alpha": _inverse_softplus(params.alpha),
+                "beta": math.log(p / (1 - p)),
+                "gamma": _inverse_softplus(params.gamma),
+            }
+            for name, value in raw.items():
+                parameter = getattr(self, f"raw_{name}")
+                if not abs(value) <= torch.finfo(parameter.dtype).max:
+                    _unrepresentable(name, getattr(params, name), parameter.dtype, math.inf)
+                parameter.fill_(value)
+            if self.raw_alpha.device.type == "meta":
+                return
+            for name in ("alpha", "beta", "gamma"):
+                wanted = getattr(params, name)
+                got = getattr(self, name).detach().double()
+                if not bool(torch.isclose(got, torch.full_like(got, wanted), rtol=1e-3, atol=0.0).all()):
+                    _unrepresentable(name, wanted, self.raw_alpha.dtype, got.flatten()[0].item())
 
     @property
     def alpha(self):
@@ -124,6 +196,8 @@ class SPOCU(nn.Module):
     def extra_repr(self) -> str:
         if self.learnable:
             def fmt(t):
+                if t.device.type == "meta":
+                    return "?"
                 v = t.detach().cpu().flatten().tolist()
                 return f"{v[0]:.6g}" if len(v) == 1 else f"[{', '.join(f'{e:.4g}' for e in v[:4])}{', ...' if len(v) > 4 else ''}]"
             return (
