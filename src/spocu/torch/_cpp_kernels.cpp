@@ -340,7 +340,76 @@ __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, con
   sums[2] += sg;
 }
 
-// Rows of x viewed as (A, C, B); with B == 1 (channels last) a "row" is one pixel's C channels.
+// With B == 1 (channels last, or (N, C) inputs) the channels are adjacent: one "pixel" of C channels
+// at a time, vectorized across channels, the channels' numbers as arrays.
+template <class Cc>
+struct ChannelArrays {
+  std::vector<Cc> alpha, beta, gamma, lower, upper, t_cap, slope_at_beta, scale, d[8];
+  explicit ChannelArrays(const std::vector<Channel<Cc>>& chs) {
+    for (const Channel<Cc>& ch : chs) {
+      alpha.push_back(ch.alpha), beta.push_back(ch.beta), gamma.push_back(ch.gamma);
+      lower.push_back(ch.lower), upper.push_back(ch.upper), t_cap.push_back(ch.t_cap);
+      slope_at_beta.push_back(ch.slope_at_beta), scale.push_back(ch.scale);
+      for (int j = 0; j < 8; ++j) d[j].push_back(ch.d[j]);
+    }
+  }
+};
+
+template <class Cc>
+__attribute__((noinline)) void learnable_pixel_forward(const ChannelArrays<Cc>& p, const Cc* x, Cc* y, int64_t C) {
+  const Cc *alpha = p.alpha.data(), *gamma = p.gamma.data(), *lower = p.lower.data(), *upper = p.upper.data();
+  const Cc *d1 = p.d[0].data(), *d2 = p.d[1].data(), *d3 = p.d[2].data(), *d4 = p.d[3].data();
+  const Cc *d5 = p.d[4].data(), *d6 = p.d[5].data(), *d7 = p.d[6].data(), *d8 = p.d[7].data();
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    const Cc t_raw = x[c] / gamma[c];
+    const Cc t = t_raw < lower[c] ? lower[c] : (t_raw > upper[c] ? upper[c] : t_raw);
+    Cc acc = d8[c] * t + d7[c];
+    acc = acc * t + d6[c];
+    acc = acc * t + d5[c];
+    acc = acc * t + d4[c];
+    acc = acc * t + d3[c];
+    acc = acc * t + d2[c];
+    acc = acc * t + d1[c];
+    y[c] = alpha[c] * t * acc;
+  }
+}
+
+template <class Cc>
+__attribute__((noinline)) void learnable_pixel_backward(const ChannelArrays<Cc>& p, const Cc* g, const Cc* x, Cc* out,
+                                                        int64_t C, double* sa, double* sb, double* sg) {
+  const Cc *alpha = p.alpha.data(), *beta = p.beta.data(), *gamma = p.gamma.data(), *lower = p.lower.data();
+  const Cc *upper = p.upper.data(), *t_cap = p.t_cap.data(), *slope_at_beta = p.slope_at_beta.data();
+  const Cc* scale = p.scale.data();
+  const Cc *d1 = p.d[0].data(), *d2 = p.d[1].data(), *d3 = p.d[2].data(), *d4 = p.d[3].data();
+  const Cc *d5 = p.d[4].data(), *d6 = p.d[5].data(), *d7 = p.d[6].data(), *d8 = p.d[7].data();
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    const Cc gout = g[c];
+    const Cc t_raw = x[c] / gamma[c];
+    const Cc t_in = t_raw < lower[c] ? lower[c] : (t_raw > upper[c] ? upper[c] : t_raw);
+    const Cc t = t_in > t_cap[c] ? t_cap[c] : t_in;
+    const bool outside = (t_raw <= lower[c]) | (t_raw >= upper[c]);
+    const Cc u = beta[c] + t;
+    const Cc u2 = u * u;
+    const Cc u6 = u2 * u2 * u2;
+    const Cc slope = u6 * (Cc(8) * u - Cc(14)) + Cc(6) * u2;
+    const Cc dr = outside ? Cc(0) : slope;
+    Cc acc = d8[c] * t + d7[c];
+    acc = acc * t + d6[c];
+    acc = acc * t + d5[c];
+    acc = acc * t + d4[c];
+    acc = acc * t + d3[c];
+    acc = acc * t + d2[c];
+    acc = acc * t + d1[c];
+    out[c] = gout * scale[c] * dr;
+    sa[c] += gout * t * acc;
+    sb[c] += gout * alpha[c] * (dr - slope_at_beta[c]);
+    sg[c] += -gout * alpha[c] * dr * t / gamma[c];
+  }
+}
+
+// Rows of x viewed as (A, C, B): one channel's B adjacent elements per row (B > 1), or pixels (B == 1).
 template <class T>
 void learnable_forward(const void* xv, void* yv, int64_t A, int64_t C, int64_t B, const double* params, double c,
                        const double* shift, int max_threads) {
@@ -349,6 +418,23 @@ void learnable_forward(const void* xv, void* yv, int64_t A, int64_t C, int64_t B
   const S* x = static_cast<const S*>(xv);
   S* y = static_cast<S*>(yv);
   const std::vector<Channel<Cc>> chs = channels<Cc>(C, params, c, HUGE_VAL, shift);
+  if (B == 1 && C > 1) {
+    const ChannelArrays<Cc> arrays(chs);
+    parallel_chunks(A, A * C, max_threads, [&](int64_t begin, int64_t end) {
+      std::vector<Cc> xb, yb;
+      if (!std::is_same_v<S, Cc>) xb.resize(C), yb.resize(C);
+      for (int64_t a = begin; a < end; ++a) {
+        if constexpr (std::is_same_v<S, Cc>) {
+          learnable_pixel_forward(arrays, x + a * C, y + a * C, C);
+        } else {
+          widen(x + a * C, xb.data(), C, T{});
+          learnable_pixel_forward(arrays, xb.data(), yb.data(), C);
+          narrow(yb.data(), y + a * C, C, T{});
+        }
+      }
+    });
+    return;
+  }
   const int64_t rows = A * C;
   parallel_chunks(rows, rows * B, max_threads, [&](int64_t begin, int64_t end) {
     std::vector<Cc> xb, yb;
@@ -376,6 +462,31 @@ void learnable_backward(const void* gv, const void* xv, void* ov, double* sums, 
   const S* x = static_cast<const S*>(xv);
   S* out = static_cast<S*>(ov);
   const std::vector<Channel<Cc>> chs = channels<Cc>(C, params, c, cap, shift);
+  if (B == 1 && C > 1) {
+    const ChannelArrays<Cc> arrays(chs);
+    parallel_chunks(A, A * C, max_threads, [&](int64_t begin, int64_t end) {
+      std::vector<double> local(3 * C, 0.0);
+      std::vector<Cc> gb, xb, ob;
+      if (!std::is_same_v<S, Cc>) gb.resize(C), xb.resize(C), ob.resize(C);
+      for (int64_t a = begin; a < end; ++a) {
+        if constexpr (std::is_same_v<S, Cc>) {
+          learnable_pixel_backward(arrays, g + a * C, x + a * C, out + a * C, C, local.data(), local.data() + C,
+                                   local.data() + 2 * C);
+        } else {
+          widen(g + a * C, gb.data(), C, T{});
+          widen(x + a * C, xb.data(), C, T{});
+          learnable_pixel_backward(arrays, gb.data(), xb.data(), ob.data(), C, local.data(), local.data() + C,
+                                   local.data() + 2 * C);
+          narrow(ob.data(), out + a * C, C, T{});
+        }
+      }
+#ifdef _OPENMP
+#pragma omp critical(spocu_learnable_sums)
+#endif
+      for (int64_t i = 0; i < 3 * C; ++i) sums[i] += local[i];
+    });
+    return;
+  }
   const int64_t rows = A * C;
   parallel_chunks(rows, rows * B, max_threads, [&](int64_t begin, int64_t end) {
     std::vector<double> local(3 * C, 0.0);
