@@ -17,7 +17,7 @@ Example:
     >>> k = kernel_constants(SPOCUParams(), torch.float64)
     >>> x = torch.tensor([0.0, 1.5], dtype=torch.float64)
     >>> torch.func.jvp(lambda t: SPOCUFunction.apply(t, k, _eager), (x,), (torch.ones_like(x),))[1]
-    tensor([ 1.3270, -0.0379], dtype=torch.float64)
+    tensor([ 1.3270, -0.0378], dtype=torch.float64)
 """
 
 from __future__ import annotations
@@ -26,14 +26,7 @@ import torch
 
 from spocu.torch import _eager
 
-__all__ = [
-    "SPOCUDerivative",
-    "SPOCUFunction",
-    "TracedSPOCUFunction",
-    "apply_without_transforms",
-    "batched",
-    "derivative",
-]
+__all__ = ["SPOCUDerivative", "SPOCUFunction", "apply_without_transforms", "batched", "derivative"]
 
 
 def batched(t: torch.Tensor, dim: int | None, batch_size: int) -> torch.Tensor:
@@ -85,27 +78,6 @@ class SPOCUFunction(torch.autograd.Function):
 #: ``inspect.signature`` on every call (~25 us) for setup_context-style Functions. Valid only where
 #: that wrapper would call it too: no torch.func transform active, no functorch-wrapped argument.
 apply_without_transforms = super(torch.autograd.Function, SPOCUFunction).apply
-
-
-class TracedSPOCUFunction(torch.autograd.Function):
-    """What ``torch.compile`` traces: :class:`SPOCUFunction` without ``jvp``/``vmap``, which Dynamo
-    cannot trace (a compiled graph is differentiated once, by AOTAutograd, anyway)."""
-
-    @staticmethod
-    def forward(x, k, kernels):
-        return kernels.forward(x, k)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, k, kernels = inputs
-        ctx.save_for_backward(x)
-        ctx.k = k
-        ctx.kernels = kernels
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        return ctx.kernels.backward(grad_output, x, ctx.k), None, None
 
 
 class SPOCUDerivative(torch.autograd.Function):

@@ -114,15 +114,20 @@ def kernel_constants(params: SPOCUParams, dtype: torch.dtype) -> KernelConstants
     ctype = compute_dtype(dtype)
     limit = torch.finfo(ctype).max
     k = derive_constants(params.alpha, params.beta, params.gamma, params.c, limit)
+    if k.cap > limit:  # s' cannot overflow below the dtype's largest number: no cap needed
+        k = k._replace(cap=math.inf)
     # every coefficient, and every Horner term at the lower kink (e_k x_lo^k = alpha d_k (-beta)^k),
     # must fit the compute dtype, else the sum turns into inf - inf = NaN
     at_kink = [params.alpha * abs(d_k) for d_k in shifted_coefficients(params.beta)]
     worst = max([*at_kink, *map(abs, k.slope)])
-    if not (worst * 8.0 < limit):  # 8 terms; also catches inf and NaN
+    # ... and the kinks themselves must be numbers of the compute dtype
+    kinks = [abs(k.lo), abs(k.hi) if k.bounded else 0.0]
+    if not (worst * 8.0 < limit and max(kinks) <= limit):  # 8 terms; also catches inf and NaN
         raise ValueError(
             f"SPOCU parameters alpha={params.alpha!r}, gamma={params.gamma!r} (beta={params.beta!r}) are out of "
             f"the range supported for {str(ctype).removeprefix('torch.')} computation: the polynomial "
             f"coefficients alpha*d_k(beta)/gamma**k of SPOCU must stay below {limit:.3g}/8 "
-            f"(largest here {worst:.3g}); use a smaller alpha, a gamma closer to 1, or float64 inputs"
+            f"(largest here {worst:.3g}) and the kinks -gamma*beta, gamma*(c-beta) must be finite there "
+            f"(here {k.lo:.3g}, {k.hi:.3g}); use a smaller alpha, a gamma closer to 1, or float64 inputs"
         )
     return k

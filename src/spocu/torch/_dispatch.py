@@ -26,7 +26,8 @@ variable, else ``"auto"``):
   once its library is loaded (any size: it beats the plain ops everywhere), else
   ``"eager"``. ``"auto"`` never waits for a compiler: while the library is being
   built (the first second or so on a new machine) the plain ops serve, and if it
-  cannot be built ``"eager"`` serves for good, after one warning.
+  cannot be built ``"eager"`` serves for good, after one warning; also
+  ``"eager"`` while ``torch.jit.trace`` records.
 
 While a tracer records the call, :func:`traced_backend` decides instead:
 under ``torch.compile`` ``"auto"`` traces the plain ops (so Inductor fuses SPOCU
@@ -123,6 +124,8 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
     """
     requested = requested_backend(backend)
     if requested == "auto":
+        if torch.jit.is_tracing():  # the size is traced too: one kernel for every size
+            return "eager"
         if x.is_cpu:
             if _cpp._lib is not None or _cpp.ready():  # ready() loads or starts building the library
                 return "cpp" if _cpp.unsupported_input(x) is None else "eager"

@@ -28,6 +28,7 @@ parameter tensors); double backward falls back to the plain formulas.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -37,7 +38,7 @@ from spocu.torch import _cpp, _inductor
 from spocu.torch._constants import compute_dtype
 from spocu.torch._layout import dense_like, flat, is_plain
 
-__all__ = ["spocu_tensor_params"]
+__all__ = ["differentiable_forward", "spocu_tensor_params"]
 
 
 def _r_prime(u: torch.Tensor) -> torch.Tensor:
@@ -54,7 +55,7 @@ def _poly(t: torch.Tensor, coefficients: list[torch.Tensor]) -> torch.Tensor:
 
 def _pieces(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float):
     t_raw = x / gamma
-    upper = c - beta if math.isfinite(c) else None
+    upper = c - beta if c != math.inf else None
     t = torch.clamp(t_raw, min=-beta, max=upper)
     outside = t_raw <= -beta
     if upper is not None:
@@ -116,8 +117,29 @@ def _plain_forward(x, alpha, beta, gamma, c):
     return y.to(x.dtype)
 
 
-class _TracedLearnableSPOCU(torch.autograd.Function):
-    """Plain-ops learnable SPOCU as ``torch.compile`` traces it (Dynamo cannot trace ``jvp``)."""
+def differentiable_forward(x, alpha, beta, gamma, c):
+    """s(x) in plain out-of-place ops (params broadcastable to x) whose autograd keeps the convention.
+
+    ``where`` (not ``clamp``, whose gradient is 1 at its bounds) picks the flat
+    pieces, so autograd gives s' = 0 at both kinks; NaN stays NaN. ``c`` may be a
+    symbolic float (``torch.compile``).
+    """
+    ctype = compute_dtype(x.dtype)
+    b = beta.to(ctype)
+    t_raw = x.to(ctype) / gamma.to(ctype)
+    t = torch.where(t_raw <= -b, -b, t_raw)
+    if c != math.inf:
+        t = torch.where(t_raw >= c - b, c - b, t)
+    return (alpha.to(ctype) * t * _poly(t, shifted_coefficients(b))).to(x.dtype)
+
+
+class _LearnableSPOCU(torch.autograd.Function):
+    """Plain-ops learnable SPOCU; parameters already shaped to broadcast against x.
+
+    Differentiable to any order, with forward mode and a generated vmap rule.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, alpha, beta, gamma, c):
@@ -134,15 +156,6 @@ class _TracedLearnableSPOCU(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, alpha, beta, gamma = ctx.saved_tensors
         return (*_plain_backward(grad_output, x, alpha, beta, gamma, ctx.c, ctx.needs_input_grad), None)
-
-
-class _LearnableSPOCU(_TracedLearnableSPOCU):
-    """Plain-ops learnable SPOCU; parameters already shaped to broadcast against x.
-
-    Differentiable to any order, with forward mode and a generated vmap rule.
-    """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -342,14 +355,24 @@ def _unshape(grad, param):
 
 def _broadcast_shape(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Scalar/one-element parameters broadcast everywhere; C-element ones along dim 1."""
-    if param.numel() == 1:
+    if torch.jit.is_tracing():
+        with warnings.catch_warnings():
+            # torch.jit.trace records sizes as tensors and warns that comparing them fixes them: the
+            # parameter count and the channel dim are fixed by the module, so that is what is wanted
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return _broadcast_shape_of(param, x, int(param.numel()), int(x.shape[1]) if x.dim() >= 2 else None)
+    return _broadcast_shape_of(param, x, param.numel(), x.shape[1] if x.dim() >= 2 else None)
+
+
+def _broadcast_shape_of(param: torch.Tensor, x: torch.Tensor, count: int, channels: int | None) -> torch.Tensor:
+    if count == 1:
         return param.reshape([1] * max(x.dim(), 1)) if x.dim() else param.reshape(())
-    if x.dim() < 2 or x.shape[1] != param.numel():
-        channels = x.shape[1] if x.dim() >= 2 else "none (input has fewer than 2 dims)"
+    if channels != count:
         raise ValueError(
-            f"SPOCU has {param.numel()} parameters per channel but the input's channel dim (dim 1) is {channels}"
+            f"SPOCU has {count} parameters per channel but the input's channel dim (dim 1) is "
+            f"{'none (input has fewer than 2 dims)' if channels is None else channels}"
         )
-    return param.reshape([1, param.numel()] + [1] * (x.dim() - 2))
+    return param.reshape([1, count] + [1] * (x.dim() - 2))
 
 
 def spocu_tensor_params(
@@ -365,11 +388,13 @@ def spocu_tensor_params(
 
     ``path`` (eager mode only; see :func:`spocu.torch._dispatch.resolve_learnable`):
     ``"cpp"`` runs the C++ kernels, ``"inductor"`` the compiled ones, ``"eager"`` the
-    plain ops; ``traced=True`` is the form ``torch.compile`` traces.
+    plain ops; ``traced=True`` gives the plain differentiable ops ``torch.compile``
+    traces (Dynamo cannot trace the Functions' ``jvp``, and AOTAutograd
+    differentiates the graph itself).
     """
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
     if traced:
-        return _TracedLearnableSPOCU.apply(x, a, b, g, c)
+        return differentiable_forward(x, a, b, g, c)
     if path == "cpp" and all(t.is_cpu for t in (alpha, beta, gamma)):
         return _CppLearnableSPOCU.apply(x, alpha, beta, gamma, c)
     if path == "inductor":

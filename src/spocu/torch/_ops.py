@@ -18,10 +18,10 @@ Example:
     >>> import spocu.torch
     >>> x = torch.tensor([-10.0, 0.0, 1.5])
     >>> torch.ops.spocu.spocu(x, 3.0937, 0.6653, 4.437, float("inf"), "eager")
-    tensor([-1.5838,  0.0000,  1.8799])
+    tensor([-1.5838,  0.0000,  1.5096])
     >>> torch.func.jvp(lambda t: torch.ops.spocu.spocu(t, 3.0937, 0.6653, 4.437, float("inf"), "eager"),
     ...                (x,), (torch.ones_like(x),))[1]
-    tensor([ 0.0000,  1.3270, -0.0379])
+    tensor([ 0.0000,  1.3270, -0.0378])
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from torch.autograd.forward_ad import _set_fwd_grad_enabled
 from spocu.core import SPOCUParams
 from spocu.torch import _dispatch
 from spocu.torch._autograd import SPOCUDerivative, SPOCUFunction, batched
-from spocu.torch._constants import KernelConstants, derive_constants, kernel_constants
+from spocu.torch._constants import KernelConstants, compute_dtype, derive_constants, kernel_constants
 from spocu.torch._layout import is_dense, same_layout
 
 __all__ = ["spocu_op", "spocu_backward_op"]
@@ -150,7 +150,7 @@ def _op_constants(x: torch.Tensor, alpha, beta, gamma, c) -> KernelConstants:
     """The constants for s'' (double backward, forward mode); plain arithmetic, so symbolic floats work too."""
     if all(isinstance(p, float) for p in (alpha, beta, gamma, c)):
         return _constants(alpha, beta, gamma, c, x.dtype)
-    return derive_constants(alpha, beta, gamma, c, torch.finfo(_dispatch._eager.compute_dtype(x.dtype)).max)
+    return derive_constants(alpha, beta, gamma, c, torch.finfo(compute_dtype(x.dtype)).max)
 
 
 def _spocu_autograd(x, alpha, beta, gamma, c, impl="auto"):

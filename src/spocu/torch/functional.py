@@ -23,10 +23,10 @@ import torch
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params
 from spocu.torch import _cpp, _dispatch, _eager, _ops  # noqa: F401 -- _ops registers torch.ops.spocu.*
-from spocu.torch._autograd import SPOCUFunction, TracedSPOCUFunction, apply_without_transforms
-from spocu.torch._constants import KernelConstants, compute_dtype, derive_constants, kernel_constants
+from spocu.torch._autograd import SPOCUFunction, apply_without_transforms
+from spocu.torch._constants import KernelConstants, compute_dtype, kernel_constants
 from spocu.torch._layout import is_plain
-from spocu.torch._learnable import spocu_tensor_params
+from spocu.torch._learnable import differentiable_forward, spocu_tensor_params
 
 __all__ = ["spocu"]
 
@@ -104,8 +104,12 @@ def _traced_spocu(x: torch.Tensor, alpha, beta, gamma, c, backend: str | None) -
         return torch.ops.spocu.spocu(x, alpha, beta, gamma, math.inf if c is None else c, path)
     c = math.inf if c is None else c
     _check_traced(alpha, beta, gamma, c)
-    k = derive_constants(alpha, beta, gamma, c, torch.finfo(compute_dtype(x.dtype)).max)
-    return TracedSPOCUFunction.apply(x, k, _eager)
+    # torch.compile passes floats that change between calls as symbolic floats, which neither the
+    # fixed-coefficient kernels nor an autograd.Function can take: the parameters become 0-d tensors
+    # of the graph, in plain ops that AOTAutograd differentiates (and Inductor fuses)
+    ctype = compute_dtype(x.dtype)
+    alpha, beta, gamma = (torch.as_tensor(p, dtype=ctype, device=x.device) for p in (alpha, beta, gamma))
+    return differentiable_forward(x, alpha, beta, gamma, c)
 
 
 def _as_float_input(x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +173,7 @@ def spocu(
             for p in (alpha, beta, gamma)
         )
         path = "eager" if tracing else _dispatch.resolve_learnable(x, backend)
-        return spocu_tensor_params(x, alpha, beta, gamma, c, path=path, traced=torch.compiler.is_compiling())
+        return spocu_tensor_params(x, alpha, beta, gamma, c, path=path, traced=tracing)
     if tracing:
         return _traced_spocu(x, alpha, beta, gamma, c, backend)
     k = kernel_constants(cached_params(alpha, beta, gamma, c), x.dtype)

@@ -192,6 +192,12 @@ class SPOCU(nn.Module):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return spocu(input, self.alpha, self.beta, self.gamma, self.c)
 
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            "spocu.torch.SPOCU cannot be compiled by torch.jit.script (its kernels are chosen in Python); "
+            "use torch.jit.trace, torch.compile or torch.export instead"
+        )
+
     def extra_repr(self) -> str:
         if self.learnable:
             def fmt(t):
