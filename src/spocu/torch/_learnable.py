@@ -38,7 +38,7 @@ from spocu.torch import _cpp, _inductor
 from spocu.torch._constants import compute_dtype
 from spocu.torch._layout import dense_like, flat, is_plain
 
-__all__ = ["differentiable_forward", "spocu_tensor_params"]
+__all__ = ["differentiable_forward", "spocu_tensor_params", "traced_forward"]
 
 
 def _r_prime(u: torch.Tensor) -> torch.Tensor:
@@ -131,6 +131,67 @@ def differentiable_forward(x, alpha, beta, gamma, c):
     if c != math.inf:
         t = torch.where(t_raw >= c - b, c - b, t)
     return (alpha.to(ctype) * t * _poly(t, shifted_coefficients(b))).to(x.dtype)
+
+
+class _CompiledSPOCU(torch.autograd.Function):
+    """What ``torch.compile`` traces: every parameter (c too) a 0-d or broadcast tensor input.
+
+    Saves only x and the small parameter tensors (the compiled backward recomputes),
+    and has no ``jvp`` (Dynamo cannot trace one). ``d`` holds d_1..d_8(beta),
+    computed outside, so that nothing inside reads module-level floats (which
+    ``dynamic=True`` turns into graph inputs that an autograd.Function cannot lift);
+    the beta gradient returned is the total one, so ``d`` gets none.
+    """
+
+    @staticmethod
+    def forward(x, alpha, beta, gamma, d, c):
+        ctype = compute_dtype(x.dtype)
+        t = _where_pieces(x.to(ctype) / gamma, beta, c)
+        return (alpha * t * _poly(t, list(d.unbind(-1)))).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, alpha, beta, gamma, d, c = inputs
+        ctx.save_for_backward(x, alpha, beta, gamma, d, c)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, alpha, beta, gamma, d, c = ctx.saved_tensors
+        ctype = compute_dtype(x.dtype)
+        t_raw = x.to(ctype) / gamma
+        # (strict comparisons, not the forward's: an input-sized mask shared with the forward would
+        # be saved by the partitioner instead of recomputed)
+        inside = (t_raw > -beta) & (t_raw < c - beta)
+        t = torch.minimum(torch.clamp(t_raw, min=-beta, max=c - beta), _partial_cap(ctype) - beta)
+        dr = torch.where(inside, _r_prime(beta + t), torch.zeros_like(t))
+        gout = grad_output.to(ctype)
+        needs = ctx.needs_input_grad
+        return (
+            (gout * (alpha / gamma) * dr).to(x.dtype) if needs[0] else None,
+            _reduce(gout * t * _poly(t, list(d.unbind(-1))), alpha) if needs[1] else None,
+            _reduce(gout * alpha * (dr - _r_prime(beta)), beta) if needs[2] else None,
+            _reduce(-gout * alpha * dr * t / gamma, gamma) if needs[3] else None,
+            None,
+            None,
+        )
+
+
+def _where_pieces(t_raw: torch.Tensor, beta: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """clamp(t_raw, -beta, c - beta) written with where (NaN stays NaN; no gradient at the bounds)."""
+    t = torch.where(t_raw <= -beta, -beta, t_raw)
+    return torch.where(t_raw >= c - beta, c - beta, t)
+
+
+def traced_forward(x, alpha, beta, gamma, c):
+    """SPOCU as ``torch.compile`` traces it: tensors (broadcastable to x) in, saves only x (and parameters).
+
+    ``c`` may be a float or a symbolic float; it becomes a 0-d tensor here.
+    """
+    ctype = compute_dtype(x.dtype)
+    alpha, beta, gamma = (p.to(ctype) for p in (alpha, beta, gamma))
+    d = torch.stack(shifted_coefficients(beta), dim=-1)
+    c = torch.as_tensor(c, dtype=ctype, device=x.device)
+    return _CompiledSPOCU.apply(x, alpha, beta, gamma, d, c)
 
 
 class _LearnableSPOCU(torch.autograd.Function):
@@ -394,7 +455,7 @@ def spocu_tensor_params(
     """
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
     if traced:
-        return differentiable_forward(x, a, b, g, c)
+        return traced_forward(x, a, b, g, c)
     if path == "cpp" and all(t.is_cpu for t in (alpha, beta, gamma)):
         return _CppLearnableSPOCU.apply(x, alpha, beta, gamma, c)
     if path == "inductor":

@@ -26,7 +26,7 @@ from spocu.torch import _cpp, _dispatch, _eager, _ops  # noqa: F401 -- _ops regi
 from spocu.torch._autograd import SPOCUFunction, apply_without_transforms
 from spocu.torch._constants import KernelConstants, compute_dtype, kernel_constants
 from spocu.torch._layout import is_plain
-from spocu.torch._learnable import differentiable_forward, spocu_tensor_params
+from spocu.torch._learnable import spocu_tensor_params, traced_forward
 
 __all__ = ["spocu"]
 
@@ -104,12 +104,12 @@ def _traced_spocu(x: torch.Tensor, alpha, beta, gamma, c, backend: str | None) -
         return torch.ops.spocu.spocu(x, alpha, beta, gamma, math.inf if c is None else c, path)
     c = math.inf if c is None else c
     _check_traced(alpha, beta, gamma, c)
-    # torch.compile passes floats that change between calls as symbolic floats, which neither the
-    # fixed-coefficient kernels nor an autograd.Function can take: the parameters become 0-d tensors
-    # of the graph, in plain ops that AOTAutograd differentiates (and Inductor fuses)
+    # torch.compile passes floats that change between calls as symbolic floats, which the
+    # fixed-coefficient kernels cannot take: the parameters become 0-d tensors of the graph
+    # (Inductor fuses the result with the neighbouring layers)
     ctype = compute_dtype(x.dtype)
     alpha, beta, gamma = (torch.as_tensor(p, dtype=ctype, device=x.device) for p in (alpha, beta, gamma))
-    return differentiable_forward(x, alpha, beta, gamma, c)
+    return traced_forward(x, alpha, beta, gamma, c)
 
 
 def _as_float_input(x: torch.Tensor) -> torch.Tensor:
