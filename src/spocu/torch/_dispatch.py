@@ -105,7 +105,8 @@ def requested_backend(backend: str | None = None) -> str:
 
 def _fallback(requested: str, actual: str, reason: str) -> str:
     """Warn once per (requested, actual) pair that ``actual`` runs instead of ``requested``."""
-    if (requested, actual) not in _warned:
+    already_said = requested == "inductor" and _inductor.failure() is not None  # it warned when it failed
+    if (requested, actual) not in _warned and not already_said:
         _warned.add((requested, actual))
         warnings.warn(
             f"spocu: backend {requested!r} cannot run here ({reason}); using {actual!r} instead "

@@ -153,7 +153,13 @@ def usable() -> bool:
         if conflict is not None:
             with _lock:
                 if _failure is None:
-                    _failure = conflict  # said once by the dispatcher's fallback warning, which asks first
+                    _failure = conflict
+                    warnings.warn(
+                        f"spocu: not compiling the fused SPOCU kernels: {conflict}; using plain PyTorch ops "
+                        "instead (correct, but several times slower).",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
     return _failure is None
 
 
