@@ -1,6 +1,6 @@
 """Fixtures that run the PyTorch tests on every SPOCU kernel path.
 
-``path`` is one of the forced backends ("eager", "inductor", "triton"); every
+``path`` is one of the forced backends ("eager", "cpp", "inductor", "triton"); every
 numeric test that takes it must hold on each one. Triton runs on CUDA when
 there is a GPU, else on CPU through Triton's interpreter (``TRITON_INTERPRET=1``,
 set for the rest of the session: Triton reads it lazily), and is skipped when
@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 
-PATHS = ["eager", "inductor", "triton"]
+PATHS = ["eager", "cpp", "inductor", "triton"]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
@@ -43,13 +43,28 @@ def path(request):
     """A forced kernel path; for "triton" on a CPU-only machine tests run the interpreter."""
     if request.param == "triton":
         request.getfixturevalue("triton_ready")
+    if request.param == "cpp":
+        request.getfixturevalue("cpp_ready")
     return request.param
+
+
+@pytest.fixture(scope="session")
+def cpp_ready():
+    """The C++ kernels built (or loaded from the cache); a machine without a compiler skips their tests."""
+    from spocu.torch import _cpp
+
+    status = _cpp.build(timeout=600)
+    if status["state"] != "ready":
+        pytest.skip(f"the C++ kernels are unavailable here: {status['reason']}")
+    return status
 
 
 def devices_for(path: str) -> list[str]:
     """Devices a path runs on here."""
     if path == "triton":
         return [triton_device()]
+    if path == "cpp":
+        return ["cpu"]
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

@@ -31,14 +31,22 @@ def fused(request):
 # ---------------------------------------------------------------- dispatch
 
 
-def test_auto_uses_the_fused_cpu_kernel_for_large_tensors_only(monkeypatch):
+def test_auto_uses_the_cpp_kernels_on_cpu_at_every_size_once_ready(cpp_ready, monkeypatch):
     monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
-    n = _dispatch.CPU_FUSED_MIN_NUMEL
-    assert _dispatch.resolve_backend(torch.zeros(n - 1)) == "eager"
-    assert _dispatch.resolve_backend(torch.zeros(n)) == "inductor"
+    for n in (1, 10, 1 << 16):
+        assert _dispatch.resolve_backend(torch.zeros(n)) == "cpp"
+    assert _dispatch.resolve_backend(torch.zeros(4, dtype=torch.bfloat16)) == "cpp"
     monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
-    assert _dispatch.resolve_backend(torch.zeros(n)) == "eager"
-    assert _dispatch.resolve_backend(torch.zeros(n), "inductor") == "inductor"  # the argument wins
+    assert _dispatch.resolve_backend(torch.zeros(10)) == "eager"
+    assert _dispatch.resolve_backend(torch.zeros(10), "inductor") == "inductor"  # the argument wins
+
+
+def test_cpp_asked_for_on_another_device_falls_back_with_one_warning(cpp_ready, monkeypatch):
+    monkeypatch.setattr(_dispatch, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="'cpp' cannot run here.*CPU tensors, got device 'meta'") as record:
+        assert _dispatch.resolve_backend(torch.zeros(3, device="meta"), "cpp") == "eager"
+        assert _dispatch.resolve_backend(torch.zeros(3, device="meta"), "cpp") == "eager"
+    assert len(record) == 1
 
 
 def _kernel_calls(monkeypatch) -> list[str]:
@@ -52,9 +60,9 @@ def _kernel_calls(monkeypatch) -> list[str]:
 
 
 @pytest.mark.parametrize("entry", ["functional", "op"])
-def test_the_chosen_path_runs(entry, monkeypatch):
-    """Every entry point runs the kernel the one dispatcher picks: fused for a large CPU tensor under
-    "auto", plain ops for a small one (also for the custom op)."""
+def test_the_chosen_path_runs(entry, cpp_ready, monkeypatch):
+    """Every entry point runs the kernel the one dispatcher picks: the C++ kernels for CPU tensors of
+    any size under "auto" (also for the custom op), plain ops when "eager" is asked for."""
     monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
     p = SPOCUParams()
     run = {
@@ -62,13 +70,13 @@ def test_the_chosen_path_runs(entry, monkeypatch):
         "op": lambda t: torch.ops.spocu.spocu(t, p.alpha, p.beta, p.gamma, p.c, "auto"),
     }[entry]
     calls = _kernel_calls(monkeypatch)
-    big = torch.randn(_dispatch.CPU_FUSED_MIN_NUMEL, requires_grad=True)
-    small = torch.randn(1000, requires_grad=True)
+    big = torch.randn(1 << 16, requires_grad=True)
+    small = torch.randn(10, requires_grad=True)
     run(big).sum().backward()
-    assert calls == ["inductor", "inductor"]
+    assert calls == ["cpp", "cpp"]
     calls.clear()
     run(small).sum().backward()
-    assert calls == ["eager", "eager"]
+    assert calls == ["cpp", "cpp"]
     if entry == "functional":  # (the op's impl argument is explicit, so it wins over the environment)
         calls.clear()
         monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
@@ -83,7 +91,7 @@ def test_an_unavailable_inductor_falls_back_with_one_warning_per_pair(monkeypatc
         assert _dispatch.resolve_backend(torch.zeros(3), "inductor") == "eager"
         assert _dispatch.resolve_backend(torch.zeros(3), "inductor") == "eager"
     assert len(record) == 1
-    assert _dispatch.resolve_backend(torch.zeros(_dispatch.CPU_FUSED_MIN_NUMEL), "auto") == "eager"
+    assert _dispatch.resolve_backend(torch.zeros(1 << 16), "auto") in ("cpp", "eager")  # never Inductor
 
 
 def test_the_ops_have_no_dispatch_rule_of_their_own():
@@ -129,10 +137,10 @@ def test_compile_failure_falls_back_to_plain_ops_with_one_warning(fresh_inductor
     assert not _inductor.usable() and "no C++ compiler" in _inductor.failure()
     np.testing.assert_allclose(y.detach().numpy(), reference_spocu(x.detach().numpy()), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(x.grad.numpy(), reference_spocu_grad(x.detach().numpy()), rtol=1e-11, atol=1e-13)
-    # "auto" no longer tries the broken compiler
+    # "auto" never uses Inductor on CPU (the C++ kernels or the plain ops serve), and warns no more
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _dispatch.resolve_backend(torch.zeros(_dispatch.CPU_FUSED_MIN_NUMEL), "auto") == "eager"
+        assert _dispatch.resolve_backend(torch.zeros(1 << 16), "auto") in ("cpp", "eager")
 
 
 def test_one_compiled_kernel_serves_every_parameter_set_and_size():
@@ -225,11 +233,13 @@ def test_double_backward_through_the_fused_paths_matches_the_reference(fused):
 # ---------------------------------------------------------------- custom ops
 
 
-@pytest.mark.parametrize("impl", ["eager", "inductor", "triton"])
+@pytest.mark.parametrize("impl", ["eager", "cpp", "inductor", "triton"])
 @pytest.mark.parametrize("c", [math.inf, 1.0])
 def test_custom_ops_pass_opcheck(impl, c, request):
     if impl == "triton":
         request.getfixturevalue("triton_ready")
+    if impl == "cpp":
+        request.getfixturevalue("cpp_ready")
     device = "cuda" if impl == "triton" and torch.cuda.is_available() else "cpu"
     p = SPOCUParams(c=c)
     args = (p.alpha, p.beta, p.gamma, p.c, impl)
@@ -404,11 +414,17 @@ def _learnable_reference(x, g_out, alpha, beta, gamma, c):
     return y, grads
 
 
+LEARNABLE_NODES = {"inductor": "_FusedLearnableSPOCUBackward", "cpp": "_CppLearnableSPOCUBackward"}
+
+
+@pytest.mark.parametrize("backend", ["cpp", "inductor"])
 @pytest.mark.parametrize(
     "layout", ["nchw", "channels_last", "nc", "ncl", "shared", "batch_of_one"]
 )
-def test_fused_learnable_matches_the_float64_formulas(layout, monkeypatch):
-    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "inductor")
+def test_fused_learnable_matches_the_float64_formulas(layout, backend, monkeypatch, request):
+    if backend == "cpp":
+        request.getfixturevalue("cpp_ready")
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend)
     gen = torch.Generator().manual_seed(3)
     shapes = {"nchw": (3, 4, 5, 6), "channels_last": (3, 4, 5, 6), "nc": (40, 4), "ncl": (3, 4, 7),
               "shared": (3, 4, 5, 6), "batch_of_one": (1, 4, 6, 5)}  # fmt: skip
@@ -422,7 +438,7 @@ def test_fused_learnable_matches_the_float64_formulas(layout, monkeypatch):
     params = [v.clone().requires_grad_(True) for v in values]
     x.requires_grad_(True)
     y = spocu(x, *params, c=c)
-    assert type(y.grad_fn).__name__ == "_FusedLearnableSPOCUBackward"
+    assert type(y.grad_fn).__name__ == LEARNABLE_NODES[backend]
     g_out = torch.randn(x.shape, dtype=torch.float64, generator=gen)
     y.backward(g_out)
     y_ref, grads_ref = _learnable_reference(x.detach().numpy(), g_out.numpy(), *(v.numpy() for v in values), c)
@@ -431,14 +447,15 @@ def test_fused_learnable_matches_the_float64_formulas(layout, monkeypatch):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10)
 
 
-def test_large_learnable_tensors_take_the_fused_path_and_save_only_the_input(monkeypatch):
-    monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
+@pytest.mark.parametrize("backend", ["auto", "inductor"])
+def test_learnable_tensors_take_the_fused_path_and_save_only_the_input(backend, cpp_ready, monkeypatch):
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend)
     m = SPOCU(learnable=True, num_parameters=8)
-    x = torch.randn(8, 8, 32, 32, requires_grad=True)  # 65536 elements >= the auto threshold
+    x = torch.randn(8, 8, 32, 32, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         y = m(x)
-    assert type(y.grad_fn).__name__ == "_FusedLearnableSPOCUBackward"
+    assert type(y.grad_fn).__name__ == LEARNABLE_NODES["cpp" if backend == "auto" else backend]
     big = [t for t in saved if t.numel() >= x.numel()]
     assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()
     y.sum().backward()

@@ -11,7 +11,7 @@ from spocu.core import SPOCUParams, h, r, r_prime, reference_spocu, reference_sp
 from spocu.torch import SPOCU, spocu
 
 
-@pytest.fixture(params=["eager", "inductor"])
+@pytest.fixture(params=["eager", "cpp", "inductor"])
 def learnable_path(request, monkeypatch):
     """The learnable path's plain ops, or its compiled kernels (forced for these small tensors)."""
     monkeypatch.setenv("SPOCU_TORCH_BACKEND", request.param)

@@ -107,8 +107,10 @@ def _learnable_pieces():
     return m, dict(m.named_parameters())
 
 
-@pytest.mark.parametrize("backend", ["eager", "inductor"])
-def test_learnable_module_under_torch_func_and_forward_ad(backend, monkeypatch):
+@pytest.mark.parametrize("backend", ["eager", "cpp", "inductor"])
+def test_learnable_module_under_torch_func_and_forward_ad(backend, monkeypatch, request):
+    if backend == "cpp":
+        request.getfixturevalue("cpp_ready")
     monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend)
     m, params = _learnable_pieces()
     x = torch.linspace(-6, 9, 3 * 4, dtype=torch.float64).reshape(4, 3)
@@ -132,13 +134,16 @@ def test_learnable_module_under_torch_func_and_forward_ad(backend, monkeypatch):
     _close(vmap(jacfwd(jacrev(lambda t: f(t.expand(1, 3)).sum() / 3)))(x.reshape(-1, 1)).flatten(), d2.flatten())
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
-def test_learnable_gradcheck_with_forward_ad_and_batched_grads(fused):
+@pytest.mark.parametrize("kernels", ["eager", "cpp", "inductor"])
+def test_learnable_gradcheck_with_forward_ad_and_batched_grads(kernels, request):
     from spocu.torch._learnable import spocu_tensor_params
+
+    if kernels == "cpp":
+        request.getfixturevalue("cpp_ready")
 
     x = torch.tensor([[-5.0, -0.9, 0.0], [0.3, 1.7, 8.0]], dtype=torch.float64, requires_grad=True)
     a, b, g = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in ([2.0], [0.4], [3.0]))
-    f = lambda *t: spocu_tensor_params(*t, 2.5, fused=fused)  # noqa: E731
+    f = lambda *t: spocu_tensor_params(*t, 2.5, path=kernels)  # noqa: E731
     assert torch.autograd.gradcheck(f, (x, a, b, g), check_forward_ad=True, check_batched_grad=True)
     assert torch.autograd.gradgradcheck(f, (x, a, b, g))
 
@@ -153,15 +158,15 @@ def _all_paths_grads(x: torch.Tensor, p: SPOCUParams, path: str):
         xx = x.clone().requires_grad_(True)
         _entry(entry, path, p)(xx).sum().backward()
         out[entry] = xx.grad
-    for fused in (False, True):
+    for kernels in ("eager", "cpp", "inductor"):
         from spocu.torch._learnable import spocu_tensor_params
 
         xx = x.clone().requires_grad_(True)
         params = [torch.tensor([v], dtype=x.dtype, requires_grad=True) for v in (p.alpha, p.beta, p.gamma)]
-        spocu_tensor_params(xx, *params, p.c, fused=fused).sum().backward()
-        out[f"learnable-{'fused' if fused else 'plain'}"] = xx.grad
+        spocu_tensor_params(xx, *params, p.c, path=kernels).sum().backward()
+        out[f"learnable-{kernels}"] = xx.grad
         for name, prm in zip("abg", params):
-            assert not torch.isnan(prm.grad).any(), (fused, name, prm.grad)
+            assert not torch.isnan(prm.grad).any(), (kernels, name, prm.grad)
     return out
 
 

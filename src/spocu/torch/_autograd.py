@@ -26,7 +26,7 @@ import torch
 
 from spocu.torch import _eager
 
-__all__ = ["SPOCUDerivative", "SPOCUFunction", "batched", "derivative"]
+__all__ = ["SPOCUDerivative", "SPOCUFunction", "apply_without_transforms", "batched", "derivative"]
 
 
 def batched(t: torch.Tensor, dim: int | None, batch_size: int) -> torch.Tensor:
@@ -72,6 +72,12 @@ class SPOCUFunction(torch.autograd.Function):
     def vmap(info, in_dims, x, k, kernels):
         # elementwise: the batch dimension is just one more dimension
         return SPOCUFunction.apply(x, k, kernels), in_dims[0]
+
+
+#: ``SPOCUFunction.apply`` without ``Function.apply``'s Python wrapper, which binds the arguments with
+#: ``inspect.signature`` on every call (~25 us) for setup_context-style Functions. Valid only where
+#: that wrapper would call it too: no torch.func transform active, no functorch-wrapped argument.
+apply_without_transforms = super(torch.autograd.Function, SPOCUFunction).apply
 
 
 class SPOCUDerivative(torch.autograd.Function):

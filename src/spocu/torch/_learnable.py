@@ -35,7 +35,7 @@ from collections.abc import Callable
 import torch
 
 from spocu.core import shifted_coefficients
-from spocu.torch import _inductor
+from spocu.torch import _cpp, _inductor
 from spocu.torch._constants import compute_dtype
 from spocu.torch._layout import dense_like, flat, is_plain
 
@@ -390,6 +390,40 @@ class _FusedLearnableSPOCU(torch.autograd.Function):
         return (out if needs[0] else None, *grads, None)
 
 
+class _CppLearnableSPOCU(_FusedLearnableSPOCU):
+    """Learnable SPOCU with the C++ kernels (:mod:`spocu.torch._cpp`); the formulas and the saved
+    tensors (x and the small parameters) of :class:`_FusedLearnableSPOCU`, whose ``jvp`` it keeps."""
+
+    @staticmethod
+    def forward(x, alpha, beta, gamma, c):
+        if is_plain(x, alpha, beta, gamma):  # else a legacy-vmap (gradcheck) batched tensor
+            channels = alpha.numel()
+            src = _layout_for(x.detach(), channels)
+            out = torch.empty_like(src)
+            if _cpp.learnable_forward(_as_acb(src, channels), _as_acb(out, channels), alpha, beta, gamma, c):
+                return out
+        return _plain_forward(x, *(_broadcast_shape(p, x) for p in (alpha, beta, gamma)), c)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, alpha, beta, gamma = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        params = (alpha, beta, gamma)
+        plain = torch.is_grad_enabled() and any(t.requires_grad for t in (grad_output, x, *params))
+        if not plain and is_plain(grad_output, x, *params):  # else double backward, or batched
+            channels = alpha.numel()
+            src = _layout_for(x, channels)
+            grad = dense_like(grad_output.to(x.dtype), src)
+            out = torch.empty_like(src)
+            blocks = [_as_acb(t, channels) for t in (grad, src, out)]
+            sums = _cpp.learnable_backward(*blocks, *params, ctx.c, _partial_cap(compute_dtype(x.dtype)))
+            if sums is not None:
+                grads = [total.reshape(p.shape).to(p.dtype) if need else None for total, p, need in zip(sums, params, needs[1:4])]
+                return (out if needs[0] else None, *grads, None)
+        grads = _plain_backward(grad_output, x, *(_broadcast_shape(p, x) for p in params), ctx.c, needs)
+        return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], params)), None)
+
+
 def _unshape(grad, param):
     return None if grad is None else grad.reshape(param.shape)
 
@@ -422,19 +456,22 @@ def spocu_tensor_params(
     beta: torch.Tensor,
     gamma: torch.Tensor,
     c: float,
-    fused: bool = False,
+    path: str = "eager",
     traced: bool = False,
 ):
     """SPOCU with tensor parameters (scalars or one per channel along dim 1).
 
-    ``fused=True`` (eager mode only; see :func:`spocu.torch._dispatch.resolve_learnable`)
-    uses the compiled kernels; ``traced=True`` gives the plain differentiable ops
-    ``torch.compile`` traces (Dynamo cannot trace the Functions' ``jvp``, and
-    AOTAutograd differentiates the graph itself).
+    ``path`` (eager mode only; see :func:`spocu.torch._dispatch.resolve_learnable`):
+    ``"cpp"`` runs the C++ kernels, ``"inductor"`` the compiled ones, ``"eager"`` the
+    plain ops; ``traced=True`` gives the plain differentiable ops ``torch.compile``
+    traces (Dynamo cannot trace the Functions' ``jvp``, and AOTAutograd
+    differentiates the graph itself).
     """
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
     if traced:
         return traced_forward(x, a, b, g, c)
-    if fused:
+    if path == "cpp" and all(t.is_cpu for t in (alpha, beta, gamma)):
+        return _CppLearnableSPOCU.apply(x, alpha, beta, gamma, c)
+    if path == "inductor":
         return _FusedLearnableSPOCU.apply(x, alpha, beta, gamma, c)
     return _LearnableSPOCU.apply(x, a, b, g, c)

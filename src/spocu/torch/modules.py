@@ -56,10 +56,9 @@ class SPOCU(nn.Module):
             1e-6 + (1 - 2e-6) * sigmoid(raw)), so every optimizer step keeps SPOCU valid;
             ``module.alpha`` etc. read the constrained values. Learnable
             parameters take fused kernels too (the backward reduces their
-            gradients per channel in the same pass), but these cost a few
-            times ReLU's time where fixed parameters cost about ReLU's, and
-            they compile once per input-layout pattern; double backward and
-            small tensors use plain ops.
+            gradients per channel in the same pass: the C++ kernels on CPU,
+            Inductor's elsewhere); double backward and ``torch.func``
+            transforms use plain ops.
             A learnable alpha and gamma must exceed 1e-6 and a learnable beta must
             lie in (1e-6, 1 - 1e-6), and each must be representable in the
             parameter dtype; other values raise :class:`ValueError`.

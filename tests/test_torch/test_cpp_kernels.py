@@ -1,0 +1,227 @@
+"""The C++ CPU kernels' life cycle: built in the background, cached on disk, loaded, or replaced by plain ops.
+
+Each scenario runs in a fresh Python process with its own cache directory, as a
+user's first script would. Wall-clock bounds are not asserted (see
+``spocu bench --sections latency``); what is asserted is what a caller can
+observe: correct values at once, the state ``spocu.torch.kernel_status()``
+reports, and which kernel module served a call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad
+from spocu.torch import _cpp, spocu
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+# the scenario prelude: a float64 input, its reference values, and a checker
+PRELUDE = textwrap.dedent(
+    """
+    import json, os, sys, threading, warnings
+    import numpy as np
+    import torch
+    import spocu.torch as spocu_torch
+    from spocu.core import reference_spocu, reference_spocu_grad
+    from spocu.torch import spocu
+
+    X = torch.linspace(-9, 9, 3001, dtype=torch.float64)
+
+    def call_and_check(x=X):
+        x = x.clone().requires_grad_(True)
+        y = spocu(x)
+        y.sum().backward()
+        np.testing.assert_allclose(y.detach().numpy(), reference_spocu(x.detach().numpy()), rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(x.grad.numpy(), reference_spocu_grad(x.detach().numpy()), rtol=1e-10, atol=1e-12)
+        return y.grad_fn.kernels.__name__.rsplit(".", 1)[-1]  # the kernel module that served the call
+
+    out = {}
+    """
+)
+
+
+def run_scenario(body: str, cache: Path, **env: str) -> dict:
+    """Run PRELUDE + body in a fresh interpreter; the body fills the dict ``out``, returned here."""
+    script = PRELUDE + textwrap.dedent(body) + "\nprint('RESULT=' + json.dumps(out))\n"
+    full_env = {**os.environ, "PYTHONPATH": SRC, "SPOCU_CACHE_DIR": str(cache), **env}
+    full_env.pop("SPOCU_TORCH_BACKEND", None)
+    proc = subprocess.run([sys.executable, "-c", script], env=full_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT=")][-1]
+    return json.loads(line.removeprefix("RESULT="))
+
+
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory):
+    """A cache directory holding a built library (built by a first, cold process)."""
+    cache = tmp_path_factory.mktemp("spocu-cache-warm")
+    result = run_scenario(
+        """
+        out["first_state"] = spocu_torch.kernel_status()["state"]
+        out["first_node"] = call_and_check()
+        out["after_first_call"] = spocu_torch.kernel_status()["state"]
+        out["built"] = spocu_torch.build_kernels(timeout=600)
+        out["later_node"] = call_and_check()
+        """,
+        cache,
+    )
+    return cache, result
+
+
+def test_cold_cache_first_call_is_served_by_plain_ops_then_the_kernels(warm_cache):
+    cache, result = warm_cache
+    assert result["first_state"] == "idle"  # importing spocu builds nothing
+    # the first call starts the build and does not wait for it
+    assert result["after_first_call"] in ("building", "ready")
+    if result["after_first_call"] == "building":
+        assert result["first_node"] == "_eager"  # the plain ops served it
+    assert result["built"]["state"] == "ready", result["built"]
+    assert result["later_node"] == "_cpp"
+    library = Path(result["built"]["library"])
+    assert library.parent == cache and library.exists()
+    assert not list(cache.glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_warm_cache_first_call_uses_the_kernels(warm_cache):
+    cache, _ = warm_cache
+    result = run_scenario(
+        """
+        out["first_node"] = call_and_check()
+        out["state"] = spocu_torch.kernel_status()["state"]
+        """,
+        cache,
+    )
+    assert result == {"first_node": "_cpp", "state": "ready"}
+
+
+def test_no_compiler_warns_once_and_uses_plain_ops(tmp_path):
+    result = run_scenario(
+        """
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            nodes = [call_and_check() for _ in range(3)]
+        out["nodes"] = nodes
+        out["warnings"] = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        out["status"] = spocu_torch.kernel_status()
+        """,
+        tmp_path,
+        PATH=str(tmp_path),  # no compiler on the PATH
+        CXX="",
+    )
+    assert result["nodes"] == ["_eager"] * 3
+    assert len(result["warnings"]) == 1 and "no C++ compiler found" in result["warnings"][0]
+    assert result["status"]["state"] == "failed"
+
+
+def test_a_broken_compiler_is_reported_once_after_the_build_fails(tmp_path):
+    fake = tmp_path / "bin" / "c++"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'fake compiler: internal error' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    result = run_scenario(
+        """
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out["first"] = call_and_check()
+            out["status"] = spocu_torch.build_kernels(timeout=120)
+            out["later"] = [call_and_check() for _ in range(2)]
+        out["warnings"] = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        """,
+        tmp_path / "cache",
+        CXX=str(fake),
+    )
+    assert result["status"]["state"] == "failed" and "internal error" in result["status"]["reason"]
+    assert result["later"] == ["_eager"] * 2
+    assert len(result["warnings"]) == 1 and "internal error" in result["warnings"][0]
+    assert not list((tmp_path / "cache").glob("*.so"))
+
+
+def test_threads_racing_on_a_cold_cache_all_get_correct_results(tmp_path):
+    result = run_scenario(
+        """
+        errors = []
+        def work():
+            try:
+                for _ in range(20):
+                    call_and_check()
+            except Exception as exc:
+                errors.append(repr(exc))
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        out["errors"] = errors
+        out["state"] = spocu_torch.build_kernels(timeout=600)["state"]
+        out["later"] = call_and_check()
+        """,
+        tmp_path,
+    )
+    assert result == {"errors": [], "state": "ready", "later": "_cpp"}
+    assert len(list(tmp_path.glob("*.so"))) == 1
+
+
+def test_a_process_forked_during_the_build_gets_the_kernels(tmp_path):
+    result = run_scenario(
+        """
+        import multiprocessing as mp
+
+        def child(queue):
+            node = call_and_check()
+            status = spocu_torch.build_kernels(timeout=600)
+            queue.put((node, status["state"], call_and_check()))
+
+        call_and_check()  # starts the build
+        out["parent_state_at_fork"] = spocu_torch.kernel_status()["state"]
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=child, args=(queue,))
+        proc.start()
+        out["child"] = queue.get(timeout=600)
+        proc.join(60)
+        out["exitcode"] = proc.exitcode
+        out["parent"] = spocu_torch.build_kernels(timeout=600)["state"]
+        """,
+        tmp_path,
+    )
+    assert result["exitcode"] == 0
+    assert result["child"][1:] == ["ready", "_cpp"]
+    assert result["parent"] == "ready"
+
+
+def test_a_wrong_library_is_refused_by_the_self_check(cpp_ready, monkeypatch):
+    """A miscompiled library must never serve: the load-time comparison with the plain ops catches it."""
+    table = dict(_cpp._lib)
+    real = table["forward", torch.float64]
+
+    def wrong(x_ptr, y_ptr, n, tab, threads):  # writes s(x) * (1 + 1e-6): close, but wrong
+        real(x_ptr, y_ptr, n, tab, threads)
+        np.frombuffer((ctypes.c_double * n).from_address(y_ptr), dtype=np.float64)[:] *= 1 + 1e-6
+
+    table["forward", torch.float64] = wrong
+    with pytest.raises(RuntimeError, match="disagree with the plain ops"):
+        _cpp._self_check(table)
+
+
+def test_every_dtype_matches_the_plain_ops_and_the_reference(cpp_ready):
+    params = SPOCUParams(c=1.5)
+    x64 = torch.linspace(-8, 8, 5001, dtype=torch.float64)
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 2e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)):
+        x = x64.to(dtype).detach().requires_grad_(True)
+        y = x.view(-1)  # a non-leaf input, as inside a network
+        out = spocu(y, **params.as_dict(), backend="cpp")
+        out.backward(torch.ones_like(out))
+        xs = x.detach().double().numpy()
+        np.testing.assert_allclose(out.detach().double().numpy(), reference_spocu(xs, **params.as_dict()),
+                                   rtol=rtol, atol=rtol)  # fmt: skip
+        np.testing.assert_allclose(x.grad.double().numpy(), reference_spocu_grad(xs, **params.as_dict()),
+                                   rtol=rtol, atol=rtol)  # fmt: skip
