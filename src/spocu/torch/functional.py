@@ -32,15 +32,32 @@ __all__ = ["spocu"]
 
 
 def _exporting() -> bool:
-    """True while ``torch.export`` or the ONNX exporter records: the graph must hold standard ops only."""
-    return torch.compiler.is_exporting() or _onnx_exporting()
+    """True while ``torch.export`` or the ONNX exporter records: the graph must hold standard ops only.
+
+    Under a plain ``torch.compile`` this is False: the TorchScript ONNX exporter does not run
+    Dynamo, and the Dynamo ONNX exporter goes through ``torch.export``.
+    """
+    if _torch_export_running():
+        return True
+    return not torch.compiler.is_compiling() and _onnx_exporting()
+
+
+def _torch_export_running() -> bool:
+    """``torch.compiler.is_exporting()``, read from the flag it returns.
+
+    Dynamo in torch 2.11 answers the call itself with True under a plain ``torch.compile``
+    (seen on an H200 with torch 2.11.0+cu130), which sent compiled models down the export
+    path; the module attribute is traced as its real value.
+    """
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    return torch.compiler.is_exporting() if flag is None else bool(flag)
 
 
 def _onnx_exporting() -> bool:
     """``torch.onnx.is_in_onnx_export()`` without its ~3 us of imports on every eager call."""
     if "torch.onnx" not in sys.modules:  # no exporter is loaded, so none is running
         return False
-    flags = None if torch.compiler.is_compiling() else _onnx_flags()  # Dynamo traces only the public function
+    flags = _onnx_flags()
     return flags() if flags is not None else torch.onnx.is_in_onnx_export()
 
 
@@ -93,6 +110,14 @@ def _check_traced(alpha, beta, gamma, c) -> None:
         raise ValueError(f"SPOCU parameter gamma={gamma} is out of range: gamma must be finite and > 0")
     if not (c >= 1):
         raise ValueError(f"SPOCU parameter c={c} is out of range: c must satisfy 1 <= c <= inf")
+
+
+def _traced_c(c) -> float:
+    """``c`` checked with comparisons only (a symbolic float under ``torch.compile(dynamic=True)``)."""
+    c = math.inf if c is None else c
+    if not (c >= 1):
+        raise ValueError(f"SPOCU parameter c={c} is out of range: c must satisfy 1 <= c <= inf")
+    return c
 
 
 def _traced_spocu(x: torch.Tensor, alpha, beta, gamma, c, backend: str | None) -> torch.Tensor:
@@ -166,8 +191,14 @@ def spocu(
                 return _cpp.forward(x, k)  # nothing to record: no autograd.Function (~6 us)
             return apply_without_transforms(x, k, _cpp)
     tracing = torch.compiler.is_compiling() or _exporting()
+    if tracing and x.is_cuda and not _exporting():
+        # Compiled graphs of SPOCU on CUDA gave wrong gradients (relative error 1 for the layers
+        # before SPOCU; forward exact) on an H200 with torch 2.11: until the compiled CUDA path is
+        # proven, SPOCU runs outside the graph there (a graph break; an error under fullgraph=True)
+        return _spocu_outside_the_graph(x, alpha, beta, gamma, c, backend=backend)
     if any(isinstance(p, torch.Tensor) for p in (alpha, beta, gamma)):
-        c = SPOCUParams(c=c).c  # validate c; tensors are the caller's (or the module's) job
+        # validate c (tensors are the caller's, or the module's, job); traced: comparisons only
+        c = _traced_c(c) if tracing else SPOCUParams(c=c).c
         alpha, beta, gamma = (
             p if isinstance(p, torch.Tensor) else torch.tensor(float(p), dtype=x.dtype, device=x.device)
             for p in (alpha, beta, gamma)
@@ -183,3 +214,9 @@ def spocu(
     if not _cpp.transforms_active() and is_plain(x):
         return apply_without_transforms(x, k, kernels)
     return SPOCUFunction.apply(x, k, kernels)
+
+
+@torch.compiler.disable(recursive=True)
+def _spocu_outside_the_graph(x, alpha, beta, gamma, c, *, backend):
+    """:func:`spocu` in eager mode, called from a compiled region (see the CUDA note in :func:`spocu`)."""
+    return spocu(x, alpha, beta, gamma, c, backend=backend)
