@@ -216,7 +216,15 @@ def spocu(
     return SPOCUFunction.apply(x, k, kernels)
 
 
-@torch.compiler.disable(recursive=True)
 def _spocu_outside_the_graph(x, alpha, beta, gamma, c, *, backend):
-    """:func:`spocu` in eager mode, called from a compiled region (see the CUDA note in :func:`spocu`)."""
-    return spocu(x, alpha, beta, gamma, c, backend=backend)
+    """:func:`spocu` in eager mode, called from a compiled region (see the CUDA note in :func:`spocu`).
+
+    ``torch.compiler.disable`` is applied here, at the first call under a compiler, not at import:
+    it imports Dynamo (and with it Triton, which aborts a process that loaded TensorFlow first).
+    """
+    return _eager_from_graph()(x, alpha, beta, gamma, c, backend=backend)
+
+
+@lru_cache(maxsize=1)
+def _eager_from_graph():
+    return torch.compiler.disable(spocu, recursive=True)
