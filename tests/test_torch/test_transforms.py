@@ -233,6 +233,47 @@ def test_compile_fullgraph_over_batch_sizes_and_changing_float_parameters(learna
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+class _AliasRecorder(torch.overrides.TorchFunctionMode):
+    """Records every op whose result is one of its own inputs (a no-op ``.to``, an in-place op)."""
+
+    def __init__(self):
+        super().__init__()
+        self.aliases: list[tuple[str, torch.Tensor]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and any(out is a for a in args):
+            self.aliases.append((getattr(func, "__name__", repr(func)), out))
+        return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_the_traced_function_computes_its_output_without_aliasing_an_input(dtype):
+    """What Dynamo traces (``_CompiledSPOCU``) returns no alias of an intermediate, in every dtype.
+
+    torch 2.11 sends the gradient of an ``autograd.Function`` whose forward returns a no-op
+    ``.to()`` (or an in-place result) to the wrong slot under ``torch.compile``: the layers before
+    SPOCU got zero gradients (the compile test above fails there). This holds the line on any torch.
+    """
+    from spocu.torch._learnable import _CompiledSPOCU
+    from spocu.core import shifted_coefficients
+
+    ctype = torch.float32 if dtype == torch.bfloat16 else dtype
+    alpha, beta, gamma = (torch.tensor(v, dtype=ctype) for v in (3.0937, 0.6653, 4.437))
+    d = torch.stack(shifted_coefficients(beta), dim=-1)
+    c = torch.tensor(2.0, dtype=ctype)
+    x = torch.linspace(-4, 12, 9, dtype=dtype)
+    recorder = _AliasRecorder()
+    with recorder:
+        y = _CompiledSPOCU.forward(x, alpha, beta, gamma, d, c)
+    in_place = [name for name, _ in recorder.aliases if name.endswith("_") and not name.startswith("__")]
+    assert in_place == []
+    assert not any(y is alias for _, alias in recorder.aliases), "the output is a no-op alias of an intermediate"
+    want = reference_spocu(x.double().numpy(), 3.0937, 0.6653, 4.437, 2.0)
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
+    np.testing.assert_allclose(y.double().numpy(), want, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("learnable", [False, True], ids=["fixed", "learnable"])
 def test_jit_trace_passes_its_check_and_matches_eager(learnable):
     net = _net(learnable)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from spocu.torch import _eager
+from spocu.torch._constants import in_dtype
 
 __all__ = ["SPOCUDerivative", "SPOCUFunction", "apply_without_transforms", "batched", "derivative"]
 
@@ -99,7 +100,7 @@ class SPOCUDerivative(torch.autograd.Function):
     def _curvature_term(scale: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, k) -> torch.Tensor:
         """scale * grad * s''(x) in x's dtype (computed in the compute dtype)."""
         ctype = _eager.compute_dtype(x.dtype)
-        return (scale.to(ctype) * grad.to(ctype) * _eager.second_derivative(x, k)).to(x.dtype)
+        return in_dtype(scale.to(ctype) * grad.to(ctype) * _eager.second_derivative(x, k), x.dtype)
 
     @staticmethod
     def backward(ctx, grad_grad):

@@ -32,7 +32,7 @@ import torch
 
 from spocu.core import SPOCUParams, shifted_coefficients
 
-__all__ = ["KernelConstants", "compute_dtype", "derive_constants", "kernel_constants"]
+__all__ = ["KernelConstants", "compute_dtype", "derive_constants", "in_dtype", "kernel_constants"]
 
 #: P' is capped where its leading term reaches this fraction of the dtype's maximum
 _CAP_HEADROOM = 1.0 / 16.0
@@ -41,6 +41,18 @@ _CAP_HEADROOM = 1.0 / 16.0
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float16/bfloat16 are computed in float32 (opmath); float32/float64 as they are."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def in_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``y.to(dtype)``, but ``y`` itself (not a no-op alias of it) when it already has that dtype.
+
+    What an ``autograd.Function.forward`` returns must not be a no-op ``.to`` of one of its
+    own intermediates: torch 2.11's Dynamo then lists the intermediate and the alias as
+    two outputs of one tensor and sends the incoming gradient to the wrong slot, so every
+    layer before SPOCU got a zero gradient under ``torch.compile`` (pytorch/pytorch#180642,
+    same mechanism; found with torch 2.11.0 on CPU and CUDA, correct in 2.13).
+    """
+    return y if y.dtype == dtype else y.to(dtype)
 
 
 class KernelConstants(NamedTuple):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from spocu.torch._constants import KernelConstants, compute_dtype
+from spocu.torch._constants import KernelConstants, compute_dtype, in_dtype
 
 __all__ = [
     "backward",
@@ -56,7 +56,7 @@ def _clamp(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
 def forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     """s(x) in x's dtype (computed in float32 for half types); not differentiable."""
     xc = _clamp(x.to(compute_dtype(x.dtype)), k)
-    return _horner(xc, k.value, shift=True, inplace=True).to(x.dtype)
+    return in_dtype(_horner(xc, k.value, shift=True, inplace=True), x.dtype)
 
 
 def differentiable_forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
@@ -69,7 +69,7 @@ def differentiable_forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     lo = torch.full((), k.lo, dtype=w.dtype, device=w.device)
     upper = torch.where(w >= k.hi, torch.full((), k.hi, dtype=w.dtype, device=w.device), w)
     xc = torch.where(w <= k.lo, lo, upper)
-    return _horner(xc, k.value, shift=True, inplace=False).to(x.dtype)
+    return in_dtype(_horner(xc, k.value, shift=True, inplace=False), x.dtype)
 
 
 def _outside(work: torch.Tensor, k: KernelConstants) -> torch.Tensor:
@@ -88,7 +88,7 @@ def backward(grad_output: torch.Tensor, x: torch.Tensor, k: KernelConstants) -> 
     # for c = inf, cap x where s' would overflow: a finite x then never gives NaN
     ds = _horner(torch.clamp(work, min=k.lo, max=k.cap), k.slope, shift=False, inplace=True)
     ds.masked_fill_(_outside(work, k), 0.0)
-    return (ds * grad_output).to(x.dtype)  # out of place: grad may be batched (vmap) where x is not
+    return in_dtype(ds * grad_output, x.dtype)  # out of place: grad may be batched (vmap) where x is not
 
 
 def second_derivative(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:

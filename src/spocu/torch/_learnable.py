@@ -36,7 +36,7 @@ import torch
 
 from spocu.core import shifted_coefficients
 from spocu.torch import _cpp, _inductor
-from spocu.torch._constants import compute_dtype
+from spocu.torch._constants import compute_dtype, in_dtype
 from spocu.torch._layout import dense_like, flat, is_plain
 
 __all__ = ["differentiable_forward", "spocu_tensor_params", "traced_forward"]
@@ -100,7 +100,7 @@ def _plain_backward(grad_output, x, alpha, beta, gamma, c, needs):
     d_x, d_alpha, d_beta, d_gamma = _partials(x, alpha, beta, gamma, c)
     gout = grad_output.to(d_x.dtype)
     return (
-        (gout * d_x).to(x.dtype) if needs[0] else None,
+        in_dtype(gout * d_x, x.dtype) if needs[0] else None,
         _reduce(gout * d_alpha, alpha) if needs[1] else None,
         _reduce(gout * d_beta, beta) if needs[2] else None,
         _reduce(gout * d_gamma, gamma) if needs[3] else None,
@@ -114,7 +114,7 @@ def _jvp(x, alpha, beta, gamma, c, tangents):
         if tangent is not None:
             term = tangent.to(partial.dtype) * partial
             out = term if out is None else out + term
-    return out.to(x.dtype)
+    return in_dtype(out, x.dtype)
 
 
 def _plain_forward(x, alpha, beta, gamma, c):
@@ -123,7 +123,7 @@ def _plain_forward(x, alpha, beta, gamma, c):
     t, _ = _pieces(x.to(ctype), beta.to(ctype), gamma.to(ctype), c)
     d = shifted_coefficients(beta.to(ctype))
     y = alpha.to(ctype) * t * _poly(t, d)
-    return y.to(x.dtype)
+    return in_dtype(y, x.dtype)
 
 
 def differentiable_forward(x, alpha, beta, gamma, c):
@@ -156,7 +156,7 @@ class _CompiledSPOCU(torch.autograd.Function):
     def forward(x, alpha, beta, gamma, d, c):
         ctype = compute_dtype(x.dtype)
         t = _where_pieces(x.to(ctype) / gamma, beta, c)
-        return (alpha * t * _poly(t, list(d.unbind(-1)))).to(x.dtype)
+        return in_dtype(alpha * t * _poly(t, list(d.unbind(-1))), x.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -176,7 +176,7 @@ class _CompiledSPOCU(torch.autograd.Function):
         gout = grad_output.to(ctype)
         needs = ctx.needs_input_grad
         return (
-            (gout * (alpha / gamma) * dr).to(x.dtype) if needs[0] else None,
+            in_dtype(gout * (alpha / gamma) * dr, x.dtype) if needs[0] else None,
             _reduce(gout * t * _poly(t, list(d.unbind(-1))), alpha) if needs[1] else None,
             _reduce(gout * alpha * (dr - _r_prime(beta)), beta) if needs[2] else None,
             _reduce(-gout * alpha * dr * t / gamma, gamma) if needs[3] else None,

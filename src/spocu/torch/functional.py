@@ -191,11 +191,6 @@ def spocu(
                 return _cpp.forward(x, k)  # nothing to record: no autograd.Function (~6 us)
             return apply_without_transforms(x, k, _cpp)
     tracing = torch.compiler.is_compiling() or _exporting()
-    if tracing and x.is_cuda and not _exporting():
-        # Compiled graphs of SPOCU on CUDA gave wrong gradients (relative error 1 for the layers
-        # before SPOCU; forward exact) on an H200 with torch 2.11: until the compiled CUDA path is
-        # proven, SPOCU runs outside the graph there (a graph break; an error under fullgraph=True)
-        return _spocu_outside_the_graph(x, alpha, beta, gamma, c, backend=backend)
     if any(isinstance(p, torch.Tensor) for p in (alpha, beta, gamma)):
         # validate c (tensors are the caller's, or the module's, job); traced: comparisons only
         c = _traced_c(c) if tracing else SPOCUParams(c=c).c
@@ -215,16 +210,3 @@ def spocu(
         return apply_without_transforms(x, k, kernels)
     return SPOCUFunction.apply(x, k, kernels)
 
-
-def _spocu_outside_the_graph(x, alpha, beta, gamma, c, *, backend):
-    """:func:`spocu` in eager mode, called from a compiled region (see the CUDA note in :func:`spocu`).
-
-    ``torch.compiler.disable`` is applied here, at the first call under a compiler, not at import:
-    it imports Dynamo (and with it Triton, which aborts a process that loaded TensorFlow first).
-    """
-    return _eager_from_graph()(x, alpha, beta, gamma, c, backend=backend)
-
-
-@lru_cache(maxsize=1)
-def _eager_from_graph():
-    return torch.compiler.disable(spocu, recursive=True)
