@@ -3,8 +3,9 @@
 Each measurement is a new Python process (``python -c``), so nothing is imported or compiled
 yet. It times ``import spocu.torch``, then forward+backward of 2^20 float32 elements: the first
 and the second call of the default path (what every new script, notebook kernel and test
-process pays), and the first call of the fused path (``backend="inductor"`` on CPU,
-``"triton"`` on CUDA). *Cold*: empty ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR``
+process pays), on CPU when the C++ kernels the default path uses are built (cold) or loaded
+(warm) in the background and a call they serve, and the first call of the fused path (``backend="inductor"`` on CPU,
+``"triton"`` on CUDA). *Cold*: empty ``TORCHINDUCTOR_CACHE_DIR``, ``TRITON_CACHE_DIR`` and ``SPOCU_CACHE_DIR``
 (fresh temporary directories); *warm*: a second process on the caches the cold one filled.
 """
 
@@ -40,6 +41,12 @@ def call(**kw):
     sync()
     return time.perf_counter() - start
 out = {"import_s": t1 - t0, "first_call_s": call(), "second_call_s": call(), "fused_backend": fused}
+if not device.startswith("cuda"):  # the C++ kernels: built (cold) or loaded (warm) in the background
+    status = spocu.torch._cpp.build(timeout=600)
+    out["cpp_ready_after_s"] = time.perf_counter() - t1
+    out["cpp_state"] = status["state"]
+    out["default_call_when_ready_s"] = call()
+    out["default_backend_when_ready"] = spocu.torch._dispatch.resolve_backend(torch.zeros(1))
 try:
     out["fused_first_call_s"] = call(backend=fused)
     out["fused_second_call_s"] = call(backend=fused)
@@ -56,7 +63,7 @@ print("@@" + json.dumps(out))
 def measure_first_call(device: str, cache: str, timeout: float = 900) -> dict[str, Any]:
     """One fresh process timing the first calls with compiler caches under ``cache``."""
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"),
-               TRITON_CACHE_DIR=os.path.join(cache, "triton"))  # fmt: skip
+               TRITON_CACHE_DIR=os.path.join(cache, "triton"), SPOCU_CACHE_DIR=os.path.join(cache, "spocu"))  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", _CODE, device], env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
     payload = [line for line in proc.stdout.splitlines() if line.startswith("@@")]

@@ -54,9 +54,13 @@ def tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[s
         out.append(("Seed CNN, CIFAR-10 shape, batch 100: one training step (median)", header, body))
     lat = [r for r in rows if r.get("section") == "latency"]
     if lat:
-        header = ["compiler cache", "import spocu.torch s", "first call s", "second call s", "fused path",
+        header = ["compiler cache", "import spocu.torch s", "first call s", "second call s",
+                  "C++ kernels ready after s", "call once ready s (kernel)", "fused path",
                   "first fused call s", "second fused call s"]  # fmt: skip
         body = [[r["cache"], fmt(r["import_s"]), fmt(r["first_call_s"]), fmt(r["second_call_s"]),
+                 fmt(r.get("cpp_ready_after_s")),
+                 fmt(r.get("default_call_when_ready_s")) + (f" ({r['default_backend_when_ready']})"
+                                                            if "default_backend_when_ready" in r else ""),
                  r.get("fused_backend", "-") + ("" if "fused_error" not in r else f" (failed: {r['fused_error']})"),
                  fmt(r.get("fused_first_call_s")), fmt(r.get("fused_second_call_s"))] for r in lat]  # fmt: skip
         out.append(("First SPOCU call in a fresh process (2^20 float32, fwd+bwd)", header, body))

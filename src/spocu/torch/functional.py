@@ -22,7 +22,7 @@ from functools import lru_cache
 import torch
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params
-from spocu.torch import _cpp, _dispatch, _eager, _ops  # noqa: F401 -- _ops registers torch.ops.spocu.*
+from spocu.torch import _cpp, _dispatch, _eager, _ops, _triton  # noqa: F401 -- _ops registers torch.ops.spocu.*
 from spocu.torch._autograd import SPOCUFunction, apply_without_transforms
 from spocu.torch._constants import KernelConstants, compute_dtype, kernel_constants
 from spocu.torch._layout import is_plain
@@ -79,16 +79,16 @@ try:  # os.environ's own store: ~0.05 us a lookup instead of ~1 us for `in os.en
 except AttributeError:  # another Python's os module
     _ENVIRON_DATA, _ENV_KEY = os.environ, _dispatch.ENV_VAR
 
-#: validated constants by (alpha, beta, gamma, c, dtype) for the calls the C++ kernels serve
-_CPP_CONSTANTS: dict[tuple, KernelConstants] = {}
+#: (validated constants, kernel module) by (alpha, beta, gamma, c, dtype, device type) for the
+#: calls the fused kernels serve (C++ on CPU, Triton on CUDA): the common call skips validation
+#: and dispatch (~1 us of checks instead of ~10-20)
+_FAST_CALLS: dict[tuple, tuple[KernelConstants, object]] = {}
 
 
 def _fast_path_possible(x: torch.Tensor, backend: str | None) -> bool:
-    """The common eager call: default backend, a CPU tensor, the C++ kernels loaded, no tracer."""
+    """The common eager call: default backend, no tracer, no environment override."""
     return (
         backend is None
-        and x.is_cpu
-        and _cpp._lib is not None
         and _ENV_KEY not in _ENVIRON_DATA
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
@@ -180,16 +180,17 @@ def spocu(
     """
     if type(x) is not torch.Tensor or not x.is_floating_point():
         x = _as_float_input(x)
-    # the common call first: float parameters seen before, served by the C++ kernels; ~1 us of checks
-    # instead of ~10 (every other call takes the general path below, which fills _CPP_CONSTANTS)
+    # the common call first: float parameters seen before, served by the fused kernels
+    # (every other call takes the general path below, which fills _FAST_CALLS)
     if type(alpha) is float and type(beta) is float and type(gamma) is float and _fast_path_possible(x, backend):
-        k = _CPP_CONSTANTS.get((alpha, beta, gamma, c, x.dtype))
-        if k is not None:
+        hit = _FAST_CALLS.get((alpha, beta, gamma, c, x.dtype, x.device.type))
+        if hit is not None:
+            k, kernels = hit
             if _cpp.transforms_active() or not is_plain(x):
-                return SPOCUFunction.apply(x, k, _cpp)
+                return SPOCUFunction.apply(x, k, kernels)
             if not (x.requires_grad and torch.is_grad_enabled()):
-                return _cpp.forward(x, k)  # nothing to record: no autograd.Function (~6 us)
-            return apply_without_transforms(x, k, _cpp)
+                return kernels.forward(x, k)  # nothing to record: no autograd.Function (~6 us)
+            return apply_without_transforms(x, k, kernels)
     tracing = torch.compiler.is_compiling() or _exporting()
     if any(isinstance(p, torch.Tensor) for p in (alpha, beta, gamma)):
         # validate c (tensors are the caller's, or the module's, job); traced: comparisons only
@@ -204,8 +205,8 @@ def spocu(
         return _traced_spocu(x, alpha, beta, gamma, c, backend)
     k = kernel_constants(cached_params(alpha, beta, gamma, c), x.dtype)
     kernels = _dispatch.resolve(x, backend)
-    if kernels is _cpp and type(c) is float and len(_CPP_CONSTANTS) < 1024 and _fast_path_possible(x, backend):
-        _CPP_CONSTANTS[(alpha, beta, gamma, c, x.dtype)] = k
+    if (kernels is _cpp or kernels is _triton) and type(c) is float and len(_FAST_CALLS) < 1024 and _fast_path_possible(x, backend):
+        _FAST_CALLS[(alpha, beta, gamma, c, x.dtype, x.device.type)] = (k, kernels)
     if not _cpp.transforms_active() and is_plain(x):
         return apply_without_transforms(x, k, kernels)
     return SPOCUFunction.apply(x, k, kernels)
