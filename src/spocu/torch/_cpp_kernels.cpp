@@ -236,7 +236,9 @@ void fixed_backward(const void* gv, const void* xv, void* ov, int64_t n, const d
 
 template <class Cc>
 struct Channel {
-  Cc alpha, beta, gamma, lower, upper, t_cap, slope_at_beta, scale;  // scale = alpha / gamma, t_cap = cap - beta
+  // scale = alpha / gamma, t_cap = cap - beta; x * inv_gamma, not x / gamma: a division costs as
+  // much as the rest of the forward (within 1 ulp of x / gamma)
+  Cc alpha, beta, gamma, inv_gamma, lower, upper, t_cap, slope_at_beta, scale;
   Cc d[8];
 };
 
@@ -256,6 +258,7 @@ std::vector<Channel<Cc>> channels(int64_t count, const double* params, double c,
     ch.alpha = Cc(params[k]);
     ch.beta = Cc(beta);
     ch.gamma = Cc(params[2 * count + k]);
+    ch.inv_gamma = Cc(1) / ch.gamma;
     ch.lower = -ch.beta;
     ch.upper = Cc(c) - ch.beta;  // +inf for c = inf
     ch.t_cap = Cc(cap) - ch.beta;
@@ -275,12 +278,12 @@ std::vector<Channel<Cc>> channels(int64_t count, const double* params, double c,
 // compiler vectorizes the loop (it does not through a struct); noinline: one vectorized copy.
 template <class Cc>
 __attribute__((noinline)) void learnable_row_forward(const Channel<Cc>& ch, const Cc* x, Cc* y, int64_t B) {
-  const Cc alpha = ch.alpha, gamma = ch.gamma, lower = ch.lower, upper = ch.upper;
+  const Cc alpha = ch.alpha, inv_gamma = ch.inv_gamma, lower = ch.lower, upper = ch.upper;
   const Cc d1 = ch.d[0], d2 = ch.d[1], d3 = ch.d[2], d4 = ch.d[3], d5 = ch.d[4], d6 = ch.d[5], d7 = ch.d[6],
            d8 = ch.d[7];
 #pragma omp simd
   for (int64_t b = 0; b < B; ++b) {
-    const Cc t_raw = x[b] / gamma;
+    const Cc t_raw = x[b] * inv_gamma;
     const Cc t = t_raw < lower ? lower : (t_raw > upper ? upper : t_raw);
     Cc acc = d8 * t + d7;  // sum_k d_k t^(k-1), Horner as _learnable._poly
     acc = acc * t + d6;
@@ -297,7 +300,7 @@ __attribute__((noinline)) void learnable_row_forward(const Channel<Cc>& ch, cons
 template <class Cc>
 __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, const Cc* g, const Cc* x, Cc* out,
                                                       int64_t B, double* sums) {
-  const Cc alpha = ch.alpha, beta = ch.beta, gamma = ch.gamma, lower = ch.lower, upper = ch.upper;
+  const Cc alpha = ch.alpha, beta = ch.beta, inv_gamma = ch.inv_gamma, lower = ch.lower, upper = ch.upper;
   const Cc scale = ch.scale, slope_at_beta = ch.slope_at_beta, t_cap = ch.t_cap;
   const Cc d1 = ch.d[0], d2 = ch.d[1], d3 = ch.d[2], d4 = ch.d[3], d5 = ch.d[4], d6 = ch.d[5], d7 = ch.d[6],
            d8 = ch.d[7];
@@ -306,7 +309,7 @@ __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, con
   alignas(64) Cc pa[kLanes] = {}, pb[kLanes] = {}, pg[kLanes] = {};
   auto element = [&](int64_t b, int lane) {
     const Cc gout = g[b];
-    const Cc t_raw = x[b] / gamma;
+    const Cc t_raw = x[b] * inv_gamma;
     const Cc t_in = t_raw < lower ? lower : (t_raw > upper ? upper : t_raw);
     const Cc t = t_in > t_cap ? t_cap : t_in;  // where r' would overflow: as torch.minimum, NaN stays NaN
     const bool outside = (t_raw <= lower) | (t_raw >= upper);
@@ -322,10 +325,11 @@ __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, con
     acc = acc * t + d3;
     acc = acc * t + d2;
     acc = acc * t + d1;
-    out[b] = gout * scale * dr;
+    const Cc dx = gout * scale * dr;
+    out[b] = dx;
     pa[lane] += gout * t * acc;
     pb[lane] += gout * alpha * (dr - slope_at_beta);
-    pg[lane] += -gout * alpha * dr * t / gamma;
+    pg[lane] -= dx * t;  // -gout * (alpha / gamma) * dr * t
   };
   int64_t b = 0;
   for (; b + kLanes <= B; b += kLanes) {
@@ -344,10 +348,11 @@ __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, con
 // at a time, vectorized across channels, the channels' numbers as arrays.
 template <class Cc>
 struct ChannelArrays {
-  std::vector<Cc> alpha, beta, gamma, lower, upper, t_cap, slope_at_beta, scale, d[8];
+  std::vector<Cc> alpha, beta, gamma, inv_gamma, lower, upper, t_cap, slope_at_beta, scale, d[8];
   explicit ChannelArrays(const std::vector<Channel<Cc>>& chs) {
     for (const Channel<Cc>& ch : chs) {
       alpha.push_back(ch.alpha), beta.push_back(ch.beta), gamma.push_back(ch.gamma);
+      inv_gamma.push_back(ch.inv_gamma);
       lower.push_back(ch.lower), upper.push_back(ch.upper), t_cap.push_back(ch.t_cap);
       slope_at_beta.push_back(ch.slope_at_beta), scale.push_back(ch.scale);
       for (int j = 0; j < 8; ++j) d[j].push_back(ch.d[j]);
@@ -357,12 +362,12 @@ struct ChannelArrays {
 
 template <class Cc>
 __attribute__((noinline)) void learnable_pixel_forward(const ChannelArrays<Cc>& p, const Cc* x, Cc* y, int64_t C) {
-  const Cc *alpha = p.alpha.data(), *gamma = p.gamma.data(), *lower = p.lower.data(), *upper = p.upper.data();
+  const Cc *alpha = p.alpha.data(), *inv_gamma = p.inv_gamma.data(), *lower = p.lower.data(), *upper = p.upper.data();
   const Cc *d1 = p.d[0].data(), *d2 = p.d[1].data(), *d3 = p.d[2].data(), *d4 = p.d[3].data();
   const Cc *d5 = p.d[4].data(), *d6 = p.d[5].data(), *d7 = p.d[6].data(), *d8 = p.d[7].data();
 #pragma omp simd
   for (int64_t c = 0; c < C; ++c) {
-    const Cc t_raw = x[c] / gamma[c];
+    const Cc t_raw = x[c] * inv_gamma[c];
     const Cc t = t_raw < lower[c] ? lower[c] : (t_raw > upper[c] ? upper[c] : t_raw);
     Cc acc = d8[c] * t + d7[c];
     acc = acc * t + d6[c];
@@ -378,7 +383,7 @@ __attribute__((noinline)) void learnable_pixel_forward(const ChannelArrays<Cc>& 
 template <class Cc>
 __attribute__((noinline)) void learnable_pixel_backward(const ChannelArrays<Cc>& p, const Cc* g, const Cc* x, Cc* out,
                                                         int64_t C, double* sa, double* sb, double* sg) {
-  const Cc *alpha = p.alpha.data(), *beta = p.beta.data(), *gamma = p.gamma.data(), *lower = p.lower.data();
+  const Cc *alpha = p.alpha.data(), *beta = p.beta.data(), *inv_gamma = p.inv_gamma.data(), *lower = p.lower.data();
   const Cc *upper = p.upper.data(), *t_cap = p.t_cap.data(), *slope_at_beta = p.slope_at_beta.data();
   const Cc* scale = p.scale.data();
   const Cc *d1 = p.d[0].data(), *d2 = p.d[1].data(), *d3 = p.d[2].data(), *d4 = p.d[3].data();
@@ -386,7 +391,7 @@ __attribute__((noinline)) void learnable_pixel_backward(const ChannelArrays<Cc>&
 #pragma omp simd
   for (int64_t c = 0; c < C; ++c) {
     const Cc gout = g[c];
-    const Cc t_raw = x[c] / gamma[c];
+    const Cc t_raw = x[c] * inv_gamma[c];
     const Cc t_in = t_raw < lower[c] ? lower[c] : (t_raw > upper[c] ? upper[c] : t_raw);
     const Cc t = t_in > t_cap[c] ? t_cap[c] : t_in;
     const bool outside = (t_raw <= lower[c]) | (t_raw >= upper[c]);
@@ -402,10 +407,11 @@ __attribute__((noinline)) void learnable_pixel_backward(const ChannelArrays<Cc>&
     acc = acc * t + d3[c];
     acc = acc * t + d2[c];
     acc = acc * t + d1[c];
-    out[c] = gout * scale[c] * dr;
+    const Cc dx = gout * scale[c] * dr;
+    out[c] = dx;
     sa[c] += gout * t * acc;
     sb[c] += gout * alpha[c] * (dr - slope_at_beta[c]);
-    sg[c] += -gout * alpha[c] * dr * t / gamma[c];
+    sg[c] -= dx * t;
   }
 }
 
