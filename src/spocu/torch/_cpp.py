@@ -210,20 +210,40 @@ def _try_load_cached() -> bool:
 # ---------------------------------------------------------------- building
 
 
-def _build_command(compiler: str, flags: tuple[str, ...], tmp: Path, final: Path) -> list[str]:
-    # The compiler runs at idle priority (SCHED_IDLE; else nice 19) while the plain ops serve the
-    # caller: at normal priority it took a core from the caller's OpenMP threads, which then
-    # stalled at every barrier (on 2 cores a 1e6-element fwd+bwd took 0.29 s during the build, 0.04 s
+#: a build at idle priority that has not finished after this long (a machine busy on every core)
+#: is restarted at normal priority
+_IDLE_BUILD_TIMEOUT_S = 120.0
+
+
+def _build_command(compiler: str, flags: tuple[str, ...], tmp: Path, final: Path, idle: bool = True) -> list[str]:
+    # idle: the compiler runs at idle priority (SCHED_IDLE; else nice 19) while the plain ops serve
+    # the caller: at normal priority it took a core from the caller's OpenMP threads, which then
+    # stalled at every barrier (on 2 cores a 1e6-element fwd+bwd took 0.29 s during the build, 0.05 s
     # with the compiler idle). The shell renames the finished file (rename(2): atomic, never a
     # half-written library) even if this process has exited by then.
-    script = (
-        'tmp="$1"; final="$2"; shift 2; '
+    lower = (
         'if chrt --idle 0 true 2>/dev/null; then set -- chrt --idle 0 "$@"; '
         'elif nice -n 19 true 2>/dev/null; then set -- nice -n 19 "$@"; fi; '
-        '"$@" -o "$tmp" && mv -f "$tmp" "$final"'
     )
+    script = 'tmp="$1"; final="$2"; shift 2; ' + (lower if idle else "") + '"$@" -o "$tmp" && mv -f "$tmp" "$final"'
     return ["/bin/sh", "-c", script, "spocu-build", str(tmp), str(final),
             compiler, *flags, *_COMMON_FLAGS, str(SOURCE)]  # fmt: skip
+
+
+def _run_build(command: list[str], lock_fd: int, timeout: float) -> subprocess.CompletedProcess:
+    """Run a build command in its own session; on timeout kill the whole session (the compiler too)."""
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, pass_fds=(lock_fd,), start_new_session=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, 9)
+        except OSError:
+            pass
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def _compile(compiler: str, final: Path) -> None:
@@ -249,11 +269,11 @@ def _compile(compiler: str, final: Path) -> None:
         errors = []
         for flags in FLAG_SETS:
             tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            proc = subprocess.run(
-                _build_command(compiler, flags, tmp, final),
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S,
-                pass_fds=(lock_fd,), start_new_session=True,
-            )  # fmt: skip
+            try:
+                proc = _run_build(_build_command(compiler, flags, tmp, final), lock_fd, _IDLE_BUILD_TIMEOUT_S)
+            except subprocess.TimeoutExpired:  # starved at idle priority: build at normal priority
+                tmp.unlink(missing_ok=True)
+                proc = _run_build(_build_command(compiler, flags, tmp, final, idle=False), lock_fd, _BUILD_TIMEOUT_S)
             if proc.returncode == 0 and final.exists():
                 return
             tmp.unlink(missing_ok=True)
