@@ -16,8 +16,8 @@ skipped with the reason, never passed.
 
 A second matrix (``test_kinks_and_non_finite_inputs_equal_the_reference``) runs
 the edge cases through every path of every framework -- torch eager, fused
-(Inductor), learnable plain and fused, ``torch.export`` (what ONNX export
-traces); JAX with float and with array parameters; Keras with float and tensor
+(Inductor), learnable plain and fused, ``torch.compile`` (fixed and learnable),
+``torch.export`` (what ONNX export traces); JAX with float and with array parameters; Keras with float and tensor
 parameters and the layer, on each backend -- against the float64 reference of
 the value, of s' and of the parameter derivatives
 (:func:`spocu.core.reference_spocu_param_grads`): one convention everywhere,
@@ -222,6 +222,20 @@ def _torch_edges() -> dict:
             return {"x": as64(x), "y": as64(y), "gx": as64(x.grad)}
         return run
 
+    def compiled(x64, dtype, a, b, g, c, learnable):
+        def run():  # torch.compile(fullgraph=True) with Inductor: the traced path, its compiled backward
+            tdt = getattr(torch, dtype)
+            x = torch.tensor(x64, dtype=tdt)[None, :].requires_grad_(True)
+            ps = [torch.full((x.shape[1],), p, dtype=tdt, requires_grad=True) for p in (a, b, g)] if learnable else []
+            fn = torch.compile(lambda t, *q: spocu(t, *(q or (a, b, g)), c), fullgraph=True)
+            y = fn(x, *ps)
+            y.backward(torch.ones_like(y))
+            got = {"x": as64(x[0]), "y": as64(y[0]), "gx": as64(x.grad[0])}
+            if learnable:
+                got.update(galpha=as64(ps[0].grad), gbeta=as64(ps[1].grad), ggamma=as64(ps[2].grad))
+            return got
+        return run
+
     for dtype in EDGE_DTYPES:
         for name, (a, b, g, c) in EDGE_PARAMS.items():
             x64, key = edge_inputs(dtype), f"{dtype}/{name}"
@@ -231,6 +245,8 @@ def _torch_edges() -> dict:
             if dtype == "float32":  # the fused kernels are compiled per dtype: one is enough here
                 _record(out, "torch-fused", key, fixed(x64, dtype, a, b, g, c, "inductor"))
                 _record(out, "torch-learnable-fused", key, tensor_params(x64, dtype, a, b, g, c, "inductor"))
+                _record(out, "torch-compiled", key, compiled(x64, dtype, a, b, g, c, learnable=False))
+                _record(out, "torch-learnable-compiled", key, compiled(x64, dtype, a, b, g, c, learnable=True))
     return out
 
 
@@ -301,7 +317,8 @@ def edges(tmp_path_factory):
 
 
 EDGE_PATHS = {
-    "torch": ["torch-eager", "torch-fused", "torch-learnable", "torch-learnable-fused", "torch-export"],
+    "torch": ["torch-eager", "torch-fused", "torch-learnable", "torch-learnable-fused", "torch-export",
+              "torch-compiled", "torch-learnable-compiled"],
     "jax": ["jax-fixed", "jax-array"],
     **{f"keras-{b}": [f"keras-{b}-fixed", f"keras-{b}-tensor", f"keras-{b}-layer"]
        for b in ("tensorflow", "jax", "torch")},
@@ -337,7 +354,7 @@ def test_kinks_and_non_finite_inputs_equal_the_reference(path, dtype, param_name
     if f"{key}/error" in got:
         raise AssertionError(f"{path} failed on the edge inputs: {got[f'{key}/error']}")
     if f"{key}/x" not in got:
-        pytest.skip(f"{path} does not run in {dtype} here (fused kernels: float32 only; JAX: no x64)")
+        pytest.skip(f"{path} does not run in {dtype} here (fused and compiled paths: float32 only; JAX: no x64)")
     a, b, g, c = EDGE_PARAMS[param_name]
     x = got[f"{key}/x"]
     np.testing.assert_array_equal(x, edge_inputs(dtype).astype(dtype).astype(np.float64))  # the same points
@@ -348,5 +365,5 @@ def test_kinks_and_non_finite_inputs_equal_the_reference(path, dtype, param_name
     for name in checked:
         _assert_edge(got[f"{key}/{name}"], refs[name], x, dtype, f"{path} {dtype} {param_name} {name}")
     assert {"y", "gx"} <= set(checked)
-    if path.endswith(("learnable", "learnable-fused", "-array", "-tensor")):
+    if path.endswith(("learnable", "learnable-fused", "learnable-compiled", "-array", "-tensor")):
         assert {"galpha", "gbeta", "ggamma"} <= set(checked)

@@ -171,15 +171,24 @@ class _CompiledSPOCU(torch.autograd.Function):
         # (strict comparisons, not the forward's: an input-sized mask shared with the forward would
         # be saved by the partitioner instead of recomputed)
         inside = (t_raw > -beta) & (t_raw < c - beta)
-        t = torch.minimum(torch.clamp(t_raw, min=-beta, max=c - beta), _partial_cap(ctype) - beta)
+        t_cap = _partial_cap(ctype) - beta
+        t = torch.clamp(t_raw, min=-beta, max=c - beta)
+        huge = t > t_cap  # r(beta + t) exceeds the dtype, so does d/dalpha (x = +inf too, for c = inf)
+        beyond = inside & huge  # the other partials too, where they are not 0 (as _partials)
+        t = torch.minimum(t, t_cap)
         dr = torch.where(inside, _r_prime(beta + t), torch.zeros_like(t))
         gout = grad_output.to(ctype)
         needs = ctx.needs_input_grad
+        big = torch.finfo(ctype).max
+
+        def saturated(partial, sign, where=beyond):
+            return torch.where(where, sign * big, partial)
+
         return (
-            in_dtype(gout * (alpha / gamma) * dr, x.dtype) if needs[0] else None,
-            _reduce(gout * t * _poly(t, list(d.unbind(-1))), alpha) if needs[1] else None,
-            _reduce(gout * alpha * (dr - _r_prime(beta)), beta) if needs[2] else None,
-            _reduce(-gout * alpha * dr * t / gamma, gamma) if needs[3] else None,
+            in_dtype(gout * saturated((alpha / gamma) * dr, 1.0), x.dtype) if needs[0] else None,
+            _reduce(gout * saturated(t * _poly(t, list(d.unbind(-1))), 1.0, huge), alpha) if needs[1] else None,
+            _reduce(gout * saturated(alpha * (dr - _r_prime(beta)), 1.0), beta) if needs[2] else None,
+            _reduce(gout * saturated(-alpha * dr * t / gamma, -1.0), gamma) if needs[3] else None,
             None,
             None,
         )
