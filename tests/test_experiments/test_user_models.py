@@ -149,6 +149,28 @@ def test_keras_model_file_and_swap(tmp_path):
     assert not np.any(np.asarray(again.layers[1].bias))
 
 
+def test_keras_factory_that_ignores_its_activation_is_refused(tmp_path):
+    """As in PyTorch: a Keras factory that builds its own activation would compare nothing."""
+    pytest.importorskip("keras")
+    path = _write(tmp_path, "kignore.py", """
+import keras
+
+def ignores(activation, input_shape, num_classes):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Dense(8, activation="relu"),
+                             keras.layers.Dense(num_classes)])
+
+def uses(activation, input_shape, num_classes):
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.Activation(activation)(
+        keras.layers.Dense(8)(inputs))))
+""")
+    for name in ("spocu", "relu", "gelu"):  # a layer (SPOCU), a function and a partial
+        with pytest.raises(UserModelError, match=r"ignores: never used the activation it was given"):
+            build_keras_model(load_factory(f"{path}:ignores"), parse_activation(name), (3,), 2, seed=0)
+        model = build_keras_model(load_factory(f"{path}:uses"), parse_activation(name), (3,), 2, seed=0)
+        assert model(np.zeros((2, 3), "float32")).shape == (2, 2)
+
+
 # ----------------------------------------------------------------------------- bad models
 
 

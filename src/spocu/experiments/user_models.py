@@ -50,6 +50,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -361,7 +362,10 @@ def build_keras_model(
             " (with --framework keras the factory gets the Keras activation, used as Dense(units, activation=activation), "
             "not a zero-argument factory: a PyTorch model runs with --framework torch)"
         )
-        model = _call(factory, (keras_activation(activation), tuple(input_shape), num_classes), {}, hint)
+        given = keras_activation(activation)
+        used: list[int] = []
+        passed = given if isinstance(given, keras.layers.Layer) else _recording(given, used)
+        model = _call(factory, (passed, tuple(input_shape), num_classes), {}, hint)
     else:
         model = _call(factory, (), {"num_classes": num_classes})
     if not isinstance(model, keras.Model):
@@ -384,4 +388,22 @@ def build_keras_model(
         _keras_initialize(model, init, seed)
     _check_output(factory, output, num_classes, "Keras")
     _check_trainable(factory, sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+    # a layer activation (SPOCU) is built when it is first called; a function one records its calls
+    if factory.swap is None and not (given.built if isinstance(given, keras.layers.Layer) else used):
+        raise UserModelError(
+            f"--model {factory.name}: never used the activation it was given, so the compared activations would all "
+            "train the same network; pass it as Dense(units, activation=activation) (or use --swap NAME for a model "
+            "with its own activation)"
+        )
     return model
+
+
+def _recording(function: Any, calls: list[int]) -> Any:
+    """``function`` that appends to ``calls`` each time it runs (a Keras activation a factory may ignore)."""
+
+    @functools.wraps(function)
+    def activation(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    return activation
