@@ -42,6 +42,24 @@ def test_csv_with_string_labels_and_a_categorical_column(tmp_path):
     assert np.bincount(ds.y_test).tolist() == [4, 4, 4]  # stratified
 
 
+def test_a_saved_dataframe_index_is_dropped_not_used_as_a_feature(tmp_path):
+    """df.to_csv(path) writes the row numbers as a headerless first column; in a file sorted by class
+    they give the label away, so they are dropped (and the report says so)."""
+    frame = _table().sort_values("species", kind="stable").reset_index(drop=True)
+    path = tmp_path / "sorted.csv"
+    frame.to_csv(path)  # index=True: the pandas default
+    assert open(path).readline().startswith(",height")
+    ds = load_user_dataset(path, split_seed=3)
+    assert ds.info["features"] == ["height", "weight", "colour=blue", "colour=green", "colour=red"]
+    assert ds.info["dropped_index_column"] == "Unnamed: 0"
+    assert "row numbers" in ds.info["preprocessing"]
+    # a headerless column that is not a row counter is data: kept (under pandas's name for it)
+    frame.insert(0, "", np.arange(len(frame)) * 7 % 11)
+    frame.to_csv(path, index=False)
+    kept = load_user_dataset(path, split_seed=3)
+    assert kept.info["features"][0] == "Unnamed: 0" and "dropped_index_column" not in kept.info
+
+
 def test_csv_labels_map_back_to_their_rows(tmp_path):
     # one feature equal to the label's number: after the split, standardized feature order == label order
     n = 40
@@ -114,6 +132,15 @@ def test_npz_float_features_are_standardized(tmp_path):
     ds = load_user_dataset(path)
     assert ds.class_names == ("x", "y", "z") and ds.input_shape == (4,)
     np.testing.assert_allclose(ds.x_train.mean(axis=0), 0, atol=1e-5)
+
+
+def test_bytes_labels_are_named_by_their_text(tmp_path):
+    path = tmp_path / "b.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.normal(0, 1, (60, 3)), y=np.array([b"pos", b"neg", "caf\u00e9".encode()] * 20))
+    ds = load_user_dataset(path)
+    assert ds.class_names == ("caf\u00e9", "neg", "pos")  # sorted by their bytes, shown as text
+    assert ds.info["class_mapping"] == {"caf\u00e9": 0, "neg": 1, "pos": 2}
 
 
 def _png_folder(root, classes: dict[str, int], size=(5, 4), mode="L", seed=0):

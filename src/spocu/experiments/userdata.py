@@ -151,8 +151,10 @@ def _number_labels(values: np.ndarray, where: str, extra: np.ndarray | None = No
                 "that looks like a continuous target; spocu compare does classification only"
             )
         everything = everything.astype(np.int64)
-    elif everything.dtype.kind == "O":
-        everything = everything.astype(str)  # mixed types: compared as text
+    elif everything.dtype.kind == "O":  # mixed types: compared as text (bytes decoded, not shown as b'...')
+        everything = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in everything])
+    elif everything.dtype.kind == "S":  # bytes labels (npz files written from bytes): their text, not b'...'
+        everything = np.char.decode(everything, "utf-8", "replace")
     elif everything.dtype.kind not in "iubUS":
         raise DatasetError(f"{where}: labels of type {everything.dtype} are not class labels (integers, strings or booleans)")
     classes, codes = np.unique(everything, return_inverse=True)
@@ -196,6 +198,9 @@ def _read_table(path: Path, target: str | None):
     except Exception as error:  # pandas/pyarrow raise many types for a malformed file
         raise DatasetError(f"{path}: cannot read it as {path.suffix[1:]} ({type(error).__name__}: {error})") from None
     frame.columns = [str(c) for c in frame.columns]
+    index_column = _saved_index_column(frame)
+    if index_column is not None:  # df.to_csv(path) wrote the row numbers: the row order, not a feature
+        frame = frame.drop(columns=[index_column])
     columns = list(frame.columns)
     if len(columns) < 2:
         separator = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if columns and mark in columns[0]), None)
@@ -243,7 +248,26 @@ def _read_table(path: Path, target: str | None):
         "_kind": "table", "numeric_columns": numeric, "categorical_columns": categorical, "target": target,
         "target_is_default": target == columns[-1],
     }
+    if index_column is not None:
+        info["dropped_index_column"] = index_column
     return features, y, None, None, classes, info, _file_sha256(path)
+
+
+def _saved_index_column(frame) -> str | None:
+    """The first column if it is a saved DataFrame index: no header, and the row numbers 0..n-1 (or 1..n).
+
+    As a feature it would hand the model the row order (in a file sorted by class, the label).
+    """
+    import pandas as pd
+
+    if len(frame.columns) < 3 or not frame.columns[0].startswith("Unnamed: 0"):
+        return None
+    first = frame[frame.columns[0]]
+    if not pd.api.types.is_integer_dtype(first):
+        return None
+    values = first.to_numpy()
+    rows = np.arange(len(values))
+    return frame.columns[0] if np.array_equal(values, rows) or np.array_equal(values, rows + 1) else None
 
 
 def _encode_table(train, val, test, info: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -271,6 +295,9 @@ def _encode_table(train, val, test, info: dict) -> tuple[np.ndarray, np.ndarray,
             f"{len(categorical)} text columns one-hot encoded ({sum(len(c) for c in encoder.categories_)} columns; "
             "categories of the training split, others all zero)"
         )
+    if "dropped_index_column" in info:
+        described.insert(0, "the first column, without a header and holding the row numbers (a saved DataFrame "
+                            "index, df.to_csv's default), dropped: it would give the model the row order")
     info["preprocessing"] = "; ".join(described)
     info["features"] = names
     return tuple(np.ascontiguousarray(np.hstack([p[i] for p in parts]), dtype=np.float32) for i in range(3))
