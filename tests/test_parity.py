@@ -99,36 +99,41 @@ def _keras_in_process() -> str | None:
     return keras.backend.backend()
 
 
-@lru_cache(maxsize=1)
-def _all_values(tmp: str) -> dict[str, dict[str, np.ndarray] | str]:
-    """Every installed framework's values (subprocesses for the other Keras backends run in parallel)."""
+def _across_frameworks(kind: str, tmp: str, in_process: dict, prefix: bool) -> dict[str, dict[str, np.ndarray] | str]:
+    """Every installed framework's ``kind`` ("values" or "edges") results: torch and JAX here (``in_process``),
+    this process's Keras backend through ``keras_worker``, the other Keras backends in parallel
+    subprocesses. ``prefix``: key the Keras results by path (``keras-jax-fixed/...``)."""
     current = _keras_in_process()
     procs = {}
     for fw in FRAMEWORKS:
         if fw.startswith("keras-") and _missing(fw) is None and fw != f"keras-{current}":
-            b = fw.split("-")[1]
-            env = {**os.environ, "KERAS_BACKEND": b, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu",
+            env = {**os.environ, "KERAS_BACKEND": fw.split("-")[1], "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu",
                    "JAX_ENABLE_X64": "1"}  # a process of its own: float64 on Keras's JAX backend needs x64
-            procs[fw] = subprocess.Popen([sys.executable, str(WORKER), "values", f"{tmp}/{fw}.npz"], env=env,
+            procs[fw] = subprocess.Popen([sys.executable, str(WORKER), kind, f"{tmp}/{fw}.npz"], env=env,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    named = (lambda fw, got: {f"{fw}-{k}": v for k, v in got.items()}) if prefix else (lambda fw, got: dict(got))
     results: dict[str, dict[str, np.ndarray] | str] = {}
     for fw in FRAMEWORKS:
         if (reason := _missing(fw)) is not None:
             results[fw] = reason
-        elif fw == "torch":
-            results[fw] = _torch_values()
-        elif fw == "jax":
-            results[fw] = _jax_values()
+        elif fw in in_process:
+            results[fw] = in_process[fw]()
         elif fw == f"keras-{current}":
             import keras_worker
 
-            results[fw] = keras_worker.parity_values()
+            results[fw] = named(fw, keras_worker.parity_values() if kind == "values" else keras_worker.edge_values())
     for fw, proc in procs.items():
         _, err = proc.communicate(timeout=600)
         if proc.returncode != 0:
             raise AssertionError(f"the {fw} worker failed (exit {proc.returncode}):\n{err[-4000:]}")
-        results[fw] = dict(np.load(f"{tmp}/{fw}.npz"))
+        results[fw] = named(fw, np.load(f"{tmp}/{fw}.npz"))
     return results
+
+
+@lru_cache(maxsize=1)
+def _all_values(tmp: str) -> dict[str, dict[str, np.ndarray] | str]:
+    """Every installed framework's values (subprocesses for the other Keras backends run in parallel)."""
+    return _across_frameworks("values", tmp, {"torch": _torch_values, "jax": _jax_values}, prefix=False)
 
 
 @pytest.fixture(scope="module")
@@ -283,32 +288,7 @@ def _jax_edges() -> dict:
 @lru_cache(maxsize=1)
 def _all_edges(tmp: str) -> dict[str, dict[str, np.ndarray] | str]:
     """Edge-case values per framework (the other Keras backends in parallel subprocesses)."""
-    current = _keras_in_process()
-    procs = {}
-    for fw in FRAMEWORKS:
-        if fw.startswith("keras-") and _missing(fw) is None and fw != f"keras-{current}":
-            env = {**os.environ, "KERAS_BACKEND": fw.split("-")[1], "TF_CPP_MIN_LOG_LEVEL": "3",
-                   "JAX_PLATFORMS": "cpu", "JAX_ENABLE_X64": "1"}
-            procs[fw] = subprocess.Popen([sys.executable, str(WORKER), "edges", f"{tmp}/{fw}.npz"], env=env,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results: dict[str, dict[str, np.ndarray] | str] = {}
-    for fw in FRAMEWORKS:
-        if (reason := _missing(fw)) is not None:
-            results[fw] = reason
-        elif fw == "torch":
-            results[fw] = _torch_edges()
-        elif fw == "jax":
-            results[fw] = _jax_edges()
-        elif fw == f"keras-{current}":
-            import keras_worker
-
-            results[fw] = {f"{fw}-{k}": v for k, v in keras_worker.edge_values().items()}
-    for fw, proc in procs.items():
-        _, err = proc.communicate(timeout=600)
-        if proc.returncode != 0:
-            raise AssertionError(f"the {fw} worker failed (exit {proc.returncode}):\n{err[-4000:]}")
-        results[fw] = {f"{fw}-{k}": v for k, v in np.load(f"{tmp}/{fw}.npz").items()}
-    return results
+    return _across_frameworks("edges", tmp, {"torch": _torch_edges, "jax": _jax_edges}, prefix=True)
 
 
 @pytest.fixture(scope="module")

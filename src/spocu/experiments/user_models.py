@@ -252,6 +252,20 @@ def _check_fresh(factory: ModelFactory, model: Any) -> None:
     _RETURNED.add(model)
 
 
+def _checked_and_swapped(factory: ModelFactory, model: Any, model_type: type, type_name: str,
+                         replace_activations: Any, make_activation: Any, errors: tuple) -> Any:  # fmt: skip
+    """``model`` checked (its type, a new instance) with ``--swap``'s activations replaced by ``make_activation()``."""
+    if not isinstance(model, model_type):
+        raise UserModelError(f"--model {factory.name}: returned {type(model).__name__}, not a {type_name}")
+    _check_fresh(factory, model)
+    if factory.swap is None:
+        return model
+    try:
+        return replace_activations(model, factory.swap, make_activation)
+    except errors as error:
+        raise UserModelError(f"--model {factory.name} --swap {factory.swap}: {error}") from None
+
+
 def _check_trainable(factory: ModelFactory, count: int) -> None:
     if count == 0:
         raise UserModelError(f"--model {factory.name}: the model has no trainable parameters; there is nothing to train")
@@ -286,16 +300,10 @@ def build_torch_model(
             model = _call(factory, (make_activation, tuple(input_shape), num_classes), {})
         else:
             model = _call(factory, (), {"num_classes": num_classes})
-    if not isinstance(model, nn.Module):
-        raise UserModelError(f"--model {factory.name}: returned {type(model).__name__}, not a torch.nn.Module")
-    _check_fresh(factory, model)
-    if factory.swap is not None:
-        from spocu.torch.replace import replace_activations
+    from spocu.torch.replace import replace_activations
 
-        try:
-            model = replace_activations(model, factory.swap, activation.torch_module)
-        except ValueError as error:
-            raise UserModelError(f"--model {factory.name} --swap {factory.swap}: {error}") from None
+    model = _checked_and_swapped(factory, model, nn.Module, "torch.nn.Module", replace_activations,
+                                 activation.torch_module, (ValueError,))  # fmt: skip
     if init is not None:
         initialize(model, init, derive_seed(seed, STREAM_INIT))
     was_training = model.training
@@ -368,16 +376,10 @@ def build_keras_model(
         model = _call(factory, (passed, tuple(input_shape), num_classes), {}, hint)
     else:
         model = _call(factory, (), {"num_classes": num_classes})
-    if not isinstance(model, keras.Model):
-        raise UserModelError(f"--model {factory.name}: returned {type(model).__name__}, not a keras.Model")
-    _check_fresh(factory, model)
-    if factory.swap is not None:
-        from spocu.keras.replace import replace_activations
+    from spocu.keras.replace import replace_activations
 
-        try:
-            model = replace_activations(model, factory.swap, lambda: keras_activation(activation))
-        except (ValueError, TypeError) as error:
-            raise UserModelError(f"--model {factory.name} --swap {factory.swap}: {error}") from None
+    model = _checked_and_swapped(factory, model, keras.Model, "keras.Model", replace_activations,
+                                 lambda: keras_activation(activation), (ValueError, TypeError))  # fmt: skip
     try:
         output = model(np.zeros((2, *input_shape), dtype=np.float32), training=False)
     except Exception as error:

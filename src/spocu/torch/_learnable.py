@@ -212,6 +212,14 @@ def traced_forward(x, alpha, beta, gamma, c):
     return _CompiledSPOCU.apply(x, alpha, beta, gamma, d, c)
 
 
+def _save_input_and_parameters(ctx, inputs, output) -> None:
+    """What the learnable Functions keep: x and the (small) parameters, for backward and forward mode; c."""
+    x, alpha, beta, gamma, c = inputs
+    ctx.save_for_backward(x, alpha, beta, gamma)
+    ctx.save_for_forward(x, alpha, beta, gamma)
+    ctx.c = c
+
+
 class _LearnableSPOCU(torch.autograd.Function):
     """Plain-ops learnable SPOCU; parameters already shaped to broadcast against x.
 
@@ -224,12 +232,7 @@ class _LearnableSPOCU(torch.autograd.Function):
     def forward(x, alpha, beta, gamma, c):
         return _plain_forward(x, alpha, beta, gamma, c)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, alpha, beta, gamma, c = inputs
-        ctx.save_for_backward(x, alpha, beta, gamma)
-        ctx.save_for_forward(x, alpha, beta, gamma)
-        ctx.c = c
+    setup_context = staticmethod(_save_input_and_parameters)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -357,12 +360,7 @@ class _FusedLearnableSPOCU(torch.autograd.Function):
             return _plain_forward(x, *(_broadcast_shape(p, x) for p in (alpha, beta, gamma)), c)
         return out
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, alpha, beta, gamma, c = inputs
-        ctx.save_for_backward(x, alpha, beta, gamma)
-        ctx.save_for_forward(x, alpha, beta, gamma)
-        ctx.c = c
+    setup_context = staticmethod(_save_input_and_parameters)
 
     @staticmethod
     def jvp(ctx, *tangents):
