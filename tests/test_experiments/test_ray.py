@@ -229,6 +229,34 @@ def test_a_task_no_node_can_run_is_refused_before_anything_is_submitted(tmp_path
     assert not (tmp_path / "runs").exists()
 
 
+class _Submitted(Exception):
+    pass
+
+
+def _submitted(*args, **kwargs):
+    raise _Submitted
+
+
+@pytest.mark.parametrize(("device", "threads"), [("cuda", None), ("cpu", 3)])
+def test_with_autoscaling_a_task_no_live_node_fits_is_submitted_to_wait_for_one(tmp_path, wdbc, monkeypatch, device, threads):
+    """An autoscaling cluster (GPU workers with min_workers 0) has no such node until tasks ask for it."""
+    monkeypatch.setattr(ray, "remote", _submitted)  # reaching submission is the point; nothing runs
+    with pytest.raises(_Submitted):
+        list(_train(_config(epochs=1), wdbc, tmp_path, device=device, threads=threads, autoscaling=True))
+
+
+def test_check_cluster_fits_says_what_waits_with_autoscaling_and_refuses_without():
+    from spocu.experiments.ray_executor import check_cluster_fits
+
+    nodes = [{"CPU": 8.0}, {"CPU": 2.0}]
+    assert check_cluster_fits("cpu", 8, nodes) is None
+    note = check_cluster_fits("cuda", None, nodes, autoscaling=True)
+    assert note == ("no live node of the Ray cluster can run a task that needs 1 CPU and 1 GPU yet (nodes: 8 CPUs; 2 CPUs): "
+                    "the tasks wait for the autoscaler to add one")
+    with pytest.raises(ResourcesUnavailable, match="pass --ray-autoscaling if the cluster's autoscaler adds it"):
+        check_cluster_fits("cpu", 16, nodes)
+
+
 def test_cuda_with_an_index_is_refused(tmp_path, wdbc):
     with pytest.raises(ValueError, match="GPU of its own: use --device cuda, not cuda:1"):
         list(_train(_config(epochs=1), wdbc, tmp_path, device="cuda:1", threads=None))
@@ -294,6 +322,8 @@ def test_compare_refuses_a_cluster_without_a_gpu_before_touching_the_output(tmp_
 def test_ray_options_that_make_no_sense_are_refused(tmp_path, monkeypatch, capsys):
     assert _compare("--ray-address", "head:6379", "--out", str(tmp_path / "x")) == 2
     assert "--ray-address applies to --executor ray, not --executor local" in capsys.readouterr().err
+    assert _compare("--ray-autoscaling", "--out", str(tmp_path / "x")) == 2
+    assert "--ray-autoscaling applies to --executor ray, not --executor local" in capsys.readouterr().err
     for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
         monkeypatch.setenv(name, value)
     assert _compare("--executor", "ray", "--out", str(tmp_path / "x")) == 2

@@ -200,6 +200,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --executor ray: the Ray cluster to join, e.g. head.example.org:6379 or auto "
         "(default: RAY_ADDRESS, else a local Ray started and shut down by the command)",
     )
+    where.add_argument(
+        "--ray-autoscaling", action="store_true",
+        help="with --executor ray: the cluster's autoscaler adds nodes on demand (e.g. GPU workers with min_workers 0), "
+        "so runs no live node can take wait for one instead of being refused",
+    )
     where.add_argument("--data-dir", type=Path, help="your copies of MNIST/CIFAR-10 (torchvision root or ~/.keras/datasets)")
     where.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
     where.add_argument(
@@ -250,7 +255,7 @@ def _options(args: argparse.Namespace):
     }
     return CompareOptions(
         config=config, device=args.device, threads=args.threads, jobs=args.jobs, executor=args.executor, ray_address=args.ray_address,
-        data_dir=args.data_dir, download=not args.no_download, progress=not args.no_progress, out=args.out,
+        ray_autoscaling=args.ray_autoscaling, data_dir=args.data_dir, download=not args.no_download, progress=not args.no_progress, out=args.out,
         skip_bad_runs=args.skip_bad_runs,
     )
 

@@ -53,7 +53,8 @@ class CompareOptions:
     (None = not given). The rest says where and how to run it. ``jobs``: runs at once
     (None: 1 with the local executor; with Ray, as many as the cluster's free resources allow).
     ``ray_address``: the Ray cluster to join with ``executor="ray"`` (None: ``RAY_ADDRESS``, else a
-    local Ray started for this compare).
+    local Ray started for this compare). ``ray_autoscaling``: that cluster adds nodes on demand,
+    so runs that no live node can take wait for the autoscaler instead of being refused.
     """
 
     config: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +63,7 @@ class CompareOptions:
     jobs: int | None = None
     executor: str = DEFAULT_EXECUTOR
     ray_address: str | None = None
+    ray_autoscaling: bool = False
     data_dir: str | Path | None = None
     download: bool = True
     progress: bool = True
@@ -106,6 +108,8 @@ def check_options(options: CompareOptions) -> None:
         raise OptionError(f"unknown executor {options.executor!r}; choose one of {', '.join(EXECUTORS)}")
     if options.ray_address is not None and options.executor != "ray":
         raise OptionError(f"--ray-address applies to --executor ray, not --executor {options.executor}")
+    if options.ray_autoscaling and options.executor != "ray":
+        raise OptionError(f"--ray-autoscaling applies to --executor ray, not --executor {options.executor}")
     if options.ray_address is not None and not options.ray_address.strip():  # not a silent local Ray instead of the cluster
         raise OptionError("--ray-address is empty; give the cluster's HOST:PORT (or 'auto'), or leave it out for a local Ray")
     if options.out is not None and not str(options.out).strip():
@@ -403,10 +407,12 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
                 device = cluster_device(options.device, nodes)
             except ValueError as error:
                 raise OptionError(str(error)) from None
-            if device == "cuda":  # the GPU check that needs no data: before loading it
+            if device == "cuda" or options.ray_autoscaling:  # the checks that need no data: before loading it
                 from spocu.experiments.ray_executor import check_cluster_fits
 
-                check_cluster_fits(device, options.threads, nodes)
+                note = check_cluster_fits(device, options.threads, nodes, options.ray_autoscaling)
+                if note is not None:
+                    say(f"note: {note}")
         if dist is None:
             dataset = _load_dataset(config, options, progress=options.progress, download=options.download)
         else:
@@ -507,7 +513,9 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
             raise OutputBusy(busy)
         experiment = run_experiment(
             config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks, jobs=jobs,
-            executor=options.executor, executor_options={"address": options.ray_address} if options.executor == "ray" else None,
+            executor=options.executor, executor_options=(
+                {"address": options.ray_address, "autoscaling": options.ray_autoscaling} if options.executor == "ray" else None
+            ),
             dist=dist, skip_bad_runs=options.skip_bad_runs,
         )
     if not main:

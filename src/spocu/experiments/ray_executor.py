@@ -144,13 +144,27 @@ def find_unfit_resources(needed: dict[str, int], nodes: list[dict[str, float]]) 
     return f"no node of the Ray cluster can run a task that needs {wants} (nodes: {have})"
 
 
-def check_cluster_fits(device: str, threads: int | None, nodes: list[dict[str, float]]) -> None:
-    """Raise :class:`ResourcesUnavailable` if no node in ``nodes`` can run one task on ``device`` with ``threads``."""
+def check_cluster_fits(device: str, threads: int | None, nodes: list[dict[str, float]], autoscaling: bool = False) -> str | None:
+    """Raise :class:`ResourcesUnavailable` if no node in ``nodes`` can run one task on ``device`` with ``threads``.
+
+    ``autoscaling``: the cluster adds nodes on demand (Ray's autoscaler; ``--ray-autoscaling``), so
+    a task no live node fits waits for one: the problem is returned as a note instead.
+
+    Example:
+        >>> check_cluster_fits("cuda", None, [{"CPU": 8.0}], autoscaling=True)
+        'no live node of the Ray cluster can run a task that needs 1 CPU and 1 GPU yet (nodes: 8 CPUs): the tasks wait for the autoscaler to add one'
+    """
     resources = task_resources(device, threads)
     problem = find_unfit_resources(resources, nodes)
-    if problem is not None:
-        hint = "use --device cpu" if resources["num_gpus"] else "use fewer --threads"
-        raise ResourcesUnavailable(f"{problem}: {hint}, or add such a node to the cluster")
+    if problem is None:
+        return None
+    if autoscaling:
+        return problem.replace("no node", "no live node").replace(" (nodes:", " yet (nodes:", 1) + (
+            ": the tasks wait for the autoscaler to add one")
+    hint = "use --device cpu" if resources["num_gpus"] else "use fewer --threads"
+    raise ResourcesUnavailable(
+        f"{problem}: {hint}, add such a node to the cluster, or pass --ray-autoscaling if the cluster's autoscaler adds it"
+    )
 
 
 def describe_cluster(nodes: list[dict[str, float]]) -> str:
@@ -391,6 +405,7 @@ def train_with_ray(
     protocol_hash: str,
     jobs: int | None = None,
     address: str | None = None,
+    autoscaling: bool = False,
     max_retries: int = DEFAULT_MAX_RETRIES,
     train_function: TrainFunction | None = None,
 ) -> Iterator[RunResult]:
@@ -400,7 +415,8 @@ def train_with_ray(
     (:func:`cluster_device`). ``threads``: CPU
     threads per run (None: the engine decides; the task then reserves 1 CPU). ``jobs``: at most
     this many tasks at once (None: as many as the cluster's free resources allow). ``address``:
-    see :func:`ray_session`. ``train_function``: trains one run in the task, default the
+    see :func:`ray_session`. ``autoscaling``: the cluster adds nodes on demand, so tasks that no live
+    node fits wait for one (see :func:`check_cluster_fits`). ``train_function``: trains one run in the task, default the
     engine's ``train_run`` (the local code path; a hook for tests and custom engines -- it must
     be importable or picklable by value on the workers).
 
@@ -421,7 +437,7 @@ def train_with_ray(
     with ray_session(address):
         nodes = live_node_resources()
         device = cluster_device(device, nodes)
-        check_cluster_fits(device, threads, nodes)
+        check_cluster_fits(device, threads, nodes, autoscaling)  # (with autoscaling the caller says why tasks wait)
         resources = task_resources(device, threads)
         task = ray.remote(_run_task)
         task_options = {**resources, "max_retries": max_retries, "retry_exceptions": False}
