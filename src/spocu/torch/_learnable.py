@@ -420,7 +420,8 @@ class _CppLearnableSPOCU(_FusedLearnableSPOCU):
         if not plain and is_plain(grad_output, x, *params):  # else double backward, or batched
             channels = alpha.numel()
             src = _layout_for(x, channels)
-            grad = dense_like(grad_output.to(x.dtype), src)
+            common = grad_output.dtype == x.dtype and grad_output.is_contiguous() and src.is_contiguous()
+            grad = grad_output if common else dense_like(grad_output.to(x.dtype), src)  # (same shape: autograd's)
             out = torch.empty_like(src)
             blocks = [_as_acb(t, channels) for t in (grad, src, out)]
             sums = _cpp.learnable_backward(*blocks, *params, ctx.c, _partial_cap(compute_dtype(x.dtype)))
@@ -477,8 +478,16 @@ def spocu_tensor_params(
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
     if traced:
         return traced_forward(x, a, b, g, c)
+    # Function.apply binds the arguments with inspect.signature on every call (~90 us for these five);
+    # without a torch.func transform and functorch-wrapped tensors it would call the plain apply next
+    lean = not torch._C._are_functorch_transforms_active() and is_plain(x, alpha, beta, gamma)
     if path == "cpp" and all(t.is_cpu for t in (alpha, beta, gamma)):
-        return _CppLearnableSPOCU.apply(x, alpha, beta, gamma, c)
+        return _lean_apply(_CppLearnableSPOCU, lean)(x, alpha, beta, gamma, c)
     if path == "inductor":
-        return _FusedLearnableSPOCU.apply(x, alpha, beta, gamma, c)
-    return _LearnableSPOCU.apply(x, a, b, g, c)
+        return _lean_apply(_FusedLearnableSPOCU, lean)(x, alpha, beta, gamma, c)
+    return _lean_apply(_LearnableSPOCU, lean)(x, a, b, g, c)
+
+
+def _lean_apply(function: type[torch.autograd.Function], lean: bool):
+    """``function.apply``, or (``lean``) the C++ apply it ends in, without the per-call argument binding."""
+    return super(torch.autograd.Function, function).apply if lean else function.apply
