@@ -36,6 +36,7 @@ import torch
 
 from spocu.core import shifted_coefficients
 from spocu.torch import _cpp, _inductor
+from spocu.torch._autograd import plain_apply
 from spocu.torch._constants import compute_dtype, in_dtype
 from spocu.torch._layout import dense_like, flat, is_plain
 
@@ -478,8 +479,7 @@ def spocu_tensor_params(
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
     if traced:
         return traced_forward(x, a, b, g, c)
-    # Function.apply binds the arguments with inspect.signature on every call (~90 us for these five);
-    # without a torch.func transform and functorch-wrapped tensors it would call the plain apply next
+    # where Function.apply's wrapper would only bind the arguments (~90 us), skip it (see plain_apply)
     lean = not torch._C._are_functorch_transforms_active() and is_plain(x, alpha, beta, gamma)
     if path == "cpp" and all(t.is_cpu for t in (alpha, beta, gamma)):
         return _lean_apply(_CppLearnableSPOCU, lean)(x, alpha, beta, gamma, c)
@@ -489,5 +489,4 @@ def spocu_tensor_params(
 
 
 def _lean_apply(function: type[torch.autograd.Function], lean: bool):
-    """``function.apply``, or (``lean``) the C++ apply it ends in, without the per-call argument binding."""
-    return super(torch.autograd.Function, function).apply if lean else function.apply
+    return plain_apply(function) if lean else function.apply
