@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad
+from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad, shifted_coefficients
 from spocu.torch import _cpp, spocu
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -263,3 +263,62 @@ def test_every_dtype_matches_the_plain_ops_and_the_reference(cpp_ready):
                                    rtol=rtol, atol=rtol)  # fmt: skip
         np.testing.assert_allclose(x.grad.double().numpy(), reference_spocu_grad(xs, **params.as_dict()),
                                    rtol=rtol, atol=rtol)  # fmt: skip
+
+
+def _float32_horner_slack(t: np.ndarray, coefficients: list[float]) -> np.ndarray:
+    """What evaluating sum_k a_k t^k by Horner's rule in float32 may be off by: 16 eps * sum_k |a_k| |t|^k."""
+    return 16 * np.finfo(np.float32).eps * sum(abs(a) * np.abs(t) ** k for k, a in enumerate(coefficients))
+
+
+@pytest.mark.parametrize("params", [SPOCUParams(), SPOCUParams(alpha=2.0, beta=0.3, gamma=0.7, c=2.5)], ids=str)
+def test_every_bfloat16_value_forward_and_backward_within_half_an_ulp_of_the_reference(cpp_ready, params):
+    """All 65,536 bfloat16 inputs, subnormal results included, in the fused kernels.
+
+    The kernels compute in float32 and round to bfloat16 (on AVX512-BF16 CPUs with
+    VCVTNEPS2BF16, which flushes subnormals: those lanes are rounded apart). Each result
+    must lie within half a bfloat16 ulp of the float64 reference, plus float32's rounding
+    error where the polynomial cancels; overflow must give inf, NaN stay NaN.
+    """
+    p = params.as_dict()
+    everything = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    order = torch.randperm(65536, generator=torch.Generator().manual_seed(0))
+    x = everything[order][:-5].clone()  # not a multiple of 16: the tail takes the block loop
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    grad[::7] = 3e-39  # subnormal gradients: dL/dx subnormal where s' is of order 1
+    leaf = x.detach().requires_grad_(True)
+    y = spocu(leaf, **p, backend="cpp")
+    y.backward(grad)
+
+    finite = torch.isfinite(x)
+    xs, gs = x[finite].double().numpy(), grad[finite].double().numpy()
+    t = np.clip(xs / p["gamma"], -p["beta"], p["c"] - p["beta"])
+    d = [float(v) for v in shifted_coefficients(p["beta"])]  # s = alpha sum_k d_k t^k, s' = alpha/gamma sum k d_k t^(k-1)
+    # the reference's literal formula cancels to 0 for |x| < ~1e-20 (it subtracts alpha h(beta)); there
+    # s(x) = s'(0) x to far better than bfloat16's precision (the next term is s''(0) x^2 / 2)
+    linear = reference_spocu_grad(0.0, **p) * xs
+    want_y = np.where(np.abs(xs) < 1e-10, linear, reference_spocu(xs, **p))
+    slack_y = p["alpha"] * _float32_horner_slack(t, [0.0, *d])
+    slope = reference_spocu_grad(xs, **p)
+    want_dx = gs * slope
+    slack_dx = np.abs(gs) * p["alpha"] / p["gamma"] * _float32_horner_slack(t, [k * v for k, v in enumerate(d, 1)])
+    tiny = np.finfo(np.float32).tiny
+    for want in (want_y, want_dx):  # subnormal results are among those checked
+        assert ((np.abs(want) < tiny / 2) & (want != 0)).sum() > 50
+
+    # s' beyond float32's range saturates (the backward's documented rule, tested with the other edge
+    # cases in test_parity): the gradient is checked where s' stays far inside it
+    in_range = np.abs(slope) < 1e30
+    checks = ((y.detach()[finite], want_y, slack_y, np.ones_like(xs, dtype=bool)),
+              (leaf.grad[finite], want_dx, slack_dx, in_range))  # fmt: skip
+    for got, want, slack, where in checks:
+        got, want, slack = got.double().numpy()[where], want[where], slack[where]
+        overflow = np.isinf(torch.from_numpy(want).to(torch.bfloat16).double().numpy())
+        np.testing.assert_array_equal(got[overflow], np.sign(want[overflow]) * np.inf)
+        # half a bfloat16 ulp (2^-8 relative) or, for subnormals, half their spacing 2^-133
+        bound = 2.0**-8 * np.abs(want) + 2.0**-134 + slack * (1 + 2.0**-7)
+        excess = np.where(overflow, 0.0, np.abs(got - want) - bound)
+        worst = int(np.argmax(excess))
+        assert (excess <= 0).all(), (
+            f"{(excess > 0).sum()} results off; worst at x={xs[where][worst]}: got {got[worst]}, reference {want[worst]}"
+        )
+    assert torch.isnan(y.detach()[torch.isnan(x)]).all()
