@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import zipfile
 
@@ -118,6 +119,28 @@ def test_interleaved_medians_runs_each_candidate_warmup_plus_rounds_times_inner(
     result = timing.interleaved_medians({"a": make("a"), "b": make("b")}, rounds=4, warmup=2, inner=3)
     assert calls == {"a": 2 + 4 * 3, "b": 2 + 4 * 3}
     assert set(result) == {"a", "b"} and all(v >= 0 for v in result.values())
+
+
+def test_paired_ratio_cancels_a_load_that_drifts_between_rounds():
+    load = [1.0, 3.0, 1.5, 0.7, 2.2, 5.0, 1.1]  # the machine's speed, round by round
+    samples = {"relu": [0.010 * f for f in load], "spocu": [0.0104 * f for f in load]}
+    ratio, low, high = timing.paired_ratio(samples, "spocu", "relu")
+    assert ratio == pytest.approx(1.04) and low == pytest.approx(1.04) and high == pytest.approx(1.04)
+    # paired by round: the same times in other rounds give another ratio
+    unpaired = {"relu": samples["relu"], "spocu": samples["spocu"][1:] + samples["spocu"][:1]}
+    assert abs(timing.paired_ratio(unpaired, "spocu", "relu")[0] - 1.04) > 0.05
+
+
+def test_paired_ratio_interval_covers_the_true_ratio_and_needs_five_rounds():
+    rng = np.random.default_rng(0)
+    load = rng.uniform(0.5, 2.0, 40)
+    noise = rng.lognormal(0.0, 0.05, 40)
+    samples = {"relu": list(load), "spocu": list(1.10 * load * noise)}
+    ratio, low, high = timing.paired_ratio(samples, "spocu", "relu")
+    assert low < ratio < high and low < 1.10 < high and high - low < 0.1
+    assert timing.paired_ratio(samples, "relu", "relu") == (1.0, 1.0, 1.0)
+    few = {k: v[:4] for k, v in samples.items()}
+    assert all(math.isnan(v) for v in timing.paired_ratio(few, "spocu", "relu")[1:])
 
 
 def test_markdown_table():

@@ -3,17 +3,19 @@
 The network is :func:`spocu.experiments.models_torch.build_model`'s ``seed-cnn``
 (conv32-act-pool-conv64-act-pool-dense10, 42,442 parameters); :func:`seed_cnn` swaps its
 activations for the variant timed (learnable SPOCU gets one parameter set per channel).
-ms per step with SPOCU, ReLU (and in the full run GELU, plain ops, learnable per channel),
-PyTorch eager and ``torch.compile``.
+ms per step (median) with SPOCU, ReLU (and in the full run GELU, plain ops, learnable per
+channel), PyTorch eager and ``torch.compile``; the ratio to ReLU is the median of the
+per-round ratios with a 95% bootstrap interval (:func:`spocu.bench.timing.paired_ratio`).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from typing import Any
 
 from spocu.bench.config import BenchConfig
-from spocu.bench.timing import device_sync, interleaved_medians
+from spocu.bench.timing import device_sync, interleaved_samples, paired_ratio
 
 __all__ = ["seed_cnn", "variants", "run", "NAMES"]
 
@@ -107,10 +109,10 @@ def run(config: BenchConfig, notes: list[str]) -> list[dict[str, Any]]:
     chosen = variants(config.quick)
     steps = {f"{mode}|{name}": stepper(act, compiled, x, y, config.seed, device)
              for (mode, name), (act, compiled) in chosen.items()}  # fmt: skip
-    times = interleaved_medians(steps, rounds=config.rounds, warmup=3, sync=device_sync(device), seed=config.seed)
+    samples = interleaved_samples(steps, rounds=config.rounds, warmup=3, sync=device_sync(device), seed=config.seed)
     rows = []
     for mode, name in sorted(chosen, key=lambda v: (v[0] != "eager", NAMES.index(v[1]))):
-        t = times[f"{mode}|{name}"]
-        rows.append({"section": "cnn", "framework": "PyTorch", "mode": mode, "name": name, "step_ms": t * 1e3,
-                     "ratio": t / times[f"{mode}|ReLU"]})  # fmt: skip
+        ratio, low, high = paired_ratio(samples, f"{mode}|{name}", f"{mode}|ReLU", seed=config.seed)
+        rows.append({"section": "cnn", "framework": "PyTorch", "mode": mode, "name": name, "ratio": ratio,
+                     "step_ms": statistics.median(samples[f"{mode}|{name}"]) * 1e3, "ratio_ci95": [low, high]})  # fmt: skip
     return rows

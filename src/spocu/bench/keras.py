@@ -15,7 +15,7 @@ from typing import Any
 
 from spocu.bench.config import BenchConfig
 from spocu.bench.old import OLD_DEFAULTS, OLD_VERSION, load_old_module
-from spocu.bench.timing import interleaved_medians
+from spocu.bench.timing import interleaved_samples, paired_ratio
 
 __all__ = ["keras_worker", "run"]
 
@@ -68,12 +68,14 @@ def keras_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             if jit is False and name.startswith("spocu 0"):
                 continue
             steps[f"{jit}|{name}"] = make(act, jit)
-    times = interleaved_medians(steps, rounds=config["rounds"], warmup=3, seed=config["seed"])
+    samples = interleaved_samples(steps, rounds=config["rounds"], warmup=3, seed=config["seed"])
     rows = []
-    for key, t in times.items():
+    for key, values in samples.items():
         jit, name = key.split("|", 1)
+        ratio, low, high = paired_ratio(samples, key, f"{jit}|ReLU", seed=config["seed"])
         rows.append({"section": "keras", "framework": f"Keras ({backend})", "mode": f"jit_compile={jit}",
-                     "name": name, "step_ms": t * 1e3, "ratio": t / times[f"{jit}|ReLU"]})  # fmt: skip
+                     "name": name, "step_ms": float(np.median(values)) * 1e3, "ratio": ratio,
+                     "ratio_ci95": [low, high]})  # fmt: skip
     rows.extend({"section": "keras", "note": note} for note in notes)
     return rows
 

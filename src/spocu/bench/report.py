@@ -28,6 +28,13 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _interval(row: dict[str, Any]) -> str:
+    low, high = row.get("ratio_ci95") or (None, None)
+    if row.get("name") == "ReLU" or low is None or math.isnan(low):
+        return "-"
+    return f"{fmt(low, 3)}-{fmt(high, 3)}"
+
+
 def tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, body) for every section present in ``rows``."""
     out = []
@@ -47,11 +54,13 @@ def tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[s
         for r in cnn:
             if r["name"] == "ReLU":
                 fastest[r["framework"]] = min(fastest.get(r["framework"], math.inf), r["step_ms"])
-        header = ["framework", "mode", "activation", "ms / step", "/ ReLU (same mode)", "/ fastest ReLU"]
-        body = [[r["framework"], r["mode"], r["name"], fmt(r["step_ms"]), fmt(r["ratio"], 3),
+        header = ["framework", "mode", "activation", "ms / step", "/ ReLU (same mode)", "95% interval",
+                  "/ fastest ReLU"]  # fmt: skip
+        body = [[r["framework"], r["mode"], r["name"], fmt(r["step_ms"]), fmt(r["ratio"], 3), _interval(r),
                  fmt(r["step_ms"] / fastest[r["framework"]], 3) if r["framework"] in fastest else "-"]
                 for r in cnn]  # fmt: skip
-        out.append(("Seed CNN, CIFAR-10 shape, batch 100: one training step (median)", header, body))
+        out.append(("Seed CNN, CIFAR-10 shape, batch 100: one training step (median; ratio: median of the "
+                    "per-round ratios)", header, body))
     lat = [r for r in rows if r.get("section") == "latency"]
     if lat:
         header = ["compiler cache", "import spocu.torch s", "first call s", "second call s",

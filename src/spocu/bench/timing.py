@@ -2,7 +2,9 @@
 
 Every timing of :mod:`spocu.bench` is the median over rounds after warm-up; in each round
 the candidates run once each, in a shuffled order (interleaved), so that a busy machine
-slows all of them alike.
+slows all of them alike. Where a ratio to a baseline is the result (a training step of
+SPOCU against ReLU's), :func:`paired_ratio` takes it round by round, so a load that
+drifts between rounds cancels, and gives a bootstrap confidence interval of its median.
 
     >>> calls = []
     >>> medians = interleaved_medians({"a": lambda: calls.append("a")}, rounds=3, warmup=1)
@@ -12,6 +14,7 @@ slows all of them alike.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import statistics
@@ -20,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["interleaved_medians", "saved_bytes_ratio", "machine_info", "device_sync", "calls_per_sample"]
+__all__ = ["interleaved_samples", "interleaved_medians", "paired_ratio", "saved_bytes_ratio", "machine_info", "device_sync", "calls_per_sample"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -55,7 +58,7 @@ def device_sync(device) -> Callable[[], None]:
     return lambda: None
 
 
-def interleaved_medians(
+def interleaved_samples(
     candidates: dict[str, Callable[[], Any]],
     *,
     rounds: int,
@@ -63,8 +66,8 @@ def interleaved_medians(
     inner: int = 1,
     sync: Callable[[], None] = lambda: None,
     seed: int = 0,
-) -> dict[str, float]:
-    """Median seconds per call of each candidate; each round runs all candidates in a shuffled order.
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate, one sample per round; each round runs all candidates in a shuffled order.
 
     Every candidate runs ``warmup`` times, then ``rounds`` samples of ``inner`` calls each.
     """
@@ -85,7 +88,37 @@ def interleaved_medians(
                 fn()
             sync()
             samples[name].append((time.perf_counter() - start) / inner)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], Any]], **options: Any) -> dict[str, float]:
+    """Median seconds per call of each candidate (:func:`interleaved_samples`, same options)."""
+    return {name: statistics.median(values) for name, values in interleaved_samples(candidates, **options).items()}
+
+
+def paired_ratio(
+    samples: dict[str, list[float]], name: str, baseline: str, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """(median, low, high): the median over rounds of ``name``'s time / ``baseline``'s in the same round.
+
+    ``low``, ``high``: a percentile-bootstrap confidence interval of that median
+    (``scipy.stats.bootstrap``); NaN with fewer than 5 rounds.
+
+    >>> paired_ratio({"a": [2.0, 4.0, 2.2, 2.0, 3.0], "b": [1.0, 2.0, 1.0, 1.0, 1.5]}, "a", "b")[0]
+    2.0
+    """
+    import numpy as np
+    from scipy import stats
+
+    ratios = np.asarray(samples[name], dtype=float) / np.asarray(samples[baseline], dtype=float)
+    middle = float(np.median(ratios))
+    if len(ratios) < 5 or name == baseline:
+        return middle, (middle if name == baseline else math.nan), (middle if name == baseline else math.nan)
+    if np.ptp(ratios) == 0:
+        return middle, middle, middle
+    result = stats.bootstrap((ratios,), np.median, confidence_level=confidence, method="percentile",
+                             n_resamples=2000, random_state=seed)  # fmt: skip
+    return middle, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def calls_per_sample(fn: Callable[[], Any], target_s: float = 0.004, limit: int = 200, sync=lambda: None) -> int:
