@@ -270,21 +270,23 @@ def _float32_horner_slack(t: np.ndarray, coefficients: list[float]) -> np.ndarra
     return 16 * np.finfo(np.float32).eps * sum(abs(a) * np.abs(t) ** k for k, a in enumerate(coefficients))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("params", [SPOCUParams(), SPOCUParams(alpha=2.0, beta=0.3, gamma=0.7, c=2.5)], ids=str)
-def test_every_bfloat16_value_forward_and_backward_within_half_an_ulp_of_the_reference(cpp_ready, params):
-    """All 65,536 bfloat16 inputs, subnormal results included, in the fused kernels.
+def test_every_half_precision_value_forward_and_backward_within_half_an_ulp_of_the_reference(cpp_ready, params, dtype):
+    """All 65,536 bfloat16 or float16 inputs, subnormal results included, in the fused kernels.
 
-    The kernels compute in float32 and round to bfloat16 (on AVX512-BF16 CPUs with
-    VCVTNEPS2BF16, which flushes subnormals: those lanes are rounded apart). Each result
-    must lie within half a bfloat16 ulp of the float64 reference, plus float32's rounding
+    The kernels compute in float32 and round to the half type, in AVX-512 registers where the
+    CPU has them (bfloat16's VCVTNEPS2BF16 flushes subnormals: those lanes are rounded apart).
+    Each result must lie within half an ulp of the float64 reference, plus float32's rounding
     error where the polynomial cancels; overflow must give inf, NaN stay NaN.
     """
     p = params.as_dict()
-    everything = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    info = torch.finfo(dtype)
+    everything = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(dtype)
     order = torch.randperm(65536, generator=torch.Generator().manual_seed(0))
     x = everything[order][:-5].clone()  # not a multiple of 16: the tail takes the block loop
-    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
-    grad[::7] = 3e-39  # subnormal gradients: dL/dx subnormal where s' is of order 1
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    grad[::7] = info.tiny / 4  # subnormal gradients: dL/dx subnormal where s' is of order 1
     leaf = x.detach().requires_grad_(True)
     y = spocu(leaf, **p, backend="cpp")
     y.backward(grad)
@@ -301,9 +303,8 @@ def test_every_bfloat16_value_forward_and_backward_within_half_an_ulp_of_the_ref
     slope = reference_spocu_grad(xs, **p)
     want_dx = gs * slope
     slack_dx = np.abs(gs) * p["alpha"] / p["gamma"] * _float32_horner_slack(t, [k * v for k, v in enumerate(d, 1)])
-    tiny = np.finfo(np.float32).tiny
     for want in (want_y, want_dx):  # subnormal results are among those checked
-        assert ((np.abs(want) < tiny / 2) & (want != 0)).sum() > 50
+        assert ((np.abs(want) < info.tiny / 2) & (want != 0)).sum() > 50
 
     # s' beyond float32's range saturates (the backward's documented rule, tested with the other edge
     # cases in test_parity): the gradient is checked where s' stays far inside it
@@ -312,10 +313,10 @@ def test_every_bfloat16_value_forward_and_backward_within_half_an_ulp_of_the_ref
               (leaf.grad[finite], want_dx, slack_dx, in_range))  # fmt: skip
     for got, want, slack, where in checks:
         got, want, slack = got.double().numpy()[where], want[where], slack[where]
-        overflow = np.isinf(torch.from_numpy(want).to(torch.bfloat16).double().numpy())
+        overflow = np.isinf(torch.from_numpy(want).to(dtype).double().numpy())
         np.testing.assert_array_equal(got[overflow], np.sign(want[overflow]) * np.inf)
-        # half a bfloat16 ulp (2^-8 relative) or, for subnormals, half their spacing 2^-133
-        bound = 2.0**-8 * np.abs(want) + 2.0**-134 + slack * (1 + 2.0**-7)
+        # half an ulp (eps / 2 relative) or, for subnormals, half their spacing (tiny * eps)
+        bound = info.eps / 2 * np.abs(want) + info.tiny * info.eps / 2 + slack * (1 + 2.0**-7)
         excess = np.where(overflow, 0.0, np.abs(got - want) - bound)
         worst = int(np.argmax(excess))
         assert (excess <= 0).all(), (

@@ -14,7 +14,7 @@
 #include <cstring>
 #include <type_traits>
 #include <vector>
-#if defined(__F16C__) || defined(__AVX512BF16__)
+#if defined(__F16C__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 #ifdef _OPENMP
@@ -183,47 +183,64 @@ struct Backward {
   }
 };
 
-// ------------------------------------------------------------------ bfloat16 with AVX512-BF16
-// Where the CPU has VCVTNEPS2BF16 (-march=native on Cooper Lake, Sapphire Rapids, Zen 4 and later)
-// bfloat16 is widened, computed and rounded in registers, 16 lanes at a time: the block loops spend
-// more time converting than computing (measured: 0.45 -> 0.36 ns/element, one thread). Same clamps,
-// same FMAs in the same order as Forward/Backward, so the float results are bit for bit those of the
-// block loops; the instruction rounds to nearest even and quiets NaN as BF16::store does, but
-// flushes subnormal results to zero, so lanes with a subnormal result take BF16::store's rule.
+// ------------------------------------------------------------------ half types in AVX-512 registers
+// With AVX-512 (-march=native on Skylake-X, Zen 4 and later) float16 -- and bfloat16 where the CPU
+// has AVX512-BF16's VCVTNEPS2BF16 -- are widened, computed and rounded in registers, 16 lanes at a
+// time: the block loops spend more time converting than computing (bfloat16, one thread: 0.45 ->
+// 0.24 ns/element). Same clamps, same FMAs in the same order as Forward/Backward, so the float
+// results are bit for bit those of the block loops, and so is the rounding: VCVTPS2PH is the
+// instruction `narrow` uses for float16; VCVTNEPS2BF16 rounds to nearest even and quiets NaN as
+// BF16::store does, but flushes subnormal results to zero, so lanes with a subnormal result take
+// BF16::store's integer rule.
 
-#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
-#define SPOCU_BF16_VECTOR 1
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
+#define SPOCU_HALF_VECTOR 1
 
-inline __m512 bf16_load16(const uint16_t* p) {
-  return _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-}
-
-inline void bf16_store16(uint16_t* p, __m512 v) {
-  __m256i out = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v));
-  const __mmask16 subnormal = _mm512_fpclass_ps_mask(v, 0x20);
-  if (__builtin_expect(subnormal != 0, 0)) {  // b + 0x7fff + lsb, then the high half, as BF16::store
-    const __m512i b = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb), 16);
-    out = _mm256_mask_blend_epi16(subnormal, out, _mm512_cvtepi32_epi16(rounded));
+struct F16x16 {
+  static __m512 load(const _Float16* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), out);
-}
+  static void store(_Float16* p, __m512 v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+};
+
+#if defined(__AVX512BF16__)
+#define SPOCU_BF16_VECTOR 1
+struct BF16x16 {
+  static __m512 load(const uint16_t* p) {
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  }
+  static void store(uint16_t* p, __m512 v) {
+    __m256i out = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v));
+    const __mmask16 subnormal = _mm512_fpclass_ps_mask(v, 0x20);
+    if (__builtin_expect(subnormal != 0, 0)) {  // b + 0x7fff + lsb, then the high half, as BF16::store
+      const __m512i b = _mm512_castps_si512(v);
+      const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+      const __m512i rounded =
+          _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb), 16);
+      out = _mm256_mask_blend_epi16(subnormal, out, _mm512_cvtepi32_epi16(rounded));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), out);
+  }
+};
+#endif
 
 // x clamped to [lo, hi] as the ternaries of Forward: MAXPS/MINPS return their second operand when
 // either is NaN, so NaN stays NaN
 inline __m512 clamp16(__m512 v, __m512 lo, __m512 hi) { return _mm512_min_ps(hi, _mm512_max_ps(lo, v)); }
 
 // the first multiple-of-16 elements of [0, n); returns how many were done
-int64_t bf16_forward16(const Forward<float>& f, const uint16_t* x, uint16_t* y, int64_t n) {
+template <class V, class S>
+int64_t forward16(const Forward<float>& f, const S* x, S* y, int64_t n) {
   const __m512 lo = _mm512_set1_ps(f.lo), hi = _mm512_set1_ps(f.hi);
   const __m512 e1 = _mm512_set1_ps(f.e1), e2 = _mm512_set1_ps(f.e2), e3 = _mm512_set1_ps(f.e3),
                e4 = _mm512_set1_ps(f.e4), e5 = _mm512_set1_ps(f.e5), e6 = _mm512_set1_ps(f.e6),
                e7 = _mm512_set1_ps(f.e7), e8 = _mm512_set1_ps(f.e8);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512 xc = clamp16(bf16_load16(x + i), lo, hi);
+    const __m512 xc = clamp16(V::load(x + i), lo, hi);
     __m512 acc = _mm512_fmadd_ps(xc, e8, e7);
     acc = _mm512_fmadd_ps(acc, xc, e6);
     acc = _mm512_fmadd_ps(acc, xc, e5);
@@ -231,19 +248,20 @@ int64_t bf16_forward16(const Forward<float>& f, const uint16_t* x, uint16_t* y, 
     acc = _mm512_fmadd_ps(acc, xc, e3);
     acc = _mm512_fmadd_ps(acc, xc, e2);
     acc = _mm512_fmadd_ps(acc, xc, e1);
-    bf16_store16(y + i, _mm512_mul_ps(acc, xc));
+    V::store(y + i, _mm512_mul_ps(acc, xc));
   }
   return i;
 }
 
-int64_t bf16_backward16(const Backward<float>& f, const uint16_t* g, const uint16_t* x, uint16_t* out, int64_t n) {
+template <class V, class S>
+int64_t backward16(const Backward<float>& f, const S* g, const S* x, S* out, int64_t n) {
   const __m512 lo = _mm512_set1_ps(f.lo), hi = _mm512_set1_ps(f.hi), cap = _mm512_set1_ps(f.cap);
   const __m512 d0 = _mm512_set1_ps(f.d0), d1 = _mm512_set1_ps(f.d1), d2 = _mm512_set1_ps(f.d2),
                d3 = _mm512_set1_ps(f.d3), d4 = _mm512_set1_ps(f.d4), d5 = _mm512_set1_ps(f.d5),
                d6 = _mm512_set1_ps(f.d6), d7 = _mm512_set1_ps(f.d7);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512 v = bf16_load16(x + i);
+    const __m512 v = V::load(x + i);
     const __m512 xc = clamp16(v, lo, cap);
     __m512 ds = _mm512_fmadd_ps(xc, d7, d6);
     ds = _mm512_fmadd_ps(ds, xc, d5);
@@ -254,11 +272,34 @@ int64_t bf16_backward16(const Backward<float>& f, const uint16_t* g, const uint1
     ds = _mm512_fmadd_ps(ds, xc, d0);
     const __mmask16 outside = _mm512_cmp_ps_mask(v, lo, _CMP_LE_OQ) | _mm512_cmp_ps_mask(v, hi, _CMP_GE_OQ);
     ds = _mm512_mask_mov_ps(ds, outside, _mm512_setzero_ps());
-    bf16_store16(out + i, _mm512_mul_ps(ds, bf16_load16(g + i)));
+    V::store(out + i, _mm512_mul_ps(ds, V::load(g + i)));
   }
   return i;
 }
 #endif
+
+// how many leading elements the register loops did (the rest: block loops)
+template <class T, class S>
+int64_t vector_forward(const Forward<float>& f, const S* x, S* y, int64_t n) {
+#ifdef SPOCU_BF16_VECTOR
+  if constexpr (std::is_same_v<T, BF16>) return forward16<BF16x16>(f, x, y, n);
+#endif
+#ifdef SPOCU_HALF_VECTOR
+  if constexpr (std::is_same_v<T, F16>) return forward16<F16x16>(f, x, y, n);
+#endif
+  return 0;
+}
+
+template <class T, class S>
+int64_t vector_backward(const Backward<float>& f, const S* g, const S* x, S* out, int64_t n) {
+#ifdef SPOCU_BF16_VECTOR
+  if constexpr (std::is_same_v<T, BF16>) return backward16<BF16x16>(f, g, x, out, n);
+#endif
+#ifdef SPOCU_HALF_VECTOR
+  if constexpr (std::is_same_v<T, F16>) return backward16<F16x16>(f, g, x, out, n);
+#endif
+  return 0;
+}
 
 template <class T>
 void fixed_forward(const void* xv, void* yv, int64_t n, const double* table, int max_threads) {
@@ -271,10 +312,7 @@ void fixed_forward(const void* xv, void* yv, int64_t n, const double* table, int
     if constexpr (std::is_same_v<S, C>) {
       f.run(x + begin, y + begin, end - begin);
     } else {
-      int64_t i = begin;
-#ifdef SPOCU_BF16_VECTOR
-      if constexpr (std::is_same_v<T, BF16>) i += bf16_forward16(f, x + begin, y + begin, end - begin);
-#endif
+      int64_t i = begin + vector_forward<T>(f, x + begin, y + begin, end - begin);
       alignas(64) float xb[kBlock], yb[kBlock];
       for (; i < end; i += kBlock) {
         const int64_t m = end - i < kBlock ? end - i : kBlock;
@@ -298,10 +336,7 @@ void fixed_backward(const void* gv, const void* xv, void* ov, int64_t n, const d
     if constexpr (std::is_same_v<S, C>) {
       f.run(g + begin, x + begin, out + begin, end - begin);
     } else {
-      int64_t i = begin;
-#ifdef SPOCU_BF16_VECTOR
-      if constexpr (std::is_same_v<T, BF16>) i += bf16_backward16(f, g + begin, x + begin, out + begin, end - begin);
-#endif
+      int64_t i = begin + vector_backward<T>(f, g + begin, x + begin, out + begin, end - begin);
       alignas(64) float gb[kBlock], xb[kBlock], ob[kBlock];
       for (; i < end; i += kBlock) {
         const int64_t m = end - i < kBlock ? end - i : kBlock;
