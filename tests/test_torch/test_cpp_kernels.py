@@ -270,17 +270,8 @@ def _float32_horner_slack(t: np.ndarray, coefficients: list[float]) -> np.ndarra
     return 16 * np.finfo(np.float32).eps * sum(abs(a) * np.abs(t) ** k for k, a in enumerate(coefficients))
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("params", [SPOCUParams(), SPOCUParams(alpha=2.0, beta=0.3, gamma=0.7, c=2.5)], ids=str)
-def test_every_half_precision_value_forward_and_backward_within_half_an_ulp_of_the_reference(cpp_ready, params, dtype):
-    """All 65,536 bfloat16 or float16 inputs, subnormal results included, in the fused kernels.
-
-    The kernels compute in float32 and round to the half type, in AVX-512 registers where the
-    CPU has them (bfloat16's VCVTNEPS2BF16 flushes subnormals: those lanes are rounded apart).
-    Each result must lie within half an ulp of the float64 reference, plus float32's rounding
-    error where the polynomial cancels; overflow must give inf, NaN stay NaN.
-    """
-    p = params.as_dict()
+def half_precision_outputs(dtype: torch.dtype, params: dict) -> dict[str, torch.Tensor]:
+    """x (all 65,536 values of ``dtype``, shuffled, 5 left out), a gradient, and the C++ kernels' s(x), dL/dx."""
     info = torch.finfo(dtype)
     everything = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(dtype)
     order = torch.randperm(65536, generator=torch.Generator().manual_seed(0))
@@ -288,15 +279,22 @@ def test_every_half_precision_value_forward_and_backward_within_half_an_ulp_of_t
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
     grad[::7] = info.tiny / 4  # subnormal gradients: dL/dx subnormal where s' is of order 1
     leaf = x.detach().requires_grad_(True)
-    y = spocu(leaf, **p, backend="cpp")
+    y = spocu(leaf, **params, backend="cpp")
     y.backward(grad)
+    return {"x": x, "grad": grad, "y": y.detach(), "dx": leaf.grad}
 
+
+def check_half_precision_outputs(out: dict[str, torch.Tensor], params: dict) -> None:
+    """Each result within half an ulp of the float64 reference, plus float32's rounding error where the
+    polynomial cancels; overflow gives inf, NaN stays NaN."""
+    x, grad, p = out["x"], out["grad"], params
+    info = torch.finfo(x.dtype)
     finite = torch.isfinite(x)
     xs, gs = x[finite].double().numpy(), grad[finite].double().numpy()
     t = np.clip(xs / p["gamma"], -p["beta"], p["c"] - p["beta"])
     d = [float(v) for v in shifted_coefficients(p["beta"])]  # s = alpha sum_k d_k t^k, s' = alpha/gamma sum k d_k t^(k-1)
     # the reference's literal formula cancels to 0 for |x| < ~1e-20 (it subtracts alpha h(beta)); there
-    # s(x) = s'(0) x to far better than bfloat16's precision (the next term is s''(0) x^2 / 2)
+    # s(x) = s'(0) x to far better than half precision (the next term is s''(0) x^2 / 2)
     linear = reference_spocu_grad(0.0, **p) * xs
     want_y = np.where(np.abs(xs) < 1e-10, linear, reference_spocu(xs, **p))
     slack_y = p["alpha"] * _float32_horner_slack(t, [0.0, *d])
@@ -309,11 +307,11 @@ def test_every_half_precision_value_forward_and_backward_within_half_an_ulp_of_t
     # s' beyond float32's range saturates (the backward's documented rule, tested with the other edge
     # cases in test_parity): the gradient is checked where s' stays far inside it
     in_range = np.abs(slope) < 1e30
-    checks = ((y.detach()[finite], want_y, slack_y, np.ones_like(xs, dtype=bool)),
-              (leaf.grad[finite], want_dx, slack_dx, in_range))  # fmt: skip
+    checks = ((out["y"][finite], want_y, slack_y, np.ones_like(xs, dtype=bool)),
+              (out["dx"][finite], want_dx, slack_dx, in_range))  # fmt: skip
     for got, want, slack, where in checks:
         got, want, slack = got.double().numpy()[where], want[where], slack[where]
-        overflow = np.isinf(torch.from_numpy(want).to(dtype).double().numpy())
+        overflow = np.isinf(torch.from_numpy(want).to(x.dtype).double().numpy())
         np.testing.assert_array_equal(got[overflow], np.sign(want[overflow]) * np.inf)
         # half an ulp (eps / 2 relative) or, for subnormals, half their spacing (tiny * eps)
         bound = info.eps / 2 * np.abs(want) + info.tiny * info.eps / 2 + slack * (1 + 2.0**-7)
@@ -322,4 +320,42 @@ def test_every_half_precision_value_forward_and_backward_within_half_an_ulp_of_t
         assert (excess <= 0).all(), (
             f"{(excess > 0).sum()} results off; worst at x={xs[where][worst]}: got {got[worst]}, reference {want[worst]}"
         )
-    assert torch.isnan(y.detach()[torch.isnan(x)]).all()
+    assert torch.isnan(out["y"][torch.isnan(x)]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("params", [SPOCUParams(), SPOCUParams(alpha=2.0, beta=0.3, gamma=0.7, c=2.5)], ids=str)
+def test_every_half_precision_value_forward_and_backward_within_half_an_ulp_of_the_reference(cpp_ready, params, dtype):
+    """All 65,536 bfloat16 or float16 inputs, subnormal results included, in the fused kernels.
+
+    The kernels compute in float32 and round to the half type, in AVX-512 registers where the
+    CPU has them (bfloat16's VCVTNEPS2BF16 flushes subnormals: those lanes are rounded apart).
+    """
+    check_half_precision_outputs(half_precision_outputs(dtype, params.as_dict()), params.as_dict())
+
+
+def test_the_portable_build_computes_every_half_precision_value_within_half_an_ulp(cpp_ready, tmp_path):
+    """Built without -march=native (as for a CPU without AVX-512 or FMA) the block loops serve float16
+    and bfloat16, with separate multiplies and adds: the same bound holds."""
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    wrapper = tmp_path / "bin" / "c++"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nfor a; do shift; [ "$a" = -march=native ] || set -- "$@" "$a"; done\nexec {compiler} "$@"\n')
+    wrapper.chmod(0o755)
+    out_file = tmp_path / "portable.pt"
+    result = run_scenario(
+        f"""
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_cpp_kernels import half_precision_outputs
+        out["status"] = spocu_torch.build_kernels(timeout=300)
+        torch.save({{str(d): half_precision_outputs(d, {{}}) for d in (torch.bfloat16, torch.float16)}}, {str(out_file)!r})
+        """,
+        tmp_path / "cache",
+        CXX=str(wrapper),
+    )
+    assert result["status"]["state"] == "ready"
+    params = SPOCUParams().as_dict()
+    for outputs in torch.load(out_file).values():
+        check_half_precision_outputs(outputs, params)
