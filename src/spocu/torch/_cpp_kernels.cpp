@@ -231,24 +231,23 @@ struct BF16x16 {
 // either is NaN, so NaN stays NaN
 inline __m512 clamp16(__m512 v, __m512 lo, __m512 hi) { return _mm512_min_ps(hi, _mm512_max_ps(lo, v)); }
 
+// c[0] + c[1] x + ... + c[7] x^7 by Horner's rule from the highest power, as Forward and Backward
+inline __m512 horner16(__m512 x, const __m512 (&c)[8]) {
+  __m512 acc = _mm512_fmadd_ps(x, c[7], c[6]);
+  for (int k = 5; k >= 0; --k) acc = _mm512_fmadd_ps(acc, x, c[k]);
+  return acc;
+}
+
 // the first multiple-of-16 elements of [0, n); returns how many were done
 template <class V, class S>
 int64_t forward16(const Forward<float>& f, const S* x, S* y, int64_t n) {
   const __m512 lo = _mm512_set1_ps(f.lo), hi = _mm512_set1_ps(f.hi);
-  const __m512 e1 = _mm512_set1_ps(f.e1), e2 = _mm512_set1_ps(f.e2), e3 = _mm512_set1_ps(f.e3),
-               e4 = _mm512_set1_ps(f.e4), e5 = _mm512_set1_ps(f.e5), e6 = _mm512_set1_ps(f.e6),
-               e7 = _mm512_set1_ps(f.e7), e8 = _mm512_set1_ps(f.e8);
+  const __m512 e[8] = {_mm512_set1_ps(f.e1), _mm512_set1_ps(f.e2), _mm512_set1_ps(f.e3), _mm512_set1_ps(f.e4),
+                       _mm512_set1_ps(f.e5), _mm512_set1_ps(f.e6), _mm512_set1_ps(f.e7), _mm512_set1_ps(f.e8)};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512 xc = clamp16(V::load(x + i), lo, hi);
-    __m512 acc = _mm512_fmadd_ps(xc, e8, e7);
-    acc = _mm512_fmadd_ps(acc, xc, e6);
-    acc = _mm512_fmadd_ps(acc, xc, e5);
-    acc = _mm512_fmadd_ps(acc, xc, e4);
-    acc = _mm512_fmadd_ps(acc, xc, e3);
-    acc = _mm512_fmadd_ps(acc, xc, e2);
-    acc = _mm512_fmadd_ps(acc, xc, e1);
-    V::store(y + i, _mm512_mul_ps(acc, xc));
+    V::store(y + i, _mm512_mul_ps(horner16(xc, e), xc));
   }
   return i;
 }
@@ -256,22 +255,13 @@ int64_t forward16(const Forward<float>& f, const S* x, S* y, int64_t n) {
 template <class V, class S>
 int64_t backward16(const Backward<float>& f, const S* g, const S* x, S* out, int64_t n) {
   const __m512 lo = _mm512_set1_ps(f.lo), hi = _mm512_set1_ps(f.hi), cap = _mm512_set1_ps(f.cap);
-  const __m512 d0 = _mm512_set1_ps(f.d0), d1 = _mm512_set1_ps(f.d1), d2 = _mm512_set1_ps(f.d2),
-               d3 = _mm512_set1_ps(f.d3), d4 = _mm512_set1_ps(f.d4), d5 = _mm512_set1_ps(f.d5),
-               d6 = _mm512_set1_ps(f.d6), d7 = _mm512_set1_ps(f.d7);
+  const __m512 d[8] = {_mm512_set1_ps(f.d0), _mm512_set1_ps(f.d1), _mm512_set1_ps(f.d2), _mm512_set1_ps(f.d3),
+                       _mm512_set1_ps(f.d4), _mm512_set1_ps(f.d5), _mm512_set1_ps(f.d6), _mm512_set1_ps(f.d7)};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512 v = V::load(x + i);
-    const __m512 xc = clamp16(v, lo, cap);
-    __m512 ds = _mm512_fmadd_ps(xc, d7, d6);
-    ds = _mm512_fmadd_ps(ds, xc, d5);
-    ds = _mm512_fmadd_ps(ds, xc, d4);
-    ds = _mm512_fmadd_ps(ds, xc, d3);
-    ds = _mm512_fmadd_ps(ds, xc, d2);
-    ds = _mm512_fmadd_ps(ds, xc, d1);
-    ds = _mm512_fmadd_ps(ds, xc, d0);
     const __mmask16 outside = _mm512_cmp_ps_mask(v, lo, _CMP_LE_OQ) | _mm512_cmp_ps_mask(v, hi, _CMP_GE_OQ);
-    ds = _mm512_mask_mov_ps(ds, outside, _mm512_setzero_ps());
+    const __m512 ds = _mm512_mask_mov_ps(horner16(clamp16(v, lo, cap), d), outside, _mm512_setzero_ps());
     V::store(out + i, _mm512_mul_ps(ds, V::load(g + i)));
   }
   return i;
