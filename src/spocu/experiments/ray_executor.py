@@ -133,14 +133,19 @@ def _describe_node(resources: dict[str, float]) -> str:
     return text + (f", {resources['GPU']:g} GPUs" if resources.get("GPU") else "")
 
 
-def find_unfit_resources(needed: dict[str, int], nodes: list[dict[str, float]]) -> str | None:
-    """Why no node in ``nodes`` (each its total resources) can run a task needing ``needed``; None if one can."""
+def find_unfit_resources(needed: dict[str, int], nodes: list[dict[str, float]], *, live: bool = False) -> str | None:
+    """Why no node in ``nodes`` (each its total resources) can run a task needing ``needed``; None if one can.
+
+    ``live``: phrased for a cluster whose autoscaler may still add such a node.
+    """
     if any(n.get("CPU", 0) >= needed["num_cpus"] and n.get("GPU", 0) >= needed["num_gpus"] for n in nodes):
         return None
     wants = f"{needed['num_cpus']} CPU" + ("s" if needed["num_cpus"] != 1 else "")
     if needed["num_gpus"]:
         wants += f" and {needed['num_gpus']} GPU"
     have = "; ".join(_describe_node(n) for n in nodes) or "none alive"
+    if live:
+        return f"no live node of the Ray cluster can run a task that needs {wants} yet (nodes: {have})"
     return f"no node of the Ray cluster can run a task that needs {wants} (nodes: {have})"
 
 
@@ -155,12 +160,11 @@ def check_cluster_fits(device: str, threads: int | None, nodes: list[dict[str, f
         'no live node of the Ray cluster can run a task that needs 1 CPU and 1 GPU yet (nodes: 8 CPUs): the tasks wait for the autoscaler to add one'
     """
     resources = task_resources(device, threads)
-    problem = find_unfit_resources(resources, nodes)
+    problem = find_unfit_resources(resources, nodes, live=autoscaling)
     if problem is None:
         return None
     if autoscaling:
-        return problem.replace("no node", "no live node").replace(" (nodes:", " yet (nodes:", 1) + (
-            ": the tasks wait for the autoscaler to add one")
+        return f"{problem}: the tasks wait for the autoscaler to add one"
     hint = "use --device cpu" if resources["num_gpus"] else "use fewer --threads"
     raise ResourcesUnavailable(
         f"{problem}: {hint}, add such a node to the cluster, or pass --ray-autoscaling if the cluster's autoscaler adds it"

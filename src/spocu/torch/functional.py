@@ -108,8 +108,7 @@ def _check_traced(alpha, beta, gamma, c) -> None:
         raise ValueError(f"SPOCU parameter beta={beta} is out of range: beta must lie in the open interval (0, 1)")
     if not (0 < gamma < math.inf):
         raise ValueError(f"SPOCU parameter gamma={gamma} is out of range: gamma must be finite and > 0")
-    if not (c >= 1):
-        raise ValueError(f"SPOCU parameter c={c} is out of range: c must satisfy 1 <= c <= inf")
+    _traced_c(c)
 
 
 def _traced_c(c) -> float:
