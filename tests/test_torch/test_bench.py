@@ -34,6 +34,8 @@ def test_elementwise_section_reports_every_function_and_the_saved_memory(tmp_pat
         # ... unlike the textbook composition, whose autograd keeps intermediates
         assert rows[(dtype, "SPOCU (composed torch ops)")]["saved_per_input_byte"] >= 3
     assert data["machine"]["cores"] >= 1
+    # timed on the steady-state path: kernels and autograd node loaded first, and said so
+    assert any(n.startswith("PyTorch CPU kernels: ready; C++ autograd node: ") for n in data["notes"]), data["notes"]
     assert "fwd+bwd / ReLU" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # atomic: no temporary left
 
@@ -88,6 +90,8 @@ def test_latency_measures_cold_then_warm_in_fresh_processes(monkeypatch):
 def test_latency_subprocess_reports_the_first_and_second_call(tmp_path):
     result = latency.measure_first_call("cpu", str(tmp_path))
     assert result["first_call_s"] > 0 and result["second_call_s"] > 0 and result["import_s"] > 0
+    assert result["cpp_state"] == "ready" and result["node_state"] in ("ready", "failed")
+    assert result["node_ready_after_s"] >= result["cpp_ready_after_s"]  # the node is built after the kernels
     assert "fused_first_call_s" in result or "fused_error" in result
 
 

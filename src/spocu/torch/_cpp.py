@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -204,7 +205,15 @@ def _try_load_cached() -> bool:
         return False
     _state = "ready"
     _done.set()
+    _start_node()
     return True
+
+
+def _start_node() -> None:
+    """Once the kernels are loaded: the C++ autograd node, loaded or built in the background."""
+    from spocu.torch import _node
+
+    _node.start()
 
 
 # ---------------------------------------------------------------- building
@@ -215,7 +224,10 @@ def _try_load_cached() -> bool:
 _IDLE_BUILD_TIMEOUT_S = 120.0
 
 
-def _build_command(compiler: str, flags: tuple[str, ...], tmp: Path, final: Path, idle: bool = True) -> list[str]:
+def _build_command(
+    compiler: str, flags: tuple[str, ...], tmp: Path, final: Path, idle: bool = True, source: Path = SOURCE,
+    common: tuple[str, ...] = _COMMON_FLAGS, libraries: tuple[str, ...] = (),
+) -> list[str]:
     # idle: the compiler runs at idle priority (SCHED_IDLE; else nice 19) while the plain ops serve
     # the caller: at normal priority it took a core from the caller's OpenMP threads, which then
     # stalled at every barrier (on 2 cores a 1e6-element fwd+bwd took 0.29 s during the build, 0.05 s
@@ -227,7 +239,7 @@ def _build_command(compiler: str, flags: tuple[str, ...], tmp: Path, final: Path
     )
     script = 'tmp="$1"; final="$2"; shift 2; ' + (lower if idle else "") + '"$@" -o "$tmp" && mv -f "$tmp" "$final"'
     return ["/bin/sh", "-c", script, "spocu-build", str(tmp), str(final),
-            compiler, *flags, *_COMMON_FLAGS, str(SOURCE)]  # fmt: skip
+            compiler, *flags, *common, str(source), *libraries]  # fmt: skip
 
 
 def _run_build(command: list[str], lock_fd: int, timeout: float) -> subprocess.CompletedProcess:
@@ -246,8 +258,12 @@ def _run_build(command: list[str], lock_fd: int, timeout: float) -> subprocess.C
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
-def _compile(compiler: str, final: Path) -> None:
-    """Build ``final`` (holding an exclusive lock on ``final``.lock, shared with the compiler process)."""
+def _compile(
+    compiler: str, final: Path, source: Path = SOURCE, flag_sets: tuple[tuple[str, ...], ...] = FLAG_SETS,
+    common: tuple[str, ...] = _COMMON_FLAGS, libraries: tuple[str, ...] = (),
+) -> None:
+    """Build ``final`` from ``source`` with the first of ``flag_sets`` the compiler accepts (holding an
+    exclusive lock on ``final``.lock, shared with the compiler process)."""
     import fcntl  # POSIX only, like the shell build
 
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -267,18 +283,20 @@ def _compile(compiler: str, final: Path) -> None:
         if final.exists():
             return
         errors = []
-        for flags in FLAG_SETS:
+        for flags in flag_sets:
             tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            command = functools.partial(_build_command, compiler, flags, tmp, final, source=source, common=common,
+                                        libraries=libraries)  # fmt: skip
             try:
-                proc = _run_build(_build_command(compiler, flags, tmp, final), lock_fd, _IDLE_BUILD_TIMEOUT_S)
+                proc = _run_build(command(), lock_fd, _IDLE_BUILD_TIMEOUT_S)
             except subprocess.TimeoutExpired:  # starved at idle priority: build at normal priority
                 tmp.unlink(missing_ok=True)
-                proc = _run_build(_build_command(compiler, flags, tmp, final, idle=False), lock_fd, _BUILD_TIMEOUT_S)
+                proc = _run_build(command(idle=False), lock_fd, _BUILD_TIMEOUT_S)
             if proc.returncode == 0 and final.exists():
                 return
             tmp.unlink(missing_ok=True)
             errors.append(f"{' '.join(flags)}: {' '.join(proc.stderr.split())[:300]}")
-        raise RuntimeError(f"{compiler} could not build {SOURCE.name} ({'; '.join(errors)})")
+        raise RuntimeError(f"{compiler} could not build {source.name} ({'; '.join(errors)})")
     finally:
         os.close(lock_fd)
 
@@ -298,6 +316,7 @@ def _build_in_background(compiler: str, final: Path) -> None:
         _lib = lib
         _state = "ready"
     _done.set()
+    _start_node()
 
 
 def _start() -> None:
@@ -384,25 +403,40 @@ def kernel_status() -> dict[str, Any]:
     call uses them; ``"failed"``: plain ops for good), ``library`` (the cached
     file), ``reason`` (why not ready) and ``cache_dir``.
 
+    ``node_state``, ``node_library`` and ``node_reason`` say the same of the C++
+    autograd node (:mod:`spocu.torch._node`), built after the kernels; until it is
+    ready the kernels serve through a Python ``autograd.Function``, with the same results.
+
     >>> sorted(kernel_status())
-    ['cache_dir', 'library', 'reason', 'state']
+    ['cache_dir', 'library', 'node_library', 'node_reason', 'node_state', 'reason', 'state']
     """
+    from spocu.torch import _node
+
     return {
         "state": _state,
         "library": str(_path) if _path is not None else None,
         "reason": _reason if _state != "ready" else None,
         "cache_dir": str(cache_dir()),
+        "node_state": _node.state(),
+        "node_library": str(_node.library_path()) if _node.library_path() is not None else None,
+        "node_reason": _node.reason(),
     }
 
 
-def build(timeout: float | None = None) -> dict[str, Any]:
-    """Load or build the kernels now and wait (at most ``timeout`` s); returns :func:`kernel_status`.
+def build(timeout: float | None = None, node: bool = True) -> dict[str, Any]:
+    """Load or build the kernels and (``node=True``) the autograd node now and wait (at most
+    ``timeout`` s in all); returns :func:`kernel_status`.
 
     Useful to build the library ahead of time, e.g. in a container image:
     ``python -c "import spocu.torch; spocu.torch.build_kernels()"``.
     """
+    from spocu.torch import _node
+
+    deadline = None if timeout is None else time.monotonic() + timeout
     _start()
     _done.wait(timeout)
+    if node and _lib is not None:  # and the autograd node built after them
+        _node.build(None if deadline is None else max(0.0, deadline - time.monotonic()))
     return kernel_status()
 
 

@@ -137,7 +137,7 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
             return "triton" if _triton.unavailable_reason(x) is None else "eager"
         return "eager"
     if requested == "cpp" and _cpp._lib is None and _cpp.unsupported_input(x) is None:
-        _cpp.build()  # asked for by name: wait for the library (or its failure)
+        _cpp.build(node=False)  # asked for by name: wait for the library (or its failure), not for the node
     reason = KERNELS[requested].unavailable_reason(x)
     if reason is None:
         return requested

@@ -22,7 +22,7 @@ from functools import lru_cache
 import torch
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_params
-from spocu.torch import _cpp, _dispatch, _eager, _ops, _triton  # noqa: F401 -- _ops registers torch.ops.spocu.*
+from spocu.torch import _cpp, _dispatch, _eager, _node, _ops, _triton  # noqa: F401 -- _ops registers torch.ops.spocu.*
 from spocu.torch._autograd import SPOCUFunction, apply_without_transforms
 from spocu.torch._constants import KernelConstants, compute_dtype, kernel_constants
 from spocu.torch._layout import is_plain
@@ -187,6 +187,8 @@ def spocu(
             k, kernels = hit
             if _cpp.transforms_active() or not is_plain(x):
                 return SPOCUFunction.apply(x, k, kernels)
+            if kernels is _cpp and _node._op is not None and _node.ENABLED:
+                return _node.apply(x, k, alpha, beta, gamma, c)  # the C++ autograd node (~3 us without grad)
             if not (x.requires_grad and torch.is_grad_enabled()):
                 return kernels.forward(x, k)  # nothing to record: no autograd.Function (~6 us)
             return apply_without_transforms(x, k, kernels)
@@ -207,6 +209,9 @@ def spocu(
     if (kernels is _cpp or kernels is _triton) and type(c) is float and len(_FAST_CALLS) < 1024 and _fast_path_possible(x, backend):
         _FAST_CALLS[(alpha, beta, gamma, c, x.dtype, x.device.type)] = (k, kernels)
     if not _cpp.transforms_active() and is_plain(x):
+        if kernels is _cpp and _node.available():
+            p = cached_params(alpha, beta, gamma, c)
+            return _node.apply(x, k, p.alpha, p.beta, p.gamma, p.c)
         return apply_without_transforms(x, k, kernels)
     return SPOCUFunction.apply(x, k, kernels)
 

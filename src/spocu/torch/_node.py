@@ -1,0 +1,258 @@
+"""Fixed-parameter SPOCU as a C++ autograd node: ``torch.ops.spocu_cpu.fixed``.
+
+A Python :class:`torch.autograd.Function` costs about 40 us per forward + backward
+however small the tensor (binding, the context object, the Python backward), which
+on a 32 × 64 layer is most of the call. :file:`_torch_node.cpp` records the same
+node in C++: it saves only ``x`` (a ``SavedVariable``: saved-tensor hooks and the
+in-place version check apply as for any op), computes with the kernel library's
+own entry points (handed over by ``spocu_node_bind``, so the results are the same
+bits as :mod:`spocu.torch._cpp`'s), and for ``create_graph`` backward calls
+``spocu_cpu::fixed_derivative``, implemented here with the differentiable Python
+Functions of :mod:`spocu.torch._autograd` (as it does for a gradient without storage,
+such as ``gradcheck``'s batched gradients).
+
+Unlike the kernel library it needs PyTorch's C++ headers, so it is built per torch
+version (about 15 s on 2 cores), in the background at idle priority after the
+kernels are loaded, and cached next to them. Until it is ready, or where it cannot
+be built (no headers, an ABI mismatch, a failed self-check), the Python Function
+serves every call, with the same results: nothing warns, only
+:func:`spocu.torch.kernel_status` (``node_state``, ``node_reason``) tells.
+
+It serves eager calls only: under ``torch.func`` transforms, forward-mode AD,
+``torch.compile``, export and tracing the Python paths run, as before.
+
+Example:
+    >>> import torch
+    >>> from spocu.torch import _node
+    >>> _node.state() in ("idle", "building", "ready", "failed", "disabled")
+    True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spocu.torch import _cpp
+from spocu.torch._constants import KernelConstants, kernel_constants
+
+__all__ = ["apply", "available", "build", "state", "reason"]
+
+SOURCE = Path(__file__).with_name("_torch_node.cpp")
+#: compiler flags, best first (torch >= 2.10's headers are C++20; older ones accept C++17)
+FLAG_SETS = (("-O2", "-std=c++20"), ("-O2", "-std=c++17"))
+_COMMON_FLAGS = ("-shared", "-fPIC", "-fvisibility=hidden", "-w")
+#: the kernel library's dtypes in the order spocu_node_bind takes them
+_BIND_ORDER = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+#: ``SPOCU_TORCH_NODE=0``: never build or load the node (the Python Function serves; same results)
+ENV_VAR = "SPOCU_TORCH_NODE"
+#: switched off by tests (and by nothing else) to exercise the Python Function on the same calls
+ENABLED = True
+
+_lock = threading.Lock()
+_op: Any = None  # torch.ops.spocu_cpu.fixed's C++ entry once ready (read without the lock: one assignment)
+_state = "idle"  # idle -> building -> ready | failed; or disabled
+_reason: str | None = None
+_path: Path | None = None
+_done = threading.Event()
+_derivative_library: Any = None  # keeps the Python implementation of spocu_cpu::fixed_derivative registered
+
+
+def state() -> str:
+    """``"idle"``, ``"building"``, ``"ready"``, ``"failed"`` or ``"disabled"`` (:data:`ENV_VAR`)."""
+    return _state
+
+
+def reason() -> str | None:
+    """Why the node is not serving calls (None when ready or not asked for yet)."""
+    return _reason if _state != "ready" else None
+
+
+def library_path() -> Path | None:
+    return _path
+
+
+def available() -> bool:
+    """True when eager calls go through the C++ node."""
+    return _op is not None and ENABLED
+
+
+# ---------------------------------------------------------------- building and loading
+
+
+def _torch_paths() -> tuple[Path, Path]:
+    root = Path(torch.__file__).resolve().parent
+    return root / "include", root / "lib"
+
+
+def _torch_flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(compile flags, link arguments) for this process's torch."""
+    include, lib = _torch_paths()
+    abi = int(bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True)))
+    compile_flags = (f"-I{include}", f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}",
+                     f"-D_GLIBCXX_USE_CXX11_ABI={abi}")  # fmt: skip
+    return compile_flags, (f"-L{lib}", "-lc10", "-ltorch_cpu", "-ltorch")
+
+
+def _key(compiler: str) -> str:
+    stat = os.stat(compiler)
+    flags, libraries = _torch_flags()
+    text = "\n".join(
+        [SOURCE.read_text(), os.path.realpath(compiler), str(stat.st_size), str(stat.st_mtime_ns),
+         repr(FLAG_SETS), repr(_COMMON_FLAGS), repr(flags), repr(libraries), torch.__version__,
+         str(torch.version.git_version)]
+    )  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _fixed_derivative(grad: torch.Tensor, x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float):
+    """grad * s'(x) for the node's backward under ``create_graph`` (differentiable) or with a
+    batched/wrapped gradient (the kernel module's plain-ops fallback reads it)."""
+    from spocu.core import cached_params
+    from spocu.torch._autograd import derivative
+
+    k = kernel_constants(cached_params(alpha, beta, gamma, c), x.dtype)
+    if not torch.is_grad_enabled():
+        return _cpp.backward(grad, x, k)
+    return derivative(grad, x, k, _cpp)
+
+
+def _load(path: Path) -> Any:
+    """Load, bind and check the node library; returns the op's C++ entry."""
+    global _derivative_library
+    handle = ctypes.CDLL(str(path))
+    if handle.spocu_node_abi_version() != 1:
+        raise RuntimeError(f"{path} is from another version of spocu")
+    kernels = _cpp._lib
+    pointers = [[ctypes.cast(kernels[kind, dtype], ctypes.c_void_p).value for dtype in _BIND_ORDER]
+                for kind in ("forward", "backward")]  # fmt: skip
+    handle.spocu_node_bind(*((ctypes.c_void_p * 4)(*p) for p in pointers))
+    if not hasattr(torch.ops, "spocu_cpu") or not hasattr(torch.ops.spocu_cpu, "fixed"):
+        torch.ops.load_library(str(path))
+    if _derivative_library is None:
+        library = torch.library.Library("spocu_cpu", "IMPL")
+        library.impl("fixed_derivative", _fixed_derivative, "CompositeImplicitAutograd")
+        _derivative_library = library
+    overload = torch.ops.spocu_cpu.fixed.default
+    op = getattr(overload, "_op", overload)  # the C++ entry, without OpOverload.__call__'s Python frame
+    _self_check(op)
+    return op
+
+
+def _self_check(op: Any) -> None:
+    """The node must give the kernel library's bits, forward and backward (a mismatched build: not used)."""
+    from spocu.core import SPOCUParams
+
+    x = torch.linspace(-12.0, 12.0, 101, dtype=torch.float64)
+    x = torch.cat([x, torch.tensor([0.0, -0.0, float("inf"), -float("inf")], dtype=torch.float64)])
+    g = torch.linspace(-2.0, 3.0, x.numel(), dtype=torch.float64)
+    for params in (SPOCUParams(), SPOCUParams(c=1.5)):
+        for dtype in (torch.float64, torch.float32, torch.bfloat16):
+            k = kernel_constants(params, dtype)
+            forward_table, backward_table = tables(k)
+            xd = x.to(dtype).requires_grad_()
+            gd = g.to(dtype)
+            with torch.enable_grad():
+                y = op(xd, forward_table, backward_table, params.alpha, params.beta, params.gamma, params.c)
+                (dx,) = torch.autograd.grad(y, xd, gd)
+            want_y = _cpp._run_forward(_cpp._lib, xd.detach(), k)
+            want_dx = _cpp._run_backward(_cpp._lib, gd, xd.detach(), k)
+            if not (torch.equal(y.detach(), want_y) and torch.equal(dx, want_dx)):
+                raise RuntimeError(f"the autograd node disagrees with the kernel library ({dtype})")
+
+
+def _load_or_build() -> None:
+    global _op, _state, _reason
+    try:
+        compiler = _cpp._compiler()
+        if compiler is None:
+            raise RuntimeError("no C++ compiler found")
+        include, _ = _torch_paths()
+        if not (include / "torch" / "library.h").exists():
+            raise RuntimeError(f"PyTorch's C++ headers are not installed ({include / 'torch' / 'library.h'} is missing)")
+        path = _cpp.cache_dir() / f"spocu_node_{_key(compiler)}.so"
+        with _lock:
+            global _path
+            _path = path
+        if not path.exists():
+            flags, libraries = _torch_flags()
+            _cpp._compile(compiler, path, source=SOURCE, flag_sets=tuple(f + flags for f in FLAG_SETS),
+                          common=_COMMON_FLAGS, libraries=libraries)  # fmt: skip
+        op = _load(path)
+    except Exception as exc:  # noqa: BLE001 -- any failure means "the Python Function", which is exact too
+        with _lock:
+            _reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+            _state = "failed"
+        _done.set()
+        return
+    with _lock:
+        _op = op
+        _state = "ready"
+    _done.set()
+
+
+def start() -> None:
+    """Load the cached node or build it, in a background thread (called once the kernels are loaded)."""
+    global _state, _reason
+    with _lock:
+        if _state != "idle" or _cpp._lib is None:
+            return
+        if os.environ.get(ENV_VAR, "1").strip() == "0":
+            _state, _reason = "disabled", f"{ENV_VAR}=0"
+            _done.set()
+            return
+        _state = "building"
+        _done.clear()
+    threading.Thread(target=_load_or_build, name="spocu-node-build", daemon=True).start()
+
+
+def build(timeout: float | None = None) -> str:
+    """Wait (at most ``timeout`` s) for the node; returns :func:`state`."""
+    start()
+    if _state != "idle":
+        _done.wait(timeout)
+    return _state
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _state, _done
+    _lock = threading.Lock()
+    if _state == "building":  # the builder thread does not exist in the child
+        _state = "idle"
+        _done = threading.Event()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------- calls
+
+
+#: id(k) -> (k, forward table, backward table) as float64 tensors; holding k keeps its id unique
+_TABLES: dict[int, tuple[KernelConstants, torch.Tensor, torch.Tensor]] = {}
+
+
+def tables(k: KernelConstants) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k``'s coefficient tables as the node reads them (a node keeps a reference: no lifetime issue)."""
+    entry = _TABLES.get(id(k))
+    if entry is None or entry[0] is not k:
+        entry = (k, torch.tensor(k.forward_table(), dtype=torch.float64),
+                 torch.tensor(k.backward_table(), dtype=torch.float64))  # fmt: skip
+        if len(_TABLES) > 4096:  # a program sweeping parameters: start over rather than grow
+            _TABLES.clear()
+        _TABLES[id(k)] = entry
+    return entry[1], entry[2]
+
+
+def apply(x: torch.Tensor, k: KernelConstants, alpha: float, beta: float, gamma: float, c: float) -> torch.Tensor:
+    """s(x) through the C++ node (only when :func:`available`; eager, no transform active)."""
+    forward_table, backward_table = tables(k)
+    return _op(x, forward_table, backward_table, alpha, beta, gamma, c)

@@ -1,0 +1,303 @@
+"""The C++ autograd node (``torch.ops.spocu_cpu.fixed``): values, gradients of any order, the
+memory contract, autograd's safety checks, and its life cycle (built in the background, cached,
+refused when it disagrees with the kernels, optional).
+
+Values are checked against the float64 reference; the node is also checked to give exactly the
+bits of the Python ``autograd.Function`` over the same kernels, which it replaces on eager calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from spocu.core import SPOCUParams, reference_spocu_grad, reference_spocu_grad2
+from spocu.testing import PARAM_SETS, assert_matches_reference, wide_inputs
+from spocu.torch import SPOCU, _cpp, _node, spocu
+from spocu.torch._constants import kernel_constants
+from spocu.torch._layout import is_dense
+
+from .test_cpp_kernels import run_scenario
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@pytest.fixture(scope="module")
+def node_ready(cpp_ready):
+    status = _cpp.build(timeout=600)
+    if status["node_state"] != "ready":
+        pytest.fail(f"the C++ autograd node was not built: {status['node_reason']}")
+    return status
+
+
+@contextlib.contextmanager
+def python_function():
+    """Calls in this block take the Python autograd.Function over the same kernels."""
+    _node.ENABLED = False
+    try:
+        yield
+    finally:
+        _node.ENABLED = True
+
+
+def served_by_node(y: torch.Tensor) -> bool:
+    return y.grad_fn is not None and "FixedSPOCU" in y.grad_fn.name()
+
+
+def forward_backward(x: torch.Tensor, grad: torch.Tensor, **params):
+    x = x.detach().clone().requires_grad_()
+    y = spocu(x, **params)
+    (dx,) = torch.autograd.grad(y, x, grad)
+    return y, dx
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", PARAM_SETS)
+def test_values_and_gradients_match_the_reference(node_ready, dtype, name):
+    params = PARAM_SETS[name]
+    x64 = wide_inputs(dtype, params)
+    x = torch.from_numpy(x64).to(DTYPES[dtype])
+    xr = x.double().numpy()  # the inputs as the dtype holds them
+    y, dx = forward_backward(x, torch.ones_like(x), **params.as_dict())
+    assert served_by_node(y)
+    assert y.dtype == x.dtype and dx.dtype == x.dtype
+    assert_matches_reference(xr, y.detach().double().numpy(), params, dtype)
+    assert_matches_reference(xr, dx.double().numpy(), params, dtype, derivative=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_node_gives_the_python_functions_bits(node_ready, dtype):
+    torch.manual_seed(0)
+    x = (torch.randn(7, 33) * 4).to(DTYPES[dtype])
+    g = torch.randn(7, 33).to(DTYPES[dtype])
+    y, dx = forward_backward(x, g)
+    with python_function():
+        y_py, dx_py = forward_backward(x, g)
+    assert served_by_node(y) and not served_by_node(y_py)
+    assert torch.equal(y, y_py) and torch.equal(dx, dx_py)
+
+
+LAYOUTS = {
+    "contiguous": lambda t: t,
+    "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last),
+    "transposed": lambda t: t.transpose(1, 3),
+    "stepped slice": lambda t: t[:, ::2],
+    "negated view": lambda t: torch._neg_view(t),
+}
+GRAD_LAYOUTS = {
+    "contiguous": lambda g, y: g.contiguous(),
+    "expanded": lambda g, y: g[:1].expand_as(y),
+    "transposed": lambda g, y: g.transpose(0, 1).contiguous().transpose(0, 1),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("grad_layout", GRAD_LAYOUTS)
+def test_any_input_and_gradient_layout(node_ready, layout, grad_layout):
+    torch.manual_seed(1)
+    base = (torch.randn(2, 6, 3, 5, dtype=torch.float64) * 4).requires_grad_()
+    x = LAYOUTS[layout](base)
+    y = spocu(x)
+    assert served_by_node(y)
+    assert y.shape == x.shape
+    if is_dense(x):
+        assert y.stride() == x.stride()  # empty_like's layout
+    g = GRAD_LAYOUTS[grad_layout](torch.randn(y.shape, dtype=torch.float64), y)
+    (dbase,) = torch.autograd.grad(y, base, g)
+    xv = x.detach().resolve_neg().numpy()
+    assert_matches_reference(xv, y.detach().numpy(), SPOCUParams(), "float64")
+    want = torch.autograd.grad(LAYOUTS[layout](base), base, torch.from_numpy(reference_spocu_grad(xv)) * g.double())[0]
+    torch.testing.assert_close(dbase, want, rtol=1e-12, atol=1e-12)
+
+
+def test_saves_only_its_input(node_ready):
+    x = torch.randn(64, 32, requires_grad=True)
+    h = x * 2
+    packed = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+        before = len(packed)
+        y = spocu(h)
+    assert served_by_node(y)
+    saved = packed[before:]
+    assert len(saved) == 1 and saved[0].data_ptr() == h.data_ptr() and saved[0].shape == h.shape
+
+
+def test_saved_tensor_hooks_can_move_the_saved_input(node_ready):
+    """Offloading hooks (as activation checkpointing and CPU offload use) see and restore the input."""
+    x = (torch.randn(40, dtype=torch.float64) * 4).requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone().numpy(), lambda a: torch.from_numpy(a)):
+        y = spocu(x)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), reference_spocu_grad(x.detach().numpy()), rtol=1e-12, atol=1e-14)
+
+
+def test_an_input_modified_in_place_after_the_call_is_refused(node_ready):
+    x = torch.randn(10, requires_grad=True)
+    h = x * 1.0
+    y = spocu(h)
+    h.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_gradients_of_any_order(node_ready):
+    x = torch.linspace(-4.0, 8.0, 301, dtype=torch.float64).requires_grad_()
+    y = spocu(x)
+    assert served_by_node(y)
+    (d1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (d2,) = torch.autograd.grad(d1.sum(), x, create_graph=True)
+    xs = x.detach().numpy()
+    np.testing.assert_allclose(d1.detach().numpy(), reference_spocu_grad(xs), rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(d2.detach().numpy(), reference_spocu_grad2(xs), rtol=1e-9, atol=1e-11)
+    (d3,) = torch.autograd.grad(d2.sum(), x)  # s''' by finite differences of the reference s''
+    h = 1e-6
+    fd = (reference_spocu_grad2(xs + h) - reference_spocu_grad2(xs - h)) / (2 * h)
+    inside = np.abs(xs - SPOCUParams().lower_bound) > 1e-3  # s'' has a kink at x_lo
+    np.testing.assert_allclose(d3.numpy()[inside], fd[inside], rtol=1e-5, atol=1e-6)
+
+
+def test_gradcheck_and_gradgradcheck(node_ready):
+    x = (torch.randn(30, dtype=torch.float64) * 3).requires_grad_()
+    c = PARAM_SETS["c2"]
+    fn = lambda t: spocu(t, c.alpha, c.beta, c.gamma, c.c)  # noqa: E731
+    assert served_by_node(fn(x))
+    # batched gradients (vmap over the backward): the node hands storage-less gradients to Python
+    assert torch.autograd.gradcheck(fn, (x,), check_batched_grad=True)
+    assert torch.autograd.gradgradcheck(fn, (x,), check_batched_grad=True)
+
+
+def test_no_graph_without_grad_and_under_inference_mode(node_ready):
+    x = torch.linspace(-5, 5, 50, requires_grad=True)
+    with torch.no_grad():
+        y = spocu(x)
+    with torch.inference_mode():
+        z = spocu(x.detach())
+    assert y.grad_fn is None and not y.requires_grad and z.is_inference()
+    with python_function():
+        want = spocu(x.detach())
+    assert torch.equal(y, want) and torch.equal(z, want)
+
+
+def test_results_do_not_depend_on_the_thread_count(node_ready):
+    x = torch.randn(200_000, dtype=torch.float32) * 4
+    g = torch.randn_like(x)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = forward_backward(x, g)
+        torch.set_num_threads(max(2, threads))
+        many = forward_backward(x, g)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
+
+
+def test_a_module_training_step_matches_the_python_function(node_ready):
+    def step():
+        torch.manual_seed(3)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 16), SPOCU(), torch.nn.Linear(16, 16), SPOCU(c=2.0),
+                                  torch.nn.Linear(16, 1))  # fmt: skip
+        x = torch.randn(32, 8)
+        loss = net(x).square().mean()
+        loss.backward()
+        return loss.detach(), [p.grad for p in net.parameters()]
+
+    loss, grads = step()
+    with python_function():
+        loss_py, grads_py = step()
+    assert torch.equal(loss, loss_py)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_py))
+
+
+def test_activation_checkpointing_recomputes_through_the_node(node_ready):
+    from torch.utils.checkpoint import checkpoint
+
+    x = (torch.randn(4, 20, dtype=torch.float64) * 3).requires_grad_()
+    y = checkpoint(lambda t: spocu(t * 1.5), x, use_reentrant=False)
+    y.sum().backward()
+    want = 1.5 * reference_spocu_grad(1.5 * x.detach().numpy())
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12, atol=1e-14)
+
+
+def test_torch_func_transforms_take_the_python_path_with_the_same_values(node_ready):
+    x = torch.randn(25, dtype=torch.float64) * 3
+    grads = torch.func.vmap(torch.func.grad(lambda t: spocu(t)))(x)
+    np.testing.assert_allclose(grads.numpy(), reference_spocu_grad(x.numpy()), rtol=1e-12, atol=1e-14)
+
+
+def test_the_op_names_bad_arguments(node_ready):
+    k = _node.tables(kernel_constants(SPOCUParams(), torch.float32))
+    p = SPOCUParams()
+    with pytest.raises(RuntimeError, match="computes float32, float64, bfloat16 and float16, got Int"):
+        _node._op(torch.arange(3, dtype=torch.int32), *k, p.alpha, p.beta, p.gamma, p.c)
+    with pytest.raises(RuntimeError, match="contiguous 1-D float64 CPU tensor"):
+        _node._op(torch.zeros(3), k[0].float(), k[1], p.alpha, p.beta, p.gamma, p.c)
+    with pytest.raises(RuntimeError, match="strided CPU tensor"):
+        _node._op(torch.zeros(3, device="meta"), *k, p.alpha, p.beta, p.gamma, p.c)
+
+
+def test_a_node_that_disagrees_with_the_kernels_is_refused(node_ready):
+    """The load-time self-check compares the node's bits with the kernel library's."""
+    wrong = lambda x, forward_table, backward_table, *params: x * 1.0  # noqa: E731 -- differentiable, wrong
+    with pytest.raises(RuntimeError, match="disagrees with the kernel library"):
+        _node._self_check(wrong)
+
+
+def test_built_in_the_background_cached_and_loaded_by_the_next_process(tmp_path):
+    body = """
+        out["first"] = call_and_check()
+        out["status"] = spocu_torch.build_kernels(timeout=900)
+        out["later"] = call_and_check()
+        """
+    cold = run_scenario(body, tmp_path, SPOCU_TORCH_NODE="1")
+    assert cold["first"] in ("_eager", "_cpp")  # served at once while the kernels (then the node) build
+    assert cold["status"]["node_state"] == "ready", cold["status"]
+    assert cold["later"] == "_node"
+    assert (tmp_path / cold["status"]["node_library"].rsplit("/", 1)[-1]).exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+    warm = run_scenario(body, tmp_path, SPOCU_TORCH_NODE="1")
+    assert warm["first"] in ("_cpp", "_node")  # the kernels from the cache at once; the node a moment later
+    assert warm["status"]["node_state"] == "ready" and warm["later"] == "_node"
+    assert warm["status"]["node_library"] == cold["status"]["node_library"]
+
+
+def test_without_the_node_the_python_function_serves_silently(tmp_path):
+    """A node that cannot be built (here: a compiler that fails on its source) changes nothing a caller sees."""
+    real = _cpp._compiler()
+    if real is None:
+        pytest.skip("no C++ compiler here")
+    fake = tmp_path / "bin" / "c++"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\ncase "$*" in *_torch_node.cpp*) echo "no headers" >&2; exit 1;; esac\nexec {real} "$@"\n')
+    fake.chmod(0o755)
+    result = run_scenario(
+        """
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out["status"] = spocu_torch.build_kernels(timeout=900)
+            out["nodes"] = [call_and_check() for _ in range(2)]
+        out["warnings"] = [str(w.message) for w in caught]
+        """,
+        tmp_path / "cache",
+        SPOCU_TORCH_NODE="1",
+        CXX=str(fake),
+    )
+    assert result["status"]["state"] == "ready"
+    assert result["status"]["node_state"] == "failed" and "no headers" in result["status"]["node_reason"]
+    assert result["nodes"] == ["_cpp", "_cpp"] and result["warnings"] == []
+
+
+def test_the_node_can_be_turned_off(tmp_path):
+    result = run_scenario(
+        """
+        out["status"] = spocu_torch.build_kernels(timeout=600)
+        out["node"] = call_and_check()
+        """,
+        tmp_path,
+    )  # run_scenario sets SPOCU_TORCH_NODE=0
+    assert result["status"]["node_state"] == "disabled" and result["node"] == "_cpp"
+    assert not list(tmp_path.glob("spocu_node_*.so"))
+
