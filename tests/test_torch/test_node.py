@@ -262,6 +262,9 @@ def test_built_in_the_background_cached_and_loaded_by_the_next_process(tmp_path)
     assert warm["first"] in ("_cpp", "_node")  # the kernels from the cache at once; the node a moment later
     assert warm["status"]["node_state"] == "ready" and warm["later"] == "_node"
     assert warm["status"]["node_library"] == cold["status"]["node_library"]
+    for _ in range(3):  # a script that exits right after its first call, while the node loads
+        quick = run_scenario('out["first"] = call_and_check()', tmp_path, SPOCU_TORCH_NODE="1")
+        assert quick["first"] in ("_cpp", "_node")  # (run_scenario asserts exit status 0: no abort)
 
 
 def test_without_the_node_the_python_function_serves_silently(tmp_path):

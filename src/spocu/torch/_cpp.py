@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import hashlib
@@ -301,11 +302,35 @@ def _compile(
         os.close(lock_fd)
 
 
+#: held while a background thread runs torch code (loading and self-checking a library): an
+#: interpreter that exits under it tears torch down mid-call (std::terminate, exit status 134), so
+#: exit waits for it (milliseconds) and no load starts after
+_torch_work = threading.Lock()
+_exiting = False
+
+
+def guarded_load(load: Any, path: Path) -> Any:
+    """``load(path)`` from a background thread, never overlapping the interpreter's exit."""
+    with _torch_work:
+        if _exiting:
+            raise RuntimeError("the interpreter is exiting")
+        return load(path)
+
+
+def _stop_background_loads() -> None:
+    global _exiting
+    with _torch_work:  # a load in progress finishes first
+        _exiting = True
+
+
+atexit.register(_stop_background_loads)
+
+
 def _build_in_background(compiler: str, final: Path) -> None:
     global _lib, _state, _reason
     try:
         _compile(compiler, final)
-        lib = _load(final)
+        lib = guarded_load(_load, final)
     except Exception as exc:  # noqa: BLE001 -- any failure means "plain ops", said once by the caller
         with _lock:
             _reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
@@ -344,8 +369,9 @@ def _start() -> None:
 
 def _after_fork_in_child() -> None:
     # the builder thread does not exist in the child: start over (the cache file may be there by now)
-    global _lock, _state, _done
+    global _lock, _state, _done, _torch_work
     _lock = threading.Lock()
+    _torch_work = threading.Lock()  # (a parent's loading thread does not exist here)
     if _state == "building":
         _state = "idle"
         _done = threading.Event()

@@ -161,7 +161,9 @@ def _self_check(op: Any) -> None:
             gd = g.to(dtype)
             with torch.enable_grad():
                 y = op(xd, forward_table, backward_table, params.alpha, params.beta, params.gamma, params.c)
-                (dx,) = torch.autograd.grad(y, xd, gd)
+                # (y * gd).sum(): its gradient at y is exactly gd; explicit grad_outputs would make
+                # autograd import sympy on first use (0.8 s, under the caller's GIL)
+                (dx,) = torch.autograd.grad((y * gd).sum(), xd)
             want_y = _cpp._run_forward(_cpp._lib, xd.detach(), k)
             want_dx = _cpp._run_backward(_cpp._lib, gd, xd.detach(), k)
             if not (torch.equal(y.detach(), want_y) and torch.equal(dx, want_dx)):
@@ -185,7 +187,7 @@ def _load_or_build() -> None:
             flags, libraries = _torch_flags()
             _cpp._compile(compiler, path, source=SOURCE, flag_sets=tuple(f + flags for f in FLAG_SETS),
                           common=_COMMON_FLAGS, libraries=libraries)  # fmt: skip
-        op = _load(path)
+        op = _cpp.guarded_load(_load, path)
     except Exception as exc:  # noqa: BLE001 -- any failure means "the Python Function", which is exact too
         with _lock:
             _reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
