@@ -69,6 +69,18 @@ def run_scenario(body: str, cache: Path, **env: str) -> dict:
     return json.loads(line.removeprefix("RESULT="))
 
 
+def compiler_wrapper(tmp_path: Path, shell: str) -> Path:
+    """``tmp_path/bin/c++``: runs the ``shell`` lines, then the real compiler (skips the test without one)."""
+    compiler = _cpp._compiler()
+    if compiler is None:
+        pytest.skip("no C++ compiler here")
+    wrapper = tmp_path / "bin" / "c++"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\n{shell}\nexec {compiler} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 @pytest.fixture(scope="module")
 def warm_cache(tmp_path_factory):
     """A cache directory holding a built library (built by a first, cold process)."""
@@ -343,13 +355,7 @@ def test_every_half_precision_value_forward_and_backward_within_half_an_ulp_of_t
 def test_the_portable_build_computes_every_half_precision_value_within_half_an_ulp(cpp_ready, tmp_path):
     """Built without -march=native (as for a CPU without AVX-512 or FMA) the block loops serve float16
     and bfloat16, with separate multiplies and adds: the same bound holds."""
-    compiler = shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
-        pytest.skip("no C++ compiler")
-    wrapper = tmp_path / "bin" / "c++"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\nfor a; do shift; [ "$a" = -march=native ] || set -- "$@" "$a"; done\nexec {compiler} "$@"\n')
-    wrapper.chmod(0o755)
+    wrapper = compiler_wrapper(tmp_path, 'for a; do shift; [ "$a" = -march=native ] || set -- "$@" "$a"; done')
     out_file = tmp_path / "portable.pt"
     result = run_scenario(
         f"""

@@ -20,7 +20,7 @@ from spocu.torch import SPOCU, _cpp, _node, spocu
 from spocu.torch._constants import kernel_constants
 from spocu.torch._layout import is_dense
 
-from .test_cpp_kernels import run_scenario
+from .test_cpp_kernels import compiler_wrapper, run_scenario
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -269,13 +269,7 @@ def test_built_in_the_background_cached_and_loaded_by_the_next_process(tmp_path)
 
 def test_without_the_node_the_python_function_serves_silently(tmp_path):
     """A node that cannot be built (here: a compiler that fails on its source) changes nothing a caller sees."""
-    real = _cpp._compiler()
-    if real is None:
-        pytest.skip("no C++ compiler here")
-    fake = tmp_path / "bin" / "c++"
-    fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\ncase "$*" in *_torch_node.cpp*) echo "no headers" >&2; exit 1;; esac\nexec {real} "$@"\n')
-    fake.chmod(0o755)
+    fake = compiler_wrapper(tmp_path, 'case "$*" in *_torch_node.cpp*) echo "no headers" >&2; exit 1;; esac')
     result = run_scenario(
         """
         with warnings.catch_warnings(record=True) as caught:

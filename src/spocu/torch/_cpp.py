@@ -167,14 +167,19 @@ def _load(path: Path) -> dict[tuple[str, torch.dtype], Any]:
     return table
 
 
+def self_check_inputs(points: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, grad) in float64 for the load-time self-checks: both pieces, the signed zeros, infinities."""
+    x = torch.linspace(-12.0, 12.0, points, dtype=torch.float64)
+    x = torch.cat([x, torch.tensor([0.0, -0.0, float("inf"), -float("inf")], dtype=torch.float64)])
+    return x, torch.linspace(-2.0, 3.0, x.numel(), dtype=torch.float64)
+
+
 def _self_check(table: dict) -> None:
     """A miscompiled library must not give silent wrong results: compare with the plain ops once."""
     from spocu.core import SPOCUParams
     from spocu.torch._constants import kernel_constants
 
-    x = torch.linspace(-12.0, 12.0, 97, dtype=torch.float64)
-    x = torch.cat([x, torch.tensor([0.0, -0.0, float("inf"), -float("inf")], dtype=torch.float64)])
-    g = torch.linspace(-2.0, 3.0, x.numel(), dtype=torch.float64)
+    x, g = self_check_inputs(97)
     for params in (SPOCUParams(), SPOCUParams(c=1.5)):
         for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
             k = kernel_constants(params, dtype)
@@ -326,6 +331,11 @@ def _stop_background_loads() -> None:
 atexit.register(_stop_background_loads)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a build or load failed (what :func:`kernel_status` reports)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+
+
 def _build_in_background(compiler: str, final: Path) -> None:
     global _lib, _state, _reason
     try:
@@ -333,8 +343,7 @@ def _build_in_background(compiler: str, final: Path) -> None:
         lib = guarded_load(_load, final)
     except Exception as exc:  # noqa: BLE001 -- any failure means "plain ops", said once by the caller
         with _lock:
-            _reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
-            _state = "failed"
+            _state, _reason = "failed", failure_reason(exc)
         _done.set()
         return
     with _lock:

@@ -150,9 +150,7 @@ def _self_check(op: Any) -> None:
     """The node must give the kernel library's bits, forward and backward (a mismatched build: not used)."""
     from spocu.core import SPOCUParams
 
-    x = torch.linspace(-12.0, 12.0, 101, dtype=torch.float64)
-    x = torch.cat([x, torch.tensor([0.0, -0.0, float("inf"), -float("inf")], dtype=torch.float64)])
-    g = torch.linspace(-2.0, 3.0, x.numel(), dtype=torch.float64)
+    x, g = _cpp.self_check_inputs(101)
     for params in (SPOCUParams(), SPOCUParams(c=1.5)):
         for dtype in (torch.float64, torch.float32, torch.bfloat16):
             k = kernel_constants(params, dtype)
@@ -190,8 +188,7 @@ def _load_or_build() -> None:
         op = _cpp.guarded_load(_load, path)
     except Exception as exc:  # noqa: BLE001 -- any failure means "the Python Function", which is exact too
         with _lock:
-            _reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
-            _state = "failed"
+            _state, _reason = "failed", _cpp.failure_reason(exc)
         _done.set()
         return
     with _lock:
