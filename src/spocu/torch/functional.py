@@ -187,7 +187,7 @@ def spocu(
             k, kernels = hit
             if _cpp.transforms_active() or not is_plain(x):
                 return SPOCUFunction.apply(x, k, kernels)
-            if kernels is _cpp and _node._op is not None and _node.ENABLED:
+            if kernels is _cpp and _node.available():
                 return _node.apply(x, k, alpha, beta, gamma, c)  # the C++ autograd node (~3 us without grad)
             if not (x.requires_grad and torch.is_grad_enabled()):
                 return kernels.forward(x, k)  # nothing to record: no autograd.Function (~6 us)
@@ -204,14 +204,14 @@ def spocu(
         return spocu_tensor_params(x, alpha, beta, gamma, c, path=path, traced=tracing)
     if tracing:
         return _traced_spocu(x, alpha, beta, gamma, c, backend)
-    k = kernel_constants(cached_params(alpha, beta, gamma, c), x.dtype)
+    params = cached_params(alpha, beta, gamma, c)
+    k = kernel_constants(params, x.dtype)
     kernels = _dispatch.resolve(x, backend)
     if (kernels is _cpp or kernels is _triton) and type(c) is float and len(_FAST_CALLS) < 1024 and _fast_path_possible(x, backend):
         _FAST_CALLS[(alpha, beta, gamma, c, x.dtype, x.device.type)] = (k, kernels)
     if not _cpp.transforms_active() and is_plain(x):
         if kernels is _cpp and _node.available():
-            p = cached_params(alpha, beta, gamma, c)
-            return _node.apply(x, k, p.alpha, p.beta, p.gamma, p.c)
+            return _node.apply(x, k, params.alpha, params.beta, params.gamma, params.c)
         return apply_without_transforms(x, k, kernels)
     return SPOCUFunction.apply(x, k, kernels)
 
