@@ -127,13 +127,15 @@ def _cpu_identity() -> str:
     return "\n".join(parts)
 
 
-def _library_key(compiler: str) -> str:
+def build_key(compiler: str, source: Path, *parts: str) -> str:
+    """The cache key of a library built from ``source`` by ``compiler``, with whatever else it depends on."""
     stat = os.stat(compiler)
-    text = "\n".join(
-        [SOURCE.read_text(), os.path.realpath(compiler), str(stat.st_size), str(stat.st_mtime_ns),
-         repr(FLAG_SETS), repr(_COMMON_FLAGS), _cpu_identity()]
-    )  # fmt: skip
+    text = "\n".join([source.read_text(), os.path.realpath(compiler), str(stat.st_size), str(stat.st_mtime_ns), *parts])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _library_key(compiler: str) -> str:
+    return build_key(compiler, SOURCE, repr(FLAG_SETS), repr(_COMMON_FLAGS), _cpu_identity())
 
 
 # ---------------------------------------------------------------- loading and checking
@@ -486,15 +488,16 @@ def _table_buffer(values: tuple[float, ...]) -> Any:
     return (ctypes.c_double * len(values))(*values)
 
 
-#: id(k) -> (k, address of k's forward table, address of its backward table); holding k keeps its id unique
-_TABLES: dict[int, tuple[KernelConstants, int, int, Any, Any]] = {}
+#: id(k) -> (k, address of k's forward table, address of its backward table, the two tables as
+#: float64 tensors); holding k keeps its id unique. The C++ autograd node keeps the tensors it reads.
+_TABLES: dict[int, tuple[KernelConstants, int, int, torch.Tensor, torch.Tensor]] = {}
 
 
-def _tables(k: KernelConstants) -> tuple[KernelConstants, int, int, Any, Any]:
+def _tables(k: KernelConstants) -> tuple[KernelConstants, int, int, torch.Tensor, torch.Tensor]:
     entry = _TABLES.get(id(k))
     if entry is None or entry[0] is not k:
-        fwd, bwd = _table_buffer(k.forward_table()), _table_buffer(k.backward_table())
-        entry = (k, ctypes.addressof(fwd), ctypes.addressof(bwd), fwd, bwd)
+        fwd, bwd = (torch.tensor(t, dtype=torch.float64) for t in (k.forward_table(), k.backward_table()))
+        entry = (k, fwd.data_ptr(), bwd.data_ptr(), fwd, bwd)
         if len(_TABLES) > 4096:  # a program sweeping parameters: start over rather than grow
             _TABLES.clear()
         _TABLES[id(k)] = entry

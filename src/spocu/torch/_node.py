@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -102,14 +101,9 @@ def _torch_flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _key(compiler: str) -> str:
-    stat = os.stat(compiler)
     flags, libraries = _torch_flags()
-    text = "\n".join(
-        [SOURCE.read_text(), os.path.realpath(compiler), str(stat.st_size), str(stat.st_mtime_ns),
-         repr(FLAG_SETS), repr(_COMMON_FLAGS), repr(flags), repr(libraries), torch.__version__,
-         str(torch.version.git_version)]
-    )  # fmt: skip
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return _cpp.build_key(compiler, SOURCE, repr(FLAG_SETS), repr(_COMMON_FLAGS), repr(flags), repr(libraries),
+                          torch.__version__, str(torch.version.git_version))  # fmt: skip
 
 
 def _fixed_derivative(grad: torch.Tensor, x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float):
@@ -235,20 +229,11 @@ if hasattr(os, "register_at_fork"):
 # ---------------------------------------------------------------- calls
 
 
-#: id(k) -> (k, forward table, backward table) as float64 tensors; holding k keeps its id unique
-_TABLES: dict[int, tuple[KernelConstants, torch.Tensor, torch.Tensor]] = {}
-
-
 def tables(k: KernelConstants) -> tuple[torch.Tensor, torch.Tensor]:
-    """``k``'s coefficient tables as the node reads them (a node keeps a reference: no lifetime issue)."""
-    entry = _TABLES.get(id(k))
-    if entry is None or entry[0] is not k:
-        entry = (k, torch.tensor(k.forward_table(), dtype=torch.float64),
-                 torch.tensor(k.backward_table(), dtype=torch.float64))  # fmt: skip
-        if len(_TABLES) > 4096:  # a program sweeping parameters: start over rather than grow
-            _TABLES.clear()
-        _TABLES[id(k)] = entry
-    return entry[1], entry[2]
+    """``k``'s coefficient tables as the node reads them: the kernel module's, as float64 tensors
+    (a node keeps a reference: no lifetime issue)."""
+    entry = _cpp._tables(k)
+    return entry[3], entry[4]
 
 
 def apply(x: torch.Tensor, k: KernelConstants, alpha: float, beta: float, gamma: float, c: float) -> torch.Tensor:
