@@ -451,6 +451,43 @@ def test_fused_learnable_matches_the_float64_formulas(layout, backend, monkeypat
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("backend", ["eager", "cpp", "inductor"])
+@pytest.mark.parametrize("shared", ["alpha", "beta", "gamma", "beta_gamma"])
+def test_mixed_shared_and_per_channel_parameters(shared, backend, monkeypatch, request):
+    """Some parameters one per channel, others one shared value (a float or a 1-element tensor):
+    every path gives the per-channel result, and the shared ones get the channels' summed gradient."""
+    if backend == "cpp":
+        request.getfixturevalue("cpp_ready")
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend)
+    gen = torch.Generator().manual_seed(5)
+    x = (torch.rand(3, 4, 5, 6, dtype=torch.float64, generator=gen) * 9 - 3).requires_grad_(True)
+    per_channel = {"alpha": torch.tensor([2.0, 2.5, 3.0, 3.5]), "beta": torch.tensor([0.5, 0.6, 0.7, 0.4]),
+                   "gamma": torch.tensor([3.0, 2.0, 4.0, 1.5])}  # fmt: skip
+    shared_value = {"alpha": 3.1, "beta": 0.62, "gamma": 2.5}
+    args, params = {}, {}
+    for name in per_channel:
+        if name in shared.split("_"):
+            # a float for beta (made a 0-d tensor by spocu), 1-element tensors otherwise
+            params[name] = torch.tensor([shared_value[name]], dtype=torch.float64, requires_grad=True)
+            args[name] = shared_value[name] if name == "beta" else params[name]
+        else:
+            params[name] = per_channel[name].to(torch.float64).requires_grad_(True)
+            args[name] = params[name]
+    y = spocu(x, args["alpha"], args["beta"], args["gamma"], c=2.5)
+    g_out = torch.randn(x.shape, dtype=torch.float64, generator=gen)
+    y.backward(g_out)
+    expanded = [params[n].detach().expand(4).numpy() for n in ("alpha", "beta", "gamma")]
+    y_ref, grads_ref = _learnable_reference(x.detach().numpy(), g_out.numpy(), *expanded, 2.5)
+    np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), grads_ref[0], rtol=1e-9, atol=1e-10)
+    for name, want in zip(("alpha", "beta", "gamma"), grads_ref[1:]):
+        if name == "beta" and "beta" in shared:
+            continue  # a float: no gradient to read
+        got = params[name].grad
+        want = want.sum(keepdims=True) if got.numel() == 1 else want
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10, err_msg=name)
+
+
 @pytest.mark.parametrize("backend", ["auto", "inductor"])
 def test_learnable_tensors_take_the_fused_path_and_save_only_the_input(backend, cpp_ready, monkeypatch):
     monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend)

@@ -479,6 +479,7 @@ def spocu_tensor_params(
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
     if traced:
         return traced_forward(x, a, b, g, c)
+    alpha, beta, gamma = _common_count(alpha, beta, gamma)
     # where Function.apply's wrapper would only bind the arguments (~90 us), skip it (see plain_apply)
     lean = not torch._C._are_functorch_transforms_active() and is_plain(x, alpha, beta, gamma)
     if path == "cpp" and all(t.is_cpu for t in (alpha, beta, gamma)):
@@ -486,6 +487,20 @@ def spocu_tensor_params(
     if path == "inductor":
         return _lean_apply(_FusedLearnableSPOCU, lean)(x, alpha, beta, gamma, c)
     return _lean_apply(_LearnableSPOCU, lean)(x, a, b, g, c)
+
+
+def _common_count(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The parameters with one count: one-element ones expanded to the per-channel count when others
+    have one per channel (the fused kernels read C values of each; autograd sums the expanded grads).
+
+    >>> [tuple(p.shape) for p in _common_count(torch.ones(3), torch.tensor(0.5), torch.ones(1))]
+    [(3,), (3,), (3,)]
+    """
+    counts = (alpha.numel(), beta.numel(), gamma.numel())
+    if counts[0] == counts[1] == counts[2]:
+        return alpha, beta, gamma
+    channels = max(counts)
+    return tuple(p.reshape(1).expand(channels) if p.numel() == 1 else p for p in (alpha, beta, gamma))
 
 
 def _lean_apply(function: type[torch.autograd.Function], lean: bool):
