@@ -418,17 +418,29 @@ def _learnable_reference(x, g_out, alpha, beta, gamma, c):
     return y, grads
 
 
-LEARNABLE_NODES = {"inductor": "_FusedLearnableSPOCUBackward", "cpp": "_CppLearnableSPOCUBackward"}
+#: grad_fn.name() of each learnable path: the C++ autograd node (cpp), the Python Function over the
+#: same kernels (cpp-function: the node switched off), the Inductor kernels
+LEARNABLE_NODES = {"inductor": "_FusedLearnableSPOCUBackward", "cpp": "torch::autograd::CppNode<spocu::LearnableSPOCU>",
+                   "cpp-function": "_CppLearnableSPOCUBackward"}  # fmt: skip
 
 
-@pytest.mark.parametrize("backend", ["cpp", "inductor"])
+def _force_learnable_path(backend: str, monkeypatch, request) -> None:
+    if backend.startswith("cpp"):
+        request.getfixturevalue("cpp_ready")
+    if backend == "cpp":
+        from spocu.torch import _cpp
+
+        assert _cpp.build(timeout=600)["node_state"] == "ready"
+    monkeypatch.setattr(_node, "ENABLED", backend != "cpp-function")
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend.removesuffix("-function"))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "cpp-function", "inductor"])
 @pytest.mark.parametrize(
     "layout", ["nchw", "channels_last", "nc", "ncl", "shared", "batch_of_one"]
 )
 def test_fused_learnable_matches_the_float64_formulas(layout, backend, monkeypatch, request):
-    if backend == "cpp":
-        request.getfixturevalue("cpp_ready")
-    monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend)
+    _force_learnable_path(backend, monkeypatch, request)
     gen = torch.Generator().manual_seed(3)
     shapes = {"nchw": (3, 4, 5, 6), "channels_last": (3, 4, 5, 6), "nc": (40, 4), "ncl": (3, 4, 7),
               "shared": (3, 4, 5, 6), "batch_of_one": (1, 4, 6, 5)}  # fmt: skip
@@ -442,7 +454,7 @@ def test_fused_learnable_matches_the_float64_formulas(layout, backend, monkeypat
     params = [v.clone().requires_grad_(True) for v in values]
     x.requires_grad_(True)
     y = spocu(x, *params, c=c)
-    assert type(y.grad_fn).__name__ == LEARNABLE_NODES[backend]
+    assert y.grad_fn.name() == LEARNABLE_NODES[backend]
     g_out = torch.randn(x.shape, dtype=torch.float64, generator=gen)
     y.backward(g_out)
     y_ref, grads_ref = _learnable_reference(x.detach().numpy(), g_out.numpy(), *(v.numpy() for v in values), c)
@@ -451,14 +463,12 @@ def test_fused_learnable_matches_the_float64_formulas(layout, backend, monkeypat
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("backend", ["eager", "cpp", "inductor"])
+@pytest.mark.parametrize("backend", ["eager", "cpp", "cpp-function", "inductor"])
 @pytest.mark.parametrize("shared", ["alpha", "beta", "gamma", "beta_gamma"])
 def test_mixed_shared_and_per_channel_parameters(shared, backend, monkeypatch, request):
     """Some parameters one per channel, others one shared value (a float or a 1-element tensor):
     every path gives the per-channel result, and the shared ones get the channels' summed gradient."""
-    if backend == "cpp":
-        request.getfixturevalue("cpp_ready")
-    monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend)
+    _force_learnable_path(backend, monkeypatch, request)
     gen = torch.Generator().manual_seed(5)
     x = (torch.rand(3, 4, 5, 6, dtype=torch.float64, generator=gen) * 9 - 3).requires_grad_(True)
     per_channel = {"alpha": torch.tensor([2.0, 2.5, 3.0, 3.5]), "beta": torch.tensor([0.5, 0.6, 0.7, 0.4]),
@@ -496,7 +506,7 @@ def test_learnable_tensors_take_the_fused_path_and_save_only_the_input(backend, 
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         y = m(x)
-    assert type(y.grad_fn).__name__ == LEARNABLE_NODES["cpp" if backend == "auto" else backend]
+    assert y.grad_fn.name() == LEARNABLE_NODES["cpp" if backend == "auto" else backend]
     big = [t for t in saved if t.numel() >= x.numel()]
     assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()
     y.sum().backward()

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import torch
 
 from spocu.core import shifted_coefficients
-from spocu.torch import _cpp, _inductor
+from spocu.torch import _cpp, _inductor, _node
 from spocu.torch._autograd import plain_apply
 from spocu.torch._constants import compute_dtype, in_dtype
 from spocu.torch._layout import dense_like, flat, is_plain
@@ -479,10 +479,13 @@ def spocu_tensor_params(
     a, b, g = (_broadcast_shape(p, x) for p in (alpha, beta, gamma))  # also checks the channel count
     if traced:
         return traced_forward(x, a, b, g, c)
-    alpha, beta, gamma = _common_count(alpha, beta, gamma)
     # where Function.apply's wrapper would only bind the arguments (~90 us), skip it (see plain_apply)
     lean = not torch._C._are_functorch_transforms_active() and is_plain(x, alpha, beta, gamma)
+    if path in ("cpp", "inductor"):  # (not under jit.trace, where the counts are traced values)
+        alpha, beta, gamma = _common_count(alpha, beta, gamma)
     if path == "cpp" and all(t.is_cpu for t in (alpha, beta, gamma)):
+        if lean and _node.learnable_available() and not _cpp.transforms_active():  # (the node has no forward mode)
+            return _node.apply_learnable(x, alpha, beta, gamma, c)
         return _lean_apply(_CppLearnableSPOCU, lean)(x, alpha, beta, gamma, c)
     if path == "inductor":
         return _lean_apply(_FusedLearnableSPOCU, lean)(x, alpha, beta, gamma, c)

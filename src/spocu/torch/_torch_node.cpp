@@ -1,4 +1,5 @@
-// SPOCU's fixed-parameter autograd node in C++: the op torch.ops.spocu_cpu.fixed.
+// SPOCU's autograd nodes in C++: the ops torch.ops.spocu_cpu.fixed (float parameters) and
+// torch.ops.spocu_cpu.learnable (tensor parameters, one shared or one per channel along dim 1).
 //
 // Built by spocu.torch._cpp against this process's PyTorch headers (once per torch version and
 // compiler, cached on disk, in the background; about 15 s on 2 cores) after the kernel library
@@ -7,10 +8,12 @@
 // call: a Python autograd.Function costs ~40 us per forward + backward on a small tensor, this
 // node about as much as a native op's.
 //
-// Contract, as SPOCUFunction's: saves only x (through SavedVariable, so saved-tensor hooks and the
-// in-place version check apply); output in empty_like(x)'s layout; backward with create_graph
-// (grad mode on), or with a gradient that has no storage (vmap), goes through spocu_cpu::fixed_derivative, which spocu.torch._cpp implements with
-// the differentiable Python Functions, so gradients of any order work.
+// Contract, as the Python Functions': saves only x of the input's size (through SavedVariable, so
+// saved-tensor hooks and the in-place version check apply; learnable also keeps its C-element
+// parameters); output in empty_like's layout; backward with create_graph (grad mode on), or with a
+// gradient that has no storage (vmap), goes through spocu_cpu::fixed_derivative /
+// learnable_derivative, which spocu.torch._node implements with the differentiable Python
+// Functions, so gradients of any order work.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -18,6 +21,7 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <tuple>
 
 namespace spocu {  // named: the node shows as torch::autograd::CppNode<spocu::FixedSPOCU>
 
@@ -41,9 +45,9 @@ int dtype_slot(at::ScalarType t) {
 
 void check_input(const at::Tensor& t, const char* what) {
   TORCH_CHECK(t.device().is_cpu() && t.layout() == at::kStrided,
-              "spocu_cpu.fixed: ", what, " must be a strided CPU tensor, got ", t.device(), " ", t.layout());
+              "spocu_cpu: ", what, " must be a strided CPU tensor, got ", t.device(), " ", t.layout());
   const int slot = dtype_slot(t.scalar_type());
-  TORCH_CHECK(slot >= 0, "spocu_cpu.fixed computes float32, float64, bfloat16 and float16, got ", t.scalar_type());
+  TORCH_CHECK(slot >= 0, "spocu_cpu computes float32, float64, bfloat16 and float16, got ", t.scalar_type());
   TORCH_CHECK(forward_kernels[slot] != nullptr, "spocu_cpu.fixed: the kernels are not bound (spocu_node_bind)");
 }
 
@@ -138,6 +142,142 @@ at::Tensor fixed(const at::Tensor& x, const at::Tensor& forward_table, const at:
   return FixedSPOCU::apply(x, forward_table, backward_table, alpha, beta, gamma, c);
 }
 
+
+// ------------------------------------------------------------------ tensor (learnable) parameters
+// The kernel library's learnable entry points: x viewed as (A, C, B), parameters per channel as
+// [alpha[C], beta[C], gamma[C]] in double; shift: its table of the shifted polynomials' coefficients.
+using LearnableForwardKernel = void (*)(const void* x, void* y, int64_t A, int64_t C, int64_t B, const double* params,
+                                        double c, const double* shift, int threads);
+using LearnableBackwardKernel = void (*)(const void* g, const void* x, void* out, double* sums, int64_t A, int64_t C,
+                                         int64_t B, const double* params, double c, double cap, const double* shift,
+                                         int threads);
+LearnableForwardKernel learnable_forward_kernels[4] = {nullptr, nullptr, nullptr, nullptr};
+LearnableBackwardKernel learnable_backward_kernels[4] = {nullptr, nullptr, nullptr, nullptr};
+const double* shift_table = nullptr;
+
+// x in a layout the kernels read as (A, C, B) blocks, as spocu.torch._learnable._layout_for/_as_acb:
+// one shared parameter set: any dense layout, (1, 1, n); per channel: contiguous (N, C, rest) or
+// channels-last-like (rest, C, 1); anything else is copied to contiguous first
+struct Blocks {
+  at::Tensor src;
+  int64_t A, C, B;
+};
+
+bool channels_last_like(const at::Tensor& x) {
+  if (x.dim() < 3) return false;
+  // contiguous once dim 1 moves last: stride 1 on dim 1, then dims d-1 .. 2, 0 nested in order
+  int64_t expected = 1;
+  if (x.size(1) != 1 && x.stride(1) != expected) return false;
+  expected *= x.size(1);
+  for (int64_t d = x.dim() - 1; d >= 2; --d) {
+    if (x.size(d) != 1 && x.stride(d) != expected) return false;
+    expected *= x.size(d);
+  }
+  return x.size(0) == 1 || x.stride(0) == expected;
+}
+
+Blocks blocks(const at::Tensor& x, int64_t channels) {
+  at::Tensor r = x.resolve_neg();
+  if (channels == 1) {
+    at::Tensor src = r.is_non_overlapping_and_dense() ? r : at::empty_like(r).copy_(r);
+    return {src, 1, 1, src.numel()};
+  }
+  if (r.is_contiguous()) return {r, r.size(0), channels, r.size(0) ? r.numel() / (r.size(0) * channels) : 0};
+  if (channels_last_like(r)) return {r, r.numel() / channels, channels, 1};
+  at::Tensor src = r.contiguous();
+  return {src, src.size(0), channels, src.size(0) ? src.numel() / (src.size(0) * channels) : 0};
+}
+
+at::Tensor param_block(const at::Tensor& alpha, const at::Tensor& beta, const at::Tensor& gamma) {
+  return at::cat({alpha.reshape(-1), beta.reshape(-1), gamma.reshape(-1)}).to(at::kDouble).contiguous();
+}
+
+void check_learnable(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& beta, const at::Tensor& gamma) {
+  check_input(x, "x");
+  TORCH_CHECK(learnable_forward_kernels[dtype_slot(x.scalar_type())] != nullptr && shift_table != nullptr,
+              "spocu_cpu.learnable: the kernels are not bound (spocu_node_bind_learnable)");
+  const int64_t channels = alpha.numel();
+  for (const at::Tensor* p : {&alpha, &beta, &gamma}) {
+    TORCH_CHECK(p->device().is_cpu() && p->layout() == at::kStrided && p->is_floating_point(),
+                "spocu_cpu.learnable: parameters must be floating-point CPU tensors");
+    TORCH_CHECK(p->numel() == channels, "spocu_cpu.learnable: alpha, beta, gamma must have one count");
+  }
+  TORCH_CHECK(channels >= 1 && (channels == 1 || (x.dim() >= 2 && x.size(1) == channels)),
+              "spocu_cpu.learnable: ", channels, " parameters per channel for an input of shape ", x.sizes());
+}
+
+at::Tensor run_learnable_forward(const at::Tensor& x, const at::Tensor& params, int64_t channels, double c) {
+  const Blocks b = blocks(x, channels);
+  at::Tensor out = at::empty_like(b.src);
+  if (b.src.numel()) {
+    learnable_forward_kernels[dtype_slot(x.scalar_type())](b.src.const_data_ptr(), out.mutable_data_ptr(), b.A, b.C,
+                                                           b.B, params.const_data_ptr<double>(), c, shift_table,
+                                                           at::get_num_threads());
+  }
+  return out;
+}
+
+struct LearnableSPOCU : public torch::autograd::Function<LearnableSPOCU> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& alpha,
+                            const at::Tensor& beta, const at::Tensor& gamma, double c, double cap) {
+    ctx->save_for_backward({x, alpha, beta, gamma});  // x: the one saved tensor of the input's size
+    ctx->saved_data["c"] = c;
+    ctx->saved_data["cap"] = cap;
+    return run_learnable_forward(x, param_block(alpha, beta, gamma), alpha.numel(), c);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &alpha = saved[1], &beta = saved[2], &gamma = saved[3];
+    const double c = ctx->saved_data["c"].toDouble();
+    torch::autograd::variable_list out(6);
+    if (at::GradMode::is_enabled() || !grads[0].has_storage()) {
+      static auto derivative = c10::Dispatcher::singleton()
+                                   .findSchemaOrThrow("spocu_cpu::learnable_derivative", "")
+                                   .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                                       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                       const at::Tensor&, double)>();
+      const auto d = derivative.call(grads[0], x, alpha, beta, gamma, c);
+      const at::Tensor parts[4] = {std::get<0>(d), std::get<1>(d), std::get<2>(d), std::get<3>(d)};
+      for (int i = 0; i < 4; ++i) {
+        if (ctx->needs_input_grad(i)) out[i] = parts[i];
+      }
+      return out;
+    }
+    const int64_t channels = alpha.numel();
+    const Blocks b = blocks(x, channels);
+    at::Tensor g = grads[0];
+    if (!(g.scalar_type() == x.scalar_type() && !g.is_neg() && g.is_non_overlapping_and_dense() &&
+          same_layout(g, b.src))) {
+      g = at::empty_like(b.src).copy_(g);  // converts the dtype, expands, resolves a negation
+    }
+    at::Tensor dx = at::empty_like(b.src);
+    at::Tensor sums = at::zeros({3, channels}, x.options().dtype(at::kDouble));
+    if (b.src.numel()) {
+      learnable_backward_kernels[dtype_slot(x.scalar_type())](
+          g.const_data_ptr(), b.src.const_data_ptr(), dx.mutable_data_ptr(), sums.mutable_data_ptr<double>(), b.A,
+          b.C, b.B, param_block(alpha, beta, gamma).const_data_ptr<double>(), c, ctx->saved_data["cap"].toDouble(),
+          shift_table, at::get_num_threads());
+    }
+    if (ctx->needs_input_grad(0)) out[0] = dx;
+    const at::Tensor* params[3] = {&alpha, &beta, &gamma};
+    for (int i = 0; i < 3; ++i) {
+      if (ctx->needs_input_grad(i + 1)) out[i + 1] = sums[i].reshape(params[i]->sizes()).to(params[i]->scalar_type());
+    }
+    return out;
+  }
+};
+
+at::Tensor learnable(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& beta, const at::Tensor& gamma,
+                     double c, double cap) {
+  check_learnable(x, alpha, beta, gamma);
+  const bool record = at::GradMode::is_enabled() &&
+                      (x.requires_grad() || alpha.requires_grad() || beta.requires_grad() || gamma.requires_grad());
+  if (!record) return run_learnable_forward(x, param_block(alpha, beta, gamma), alpha.numel(), c);
+  return LearnableSPOCU::apply(x, alpha, beta, gamma, c, cap);
+}
+
 }  // namespace spocu
 
 using spocu::BackwardKernel;
@@ -145,7 +285,7 @@ using spocu::ForwardKernel;
 using spocu::backward_kernels;
 using spocu::forward_kernels;
 
-extern "C" __attribute__((visibility("default"))) int spocu_node_abi_version() { return 1; }
+extern "C" __attribute__((visibility("default"))) int spocu_node_abi_version() { return 2; }
 
 // The kernel library's entry points, by dtype (float32, float64, bfloat16, float16).
 extern "C" __attribute__((visibility("default"))) void spocu_node_bind(const void* const* forward,
@@ -156,13 +296,29 @@ extern "C" __attribute__((visibility("default"))) void spocu_node_bind(const voi
   }
 }
 
+// The kernel library's learnable entry points, by dtype, and its shifted-polynomial table.
+extern "C" __attribute__((visibility("default"))) void spocu_node_bind_learnable(const void* const* forward,
+                                                                                const void* const* backward,
+                                                                                const double* shift) {
+  for (int i = 0; i < 4; ++i) {
+    spocu::learnable_forward_kernels[i] =
+        reinterpret_cast<spocu::LearnableForwardKernel>(const_cast<void*>(forward[i]));
+    spocu::learnable_backward_kernels[i] =
+        reinterpret_cast<spocu::LearnableBackwardKernel>(const_cast<void*>(backward[i]));
+  }
+  spocu::shift_table = shift;
+}
+
 TORCH_LIBRARY(spocu_cpu, m) {
   m.def("fixed(Tensor x, Tensor forward_table, Tensor backward_table, float alpha, float beta, float gamma, "
         "float c) -> Tensor");
   m.def("fixed_derivative(Tensor grad, Tensor x, float alpha, float beta, float gamma, float c) -> Tensor");
+  m.def("learnable(Tensor x, Tensor alpha, Tensor beta, Tensor gamma, float c, float cap) -> Tensor");
+  m.def("learnable_derivative(Tensor grad, Tensor x, Tensor alpha, Tensor beta, Tensor gamma, float c) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 // CompositeImplicitAutograd: one kernel for every dispatch key, recording its own autograd node
 TORCH_LIBRARY_IMPL(spocu_cpu, CompositeImplicitAutograd, m) {
   m.impl("fixed", spocu::fixed);
+  m.impl("learnable", spocu::learnable);
 }

@@ -96,6 +96,23 @@ def _fast_path_possible(x: torch.Tensor, backend: str | None) -> bool:
     )
 
 
+def _learnable_node_serves(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c, backend) -> bool:
+    """The C++ learnable node can take this call as it is: eager, default backend, CPU tensors of a
+    dtype the kernels compute, one parameter count (1, or x's channels), a valid float c.
+    Anything else takes the general path, which validates, expands and explains."""
+    # compiling/tracing first: Dynamo reads it as a constant and traces nothing after it
+    if not (_fast_path_possible(x, backend) and _node.learnable_available()):
+        return False
+    if not (type(beta) is torch.Tensor and type(gamma) is torch.Tensor and type(c) is float and c >= 1.0):
+        return False  # (c >= 1: also not NaN)
+    count = alpha.numel()
+    if not (beta.numel() == count == gamma.numel() and x.is_cpu and x.dtype in _cpp.DTYPES):
+        return False
+    if not (alpha.is_cpu and beta.is_cpu and gamma.is_cpu) or (count != 1 and not (x.dim() >= 2 and x.shape[1] == count)):
+        return False
+    return not _cpp.transforms_active() and is_plain(x, alpha, beta, gamma)
+
+
 def _check_traced(alpha, beta, gamma, c) -> None:
     """The domain checks of :func:`spocu.core.validate_params` in comparisons only.
 
@@ -192,6 +209,8 @@ def spocu(
             if not (x.requires_grad and torch.is_grad_enabled()):
                 return kernels.forward(x, k)  # nothing to record: no autograd.Function (~6 us)
             return apply_without_transforms(x, k, kernels)
+    if type(alpha) is torch.Tensor and _learnable_node_serves(x, alpha, beta, gamma, c, backend):
+        return _node.apply_learnable(x, alpha, beta, gamma, c)  # the learnable module's common call
     tracing = torch.compiler.is_compiling() or _exporting()
     if any(isinstance(p, torch.Tensor) for p in (alpha, beta, gamma)):
         # validate c (tensors are the caller's, or the module's, job); traced: comparisons only

@@ -1,0 +1,254 @@
+"""The C++ learnable autograd node (``torch.ops.spocu_cpu.learnable``): values and the gradients of
+x, alpha, beta, gamma against the float64 formulas, exactly the Python Function's bits, the memory
+contract, gradients of any order, and the calls it must leave to the Python paths.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spocu.torch import SPOCU, _node, spocu
+from spocu.torch._layout import is_dense
+
+from .test_fused import _learnable_reference
+
+NODE = "torch::autograd::CppNode<spocu::LearnableSPOCU>"
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: shape, channels (1: one shared parameter set), how to lay the input out
+LAYOUTS = {
+    "nchw": ((3, 4, 5, 6), 4, lambda t: t),
+    "channels_last": ((3, 4, 5, 6), 4, lambda t: t.contiguous(memory_format=torch.channels_last)),
+    "channels_last_3d": ((2, 3, 2, 4, 5), 3, lambda t: t.contiguous(memory_format=torch.channels_last_3d)),
+    "nc": ((40, 4), 4, lambda t: t),
+    "ncl": ((3, 4, 7), 4, lambda t: t),
+    "transposed": ((5, 4, 6), 4, lambda t: t.transpose(0, 2).contiguous().transpose(0, 2)),
+    "stepped_slice": ((3, 4, 10), 4, lambda t: t[..., ::2]),
+    "shared": ((3, 4, 5, 6), 1, lambda t: t),
+    "shared_transposed": ((6, 5), 1, lambda t: t.t()),
+    "scalar_input": ((), 1, lambda t: t),
+}
+
+
+@pytest.fixture(scope="module")
+def node_ready(cpp_ready):
+    from spocu.torch import _cpp
+
+    status = _cpp.build(timeout=600)
+    if status["node_state"] != "ready" or not _node.learnable_available():
+        pytest.fail(f"the C++ autograd node was not built: {status['node_reason']}")
+    return status
+
+
+def _case(layout: str, dtype=torch.float64, seed: int = 0):
+    shape, channels, lay = LAYOUTS[layout]
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.rand(shape, dtype=torch.float64, generator=gen) * 12 - 4  # both flat pieces and the polynomial
+    x = lay(base.to(dtype))
+    params = [torch.full((channels,), v, dtype=torch.float64) for v in (2.5, 0.6, 2.0)]
+    params[0] += torch.linspace(0.0, 1.0, channels, dtype=torch.float64)
+    params[1] += torch.linspace(-0.2, 0.2, channels, dtype=torch.float64)
+    params[2] += torch.linspace(0.0, 1.5, channels, dtype=torch.float64)
+    g = torch.randn(x.shape, dtype=torch.float64, generator=gen).to(dtype)
+    return x, params, g
+
+
+def _run(x, params, g, c, param_dtype=None):
+    """y and the gradients of x and the parameters (leaves made here)."""
+    x = x.detach().clone().requires_grad_()
+    leaves = [p.detach().to(param_dtype or p.dtype).requires_grad_() for p in params]
+    y = spocu(x, *leaves, c=c)
+    grads = torch.autograd.grad(y, [x, *leaves], g)
+    return y, grads
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("c", [math.inf, 2.5])
+def test_values_and_all_gradients_match_the_float64_formulas(node_ready, layout, c):
+    x, params, g = _case(layout)
+    y, grads = _run(x, params, g, c)
+    assert y.grad_fn.name() == NODE
+    assert y.shape == x.shape
+    if layout == "transposed":  # per channel, neither (N, C, rest) nor channels last: a contiguous copy
+        assert y.is_contiguous()
+    elif is_dense(x):
+        assert y.stride() == x.stride()  # empty_like's layout
+    y_ref, grads_ref = _learnable_reference(x.numpy(), g.numpy(), *(p.numpy() for p in params), c)
+    np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-11, atol=1e-12)
+    for got, want in zip(grads, grads_ref):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_low_precision_values_and_gradients_against_the_float64_formulas(node_ready, dtype):
+    """Computed in float32 (torch's opmath), returned in the input's dtype; parameter gradients in theirs."""
+    x, params, g = _case("nchw", DTYPES[dtype])
+    y, grads = _run(x, params, g, 2.5, param_dtype=torch.float32)
+    assert y.dtype == x.dtype and grads[0].dtype == x.dtype and all(p.dtype == torch.float32 for p in grads[1:])
+    y_ref, grads_ref = _learnable_reference(x.double().numpy(), g.double().numpy(), *(p.float().double().numpy() for p in params), 2.5)
+    eps = torch.finfo(DTYPES[dtype]).eps
+    scale = np.abs(y_ref).max()
+    np.testing.assert_allclose(y.detach().double().numpy(), y_ref, rtol=2 * eps, atol=2 * eps * scale)
+    np.testing.assert_allclose(grads[0].double().numpy(), grads_ref[0], rtol=4 * eps, atol=4 * eps * np.abs(grads_ref[0]).max())
+    for got, want in zip(grads[1:], grads_ref[1:]):  # sums over 90 terms of float32 products
+        np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "nc", "shared"])
+def test_the_node_gives_the_python_functions_bits(node_ready, dtype, layout, monkeypatch):
+    x, params, g = _case(layout, DTYPES[dtype], seed=1)
+    got = _run(x, params, g, 2.5, param_dtype=torch.float32)
+    monkeypatch.setattr(_node, "ENABLED", False)
+    want = _run(x, params, g, 2.5, param_dtype=torch.float32)
+    assert got[0].grad_fn.name() == NODE and want[0].grad_fn.name() == "_CppLearnableSPOCUBackward"
+    assert torch.equal(got[0], want[0])
+    assert all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
+
+
+@pytest.mark.parametrize("which", ["x only", "parameters only", "alpha only"])
+def test_only_the_gradients_asked_for(node_ready, which):
+    x, params, g = _case("nchw")
+    x = x.requires_grad_(which == "x only")
+    leaves = [p.clone().requires_grad_(which == "parameters only" or (which == "alpha only" and i == 0))
+              for i, p in enumerate(params)]  # fmt: skip
+    y = spocu(x, *leaves, c=2.5)
+    assert y.grad_fn.name() == NODE
+    y.backward(g)
+    _, grads_ref = _learnable_reference(x.detach().numpy(), g.numpy(), *(p.numpy() for p in params), 2.5)
+    for tensor, want in zip([x, *leaves], grads_ref):
+        if tensor.requires_grad:
+            np.testing.assert_allclose(tensor.grad.numpy(), want, rtol=1e-9, atol=1e-10)
+        else:
+            assert tensor.grad is None
+
+
+def test_gradient_layouts_and_dtypes_the_engine_may_hand_over(node_ready):
+    """Expanded, permuted and negated-view gradients are read as their values: the same bits as a
+    contiguous copy of the same gradient."""
+    x, params, g = _case("nchw")
+    for grad in (g[:1].expand_as(g), g.transpose(1, 3).contiguous().transpose(1, 3), torch._neg_view(-g)):
+        _, got = _run(x, params, grad, 2.5)
+        _, want = _run(x, params, grad.contiguous().resolve_neg(), 2.5)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_keeps_only_the_input_and_the_small_parameters(node_ready):
+    m = SPOCU(learnable=True, num_parameters=8)
+    x = torch.randn(4, 8, 16, 16, requires_grad=True)
+    h = x * 2
+    alpha, beta, gamma = m.alpha, m.beta, m.gamma
+    packed = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+        before = len(packed)
+        y = spocu(h, alpha, beta, gamma)
+    assert y.grad_fn.name() == NODE
+    saved = packed[before:]
+    big = [t for t in saved if t.numel() > 8]
+    assert len(big) == 1 and big[0].data_ptr() == h.data_ptr()
+    assert len(saved) == 4
+
+
+def test_an_input_modified_in_place_after_the_call_is_refused(node_ready):
+    x, params, g = _case("nc")
+    h = x.clone().requires_grad_() * 1.0
+    y = spocu(h, *params)
+    assert y.grad_fn.name() == NODE
+    h.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward(g)
+
+
+def test_gradients_of_any_order_match_the_plain_formulas(node_ready, monkeypatch):
+    x, params, g = _case("ncl")
+
+    def second_order():
+        xx = x.clone().requires_grad_()
+        leaves = [p.clone().requires_grad_() for p in params]
+        y = spocu(xx, *leaves, c=2.5)
+        first = torch.autograd.grad((y * g).sum(), [xx, *leaves], create_graph=True)
+        total = sum((f * f).sum() for f in first)
+        return y.grad_fn.name(), torch.autograd.grad(total, [xx, *leaves])
+
+    name, got = second_order()
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
+    eager_name, want = second_order()
+    assert name == NODE and eager_name == "_LearnableSPOCUBackward"
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_gradcheck_and_gradgradcheck(node_ready):
+    x, params, _ = _case("ncl")
+    inputs = (x[:, :, :3].contiguous().requires_grad_(), *(p.clone().requires_grad_() for p in params))
+    fn = lambda *t: spocu(*t, c=2.5)  # noqa: E731
+    assert fn(*inputs).grad_fn.name() == NODE
+    assert torch.autograd.gradcheck(fn, inputs, check_batched_grad=True)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+def test_no_graph_without_grad_and_under_inference_mode(node_ready, monkeypatch):
+    m = SPOCU(learnable=True, num_parameters=4)
+    x = torch.randn(3, 4, 5)
+    with torch.no_grad():
+        y = m(x)
+    with torch.inference_mode():
+        z = m(x)
+    assert y.grad_fn is None and not y.requires_grad and z.is_inference()
+    monkeypatch.setattr(_node, "ENABLED", False)
+    with torch.no_grad():
+        want = m(x)
+    assert torch.equal(y, want) and torch.equal(z, want)
+
+
+def test_a_training_step_matches_the_python_function(node_ready, monkeypatch):
+    def step():
+        torch.manual_seed(4)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), SPOCU(learnable=True, num_parameters=6), torch.nn.Flatten(),
+                                  torch.nn.Linear(6 * 6 * 6, 5), SPOCU(learnable=True), torch.nn.Linear(5, 1))  # fmt: skip
+        x = torch.randn(10, 3, 8, 8)
+        loss = net(x).square().mean()
+        loss.backward()
+        return loss.detach(), [p.grad for p in net.parameters()]
+
+    loss, grads = step()
+    monkeypatch.setattr(_node, "ENABLED", False)
+    loss_py, grads_py = step()
+    assert torch.equal(loss, loss_py)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_py))
+
+
+def test_forward_mode_and_torch_func_take_the_python_paths(node_ready):
+    x, params, _ = _case("nc")
+    tangent = torch.ones_like(x)
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        out = spocu(fwAD.make_dual(x, tangent), *params, c=2.5)
+        jvp = fwAD.unpack_dual(out).tangent
+    dx_ref = _learnable_reference(x.numpy(), np.ones(x.shape), *(p.numpy() for p in params), 2.5)[1][0]
+    np.testing.assert_allclose(jvp.numpy(), dx_ref, rtol=1e-9, atol=1e-10)  # jvp with a ones tangent = s'(x)
+    per_row = torch.func.vmap(lambda row: spocu(row[None], *params, c=2.5)[0])(x)
+    np.testing.assert_allclose(per_row.numpy(), _learnable_reference(x.numpy(), np.ones(x.shape), *(p.numpy() for p in params), 2.5)[0], rtol=1e-11, atol=1e-12)
+
+
+def test_the_op_names_bad_arguments(node_ready):
+    op = _node._learnable_op
+    ones = torch.ones(3)
+    with pytest.raises(RuntimeError, match="computes float32, float64, bfloat16 and float16, got Int"):
+        op(torch.arange(6, dtype=torch.int32).reshape(2, 3), ones, ones, ones, 2.0, 1e30)
+    with pytest.raises(RuntimeError, match="one count"):
+        op(torch.zeros(2, 3), ones, torch.ones(1), ones, 2.0, 1e30)
+    with pytest.raises(RuntimeError, match="3 parameters per channel for an input of shape \\[2, 4\\]"):
+        op(torch.zeros(2, 4), ones, ones, ones, 2.0, 1e30)
+
+
+def test_a_learnable_node_that_disagrees_with_the_kernels_is_refused(node_ready):
+    def wrong(x, alpha, beta, gamma, c, cap):  # differentiable in every input, and wrong
+        return x * alpha.sum() + beta.sum() + gamma.sum()
+
+    with pytest.raises(RuntimeError, match="learnable autograd node disagrees with the kernel library"):
+        _node._self_check_learnable(wrong)
