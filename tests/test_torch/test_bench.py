@@ -70,6 +70,19 @@ def test_cnn_section_times_every_variant_against_relu_of_the_same_mode(monkeypat
     rows = run_section("cnn", BenchConfig(rounds=1), [])
     assert [(r["mode"], r["name"]) for r in rows] == [("eager", "ReLU"), ("eager", "SPOCU (default path)")]
     assert rows[0]["ratio"] == 1.0 and rows[1]["step_ms"] > 0
+    assert all(r["page_faults_per_step"] is None or r["page_faults_per_step"] >= 0 for r in rows)
+
+
+def test_page_faults_are_counted_per_step():
+    pytest.importorskip("resource")
+    counts = []
+    touch = cnn.counting_faults(lambda: bytearray(64 << 20), counts)  # 64 MiB, zero-filled: every page touched
+    for _ in range(3):
+        touch()
+    idle = cnn.counting_faults(lambda: None, counts)
+    idle()
+    assert len(counts) == 4
+    assert min(counts[:3]) > 1000 and counts[3] < 100  # 16384 pages of 4 KiB, unless glibc keeps them mapped
 
 
 def test_latency_measures_cold_then_warm_in_fresh_processes(monkeypatch):

@@ -55,9 +55,10 @@ def tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[s
             if r["name"] == "ReLU":
                 fastest[r["framework"]] = min(fastest.get(r["framework"], math.inf), r["step_ms"])
         header = ["framework", "mode", "activation", "ms / step", "/ ReLU (same mode)", "95% interval",
-                  "/ fastest ReLU"]  # fmt: skip
+                  "/ fastest ReLU", "page faults / step"]  # fmt: skip
         body = [[r["framework"], r["mode"], r["name"], fmt(r["step_ms"]), fmt(r["ratio"], 3), _interval(r),
-                 fmt(r["step_ms"] / fastest[r["framework"]], 3) if r["framework"] in fastest else "-"]
+                 fmt(r["step_ms"] / fastest[r["framework"]], 3) if r["framework"] in fastest else "-",
+                 fmt(r.get("page_faults_per_step"))]
                 for r in cnn]  # fmt: skip
         out.append(("Seed CNN, CIFAR-10 shape, batch 100: one training step (median; ratio: median of the "
                     "per-round ratios)", header, body))
