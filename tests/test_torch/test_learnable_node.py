@@ -252,3 +252,125 @@ def test_a_learnable_node_that_disagrees_with_the_kernels_is_refused(node_ready)
 
     with pytest.raises(RuntimeError, match="learnable autograd node disagrees with the kernel library"):
         _node._self_check_learnable(wrong)
+
+
+# ---------------------------------------------------------------- the module's call: raw weights, map inside
+
+RAW_NODE = "torch::autograd::CppNode<spocu::LearnableRawSPOCU>"
+
+
+def _module(channels: int, raws: tuple[list[float], list[float], list[float]], dtype=torch.float64) -> SPOCU:
+    m = SPOCU(learnable=True, num_parameters=channels, dtype=dtype)
+    with torch.no_grad():
+        for parameter, values in zip((m.raw_alpha, m.raw_beta, m.raw_gamma), raws):
+            parameter.copy_(torch.tensor(values, dtype=dtype))
+    return m
+
+
+#: raw weights on both sides of softplus's linear threshold (20) and of 0
+RAWS = ([-3.0, 0.5, 21.0, 2.0], [-2.0, 0.0, 1.5, 4.0], [1.0, 25.0, -1.0, 0.3])
+
+
+def test_the_module_maps_its_raw_weights_inside_one_node_and_matches_the_float64_chain_rule(node_ready):
+    from spocu.core import LEARNABLE_MARGIN, learnable_to_params
+
+    m = _module(4, RAWS)
+    x, _, g = _case("nchw")
+    x.requires_grad_(True)
+    y = m(x)
+    assert y.grad_fn.name() == RAW_NODE
+    y.backward(g)
+    raws = [np.array(r) for r in RAWS]
+    params = learnable_to_params(*raws)  # the float64 NumPy map
+    y_ref, (dx_ref, da, db, dg) = _learnable_reference(x.detach().numpy(), g.numpy(), *params, math.inf)
+    sig = [1.0 / (1.0 + np.exp(-r)) for r in raws]
+    want = [da * sig[0], db * (1.0 - 2.0 * LEARNABLE_MARGIN) * sig[1] * (1.0 - sig[1]), dg * sig[2]]
+    # torch's softplus is linear above 20 (softplus(21) = 21, not 21 + 7.6e-10): 4e-11 relative in α there
+    np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), dx_ref, rtol=1e-9, atol=1e-10)
+    for parameter, expected in zip((m.raw_alpha, m.raw_beta, m.raw_gamma), want):
+        np.testing.assert_allclose(parameter.grad.numpy(), expected, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "nc", "shared"])
+def test_the_module_node_gives_the_bits_of_map_then_learnable_function(node_ready, dtype, layout, monkeypatch):
+    x, params, g = _case(layout, DTYPES[dtype], seed=2)
+    channels = params[0].numel()
+    raws = tuple(r[:channels] for r in RAWS)
+
+    def run():
+        m = _module(channels, raws, torch.float32)
+        xx = x.detach().clone().requires_grad_()
+        y = m(xx)
+        grads = torch.autograd.grad(y, [xx, *m.parameters()], g)
+        return y, grads
+
+    got = run()
+    monkeypatch.setattr(_node, "ENABLED", False)
+    want = run()
+    assert got[0].grad_fn.name() == RAW_NODE and want[0].grad_fn.name() == "_CppLearnableSPOCUBackward"
+    assert torch.equal(got[0], want[0])
+    assert all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
+
+
+@pytest.mark.parametrize("frozen", ["weights", "input"])
+def test_the_module_node_returns_only_the_gradients_asked_for(node_ready, frozen, monkeypatch):
+    m = _module(4, RAWS)
+    x, _, g = _case("ncl")
+    x.requires_grad_(frozen == "weights")
+    if frozen == "weights":
+        m.requires_grad_(False)
+    y = m(x)
+    assert y.grad_fn.name() == RAW_NODE
+    y.backward(g)
+    monkeypatch.setattr(_node, "ENABLED", False)
+    m2 = _module(4, RAWS)
+    x2 = x.detach().clone().requires_grad_(frozen == "weights")
+    if frozen == "weights":
+        m2.requires_grad_(False)
+    m2(x2).backward(g)
+    if frozen == "weights":
+        assert all(p.grad is None for p in m.parameters()) and torch.equal(x.grad, x2.grad)
+    else:
+        assert x.grad is None
+        assert all(torch.equal(a.grad, b.grad) for a, b in zip(m.parameters(), m2.parameters()))
+
+
+def test_the_module_node_differentiates_to_any_order(node_ready, monkeypatch):
+    x, _, g = _case("ncl")
+
+    def second_order():
+        m = _module(4, RAWS)
+        xx = x.clone().requires_grad_()
+        y = m(xx)
+        first = torch.autograd.grad((y * g).sum(), [xx, *m.parameters()], create_graph=True)
+        total = sum((f * f).sum() for f in first)
+        return y.grad_fn.name(), torch.autograd.grad(total, [xx, *m.parameters()])
+
+    name, got = second_order()
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
+    eager_name, want = second_order()
+    assert name == RAW_NODE and eager_name == "_LearnableSPOCUBackward"
+    for a, b in zip(got, want):
+        # the node's first derivative of softplus is sigmoid exactly; autograd's uses softplus's
+        # linear branch above 20 (a 2e-9 relative difference there)
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_the_module_node_passes_gradcheck_with_batched_gradients(node_ready):
+    x, _, _ = _case("ncl")
+    raws = [torch.tensor(r, dtype=torch.float64, requires_grad=True) for r in ([-1.0, 0.5, 2.0, 1.0], [-2.0, 0.0, 1.5, 0.7], [1.0, 2.0, -1.0, 0.3])]
+    inputs = (x[:, :, :3].contiguous().requires_grad_(), *raws)
+    fn = lambda *t: _node.apply_learnable_raw(*t, 2.5)  # noqa: E731
+    assert fn(*inputs).grad_fn.name() == RAW_NODE
+    assert torch.autograd.gradcheck(fn, inputs, check_batched_grad=True)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+def test_a_module_node_that_disagrees_with_the_composition_is_refused(node_ready):
+    def wrong(x, ra, rb, rg, *constants):  # the learnable op without the map: differentiable, wrong
+        return _node._learnable_op(x, ra, rb, rg, 2.5, 1e30)
+
+    with pytest.raises(RuntimeError, match="learnable_raw autograd node disagrees with the module's composition"):
+        _node._self_check_learnable_raw(wrong)

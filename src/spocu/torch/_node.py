@@ -15,8 +15,11 @@ and the C-element parameters, returns the parameters' gradients from the kernels
 per-channel sums, and its ``create_graph`` backward is ``spocu_cpu::learnable_derivative``
 (the plain differentiable formulas of :mod:`spocu.torch._learnable`). On a small
 layer (Linear 64 -> 64, batch 32, 2-core machine) a learnable per-channel SPOCU costs
-about 420 us over ReLU per forward + backward through the Python Function, and about
-215 us through the node (most of the rest is the module's softplus/sigmoid map).
+about 420 us over ReLU per forward + backward through the Python Function, 215 us
+through ``learnable``, and 137 us through ``spocu_cpu.learnable_raw``, which the module
+calls with its raw weights: it also holds the module's softplus/sigmoid map, computed
+and differentiated with the ATen ops autograd would record for :mod:`spocu.core`'s map
+(checked bit for bit at load time), one node instead of eight.
 
 Unlike the kernel library it needs PyTorch's C++ headers, so it is built per torch
 version (about 15 s on 2 cores), in the background at idle priority after the
@@ -45,10 +48,11 @@ from typing import Any
 
 import torch
 
+from spocu.core import LEARNABLE_FLOOR, LEARNABLE_MARGIN
 from spocu.torch import _cpp
 from spocu.torch._constants import KernelConstants, compute_dtype, kernel_constants
 
-__all__ = ["apply", "apply_learnable", "available", "build", "state", "reason"]
+__all__ = ["apply", "apply_learnable", "apply_learnable_raw", "available", "build", "state", "reason"]
 
 SOURCE = Path(__file__).with_name("_torch_node.cpp")
 #: compiler flags, best first (torch >= 2.10's headers are C++20; older ones accept C++17)
@@ -65,6 +69,7 @@ ENABLED = True
 _lock = threading.Lock()
 _op: Any = None  # torch.ops.spocu_cpu.fixed's C++ entry once ready (read without the lock: one assignment)
 _learnable_op: Any = None  # torch.ops.spocu_cpu.learnable's, set before _op
+_learnable_raw_op: Any = None  # torch.ops.spocu_cpu.learnable_raw's, set before _op
 _state = "idle"  # idle -> building -> ready | failed; or disabled
 _reason: str | None = None
 _path: Path | None = None
@@ -94,6 +99,11 @@ def available() -> bool:
 def learnable_available() -> bool:
     """True when eager calls with CPU tensor parameters go through the C++ learnable node."""
     return _learnable_op is not None and ENABLED
+
+
+def learnable_raw_available() -> bool:
+    """True when the learnable module's eager calls go through the C++ node with its parameterization."""
+    return _learnable_raw_op is not None and ENABLED
 
 
 # ---------------------------------------------------------------- building and loading
@@ -141,13 +151,27 @@ def _learnable_derivative(grad, x, alpha, beta, gamma, c: float) -> tuple[torch.
     return (grads[0], *(g.reshape(p.shape) for g, p in zip(grads[1:], (alpha, beta, gamma))))
 
 
+def _learnable_raw_derivative(grad, x, raw_alpha, raw_beta, raw_gamma, c: float) -> tuple[torch.Tensor, ...]:
+    """[dL/dx, dL/draw_alpha, dL/draw_beta, dL/draw_gamma] for the learnable_raw node's backward under
+    ``create_graph`` or with a batched gradient: the plain formulas and the map's derivatives
+    (softplus' = sigmoid), differentiable to any order."""
+    from spocu.core import learnable_positive, learnable_unit
+
+    alpha, beta, gamma = learnable_positive(raw_alpha, torch), learnable_unit(raw_beta, torch), learnable_positive(raw_gamma, torch)
+    d_x, d_alpha, d_beta, d_gamma = _learnable_derivative(grad, x, alpha, beta, gamma, c)
+    sigmoid_beta = torch.sigmoid(raw_beta)
+    span = 1.0 - 2.0 * LEARNABLE_MARGIN
+    return (d_x, d_alpha * torch.sigmoid(raw_alpha), d_beta * span * sigmoid_beta * (1 - sigmoid_beta),
+            d_gamma * torch.sigmoid(raw_gamma))  # fmt: skip
+
+
 def _entry(name: str) -> Any:
     overload = getattr(torch.ops.spocu_cpu, name).default
     return getattr(overload, "_op", overload)  # the C++ entry, without OpOverload.__call__'s Python frame
 
 
-def _load(path: Path) -> tuple[Any, Any]:
-    """Load, bind and check the node library; returns the ops' C++ entries (fixed, learnable)."""
+def _load(path: Path) -> tuple[Any, Any, Any]:
+    """Load, bind and check the node library; returns the ops' C++ entries (fixed, learnable, learnable_raw)."""
     global _derivative_library
     handle = ctypes.CDLL(str(path))
     if handle.spocu_node_abi_version() != 2:
@@ -166,11 +190,13 @@ def _load(path: Path) -> tuple[Any, Any]:
         library = torch.library.Library("spocu_cpu", "IMPL")
         library.impl("fixed_derivative", _fixed_derivative, "CompositeImplicitAutograd")
         library.impl("learnable_derivative", _learnable_derivative, "CompositeImplicitAutograd")
+        library.impl("learnable_raw_derivative", _learnable_raw_derivative, "CompositeImplicitAutograd")
         _derivative_library = library
-    op, learnable_op = _entry("fixed"), _entry("learnable")
+    op, learnable_op, learnable_raw_op = _entry("fixed"), _entry("learnable"), _entry("learnable_raw")
     _self_check(op)
     _self_check_learnable(learnable_op)
-    return op, learnable_op
+    _self_check_learnable_raw(learnable_raw_op)
+    return op, learnable_op, learnable_raw_op
 
 
 def _self_check(op: Any) -> None:
@@ -219,8 +245,35 @@ def _self_check_learnable(op: Any) -> None:
                 raise RuntimeError(f"the learnable autograd node disagrees with the kernel library ({dtype}, {label})")
 
 
+def _self_check_learnable_raw(op: Any) -> None:
+    """The raw-weight node must give the bits of the module's own composition: spocu.core's map
+    (autograd through softplus, sigmoid, mul, add), then the learnable Python Function."""
+    from spocu.core import learnable_positive, learnable_unit
+    from spocu.torch._learnable import _CppLearnableSPOCU
+
+    x0, g0 = _cpp.self_check_inputs(116)
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        x = x0.to(dtype).reshape(5, 4, 6)
+        g = g0.to(dtype).reshape(5, 4, 6)
+        raws = [torch.linspace(lo, hi, 4, dtype=torch.float32) for lo, hi in ((-3.0, 25.0), (-2.0, 2.0), (0.5, 30.0))]
+
+        def composed(x, ra, rb, rg):
+            return _CppLearnableSPOCU.apply(x, learnable_positive(ra, torch), learnable_unit(rb, torch),
+                                            learnable_positive(rg, torch), 2.5)  # fmt: skip
+
+        results = []
+        for fn in (lambda *a: apply_learnable_raw(*a, 2.5, op=op), composed):
+            leaves = [t.detach().clone().requires_grad_() for t in (x, *raws)]
+            with torch.enable_grad():
+                y = fn(*leaves)
+                grads = torch.autograd.grad((y * g).sum(), leaves)  # (y * g).sum(): no sympy (see above)
+            results.append((y.detach(), *grads))
+        if not all(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True) for a, b in zip(*results)):
+            raise RuntimeError(f"the learnable_raw autograd node disagrees with the module's composition ({dtype})")
+
+
 def _load_or_build() -> None:
-    global _op, _learnable_op, _state, _reason
+    global _op, _learnable_op, _learnable_raw_op, _state, _reason
     try:
         compiler = _cpp._compiler()
         if compiler is None:
@@ -236,7 +289,7 @@ def _load_or_build() -> None:
             flags, libraries = _torch_flags()
             _cpp._compile(compiler, path, source=SOURCE, flag_sets=tuple(f + flags for f in FLAG_SETS),
                           common=_COMMON_FLAGS, libraries=libraries)  # fmt: skip
-        op, learnable_op = _cpp.guarded_load(_load, path)
+        op, learnable_op, learnable_raw_op = _cpp.guarded_load(_load, path)
     except Exception as exc:  # noqa: BLE001 -- any failure means "the Python Function", which is exact too
         with _lock:
             _state, _reason = "failed", _cpp.failure_reason(exc)
@@ -244,6 +297,7 @@ def _load_or_build() -> None:
         return
     with _lock:
         _learnable_op = learnable_op
+        _learnable_raw_op = learnable_raw_op
         _op = op
         _state = "ready"
     _done.set()
@@ -306,9 +360,22 @@ _CAPS: dict[torch.dtype, float] = {}
 def apply_learnable(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float) -> torch.Tensor:
     """s(x) with CPU tensor parameters of one count (1, or x.shape[1]) through the C++ node
     (only when :func:`available`; eager, no transform active, x's dtype one the kernels compute)."""
-    cap = _CAPS.get(x.dtype)
+    return _learnable_op(x, alpha, beta, gamma, c, _cap(x.dtype))
+
+
+def _cap(dtype: torch.dtype) -> float:
+    cap = _CAPS.get(dtype)
     if cap is None:
         from spocu.torch._learnable import _partial_cap
 
-        cap = _CAPS[x.dtype] = _partial_cap(compute_dtype(x.dtype))
-    return _learnable_op(x, alpha, beta, gamma, c, cap)
+        cap = _CAPS[dtype] = _partial_cap(compute_dtype(dtype))
+    return cap
+
+
+def apply_learnable_raw(x: torch.Tensor, raw_alpha: torch.Tensor, raw_beta: torch.Tensor, raw_gamma: torch.Tensor,
+                        c: float, op: Any = None) -> torch.Tensor:
+    """s(x) of a learnable :class:`spocu.torch.SPOCU` from its raw weights (α, γ = softplus(raw) + floor,
+    β = margin + (1 - 2 margin) sigmoid(raw), as :mod:`spocu.core`) through one C++ node (only when
+    :func:`learnable_raw_available`; eager, no transform active, CPU, one count: 1 or x's channels)."""
+    return (op or _learnable_raw_op)(x, raw_alpha, raw_beta, raw_gamma, LEARNABLE_FLOOR, LEARNABLE_MARGIN,
+                                     1.0 - 2.0 * LEARNABLE_MARGIN, c, _cap(x.dtype))  # fmt: skip

@@ -1,5 +1,6 @@
-// SPOCU's autograd nodes in C++: the ops torch.ops.spocu_cpu.fixed (float parameters) and
-// torch.ops.spocu_cpu.learnable (tensor parameters, one shared or one per channel along dim 1).
+// SPOCU's autograd nodes in C++: the ops torch.ops.spocu_cpu.fixed (float parameters),
+// torch.ops.spocu_cpu.learnable (tensor parameters, one shared or one per channel along dim 1) and
+// torch.ops.spocu_cpu.learnable_raw (the learnable module's raw weights, its parameterization inside).
 //
 // Built by spocu.torch._cpp against this process's PyTorch headers (once per torch version and
 // compiler, cached on disk, in the background; about 15 s on 2 cores) after the kernel library
@@ -269,6 +270,99 @@ struct LearnableSPOCU : public torch::autograd::Function<LearnableSPOCU> {
   }
 };
 
+// The module's parameterization folded into one node: alpha = softplus(raw_alpha) + floor,
+// beta = margin + span * sigmoid(raw_beta), gamma = softplus(raw_gamma) + floor (spocu.core's
+// learnable_positive / learnable_unit, with its constants passed in), and in backward the chain rule
+// through the same ATen derivative ops autograd records for those expressions (AddBackward passes the
+// gradient on, MulBackward multiplies by span, SoftplusBackward, SigmoidBackward): the module's bits,
+// with one node instead of eight.
+struct Mapped {
+  at::Tensor alpha, beta, gamma, sigmoid_beta;
+};
+
+Mapped mapped(const at::Tensor& raw_alpha, const at::Tensor& raw_beta, const at::Tensor& raw_gamma, double floor,
+              double margin, double span) {
+  at::Tensor sigmoid_beta = at::sigmoid(raw_beta);
+  return {at::softplus(raw_alpha, 1, 20).add(floor), sigmoid_beta.mul(span).add(margin),
+          at::softplus(raw_gamma, 1, 20).add(floor), sigmoid_beta};
+}
+
+struct LearnableRawSPOCU : public torch::autograd::Function<LearnableRawSPOCU> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& raw_alpha,
+                            const at::Tensor& raw_beta, const at::Tensor& raw_gamma, double floor, double margin,
+                            double span, double c, double cap) {
+    ctx->save_for_backward({x, raw_alpha, raw_beta, raw_gamma});  // x: the one saved tensor of the input's size
+    ctx->saved_data["floor"] = floor;
+    ctx->saved_data["margin"] = margin;
+    ctx->saved_data["span"] = span;
+    ctx->saved_data["c"] = c;
+    ctx->saved_data["cap"] = cap;
+    const Mapped p = mapped(raw_alpha, raw_beta, raw_gamma, floor, margin, span);
+    const at::Tensor block = param_block(p.alpha, p.beta, p.gamma);
+    ctx->saved_data["block"] = block;  // (3 C values: what backward needs of the map, not recomputed)
+    ctx->saved_data["sigmoid_beta"] = p.sigmoid_beta;
+    return run_learnable_forward(x, block, p.alpha.numel(), c);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &raw_alpha = saved[1], &raw_beta = saved[2], &raw_gamma = saved[3];
+    const double c = ctx->saved_data["c"].toDouble(), span = ctx->saved_data["span"].toDouble();
+    torch::autograd::variable_list out(9);
+    if (at::GradMode::is_enabled() || !grads[0].has_storage()) {
+      static auto derivative = c10::Dispatcher::singleton()
+                                   .findSchemaOrThrow("spocu_cpu::learnable_raw_derivative", "")
+                                   .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                                       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                       const at::Tensor&, double)>();
+      const auto d = derivative.call(grads[0], x, raw_alpha, raw_beta, raw_gamma, c);
+      const at::Tensor parts[4] = {std::get<0>(d), std::get<1>(d), std::get<2>(d), std::get<3>(d)};
+      for (int i = 0; i < 4; ++i) {
+        if (ctx->needs_input_grad(i)) out[i] = parts[i];
+      }
+      return out;
+    }
+    const at::Tensor block = ctx->saved_data["block"].toTensor();
+    const int64_t channels = raw_alpha.numel();
+    const Blocks b = blocks(x, channels);
+    at::Tensor g = grads[0];
+    if (!(g.scalar_type() == x.scalar_type() && !g.is_neg() && g.is_non_overlapping_and_dense() &&
+          same_layout(g, b.src))) {
+      g = at::empty_like(b.src).copy_(g);
+    }
+    at::Tensor dx = at::empty_like(b.src);
+    at::Tensor sums = at::zeros({3, channels}, x.options().dtype(at::kDouble));
+    if (b.src.numel()) {
+      learnable_backward_kernels[dtype_slot(x.scalar_type())](
+          g.const_data_ptr(), b.src.const_data_ptr(), dx.mutable_data_ptr(), sums.mutable_data_ptr<double>(), b.A,
+          b.C, b.B, block.const_data_ptr<double>(), c, ctx->saved_data["cap"].toDouble(), shift_table,
+          at::get_num_threads());
+    }
+    if (ctx->needs_input_grad(0)) out[0] = dx;
+    // the mapped parameters have their raw weights' shapes and dtypes
+    auto param_grad = [&](int i, const at::Tensor& like) { return sums[i].reshape(like.sizes()).to(like.scalar_type()); };
+    if (ctx->needs_input_grad(1)) out[1] = at::softplus_backward(param_grad(0, raw_alpha), raw_alpha, 1, 20);
+    if (ctx->needs_input_grad(2)) {
+      out[2] = at::sigmoid_backward(param_grad(1, raw_beta).mul(span), ctx->saved_data["sigmoid_beta"].toTensor());
+    }
+    if (ctx->needs_input_grad(3)) out[3] = at::softplus_backward(param_grad(2, raw_gamma), raw_gamma, 1, 20);
+    return out;
+  }
+};
+
+at::Tensor learnable_raw(const at::Tensor& x, const at::Tensor& raw_alpha, const at::Tensor& raw_beta,
+                         const at::Tensor& raw_gamma, double floor, double margin, double span, double c, double cap) {
+  check_learnable(x, raw_alpha, raw_beta, raw_gamma);
+  const bool record = at::GradMode::is_enabled() && (x.requires_grad() || raw_alpha.requires_grad() ||
+                                                      raw_beta.requires_grad() || raw_gamma.requires_grad());
+  if (!record) {
+    const Mapped p = mapped(raw_alpha, raw_beta, raw_gamma, floor, margin, span);
+    return run_learnable_forward(x, param_block(p.alpha, p.beta, p.gamma), p.alpha.numel(), c);
+  }
+  return LearnableRawSPOCU::apply(x, raw_alpha, raw_beta, raw_gamma, floor, margin, span, c, cap);
+}
+
 at::Tensor learnable(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& beta, const at::Tensor& gamma,
                      double c, double cap) {
   check_learnable(x, alpha, beta, gamma);
@@ -315,10 +409,15 @@ TORCH_LIBRARY(spocu_cpu, m) {
   m.def("fixed_derivative(Tensor grad, Tensor x, float alpha, float beta, float gamma, float c) -> Tensor");
   m.def("learnable(Tensor x, Tensor alpha, Tensor beta, Tensor gamma, float c, float cap) -> Tensor");
   m.def("learnable_derivative(Tensor grad, Tensor x, Tensor alpha, Tensor beta, Tensor gamma, float c) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("learnable_raw(Tensor x, Tensor raw_alpha, Tensor raw_beta, Tensor raw_gamma, float floor, float margin, "
+        "float span, float c, float cap) -> Tensor");
+  m.def("learnable_raw_derivative(Tensor grad, Tensor x, Tensor raw_alpha, Tensor raw_beta, Tensor raw_gamma, "
+        "float c) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 // CompositeImplicitAutograd: one kernel for every dispatch key, recording its own autograd node
 TORCH_LIBRARY_IMPL(spocu_cpu, CompositeImplicitAutograd, m) {
   m.impl("fixed", spocu::fixed);
   m.impl("learnable", spocu::learnable);
+  m.impl("learnable_raw", spocu::learnable_raw);
 }

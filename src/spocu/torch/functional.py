@@ -113,6 +113,26 @@ def _learnable_node_serves(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Ten
     return not _cpp.transforms_active() and is_plain(x, alpha, beta, gamma)
 
 
+def learnable_module_call(x: torch.Tensor, raw_alpha: torch.Tensor, raw_beta: torch.Tensor, raw_gamma: torch.Tensor,
+                          c: float) -> torch.Tensor | None:
+    """A learnable :class:`spocu.torch.SPOCU`'s common call, from its raw weights, through one C++ node
+    that also holds the softplus/sigmoid map (:func:`spocu.torch._node.apply_learnable_raw`); None when
+    the call is not one it takes (the module then calls :func:`spocu` with its mapped parameters)."""
+    # compiling/tracing first: Dynamo reads it as a constant and traces nothing after it
+    if not (_fast_path_possible(x, None) and _node.learnable_raw_available()):
+        return None
+    if not (type(x) is torch.Tensor and x.is_cpu and x.dtype in _cpp.DTYPES and type(c) is float):
+        return None
+    count = raw_alpha.numel()
+    if not (raw_beta.numel() == count == raw_gamma.numel() and raw_alpha.is_cpu and raw_beta.is_cpu and raw_gamma.is_cpu):
+        return None
+    if count != 1 and not (x.dim() >= 2 and x.shape[1] == count):
+        return None
+    if _cpp.transforms_active() or not is_plain(x, raw_alpha, raw_beta, raw_gamma):
+        return None
+    return _node.apply_learnable_raw(x, raw_alpha, raw_beta, raw_gamma, c)
+
+
 def _check_traced(alpha, beta, gamma, c) -> None:
     """The domain checks of :func:`spocu.core.validate_params` in comparisons only.
 

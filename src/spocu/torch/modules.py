@@ -18,7 +18,7 @@ from spocu.core import (
     learnable_unit,
     params_to_learnable,
 )
-from spocu.torch.functional import spocu
+from spocu.torch.functional import learnable_module_call, spocu
 
 __all__ = ["SPOCU"]
 
@@ -169,6 +169,10 @@ class SPOCU(nn.Module):
         return self._fixed.gamma
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.learnable:  # the common eager CPU call: one C++ node for the map and SPOCU (same bits)
+            out = learnable_module_call(input, self.raw_alpha, self.raw_beta, self.raw_gamma, self.c)
+            if out is not None:
+                return out
         return spocu(input, self.alpha, self.beta, self.gamma, self.c)
 
     def __prepare_scriptable__(self):
