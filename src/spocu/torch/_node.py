@@ -226,23 +226,25 @@ def _self_check_learnable(op: Any) -> None:
     from spocu.torch._learnable import _CppLearnableSPOCU, _partial_cap
 
     x0, g0 = _cpp.self_check_inputs(116)  # 120 values, infinities among them
-    cases = (("shared", (120,), 1), ("per channel", (5, 4, 6), 4), ("channels last", (2, 3, 4, 5), 3))
-    for dtype in (torch.float64, torch.float32, torch.bfloat16):
-        for label, shape, channels in cases:
-            x = x0.to(dtype).reshape(shape)
-            if label == "channels last":
-                x = x.contiguous(memory_format=torch.channels_last)
-            g = g0.to(dtype).reshape(shape)
-            params = [torch.linspace(lo, hi, channels, dtype=torch.float32) for lo, hi in ((2.5, 3.5), (0.4, 0.8), (1.5, 4.0))]
-            results = []
-            for fn in (lambda *a: op(*a, 2.5, _partial_cap(compute_dtype(dtype))), lambda *a: _CppLearnableSPOCU.apply(*a, 2.5)):
-                leaves = [t.detach().clone().requires_grad_() for t in (x, *params)]
-                with torch.enable_grad():
-                    y = fn(*leaves)
-                    grads = torch.autograd.grad((y * g).sum(), leaves)  # (y * g).sum(): no sympy (see above)
-                results.append((y.detach(), *grads))
-            if not all(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True) for a, b in zip(*results)):
-                raise RuntimeError(f"the learnable autograd node disagrees with the kernel library ({dtype}, {label})")
+    # each dtype slot and each layout path (row, shared, pixel) once: it runs while the caller's
+    # first calls do, under the same GIL
+    cases = ((torch.float64, "per channel", (5, 4, 6), 4), (torch.float32, "channels last", (2, 3, 4, 5), 3),
+             (torch.bfloat16, "shared", (120,), 1), (torch.float16, "per channel", (5, 4, 6), 4))  # fmt: skip
+    for dtype, label, shape, channels in cases:
+        x = x0.to(dtype).reshape(shape)
+        if label == "channels last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        g = g0.to(dtype).reshape(shape)
+        params = [torch.linspace(lo, hi, channels, dtype=torch.float32) for lo, hi in ((2.5, 3.5), (0.4, 0.8), (1.5, 4.0))]
+        results = []
+        for fn in (lambda *a: op(*a, 2.5, _partial_cap(compute_dtype(dtype))), lambda *a: _CppLearnableSPOCU.apply(*a, 2.5)):
+            leaves = [t.detach().clone().requires_grad_() for t in (x, *params)]
+            with torch.enable_grad():
+                y = fn(*leaves)
+                grads = torch.autograd.grad((y * g).sum(), leaves)  # (y * g).sum(): no sympy (see above)
+            results.append((y.detach(), *grads))
+        if not all(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True) for a, b in zip(*results)):
+            raise RuntimeError(f"the learnable autograd node disagrees with the kernel library ({dtype}, {label})")
 
 
 def _self_check_learnable_raw(op: Any) -> None:
