@@ -43,6 +43,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,18 @@ def _self_check(op: Any) -> None:
                 raise RuntimeError(f"the autograd node disagrees with the kernel library ({dtype})")
 
 
+def _same_bits(node: Callable, reference: Callable, inputs: list[torch.Tensor], g: torch.Tensor) -> bool:
+    """Whether ``node`` and ``reference`` give the same value bits and gradient bits for every input."""
+    results = []
+    for fn in (node, reference):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        with torch.enable_grad():
+            y = fn(*leaves)
+            grads = torch.autograd.grad((y * g).sum(), leaves)  # (y * g).sum(): no sympy (see _self_check)
+        results.append((y.detach(), *grads))
+    return all(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True) for a, b in zip(*results))
+
+
 def _self_check_learnable(op: Any) -> None:
     """The learnable node must give the Python Function's bits (the same kernels), values and all gradients."""
     from spocu.torch._learnable import _CppLearnableSPOCU, _partial_cap
@@ -234,16 +247,9 @@ def _self_check_learnable(op: Any) -> None:
         x = x0.to(dtype).reshape(shape)
         if label == "channels last":
             x = x.contiguous(memory_format=torch.channels_last)
-        g = g0.to(dtype).reshape(shape)
         params = [torch.linspace(lo, hi, channels, dtype=torch.float32) for lo, hi in ((2.5, 3.5), (0.4, 0.8), (1.5, 4.0))]
-        results = []
-        for fn in (lambda *a: op(*a, 2.5, _partial_cap(compute_dtype(dtype))), lambda *a: _CppLearnableSPOCU.apply(*a, 2.5)):
-            leaves = [t.detach().clone().requires_grad_() for t in (x, *params)]
-            with torch.enable_grad():
-                y = fn(*leaves)
-                grads = torch.autograd.grad((y * g).sum(), leaves)  # (y * g).sum(): no sympy (see above)
-            results.append((y.detach(), *grads))
-        if not all(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True) for a, b in zip(*results)):
+        node = lambda *a: op(*a, 2.5, _partial_cap(compute_dtype(dtype)))  # noqa: E731
+        if not _same_bits(node, lambda *a: _CppLearnableSPOCU.apply(*a, 2.5), [x, *params], g0.to(dtype).reshape(shape)):
             raise RuntimeError(f"the learnable autograd node disagrees with the kernel library ({dtype}, {label})")
 
 
@@ -253,24 +259,16 @@ def _self_check_learnable_raw(op: Any) -> None:
     from spocu.core import learnable_positive, learnable_unit
     from spocu.torch._learnable import _CppLearnableSPOCU
 
+    def composed(x, ra, rb, rg):
+        return _CppLearnableSPOCU.apply(x, learnable_positive(ra, torch), learnable_unit(rb, torch),
+                                        learnable_positive(rg, torch), 2.5)  # fmt: skip
+
     x0, g0 = _cpp.self_check_inputs(116)
+    # raw weights on both sides of softplus's linear threshold (20)
+    raws = [torch.linspace(lo, hi, 4, dtype=torch.float32) for lo, hi in ((-3.0, 25.0), (-2.0, 2.0), (0.5, 30.0))]
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
-        x = x0.to(dtype).reshape(5, 4, 6)
-        g = g0.to(dtype).reshape(5, 4, 6)
-        raws = [torch.linspace(lo, hi, 4, dtype=torch.float32) for lo, hi in ((-3.0, 25.0), (-2.0, 2.0), (0.5, 30.0))]
-
-        def composed(x, ra, rb, rg):
-            return _CppLearnableSPOCU.apply(x, learnable_positive(ra, torch), learnable_unit(rb, torch),
-                                            learnable_positive(rg, torch), 2.5)  # fmt: skip
-
-        results = []
-        for fn in (lambda *a: apply_learnable_raw(*a, 2.5, op=op), composed):
-            leaves = [t.detach().clone().requires_grad_() for t in (x, *raws)]
-            with torch.enable_grad():
-                y = fn(*leaves)
-                grads = torch.autograd.grad((y * g).sum(), leaves)  # (y * g).sum(): no sympy (see above)
-            results.append((y.detach(), *grads))
-        if not all(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True) for a, b in zip(*results)):
+        node = lambda *a: apply_learnable_raw(*a, 2.5, op=op)  # noqa: E731
+        if not _same_bits(node, composed, [x0.to(dtype).reshape(5, 4, 6), *raws], g0.to(dtype).reshape(5, 4, 6)):
             raise RuntimeError(f"the learnable_raw autograd node disagrees with the module's composition ({dtype})")
 
 

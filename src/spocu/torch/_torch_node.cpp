@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <tuple>
+#include <utility>
 
 namespace spocu {  // named: the node shows as torch::autograd::CppNode<spocu::FixedSPOCU>
 
@@ -218,6 +219,50 @@ at::Tensor run_learnable_forward(const at::Tensor& x, const at::Tensor& params, 
   return out;
 }
 
+// Both learnable nodes' backward: the four gradients from the differentiable Python implementation
+// `name` (create_graph, or a gradient without storage), kept where asked for
+torch::autograd::variable_list python_derivative(const char* name, torch::autograd::AutogradContext* ctx,
+                                                 const at::Tensor& grad, const torch::autograd::variable_list& saved,
+                                                 double c, size_t inputs) {
+  const auto derivative = c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<
+      std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                 const at::Tensor&, const at::Tensor&,
+                                                                 const at::Tensor&, double)>();
+  const auto d = derivative.call(grad, saved[0], saved[1], saved[2], saved[3], c);
+  const at::Tensor parts[4] = {std::get<0>(d), std::get<1>(d), std::get<2>(d), std::get<3>(d)};
+  torch::autograd::variable_list out(inputs);
+  for (int i = 0; i < 4; ++i) {
+    if (ctx->needs_input_grad(i)) out[i] = parts[i];
+  }
+  return out;
+}
+
+bool python_derivative_needed(const at::Tensor& grad) { return at::GradMode::is_enabled() || !grad.has_storage(); }
+
+// ... and the kernels': dL/dx and the per-channel sums of dL/dalpha, dL/dbeta, dL/dgamma (3 x C, double)
+std::pair<at::Tensor, at::Tensor> kernel_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& block,
+                                                  int64_t channels, double c, double cap) {
+  const Blocks b = blocks(x, channels);
+  at::Tensor g = grad;
+  if (!(g.scalar_type() == x.scalar_type() && !g.is_neg() && g.is_non_overlapping_and_dense() &&
+        same_layout(g, b.src))) {
+    g = at::empty_like(b.src).copy_(g);  // converts the dtype, expands, resolves a negation
+  }
+  at::Tensor dx = at::empty_like(b.src);
+  at::Tensor sums = at::zeros({3, channels}, x.options().dtype(at::kDouble));
+  if (b.src.numel()) {
+    learnable_backward_kernels[dtype_slot(x.scalar_type())](
+        g.const_data_ptr(), b.src.const_data_ptr(), dx.mutable_data_ptr(), sums.mutable_data_ptr<double>(), b.A, b.C,
+        b.B, block.const_data_ptr<double>(), c, cap, shift_table, at::get_num_threads());
+  }
+  return {dx, sums};
+}
+
+// sums[i] as the gradient of a parameter shaped and typed like `like`
+at::Tensor param_grad(const at::Tensor& sums, int i, const at::Tensor& like) {
+  return sums[i].reshape(like.sizes()).to(like.scalar_type());
+}
+
 struct LearnableSPOCU : public torch::autograd::Function<LearnableSPOCU> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& alpha,
                             const at::Tensor& beta, const at::Tensor& gamma, double c, double cap) {
@@ -232,39 +277,16 @@ struct LearnableSPOCU : public torch::autograd::Function<LearnableSPOCU> {
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &alpha = saved[1], &beta = saved[2], &gamma = saved[3];
     const double c = ctx->saved_data["c"].toDouble();
+    if (python_derivative_needed(grads[0])) {
+      return python_derivative("spocu_cpu::learnable_derivative", ctx, grads[0], saved, c, 6);
+    }
+    const auto [dx, sums] = kernel_backward(grads[0], x, param_block(alpha, beta, gamma), alpha.numel(), c,
+                                            ctx->saved_data["cap"].toDouble());
     torch::autograd::variable_list out(6);
-    if (at::GradMode::is_enabled() || !grads[0].has_storage()) {
-      static auto derivative = c10::Dispatcher::singleton()
-                                   .findSchemaOrThrow("spocu_cpu::learnable_derivative", "")
-                                   .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-                                       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                       const at::Tensor&, double)>();
-      const auto d = derivative.call(grads[0], x, alpha, beta, gamma, c);
-      const at::Tensor parts[4] = {std::get<0>(d), std::get<1>(d), std::get<2>(d), std::get<3>(d)};
-      for (int i = 0; i < 4; ++i) {
-        if (ctx->needs_input_grad(i)) out[i] = parts[i];
-      }
-      return out;
-    }
-    const int64_t channels = alpha.numel();
-    const Blocks b = blocks(x, channels);
-    at::Tensor g = grads[0];
-    if (!(g.scalar_type() == x.scalar_type() && !g.is_neg() && g.is_non_overlapping_and_dense() &&
-          same_layout(g, b.src))) {
-      g = at::empty_like(b.src).copy_(g);  // converts the dtype, expands, resolves a negation
-    }
-    at::Tensor dx = at::empty_like(b.src);
-    at::Tensor sums = at::zeros({3, channels}, x.options().dtype(at::kDouble));
-    if (b.src.numel()) {
-      learnable_backward_kernels[dtype_slot(x.scalar_type())](
-          g.const_data_ptr(), b.src.const_data_ptr(), dx.mutable_data_ptr(), sums.mutable_data_ptr<double>(), b.A,
-          b.C, b.B, param_block(alpha, beta, gamma).const_data_ptr<double>(), c, ctx->saved_data["cap"].toDouble(),
-          shift_table, at::get_num_threads());
-    }
     if (ctx->needs_input_grad(0)) out[0] = dx;
     const at::Tensor* params[3] = {&alpha, &beta, &gamma};
     for (int i = 0; i < 3; ++i) {
-      if (ctx->needs_input_grad(i + 1)) out[i + 1] = sums[i].reshape(params[i]->sizes()).to(params[i]->scalar_type());
+      if (ctx->needs_input_grad(i + 1)) out[i + 1] = param_grad(sums, i, *params[i]);
     }
     return out;
   }
@@ -292,8 +314,6 @@ struct LearnableRawSPOCU : public torch::autograd::Function<LearnableRawSPOCU> {
                             const at::Tensor& raw_beta, const at::Tensor& raw_gamma, double floor, double margin,
                             double span, double c, double cap) {
     ctx->save_for_backward({x, raw_alpha, raw_beta, raw_gamma});  // x: the one saved tensor of the input's size
-    ctx->saved_data["floor"] = floor;
-    ctx->saved_data["margin"] = margin;
     ctx->saved_data["span"] = span;
     ctx->saved_data["c"] = c;
     ctx->saved_data["cap"] = cap;
@@ -309,44 +329,19 @@ struct LearnableRawSPOCU : public torch::autograd::Function<LearnableRawSPOCU> {
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &raw_alpha = saved[1], &raw_beta = saved[2], &raw_gamma = saved[3];
     const double c = ctx->saved_data["c"].toDouble(), span = ctx->saved_data["span"].toDouble();
+    if (python_derivative_needed(grads[0])) {
+      return python_derivative("spocu_cpu::learnable_raw_derivative", ctx, grads[0], saved, c, 9);
+    }
+    const auto [dx, sums] = kernel_backward(grads[0], x, ctx->saved_data["block"].toTensor(), raw_alpha.numel(), c,
+                                            ctx->saved_data["cap"].toDouble());
     torch::autograd::variable_list out(9);
-    if (at::GradMode::is_enabled() || !grads[0].has_storage()) {
-      static auto derivative = c10::Dispatcher::singleton()
-                                   .findSchemaOrThrow("spocu_cpu::learnable_raw_derivative", "")
-                                   .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-                                       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                       const at::Tensor&, double)>();
-      const auto d = derivative.call(grads[0], x, raw_alpha, raw_beta, raw_gamma, c);
-      const at::Tensor parts[4] = {std::get<0>(d), std::get<1>(d), std::get<2>(d), std::get<3>(d)};
-      for (int i = 0; i < 4; ++i) {
-        if (ctx->needs_input_grad(i)) out[i] = parts[i];
-      }
-      return out;
-    }
-    const at::Tensor block = ctx->saved_data["block"].toTensor();
-    const int64_t channels = raw_alpha.numel();
-    const Blocks b = blocks(x, channels);
-    at::Tensor g = grads[0];
-    if (!(g.scalar_type() == x.scalar_type() && !g.is_neg() && g.is_non_overlapping_and_dense() &&
-          same_layout(g, b.src))) {
-      g = at::empty_like(b.src).copy_(g);
-    }
-    at::Tensor dx = at::empty_like(b.src);
-    at::Tensor sums = at::zeros({3, channels}, x.options().dtype(at::kDouble));
-    if (b.src.numel()) {
-      learnable_backward_kernels[dtype_slot(x.scalar_type())](
-          g.const_data_ptr(), b.src.const_data_ptr(), dx.mutable_data_ptr(), sums.mutable_data_ptr<double>(), b.A,
-          b.C, b.B, block.const_data_ptr<double>(), c, ctx->saved_data["cap"].toDouble(), shift_table,
-          at::get_num_threads());
-    }
     if (ctx->needs_input_grad(0)) out[0] = dx;
     // the mapped parameters have their raw weights' shapes and dtypes
-    auto param_grad = [&](int i, const at::Tensor& like) { return sums[i].reshape(like.sizes()).to(like.scalar_type()); };
-    if (ctx->needs_input_grad(1)) out[1] = at::softplus_backward(param_grad(0, raw_alpha), raw_alpha, 1, 20);
+    if (ctx->needs_input_grad(1)) out[1] = at::softplus_backward(param_grad(sums, 0, raw_alpha), raw_alpha, 1, 20);
     if (ctx->needs_input_grad(2)) {
-      out[2] = at::sigmoid_backward(param_grad(1, raw_beta).mul(span), ctx->saved_data["sigmoid_beta"].toTensor());
+      out[2] = at::sigmoid_backward(param_grad(sums, 1, raw_beta).mul(span), ctx->saved_data["sigmoid_beta"].toTensor());
     }
-    if (ctx->needs_input_grad(3)) out[3] = at::softplus_backward(param_grad(2, raw_gamma), raw_gamma, 1, 20);
+    if (ctx->needs_input_grad(3)) out[3] = at::softplus_backward(param_grad(sums, 2, raw_gamma), raw_gamma, 1, 20);
     return out;
   }
 };

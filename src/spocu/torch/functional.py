@@ -96,21 +96,25 @@ def _fast_path_possible(x: torch.Tensor, backend: str | None) -> bool:
     )
 
 
-def _learnable_node_serves(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c, backend) -> bool:
-    """The C++ learnable node can take this call as it is: eager, default backend, CPU tensors of a
-    dtype the kernels compute, one parameter count (1, or x's channels), a valid float c.
+def _learnable_node_takes(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c) -> bool:
+    """A learnable C++ node can take this eager call as it is: CPU tensors, x of a dtype the kernels
+    compute, one parameter count (1, or x's channels), a valid float c, no transform or wrapper.
     Anything else takes the general path, which validates, expands and explains."""
-    # compiling/tracing first: Dynamo reads it as a constant and traces nothing after it
-    if not (_fast_path_possible(x, backend) and _node.learnable_available()):
-        return False
-    if not (type(beta) is torch.Tensor and type(gamma) is torch.Tensor and type(c) is float and c >= 1.0):
+    if not (type(x) is torch.Tensor and type(c) is float and c >= 1.0 and x.is_cpu and x.dtype in _cpp.DTYPES):
         return False  # (c >= 1: also not NaN)
     count = alpha.numel()
-    if not (beta.numel() == count == gamma.numel() and x.is_cpu and x.dtype in _cpp.DTYPES):
+    if not (beta.numel() == count == gamma.numel() and alpha.is_cpu and beta.is_cpu and gamma.is_cpu):
         return False
-    if not (alpha.is_cpu and beta.is_cpu and gamma.is_cpu) or (count != 1 and not (x.dim() >= 2 and x.shape[1] == count)):
+    if count != 1 and not (x.dim() >= 2 and x.shape[1] == count):
         return False
     return not _cpp.transforms_active() and is_plain(x, alpha, beta, gamma)
+
+
+def _learnable_node_serves(x: torch.Tensor, alpha: torch.Tensor, beta, gamma, c, backend) -> bool:
+    """The functional's call with tensor parameters goes straight to the C++ learnable node."""
+    # compiling/tracing first: Dynamo reads it as a constant and traces nothing after it
+    return (_fast_path_possible(x, backend) and _node.learnable_available() and type(beta) is torch.Tensor
+            and type(gamma) is torch.Tensor and _learnable_node_takes(x, alpha, beta, gamma, c))  # fmt: skip
 
 
 def learnable_module_call(x: torch.Tensor, raw_alpha: torch.Tensor, raw_beta: torch.Tensor, raw_gamma: torch.Tensor,
@@ -118,19 +122,10 @@ def learnable_module_call(x: torch.Tensor, raw_alpha: torch.Tensor, raw_beta: to
     """A learnable :class:`spocu.torch.SPOCU`'s common call, from its raw weights, through one C++ node
     that also holds the softplus/sigmoid map (:func:`spocu.torch._node.apply_learnable_raw`); None when
     the call is not one it takes (the module then calls :func:`spocu` with its mapped parameters)."""
-    # compiling/tracing first: Dynamo reads it as a constant and traces nothing after it
-    if not (_fast_path_possible(x, None) and _node.learnable_raw_available()):
-        return None
-    if not (type(x) is torch.Tensor and x.is_cpu and x.dtype in _cpp.DTYPES and type(c) is float):
-        return None
-    count = raw_alpha.numel()
-    if not (raw_beta.numel() == count == raw_gamma.numel() and raw_alpha.is_cpu and raw_beta.is_cpu and raw_gamma.is_cpu):
-        return None
-    if count != 1 and not (x.dim() >= 2 and x.shape[1] == count):
-        return None
-    if _cpp.transforms_active() or not is_plain(x, raw_alpha, raw_beta, raw_gamma):
-        return None
-    return _node.apply_learnable_raw(x, raw_alpha, raw_beta, raw_gamma, c)
+    if (_fast_path_possible(x, None) and _node.learnable_raw_available()
+            and _learnable_node_takes(x, raw_alpha, raw_beta, raw_gamma, c)):  # fmt: skip
+        return _node.apply_learnable_raw(x, raw_alpha, raw_beta, raw_gamma, c)
+    return None
 
 
 def _check_traced(alpha, beta, gamma, c) -> None:
