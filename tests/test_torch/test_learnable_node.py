@@ -162,23 +162,30 @@ def test_an_input_modified_in_place_after_the_call_is_refused(node_ready):
         y.backward(g)
 
 
+def _second_order_against_eager(run, monkeypatch, node: str, rtol: float, atol: float) -> None:
+    """``run()`` gives (grad_fn name, second-order gradients); the node's must match those of the plain
+    ops (backend "eager")."""
+    name, got = run()
+    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
+    eager_name, want = run()
+    assert name == node and eager_name == "_LearnableSPOCUBackward"
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+def _second_order(forward, leaves: list[torch.Tensor], g: torch.Tensor):
+    """(grad_fn name, d/d leaves of the sum of squared first derivatives of (forward(*leaves) * g).sum())."""
+    y = forward(*leaves)
+    first = torch.autograd.grad((y * g).sum(), leaves, create_graph=True)
+    total = sum((f * f).sum() for f in first)
+    return y.grad_fn.name(), torch.autograd.grad(total, leaves)
+
+
 def test_gradients_of_any_order_match_the_plain_formulas(node_ready, monkeypatch):
     x, params, g = _case("ncl")
-
-    def second_order():
-        xx = x.clone().requires_grad_()
-        leaves = [p.clone().requires_grad_() for p in params]
-        y = spocu(xx, *leaves, c=2.5)
-        first = torch.autograd.grad((y * g).sum(), [xx, *leaves], create_graph=True)
-        total = sum((f * f).sum() for f in first)
-        return y.grad_fn.name(), torch.autograd.grad(total, [xx, *leaves])
-
-    name, got = second_order()
-    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
-    eager_name, want = second_order()
-    assert name == NODE and eager_name == "_LearnableSPOCUBackward"
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    leaves = lambda: [x.clone().requires_grad_(), *(p.clone().requires_grad_() for p in params)]  # noqa: E731
+    run = lambda: _second_order(lambda xx, *p: spocu(xx, *p, c=2.5), leaves(), g)  # noqa: E731
+    _second_order_against_eager(run, monkeypatch, NODE, rtol=1e-10, atol=1e-12)
 
 
 def test_gradcheck_and_gradgradcheck(node_ready):
@@ -340,22 +347,13 @@ def test_the_module_node_returns_only_the_gradients_asked_for(node_ready, frozen
 def test_the_module_node_differentiates_to_any_order(node_ready, monkeypatch):
     x, _, g = _case("ncl")
 
-    def second_order():
+    def run():
         m = _module(4, RAWS)
-        xx = x.clone().requires_grad_()
-        y = m(xx)
-        first = torch.autograd.grad((y * g).sum(), [xx, *m.parameters()], create_graph=True)
-        total = sum((f * f).sum() for f in first)
-        return y.grad_fn.name(), torch.autograd.grad(total, [xx, *m.parameters()])
+        return _second_order(lambda xx, *_: m(xx), [x.clone().requires_grad_(), *m.parameters()], g)
 
-    name, got = second_order()
-    monkeypatch.setenv("SPOCU_TORCH_BACKEND", "eager")
-    eager_name, want = second_order()
-    assert name == RAW_NODE and eager_name == "_LearnableSPOCUBackward"
-    for a, b in zip(got, want):
-        # the node's first derivative of softplus is sigmoid exactly; autograd's uses softplus's
-        # linear branch above 20 (a 2e-9 relative difference there)
-        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    # the node's first derivative of softplus is sigmoid exactly; autograd's uses softplus's
+    # linear branch above 20 (a 2e-9 relative difference there)
+    _second_order_against_eager(run, monkeypatch, RAW_NODE, rtol=1e-8, atol=1e-10)
 
 
 def test_the_module_node_passes_gradcheck_with_batched_gradients(node_ready):
