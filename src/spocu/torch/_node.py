@@ -1,4 +1,4 @@
-"""SPOCU as C++ autograd nodes: ``torch.ops.spocu_cpu.fixed`` and ``torch.ops.spocu_cpu.learnable``.
+"""SPOCU as C++ autograd nodes: ``torch.ops.spocu_cpu.fixed``, ``.learnable`` and ``.learnable_raw``.
 
 A Python :class:`torch.autograd.Function` costs about 40 us per forward + backward
 however small the tensor (binding, the context object, the Python backward), which
@@ -59,6 +59,8 @@ SOURCE = Path(__file__).with_name("_torch_node.cpp")
 #: compiler flags, best first (torch >= 2.10's headers are C++20; older ones accept C++17)
 FLAG_SETS = (("-O2", "-std=c++20"), ("-O2", "-std=c++17"))
 _COMMON_FLAGS = ("-shared", "-fPIC", "-fvisibility=hidden", "-w")
+#: beta = LEARNABLE_MARGIN + _SPAN * sigmoid(raw), as spocu.core.learnable_unit
+_SPAN = 1.0 - 2.0 * LEARNABLE_MARGIN
 #: the kernel library's dtypes in the order spocu_node_bind takes them
 _BIND_ORDER = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
@@ -161,8 +163,7 @@ def _learnable_raw_derivative(grad, x, raw_alpha, raw_beta, raw_gamma, c: float)
     alpha, beta, gamma = learnable_positive(raw_alpha, torch), learnable_unit(raw_beta, torch), learnable_positive(raw_gamma, torch)
     d_x, d_alpha, d_beta, d_gamma = _learnable_derivative(grad, x, alpha, beta, gamma, c)
     sigmoid_beta = torch.sigmoid(raw_beta)
-    span = 1.0 - 2.0 * LEARNABLE_MARGIN
-    return (d_x, d_alpha * torch.sigmoid(raw_alpha), d_beta * span * sigmoid_beta * (1 - sigmoid_beta),
+    return (d_x, d_alpha * torch.sigmoid(raw_alpha), d_beta * _SPAN * sigmoid_beta * (1 - sigmoid_beta),
             d_gamma * torch.sigmoid(raw_gamma))  # fmt: skip
 
 
@@ -378,4 +379,4 @@ def apply_learnable_raw(x: torch.Tensor, raw_alpha: torch.Tensor, raw_beta: torc
     β = margin + (1 - 2 margin) sigmoid(raw), as :mod:`spocu.core`) through one C++ node (only when
     :func:`learnable_raw_available`; eager, no transform active, CPU, one count: 1 or x's channels)."""
     return (op or _learnable_raw_op)(x, raw_alpha, raw_beta, raw_gamma, LEARNABLE_FLOOR, LEARNABLE_MARGIN,
-                                     1.0 - 2.0 * LEARNABLE_MARGIN, c, _cap(x.dtype))  # fmt: skip
+                                     _SPAN, c, _cap(x.dtype))  # fmt: skip

@@ -13,8 +13,8 @@
 // saved-tensor hooks and the in-place version check apply; learnable also keeps its C-element
 // parameters); output in empty_like's layout; backward with create_graph (grad mode on), or with a
 // gradient that has no storage (vmap), goes through spocu_cpu::fixed_derivative /
-// learnable_derivative, which spocu.torch._node implements with the differentiable Python
-// Functions, so gradients of any order work.
+// learnable_derivative / learnable_raw_derivative, which spocu.torch._node implements with the
+// differentiable Python Functions, so gradients of any order work.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -258,6 +258,11 @@ std::pair<at::Tensor, at::Tensor> kernel_backward(const at::Tensor& grad, const 
   return {dx, sums};
 }
 
+// whether a call records an autograd node: grad mode on and some input asks for a gradient
+bool records(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, const at::Tensor& g) {
+  return at::GradMode::is_enabled() && (x.requires_grad() || a.requires_grad() || b.requires_grad() || g.requires_grad());
+}
+
 // sums[i] as the gradient of a parameter shaped and typed like `like`
 at::Tensor param_grad(const at::Tensor& sums, int i, const at::Tensor& like) {
   return sums[i].reshape(like.sizes()).to(like.scalar_type());
@@ -269,7 +274,9 @@ struct LearnableSPOCU : public torch::autograd::Function<LearnableSPOCU> {
     ctx->save_for_backward({x, alpha, beta, gamma});  // x: the one saved tensor of the input's size
     ctx->saved_data["c"] = c;
     ctx->saved_data["cap"] = cap;
-    return run_learnable_forward(x, param_block(alpha, beta, gamma), alpha.numel(), c);
+    const at::Tensor block = param_block(alpha, beta, gamma);
+    ctx->saved_data["block"] = block;  // (3 C values, for the kernels' backward)
+    return run_learnable_forward(x, block, alpha.numel(), c);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -280,7 +287,7 @@ struct LearnableSPOCU : public torch::autograd::Function<LearnableSPOCU> {
     if (python_derivative_needed(grads[0])) {
       return python_derivative("spocu_cpu::learnable_derivative", ctx, grads[0], saved, c, 6);
     }
-    const auto [dx, sums] = kernel_backward(grads[0], x, param_block(alpha, beta, gamma), alpha.numel(), c,
+    const auto [dx, sums] = kernel_backward(grads[0], x, ctx->saved_data["block"].toTensor(), alpha.numel(), c,
                                             ctx->saved_data["cap"].toDouble());
     torch::autograd::variable_list out(6);
     if (ctx->needs_input_grad(0)) out[0] = dx;
@@ -349,9 +356,7 @@ struct LearnableRawSPOCU : public torch::autograd::Function<LearnableRawSPOCU> {
 at::Tensor learnable_raw(const at::Tensor& x, const at::Tensor& raw_alpha, const at::Tensor& raw_beta,
                          const at::Tensor& raw_gamma, double floor, double margin, double span, double c, double cap) {
   check_learnable(x, raw_alpha, raw_beta, raw_gamma);
-  const bool record = at::GradMode::is_enabled() && (x.requires_grad() || raw_alpha.requires_grad() ||
-                                                      raw_beta.requires_grad() || raw_gamma.requires_grad());
-  if (!record) {
+  if (!records(x, raw_alpha, raw_beta, raw_gamma)) {
     const Mapped p = mapped(raw_alpha, raw_beta, raw_gamma, floor, margin, span);
     return run_learnable_forward(x, param_block(p.alpha, p.beta, p.gamma), p.alpha.numel(), c);
   }
@@ -361,9 +366,7 @@ at::Tensor learnable_raw(const at::Tensor& x, const at::Tensor& raw_alpha, const
 at::Tensor learnable(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& beta, const at::Tensor& gamma,
                      double c, double cap) {
   check_learnable(x, alpha, beta, gamma);
-  const bool record = at::GradMode::is_enabled() &&
-                      (x.requires_grad() || alpha.requires_grad() || beta.requires_grad() || gamma.requires_grad());
-  if (!record) return run_learnable_forward(x, param_block(alpha, beta, gamma), alpha.numel(), c);
+  if (!records(x, alpha, beta, gamma)) return run_learnable_forward(x, param_block(alpha, beta, gamma), alpha.numel(), c);
   return LearnableSPOCU::apply(x, alpha, beta, gamma, c, cap);
 }
 
