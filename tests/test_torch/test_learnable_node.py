@@ -97,6 +97,52 @@ def test_low_precision_values_and_gradients_against_the_float64_formulas(node_re
         np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("c", [math.inf, 2.5])
+def test_float32_rows_match_the_float64_formulas_at_the_pieces_edges_in_vector_steps_and_tail(node_ready, c):
+    """Rows of 37 elements: two 16-lane steps (the AVX-512 loop where the CPU has it) and a tail of 5.
+    Each row holds the points where the pieces meet (u = 0, u = c), their float32 neighbours, and
+    values on both flat pieces, at one place in the vector steps and one in the tail."""
+    gen = torch.Generator().manual_seed(5)
+    alpha = torch.tensor([2.0, 3.0937, 1.5], dtype=torch.float64)
+    beta = torch.tensor([0.5, 0.25, 0.75], dtype=torch.float64)
+    gamma = torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64)  # 1.0: x / gamma is x, the edges exact
+    x = (torch.rand(2, 3, 37, dtype=torch.float64, generator=gen) * 8 - 4).float()
+    for k in range(3):
+        edges = [-beta[k] * gamma[k]]
+        if math.isfinite(c):
+            edges.append((c - beta[k]) * gamma[k])
+        points = []
+        for e in torch.tensor(edges, dtype=torch.float32):
+            points += [e, torch.nextafter(e, e - 1), torch.nextafter(e, e + 1)]
+        points += [torch.tensor(-30.0), torch.tensor(5.0 if math.isfinite(c) else 1.5)]
+        for start in (3, 37 - len(points)):  # in the first vector step, and at the end of the tail
+            x[:, k, start:start + len(points)] = torch.stack(points)
+    g = torch.randn(x.shape, generator=gen).float()
+    y, grads = _run(x, [p.float() for p in (alpha, beta, gamma)], g, c)
+    assert y.grad_fn.name() == NODE
+    params64 = [p.float().double().numpy() for p in (alpha, beta, gamma)]
+    y_ref, grads_ref = _learnable_reference(x.double().numpy(), g.double().numpy(), *params64, c)
+    eps = torch.finfo(torch.float32).eps
+    np.testing.assert_allclose(y.detach().double().numpy(), y_ref, rtol=4 * eps, atol=4 * eps * np.abs(y_ref).max())
+    np.testing.assert_allclose(grads[0].double().numpy(), grads_ref[0], rtol=8 * eps, atol=8 * eps * np.abs(grads_ref[0]).max())
+    for got, want in zip(grads[1:], grads_ref[1:]):  # sums over 74 terms of float32 products
+        np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_nan_stays_nan_in_the_float32_rows(node_ready):
+    """A NaN input gives NaN value and NaN input gradient at its place only, in the vector steps and
+    in the tail (as torch.clamp lets NaN through); its channel's parameter gradients are NaN."""
+    _, params, _ = _case("ncl")
+    x = torch.rand(2, 4, 37, generator=torch.Generator().manual_seed(2)) * 6 - 2
+    x[0, 1, 5] = x[1, 1, 35] = math.nan
+    g = torch.ones_like(x)
+    y, grads = _run(x, params, g, math.inf, param_dtype=torch.float32)
+    nan = torch.isnan(x)
+    assert torch.equal(torch.isnan(y), nan) and torch.equal(torch.isnan(grads[0]), nan)
+    for p in grads[1:]:
+        assert torch.equal(torch.isnan(p), torch.tensor([False, True, False, False]))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "nc", "shared"])
 def test_the_node_gives_the_python_functions_bits(node_ready, dtype, layout, monkeypatch):

@@ -195,6 +195,7 @@ struct Backward {
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
 #define SPOCU_HALF_VECTOR 1
+#define SPOCU_AVX512 1
 
 struct F16x16 {
   static __m512 load(const _Float16* p) {
@@ -406,15 +407,55 @@ __attribute__((noinline)) void learnable_row_forward(const Channel<Cc>& ch, cons
   }
 }
 
+#ifdef SPOCU_AVX512
+// learnable_row_backward's loop for float in AVX-512 registers, 16 elements a step: the compiler's
+// vectorization of the ternaries moves every mask through general registers (about 60 instructions
+// per 16 elements; these are about 30, and the backward of a seed-CNN layer is 1.4-1.5x faster).
+// The same clamps (MAXPS/MINPS return their second operand when either is NaN, so NaN stays NaN, as
+// the ternaries) and the same FMAs as the scalar `element`. pa, pb, pg: the 16 partial sums.
+inline int64_t learnable_row_backward16(const Channel<float>& ch, const float* g, const float* x, float* out,
+                                        int64_t B, float* pa, float* pb, float* pg) {
+  const __m512 inv_gamma = _mm512_set1_ps(ch.inv_gamma), lower = _mm512_set1_ps(ch.lower),
+               upper = _mm512_set1_ps(ch.upper), t_cap = _mm512_set1_ps(ch.t_cap), beta = _mm512_set1_ps(ch.beta),
+               scale = _mm512_set1_ps(ch.scale), slope_at_beta = _mm512_set1_ps(ch.slope_at_beta),
+               eight = _mm512_set1_ps(8.0f), fourteen = _mm512_set1_ps(14.0f), six = _mm512_set1_ps(6.0f);
+  const __m512 d[8] = {_mm512_set1_ps(ch.d[0]), _mm512_set1_ps(ch.d[1]), _mm512_set1_ps(ch.d[2]),
+                       _mm512_set1_ps(ch.d[3]), _mm512_set1_ps(ch.d[4]), _mm512_set1_ps(ch.d[5]),
+                       _mm512_set1_ps(ch.d[6]), _mm512_set1_ps(ch.d[7])};
+  __m512 sa = _mm512_load_ps(pa), sb = _mm512_load_ps(pb), sg = _mm512_load_ps(pg);
+  int64_t b = 0;
+  for (; b + 16 <= B; b += 16) {
+    const __m512 gout = _mm512_loadu_ps(g + b);
+    const __m512 t_raw = _mm512_mul_ps(_mm512_loadu_ps(x + b), inv_gamma);
+    const __m512 t = _mm512_min_ps(t_cap, clamp16(t_raw, lower, upper));
+    const __mmask16 outside = _mm512_cmp_ps_mask(t_raw, lower, _CMP_LE_OQ) | _mm512_cmp_ps_mask(t_raw, upper, _CMP_GE_OQ);
+    const __m512 u = _mm512_add_ps(beta, t);
+    const __m512 u2 = _mm512_mul_ps(u, u);
+    const __m512 u6 = _mm512_mul_ps(_mm512_mul_ps(u2, u2), u2);
+    const __m512 slope = _mm512_fmadd_ps(u6, _mm512_fmsub_ps(eight, u, fourteen), _mm512_mul_ps(six, u2));
+    const __m512 dr = _mm512_mask_mov_ps(slope, outside, _mm512_setzero_ps());
+    const __m512 poly = horner16(t, d);  // sum_k d_k t^(k-1)
+    const __m512 dx = _mm512_mul_ps(_mm512_mul_ps(gout, scale), dr);
+    _mm512_storeu_ps(out + b, dx);
+    sa = _mm512_fmadd_ps(_mm512_mul_ps(gout, t), poly, sa);
+    sb = _mm512_fmadd_ps(gout, _mm512_sub_ps(dr, slope_at_beta), sb);
+    sg = _mm512_fnmadd_ps(dx, t, sg);
+  }
+  _mm512_store_ps(pa, sa), _mm512_store_ps(pb, sb), _mm512_store_ps(pg, sg);
+  return b;
+}
+#endif
+
 // writes dL/dx for the row, adds the row's dL/dalpha, dL/dbeta, dL/dgamma to sums[0..2]
 template <class Cc>
 __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, const Cc* g, const Cc* x, Cc* out,
                                                       int64_t B, double* sums) {
-  const Cc alpha = ch.alpha, beta = ch.beta, inv_gamma = ch.inv_gamma, lower = ch.lower, upper = ch.upper;
+  const Cc beta = ch.beta, inv_gamma = ch.inv_gamma, lower = ch.lower, upper = ch.upper;
   const Cc scale = ch.scale, slope_at_beta = ch.slope_at_beta, t_cap = ch.t_cap;
   const Cc d1 = ch.d[0], d2 = ch.d[1], d3 = ch.d[2], d4 = ch.d[3], d5 = ch.d[4], d6 = ch.d[5], d7 = ch.d[6],
            d8 = ch.d[7];
-  // 16 partial sums per gradient (one per SIMD lane), added up at the end of the row
+  // 16 partial sums per gradient (one per SIMD lane), added up at the end of the row; dL/dbeta's
+  // without the factor alpha, applied once per row
   constexpr int kLanes = 16;
   alignas(64) Cc pa[kLanes] = {}, pb[kLanes] = {}, pg[kLanes] = {};
   auto element = [&](int64_t b, int lane) {
@@ -438,10 +479,13 @@ __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, con
     const Cc dx = gout * scale * dr;
     out[b] = dx;
     pa[lane] += gout * t * acc;
-    pb[lane] += gout * alpha * (dr - slope_at_beta);
+    pb[lane] += gout * (dr - slope_at_beta);
     pg[lane] -= dx * t;  // -gout * (alpha / gamma) * dr * t
   };
   int64_t b = 0;
+#ifdef SPOCU_AVX512
+  if constexpr (std::is_same_v<Cc, float>) b = learnable_row_backward16(ch, g, x, out, B, pa, pb, pg);
+#endif
   for (; b + kLanes <= B; b += kLanes) {
 #pragma omp simd
     for (int lane = 0; lane < kLanes; ++lane) element(b + lane, lane);
@@ -450,7 +494,7 @@ __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, con
   double sa = 0, sb = 0, sg = 0;
   for (int lane = 0; lane < kLanes; ++lane) sa += pa[lane], sb += pb[lane], sg += pg[lane];
   sums[0] += sa;
-  sums[1] += sb;
+  sums[1] += double(ch.alpha) * sb;
   sums[2] += sg;
 }
 
