@@ -73,6 +73,26 @@ def test_cnn_section_times_every_variant_against_relu_of_the_same_mode(monkeypat
     assert all(r["page_faults_per_step"] is None or r["page_faults_per_step"] >= 0 for r in rows)
 
 
+def test_the_cnn_section_times_four_steps_per_round_asked_for(monkeypatch):
+    calls = {}
+
+    def counting_stepper(activation, compiled, x, y, seed, device):
+        name = type(activation(8)).__name__
+        calls[name] = 0
+
+        def step():
+            calls[name] += 1
+
+        return step
+
+    monkeypatch.setattr(cnn, "stepper", counting_stepper)
+    monkeypatch.setattr(cnn, "variants", lambda quick: {("eager", "ReLU"): (lambda ch: torch.nn.ReLU(), False),
+                                                        ("eager", "GELU"): (lambda ch: torch.nn.GELU(), False)})
+    rows = run_section("cnn", BenchConfig(rounds=5), [])
+    assert calls == {"ReLU": 3 + 20, "GELU": 3 + 20}  # warm-up, then 4 x 5 timed steps
+    assert all(len(r["ratio_ci95"]) == 2 for r in rows)
+
+
 def test_page_faults_are_counted_per_step():
     pytest.importorskip("resource")
     counts = []

@@ -14,13 +14,15 @@ import math
 import os
 from dataclasses import dataclass
 
-__all__ = ["BenchConfig", "SECTIONS", "DTYPES", "KERAS_BACKENDS", "DEFAULT_SIZES", "check_device", "check_json_path"]
+__all__ = ["BenchConfig", "SECTIONS", "DTYPES", "KERAS_BACKENDS", "DEFAULT_SIZES", "STEP_ROUNDS_FACTOR", "check_device", "check_json_path"]
 
 SECTIONS = ("elementwise", "cnn", "keras", "latency")
 #: floating-point dtypes the elementwise section times
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 DEFAULT_SIZES = (10_000, 1_000_000, 16_000_000)
+#: the training-step sections time this many times ``--rounds`` rounds (see BenchConfig.step_rounds)
+STEP_ROUNDS_FACTOR = 4
 #: bytes per element the elementwise section holds at once (inputs, gradients, outputs, float64 worst case)
 _BYTES_PER_ELEMENT = 8 * 8
 
@@ -40,6 +42,19 @@ class BenchConfig:
     no_old: bool = False
     quick: bool = False
     seed: int = 0
+
+    @property
+    def step_rounds(self) -> int:
+        """Rounds of the training-step sections (cnn, keras): ``STEP_ROUNDS_FACTOR`` x ``rounds``.
+
+        One training step is one sample of 20-60 ms, which a shared machine moves by 10-40%
+        (with 9 rounds the seed CNN's 95% interval of SPOCU / ReLU was 0.57-1.23; with 36,
+        1.02-1.08).
+
+        >>> BenchConfig(rounds=9).step_rounds
+        36
+        """
+        return STEP_ROUNDS_FACTOR * self.rounds
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the option for anything out of range (torch not needed)."""

@@ -82,7 +82,7 @@ def keras_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run(config: BenchConfig, notes: list[str]) -> list[dict[str, Any]]:
     rows = []
-    payload_config = {"seed": config.seed, "rounds": config.rounds, "quick": config.quick, "no_old": config.no_old,
+    payload_config = {"seed": config.seed, "rounds": config.step_rounds, "quick": config.quick, "no_old": config.no_old,
                       "old_wheel": config.old_wheel}  # fmt: skip
     for backend in config.keras_backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
