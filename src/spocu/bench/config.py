@@ -48,8 +48,8 @@ class BenchConfig:
         """Rounds of the training-step sections (cnn, keras): ``STEP_ROUNDS_FACTOR`` x ``rounds``.
 
         One training step is one sample of 20-60 ms, which a shared machine moves by 10-40%
-        (with 9 rounds the seed CNN's 95% interval of SPOCU / ReLU was 0.57-1.23; with 36,
-        1.02-1.08).
+        (with 9 rounds the seed CNN's 95% interval of SPOCU / ReLU was 0.57-1.23; with 36, five
+        runs gave intervals 0.03-0.13 wide).
 
         >>> BenchConfig(rounds=9).step_rounds
         36

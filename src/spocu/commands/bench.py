@@ -25,7 +25,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from spocu.bench.config import DEFAULT_SIZES, DTYPES, KERAS_BACKENDS, SECTIONS, finite_int
+from spocu.bench.config import DEFAULT_SIZES, DTYPES, KERAS_BACKENDS, SECTIONS, STEP_ROUNDS_FACTOR, finite_int
 from spocu.bench.old import OLD_VERSION
 from spocu.errors import CommandError
 
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=_csv(finite_int), default=None,
                         help=f"elementwise sizes (default {','.join(f'{n:g}' for n in DEFAULT_SIZES)})")  # fmt: skip
     parser.add_argument("--dtypes", type=_csv(str), default=["float32", "bfloat16"], help=f"elementwise dtypes, from {','.join(DTYPES)}")
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per measurement (default 9; quick 5); the training-step sections (cnn, keras) take 4 times as many")
+    parser.add_argument("--rounds", type=int, default=None, help=f"timed rounds per measurement (default 9; quick 5); the training-step sections (cnn, keras) take {STEP_ROUNDS_FACTOR} times as many")
     parser.add_argument("--device", default="cpu", help="torch device for the PyTorch sections: cpu or cuda[:N] (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads, >= 1 (default: torch's choice)")
     parser.add_argument("--keras-backends", type=_csv(str), default=["tensorflow"], help=f"Keras backends to run, from {','.join(KERAS_BACKENDS)}")

@@ -237,7 +237,7 @@ def _same_bits(node: Callable, reference: Callable, inputs: list[torch.Tensor], 
 
 def _self_check_learnable(op: Any) -> None:
     """The learnable node must give the Python Function's bits (the same kernels), values and all gradients."""
-    from spocu.torch._learnable import _CppLearnableSPOCU, _partial_cap
+    from spocu.torch._learnable import _CppLearnableSPOCU
 
     x0, g0 = _cpp.self_check_inputs(116)  # 120 values, infinities among them
     # each dtype slot and each layout path (row, shared, pixel) once: it runs while the caller's
@@ -249,7 +249,7 @@ def _self_check_learnable(op: Any) -> None:
         if label == "channels last":
             x = x.contiguous(memory_format=torch.channels_last)
         params = [torch.linspace(lo, hi, channels, dtype=torch.float32) for lo, hi in ((2.5, 3.5), (0.4, 0.8), (1.5, 4.0))]
-        node = lambda *a: op(*a, 2.5, _partial_cap(compute_dtype(dtype)))  # noqa: E731
+        node = lambda *a: op(*a, 2.5, _cap(dtype))  # noqa: E731
         if not _same_bits(node, lambda *a: _CppLearnableSPOCU.apply(*a, 2.5), [x, *params], g0.to(dtype).reshape(shape)):
             raise RuntimeError(f"the learnable autograd node disagrees with the kernel library ({dtype}, {label})")
 
