@@ -117,10 +117,21 @@ def _array_pieces(x, b, g, c):
     return t, outside, jnp.where(outside, jnp.zeros((), t.dtype), t)
 
 
+def _outside_domain(a, b, g):
+    """Where the array parameters leave SPOCU's domain (alpha, gamma finite and > 0, 0 < beta < 1; NaN included)."""
+    inside = (a > 0) & (a < jnp.inf) & (b > 0) & (b < 1) & (g > 0) & (g < jnp.inf)
+    return ~inside
+
+
+def _nan_where(bad, v):
+    # the documented rule: out-of-domain parameters give NaN (values and derivatives), never plausible numbers
+    return jnp.where(bad, jnp.full((), jnp.nan, v.dtype), v)
+
+
 @partial(jax.custom_jvp, nondiff_argnums=(4,))
 def _array_spocu(x, a, b, g, c):
     t, _, _ = _array_pieces(x, b, g, c)
-    return a * _shifted_horner(t, shifted_coefficients(b))
+    return _nan_where(_outside_domain(a, b, g), a * _shifted_horner(t, shifted_coefficients(b)))
 
 
 def _saturate(v: jax.Array) -> jax.Array:
@@ -140,7 +151,8 @@ def _array_spocu_jvp(c, primals, tangents):
     t, outside, t_in = _array_pieces(x, b, g, c)
     d = shifted_coefficients(b)
     unit = _shifted_horner(t, d)  # s / a
-    y = a * unit
+    bad = _outside_domain(a, b, g)
+    y = _nan_where(bad, a * unit)
     r_prime_shift = _shifted_horner(t_in, d, derivative=True)  # r'(b + t) - r'(b), 0 outside
     hp = jnp.where(outside, jnp.zeros((), y.dtype), r_prime_shift + d[0])
     partials = (
@@ -152,7 +164,7 @@ def _array_spocu_jvp(c, primals, tangents):
     y_dot = jnp.zeros_like(y)
     for tangent, partial_derivative in zip(tangents, partials):
         if not isinstance(tangent, jax.custom_derivatives.SymbolicZero):  # an input that is not differentiated
-            y_dot = y_dot + tangent * partial_derivative
+            y_dot = y_dot + tangent * _nan_where(bad, partial_derivative)
     return y, y_dot
 
 
@@ -181,6 +193,36 @@ def _as_float_array(x: Any) -> jax.Array:
     return x
 
 
+def _is_tracer(value: Any) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def _static_c(c: Any) -> float:
+    """c as a Python float; a traced c (a jitted ``spocu`` given ``c=...``) is refused with the fix."""
+    if _is_tracer(c):
+        raise TypeError(
+            "SPOCU parameter c must be a Python number, not a traced value (it fixes the piecewise structure); "
+            "under jax.jit mark it static, jax.jit(spocu, static_argnames='c'), or bind it first, "
+            "jax.jit(functools.partial(spocu, c=1.0))"
+        )
+    if isinstance(c, (jax.Array, np.ndarray)) and np.ndim(c) == 0:
+        c = float(c)
+    return SPOCUParams(c=c).c
+
+
+def _check_concrete(name: str, value: Any) -> None:
+    """Eager (non-traced) array parameters are validated like Python floats: a clear error, not NaN."""
+    if _is_tracer(value) or not isinstance(value, (jax.Array, np.ndarray)):
+        return
+    v = np.asarray(value, dtype=np.float64)
+    low, high = (0.0, 1.0) if name == "beta" else (0.0, math.inf)
+    bad = ~((v > low) & (v < high))
+    if bad.any():
+        first = float(v[bad].flat[0]) if v.ndim else float(v)
+        rule = "beta must lie in the open interval (0, 1)" if name == "beta" else f"{name} must be finite and > 0"
+        raise ValueError(f"SPOCU parameter {name}={first!r} is out of range: {rule}")
+
+
 def spocu(
     x: Any,
     alpha: Any = DEFAULT_ALPHA,
@@ -196,7 +238,11 @@ def spocu(
         s'(x) = \tfrac{\alpha}{\gamma}\,r'(x/\gamma + \beta)\ \text{on the active piece, else } 0.
 
     Works under :func:`jax.jit`, :func:`jax.grad` (any order), :func:`jax.vmap`
-    and forward mode.
+    and forward mode. Under ``jax.jit`` pass the Python-number parameters as
+    static (``jax.jit(spocu, static_argnames=("alpha", "beta", "gamma", "c"))``
+    or :func:`functools.partial`) to keep the fast fixed-parameter kernel; a
+    traced alpha, beta or gamma takes the array path (differentiable, NaN
+    outside the domain).
 
     Args:
         x: array of any shape; float16/bfloat16 are computed in float32 and
@@ -205,17 +251,24 @@ def spocu(
         alpha, beta, gamma: Python floats (validated; the fast path with the
             pinned derivative) or arrays that broadcast against ``x`` (e.g. shape
             ``(features,)`` for per-feature values), which makes them
-            differentiable -- the way to learn them in a Flax/Equinox module.
-            Array values are not validated (they may be tracers): keep them in
-            the domain ``alpha, gamma > 0``, ``0 < beta < 1``, e.g. via softplus
-            and sigmoid.
-        c: saturation point, ``1 <= c <= inf`` (a Python float).
+            differentiable -- the way to learn them in a Flax/Equinox module
+            (:mod:`spocu.flax`, :mod:`spocu.equinox` keep them in the domain by
+            softplus/sigmoid). Concrete arrays are validated like floats. Traced
+            values (inside ``jit``/``grad``/``vmap``) cannot raise, so the rule is:
+            **wherever a traced alpha or gamma is not finite and > 0, or a traced
+            beta is not in (0, 1), the output and all its derivatives are NaN**,
+            never plausible numbers.
+        c: saturation point, ``1 <= c <= inf``: a Python number, static under
+            :func:`jax.jit` (a traced ``c`` raises a ``TypeError`` naming
+            ``static_argnames`` and :func:`functools.partial` as the fix).
 
     Returns:
         An array of ``x``'s shape and (floating) dtype.
 
     Raises:
-        ValueError: for parameters outside the domain (the core's messages).
+        ValueError: for Python-number or concrete-array parameters outside the
+            domain (the core's messages).
+        TypeError: for a traced ``c``.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -228,8 +281,10 @@ def spocu(
         ValueError: SPOCU parameter alpha=-1.0 is out of range: alpha must be finite and > 0
     """
     x = _as_float_array(x)
+    c = _static_c(c)
     if any(isinstance(p, (jax.Array, np.ndarray)) for p in (alpha, beta, gamma)):
-        c = SPOCUParams(c=c).c  # validate c; array parameters are the caller's job
+        for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+            _check_concrete(name, value)
         return _spocu_array_params(x, alpha, beta, gamma, c)
     params = cached_kernel_params(alpha, beta, gamma, c)
     return spocu_fixed(x, params)
