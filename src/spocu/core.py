@@ -21,7 +21,7 @@ Derivative (the convention at the kink :math:`u = c` is :math:`h'(c) = 0`):
     s'(x) = \frac{\alpha}{\gamma} h'\!\left(\frac{x}{\gamma} + \beta\right),\qquad
     h'(u) = r'(u) = 8u^7 - 14u^6 + 6u^2 \text{ on } [0, c),\ 0 \text{ elsewhere}.
 
-Example:
+Examples:
     >>> from spocu.core import reference_spocu
     >>> float(reference_spocu(0.0))
     0.0
@@ -111,7 +111,7 @@ def validate_params(
         ValueError: naming the parameter, its value and the allowed range.
         TypeError: when a value is not a real number.
 
-    Example:
+    Examples:
         >>> validate_params(1.0, 0.5, 2.0, None)
         (1.0, 0.5, 2.0, inf)
     """
@@ -145,9 +145,10 @@ def supported_gamma_range(alpha: float) -> tuple[float, float]:
     :math:`\alpha/\gamma^k \in [10^{-30}, 10^{30}]` for :math:`k = 1..8`, i.e.
     :math:`\gamma \in [\max_k (\alpha/10^{30})^{1/k}, \min_k (\alpha/10^{-30})^{1/k}]`.
 
-    >>> lo, hi = supported_gamma_range(3.0937)
-    >>> round(lo, 6), round(hi)
-    (0.000205, 6476)
+    Examples:
+        >>> lo, hi = supported_gamma_range(3.0937)
+        >>> round(lo, 6), round(hi)
+        (0.000205, 6476)
     """
     log_alpha = math.log(alpha)
     low, high = (math.log(v) for v in COEFFICIENT_RANGE)
@@ -164,11 +165,12 @@ def check_kernel_range(alpha: float, gamma: float) -> None:
     trains in float32) need. The float64 science tools and PyTorch's dtype-aware kernels
     do not apply it.
 
-    >>> check_kernel_range(3.0937, 4.437)
-    >>> check_kernel_range(3.0937, 1e-20)
-    Traceback (most recent call last):
-    ...
-    ValueError: SPOCU parameter gamma=1e-20 is outside the supported range: with alpha=3.0937, gamma must lie in [0.00020479, 6476.04] (so that every coefficient alpha*d_k/gamma^k, k = 1..8, is within [1e-30, 1e+30])
+    Examples:
+        >>> check_kernel_range(3.0937, 4.437)
+        >>> check_kernel_range(3.0937, 1e-20)
+        Traceback (most recent call last):
+        ...
+        ValueError: SPOCU parameter gamma=1e-20 is outside the supported range: with alpha=3.0937, gamma must lie in [0.00020479, 6476.04] (so that every coefficient alpha*d_k/gamma^k, k = 1..8, is within [1e-30, 1e+30])
     """
     low, high = COEFFICIENT_RANGE
     if not (low <= alpha <= high):
@@ -199,8 +201,9 @@ def r(u: Any) -> Any:
 
     Written as :math:`u^7(u - 2) + 2u^3` so that ``r(inf) = inf`` (not ``inf - inf``).
 
-    >>> float(r(1.0))
-    1.0
+    Examples:
+        >>> float(r(1.0))
+        1.0
     """
     u = np.asarray(u, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -210,8 +213,9 @@ def r(u: Any) -> Any:
 def r_prime(u: Any) -> Any:
     r""":math:`r'(u) = 8u^7 - 14u^6 + 6u^2 = 2u^2(u-1)(4u^4-3u^3-3u^2-3u-3)`.
 
-    >>> float(r_prime(1.0))
-    0.0
+    Examples:
+        >>> float(r_prime(1.0))
+        0.0
     """
     u = np.asarray(u, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -221,8 +225,9 @@ def r_prime(u: Any) -> Any:
 def r_second(u: Any) -> Any:
     r""":math:`r''(u) = 56u^6 - 84u^5 + 12u`.
 
-    >>> float(r_second(1.0))
-    -16.0
+    Examples:
+        >>> float(r_second(1.0))
+        -16.0
     """
     u = np.asarray(u, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -233,8 +238,9 @@ def h(u: Any, c: float = DEFAULT_C) -> Any:
     r"""The piecewise generator :math:`h`: 0 for :math:`u<0`, :math:`r(u)` on
     :math:`[0, c)`, :math:`r(c)` for :math:`u \ge c`. NaN stays NaN.
 
-    >>> float(h(-1.0)), float(h(2.0, c=1.0))
-    (0.0, 1.0)
+    Examples:
+        >>> float(h(-1.0)), float(h(2.0, c=1.0))
+        (0.0, 1.0)
     """
     u = np.asarray(u, dtype=np.float64)
     out = np.where(u < 0.0, 0.0, r(np.where(u < 0.0, 0.0, u)))
@@ -247,8 +253,9 @@ def h_prime(u: Any, c: float = DEFAULT_C) -> Any:
     r""":math:`h'(u)`: :math:`r'(u)` on :math:`[0, c)`, 0 for :math:`u < 0` and
     :math:`u \ge c` (the convention at the kink). NaN stays NaN.
 
-    >>> float(h_prime(0.5)), float(h_prime(1.5, c=1.0))
-    (1.34375, 0.0)
+    Examples:
+        >>> float(h_prime(0.5)), float(h_prime(1.5, c=1.0))
+        (1.34375, 0.0)
     """
     u = np.asarray(u, dtype=np.float64)
     inside = (u >= 0.0) & (u < c)
@@ -272,8 +279,9 @@ def reference_spocu(
     gains 11 bits; :data:`REFERENCE_EPS` says what the platform gives) and the
     result is rounded to float64.
 
-    >>> round(float(reference_spocu(-100.0)), 5)
-    -1.58383
+    Examples:
+        >>> round(float(reference_spocu(-100.0)), 5)
+        -1.58383
     """
     alpha, beta, gamma, c = validate_params(alpha, beta, gamma, c)
     x = np.asarray(x, dtype=np.float64)
@@ -308,8 +316,9 @@ def reference_spocu_grad(
 ) -> np.ndarray:
     r"""Float64 reference of :math:`s'(x) = (\alpha/\gamma)\,h'(x/\gamma + \beta)`.
 
-    >>> round(float(reference_spocu_grad(0.0)), 5)
-    1.32704
+    Examples:
+        >>> round(float(reference_spocu_grad(0.0)), 5)
+        1.32704
     """
     alpha, beta, gamma, c = validate_params(alpha, beta, gamma, c)
     x = np.asarray(x, dtype=np.float64)
@@ -351,9 +360,10 @@ def shifted_coefficients(beta: Any) -> tuple[Any, ...]:
     :math:`d_1`. ``beta`` may be a float or an array/tensor of any framework
     (learnable, per-channel beta); the result has its type and shape.
 
-    >>> d = shifted_coefficients(0.5)
-    >>> abs(sum(d) - (float(r(1.5)) - float(r(0.5)))) < 1e-12
-    True
+    Examples:
+        >>> d = shifted_coefficients(0.5)
+        >>> abs(sum(d) - (float(r(1.5)) - float(r(0.5)))) < 1e-12
+        True
     """
     out = []
     for polynomial in SHIFTED_COEFFICIENT_POLYNOMIALS:
@@ -367,8 +377,9 @@ def shifted_coefficients(beta: Any) -> tuple[Any, ...]:
 def cached_params(alpha: Any, beta: Any, gamma: Any, c: Any) -> "SPOCUParams":
     """``SPOCUParams(alpha, beta, gamma, c)``, memoized for the adapters' hot paths.
 
-    >>> cached_params(3.0937, 0.6653, 4.437, None) is cached_params(3.0937, 0.6653, 4.437, None)
-    True
+    Examples:
+        >>> cached_params(3.0937, 0.6653, 4.437, None) is cached_params(3.0937, 0.6653, 4.437, None)
+        True
     """
     try:
         return _cached_params(alpha, beta, gamma, c)
@@ -385,10 +396,11 @@ def cached_kernel_params(alpha: Any, beta: Any, gamma: Any, c: Any) -> "SPOCUPar
     """:func:`cached_params` also checked by :func:`check_kernel_range`: for the Keras and JAX
     kernels, which hold the polynomial's coefficients in float32.
 
-    >>> cached_kernel_params(3.0937, 0.6653, 1e-20, None)
-    Traceback (most recent call last):
-    ...
-    ValueError: SPOCU parameter gamma=1e-20 is outside the supported range: with alpha=3.0937, gamma must lie in [0.00020479, 6476.04] (so that every coefficient alpha*d_k/gamma^k, k = 1..8, is within [1e-30, 1e+30])
+    Examples:
+        >>> cached_kernel_params(3.0937, 0.6653, 1e-20, None)
+        Traceback (most recent call last):
+        ...
+        ValueError: SPOCU parameter gamma=1e-20 is outside the supported range: with alpha=3.0937, gamma must lie in [0.00020479, 6476.04] (so that every coefficient alpha*d_k/gamma^k, k = 1..8, is within [1e-30, 1e+30])
     """
     params = cached_params(alpha, beta, gamma, c)
     check_kernel_range(params.alpha, params.gamma)
@@ -426,7 +438,7 @@ class SPOCUParams:
     :math:`s(x) = P(\mathrm{clamp}(x, x_{lo}, x_{hi}))` and
     :math:`s'(x) = P'(\mathrm{clamp}(x, x_{lo}, x_{hi}))\,[x_{lo} < x < x_{hi}]`.
 
-    Example:
+    Examples:
         >>> p = SPOCUParams()
         >>> p.lower_bound < 0 < p.upper_bound
         True
@@ -527,9 +539,10 @@ def reference_spocu_param_grads(
     (:math:`\partial s/\partial\gamma = 0`, :math:`\partial s/\partial\beta = -\alpha r'(\beta)`),
     never NaN. NaN in gives NaN out.
 
-    >>> d_alpha, d_beta, d_gamma = reference_spocu_param_grads([-np.inf, 0.0], 1.0, 0.5, 2.0, 1.5)
-    >>> d_alpha.tolist(), d_beta.tolist(), d_gamma.tolist()
-    ([-0.23828125, 0.0], [-1.34375, 0.0], [0.0, -0.0])
+    Examples:
+        >>> d_alpha, d_beta, d_gamma = reference_spocu_param_grads([-np.inf, 0.0], 1.0, 0.5, 2.0, 1.5)
+        >>> d_alpha.tolist(), d_beta.tolist(), d_gamma.tolist()
+        ([-0.23828125, 0.0], [-1.34375, 0.0], [0.0, -0.0])
     """
     alpha, beta, gamma, c = validate_params(alpha, beta, gamma, c)
     x = np.asarray(x, dtype=np.float64)
@@ -577,8 +590,9 @@ def learnable_positive(raw: Any, xp: Any = np) -> Any:
 
     ``xp`` is the array namespace of ``raw`` (numpy, torch, jax.numpy or keras.ops).
 
-    >>> float(learnable_positive(np.float64(0.0)))  # log 2 + 1e-6
-    0.6931481805599453
+    Examples:
+        >>> float(learnable_positive(np.float64(0.0)))  # log 2 + 1e-6
+        0.6931481805599453
     """
     softplus, _, const = _namespace_functions(xp)
     raw = xp.asarray(raw) if getattr(xp, "__name__", "") in ("numpy", "jax.numpy") else raw
@@ -588,8 +602,9 @@ def learnable_positive(raw: Any, xp: Any = np) -> Any:
 def learnable_unit(raw: Any, xp: Any = np) -> Any:
     r"""A learnable beta from its raw weight: :math:`m + (1 - 2m)\,\sigma(raw)`, :math:`m = 10^{-6}`.
 
-    >>> float(learnable_unit(np.float64(0.0)))
-    0.5
+    Examples:
+        >>> float(learnable_unit(np.float64(0.0)))
+        0.5
     """
     _, sigmoid, const = _namespace_functions(xp)
     raw = xp.asarray(raw) if getattr(xp, "__name__", "") in ("numpy", "jax.numpy") else raw
@@ -608,9 +623,10 @@ def learnable_to_params(raw_alpha: Any, raw_beta: Any, raw_gamma: Any, xp: Any =
     array namespace of the weights (numpy, torch, jax.numpy or keras.ops); the
     results have their type and dtype. :func:`params_to_learnable` is the inverse.
 
-    >>> raws = params_to_learnable(3.0937, 0.6653, 4.437)
-    >>> [round(float(v), 12) for v in learnable_to_params(*raws, np)]
-    [3.0937, 0.6653, 4.437]
+    Examples:
+        >>> raws = params_to_learnable(3.0937, 0.6653, 4.437)
+        >>> [round(float(v), 12) for v in learnable_to_params(*raws, np)]
+        [3.0937, 0.6653, 4.437]
     """
     return learnable_positive(raw_alpha, xp), learnable_unit(raw_beta, xp), learnable_positive(raw_gamma, xp)
 
@@ -636,12 +652,13 @@ def params_to_learnable(
     :math:`(10^{-6}, 1 - 10^{-6})`. Values outside raise a ``ValueError`` naming the
     parameter and the range; the domain itself is checked first (:func:`validate_params`).
 
-    >>> params_to_learnable(1.0, 0.5, 1.0)[1]
-    0.0
-    >>> params_to_learnable(1.0, 1e-9, 1.0)
-    Traceback (most recent call last):
-    ...
-    ValueError: SPOCU parameter beta=1e-09 is out of range for a learnable beta: it must lie in the open interval (1e-06, 0.999999) (beta = 1e-06 + (1 - 2e-06) * sigmoid(raw_beta))
+    Examples:
+        >>> params_to_learnable(1.0, 0.5, 1.0)[1]
+        0.0
+        >>> params_to_learnable(1.0, 1e-9, 1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: SPOCU parameter beta=1e-09 is out of range for a learnable beta: it must lie in the open interval (1e-06, 0.999999) (beta = 1e-06 + (1 - 2e-06) * sigmoid(raw_beta))
     """
     alpha, beta, gamma, _ = validate_params(alpha, beta, gamma, math.inf)
     raw_alpha = _inverse_positive("alpha", alpha, max_value)

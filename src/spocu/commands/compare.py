@@ -188,7 +188,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--jobs", type=_whole(1),
         help="train this many (activation, seed) runs at once (default: 1; with --executor ray, as many as the cluster's "
-        "free resources allow); for data-parallel training of each run use torchrun (see README, 'Scaling up')",
+        "free resources allow); for data-parallel training of each run use torchrun (see docs/scaling.md)",
     )
     where.add_argument(
         "--executor", choices=tuple(EXECUTORS), default=DEFAULT_EXECUTOR,

@@ -17,7 +17,7 @@ relu, elu, gelu, silu, mish   he-normal          Kaiming normal, fan_in, gain sq
 tanh, sigmoid                 glorot-normal      Glorot & Bengio 2010
 ============================  =================  ====================================================
 
-Example:
+Examples:
     >>> spec = parse_activation("spocu(c=1.0)")
     >>> spec.canonical, spec.init
     ('spocu(c=1)', 'lecun-normal')
@@ -202,7 +202,7 @@ def parse_activation(text: str, init: str | None = None) -> ActivationSpec:
     Raises:
         ValueError: naming the unknown activation or parameter, or the bad value.
 
-    Example:
+    Examples:
         >>> parse_activation("spocu(alpha=3.0937, c=inf)").canonical
         'spocu'
         >>> parse_activation("spocu(beta=2)")

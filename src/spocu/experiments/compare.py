@@ -12,7 +12,7 @@ instead of training.
 
 ``commands/compare.py`` only parses the command line into :class:`CompareOptions` and renders.
 
-Example:
+Examples:
     >>> options = CompareOptions(config={"dataset": "wdbc"}, data_dir="/data")
     >>> check_options(options)
     Traceback (most recent call last):
@@ -143,7 +143,7 @@ def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_
     the activations of a batch x 3 (outputs, pre-activations, gradients), float32. A batch holds
     at most the ``n_train`` training samples.
 
-    Example:
+    Examples:
         >>> from spocu.experiments.config import resolve_config
         >>> memory_estimate(resolve_config({"hidden": (100_000_000,)}), (30,), 2) > 10**10
         True

@@ -14,7 +14,7 @@
 Degenerate cases do not raise; they return NaN with a ``note`` saying why (n < 2, zero variance,
 all differences zero).
 
-Example:
+Examples:
     >>> s = summarize([0.95, 0.96, 0.97, 0.96, 0.95])
     >>> round(s.mean, 3), round(s.sd, 4), s.ci_low < s.mean < s.ci_high
     (0.958, 0.0084, True)

@@ -83,10 +83,11 @@ def spocu_fixed(x: jax.Array, params: SPOCUParams) -> jax.Array:
     The kernel behind :func:`spocu` (and the Keras JAX backend); half types are
     computed in float32.
 
-    >>> from spocu.core import SPOCUParams
-    >>> import jax.numpy as jnp
-    >>> [round(v, 4) for v in spocu_fixed(jnp.array([0.0, 5.0]), SPOCUParams()).tolist()]
-    [0.0, -4.1466]
+    Examples:
+        >>> from spocu.core import SPOCUParams
+        >>> import jax.numpy as jnp
+        >>> [round(v, 4) for v in spocu_fixed(jnp.array([0.0, 5.0]), SPOCUParams()).tolist()]
+        [0.0, -4.1466]
     """
     if x.dtype in _HALF:
         return _spocu_core(x.astype(jnp.float32), params).astype(x.dtype)
@@ -248,7 +249,8 @@ def spocu(
         x: array of any shape; float16/bfloat16 are computed in float32 and
             returned in their own dtype; integer/bool inputs are promoted to the
             default float dtype (as :func:`jax.nn.sigmoid` does).
-        alpha, beta, gamma: Python floats (validated; the fast path with the
+        alpha: the output scale α > 0; likewise ``beta`` (the shift, 0 < β < 1) and
+            ``gamma`` (the input scale γ > 0). Python floats (validated; the fast path with the
             pinned derivative) or arrays that broadcast against ``x`` (e.g. shape
             ``(features,)`` for per-feature values), which makes them
             differentiable -- the way to learn them in a Flax/Equinox module
@@ -258,6 +260,8 @@ def spocu(
             **wherever a traced alpha or gamma is not finite and > 0, or a traced
             beta is not in (0, 1), the output and all its derivatives are NaN**,
             never plausible numbers.
+        beta: the shift β, as ``alpha``.
+        gamma: the input scale γ, as ``alpha``.
         c: saturation point, ``1 <= c <= inf``: a Python number, static under
             :func:`jax.jit` (a traced ``c`` raises a ``TypeError`` naming
             ``static_argnames`` and :func:`functools.partial` as the fix).
@@ -270,7 +274,7 @@ def spocu(
             domain (the core's messages).
         TypeError: for a traced ``c``.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> x = jnp.linspace(-4.0, 4.0, 5)
         >>> [round(v, 4) for v in jax.vmap(jax.grad(lambda v: spocu(v, c=1.0)))(x).tolist()]

@@ -54,15 +54,17 @@ def spocu(
         x: tensor of any shape. Integer and bool inputs are cast to
             ``keras.config.floatx()``; float16/bfloat16 are computed in float32 and
             returned in their own dtype.
-        alpha, beta, gamma: floats (validated) or tensors broadcasting against
-            ``x`` (differentiable, see :func:`spocu.keras.kernels.spocu_tensor_params`).
+        alpha: the output scale α > 0: a float (validated) or a tensor broadcasting
+            against ``x`` (differentiable, see :func:`spocu.keras.kernels.spocu_tensor_params`).
+        beta: the shift β, 0 < β < 1, as ``alpha``.
+        gamma: the input scale γ > 0, as ``alpha``.
         c: saturation point, ``1 <= c <= inf``.
 
     Raises:
         ValueError: for parameters outside the domain or the supported range (the
             messages of :class:`spocu.core.SPOCUParams`).
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> from spocu.keras import spocu
         >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(spocu(np.array([-10.0, 0.0, 1.0])))]

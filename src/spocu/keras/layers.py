@@ -66,7 +66,7 @@ class SPOCU(keras.layers.Layer):
     dtype; integer and bool inputs are promoted to ``keras.config.floatx()``.
     Under a mixed-precision policy the math is done in float32.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from spocu.keras import SPOCU
         >>> layer = SPOCU(c=1.0)

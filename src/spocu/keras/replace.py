@@ -128,7 +128,7 @@ def replace_activations(model: keras.Model, old: Any, new: Any) -> keras.Model:
             or an unknown activation name.
         TypeError: ``new`` is a layer instance (it would be shared), or ``old``/``new`` of a wrong type.
 
-    Example:
+    Examples:
         >>> import numpy as np, keras, spocu.keras
         >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, activation="relu")])
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.ReLU(), inner, keras.layers.Dense(2)])

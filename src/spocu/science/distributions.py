@@ -14,7 +14,7 @@ which is what the Jacobian of the mean/variance map differentiates.
   :meth:`Samples.from_file` reads ``.npy`` (any shape, flattened) or text with
   one value per line (blank lines and ``#`` comments are skipped).
 
-Example:
+Examples:
     >>> round(Normal().expect(lambda z: z * z), 12)
     1.0
     >>> round(Pareto(3.0).mean, 6)  # 1 / (a - 1)
@@ -120,8 +120,9 @@ def _check_finite(name: str, value: float) -> float:
 class Normal(InputDistribution):
     r"""z ~ N(mean, variance); the SELU paper's and SPOCU's default (standard normal).
 
-    >>> Normal(0.0, 4.0).label
-    'N(0, 4)'
+    Examples:
+        >>> Normal(0.0, 4.0).label
+        'N(0, 4)'
     """
 
     loc: float = 0.0
@@ -177,9 +178,10 @@ class Pareto(InputDistribution):
     Mean :math:`1/(a-1)`; variance :math:`a/((a-1)^2(a-2))` for :math:`a > 2`, infinite
     otherwise; :math:`E[X^p]` is finite only for :math:`p < a`.
 
-    >>> p = Pareto(3.0)
-    >>> round(p.expect(lambda x: 1.0), 12), round(p.variance, 6)
-    (1.0, 0.75)
+    Examples:
+        >>> p = Pareto(3.0)
+        >>> round(p.expect(lambda x: 1.0), 12), round(p.variance, 6)
+        (1.0, 0.75)
     """
 
     a: float
@@ -243,8 +245,9 @@ class Pareto(InputDistribution):
 class Samples(InputDistribution):
     """The empirical distribution of given values: E[f(z)] is the sample mean of f.
 
-    >>> Samples([1.0, 2.0, 3.0]).expect(float, vector_fn=lambda v: v)
-    2.0
+    Examples:
+        >>> Samples([1.0, 2.0, 3.0]).expect(float, vector_fn=lambda v: v)
+        2.0
     """
 
     values: np.ndarray

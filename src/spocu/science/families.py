@@ -7,7 +7,7 @@ parameter domain, so that one solver fits SPOCU and (as its check) SELU.
 - :data:`SELU` -- :math:`\lambda\,(x \text{ if } x > 0 \text{ else } \alpha(e^x - 1))`,
   parameters λ > 0, α > 0 (Klambauer et al. 2017).
 
-Example:
+Examples:
     >>> act = SPOCU.build({"alpha": 3.0937, "beta": 0.6653, "gamma": 4.437, "c": float("inf")})
     >>> round(act.value(1.0), 6), round(act.slope_at_zero, 5)
     (1.261978, 1.32704)

@@ -25,7 +25,9 @@ feeds the next layer N(0, τ)); the Pareto recipe is none (output mean ≈ 0.75,
 Conditions (``kind=target``): ``mean`` (E[s(z)]), ``second_moment`` (E[s(z)^2]),
 ``variance`` (Var[s(z)]) and ``slope`` (s'(0)).
 
-Example (the default: γ = 4.437 and c = ∞ held, α and β solved under N(0, 1)):
+Examples:
+    The default: γ = 4.437 and c = ∞ held, α and β solved under N(0, 1).
+
     >>> result = fit(starts=1)
     >>> result.solved, round(result.alpha, 4), round(result.beta, 4)
     (True, 3.2458, 0.6672)
@@ -81,8 +83,9 @@ class NoSolutionError(RuntimeError):
 class Condition:
     """One condition ``kind = target``, e.g. ``Condition("mean", 0.0)``.
 
-    >>> Condition.parse("second-moment=1")
-    Condition(kind='second_moment', target=1.0)
+    Examples:
+        >>> Condition.parse("second-moment=1")
+        Condition(kind='second_moment', target=1.0)
     """
 
     kind: str
@@ -385,7 +388,8 @@ def fit(
         family: ``"spocu"`` or ``"selu"`` (or an :class:`~spocu.science.families.ActivationFamily`).
         search: search interval per free parameter, inside its domain (defaults per family).
         starts: about how many grid starting points (plus the defaults); 1 = defaults only.
-        omega, tau: the weight sums Σw and Σw² of the Jacobian's layer (SELU's ω = 0, τ = 1).
+        omega: the weight sum Σw of the Jacobian's layer (SELU's ω = 0).
+        tau: the weight sum Σw² of the Jacobian's layer (SELU's τ = 1).
         tolerance: a point is a solution when every |achieved - target| ≤ tolerance.
 
     Returns:

@@ -21,7 +21,7 @@ variance, so there the Jacobian agrees with the SELU paper's (variance) conventi
 For a non-normal input distribution f the Jacobian differentiates the location-scale
 family of f: :math:`z = m + \sqrt{v/\mathrm{Var}\,f}\,(x - E f)`, :math:`x \sim f`.
 
-Example:
+Examples:
     >>> from spocu.science.families import SELU
     >>> from spocu.science.distributions import Normal
     >>> selu = SELU.build({"lambda": 1.0507009873554805, "alpha": 1.6732632423543772})
@@ -123,8 +123,9 @@ def jacobian(
 def matrix_norms(matrix: np.ndarray) -> dict[str, float]:
     """The spectral norm ‖J‖₂, the max-column-sum norm ‖J‖₁ and the spectral radius.
 
-    >>> matrix_norms(np.array([[0.0, 0.088834], [0.0, 0.782648]]))["norm_2"] > 0.78
-    True
+    Examples:
+        >>> matrix_norms(np.array([[0.0, 0.088834], [0.0, 0.782648]]))["norm_2"] > 0.78
+        True
     """
     return {
         "norm_2": float(np.linalg.norm(matrix, 2)),
@@ -139,10 +140,11 @@ def layer_map(
     r"""One layer of the mean-field map: :math:`z \sim N(\omega\mu, \tau\nu)`, returns
     :math:`(E[s(z)], E[s(z)^2])`.
 
-    >>> from spocu.science.families import SPOCU
-    >>> act = SPOCU.build(SPOCU.defaults)
-    >>> round(layer_map(act, 0.0, 1.0).second_moment, 4)
-    0.9078
+    Examples:
+        >>> from spocu.science.families import SPOCU
+        >>> act = SPOCU.build(SPOCU.defaults)
+        >>> round(layer_map(act, 0.0, 1.0).second_moment, 4)
+        0.9078
     """
     return moments(activation, Normal(omega * mean, tau * second_moment))
 

@@ -12,7 +12,7 @@ pre-activation is :math:`N(0, g\,\nu_{l-1})`, :math:`\nu` the second moment of t
 layer, so :math:`\nu_l = E[s(z)^2]` (:func:`spocu.science.moments.iterate_layer_map`
 with :math:`\omega = 0`, :math:`\tau = g`).
 
-Example:
+Examples:
     >>> runs = simulate([RELU_HE], depth=3, width=64, batch=128, seed=0)
     >>> run = runs["ReLU (He init)"]
     >>> len(run.means), run.diverged_at is None

@@ -13,7 +13,7 @@ With :math:`u = x/\gamma + \beta` these become the kinks, local extrema and nega
 dip of :math:`s` (c = ∞: a local maximum at :math:`x = \gamma(1 - \beta)`, a local minimum at
 :math:`x = \gamma(u_2 - \beta)`, then growth like :math:`(\alpha/\gamma^8)x^8`).
 
-Example:
+Examples:
     >>> facts = r_facts()
     >>> [round(u, 4) for u in facts["stationary_points"]], [round(u, 4) for u in facts["zeros"]]
     ([0.0, 1.0, 1.6484], [1.3002, 1.8162])
@@ -67,9 +67,10 @@ def spocu_range(params: SPOCUParams) -> tuple[float, float]:
     r"""The range of s: :math:`[\alpha(\min_{[0,c]} r - r(\beta)),\ \alpha(\max_{[0,c]} r - r(\beta))]`
     (``inf`` above for c = ∞).
 
-    >>> lo, hi = spocu_range(SPOCUParams(c=1.0))
-    >>> round(lo, 6), round(hi, 6)
-    (-1.583829, 1.509871)
+    Examples:
+        >>> lo, hi = spocu_range(SPOCUParams(c=1.0))
+        >>> round(lo, 6), round(hi, 6)
+        (-1.583829, 1.509871)
     """
     u2 = r_facts()["stationary_points"][2]
     rb = float(r(params.beta))
@@ -204,8 +205,9 @@ def rising_crossing(g, target: float, u_lo: float, u_hi: float = math.inf) -> fl
     is not finite). The search interval doubles a bounded number of times, so this
     always ends, whatever the parameters.
 
-    >>> round(rising_crossing(r, 1000.0, 1.6484), 6)
-    2.768388
+    Examples:
+        >>> round(rising_crossing(r, 1000.0, 1.6484), 6)
+        2.768388
     """
     if math.isnan(target) or target == math.inf:
         return None
@@ -322,8 +324,9 @@ def overflow_table(params: SPOCUParams | None = None) -> list[dict[str, Any]]:
 def figure_formats() -> dict[str, str]:
     """The figure formats matplotlib can write here: suffix -> description.
 
-    >>> "png" in figure_formats() and "svg" in figure_formats()
-    True
+    Examples:
+        >>> "png" in figure_formats() and "svg" in figure_formats()
+        True
     """
     import matplotlib
 

@@ -24,7 +24,7 @@ First use in a process:
 :func:`kernel_status` says which of these holds; :func:`build` waits for the
 library (for instance to warm a container image).
 
-Example:
+Examples:
     >>> status = kernel_status()
     >>> status["state"] in ("idle", "building", "ready", "failed")
     True
@@ -444,8 +444,9 @@ def kernel_status() -> dict[str, Any]:
     autograd node (:mod:`spocu.torch._node`), built after the kernels; until it is
     ready the kernels serve through a Python ``autograd.Function``, with the same results.
 
-    >>> sorted(kernel_status())
-    ['cache_dir', 'library', 'node_library', 'node_reason', 'node_state', 'reason', 'state']
+    Examples:
+        >>> sorted(kernel_status())
+        ['cache_dir', 'library', 'node_library', 'node_reason', 'node_state', 'reason', 'state']
     """
     from spocu.torch import _node
 

@@ -5,7 +5,7 @@ r"""Functional SPOCU for PyTorch.
     \mathrm{SPOCU}(x) = \alpha\,h\!\left(\frac{x}{\gamma} + \beta\right) - \alpha\,h(\beta),\quad
     h(u) = \begin{cases} 0 & u < 0 \\ u^3(u^5 - 2u^4 + 2) & 0 \le u < c \\ h(c^-) & u \ge c\end{cases}
 
-Example:
+Examples:
     >>> import torch
     >>> from spocu.torch import spocu
     >>> spocu(torch.tensor([-10.0, 0.0, 1.0]))
@@ -194,10 +194,12 @@ def spocu(
         x: input of any shape; float16/bfloat16 are computed in float32 and
             returned in their own dtype; integer/bool inputs are promoted to the
             default float dtype (as :func:`torch.sigmoid` does).
-        alpha, beta, gamma: floats (validated, fixed) or tensors with one element
-            or one per channel (dim 1, as :class:`torch.nn.PReLU`), which makes them
-            differentiable. Tensor values must lie in the domain; the module
+        alpha: the output scale α > 0: a float (validated, fixed) or a tensor with
+            one element or one per channel (dim 1, as :class:`torch.nn.PReLU`), which
+            makes it differentiable. Tensor values must lie in the domain; the module
             :class:`spocu.torch.SPOCU` keeps them there.
+        beta: the shift β, 0 < β < 1, as ``alpha``.
+        gamma: the input scale γ > 0, as ``alpha``.
         c: saturation point, ``1 <= c <= inf``.
         backend: ``"auto"`` (default; or the ``SPOCU_TORCH_BACKEND`` environment
             variable), ``"eager"`` (plain ops), ``"cpp"`` (C++ CPU kernels, built

@@ -69,7 +69,7 @@ class SPOCU(nn.Module):
     Shape:
         Input: :math:`(*)`; output: :math:`(*)`, same shape.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from spocu.torch import SPOCU
         >>> m = SPOCU(c=1.0)

@@ -70,7 +70,7 @@ def replace_activations(module: nn.Module, old: Old, new: Callable[[], nn.Module
         ValueError: nothing matched (the message names what was searched for), or an unknown name.
         TypeError: ``new`` is a module instance (it would be shared) or does not return a module.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from spocu.torch import SPOCU
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(),
