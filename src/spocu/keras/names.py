@@ -17,7 +17,7 @@ A model built from the strings saves the functions under their registered names
 only ``import spocu.keras`` in the loading process; a config written by hand with
 the plain strings needs :func:`register_activation_name` there too.
 
-Example:
+Examples:
     >>> import keras, spocu.keras
     >>> spocu.keras.register_activation_name()
     >>> keras.activations.get("spocu_c1") is spocu.keras.spocu_c1
@@ -43,9 +43,10 @@ def spocu_c1(x: Any) -> Any:
 
     .. math:: s(x) = \alpha\,h(x/\gamma + \beta) - \alpha\,h(\beta),\quad h(u) = r(\min(u, 1))\ (u \ge 0)
 
-    >>> import numpy as np, keras
-    >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(spocu_c1(np.array([-5.0, 0.0, 5.0])))]
-    [-1.5838, 0.0, 1.5099]
+    Examples:
+        >>> import numpy as np, keras
+        >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(spocu_c1(np.array([-5.0, 0.0, 5.0])))]
+        [-1.5838, 0.0, 1.5099]
     """
     return spocu(x, c=1.0)
 
@@ -79,7 +80,7 @@ def register_activation_name() -> None:
         RuntimeError: the installed Keras has no such table, or one of the names
             is already taken by another activation (nothing is overwritten).
 
-    Example:
+    Examples:
         >>> import keras, spocu.keras
         >>> spocu.keras.register_activation_name()
         >>> keras.activations.get("spocu") is spocu.keras.spocu
