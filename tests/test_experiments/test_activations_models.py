@@ -12,8 +12,8 @@ from reference_checks import assert_matches_reference
 from spocu.core import SPOCUParams
 from spocu.experiments.activations import ACTIVATIONS, parse_activation, split_activation_list
 from spocu.experiments.config import ModelSpec, resolve_config
-from spocu.experiments.engines import batch_order
-from spocu.experiments.models_torch import build_model, count_parameters, initialize
+from spocu.experiments.run.engine import batch_order
+from spocu.experiments.models.torch_models import build_model, count_parameters, initialize
 
 
 @pytest.mark.parametrize(

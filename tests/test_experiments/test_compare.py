@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from spocu import cli
-from spocu.experiments import engine_torch
+from spocu.experiments.run import torch_engine as engine_torch
 from spocu.experiments.config import PRESETS, resolve_config
 
 

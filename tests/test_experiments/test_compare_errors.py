@@ -162,7 +162,7 @@ def test_deep_mlp_depth_and_width_are_what_was_asked():
 
 
 def test_ctrl_c_is_still_130(tmp_path, monkeypatch, capsys):
-    from spocu.experiments import engine_torch
+    from spocu.experiments.run import torch_engine as engine_torch
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

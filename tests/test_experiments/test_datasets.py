@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from tiny_data import CIFAR_NAMES, md5, tiny_mnist, write_cifar_dir, write_cifar_tarball, write_mnist_idx
 
-from spocu.experiments import datasets
-from spocu.experiments.download import ChecksumError, DatasetError, RemoteFile, fetch
+from spocu.experiments.data import datasets
+from spocu.experiments.data.download import ChecksumError, DatasetError, RemoteFile, fetch
 
 
 # ----------------------------------------------------------------------------- embedded data

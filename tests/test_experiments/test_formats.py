@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_data import cifar_batch, py2_pickle, write_idx
 
-from spocu.experiments.formats import FormatError, read_cifar_batch, read_idx_file, read_mnist_npz
+from spocu.experiments.data.formats import FormatError, read_cifar_batch, read_idx_file, read_mnist_npz
 
 
 def test_idx_round_trip_gz_and_raw(tmp_path):

@@ -20,8 +20,9 @@ from spocu.experiments.config import ModelSpec, resolve_config
 keras = pytest.importorskip("keras")
 pytest.importorskip("spocu.keras")
 
-from spocu.experiments import engine_keras, models_keras, models_torch  # noqa: E402  (after the skips)
-from spocu.experiments.engines import batch_order  # noqa: E402
+from spocu.experiments.models import keras_models as models_keras, torch_models as models_torch
+from spocu.experiments.run import keras_engine as engine_keras  # noqa: E402  (after the skips)
+from spocu.experiments.run.engine import batch_order  # noqa: E402
 
 
 def test_seed_cnn_has_the_seeds_layers_and_42442_parameters():

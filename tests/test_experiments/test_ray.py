@@ -14,17 +14,17 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from spocu.experiments import engine_torch  # noqa: E402
+from spocu.experiments.run import torch_engine as engine_torch  # noqa: E402
 from spocu.experiments.config import resolve_config  # noqa: E402
-from spocu.experiments.datasets import load_dataset  # noqa: E402
-from spocu.experiments.ray_executor import (  # noqa: E402
+from spocu.experiments.data.datasets import load_dataset  # noqa: E402
+from spocu.experiments.run.ray_executor import (  # noqa: E402
     ResourcesUnavailable,
     RunsFailed,
     _Dispatch,
     ray_session,
     train_with_ray,
 )
-from spocu.experiments.runner import plan  # noqa: E402
+from spocu.experiments.run.runner import plan  # noqa: E402
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -246,7 +246,7 @@ def test_with_autoscaling_a_task_no_live_node_fits_is_submitted_to_wait_for_one(
 
 
 def test_check_cluster_fits_says_what_waits_with_autoscaling_and_refuses_without():
-    from spocu.experiments.ray_executor import check_cluster_fits
+    from spocu.experiments.run.ray_executor import check_cluster_fits
 
     nodes = [{"CPU": 8.0}, {"CPU": 2.0}]
     assert check_cluster_fits("cpu", 8, nodes) is None
@@ -398,8 +398,8 @@ def test_the_progress_display_names_a_failed_run_and_keeps_its_epoch_count_hones
     from rich.console import Console
 
     from spocu.commands.compare import _RichCallbacks
-    from spocu.experiments.engines import EpochRecord
-    from spocu.experiments.ray_executor import RunFailure
+    from spocu.experiments.run.engine import EpochRecord
+    from spocu.experiments.run.ray_executor import RunFailure
 
     console = Console(file=io.StringIO(), width=200, force_terminal=False)
     with _RichCallbacks(console, enabled=True) as callbacks:

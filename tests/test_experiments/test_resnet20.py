@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from spocu.experiments.activations import parse_activation
-from spocu.experiments.models_torch import ResNet20, count_parameters, initialize
+from spocu.experiments.models.torch_models import ResNet20, count_parameters, initialize
 
 
 def _torch_net(activation: str = "relu", channels: int = 3, classes: int = 10) -> nn.Module:
@@ -52,8 +52,8 @@ def test_option_a_shortcut_is_subsample_and_zero_channels():
 @pytest.mark.parametrize("activation", ["relu", "spocu"])
 def test_keras_is_the_same_network(activation):
     keras = pytest.importorskip("keras")
-    from spocu.experiments.models_keras import count_parameters as keras_count
-    from spocu.experiments.models_keras import keras_activation, resnet20
+    from spocu.experiments.models.keras_models import count_parameters as keras_count
+    from spocu.experiments.models.keras_models import keras_activation, resnet20
 
     spec = parse_activation(activation)
     net = _torch_net(activation, classes=7).eval()
@@ -86,7 +86,7 @@ def test_keras_is_the_same_network(activation):
 
 def test_keras_saves_and_loads(tmp_path):
     keras = pytest.importorskip("keras")
-    from spocu.experiments.models_keras import keras_activation, resnet20
+    from spocu.experiments.models.keras_models import keras_activation, resnet20
 
     spec = parse_activation("spocu")
     model = resnet20((8, 8, 1), 3, lambda: keras_activation(spec))

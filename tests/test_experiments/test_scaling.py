@@ -17,10 +17,10 @@ import pytest
 import torch.distributed
 
 from spocu import cli
-from spocu.experiments import engine_torch
-from spocu.experiments.distributed import from_environment, per_process_batch, shard
-from spocu.experiments.engine_torch import SeededDistributedSampler
-from spocu.experiments.engines import batch_order
+from spocu.experiments.run import torch_engine as engine_torch
+from spocu.experiments.run.distributed import from_environment, per_process_batch, shard
+from spocu.experiments.run.torch_engine import SeededDistributedSampler
+from spocu.experiments.run.engine import batch_order
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 

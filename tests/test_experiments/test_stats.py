@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from spocu.experiments.stats import holm, mcnemar_test, paired_test, summarize
+from spocu.experiments.results.stats import holm, mcnemar_test, paired_test, summarize
 
 
 def test_summary_mean_sd_and_ci():

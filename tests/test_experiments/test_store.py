@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from spocu import cli
-from spocu.experiments import store
+from spocu.experiments.run import store
 
 GRID = ("--activations", "relu", "selu", "--seeds", "2", "--epochs", "2")
 
@@ -202,7 +202,7 @@ def test_a_corrupt_config_json_is_refused(experiment, capsys, content):
 def test_validate_run_accepts_what_the_engine_wrote(finished):
     from spocu.experiments.activations import parse_activation
     from spocu.experiments.config import resolve_config
-    from spocu.experiments.datasets import load_dataset
+    from spocu.experiments.data.datasets import load_dataset
 
     config = resolve_config({"activations": ("relu", "selu"), "seeds": 2, "epochs": 2})
     dataset = load_dataset("wdbc")

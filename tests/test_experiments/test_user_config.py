@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from spocu.experiments.config import resolve_config, with_model_source
-from spocu.experiments.user_inputs import ResumeRefused, check_resume, finalize, load_data
-from spocu.experiments.user_models import UserModelError
+from spocu.experiments.run.inputs import ResumeRefused, check_resume, finalize, load_data
+from spocu.experiments.models.factories import UserModelError
 
 MODEL = """
 from torch import nn
@@ -39,7 +39,7 @@ def test_resnet20_preset_is_he_et_al_recipe():
 
 
 def test_lr_schedule_is_the_same_in_both_engines():
-    from spocu.experiments.engine_keras import lr_at_epoch
+    from spocu.experiments.run.keras_engine import lr_at_epoch
 
     config = resolve_config({"lr": 0.1, "lr_milestones": (2, 4), "epochs": 6})
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)

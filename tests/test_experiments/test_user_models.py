@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from spocu.experiments.activations import parse_activation
-from spocu.experiments.models_torch import initialize
-from spocu.experiments.user_models import UserModelError, build_keras_model, build_torch_model, is_model_factory, load_factory
+from spocu.experiments.models.torch_models import initialize
+from spocu.experiments.models.factories import UserModelError, is_model_factory, load_factory
+from spocu.experiments.models.torch_models import build_torch_model
 from spocu.torch import SPOCU
 
 MODEL_FILE = """
@@ -106,7 +107,7 @@ def test_init_override_redraws_like_the_built_in_models(tmp_path):
     own = build_torch_model(factory, parse_activation("relu"), (5,), 3, seed=2)
     redrawn = build_torch_model(factory, parse_activation("relu"), (5,), 3, seed=2, init="lecun-normal")
     assert not torch.equal(own[1].weight, redrawn[1].weight)
-    from spocu.experiments.engines import STREAM_INIT, derive_seed
+    from spocu.experiments.run.engine import STREAM_INIT, derive_seed
 
     initialize(own, "lecun-normal", derive_seed(2, STREAM_INIT))
     for a, b in zip(own.parameters(), redrawn.parameters()):
@@ -127,6 +128,7 @@ def test_swap_replaces_every_relu_of_a_torchvision_style_factory(tmp_path):
 def test_keras_model_file_and_swap(tmp_path):
     keras = pytest.importorskip("keras")
     import spocu.keras
+    from spocu.experiments.models.keras_models import build_keras_model
 
     path = _write(tmp_path, "k.py", """
         import keras
@@ -152,6 +154,7 @@ def test_keras_model_file_and_swap(tmp_path):
 def test_keras_factory_that_ignores_its_activation_is_refused(tmp_path):
     """As in PyTorch: a Keras factory that builds its own activation would compare nothing."""
     pytest.importorskip("keras")
+    from spocu.experiments.models.keras_models import build_keras_model
     path = _write(tmp_path, "kignore.py", """
 import keras
 

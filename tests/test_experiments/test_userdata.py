@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from spocu.experiments.download import DatasetError
-from spocu.experiments.userdata import is_user_dataset, load_user_dataset
+from spocu.experiments.data.download import DatasetError
+from spocu.experiments.data.user_data import is_user_dataset, load_user_dataset
 
 
 def _table(n: int = 60, seed: int = 0) -> pd.DataFrame:

@@ -49,7 +49,7 @@ def test_textbook_composition_uses_the_core_defaults():
 def test_cnn_is_the_seed_cnn_of_the_experiments_with_the_chosen_activation():
     from spocu.experiments.activations import parse_activation
     from spocu.experiments.config import ModelSpec
-    from spocu.experiments.models_torch import build_model, count_parameters
+    from spocu.experiments.models.torch_models import build_model, count_parameters
 
     from spocu.torch import SPOCU
 

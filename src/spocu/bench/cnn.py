@@ -1,6 +1,6 @@
 """The cnn section: one training step of the seed's CIFAR-10 CNN (batch 100, Adam).
 
-The network is :func:`spocu.experiments.models_torch.build_model`'s ``seed-cnn``
+The network is :func:`spocu.experiments.models.torch_models.build_model`'s ``seed-cnn``
 (conv32-act-pool-conv64-act-pool-dense10, 42,442 parameters); :func:`seed_cnn` swaps its
 activations for the variant timed (learnable SPOCU gets one parameter set per channel).
 ms per step (median) with SPOCU, ReLU (and in the full run GELU, LeakyReLU, plain ops,
@@ -33,7 +33,7 @@ NAMES = ("ReLU", "LeakyReLU", "GELU", "SPOCU (default path)", "SPOCU (plain ops)
 
 
 def seed_cnn(activation: Callable[[int], Any]):
-    """The seed CNN of :mod:`spocu.experiments.models_torch` with ``activation(channels)`` after each convolution.
+    """The seed CNN of :mod:`spocu.experiments.models.torch_models` with ``activation(channels)`` after each convolution.
 
     >>> import torch
     >>> net = seed_cnn(lambda channels: torch.nn.Tanh())
@@ -44,7 +44,7 @@ def seed_cnn(activation: Callable[[int], Any]):
 
     from spocu.experiments.activations import parse_activation
     from spocu.experiments.config import ModelSpec
-    from spocu.experiments.models_torch import build_model
+    from spocu.experiments.models.torch_models import build_model
 
     net = build_model(ModelSpec("seed-cnn"), (3, 32, 32), 10, parse_activation("relu"))
     for i, module in enumerate(net):

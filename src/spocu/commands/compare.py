@@ -125,8 +125,8 @@ def _real(low: float, high: float = math.inf, *, low_open: bool = False, high_op
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from spocu.experiments.activations import INIT_SCHEMES
     from spocu.experiments.config import FRAMEWORKS, KERAS_BACKENDS, MODELS, MOMENTUM_OPTIMIZERS, OPTIMIZERS, PRESETS
-    from spocu.experiments.datasets import DATASETS
-    from spocu.experiments.executors import DEFAULT_EXECUTOR, EXECUTORS
+    from spocu.experiments.data.datasets import DATASETS
+    from spocu.experiments.run.executors import DEFAULT_EXECUTOR, EXECUTORS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EPILOG
@@ -349,7 +349,7 @@ def _results_table(results: dict):
     from rich import box
     from rich.table import Table
 
-    from spocu.experiments.results import TABLE_COLUMNS, table_rows
+    from spocu.experiments.results.summary import TABLE_COLUMNS, table_rows
 
     reference = results["reference"]
     table = Table(box=box.SIMPLE_HEAD, title=f"{results['dataset']['name']}: test accuracy, {len(results['config']['seeds'])} seeds, reference {reference}")

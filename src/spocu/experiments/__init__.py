@@ -1,28 +1,80 @@
 """Multi-seed activation comparisons: the machinery behind ``spocu compare``.
 
-This layer uses only spocu's public API (:class:`spocu.torch.SPOCU`, :mod:`spocu.core`).
-Modules, each small and replaceable:
+This layer uses only spocu's public API (:class:`spocu.torch.SPOCU`, :mod:`spocu.core`). It has
+four rooms over a few base modules, and imports run one way, from the bottom up:
 
-- :mod:`~spocu.experiments.activations`: ``"spocu(c=1)"`` -> activation spec + customary init
-- :mod:`~spocu.experiments.datasets`: one loader interface for wdbc, digits, mnist, cifar10
-  (:mod:`~spocu.experiments.download` fetches and verifies, :mod:`~spocu.experiments.formats`
-  parses IDX files, CIFAR pickles with a restricted unpickler, ``mnist.npz``)
-- :mod:`~spocu.experiments.config`: the experiment's protocol, grid and presets
-- :mod:`~spocu.experiments.engines`: the framework-neutral engine interface and run schema;
-  :mod:`~spocu.experiments.engine_torch` and :mod:`~spocu.experiments.models_torch` implement it
-- :mod:`~spocu.experiments.store`: the output directory (ours or refused), its protocol, lock
-  and run files, validated before use
-- :mod:`~spocu.experiments.runner`: the plan of (activation, seed) runs, trained in order, resumable
-- :mod:`~spocu.experiments.executors`: where ``--jobs`` runs train, by name;
-  :mod:`~spocu.experiments.parallel`: independent runs in worker processes (``--jobs N``);
-  :mod:`~spocu.experiments.ray_executor`: one Ray task per run, on any Ray cluster (``--executor ray``);
-  :mod:`~spocu.experiments.distributed`: each run data-parallel over a ``torchrun`` group
-- :mod:`~spocu.experiments.results` (results.json, epochs.csv, the results table),
-  :mod:`~spocu.experiments.stats` (scipy/statsmodels) and :mod:`~spocu.experiments.report`
-- :mod:`~spocu.experiments.compare`: the whole ``spocu compare`` run as one function
-- :mod:`~spocu.experiments.errors`: what the user is told (one line each)
+1. base: :mod:`~spocu.experiments.errors` (what the user is told, one line each),
+   :mod:`~spocu.experiments.activations` (``"spocu(c=1)"`` -> activation spec + customary init),
+   :mod:`~spocu.experiments.seeding` (each run's random streams from its seed) and
+   :mod:`~spocu.experiments.environment` (versions and machine, for the report);
+2. :mod:`~spocu.experiments.data` (datasets, downloads, formats, the user's data, splits) and
+   :mod:`~spocu.experiments.models` (built-in torch and Keras models, the user's factories, swapping);
+3. :mod:`~spocu.experiments.config`: the experiment's protocol, grid and presets, resolved from the
+   options against the data and model names;
+4. :mod:`~spocu.experiments.run`: engines, executors (local ``--jobs``, Ray, torchrun), the runner and
+   the output directory;
+5. :mod:`~spocu.experiments.results`: results.json, statistics, report;
+6. :mod:`~spocu.experiments.compare`: the whole ``spocu compare`` run as one function.
 
-Imports run one way: compare -> runner -> executors/store -> engines; parallel -> store; ray_executor -> store, parallel.
+A module imports only from its own level or below (``tests/test_experiments/test_layers.py``
+checks it, function-level imports included).
 
 Importing this package imports neither torch nor matplotlib.
+
+The modules' paths of spocu 0.1 (``spocu.experiments.datasets``, ``...engine_torch``, ...) still
+import, with a :class:`DeprecationWarning` naming the new path.
 """
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+#: spocu 0.1's module names (``spocu.experiments.NAME``) -> where they live now
+MOVED_MODULES = {
+    "datasets": "data.datasets",
+    "download": "data.download",
+    "formats": "data.formats",
+    "userdata": "data.user_data",
+    "models_torch": "models.torch_models",
+    "models_keras": "models.keras_models",
+    "user_models": "models.factories",
+    "engines": "run.engine",
+    "engine_torch": "run.torch_engine",
+    "engine_keras": "run.keras_engine",
+    "executors": "run.executors",
+    "parallel": "run.parallel",
+    "ray_executor": "run.ray_executor",
+    "distributed": "run.distributed",
+    "runner": "run.runner",
+    "store": "run.store",
+    "user_inputs": "run.inputs",
+    "stats": "results.stats",
+    "report": "results.report",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an 0.1 path as the module at its new path (the same module object), with a warning."""
+
+    _prefix = __name__ + "."
+
+    def find_spec(self, fullname, path=None, target=None):
+        if not fullname.startswith(self._prefix) or fullname[len(self._prefix):] not in MOVED_MODULES:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        new = self._prefix + MOVED_MODULES[spec.name[len(self._prefix):]]
+        warnings.warn(f"{spec.name} moved to {new}; import it from there", DeprecationWarning, stacklevel=2)
+        return importlib.import_module(new)
+
+    def exec_module(self, module):  # the new module is already executed
+        pass
+
+
+if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())

@@ -2,9 +2,9 @@
 
 :func:`compare` validates the options, resolves the experiment (:mod:`~spocu.experiments.config`),
 picks the engine and device, loads and checks the data, claims the output directory
-(:mod:`~spocu.experiments.store`: ours or refused), trains the missing runs
-(:mod:`~spocu.experiments.runner`), and writes ``results.json``, ``epochs.csv`` (:mod:`~spocu.experiments.results`)
-and the report (:mod:`~spocu.experiments.report`). Everything the user can fix is raised as an
+(:mod:`~spocu.experiments.run.store`: ours or refused), trains the missing runs
+(:mod:`~spocu.experiments.run.runner`), and writes ``results.json``, ``epochs.csv`` (:mod:`~spocu.experiments.results.summary`)
+and the report (:mod:`~spocu.experiments.results.report`). Everything the user can fix is raised as an
 :class:`~spocu.experiments.errors.ExperimentError` with a one-line message, before the output
 directory is touched wherever it can be known then. An interrupt raises :class:`Interrupted`,
 which says where the finished runs are and how to resume. :func:`estimate` times a few steps
@@ -35,10 +35,10 @@ from typing import Any, Callable
 
 from spocu.experiments.config import ExperimentConfig, resolve_config
 from spocu.experiments.errors import ExperimentError, OptionError, OutputBusy
-from spocu.experiments.executors import DEFAULT_EXECUTOR, EXECUTORS
-from spocu.experiments.runner import Callbacks, run_experiment
-from spocu.experiments.store import OutputDir
-from spocu.experiments.user_models import UserModelError
+from spocu.experiments.run.executors import DEFAULT_EXECUTOR, EXECUTORS
+from spocu.experiments.run.runner import Callbacks, run_experiment
+from spocu.experiments.run.store import OutputDir
+from spocu.experiments.models.factories import UserModelError
 
 __all__ = ["CompareOptions", "CompareOutcome", "Interrupted", "compare", "check_options", "estimate", "memory_estimate"]
 
@@ -116,10 +116,10 @@ def check_options(options: CompareOptions) -> None:
         raise OptionError("--out is empty; give a directory name (a new or empty directory, or an earlier spocu compare output)")
     if options.data_dir is not None:
         from spocu.experiments.config import PRESETS
-        from spocu.experiments.datasets import EMBEDDED_DATASETS
+        from spocu.experiments.data.datasets import EMBEDDED_DATASETS
 
         dataset = options.config.get("dataset") or PRESETS.get(options.config.get("preset") or "", {}).get("dataset", "wdbc")
-        from spocu.experiments.datasets import DATASETS
+        from spocu.experiments.data.datasets import DATASETS
 
         if dataset not in DATASETS:
             raise OptionError(f"--data-dir applies to the built-in datasets read from files (mnist, cifar10), not to --dataset {dataset}")
@@ -213,7 +213,7 @@ def _select_keras_backend(requested: str | None) -> None:
 
 
 def _engine_for(config: ExperimentConfig):
-    from spocu.experiments.engines import get_engine
+    from spocu.experiments.run.engine import get_engine
 
     try:
         if config.framework == "keras":
@@ -267,8 +267,8 @@ def _one_line(text: str) -> str:
 
 
 def _load_dataset(config: ExperimentConfig, options: CompareOptions, *, progress: bool, download: bool):
-    from spocu.experiments.datasets import DatasetError
-    from spocu.experiments.user_inputs import load_data
+    from spocu.experiments.data.datasets import DatasetError
+    from spocu.experiments.run.inputs import load_data
 
     try:
         return load_data(config, data_dir=options.data_dir, download=download, progress=progress)
@@ -302,7 +302,7 @@ def _load_dataset_distributed(config: ExperimentConfig, options: CompareOptions,
 
 def _finalize(config: ExperimentConfig, dataset, out: OutputDir) -> ExperimentConfig:
     """The data and model hashes into the protocol, the model checked on the data, a changed resume refused."""
-    from spocu.experiments.user_inputs import check_resume, finalize
+    from spocu.experiments.run.inputs import check_resume, finalize
 
     try:
         config = finalize(config, dataset)
@@ -332,7 +332,7 @@ def _write_failure(error: OSError, out: OutputDir) -> ExperimentError:
 def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say: Say = _say_nothing) -> CompareOutcome | None:
     """Run the comparison ``options`` describes; see the module docstring.
 
-    ``callbacks`` receive the progress (:class:`~spocu.experiments.runner.Callbacks`); ``say``
+    ``callbacks`` receive the progress (:class:`~spocu.experiments.run.runner.Callbacks`); ``say``
     receives one-line notes (what is compared, where the output goes, warnings). Under
     ``torchrun`` every process calls this; rank 0 returns the outcome, the others None.
 
@@ -340,7 +340,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         ExperimentError: anything the user can fix (one-line message).
         Interrupted: Ctrl-C (or SIGTERM turned into KeyboardInterrupt by the caller).
     """
-    from spocu.experiments.distributed import from_environment
+    from spocu.experiments.run.distributed import from_environment
 
     check_options(options)
     config = _resolve(options)
@@ -365,7 +365,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         _check_ray_installed()
     engine, config = _engine_for(config)
     if dist is not None:
-        from spocu.experiments.distributed import initialize, per_process_batch
+        from spocu.experiments.run.distributed import initialize, per_process_batch
 
         try:
             per_process_batch(config.batch_size, dist.world_size)  # every process checks before joining the group
@@ -399,7 +399,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
                 raise ExperimentError(problem)
         nodes: list[dict[str, float]] = []
         if on_ray:  # connect first: a cluster that cannot run the tasks is refused before the data loads
-            from spocu.experiments.ray_executor import cluster_device, live_node_resources, ray_session
+            from spocu.experiments.run.ray_executor import cluster_device, live_node_resources, ray_session
 
             stack.enter_context(ray_session(options.ray_address))
             nodes = live_node_resources()
@@ -408,7 +408,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
             except ValueError as error:
                 raise OptionError(str(error)) from None
             if device == "cuda" or options.ray_autoscaling:  # the checks that need no data: before loading it
-                from spocu.experiments.ray_executor import check_cluster_fits
+                from spocu.experiments.run.ray_executor import check_cluster_fits
 
                 note = check_cluster_fits(device, options.threads, nodes, options.ray_autoscaling)
                 if note is not None:
@@ -425,7 +425,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         _check_size(config, dataset.input_shape, dataset.num_classes, 1 if on_ray else jobs, say, len(dataset.y_train))
         config = _finalize(config, dataset, out)  # builds the model once: after the size check
         if on_ray:
-            from spocu.experiments.ray_executor import check_cluster_fits, describe_cluster, largest_node_cpus
+            from spocu.experiments.run.ray_executor import check_cluster_fits, describe_cluster, largest_node_cpus
 
             threads = options.threads
             if threads is None and device == "cpu":  # as a local run would, but never more than the largest node has
@@ -435,7 +435,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         else:
             threads = options.threads or engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
         if not on_ray and jobs > 1 and not options.threads and str(device) == "cpu":
-            from spocu.experiments.parallel import threads_per_worker, usable_cpus
+            from spocu.experiments.run.parallel import threads_per_worker, usable_cpus
 
             threads = threads_per_worker(jobs, usable_cpus(), threads)
         size = dataset.describe()
@@ -484,8 +484,8 @@ def _check_ray_installed() -> None:
 
 def _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks, jobs, nodes) -> CompareOutcome | None:
     from spocu.experiments.environment import environment
-    from spocu.experiments.report import write_report
-    from spocu.experiments.results import assemble_results, write_results
+    from spocu.experiments.results.report import write_report
+    from spocu.experiments.results.summary import assemble_results, write_results
 
     main = dist is None or dist.is_main
     problem = None
@@ -527,7 +527,7 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
     if dist is not None:
         info["distributed"] = {**dist.describe(), "per_process_batch": config.batch_size // dist.world_size}
     if options.executor == "ray":
-        from spocu.experiments.ray_executor import describe_cluster
+        from spocu.experiments.run.ray_executor import describe_cluster
 
         info["parallel"] = {"executor": "ray", "jobs": jobs, "threads_per_job": threads, "cluster": describe_cluster(nodes)}
     elif jobs > 1:
@@ -556,8 +556,8 @@ def estimate(options: CompareOptions) -> dict:
         raise OptionError("run --estimate without torchrun")
     if config.framework != "torch":
         raise OptionError("--estimate times the PyTorch engine; run it without --framework keras")
-    from spocu.experiments import engine_torch
-    from spocu.experiments.datasets import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE
+    from spocu.experiments.run import torch_engine as engine_torch
+    from spocu.experiments.data.datasets import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE
 
     _check_torch_backend()
     if config.user_data:  # its shapes and sizes are in the file: read it (nothing is written)
@@ -607,7 +607,7 @@ def estimate(options: CompareOptions) -> dict:
 
 
 def _under_torchrun() -> bool:
-    from spocu.experiments.distributed import from_environment
+    from spocu.experiments.run.distributed import from_environment
 
     try:
         return from_environment() is not None

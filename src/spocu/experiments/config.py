@@ -28,6 +28,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec, parse_activation
+from spocu.experiments.data.datasets import DATASETS, DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, EMBEDDED_DATASETS
+from spocu.experiments.data.user_data import is_user_dataset
+from spocu.experiments.models.spec import MODELS, SWAPPABLE, ModelSpec, is_model_factory
 
 __all__ = [
     "MODELS",
@@ -45,7 +48,6 @@ __all__ = [
     "with_model_source",
 ]
 
-MODELS = ("mlp", "deep-mlp", "seed-cnn", "resnet20")
 FRAMEWORKS = ("torch", "keras")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 #: the most seeds one experiment may have
@@ -75,105 +77,6 @@ def check_split_size(value: float, option: str = "split size") -> None:
         or (value >= 1 and value != int(value))
     ):
         raise ValueError(f"{option} must be a fraction in (0, 1) or a whole number of samples >= 1, got {value}")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """``mlp`` (``hidden`` widths), ``deep-mlp`` (``depth`` layers of ``width``), ``seed-cnn``,
-    ``resnet20``, or a user's factory ``MODULE:FUNCTION`` / ``path/file.py:FUNCTION``.
-
-    ``seed-cnn``: Conv2D 32 3x3 valid -> MaxPool 2 -> Conv2D 64 3x3 valid -> MaxPool 2 ->
-    Flatten -> Dense (42,442 parameters on 32x32x3 inputs); a pool is skipped where the
-    feature map is smaller than 2x2 (8x8 digits). ``resnet20``: the CIFAR ResNet-20 of He et
-    al. 2016 (:class:`spocu.experiments.models_torch.ResNet20`). A factory
-    (:mod:`spocu.experiments.user_models`) carries ``swap`` (the activation kind it hard-wires,
-    or None) and ``source_sha256`` (a hash of its source file, for the protocol).
-    """
-
-    name: str = "mlp"
-    hidden: tuple[int, ...] = (64, 64)
-    swap: str | None = None
-    source_sha256: str | None = None
-
-    def __post_init__(self) -> None:
-        from spocu.experiments.user_models import is_model_factory
-
-        if is_model_factory(self.name):
-            object.__setattr__(self, "hidden", ())
-            return
-        if self.swap is not None:
-            raise ValueError(f"--swap applies to a model factory (--model MODULE:FUNCTION or file.py:FUNCTION), not to {self.name}")
-        if self.name not in MODELS:
-            raise ValueError(
-                f"unknown model {self.name!r}; choose one of {', '.join(MODELS)}, or a factory MODULE:FUNCTION or path/to/file.py:FUNCTION"
-            )
-        fixed = self.name in ("seed-cnn", "resnet20")
-        if not fixed and (not self.hidden or any(int(h) < 1 for h in self.hidden)):
-            raise ValueError(f"{self.name} needs at least one hidden layer of width >= 1, got {self.hidden}")
-        object.__setattr__(self, "hidden", () if fixed else tuple(int(h) for h in self.hidden))
-
-    @property
-    def is_factory(self) -> bool:
-        """A user's model factory (``MODULE:FUNCTION``), not a built-in model."""
-        return self.name not in MODELS
-
-    def protocol(self) -> dict[str, Any]:
-        """The model's part of the protocol (a factory adds its swap and source hash)."""
-        data: dict[str, Any] = {"name": self.name, "hidden": list(self.hidden)}
-        if self.is_factory:
-            from spocu.experiments.user_models import factory_name
-
-            data.update(name=factory_name(self.name), swap=self.swap, source_sha256=self.source_sha256)
-        return data
-
-    @classmethod
-    def make(cls, name: str, hidden: tuple[int, ...] | None = None, depth: int | None = None, width: int | None = None) -> ModelSpec:
-        if name == "deep-mlp":
-            depth = 16 if depth is None else depth
-            width = 64 if width is None else width
-            if depth < 1 or width < 1:
-                raise ValueError(f"deep-mlp needs depth >= 1 and width >= 1, got depth={depth}, width={width}")
-            return cls(name, (width,) * depth)
-        if name == "mlp":
-            return cls(name, tuple(hidden) if hidden else (64, 64))
-        return cls(name, ())
-
-    def check_input(self, input_shape: tuple[int, ...], dataset: str = "this dataset") -> None:
-        """Raise ValueError if the model cannot take inputs of ``input_shape`` (seed-cnn needs images).
-
-        Example:
-            >>> ModelSpec("seed-cnn").check_input((30,), "wdbc")
-            Traceback (most recent call last):
-            ...
-            ValueError: --model seed-cnn needs images (channels, height, width); wdbc has 30 features: use --model mlp or deep-mlp
-        """
-        if self.name == "resnet20" and len(input_shape) != 3:
-            shape = f"{input_shape[0]} features" if len(input_shape) == 1 else f"inputs of shape {tuple(input_shape)}"
-            raise ValueError(f"--model resnet20 needs images (channels, height, width); {dataset} has {shape}: use --model mlp or deep-mlp")
-        if self.name != "seed-cnn":
-            return
-        if len(input_shape) != 3:
-            shape = f"{input_shape[0]} features" if len(input_shape) == 1 else f"inputs of shape {tuple(input_shape)}"
-            raise ValueError(f"--model seed-cnn needs images (channels, height, width); {dataset} has {shape}: use --model mlp or deep-mlp")
-        _, height, width = input_shape
-        for _ in range(2):  # two 3x3 valid convolutions, each followed by a 2x2 pool where the map allows
-            if height < 3 or width < 3:
-                raise ValueError(f"--model seed-cnn: {dataset}'s {input_shape[1]}x{input_shape[2]} images are too small for its two 3x3 convolutions")
-            height, width = height - 2, width - 2
-            if height >= 2 and width >= 2:
-                height, width = height // 2, width // 2
-
-    @property
-    def label(self) -> str:
-        if self.is_factory:
-            from spocu.experiments.user_models import factory_name
-
-            return factory_name(self.name) + (f" ({self.swap} swapped)" if self.swap else "")
-        if self.name in ("seed-cnn", "resnet20"):
-            return self.name
-        if self.name == "deep-mlp":
-            return f"deep-mlp {len(self.hidden)}x{self.hidden[0]}"
-        return "mlp " + "-".join(map(str, self.hidden))
 
 
 #: Defaults per dataset, used where neither an option nor a preset sets a value.
@@ -347,8 +250,6 @@ class ExperimentConfig:
     @property
     def user_data(self) -> bool:
         """The dataset is the user's file or folder (``--dataset PATH``), not a built-in one."""
-        from spocu.experiments.datasets import DATASETS
-
         return self.dataset not in DATASETS
 
     def activation_specs(self) -> list[ActivationSpec]:
@@ -397,8 +298,8 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     epochs, batch_size, optimizer, lr, weight_decay, momentum, init, val_size, test_size,
     split_seed, framework, keras_backend, swap, lr_milestones, target, image_size.
 
-    ``dataset`` may be a path (:mod:`spocu.experiments.userdata`) and ``model`` a factory
-    (:mod:`spocu.experiments.user_models`; not imported here: :func:`with_model_source` does
+    ``dataset`` may be a path (:mod:`spocu.experiments.data.user_data`) and ``model`` a factory
+    (:mod:`spocu.experiments.models.factories`; not imported here: :func:`with_model_source` does
     that once the engine is chosen); a factory keeps its own initialization unless ``init`` is given.
     """
     given = {k: v for k, v in options.items() if v is not None}
@@ -407,9 +308,6 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS.get(preset_name, {})
     dataset = str(given.get("dataset", preset.get("dataset", _GLOBAL_DEFAULTS["dataset"])))
-    from spocu.experiments.datasets import DATASETS
-    from spocu.experiments.userdata import is_user_dataset
-
     if dataset in DATASETS:
         dataset_defaults = DATASET_DEFAULTS[dataset]
     elif is_user_dataset(dataset):
@@ -423,8 +321,6 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         raise ValueError(f"hidden sizes apply to mlp, not {merged['model']} (deep-mlp takes depth and width)")
     if ("depth" in given or "width" in given) and merged["model"] != "deep-mlp":
         raise ValueError(f"depth and width apply to deep-mlp, not {merged['model']}")
-    from spocu.experiments.user_models import SWAPPABLE, is_model_factory
-
     if is_model_factory(str(merged["model"])):
         if any(key in given for key in ("hidden", "depth", "width")):
             raise ValueError("--hidden, --depth and --width apply to the built-in mlp and deep-mlp, not to a model factory")
@@ -450,8 +346,6 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     if first < 0:
         raise ValueError(f"--first-seed must be >= 0, got {first}")
     # an explicit default is the default: the same protocol (and hash) as the option omitted
-    from spocu.experiments.datasets import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, EMBEDDED_DATASETS
-
     val_size, test_size = merged["val_size"], merged["test_size"]
     if val_size is not None and val_size == DEFAULT_VAL_SIZE.get(dataset):
         val_size = None
@@ -494,7 +388,7 @@ def with_model_source(config: ExperimentConfig):
     """
     if not config.model.is_factory:
         return config, None
-    from spocu.experiments.user_models import load_factory
+    from spocu.experiments.models.factories import load_factory
 
     factory = load_factory(config.model.name, config.model.swap)
     return replace(config, model=replace(config.model, source_sha256=factory.source_sha256)), factory

@@ -1,6 +1,6 @@
 """Independent (activation, seed) runs as Ray tasks: ``spocu compare --executor ray``.
 
-The same sweep as ``--jobs N`` (:mod:`spocu.experiments.parallel`), spread over a Ray cluster
+The same sweep as ``--jobs N`` (:mod:`spocu.experiments.run.parallel`), spread over a Ray cluster
 (one machine or many; ``ray start --head`` / ``ray start --address=...``, KubeRay, ``ray up``):
 
 - **One task per run.** Each (activation, seed) run is one Ray task that asks for the CPU
@@ -13,7 +13,7 @@ The same sweep as ``--jobs N`` (:mod:`spocu.experiments.parallel`), spread over 
   initialized in this process (``ray.init`` by the caller) is used as it is and left running.
 - **The driver owns the output.** The dataset is put once in Ray's object store and shared by
   all tasks; workers need neither the data files nor the output directory. Each finished run
-  comes back to the driver as a :class:`~spocu.experiments.engines.RunResult` record, and the
+  comes back to the driver as a :class:`~spocu.experiments.run.engine.RunResult` record, and the
   driver saves it (atomically, ``runs/<activation>-seed<k>.json``) before yielding it.
 - **Progress.** Tasks report to the driver through a small Ray actor; the driver feeds the
   same callbacks as the local executor: ``run_started``, ``epoch_done``, ``run_finished``
@@ -54,8 +54,8 @@ import numpy as np
 
 from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
-from spocu.experiments.datasets import Dataset
-from spocu.experiments.engines import EpochRecord, RunResult, get_engine
+from spocu.experiments.data.datasets import Dataset
+from spocu.experiments.run.engine import EpochRecord, RunResult, get_engine
 from spocu.experiments.errors import ExperimentError
 
 __all__ = [
@@ -287,7 +287,7 @@ def _init(address: str | None, num_cpus: int | None, quiet: dict) -> None:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise RayUnavailable(f"cannot join the Ray cluster at {address!r} (--ray-address or RAY_ADDRESS): {first}") from None
     else:
-        from spocu.experiments.parallel import usable_cpus
+        from spocu.experiments.run.parallel import usable_cpus
 
         # "local": a fresh Ray on this machine, never a cluster that happens to run here (use --ray-address auto for that)
         ray.init(address="local", num_cpus=num_cpus or usable_cpus(), include_dashboard=False, **quiet)
@@ -430,7 +430,7 @@ def train_with_ray(
     """
     import ray
 
-    from spocu.experiments.store import OutputDir
+    from spocu.experiments.run.store import OutputDir
 
     device = cluster_device(device, []) if device != "auto" else device  # refuses cuda:N before connecting
     if jobs is not None and jobs < 1:

@@ -1,11 +1,11 @@
 """The PyTorch engine: trains one (activation, seed) run and returns a :class:`RunResult`.
 
-See :mod:`spocu.experiments.engines` for the contract. Loss: cross-entropy on logits
+See :mod:`spocu.experiments.run.engine` for the contract. Loss: cross-entropy on logits
 (``nn.functional.cross_entropy``, the seed's softmax + categorical cross-entropy). Timing:
 ``time.perf_counter`` around the training part of each epoch (after ``torch.cuda.synchronize``
 on a GPU); the validation pass is timed separately.
 
-Data-parallel (``torchrun``, see :mod:`spocu.experiments.distributed`): pass ``dist``; the model is
+Data-parallel (``torchrun``, see :mod:`spocu.experiments.run.distributed`): pass ``dist``; the model is
 wrapped in ``DistributedDataParallel``, each process trains on its shard of every global batch
 (:class:`SeededDistributedSampler`), the epoch's loss and accuracy are summed over the processes,
 and validation and test sets are evaluated sharded.
@@ -29,10 +29,10 @@ from torch.utils.data import DistributedSampler
 
 from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
-from spocu.experiments.datasets import Dataset
-from spocu.experiments.distributed import DistributedContext, per_process_batch, shard
-from spocu.experiments.engines import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now
-from spocu.experiments.models_torch import build_model, count_parameters, initialize, macs_per_sample
+from spocu.experiments.data.datasets import Dataset
+from spocu.experiments.run.distributed import DistributedContext, per_process_batch, shard
+from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now
+from spocu.experiments.models.torch_models import build_model, count_parameters, initialize, macs_per_sample
 
 __all__ = [
     "NAME",
@@ -78,7 +78,7 @@ def worker_device(device: str, worker: int) -> str:
 class SeededDistributedSampler(DistributedSampler):
     """``torch.utils.data.DistributedSampler`` whose shuffle is the run's own batch order.
 
-    The permutation of epoch ``e`` is :func:`~spocu.experiments.engines.batch_order` ``(seed, e, n)``,
+    The permutation of epoch ``e`` is :func:`~spocu.experiments.run.engine.batch_order` ``(seed, e, n)``,
     padded to a multiple of ``num_replicas`` by repeating its start and strided over the ranks,
     as ``DistributedSampler`` does. So with a per-process batch of ``B / num_replicas``, the k-th
     batches of all processes together are exactly the k-th batch of size ``B`` of a single-process

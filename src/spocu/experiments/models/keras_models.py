@@ -9,10 +9,10 @@
   inputs, as in the seed's ``model.summary()``. The last layer returns logits, trained with
   ``SparseCategoricalCrossentropy(from_logits=True)``: the seed's softmax + cross-entropy,
   computed stably. A pool is skipped where the map is below 2x2 (8x8 digits), as in
-  :mod:`~spocu.experiments.models_torch`.
+  :mod:`~spocu.experiments.models.torch_models`.
 - ``mlp`` / ``deep-mlp``: Flatten -> [Dense(width, activation=act)] per hidden width -> Dense(classes).
 - ``resnet20``: :func:`resnet20`, the CIFAR ResNet-20 of He et al. 2016, layer for layer as
-  :class:`spocu.experiments.models_torch.ResNet20` (the same 269,722 parameters on 32x32x3
+  :class:`spocu.experiments.models.torch_models.ResNet20` (the same 269,722 parameters on 32x32x3
   inputs and 10 classes; batch norm with PyTorch's momentum 0.1 and epsilon 1e-5; stride-2
   convolutions pad one pixel on every side, as PyTorch does, not Keras's "same").
 
@@ -30,24 +30,35 @@ the PyTorch engine's; their distribution does not.
 
 Example:
     >>> from spocu.experiments.activations import parse_activation
-    >>> from spocu.experiments.config import ModelSpec
+    >>> from spocu.experiments.models.spec import ModelSpec
     >>> build_model(ModelSpec("seed-cnn"), (3, 32, 32), 10, parse_activation("spocu"), seed=0).count_params()
     42442
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import partial
-from typing import Any
+from typing import Any, Iterator
 
 import keras
+import numpy as np
 
 from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec
-from spocu.experiments.config import ModelSpec
-from spocu.experiments.engines import STREAM_INIT, derive_seed
+from spocu.experiments.models.factories import (
+    ModelFactory,
+    UserModelError,
+    call_factory,
+    check_output,
+    check_trainable,
+    checked_and_swapped,
+    load_factory,
+)
+from spocu.experiments.models.spec import ModelSpec
+from spocu.experiments.seeding import STREAM_INIT, derive_seed
 
-__all__ = ["KERAS_INITIALIZERS", "SubsampleZeroPad", "build_model", "resnet20", "count_parameters", "keras_activation", "keras_input_shape", "initializer"]
+__all__ = ["KERAS_INITIALIZERS", "SubsampleZeroPad", "build_model", "build_keras_model", "resnet20", "count_parameters", "keras_activation", "keras_input_shape", "initializer"]
 
 #: init scheme -> VarianceScaling(scale, mode, distribution); std = sqrt(scale / fan), uniform bound = sqrt(3 scale / fan)
 KERAS_INITIALIZERS: dict[str, tuple[float, str, str]] = {
@@ -171,8 +182,6 @@ def resnet20(input_shape: tuple[int, ...], num_classes: int, activation: Any, ke
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int) -> keras.Model:
     """The network ``spec`` for a dataset's ``input_shape`` (features, or C x H x W), initialized for ``seed``."""
     if spec.is_factory:
-        from spocu.experiments.user_models import UserModelError, build_keras_model, load_factory
-
         factory = load_factory(spec.name, spec.swap)
         if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
             raise UserModelError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
@@ -216,3 +225,81 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
 
 def count_parameters(model: keras.Model) -> int:
     return int(sum(math.prod(w.shape) for w in model.trainable_weights))
+
+
+def _keras_initialize(model: Any, scheme: str, seed: int) -> None:
+    """Every kernel re-drawn like the built-in Keras models' (layer k: ``initializer(scheme, seed, k)``), biases zero."""
+    def leaves(layer: Any) -> Iterator[Any]:
+        inner = getattr(layer, "layers", None)
+        if inner:
+            for sub in inner:
+                yield from leaves(sub)
+        else:
+            yield layer
+
+    index = 0
+    for layer in leaves(model):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        kernel.assign(initializer(scheme, seed, index)(tuple(kernel.shape), dtype=kernel.dtype))
+        index += 1
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            bias.assign(np.zeros(tuple(bias.shape), dtype=np.float32))
+
+
+def build_keras_model(
+    factory: ModelFactory,
+    activation: ActivationSpec,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int,
+    init: str | None = None,
+):
+    """The factory's ``keras.Model`` for ``activation`` (``input_shape`` channels-last), built under ``seed``."""
+    keras.utils.set_random_seed(derive_seed(seed, STREAM_INIT, 2) % 2**32)
+    if factory.swap is None:
+        hint = (
+            " (with --framework keras the factory gets the Keras activation, used as Dense(units, activation=activation), "
+            "not a zero-argument factory: a PyTorch model runs with --framework torch)"
+        )
+        given = keras_activation(activation)
+        used: list[int] = []
+        passed = given if isinstance(given, keras.layers.Layer) else _recording(given, used)
+        model = call_factory(factory, (passed, tuple(input_shape), num_classes), {}, hint)
+    else:
+        model = call_factory(factory, (), {"num_classes": num_classes})
+    from spocu.keras.replace import replace_activations
+
+    model = checked_and_swapped(factory, model, keras.Model, "keras.Model", replace_activations,
+                                 lambda: keras_activation(activation), (ValueError, TypeError))  # fmt: skip
+    try:
+        output = model(np.zeros((2, *input_shape), dtype=np.float32), training=False)
+    except Exception as error:
+        raise UserModelError(
+            f"--model {factory.name}: a batch of shape {(2, *input_shape)} does not go through the model: {type(error).__name__}: {error}"
+        ) from None
+    if init is not None:
+        _keras_initialize(model, init, seed)
+    check_output(factory, output, num_classes, "Keras")
+    check_trainable(factory, sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+    # a layer activation (SPOCU) is built when it is first called; a function one records its calls
+    if factory.swap is None and not (given.built if isinstance(given, keras.layers.Layer) else used):
+        raise UserModelError(
+            f"--model {factory.name}: never used the activation it was given, so the compared activations would all "
+            "train the same network; pass it as Dense(units, activation=activation) (or use --swap NAME for a model "
+            "with its own activation)"
+        )
+    return model
+
+
+def _recording(function: Any, calls: list[int]) -> Any:
+    """``function`` that appends to ``calls`` each time it runs (a Keras activation a factory may ignore)."""
+
+    @functools.wraps(function)
+    def activation(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    return activation

@@ -39,8 +39,8 @@ from typing import Callable
 
 import numpy as np
 
-from spocu.experiments.download import ChecksumError, DatasetError, RemoteFile, cache_dir, fetch, verify
-from spocu.experiments.formats import FormatError, read_cifar_batch, read_idx_file, read_mnist_npz
+from spocu.experiments.data.download import ChecksumError, DatasetError, RemoteFile, cache_dir, fetch, verify
+from spocu.experiments.data.formats import FormatError, read_cifar_batch, read_idx_file, read_mnist_npz
 
 __all__ = [
     "DATASETS",

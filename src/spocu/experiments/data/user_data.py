@@ -24,12 +24,12 @@ Labels (integers, strings or booleans; floats only if every value is a whole num
 that looks continuous -- non-integral floats, or more than :data:`MAX_DISTINCT_LABELS` distinct
 values in at most :data:`SMALL_TABLE_ROWS` rows -- is refused: this is classification only.
 
-Splits are those of the built-in wdbc (:func:`spocu.experiments.datasets.split_dataset`):
+Splits are those of the built-in wdbc (:func:`spocu.experiments.data.datasets.split_dataset`):
 stratified test 20% unless the data has its own, validation 20% of the rest, seeded by
 ``split_seed``. ``Dataset.info["content_sha256"]`` is a hash of the file's bytes (of every image's
 relative path and bytes for a folder): the data's fingerprint for the protocol.
 
-Bad data raises :class:`~spocu.experiments.download.DatasetError` naming the file and the problem
+Bad data raises :class:`~spocu.experiments.data.download.DatasetError` naming the file and the problem
 (missing values, a missing target column, one class only, a class too small to split, mixed
 image sizes, an unreadable image, an empty folder) before anything is written.
 
@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from spocu.experiments.datasets import Dataset, split_dataset, standardize_splits
-from spocu.experiments.download import DatasetError
+from spocu.experiments.data.datasets import Dataset, split_dataset, standardize_splits
+from spocu.experiments.data.download import DatasetError
 
 __all__ = [
     "IMAGE_SUFFIXES",

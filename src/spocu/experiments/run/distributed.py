@@ -8,7 +8,7 @@ in each (over several machines: ``--nnodes``, ``--node-rank`` or ``--rdzv-*`` as
 - joins the process group (:func:`initialize`): NCCL on CUDA, one GPU per process
   (``cuda:LOCAL_RANK``); Gloo on the CPU;
 - trains each run across all processes with PyTorch's ``DistributedDataParallel``
-  (:mod:`spocu.experiments.engine_torch`): each process takes its shard of every global batch
+  (:mod:`spocu.experiments.run.torch_engine`): each process takes its shard of every global batch
   (a ``DistributedSampler`` over the run's own batch order), gradients are averaged, and the
   epoch's metrics are summed over the processes;
 - keeps the global batch at ``--batch-size`` (``batch_size / WORLD_SIZE`` per process), so the

@@ -1,17 +1,17 @@
 """The Keras 3 engine (``--framework keras``): one (activation, seed) run with Keras's own ``model.fit``.
 
-The same contract as the PyTorch engine (:mod:`spocu.experiments.engines`), the same data (the
+The same contract as the PyTorch engine (:mod:`spocu.experiments.run.engine`), the same data (the
 datasets layer is framework-independent; images go channels-last) and the same
-:class:`~spocu.experiments.engines.RunResult`, with ``framework: "keras"`` and the backend in
+:class:`~spocu.experiments.run.engine.RunResult`, with ``framework: "keras"`` and the backend in
 ``extra`` (``keras_backend``, ``backend_version``):
 
-- model: :mod:`spocu.experiments.models_keras` (the seed's layers, SPOCU as :class:`spocu.keras.SPOCU`);
+- model: :mod:`spocu.experiments.models.keras_models` (the seed's layers, SPOCU as :class:`spocu.keras.SPOCU`);
 - ``model.fit(train, epochs=E, validation_data=val)``, one call: the per-epoch training loss and
   accuracy are Keras's own (mean over the epoch's minibatches, weighted by batch size, as the
   PyTorch engine computes them), the history is Keras's ``History``; a callback times each epoch
   (training part and validation separately) and stops after an epoch whose training loss is
   not finite (``diverged_at``), as the PyTorch engine does;
-- batches: the run's batch order (:func:`~spocu.experiments.engines.batch_order`), served by a
+- batches: the run's batch order (:func:`~spocu.experiments.run.engine.batch_order`), served by a
   ``keras.utils.PyDataset`` -- so Keras trains on exactly the PyTorch engine's batches; pixels
   are scaled by 1/255 as the batches are served;
 - loss ``SparseCategoricalCrossentropy(from_logits=True)``, metric ``SparseCategoricalAccuracy``;
@@ -20,7 +20,7 @@ datasets layer is framework-independent; images go channels-last) and the same
   PyTorch's adam/sgd/rmsprop add it to the gradient; they agree for ``adamw`` and for ``sgd``
   without momentum, and the other combinations are refused;
 - seeding: ``keras.utils.set_random_seed`` with a seed derived from the run's seed, and seeded
-  initializers (:func:`~spocu.experiments.models_keras.initializer`);
+  initializers (:func:`~spocu.experiments.models.keras_models.initializer`);
 - test set: ``model.predict`` once after training; test loss from those logits (float64 log-softmax).
 
 The backend is Keras's (``KERAS_BACKEND``, else ``~/.keras/keras.json``, else TensorFlow);
@@ -49,9 +49,9 @@ import numpy as np  # noqa: E402
 
 from spocu.experiments.activations import ActivationSpec  # noqa: E402
 from spocu.experiments.config import ExperimentConfig  # noqa: E402
-from spocu.experiments.datasets import Dataset  # noqa: E402
-from spocu.experiments.engines import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now  # noqa: E402
-from spocu.experiments.models_keras import build_model, count_parameters  # noqa: E402
+from spocu.experiments.data.datasets import Dataset  # noqa: E402
+from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now  # noqa: E402
+from spocu.experiments.models.keras_models import build_model, count_parameters  # noqa: E402
 
 __all__ = [
     "NAME",
@@ -160,7 +160,7 @@ class SeededBatches(keras.utils.PyDataset):
     """A split's batches for Keras, in a fixed order.
 
     Training (``seed`` given): an unbounded sequence -- batch ``i`` is step ``i mod steps`` of epoch
-    ``i // steps`` in :func:`~spocu.experiments.engines.batch_order` ``(seed, epoch, n)``, so it
+    ``i // steps`` in :func:`~spocu.experiments.run.engine.batch_order` ``(seed, epoch, n)``, so it
     depends on ``i`` alone, whatever Keras prefetches (``fit`` gets ``steps_per_epoch``).
     Evaluation (no ``seed``): the split in order, ``ceil(n / batch_size)`` batches.
     Images (N, C, H, W) are served channels-last; uint8 pixels are multiplied by ``scale``.

@@ -2,8 +2,8 @@
 
 ``spocu compare`` calls, in order, before anything is written:
 
-1. :func:`load_data` -- a built-in dataset (:func:`~spocu.experiments.datasets.load_dataset`) or
-   the user's file or folder (:func:`~spocu.experiments.userdata.load_user_dataset`);
+1. :func:`load_data` -- a built-in dataset (:func:`~spocu.experiments.data.datasets.load_dataset`) or
+   the user's file or folder (:func:`~spocu.experiments.data.user_data.load_user_dataset`);
 2. :func:`finalize` -- the data's content hash and the model factory's source hash into the
    protocol (so the runs' protocol hash covers them), and one model built and run on a zero
    batch (:func:`check_model`), so a factory that cannot work fails now, naming itself;
@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 from spocu.experiments.config import ExperimentConfig, with_model_source
-from spocu.experiments.datasets import Dataset
+from spocu.experiments.data.datasets import Dataset
 
 __all__ = ["ResumeRefused", "check_model", "check_resume", "finalize", "load_data"]
 
@@ -38,7 +38,7 @@ class ResumeRefused(ValueError):
 def load_data(config: ExperimentConfig, *, data_dir=None, download: bool = True, progress: bool = True) -> Dataset:
     """The experiment's dataset, split and preprocessed (raises DatasetError or ValueError naming the problem)."""
     if config.user_data:
-        from spocu.experiments.userdata import load_user_dataset
+        from spocu.experiments.data.user_data import load_user_dataset
 
         if data_dir is not None:
             raise ValueError(f"--data-dir applies to the built-in mnist and cifar10, not to --dataset {config.dataset}")
@@ -46,7 +46,7 @@ def load_data(config: ExperimentConfig, *, data_dir=None, download: bool = True,
             config.dataset, target=config.target, image_size=config.image_size, split_seed=config.split_seed,
             val_size=config.val_size, test_size=config.test_size,
         )
-    from spocu.experiments.datasets import load_dataset
+    from spocu.experiments.data.datasets import load_dataset
 
     return load_dataset(
         config.dataset, data_dir=data_dir, download=download, progress=progress,
@@ -66,11 +66,11 @@ def check_model(config: ExperimentConfig, dataset: Dataset) -> None:
     # instance, or ignores its activation, is caught now rather than after a silently wrong comparison
     builds = [spec, config.activation_specs()[-1]] if config.model.is_factory else [spec]
     if config.framework == "keras":
-        from spocu.experiments import models_keras
+        from spocu.experiments.models import keras_models as models_keras
 
         models = [models_keras.build_model(config.model, dataset.input_shape, dataset.num_classes, s, seed) for s in builds]
         return
-    from spocu.experiments import models_torch
+    from spocu.experiments.models import torch_models as models_torch
 
     models = [models_torch.build_model(config.model, dataset.input_shape, dataset.num_classes, s, seed) for s in builds]
     model = models[0]
@@ -127,7 +127,7 @@ def check_resume(config: ExperimentConfig, out: str | Path) -> None:
         )
     model, before = protocol["model"], stored.get("model") or {}
     if config.model.is_factory and before.get("name") == model["name"] and before.get("source_sha256") != model["source_sha256"]:
-        from spocu.experiments.user_models import load_factory
+        from spocu.experiments.models.factories import load_factory
 
         source = load_factory(config.model.name, config.model.swap).source
         raise ResumeRefused(

@@ -1,8 +1,8 @@
 """The plan of (activation, seed) runs, trained in order, resumable and safe to interrupt.
 
 :func:`run_experiment` trains every run of the grid that its output directory
-(:class:`~spocu.experiments.store.OutputDir`) does not hold yet, in this process, in an
-executor's workers (``--jobs``, :mod:`spocu.experiments.executors`), or together with the
+(:class:`~spocu.experiments.run.store.OutputDir`) does not hold yet, in this process, in an
+executor's workers (``--jobs``, :mod:`spocu.experiments.run.executors`), or together with the
 other processes of a ``torchrun`` group. Runs are ordered seed by seed (all activations of
 seed 0, then seed 1, ...), so an interrupted experiment stays balanced and timings of different
 activations are interleaved. Every finished run is saved as it ends, so an interrupt loses at
@@ -20,15 +20,15 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from spocu.experiments.engines import Engine, EpochRecord, RunResult
+from spocu.experiments.run.engine import Engine, EpochRecord, RunResult
 from spocu.experiments.errors import BadRunFile, ExperimentError
-from spocu.experiments.executors import DEFAULT_EXECUTOR, get_executor
-from spocu.experiments.store import OutputDir
+from spocu.experiments.run.executors import DEFAULT_EXECUTOR, get_executor
+from spocu.experiments.run.store import OutputDir
 
 if TYPE_CHECKING:
     from spocu.experiments.activations import ActivationSpec
     from spocu.experiments.config import ExperimentConfig
-    from spocu.experiments.datasets import Dataset
+    from spocu.experiments.data.datasets import Dataset
 
 __all__ = ["Callbacks", "SilentCallbacks", "ExperimentRuns", "plan", "run_experiment"]
 
@@ -88,9 +88,9 @@ def run_experiment(
     """Train every run of the grid not yet in ``out``; return all runs in plan order.
 
     ``jobs > 1`` (or an executor other than the default): the pending runs go to ``executor``
-    (:mod:`spocu.experiments.executors`), with ``executor_options`` (its own keyword options) and
+    (:mod:`spocu.experiments.run.executors`), with ``executor_options`` (its own keyword options) and
     ``jobs`` (None: as many at once as the executor can). ``dist``: this process is one of a ``torchrun`` group
-    (:mod:`spocu.experiments.distributed`); every process calls this, all train each run together,
+    (:mod:`spocu.experiments.run.distributed`); every process calls this, all train each run together,
     and only rank 0 reads and writes ``out`` and reports to ``callbacks`` (the others return no runs).
 
     A run file that fails validation raises :class:`~spocu.experiments.errors.BadRunFile`, or with

@@ -2,7 +2,7 @@
 
 An executor trains a list of pending (activation, seed) runs somewhere else (worker processes, a
 cluster), saves each finished run into ``out_root`` itself, and yields each finished
-:class:`~spocu.experiments.engines.RunResult` as it ends. It reports progress to ``callbacks``
+:class:`~spocu.experiments.run.engine.RunResult` as it ends. It reports progress to ``callbacks``
 (``run_started``, ``epoch_done``, ``run_finished``) in the calling process, in order per run. On
 an exception in the caller (Ctrl-C) or in a run it stops its workers; finished runs stay saved.
 
@@ -10,11 +10,11 @@ an exception in the caller (Ctrl-C) or in a run it stops its workers; finished r
 imported only when used, so an executor's dependencies (ray, ...) load only when it is chosen.
 To add one: implement :class:`Executor` in a module and add its entry here. An executor may take
 keyword options of its own after these (``ray``: ``address``), given through
-:func:`~spocu.experiments.runner.run_experiment`'s ``executor_options``.
+:func:`~spocu.experiments.run.runner.run_experiment`'s ``executor_options``.
 
-- ``local`` (the default): worker processes on this machine (:mod:`~spocu.experiments.parallel`);
+- ``local`` (the default): worker processes on this machine (:mod:`~spocu.experiments.run.parallel`);
   with ``--jobs 1`` the runs train in the calling process instead.
-- ``ray``: one Ray task per run, on a local Ray or any Ray cluster (:mod:`~spocu.experiments.ray_executor`);
+- ``ray``: one Ray task per run, on a local Ray or any Ray cluster (:mod:`~spocu.experiments.run.ray_executor`);
   ``jobs`` None lets the cluster's free resources decide how many run at once.
 
 Example:
@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol
 if TYPE_CHECKING:
     from spocu.experiments.activations import ActivationSpec
     from spocu.experiments.config import ExperimentConfig
-    from spocu.experiments.datasets import Dataset
-    from spocu.experiments.engines import RunResult
+    from spocu.experiments.data.datasets import Dataset
+    from spocu.experiments.run.engine import RunResult
 
 __all__ = ["Executor", "EXECUTORS", "DEFAULT_EXECUTOR", "get_executor"]
 
@@ -58,8 +58,8 @@ class Executor(Protocol):
 
 #: name -> "module:function" implementing :class:`Executor`
 EXECUTORS: dict[str, str] = {
-    "local": "spocu.experiments.parallel:train_in_pool",
-    "ray": "spocu.experiments.ray_executor:train_with_ray",
+    "local": "spocu.experiments.run.parallel:train_in_pool",
+    "ray": "spocu.experiments.run.ray_executor:train_with_ray",
 }
 DEFAULT_EXECUTOR = "local"
 

@@ -42,6 +42,7 @@ Example:
     >>> factory.name
     'mynet.py:build'
     >>> from spocu.experiments.activations import parse_activation
+    >>> from spocu.experiments.models.torch_models import build_torch_model
     >>> net = build_torch_model(factory, parse_activation("spocu"), (4,), 3, seed=0)
     >>> type(net[2]).__name__, net[3].out_features
     ('SPOCU', 3)
@@ -49,57 +50,31 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import importlib
 import importlib.util
 import inspect
-import random
 import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import numpy as np
+from typing import Any, Callable
 
 from spocu.experiments.activations import ActivationSpec
-from spocu.experiments.engines import STREAM_INIT, derive_seed
+from spocu.experiments.models.spec import SWAPPABLE, UserModelError, factory_name, is_model_factory
 
 __all__ = [
     "SWAPPABLE",
     "ModelFactory",
     "UserModelError",
-    "build_keras_model",
-    "build_torch_model",
+    "call_factory",
+    "check_output",
+    "check_trainable",
+    "checked_and_swapped",
     "factory_name",
     "is_model_factory",
     "load_factory",
 ]
-
-#: Activation kinds ``--swap`` accepts (torch module class names in spocu.torch.replace.ACTIVATION_CLASSES).
-SWAPPABLE = ("relu", "gelu", "silu", "elu", "selu", "tanh", "sigmoid", "mish", "leaky_relu", "relu6", "hardswish")
-
-
-class UserModelError(ValueError):
-    """A model factory cannot be imported, called or used; the message names it."""
-
-
-def factory_name(text: str) -> str:
-    """How a factory is named in files and tables: ``package.module:function`` or ``file.py:function``
-    (a file's name, not its folder: the protocol should not change when the experiment is resumed elsewhere)."""
-    module_text, _, function_name = text.rpartition(":")
-    if module_text.endswith(".py") or "/" in module_text or "\\" in module_text:
-        return f"{Path(module_text).name}:{function_name}"
-    return text
-
-
-def is_model_factory(text: str) -> bool:
-    """True for ``MODULE:FUNCTION`` or ``path/file.py:FUNCTION`` (a built-in model name has no colon)."""
-    module, sep, function = text.rpartition(":")
-    return bool(sep and module and function)
-
 
 @dataclass(frozen=True)
 class ModelFactory:
@@ -198,32 +173,14 @@ def load_factory(text: str, swap: str | None = None) -> ModelFactory:
     return ModelFactory(name, function, source, _sha256(source), swap)
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """torch, numpy and random seeded from ``seed`` inside; their states restored after."""
-    import torch
-
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        value = derive_seed(seed, STREAM_INIT, 2)
-        torch.manual_seed(value)
-        np.random.seed(value % 2**32)
-        random.seed(value)
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-
-
-def _call(factory: ModelFactory, args: tuple, kwargs: dict, hint: str = "") -> Any:
+def call_factory(factory: ModelFactory, args: tuple, kwargs: dict, hint: str = "") -> Any:
     try:
         return factory.function(*args, **kwargs)
     except (Exception, SystemExit) as error:  # a factory calling sys.exit() is a failed factory, not spocu's exit
         raise UserModelError(f"--model {factory.name}: calling it failed: {type(error).__name__}: {error}{hint}") from None
 
 
-def _check_output(factory: ModelFactory, output: Any, num_classes: int, framework: str) -> None:
+def check_output(factory: ModelFactory, output: Any, num_classes: int, framework: str) -> None:
     shape = tuple(getattr(output, "shape", ()))
     if len(shape) != 2 or shape[1] != num_classes:
         raise UserModelError(
@@ -252,7 +209,7 @@ def _check_fresh(factory: ModelFactory, model: Any) -> None:
     _RETURNED.add(model)
 
 
-def _checked_and_swapped(factory: ModelFactory, model: Any, model_type: type, type_name: str,
+def checked_and_swapped(factory: ModelFactory, model: Any, model_type: type, type_name: str,
                          replace_activations: Any, make_activation: Any, errors: tuple) -> Any:  # fmt: skip
     """``model`` checked (its type, a new instance) with ``--swap``'s activations replaced by ``make_activation()``."""
     if not isinstance(model, model_type):
@@ -266,146 +223,6 @@ def _checked_and_swapped(factory: ModelFactory, model: Any, model_type: type, ty
         raise UserModelError(f"--model {factory.name} --swap {factory.swap}: {error}") from None
 
 
-def _check_trainable(factory: ModelFactory, count: int) -> None:
+def check_trainable(factory: ModelFactory, count: int) -> None:
     if count == 0:
         raise UserModelError(f"--model {factory.name}: the model has no trainable parameters; there is nothing to train")
-
-
-def build_torch_model(
-    factory: ModelFactory,
-    activation: ActivationSpec,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    seed: int,
-    init: str | None = None,
-):
-    """The factory's ``nn.Module`` for ``activation``, built under ``seed``; checked on a zero batch.
-
-    ``init``: a scheme of :data:`~spocu.experiments.activations.INIT_SCHEMES` to re-draw the
-    weights with (as the built-in models), or None to keep the model's own initialization.
-    """
-    import torch
-    from torch import nn
-
-    from spocu.experiments.models_torch import initialize
-
-    calls = []
-
-    def make_activation():
-        calls.append(1)
-        return activation.torch_module()
-
-    with _seeded(seed):
-        if factory.swap is None:
-            model = _call(factory, (make_activation, tuple(input_shape), num_classes), {})
-        else:
-            model = _call(factory, (), {"num_classes": num_classes})
-    from spocu.torch.replace import replace_activations
-
-    model = _checked_and_swapped(factory, model, nn.Module, "torch.nn.Module", replace_activations,
-                                 activation.torch_module, (ValueError,))  # fmt: skip
-    if init is not None:
-        initialize(model, init, derive_seed(seed, STREAM_INIT))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            output = model(torch.zeros((2, *input_shape)))
-    except Exception as error:
-        raise UserModelError(
-            f"--model {factory.name}: a batch of shape {(2, *input_shape)} does not go through the model: {type(error).__name__}: {error}"
-        ) from None
-    finally:
-        model.train(was_training)
-    _check_output(factory, output, num_classes, "PyTorch")
-    _check_trainable(factory, sum(p.numel() for p in model.parameters() if p.requires_grad))
-    if factory.swap is None and not calls:
-        raise UserModelError(
-            f"--model {factory.name}: never called activation(), so the compared activations would all train the same "
-            "network; use activation() where the activation goes (or --swap NAME for a model with its own activation)"
-        )
-    return model
-
-
-def _keras_initialize(model: Any, scheme: str, seed: int) -> None:
-    """Every kernel re-drawn like the built-in Keras models' (layer k: ``initializer(scheme, seed, k)``), biases zero."""
-    from spocu.experiments.models_keras import initializer
-
-    def leaves(layer: Any) -> Iterator[Any]:
-        inner = getattr(layer, "layers", None)
-        if inner:
-            for sub in inner:
-                yield from leaves(sub)
-        else:
-            yield layer
-
-    index = 0
-    for layer in leaves(model):
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:
-            continue
-        kernel.assign(initializer(scheme, seed, index)(tuple(kernel.shape), dtype=kernel.dtype))
-        index += 1
-        bias = getattr(layer, "bias", None)
-        if bias is not None:
-            bias.assign(np.zeros(tuple(bias.shape), dtype=np.float32))
-
-
-def build_keras_model(
-    factory: ModelFactory,
-    activation: ActivationSpec,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    seed: int,
-    init: str | None = None,
-):
-    """The factory's ``keras.Model`` for ``activation`` (``input_shape`` channels-last), built under ``seed``."""
-    import keras
-
-    from spocu.experiments.models_keras import keras_activation
-
-    keras.utils.set_random_seed(derive_seed(seed, STREAM_INIT, 2) % 2**32)
-    if factory.swap is None:
-        hint = (
-            " (with --framework keras the factory gets the Keras activation, used as Dense(units, activation=activation), "
-            "not a zero-argument factory: a PyTorch model runs with --framework torch)"
-        )
-        given = keras_activation(activation)
-        used: list[int] = []
-        passed = given if isinstance(given, keras.layers.Layer) else _recording(given, used)
-        model = _call(factory, (passed, tuple(input_shape), num_classes), {}, hint)
-    else:
-        model = _call(factory, (), {"num_classes": num_classes})
-    from spocu.keras.replace import replace_activations
-
-    model = _checked_and_swapped(factory, model, keras.Model, "keras.Model", replace_activations,
-                                 lambda: keras_activation(activation), (ValueError, TypeError))  # fmt: skip
-    try:
-        output = model(np.zeros((2, *input_shape), dtype=np.float32), training=False)
-    except Exception as error:
-        raise UserModelError(
-            f"--model {factory.name}: a batch of shape {(2, *input_shape)} does not go through the model: {type(error).__name__}: {error}"
-        ) from None
-    if init is not None:
-        _keras_initialize(model, init, seed)
-    _check_output(factory, output, num_classes, "Keras")
-    _check_trainable(factory, sum(int(np.prod(w.shape)) for w in model.trainable_weights))
-    # a layer activation (SPOCU) is built when it is first called; a function one records its calls
-    if factory.swap is None and not (given.built if isinstance(given, keras.layers.Layer) else used):
-        raise UserModelError(
-            f"--model {factory.name}: never used the activation it was given, so the compared activations would all "
-            "train the same network; pass it as Dense(units, activation=activation) (or use --swap NAME for a model "
-            "with its own activation)"
-        )
-    return model
-
-
-def _recording(function: Any, calls: list[int]) -> Any:
-    """``function`` that appends to ``calls`` each time it runs (a Keras activation a factory may ignore)."""
-
-    @functools.wraps(function)
-    def activation(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return function(*args, **kwargs)
-
-    return activation

@@ -11,8 +11,8 @@ provide ``worker_device(device, worker_index)`` (the device of a ``--jobs`` work
 ``check_config(config)`` (raises ValueError for a protocol it cannot run). Every engine builds its
 result with :func:`make_run_result`, the one constructor that fills in what all engines record the
 same way (canonical activation name, init, timings, data fingerprint). Engines:
-:mod:`spocu.experiments.engine_torch` (also takes ``dist=``: data-parallel under ``torchrun``) and
-:mod:`spocu.experiments.engine_keras` (``--framework keras``, Keras's own ``fit``). Both return the
+:mod:`spocu.experiments.run.torch_engine` (also takes ``dist=``: data-parallel under ``torchrun``) and
+:mod:`spocu.experiments.run.keras_engine` (``--framework keras``, Keras's own ``fit``). Both return the
 same :class:`RunResult`, so the runner, the statistics and the report need no change. Each run is
 stored as its own JSON file (``runs/<activation>-seed<k>.json``, :meth:`RunResult.to_json`), from
 which ``results.json`` is assembled -- so runs can come from parallel processes or other machines.
@@ -44,10 +44,12 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from spocu.experiments.seeding import STREAM_INIT, STREAM_ORDER, batch_order, derive_seed
+
 if TYPE_CHECKING:  # annotations only: importing them here would make engines depend on config and datasets
     from spocu.experiments.activations import ActivationSpec
     from spocu.experiments.config import ExperimentConfig
-    from spocu.experiments.datasets import Dataset
+    from spocu.experiments.data.datasets import Dataset
 
 __all__ = [
     "SCHEMA_RUN",
@@ -65,21 +67,7 @@ __all__ = [
 SCHEMA_RUN = "spocu.run/1"
 
 #: framework name -> module implementing the engine interface
-ENGINES = {"torch": "spocu.experiments.engine_torch", "keras": "spocu.experiments.engine_keras"}
-
-
-def derive_seed(seed: int, *stream: int) -> int:
-    """An independent 63-bit seed for one random stream of a run (``numpy.random.SeedSequence``)."""
-    return int(np.random.SeedSequence([seed, *stream]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-#: stream ids passed to :func:`derive_seed`
-STREAM_INIT, STREAM_ORDER = 1, 2
-
-
-def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The permutation of the ``n`` training samples in ``epoch``: a function of (seed, epoch) only."""
-    return np.random.default_rng(derive_seed(seed, STREAM_ORDER, epoch)).permutation(n)
+ENGINES = {"torch": "spocu.experiments.run.torch_engine", "keras": "spocu.experiments.run.keras_engine"}
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -200,7 +188,7 @@ def make_run_result(
 
 
 class Engine(Protocol):
-    """What the runner needs from an engine (a module such as :mod:`~spocu.experiments.engine_torch`).
+    """What the runner needs from an engine (a module such as :mod:`~spocu.experiments.run.torch_engine`).
 
     Optional, looked up with ``getattr``: ``worker_device(device, worker_index) -> str`` and
     ``check_config(config)`` (raises ValueError for a protocol the engine cannot run).

@@ -1,7 +1,7 @@
 """From the runs to the results: ``results.json``, ``epochs.csv`` and the rows of the results table.
 
-:func:`assemble_results` computes the statistics (:mod:`spocu.experiments.stats`) of validated runs
-(:mod:`spocu.experiments.store`); :func:`write_results` writes ``results.json`` and ``epochs.csv``
+:func:`assemble_results` computes the statistics (:mod:`spocu.experiments.results.stats`) of validated runs
+(:mod:`spocu.experiments.run.store`); :func:`write_results` writes ``results.json`` and ``epochs.csv``
 atomically; :func:`table_rows` gives the summary table the command prints.
 
 Example:
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spocu._atomic import atomic_write_text
-from spocu.experiments.engines import RunResult, utc_now
-from spocu.experiments.store import dump_json
+from spocu.experiments.run.engine import RunResult, utc_now
+from spocu.experiments.run.store import dump_json
 
 if TYPE_CHECKING:
     from spocu.experiments.config import ExperimentConfig
-    from spocu.experiments.datasets import Dataset
+    from spocu.experiments.data.datasets import Dataset
 
 __all__ = ["SCHEMA_RESULTS", "EPOCH_COLUMNS", "TABLE_COLUMNS", "assemble_results", "write_epochs_csv", "write_results", "table_rows", "format_cell"]
 
@@ -40,7 +40,7 @@ def assemble_results(
     """
     import numpy as np
 
-    from spocu.experiments import stats
+    from spocu.experiments.results import stats
 
     specs = config.activation_specs()
     by_activation = {spec.canonical: {r.seed: r for r in runs if r.activation == spec.canonical} for spec in specs}
@@ -128,7 +128,7 @@ TABLE_COLUMNS = ("activation", "test acc", "sd", "95% CI", "Δ", "p Holm", "McNe
 
 def table_rows(results: dict) -> list[tuple[str, ...]]:
     """The summary table: one row per activation, cells as :data:`TABLE_COLUMNS` (strings)."""
-    from spocu.experiments.report import fmt_p
+    from spocu.experiments.results.report import fmt_p
 
     comparisons = {c["activation"]: c for c in results["comparisons"]}
     rows = []

@@ -1,7 +1,7 @@
 """Independent (activation, seed) runs in parallel worker processes: ``spocu compare --jobs N``.
 
 Each run is independent (its own seed-derived init and batch order, see
-:mod:`spocu.experiments.engines`), so N runs can train at once in N worker processes.
+:mod:`spocu.experiments.run.engine`), so N runs can train at once in N worker processes.
 The parent keeps the output directory's lock, shows the progress bar and assembles the
 results; each worker trains one run at a time and writes its finished run itself,
 atomically, to its own file ``runs/<activation>-seed<k>.json`` (no shared file, no race):
@@ -57,9 +57,9 @@ from typing import Any, Iterator
 
 from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
-from spocu.experiments.datasets import Dataset
-from spocu.experiments.engines import EpochRecord, RunResult, get_engine
-from spocu.experiments.store import OutputDir
+from spocu.experiments.data.datasets import Dataset
+from spocu.experiments.run.engine import EpochRecord, RunResult, get_engine
+from spocu.experiments.run.store import OutputDir
 
 __all__ = ["threads_per_worker", "usable_cpus", "train_in_pool", "WorkerFailed"]
 

@@ -5,7 +5,7 @@ Layout::
     .spocu-compare                  marker: this directory is a spocu compare output
     config.json                     the protocol (checked when the directory is reused)
     runs/<activation>-seed<k>.json  one finished run each (RunResult), written as the run ends
-    results.json, epochs.csv        assembled from runs/ (:mod:`spocu.experiments.results`)
+    results.json, epochs.csv        assembled from runs/ (:mod:`spocu.experiments.results.summary`)
     report.md, curves.png, activations.png
 
 **Ours or refused.** ``--out`` must be new, empty, or a spocu compare output (the marker, or
@@ -47,13 +47,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from spocu._atomic import atomic_write_text
-from spocu.experiments.engines import SCHEMA_RUN, RunResult
+from spocu.experiments.run.engine import SCHEMA_RUN, RunResult
 from spocu.experiments.errors import BadRunFile, ConfigMismatch, OutputBusy, OutputRefused
 
 if TYPE_CHECKING:
     from spocu.experiments.activations import ActivationSpec
     from spocu.experiments.config import ExperimentConfig
-    from spocu.experiments.datasets import Dataset
+    from spocu.experiments.data.datasets import Dataset
 
 __all__ = ["MARKER", "SCHEMA_CONFIG", "OutputDir", "validate_run", "dump_json", "BAD_RUN_HINT"]
 

@@ -16,7 +16,7 @@ the ReLU weights being exactly sqrt(2) times the SELU ones.
 
 Example:
     >>> from spocu.experiments.activations import parse_activation
-    >>> from spocu.experiments.config import ModelSpec
+    >>> from spocu.experiments.models.spec import ModelSpec
     >>> net = build_model(ModelSpec("seed-cnn"), (3, 32, 32), 10, parse_activation("relu"))
     >>> count_parameters(net)
     42442
@@ -24,15 +24,29 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
+from typing import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
 from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec
-from spocu.experiments.config import ModelSpec
+from spocu.experiments.models.factories import (
+    ModelFactory,
+    UserModelError,
+    call_factory,
+    check_output,
+    check_trainable,
+    checked_and_swapped,
+    load_factory,
+)
+from spocu.experiments.models.spec import ModelSpec
+from spocu.experiments.seeding import STREAM_INIT, derive_seed
 
-__all__ = ["ResNet20", "build_model", "initialize", "count_parameters", "macs_per_sample"]
+__all__ = ["ResNet20", "build_model", "build_torch_model", "initialize", "count_parameters", "macs_per_sample"]
 
 
 class _BasicBlock(nn.Module):
@@ -104,12 +118,10 @@ class ResNet20(nn.Module):
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int = 0) -> nn.Module:
     """The network ``spec`` for inputs of ``input_shape`` (features, or C x H x W) and ``num_classes`` outputs.
 
-    A model factory (:mod:`spocu.experiments.user_models`) is called under ``seed``; the built-in
+    A model factory (:mod:`spocu.experiments.models.factories`) is called under ``seed``; the built-in
     models are drawn by :func:`initialize`.
     """
     if spec.is_factory:
-        from spocu.experiments.user_models import UserModelError, build_torch_model, load_factory
-
         factory = load_factory(spec.name, spec.swap)
         if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
             raise UserModelError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
@@ -205,3 +217,72 @@ def macs_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         for hook in hooks:
             hook.remove()
     return total
+
+
+@contextlib.contextmanager
+def seeded_factory_call(seed: int) -> Iterator[None]:
+    """torch, numpy and random seeded from ``seed`` inside; their states restored after."""
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        value = derive_seed(seed, STREAM_INIT, 2)
+        torch.manual_seed(value)
+        np.random.seed(value % 2**32)
+        random.seed(value)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+def build_torch_model(
+    factory: ModelFactory,
+    activation: ActivationSpec,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int,
+    init: str | None = None,
+):
+    """The factory's ``nn.Module`` for ``activation``, built under ``seed``; checked on a zero batch.
+
+    ``init``: a scheme of :data:`~spocu.experiments.activations.INIT_SCHEMES` to re-draw the
+    weights with (as the built-in models), or None to keep the model's own initialization.
+    """
+    calls = []
+
+    def make_activation():
+        calls.append(1)
+        return activation.torch_module()
+
+    with seeded_factory_call(seed):
+        if factory.swap is None:
+            model = call_factory(factory, (make_activation, tuple(input_shape), num_classes), {})
+        else:
+            model = call_factory(factory, (), {"num_classes": num_classes})
+    from spocu.torch.replace import replace_activations
+
+    model = checked_and_swapped(factory, model, nn.Module, "torch.nn.Module", replace_activations,
+                                 activation.torch_module, (ValueError,))  # fmt: skip
+    if init is not None:
+        initialize(model, init, derive_seed(seed, STREAM_INIT))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros((2, *input_shape)))
+    except Exception as error:
+        raise UserModelError(
+            f"--model {factory.name}: a batch of shape {(2, *input_shape)} does not go through the model: {type(error).__name__}: {error}"
+        ) from None
+    finally:
+        model.train(was_training)
+    check_output(factory, output, num_classes, "PyTorch")
+    check_trainable(factory, sum(p.numel() for p in model.parameters() if p.requires_grad))
+    if factory.swap is None and not calls:
+        raise UserModelError(
+            f"--model {factory.name}: never called activation(), so the compared activations would all train the same "
+            "network; use activation() where the activation goes (or --swap NAME for a model with its own activation)"
+        )
+    return model
