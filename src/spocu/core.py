@@ -671,3 +671,34 @@ def params_to_learnable(
         )
     p = (beta - m) / (1.0 - 2.0 * m)
     return raw_alpha, math.log(p) - math.log1p(-p), raw_gamma
+
+
+def check_learnable_options(learnable: Any, num_parameters: Any) -> tuple[bool, int]:
+    """Validate a module's ``learnable=`` (a bool) and ``num_parameters=`` (an integer >= 1; > 1 only if learnable).
+
+    Shared by the Flax and Equinox modules (the PyTorch module gives the same messages).
+
+    >>> check_learnable_options(True, 16)
+    (True, 16)
+    >>> check_learnable_options(False, 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: SPOCU num_parameters=4 needs learnable=True (fixed parameters are shared)
+    """
+    import operator
+
+    if not isinstance(learnable, (bool, np.bool_)):
+        raise TypeError(f"SPOCU learnable= must be a bool, got {type(learnable).__name__} ({learnable!r})")
+    if isinstance(num_parameters, (bool, np.bool_)):
+        raise TypeError(f"SPOCU num_parameters= must be an integer, got a bool ({num_parameters!r})")
+    try:
+        num_parameters = operator.index(num_parameters)
+    except TypeError:
+        raise TypeError(
+            f"SPOCU num_parameters= must be an integer, got {type(num_parameters).__name__} ({num_parameters!r})"
+        ) from None
+    if num_parameters < 1:
+        raise ValueError(f"SPOCU num_parameters={num_parameters!r} must be a positive int")
+    if num_parameters != 1 and not learnable:
+        raise ValueError(f"SPOCU num_parameters={num_parameters} needs learnable=True (fixed parameters are shared)")
+    return bool(learnable), num_parameters
