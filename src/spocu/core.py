@@ -678,12 +678,24 @@ def check_learnable_options(learnable: Any, num_parameters: Any) -> tuple[bool, 
 
     Shared by the Flax and Equinox modules (the PyTorch module gives the same messages).
 
-    >>> check_learnable_options(True, 16)
-    (True, 16)
-    >>> check_learnable_options(False, 4)
-    Traceback (most recent call last):
-    ...
-    ValueError: SPOCU num_parameters=4 needs learnable=True (fixed parameters are shared)
+    Args:
+        learnable: whether alpha, beta, gamma are trained.
+        num_parameters: 1 (one shared set) or the number of channels.
+
+    Returns:
+        ``(learnable, num_parameters)`` as a bool and an int.
+
+    Raises:
+        TypeError: ``learnable`` is not a bool or ``num_parameters`` not an integer.
+        ValueError: ``num_parameters < 1``, or ``> 1`` with fixed parameters.
+
+    Examples:
+        >>> check_learnable_options(True, 16)
+        (True, 16)
+        >>> check_learnable_options(False, 4)
+        Traceback (most recent call last):
+        ...
+        ValueError: SPOCU num_parameters=4 needs learnable=True (fixed parameters are shared)
     """
     import operator
 

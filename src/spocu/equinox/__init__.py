@@ -8,7 +8,7 @@ r"""SPOCU for Equinox: :class:`SPOCU`, an ``eqx.Module`` with fixed or learnable
 
 Install with ``pip install 'spocu[equinox]'``.
 
-Example:
+Examples:
     >>> import jax, equinox as eqx
     >>> from spocu.equinox import SPOCU
     >>> mlp = eqx.nn.MLP(2, 1, 8, 2, activation=SPOCU(learnable=True), key=jax.random.key(0))
@@ -56,7 +56,7 @@ class SPOCU(eqx.Module):
             the input's last axis.
         param_dtype: dtype of the learnable arrays.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> [round(float(v), 4) for v in SPOCU(c=1.0)(jnp.array([-5.0, 0.0, 5.0]))]
         [-1.5838, 0.0, 1.5099]

@@ -9,7 +9,7 @@ r"""SPOCU for Flax: :class:`SPOCU`, an NNX module (the Linen module is :class:`s
 Install with ``pip install 'spocu[flax]'``. For the fixed function alone,
 :func:`spocu.jax.spocu` goes into any Flax module as it is.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> from spocu.flax import SPOCU
@@ -65,7 +65,7 @@ class SPOCU(nnx.Module):
     Input and output: any shape (the last axis of size ``num_parameters`` when > 1);
     the output has the input's shape and floating dtype.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from flax import nnx
         >>> model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), SPOCU(learnable=True, num_parameters=8))

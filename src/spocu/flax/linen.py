@@ -6,7 +6,7 @@ r"""SPOCU as a Flax Linen module: :class:`SPOCU` (the NNX module is :class:`spoc
     h(u) = \begin{cases} 0 & u < 0 \\ r(u) & 0 \le u < c \\ r(c) & u \ge c\end{cases},\quad
     r(u) = u^3(u^5 - 2u^4 + 2)
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from spocu.flax.linen import SPOCU
     >>> act = SPOCU(learnable=True, num_parameters=3)
@@ -54,7 +54,7 @@ class SPOCU(nn.Module):
 
     Invalid values raise when the module is constructed.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> [round(float(v), 4) for v in SPOCU(c=1.0).apply({}, jnp.array([-5.0, 0.0, 5.0]))]
         [-1.5838, 0.0, 1.5099]

@@ -13,7 +13,7 @@ so every optimizer step keeps SPOCU valid. One shared set has shape ``()``; per
 channel (``num_parameters = C``) shape ``(C,)``, which broadcasts against the last
 axis of the input (Flax's channels-last layout).
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> from spocu.core import SPOCUParams
     >>> raws = initial_raw_weights(SPOCUParams(), 3, jnp.float32)
