@@ -16,7 +16,8 @@ import pytest
 
 from spocu import cli
 from spocu.experiments.run import torch_engine as engine_torch
-from spocu.experiments.config import PRESETS, resolve_config
+from spocu.experiments.activations import parse_activation
+from spocu.experiments.config import PRESETS, SPOCU_CORRECTION, resolve_config
 
 
 
@@ -38,7 +39,7 @@ def _compare(*args: str) -> int:
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    """The default experiment (wdbc, spocu/relu/selu, 5 seeds) with 3 epochs instead of 40."""
+    """The default experiment (wdbc, spocu/spocu(c=1)/relu/selu, 5 seeds) with 3 epochs instead of 40."""
     out = tmp_path_factory.mktemp("default") / "run"
     assert _compare("--epochs", "3", "--out", str(out)) == 0
     return out
@@ -47,13 +48,13 @@ def default_run(tmp_path_factory):
 def test_default_run_writes_every_output(default_run):
     out = default_run
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(
-        f"{a}-seed{s}.json" for a in ("spocu", "relu", "selu") for s in range(5)
+        f"{a}-seed{s}.json" for a in ("spocu", "spocu_c-1", "relu", "selu") for s in range(5)
     )
     for name in ("curves.png", "activations.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.rglob(".*.tmp"))
     results = _strict_json(out / "results.json")
-    assert results["config"]["dataset"] == "wdbc" and results["config"]["activations"] == ["spocu", "relu", "selu"]
+    assert results["config"]["dataset"] == "wdbc" and results["config"]["activations"] == ["spocu", "spocu(c=1)", "relu", "selu"]
     assert results["config"]["seeds"] == [0, 1, 2, 3, 4] and results["reference"] == "spocu"
     assert {"torch", "numpy", "scipy", "statsmodels"} <= set(results["environment"]["versions"])
     assert results["environment"]["hardware"]["cpu_count"] >= 1
@@ -68,7 +69,7 @@ def test_results_agree_with_the_runs_predictions(default_run):
         recomputed = float(np.mean(np.array(run["test_predictions"]) == labels))
         assert run["test_accuracy"] == pytest.approx(recomputed, abs=1e-12)
         accuracy.setdefault(run["activation"], {})[run["seed"]] = recomputed
-        assert run["init"] == {"spocu": "lecun-normal", "relu": "he-normal", "selu": "lecun-normal"}[run["activation"]]
+        assert run["init"] == {"spocu": "lecun-normal", "spocu(c=1)": "lecun-normal", "relu": "he-normal", "selu": "lecun-normal"}[run["activation"]]
         assert len(run["epochs"]) == 3 and all(e["seconds"] > 0 for e in run["epochs"])
     for name, per_seed in accuracy.items():
         values = [per_seed[s] for s in range(5)]
@@ -87,21 +88,21 @@ def test_results_agree_with_the_runs_predictions(default_run):
 def test_epochs_csv_has_one_row_per_run_and_epoch(default_run):
     with open(default_run / "epochs.csv") as stream:
         rows = list(csv.DictReader(stream))
-    assert len(rows) == 15 * 3
+    assert len(rows) == 20 * 3
     assert list(rows[0]) == ["activation", "seed", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds", "eval_seconds"]
-    assert {(r["activation"], r["seed"]) for r in rows} == {(a, str(s)) for a in ("spocu", "relu", "selu") for s in range(5)}
+    assert {(r["activation"], r["seed"]) for r in rows} == {(a, str(s)) for a in ("spocu", "spocu(c=1)", "relu", "selu") for s in range(5)}
     assert all(0 <= float(r["val_accuracy"]) <= 1 for r in rows)
 
 
 def test_report_holds_the_tables(default_run):
     report = (default_run / "report.md").read_text()
     results = _strict_json(default_run / "results.json")
-    for name in ("spocu", "relu", "selu"):
+    for name in ("spocu", "spocu(c=1)", "relu", "selu"):
         s = results["summary"][name]
         row = next(line for line in report.splitlines() if line.startswith(f"| {name} | {s['init']} |"))
         assert f"{s['test_accuracy']['mean']:.4f} ± {s['test_accuracy']['sd']:.4f}" in row
-    comparison_rows = [line for line in report.splitlines() if line.startswith("| relu | ") or line.startswith("| selu | ")]
-    assert len(comparison_rows) == 4  # each in both tables
+    comparison_rows = [line for line in report.splitlines() if line.startswith(("| spocu(c=1) | ", "| relu | ", "| selu | "))]
+    assert len(comparison_rows) == 6  # each in both tables
     for needed in ("## Each activation against spocu", "Holm", "McNemar", "![learning curves](curves.png)", "lecun-normal", "he-normal", "Wilcoxon"):
         assert needed in report
 
@@ -109,7 +110,7 @@ def test_report_holds_the_tables(default_run):
 def test_rerun_skips_finished_runs_and_refuses_another_protocol(default_run, capsys):
     before = {p.name: p.read_bytes() for p in (default_run / "runs").iterdir()}
     assert _compare("--epochs", "3", "--out", str(default_run)) == 0
-    assert "15 of 15 runs already finished" in _printed(capsys)
+    assert "20 of 20 runs already finished" in _printed(capsys)
     assert {p.name: p.read_bytes() for p in (default_run / "runs").iterdir()} == before
     assert _compare("--epochs", "4", "--out", str(default_run)) == 2
     out = _printed(capsys)
@@ -235,5 +236,6 @@ def test_presets_match_the_seed_and_the_paper():
         "cifar10", "seed-cnn", ("spocu", "relu"), "adam", 1e-3, 100, 50)
     for name, dataset in (("paper-wdbc", "wdbc"), ("paper-mnist", "mnist")):
         config = resolve_config({"preset": name})
-        assert config.dataset == dataset and set(config.activations) == {"spocu", "selu", "relu"}
+        assert config.dataset == dataset and config.reference == "spocu"
+        assert set(config.activations) == {"spocu", parse_activation(SPOCU_CORRECTION).canonical, "selu", "relu"}
     assert resolve_config({"preset": "seed-cifar10", "epochs": 2}).epochs == 2  # options override a preset

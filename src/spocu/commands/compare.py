@@ -1,6 +1,6 @@
 """``spocu compare``: train the same model once per (activation, seed) and compare, with statistics.
 
-With no options: WDBC (embedded in scikit-learn), a 64-64 MLP, spocu vs relu vs selu, 5 seeds.
+With no options: WDBC (embedded in scikit-learn), a 64-64 MLP, spocu (the reference) vs spocu(c=1) vs relu vs selu, 5 seeds.
 See :mod:`spocu.experiments` for the machinery and ``spocu compare --help`` for the options.
 """
 
@@ -18,8 +18,9 @@ _EPILOG = """\
 presets:
   seed-cifar10  the seed's experiment: cifar10, seed-cnn, spocu vs relu, Adam 1e-3, batch 100, 50 epochs
                 (Keras's Glorot-uniform init, as the seed used)
-  paper-wdbc    the paper's WDBC comparison: spocu vs selu vs relu, mlp 64-64, 10 seeds
-  paper-mnist   the paper's MNIST comparison: spocu vs selu vs relu, mlp 256-256, Adam 1e-3, batch 128, 20 epochs
+  paper-wdbc    the paper's datasets and contenders: spocu (0.0.1 package values) vs the correction's spocu
+                (c = gamma = 1, alpha, beta fitted) vs selu vs relu; mlp 64-64, 10 seeds (model and training: ours)
+  paper-mnist   the same on mnist: mlp 256-256, Adam 1e-3, batch 128, 20 epochs
   resnet20-cifar10  He et al. 2016's CIFAR ResNet-20 recipe: SGD momentum 0.9, weight decay 1e-4, batch 128,
                 lr 0.1 x0.1 at epochs 91 and 136, 182 epochs; spocu(c=1) vs relu vs selu (no augmentation)
 
@@ -140,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--image-size", nargs=2, type=_whole(1), metavar=("H", "W"), help="with an image folder: resize every image to H x W",
     )
-    what.add_argument("--activations", nargs="+", metavar="ACT", help='e.g. spocu relu selu, or "spocu(c=1), relu" (default spocu relu selu)')
+    what.add_argument("--activations", nargs="+", metavar="ACT", help='e.g. spocu relu selu, or "spocu(c=1), relu"; the first is the reference (default spocu spocu(c=1) relu selu)')
     what.add_argument(
         "--model", metavar="NAME|FACTORY",
         help=f"{', '.join(MODELS)} (default: per dataset), or your factory MODULE:FUNCTION or path/to/file.py:FUNCTION, "

@@ -14,7 +14,7 @@ Settings are resolved in this order: command-line option, preset, dataset defaul
 Example:
     >>> cfg = resolve_config({"dataset": "wdbc"})
     >>> cfg.activations, cfg.seeds, cfg.model.label
-    (('spocu', 'relu', 'selu'), (0, 1, 2, 3, 4), 'mlp 64-64')
+    (('spocu', 'spocu(c=1)', 'relu', 'selu'), (0, 1, 2, 3, 4), 'mlp 64-64')
     >>> resolve_config({"preset": "seed-cifar10"}).protocol()["batch_size"]
     100
 """
@@ -41,6 +41,9 @@ __all__ = [
     "KERAS_BACKENDS",
     "check_split_size",
     "PRESETS",
+    "PAPER_PROVENANCE",
+    "SPOCU_CORRECTION",
+    "DEFAULT_ACTIVATIONS",
     "DATASET_DEFAULTS",
     "ModelSpec",
     "ExperimentConfig",
@@ -87,9 +90,33 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10": {"model": "seed-cnn", "epochs": 20, "batch_size": 100, "lr": 1e-3},
 }
 
+#: SPOCU as the correction (doi 10.1007/s00521-020-05412-6) specifies it: "similarly as in 5.1 of [1]
+#: fix c = γ = 1". The correction's own α, β (from a Pareto-input recipe) are cut off in every available
+#: copy, so α, β here solve E[s(z)] = 0, E[s(z)²] = 1 for z ~ N(0, 1) with c = γ = 1 -- the conditions
+#: (3)-(4) the correction restates -- as ``spocu fit --fix c=1 --fix gamma=1`` prints them
+#: (:func:`spocu.science.fit`; tests/test_experiments/test_presets.py recomputes them).
+CORRECTION_ALPHA = 2.195915250507829
+CORRECTION_BETA = 0.6641098973577741
+#: the correction's variant as an activation string (c = γ = 1; α, β fitted as above)
+SPOCU_CORRECTION = f"spocu(alpha={CORRECTION_ALPHA!r}, beta={CORRECTION_BETA!r}, gamma=1, c=1)"
+
+#: Where each value of a ``paper-*`` preset comes from (shown in the report and results.json). Only the
+#: abstract of the paper is available (see docs/compare.md): it names the datasets and that SPOCU was
+#: compared with SELU and ReLU, nothing about architectures or training.
+PAPER_PROVENANCE: dict[str, str] = {
+    "dataset": "the paper (abstract: WDBC; MNIST for the comparison with SELU and ReLU)",
+    "activations spocu, selu, relu": "the paper (abstract: SPOCU compared with SELU and ReLU)",
+    "spocu: alpha=3.0937, beta=0.6653, gamma=4.437, c=inf": "the 0.0.1 package (pacocp/spocu-pytorch), not found in the paper or the correction",
+    SPOCU_CORRECTION: "the correction (doi 10.1007/s00521-020-05412-6): c = gamma = 1; alpha, beta: spocu fit --fix c=1 --fix gamma=1 "
+    "(E[s]=0, E[s^2]=1 under N(0,1); the correction's own alpha, beta are not in the available text)",
+    "model, optimizer, lr, batch size, epochs, init, seeds": "not from the paper (its architectures and training are not available): spocu's choices",
+}
+
 #: Named experiments. ``seed-cifar10`` is the seed's CIFAR-10 experiment (Keras defaults:
 #: Glorot-uniform weights, zero biases); ``paper-*`` compare SPOCU with SELU and ReLU on the
-#: paper's datasets (the paper's architectures are not available, so an MLP is used).
+#: paper's datasets (the paper's architectures are not available, so an MLP is used), SPOCU both
+#: as the 0.0.1 package had it (the reference) and as the correction fixes it (:data:`SPOCU_CORRECTION`);
+#: ``provenance`` says where each value comes from (:data:`PAPER_PROVENANCE`).
 PRESETS: dict[str, dict[str, Any]] = {
     "seed-cifar10": {
         "dataset": "cifar10",
@@ -118,12 +145,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "epochs": 182,
     },
-    "paper-wdbc": {"dataset": "wdbc", "model": "mlp", "hidden": (64, 64), "activations": ("spocu", "selu", "relu"), "seeds": 10},
+    "paper-wdbc": {
+        "dataset": "wdbc",
+        "model": "mlp",
+        "hidden": (64, 64),
+        "activations": ("spocu", SPOCU_CORRECTION, "selu", "relu"),
+        "seeds": 10,
+        "provenance": PAPER_PROVENANCE,
+    },
     "paper-mnist": {
         "dataset": "mnist",
         "model": "mlp",
         "hidden": (256, 256),
-        "activations": ("spocu", "selu", "relu"),
+        "activations": ("spocu", SPOCU_CORRECTION, "selu", "relu"),
+        "provenance": PAPER_PROVENANCE,
         "optimizer": "adam",
         "lr": 1e-3,
         "batch_size": 128,
@@ -131,9 +166,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: the activations compared by default: SPOCU as the 0.0.1 package defined it (c = inf, the reference, first),
+#: its bounded form c = 1, and the two activations the paper compared it with
+DEFAULT_ACTIVATIONS = ("spocu", "spocu(c=1)", "relu", "selu")
+
 _GLOBAL_DEFAULTS: dict[str, Any] = {
     "dataset": "wdbc",
-    "activations": ("spocu", "relu", "selu"),
+    "activations": DEFAULT_ACTIVATIONS,
     "seeds": 5,
     "first_seed": 0,
     "optimizer": "adam",
@@ -306,7 +345,7 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     preset_name = given.pop("preset", None)
     if preset_name is not None and preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
-    preset = PRESETS.get(preset_name, {})
+    preset = {k: v for k, v in PRESETS.get(preset_name, {}).items() if k != "provenance"}
     dataset = str(given.get("dataset", preset.get("dataset", _GLOBAL_DEFAULTS["dataset"])))
     if dataset in DATASETS:
         dataset_defaults = DATASET_DEFAULTS[dataset]

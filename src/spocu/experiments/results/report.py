@@ -146,6 +146,7 @@ def render_report(results: dict) -> str:
         + (f" ({cfg['keras_backend']} backend)" if cfg.get("keras_backend") else "")
         + (f"; preset {cfg['preset']}" if cfg.get("preset") else "")
         + ".",
+        *(f"- Preset {cfg['preset']}: {what} -- from {source}." for what, source in results.get("preset_provenance", {}).items()),
         "- Initialization (all Linear/Conv weights; biases zero; a model factory's own init is its code's):",
     ]
     for name in activations:

@@ -94,6 +94,11 @@ def assemble_results(
     }
     if skipped:
         results["skipped_runs"] = list(skipped)
+    from spocu.experiments.config import PRESETS
+
+    provenance = PRESETS.get(config.preset or "", {}).get("provenance")
+    if provenance:  # where each value of a paper-* preset comes from
+        results["preset_provenance"] = dict(provenance)
     return results
 
 
