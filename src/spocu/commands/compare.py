@@ -10,6 +10,7 @@ import argparse
 import math
 from pathlib import Path
 
+from spocu.commands._config_file import add_config_option, options_toml
 from spocu.errors import CommandError
 
 HELP = "train the same model with each activation over several seeds and compare them with statistics"
@@ -42,6 +43,8 @@ examples:
   spocu compare --dataset digits --model seed-cnn --epochs 20
   spocu compare --preset seed-cifar10 --data-dir ~/.keras/datasets
   spocu compare --preset seed-cifar10 --estimate
+  spocu compare --config experiment.toml --seeds 10          # options from a file; the command line wins
+  spocu compare --config spocu-runs/wdbc-20261203-101500/config.toml   # start a recorded experiment again
   spocu compare --preset seed-cifar10 --framework keras            # the same in Keras 3 (TensorFlow, JAX or torch)
   spocu compare --preset seed-cifar10 --jobs 4      # 4 runs at a time, the cores shared among them
   spocu compare --dataset iris.csv --target species --model mynet.py:build   # your data, your model
@@ -218,6 +221,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     where.add_argument("--estimate", action="store_true", help="time a few steps on synthetic data and estimate the cost; train nothing")
     where.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_option(parser)
 
 
 def _options(args: argparse.Namespace):
@@ -257,8 +261,19 @@ def _options(args: argparse.Namespace):
     return CompareOptions(
         config=config, device=args.device, threads=args.threads, jobs=args.jobs, executor=args.executor, ray_address=args.ray_address,
         ray_autoscaling=args.ray_autoscaling, data_dir=args.data_dir, download=not args.no_download, progress=not args.no_progress, out=args.out,
-        skip_bad_runs=args.skip_bad_runs,
+        skip_bad_runs=args.skip_bad_runs, options_toml=_recorded_options(args),
     )
+
+
+#: options that say where this invocation writes or what it shows, not what the experiment is
+_NOT_RECORDED = frozenset({"out", "estimate", "no_progress"})
+
+
+def _recorded_options(args: argparse.Namespace) -> str:
+    """The invocation's options as ``OUT/config.toml`` records them (``--config`` reads them back)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return options_toml(parser, args, leave_out=_NOT_RECORDED)
 
 
 class _RichCallbacks:

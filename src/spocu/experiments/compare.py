@@ -69,6 +69,8 @@ class CompareOptions:
     progress: bool = True
     out: str | Path | None = None
     skip_bad_runs: bool = False
+    #: the options as a TOML document (``spocu compare --config`` reads it), recorded as ``OUT/config.toml``
+    options_toml: str | None = None
 
 
 @dataclass
@@ -511,6 +513,8 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
             busy = dist.broadcast(busy)
         if busy is not None:
             raise OutputBusy(busy)
+        if main and options.options_toml is not None:  # under the lock: a busy directory keeps its own
+            out.record_options(options.options_toml)
         experiment = run_experiment(
             config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks, jobs=jobs,
             executor=options.executor, executor_options=(

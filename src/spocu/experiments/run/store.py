@@ -4,6 +4,7 @@ Layout::
 
     .spocu-compare                  marker: this directory is a spocu compare output
     config.json                     the protocol (checked when the directory is reused)
+    config.toml                     the options it was last started with (spocu compare --config reads it)
     runs/<activation>-seed<k>.json  one finished run each (RunResult), written as the run ends
     results.json, epochs.csv        assembled from runs/ (:mod:`spocu.experiments.results.summary`)
     report.md, curves.png, activations.png
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["MARKER", "SCHEMA_CONFIG", "OutputDir", "validate_run", "dump_json", "BAD_RUN_HINT"]
 
 MARKER = ".spocu-compare"
+#: the options of the last invocation, as ``spocu compare --config`` reads them
+OPTIONS_FILE = "config.toml"
 SCHEMA_CONFIG = "spocu.compare-config/1"
 #: what to do about a bad run file (appended to its message)
 BAD_RUN_HINT = "delete it to train this run again, or pass --skip-bad-runs to leave it out of the report"
@@ -134,6 +137,13 @@ class OutputDir:
             self.root.mkdir(parents=True, exist_ok=True)
             if not (self.root / MARKER).is_file():
                 atomic_write_text(self.root / MARKER, "spocu compare output directory\n")
+        except OSError as error:
+            raise OutputRefused(f"cannot write to --out {self.root}: {error.strerror or error}") from None
+
+    def record_options(self, text: str) -> None:
+        """Write the options the experiment was started with to ``config.toml`` (``spocu compare --config`` reads it)."""
+        try:
+            atomic_write_text(self.root / OPTIONS_FILE, text)
         except OSError as error:
             raise OutputRefused(f"cannot write to --out {self.root}: {error.strerror or error}") from None
 
