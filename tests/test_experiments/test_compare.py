@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from spocu import cli
 from spocu.experiments.run import torch_engine as engine_torch
@@ -83,6 +84,20 @@ def test_results_agree_with_the_runs_predictions(default_run):
             ref = np.array(next(r for r in results["runs"] if r["activation"] == "spocu" and r["seed"] == m["seed"])["test_predictions"]) == labels
             other = np.array(next(r for r in results["runs"] if r["activation"] == comparison["activation"] and r["seed"] == m["seed"])["test_predictions"]) == labels
             assert m["table"] == [[int(np.sum(ref & other)), int(np.sum(ref & ~other))], [int(np.sum(~ref & other)), int(np.sum(~ref & ~other))]]
+        # the pooled test: continuity-corrected McNemar on the discordant samples of all seeds, by hand
+        b = sum(m["table"][0][1] for m in comparison["mcnemar"])
+        c = sum(m["table"][1][0] for m in comparison["mcnemar"])
+        pooled = comparison["pooled_test"]
+        assert (pooled["only_reference_right"], pooled["only_other_right"]) == (b, c)
+        assert pooled["p_value"] == (1.0 if b + c == 0 else pytest.approx(sps.chi2.sf((abs(b - c) - 1) ** 2 / (b + c), 1)))
+        # the verdict: Student-t posterior of the mean difference in points, scale sd * sqrt(1/n + r)
+        d = 100 * np.array(diffs)
+        r = results["analysis"]["test_train_ratio"]
+        v = comparison["verdict"]
+        if d.std() > 0:
+            post = sps.t(4, loc=d.mean(), scale=np.sqrt((1 / 5 + r) * d.var(ddof=1)))
+            rope = results["analysis"]["rope"]
+            assert (v["p_better"], v["p_worse"]) == pytest.approx((post.sf(rope), post.cdf(-rope)), abs=1e-12)
 
 
 def test_epochs_csv_has_one_row_per_run_and_epoch(default_run):
@@ -99,12 +114,20 @@ def test_report_holds_the_tables(default_run):
     results = _strict_json(default_run / "results.json")
     for name in ("spocu", "spocu(c=1)", "relu", "selu"):
         s = results["summary"][name]
-        row = next(line for line in report.splitlines() if line.startswith(f"| {name} | {s['init']} |"))
+        row = next(line for line in report.splitlines() if line.startswith(f"| {name} | 5 (0 diverged) | {s['init']} |"))
         assert f"{s['test_accuracy']['mean']:.4f} ± {s['test_accuracy']['sd']:.4f}" in row
     comparison_rows = [line for line in report.splitlines() if line.startswith(("| spocu(c=1) | ", "| relu | ", "| selu | "))]
-    assert len(comparison_rows) == 6  # each in both tables
-    for needed in ("## Each activation against spocu", "Holm", "McNemar", "![learning curves](curves.png)", "lecun-normal", "he-normal", "Wilcoxon"):
+    assert len(comparison_rows) == 9  # each in the three tables
+    for needed in ("## Each activation against spocu", "Holm", "Bonferroni", "Cochran–Mantel–Haenszel", "![learning curves](curves.png)",
+                   "lecun-normal", "he-normal", "Wilcoxon", "## Verdict", "## How to read this report", "Worked example"):
         assert needed in report
+    # the report opens with one verdict sentence per contender, with the numbers of results.json
+    head = report.split("## Test accuracy")[0]
+    for comparison in results["comparisons"]:
+        v = comparison["verdict"]
+        assert f"{comparison['activation']} vs spocu: " in head
+        assert v["label"] in ("better", "worse", "equivalent", "inconclusive")
+        assert v["p_better"] + v["p_equivalent"] + v["p_worse"] == pytest.approx(1.0)
 
 
 def test_rerun_skips_finished_runs_and_refuses_another_protocol(default_run, capsys):

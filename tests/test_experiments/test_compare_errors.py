@@ -67,6 +67,8 @@ CASES = [
     ("out with user files", ["--out", "user-dir"], {}, r"--out user-dir holds files that are not a spocu compare output \(report.md\)"),
     ("out unwritable", ["--out", "/proc/spocu-not-here"], {}, r"cannot write to --out /proc/spocu-not-here"),
     ("cifar10 not on disk", ["--dataset", "cifar10", "--no-download"], {}, r"CIFAR-10 not found and not downloaded: downloads are off"),
+    ("rope negative", ["--rope", "-0.5"], {}, r"--rope: must be a finite number in \[0, 100\), got -0.5"),
+    ("rope nan", ["--rope", "nan"], {}, r"--rope: must be a finite number in \[0, 100\), got nan"),
 ]
 
 

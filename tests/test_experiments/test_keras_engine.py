@@ -118,7 +118,7 @@ def test_compare_runs_end_to_end_on_each_keras_backend(backend, data, majority, 
     results = json.loads((out / "results.json").read_text())
     # the schema of a PyTorch run (test_compare.py checks those files in detail)
     assert set(results) == {"schema", "created", "config", "protocol_hash", "reference", "dataset", "environment",
-                            "summary", "comparisons", "test_labels", "runs"}
+                            "summary", "comparisons", "test_labels", "runs", "analysis"}
     assert results["config"]["framework"] == "keras" and results["config"]["keras_backend"] == backend
     assert results["environment"]["versions"]["keras"] == keras.__version__ and results["environment"]["versions"][backend]
     config = resolve_config({"dataset": results["config"]["dataset"], "model": results["config"]["model"]["name"]})

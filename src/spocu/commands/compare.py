@@ -160,6 +160,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--width", type=_whole(1), help="deep-mlp: width of each hidden layer (default 64)")
     what.add_argument("--seeds", type=_whole(1), help="number of seeds (default 5; 10 for paper-wdbc)")
     what.add_argument("--first-seed", type=_whole(0), help="seeds are first-seed, first-seed+1, ... (default 0)")
+    what.add_argument(
+        "--rope", type=_real(0, 100), metavar="POINTS",
+        help="verdict: differences within ± POINTS accuracy points count as practically equivalent (default 0.5)",
+    )
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=_whole(1))
     train.add_argument("--batch-size", type=_whole(1))
@@ -261,7 +265,7 @@ def _options(args: argparse.Namespace):
     return CompareOptions(
         config=config, device=args.device, threads=args.threads, jobs=args.jobs, executor=args.executor, ray_address=args.ray_address,
         ray_autoscaling=args.ray_autoscaling, data_dir=args.data_dir, download=not args.no_download, progress=not args.no_progress, out=args.out,
-        skip_bad_runs=args.skip_bad_runs, options_toml=_recorded_options(args),
+        skip_bad_runs=args.skip_bad_runs, options_toml=_recorded_options(args), rope=args.rope,
     )
 
 
@@ -373,7 +377,10 @@ def _results_table(results: dict):
         table.add_column(column, justify="left" if column == "activation" else "right", no_wrap=column in ("activation", "95% CI"))
     for row in table_rows(results):
         table.add_row(*row)
-    table.caption = "Δ and p (paired t-test, Holm): against the reference; McNemar: seeds with p < 0.05 on the shared test set"
+    table.caption = (
+        "n: runs (diverged ones are left out of every statistic); 95% CI: t interval of the mean; Δ, p (paired t-test, Holm), "
+        "pooled p (Cochran–Mantel–Haenszel over seeds x test samples, Holm) and verdict (ROPE, P >= 0.95): against the reference"
+    )
     return table
 
 

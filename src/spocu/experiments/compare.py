@@ -55,6 +55,8 @@ class CompareOptions:
     ``ray_address``: the Ray cluster to join with ``executor="ray"`` (None: ``RAY_ADDRESS``, else a
     local Ray started for this compare). ``ray_autoscaling``: that cluster adds nodes on demand,
     so runs that no live node can take wait for the autoscaler instead of being refused.
+    ``rope``: the verdict's region of practical equivalence, ± accuracy points (None: 0.5); analysis only,
+    not part of the protocol, so a resume may change it.
     """
 
     config: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +73,7 @@ class CompareOptions:
     skip_bad_runs: bool = False
     #: the options as a TOML document (``spocu compare --config`` reads it), recorded as ``OUT/config.toml``
     options_toml: str | None = None
+    rope: float | None = None
 
 
 @dataclass
@@ -102,6 +105,8 @@ def _say_nothing(text: str) -> None:
 
 def check_options(options: CompareOptions) -> None:
     """The checks that need neither the data nor a framework; raises OptionError."""
+    if options.rope is not None and not (isinstance(options.rope, (int, float)) and math.isfinite(options.rope) and 0 <= options.rope < 100):
+        raise OptionError(f"--rope must be a number of accuracy points in [0, 100), got {options.rope}")
     if options.jobs is not None and options.jobs < 1:
         raise OptionError(f"--jobs must be >= 1, got {options.jobs}")
     if options.threads is not None and options.threads < 1:
@@ -536,7 +541,7 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
         info["parallel"] = {"executor": "ray", "jobs": jobs, "threads_per_job": threads, "cluster": describe_cluster(nodes)}
     elif jobs > 1:
         info["parallel"] = {"jobs": jobs, "threads_per_job": threads}
-    results = assemble_results(config, dataset, runs, info, experiment.skipped)
+    results = assemble_results(config, dataset, runs, info, experiment.skipped, rope=options.rope)
     write_results(out.root, results, runs)
     report = write_report(out.root, results)
     return CompareOutcome(config, out.root, results, report, experiment.skipped)

@@ -14,7 +14,7 @@ from pathlib import Path
 from spocu.experiments.activations import parse_activation
 from spocu._atomic import atomic_write_bytes, atomic_write_text
 
-__all__ = ["write_report", "render_report", "plot_curves", "plot_activations", "fmt_p"]
+__all__ = ["write_report", "render_report", "plot_curves", "plot_activations", "fmt_p", "verdict_sentences", "glossary"]
 
 
 def _f(value, digits: int = 4) -> str:
@@ -42,6 +42,112 @@ def _signed(value, digits: int = 4) -> str:
     return f"{value:+.{digits}f}" if abs(value) < 1000 else f"{value:+.{digits}g}"
 
 
+def _runs(summary: dict) -> str:
+    k = len(summary.get("diverged", []))
+    n = summary.get("runs")
+    return "n/a" if n is None else f"{n} ({k} of {n} diverged)" if k else f"{n} (0 diverged)"
+
+
+def _points(value) -> str:
+    return "n/a" if value is None else f"{value:.2g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _needed(verdict: dict) -> str:
+    if verdict["label"] != "inconclusive":
+        return "—"
+    if verdict.get("seeds_needed") is not None:
+        return f"about {verdict['seeds_needed']}"
+    return "more seeds alone would not settle it" if verdict.get("p_better") is not None else "n/a"
+
+
+def verdict_sentences(results: dict) -> list[str]:
+    """One plain sentence per contender: its verdict against the reference, with the probability behind it.
+
+    Example:
+        >>> v = {"label": "equivalent", "rope": 0.5, "p_better": 0.02, "p_equivalent": 0.96, "p_worse": 0.02,
+        ...      "mean_difference": 0.1, "min_detectable_difference": 0.8, "seeds_needed": None, "n": 5}
+        >>> verdict_sentences({"reference": "spocu", "comparisons": [{"activation": "relu", "verdict": v}], "summary": {}})
+        ['relu vs spocu: practically equivalent (P = 0.96 that the difference is within ±0.5 points)']
+    """
+    sentences = []
+    reference = results["reference"]
+    for c in results["comparisons"]:
+        v, name = c["verdict"], c["activation"]
+        rope = _points(v["rope"])
+        label = v["label"]
+        if label == "equivalent":
+            text = f"practically equivalent (P = {v['p_equivalent']:.2f} that the difference is within ±{rope} points)"
+        elif label == "better":
+            text = f"{name} is better (P = {v['p_better']:.2f} that it is more than {rope} points more accurate; mean Δ {v['mean_difference']:+.2f} points)"
+        elif label == "worse":
+            text = f"{name} is worse (P = {v['p_worse']:.2f} that it is more than {rope} points less accurate; mean Δ {v['mean_difference']:+.2f} points)"
+        elif v.get("p_better") is None:
+            text = f"inconclusive ({v.get('note') or 'no posterior'})"
+        else:
+            needed = v.get("seeds_needed")
+            more = (f"about {needed} seeds would likely settle it" if needed is not None
+                    else "more seeds alone would likely not settle it at this test-set size")
+            text = (
+                f"inconclusive (P = {v['p_better']:.2f} better, {v['p_equivalent']:.2f} within ±{rope} points, {v['p_worse']:.2f} worse; "
+                f"mean Δ {v['mean_difference']:+.2f} points, smallest detectable difference {_points(v['min_detectable_difference'])} points; {more})"
+            )
+        diverged = [f"{who} diverged on {len(results['summary'][who]['diverged'])} of {results['summary'][who].get('runs', '?')} seeds"
+                    for who in (name, reference) if results["summary"].get(who, {}).get("diverged")]
+        if diverged:
+            text += f"; {' and '.join(diverged)} (left out)"
+        sentences.append(f"{name} vs {reference}: {text}")
+    return sentences
+
+
+def glossary(results: dict) -> list[str]:
+    """'How to read this report': one line per statistic, and one worked example that reads the first verdict."""
+    analysis = results.get("analysis", {})
+    rope = _points(analysis.get("rope"))
+    per_seed = results["dataset"].get("split") == "per-seed"
+    lines = [
+        "## How to read this report",
+        "",
+        "- **mean ± sd**: the average over seeds, and how much one seed's result varies around it (sample sd).",
+        "- **95% CI of the mean**: a Student-t interval that holds the true mean over seeds"
+        + (" (and over splits)" if per_seed else "") + " in 95% of experiments like this one.",
+        "- **runs (diverged)**: n runs, and how many ended with a non-finite loss; diverged runs are left out of every statistic and the verdict.",
+        "- **test loss (median)**: the median over seeds, which one exploding seed cannot move (the mean can).",
+        "- **Δ**: activation minus reference, paired by seed (same data, batch order and initial draws).",
+        "- **Δ interval**: a t interval at the Bonferroni level, so that the intervals of all comparisons hold together at 95%; "
+        "one that excludes 0 implies a Holm p below 0.05.",
+        "- **p t-test**: the probability of a mean Δ this far from 0 if the activations were equally good"
+        + (", with the variance inflated for overlapping training sets (Nadeau–Bengio)" if per_seed else "")
+        + "; Holm-corrected for the number of comparisons.",
+        "- **p Wilcoxon**: a rank test of the same question that does not assume normal differences; with few seeds it cannot get small.",
+        "- **pooled p**: whether the two networks err on different test samples more than chance allows, over all seeds × test samples "
+        "(Cochran–Mantel–Haenszel); it treats test samples as independent, so it speaks about these test sets, not about new data.",
+        f"- **P(better), P(equivalent), P(worse)**: the posterior probability that the true mean Δ is above +{rope}, within ±{rope}, "
+        f"or below −{rope} accuracy points (the region of practical equivalence, --rope), from the Bayesian correlated t-test.",
+        f"- **verdict**: better, worse or equivalent when its probability is at least {analysis.get('decision_probability', 0.95):g}, else inconclusive.",
+        "- **smallest detectable Δ**: the true difference this many seeds would detect 80% of the time (two-sided, α = 0.05), given the seed-to-seed sd.",
+        "- **seeds likely needed**: for an inconclusive verdict, the seeds at which the deciding test would have 80% power "
+        "if the observed mean and sd were the truth.",
+    ]
+    example = next(iter(results["comparisons"]), None)
+    if example is not None and example["verdict"].get("p_better") is not None:
+        v, name, reference = example["verdict"], example["activation"], results["reference"]
+        reading = {
+            "better": f"so at least {analysis.get('decision_probability', 0.95):g} of the posterior lies above +{rope}: {name} is practically better.",
+            "worse": f"so at least {analysis.get('decision_probability', 0.95):g} of the posterior lies below −{rope}: {name} is practically worse.",
+            "equivalent": f"so at least {analysis.get('decision_probability', 0.95):g} of the posterior lies within ±{rope}: the two are practically equivalent.",
+            "inconclusive": "no probability reaches the threshold, so the run cannot tell yet"
+            + (f"; about {v['seeds_needed']} seeds would likely settle it." if v.get("seeds_needed") else "; more seeds alone would likely not settle it."),
+        }[v["label"]]
+        lines += [
+            "",
+            f"Worked example, {name} vs {reference}: over {v['n']} paired seeds {name} scored {v['mean_difference']:+.2f} points on average "
+            f"against {reference}. Given the spread between seeds, the true mean difference is above +{rope} points with probability "
+            f"{v['p_better']:.2f}, within ±{rope} with {v['p_equivalent']:.2f} and below −{rope} with {v['p_worse']:.2f}, {reading} "
+            f"With this spread a difference of {_points(v['min_detectable_difference'])} points would be detected 80% of the time.",
+        ]
+    return lines
+
+
 def render_report(results: dict) -> str:
     """The Markdown report (tables, notes, figures, protocol) for ``results``."""
     cfg, ds, summary = results["config"], results["dataset"], results["summary"]
@@ -50,18 +156,23 @@ def render_report(results: dict) -> str:
     seeds = cfg["seeds"]
     model = cfg["model"]
     model_label = _model_label(model)
+    per_seed = ds.get("split") == "per-seed"
     lines = [
         f"# spocu compare: {ds['name']}, {model_label} -- {', '.join(activations)}",
         "",
+        *[f"- **{sentence}**" for sentence in verdict_sentences(results)],
+        "",
         f"{len(seeds)} seeds per activation ({', '.join(map(str, seeds))}), paired: a seed gives every activation "
         "the same batch order and the same initial draws (scaled by each activation's init). "
-        f"Test set: {ds['test']} samples ({ds.get('test_split', '')}), evaluated once per run after the last epoch "
+        + ("Each seed draws its own stratified train/validation/test split (--split per-seed), the same for every activation of that seed. "
+           if per_seed else "")
+        + f"Test set: {ds['test']} samples ({ds.get('test_split', '')}), evaluated once per run after the last epoch "
         f"(epoch {cfg['epochs']}); no model selection on it.",
         "",
         "## Test accuracy and loss",
         "",
-        "| activation | init | test accuracy (mean ± sd) | 95% CI of the mean | test loss (mean ± sd) | test loss (median) | s/epoch (median) | parameters |",
-        "|---|---|---|---|---|---|---|---|",
+        "| activation | runs (diverged) | init | test accuracy (mean ± sd) | 95% CI of the mean | test loss (mean ± sd) | test loss (median) | s/epoch (median) | parameters |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     notes: list[str] = []
     grouped: dict[str, list[str]] = {}  # the same statistical caveat for several activations: one line
@@ -70,7 +181,7 @@ def render_report(results: dict) -> str:
         acc, loss = s["test_accuracy"], s["test_loss"]
         ci = f"[{_f(acc['ci_low'])}, {_f(acc['ci_high'])}]" if acc["ci_low"] is not None else "n/a"
         lines.append(
-            f"| {name} | {s['init']} | {_f(acc['mean'])} ± {_f(acc['sd'])} | {ci} | {_f(loss['mean'])} ± {_f(loss['sd'])} "
+            f"| {name} | {_runs(s)} | {s['init']} | {_f(acc['mean'])} ± {_f(acc['sd'])} | {ci} | {_f(loss['mean'])} ± {_f(loss['sd'])} "
             f"| {_f(loss['median'])} | {_seconds(s['seconds_per_epoch']['median'])} | {s['num_parameters']:,} |"
         )
         for label, stat in (("test accuracy", acc), ("test loss", loss)):
@@ -82,40 +193,68 @@ def render_report(results: dict) -> str:
                 "some test samples get huge, confidently wrong logits; see results.json for the per-seed values."
             )
         if s["diverged"]:
-            notes.append(f"{name}: training diverged (non-finite loss) for seed(s) {', '.join(map(str, s['diverged']))}; their test metrics are those of the diverged network.")
+            notes.append(
+                f"{name}: {len(s['diverged'])} of {s.get('runs', '?')} runs diverged (a non-finite training or test loss) "
+                f"for seed(s) {', '.join(map(str, s['diverged']))}: counted, and left out of every accuracy and loss statistic and of the verdict "
+                "(a diverged network's predictions are argmax of NaN, not a measurement)."
+            )
     if results["comparisons"]:
+        analysis = results.get("analysis", {})
+        level = results["comparisons"][0]["test_accuracy"].get("ci_confidence", 0.95)
         lines += [
             "",
             f"## Each activation against {reference}, paired by seed",
             "",
-            "Δ = activation − reference. p-values are Holm-corrected over the comparisons; "
-            "McNemar counts the seeds whose two networks differ significantly (exact test, p < 0.05) on the shared test set.",
+            f"Δ = activation − reference. Intervals of Δ are {100 * level:.4g}% t intervals (Bonferroni over the {len(results['comparisons'])} comparison(s), "
+            "so that all hold together at 95%); p-values are Holm-corrected over the comparisons. "
+            + ("With per-seed splits the t statistics and intervals carry the Nadeau–Bengio correction for overlapping training sets. " if per_seed else "")
+            + "Pooled p: one Cochran–Mantel–Haenszel test over all seeds × test samples (McNemar's test on the pooled discordant samples).",
             "",
-            "| activation | Δ test accuracy (95% CI) | p paired t | p Wilcoxon | Δ test loss (95% CI) | p paired t | McNemar p < 0.05 |",
-            "|---|---|---|---|---|---|---|",
+            "| activation | n | Δ test accuracy (interval) | p t-test | p Wilcoxon | pooled p | Δ test loss (interval) | p t-test |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for c in results["comparisons"]:
             acc, loss = c["test_accuracy"], c["test_loss"]
+            pooled = c.get("pooled_test", {})
             lines.append(
-                f"| {c['activation']} | {_signed(acc['mean_difference'])} [{_signed(acc['ci_low'])}, {_signed(acc['ci_high'])}] "
-                f"| {fmt_p(acc['p_ttest_holm'])} | {fmt_p(acc['p_wilcoxon_holm'])} "
-                f"| {_signed(loss['mean_difference'])} [{_signed(loss['ci_low'])}, {_signed(loss['ci_high'])}] | {fmt_p(loss['p_ttest_holm'])} "
-                f"| {c['mcnemar_significant']} of {len(c['mcnemar'])} seeds |"
+                f"| {c['activation']} | {acc['n']} | {_signed(acc['mean_difference'])} [{_signed(acc['ci_low'])}, {_signed(acc['ci_high'])}] "
+                f"| {fmt_p(acc['p_ttest_holm'])} | {fmt_p(acc['p_wilcoxon_holm'])} | {fmt_p(pooled.get('p_value_holm'))} "
+                f"| {_signed(loss['mean_difference'])} [{_signed(loss['ci_low'])}, {_signed(loss['ci_high'])}] | {fmt_p(loss['p_ttest_holm'])} |"
             )
             for label, stat in (("accuracy", acc), ("loss", loss)):
                 if stat["note"]:
                     grouped.setdefault(stat["note"], []).append(f"{c['activation']} vs {reference}, {label}")
-    small = sorted({c["test_accuracy"]["n"] for c in results["comparisons"] if 2 <= c["test_accuracy"]["n"] < 6})
-    if small:
+        lines += [
+            "",
+            f"## Verdict: practical equivalence within ±{_points(analysis.get('rope'))} accuracy points",
+            "",
+            "| activation | P(better) | P(equivalent) | P(worse) | verdict | smallest detectable Δ | seeds likely needed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in results["comparisons"]:
+            v = c["verdict"]
+            lines.append(
+                f"| {c['activation']} | {_f(v['p_better'], 3)} | {_f(v['p_equivalent'], 3)} | {_f(v['p_worse'], 3)} | {v['label']} "
+                f"| {_points(v['min_detectable_difference'])} points | {_needed(v)} |"
+            )
+            if v.get("note"):
+                notes.append(f"{c['activation']} vs {reference}, verdict: {v['note']}.")
+    floors = sorted(
+        {(c["test_accuracy"].get("nonzero_differences"), c["activation"]) for c in results["comparisons"]
+         if c["test_accuracy"].get("wilcoxon_smallest_p") is not None and c["test_accuracy"]["wilcoxon_smallest_p"] >= 0.05}
+    )
+    if floors:
+        listed = "; ".join(f"{name}: {k} nonzero, p >= {2 / 2 ** k:.3g}" if k else f"{name}: none nonzero" for k, name in floors)
         notes.append(
-            f"With n = {small[0]} paired seeds the two-sided Wilcoxon test cannot give p below {2 / 2 ** small[0]:.3g}: "
-            "read its p-values as a robustness check of the t-test, not as a verdict; more seeds (--seeds) sharpen both."
+            "The Wilcoxon signed-rank test drops zero differences first, so with k nonzero paired differences its two-sided p "
+            f"cannot go below 2/2^k ({listed}): read it as a robustness check of the t-test, not as a verdict."
         )
     for bad in results.get("skipped_runs", []):
         notes.append(f"Left out of every statistic (--skip-bad-runs): {bad['path']}: {bad['reason']}.")
     notes = [f"{text} ({'; '.join(subjects)})." for text, subjects in grouped.items()] + notes
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)]
+    lines += ["", *glossary(results)]
     lines += [
         "",
         "## Learning curves",
@@ -162,11 +301,14 @@ def render_report(results: dict) -> str:
         + f"; {hw.get('platform')}.",
         *_scale_lines(env, runs),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + ".",
-        "- Statistics: mean ± sample sd over seeds; 95% CI of the mean by bootstrap (scipy.stats.bootstrap, BCa, 9,999 resamples; "
-        "with few seeds it is narrower than a t interval would be); "
-        "paired t-test (scipy.stats.ttest_rel, with its t-based CI of the mean difference) and Wilcoxon signed-rank test (scipy.stats.wilcoxon) "
-        "against the reference, Holm-corrected (statsmodels multipletests); McNemar's exact test per seed "
-        "(statsmodels), which reflects test-set sampling only, not seed-to-seed variation.",
+        "- Statistics: mean ± sample sd over seeds, with a Student-t 95% CI of the mean"
+        + (" (Nadeau–Bengio corrected: variance × (1/n + n_test/n_train))" if per_seed else "")
+        + "; paired differences against the reference with Bonferroni-level t intervals and the "
+        + ("corrected resampled t-test (Nadeau & Bengio 2003)" if per_seed else "paired t-test")
+        + ", Wilcoxon signed-rank test (scipy.stats.wilcoxon) and a pooled Cochran–Mantel–Haenszel test over seeds × test samples "
+        "(statsmodels StratifiedTable), Holm-corrected (statsmodels multipletests); verdict from the Bayesian correlated t-test "
+        "(Corani & Benavoli 2015; posterior by scipy.stats.t), power from statsmodels TTestPower. "
+        "The per-seed McNemar tests stay in results.json.",
         "- Files: results.json (everything, including per-run predictions), epochs.csv (one row per run and epoch), runs/ (one JSON per run).",
         "",
     ]
