@@ -127,8 +127,12 @@ def test_compare_runs_end_to_end_on_each_keras_backend(backend, data, majority, 
     for run in results["runs"]:
         assert set(run) == {"schema", "activation", "seed", "init", "framework", "framework_version", "device", "threads",
                             "num_parameters", "epochs", "test_loss", "test_accuracy", "test_predictions", "diverged_at",
-                            "seconds", "started_at", "finished_at", "protocol_hash", "dataset_fingerprint", "extra"}
+                            "seconds", "started_at", "finished_at", "protocol_hash", "dataset_fingerprint", "extra", "kernel_path"}
         assert run["framework"] == "keras" and run["extra"]["keras_backend"] == backend
+        if run["activation"] == "relu":  # no SPOCU in the network: no kernel path
+            assert run["kernel_path"] is None
+        else:
+            assert run["kernel_path"].startswith(f"keras-{backend}")
         assert run["num_parameters"] == models_torch.count_parameters(torch_twin)  # the same network as the PyTorch engine's
         assert [e["epoch"] for e in run["epochs"]] == [1, 2] and all(e["seconds"] > 0 and e["eval_seconds"] > 0 for e in run["epochs"])
         assert run["test_accuracy"] == pytest.approx(np.mean(np.array(run["test_predictions"]) == labels))

@@ -300,6 +300,7 @@ def render_report(results: dict) -> str:
         + (f", {', '.join(map(str, threads))} thread(s)" if threads else "")
         + f"; {hw.get('platform')}.",
         *_scale_lines(env, runs),
+        *_kernel_lines(runs),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + ".",
         "- Statistics: mean ± sample sd over seeds, with a Student-t 95% CI of the mean"
         + (" (Nadeau–Bengio corrected: variance × (1/n + n_test/n_train))" if per_seed else "")
@@ -338,6 +339,18 @@ def _data_lines(ds: dict) -> list[str]:
     elif "one_hot" in ds:
         lines.append("- One-hot encoded columns: none (every feature column is numeric).")
     return lines
+
+
+def _kernel_lines(runs: list[dict]) -> list[str]:
+    """Which kernels computed SPOCU, per run (fixed before its first step, never switched)."""
+    paths: dict[str, int] = {}
+    for r in runs:
+        if r.get("kernel_path"):
+            paths[r["kernel_path"]] = paths.get(r["kernel_path"], 0) + 1
+    if not paths:
+        return []
+    listed = ", ".join(f"{path} ({count} of {len(runs)} runs)" for path, count in sorted(paths.items()))
+    return [f"- SPOCU kernels: {listed}; each run's path is fixed before its first step and never switches (runs/*.json: kernel_path)."]
 
 
 def _scale_lines(env: dict, runs: list[dict]) -> list[str]:

@@ -25,7 +25,10 @@ Contract of ``train_run`` (what makes runs comparable):
   reports them), then loss and accuracy on the validation split; ``seconds`` times the training
   part of the epoch only, ``eval_seconds`` the validation pass;
 - the test split is evaluated once, after the last epoch (no selection on the test set);
-- a non-finite training loss stops the run (``diverged_at``); its test metrics are still recorded.
+- a non-finite training loss stops the run (``diverged_at``); its test metrics are still recorded;
+- SPOCU's kernels are chosen before the first step and never change during the run
+  (:mod:`spocu.experiments.run.kernels`), recorded as ``kernel_path``: a run's numbers depend on its
+  configuration and seed, not on whether a kernel build was still in progress.
 
 Example:
     >>> order = batch_order(seed=3, epoch=0, n=5)
@@ -53,6 +56,8 @@ if TYPE_CHECKING:  # annotations only: importing them here would make engines de
 
 __all__ = [
     "SCHEMA_RUN",
+    "TIMING_FIELDS",
+    "EPOCH_TIMING_FIELDS",
     "Engine",
     "EpochRecord",
     "RunResult",
@@ -65,6 +70,12 @@ __all__ = [
 ]
 
 SCHEMA_RUN = "spocu.run/1"
+
+#: the fields of a run file that measure time (they differ between two runs of the same configuration
+#: and seed; every other field is the same, bit for bit, on the same machine)
+TIMING_FIELDS = ("seconds", "started_at", "finished_at")
+#: the timing fields of each epoch record
+EPOCH_TIMING_FIELDS = ("seconds", "eval_seconds")
 
 #: framework name -> module implementing the engine interface
 ENGINES = {"torch": "spocu.experiments.run.torch_engine", "keras": "spocu.experiments.run.keras_engine"}
@@ -114,6 +125,9 @@ class RunResult:
     protocol_hash: str = ""
     dataset_fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the kernels that computed SPOCU, fixed before the first step (:mod:`spocu.experiments.run.kernels`);
+    #: None where the network holds no SPOCU (and in run files written before this field existed)
+    kernel_path: str | None = None
 
     def __post_init__(self) -> None:
         self.test_loss = _finite_or_none(self.test_loss)
@@ -157,6 +171,7 @@ def make_run_result(
     protocol_hash: str,
     dataset: Dataset,
     extra: dict[str, Any] | None = None,
+    kernel_path: str | None = None,
 ) -> RunResult:
     """The :class:`RunResult` of a run that has just ended; every engine builds its result here.
 
@@ -184,6 +199,7 @@ def make_run_result(
         protocol_hash=protocol_hash,
         dataset_fingerprint=dataset.fingerprint(),
         extra=dict(extra or {}),
+        kernel_path=kernel_path,
     )
 
 

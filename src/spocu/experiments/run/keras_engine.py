@@ -301,6 +301,7 @@ def train_run(
     if config.keras_backend is not None and config.keras_backend != backend():
         raise ValueError(f"this experiment uses Keras's {config.keras_backend} backend, but Keras runs on {backend()} here (set KERAS_BACKEND)")
     optimizer = _optimizer(config)  # refuses unsupported combinations before anything is built
+    path = _kernel_path(activation, config, device)
     started, start_clock = utc_now(), time.perf_counter()
     keras.backend.clear_session()  # a fresh graph and name scope for each run in a long-lived process
     keras.utils.set_random_seed(derive_seed(seed, STREAM_INIT, 1) % 2**32)  # anything else random (none in these models)
@@ -352,4 +353,17 @@ def train_run(
         protocol_hash=protocol_hash,
         dataset=dataset,
         extra={"keras_backend": backend(), "backend_version": backend_version()},
+        kernel_path=path,
     )
+
+
+def _kernel_path(activation: ActivationSpec, config: ExperimentConfig, device: str) -> str | None:
+    """SPOCU's kernels in this run: the backend's own (XLA for tensorflow and jax), on the torch backend
+    :func:`spocu.torch.spocu`'s, fixed before the first step (:mod:`spocu.experiments.run.kernels`)."""
+    from spocu.experiments.run.kernels import fix_kernel_path, uses_spocu
+
+    if not uses_spocu(activation, config.model):
+        return None
+    if backend() == "torch":
+        return "keras-torch/" + fix_kernel_path("cuda" if device == "gpu" or device.startswith("gpu") else "cpu")
+    return f"keras-{backend()}"

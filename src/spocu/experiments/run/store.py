@@ -284,6 +284,8 @@ def validate_run(data: Any, activation: ActivationSpec, seed: int, config: Exper
     for name in ("seed", "num_parameters"):
         if not _is_int(data.get(name)):
             raise ValueError(f"{name} = {json.dumps(data.get(name))} is not a whole number")
+    if data.get("kernel_path") is not None and not isinstance(data["kernel_path"], str):
+        raise ValueError(f"kernel_path = {json.dumps(data['kernel_path'])} is not a string or null")
     for name in ("threads", "diverged_at"):
         if data.get(name) is not None and not _is_int(data.get(name)):
             raise ValueError(f"{name} = {json.dumps(data.get(name))} is not a whole number or null")

@@ -31,6 +31,7 @@ from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
 from spocu.experiments.data.datasets import Dataset
 from spocu.experiments.run.distributed import DistributedContext, per_process_batch, shard
+from spocu.experiments.run.kernels import check_kernel_path, fix_kernel_path, uses_spocu
 from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now
 from spocu.experiments.models.torch_models import build_model, count_parameters, initialize, macs_per_sample
 
@@ -189,6 +190,8 @@ def train_run(
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    # SPOCU's kernels are fixed before the first step (a build in progress is waited for): no mid-run switch
+    spocu_path = fix_kernel_path(device) if uses_spocu(activation, config.model) else None
     started, start_clock = utc_now(), time.perf_counter()
     try:
         torch.manual_seed(derive_seed(seed, STREAM_INIT, 1))  # anything else random (none in these models)
@@ -251,6 +254,7 @@ def train_run(
             if schedule is not None:
                 schedule.step()
         test_loss, test_accuracy, predictions = _evaluate(model, test, keep_predictions=True, dist=dist)
+        check_kernel_path(spocu_path, device)
         return make_run_result(
             activation=activation,
             seed=seed,
@@ -269,6 +273,7 @@ def train_run(
             protocol_hash=protocol_hash,
             dataset=dataset,
             extra=extra,
+            kernel_path=spocu_path,
         )
     finally:
         torch.set_num_threads(previous_threads)
