@@ -125,6 +125,15 @@ def test_swap_replaces_every_relu_of_a_torchvision_style_factory(tmp_path):
     assert net.head.out_features == 5  # called as tinynet(num_classes=5)
 
 
+def test_swap_replaces_functional_calls_too(tmp_path):
+    from spocu.torch.replace import count_activations
+
+    path = _write(tmp_path, "tv.py", SWAP_FILE)
+    net = build_torch_model(load_factory(f"{path}:functional_only", swap="relu"), parse_activation("spocu"), (3, 4, 4), 2, seed=0)
+    assert isinstance(next(iter(net.spocu_calls.values())), SPOCU)
+    assert not count_activations(net, torch.zeros(2, 3, 4, 4))  # no relu op runs any more
+
+
 def test_keras_model_file_and_swap(tmp_path):
     keras = pytest.importorskip("keras")
     import spocu.keras
@@ -237,8 +246,6 @@ def test_swap_problems(tmp_path):
     path = _write(tmp_path, "tv.py", SWAP_FILE)
     with pytest.raises(UserModelError, match=r"--swap softsign: not an activation kind"):
         load_factory(f"{path}:tinynet", swap="softsign")
-    with pytest.raises(UserModelError, match=r"--swap relu: .*nothing replaced.*F\.relu"):
-        build_torch_model(load_factory(f"{path}:functional_only", swap="relu"), parse_activation("spocu"), (3, 4, 4), 2, seed=0)
     with pytest.raises(UserModelError, match=r"--swap gelu: .*nothing replaced"):
         build_torch_model(load_factory(f"{path}:tinynet", swap="gelu"), parse_activation("spocu"), (3, 4, 4), 2, seed=0)
 

@@ -22,7 +22,7 @@ class Block(nn.Module):
     def forward(self, x):
         x = self.act(self.fc(x))
         x = self.branches["a"](x) + self.branches["b"](x)
-        return self.stack[1](self.stack[0](x)) + F.relu(x)  # F.relu: code, not a module; stays
+        return self.stack[1](self.stack[0](x)) + F.relu(x)  # F.relu: code, swapped by a call-site replacement
 
 
 def _net() -> nn.Module:
@@ -40,10 +40,11 @@ def test_every_relu_at_every_depth_is_replaced_and_the_rest_kept():
     out = replace_activations(net, "relu", SPOCU)
     assert out is net  # in place
     after = _types(net)
-    assert after.count("ReLU") == 0 and after.count("SPOCU") == 5
+    assert after.count("ReLU") == 0 and after.count("SPOCU") == 6  # 5 modules, 1 for Block's F.relu call
+    assert isinstance(net[2].spocu_calls[next(iter(net[2].spocu_calls))], SPOCU)
     assert after.count("GELU") == 1 and after.count("Tanh") == 1  # other activations untouched
     spocus = [m for m in net.modules() if isinstance(m, SPOCU)]
-    assert len({id(m) for m in spocus}) == 5  # a fresh instance each
+    assert len({id(m) for m in spocus}) == 6  # a fresh instance each
     x = torch.randn(4, 2)
     assert net(x).shape == (4, 1)
 
@@ -71,7 +72,7 @@ def test_module_that_is_itself_old_is_returned_replaced():
 
 def test_nothing_matched_names_what_was_searched_and_functional_calls():
     net = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
-    with pytest.raises(ValueError, match=r"torch\.nn\.modules\.activation\.ReLU.*F\.relu"):
+    with pytest.raises(ValueError, match=r"torch\.nn\.modules\.activation\.ReLU, timm's ReLU nor calls relu functionally"):
         replace_activations(net, "relu", SPOCU)
 
 
