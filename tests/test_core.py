@@ -275,7 +275,6 @@ def _namespaces():
 
         out.append(("torch", torch, lambda v: torch.tensor(v, dtype=torch.float64), lambda t: float(t), 1e-12))
     if importlib.util.find_spec("jax"):
-        import jax
         import jax.numpy as jnp
 
         # float32 unless JAX's x64 mode is on

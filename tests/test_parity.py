@@ -93,9 +93,11 @@ def _keras_in_process() -> str | None:
     if importlib.util.find_spec("keras") is None:
         return None
     sys.path.insert(0, str(WORKER.parent))
+    # isort: off
     import keras_worker  # noqa: F401  before keras: it loads Triton before TensorFlow (see there)
     import keras
 
+    # isort: on
     return keras.backend.backend()
 
 

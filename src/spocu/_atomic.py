@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_savefig", "atomic_open"]
 

@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: referenc
 
 from spocu._llvm import preload_triton_before_tensorflow  # noqa: E402
 
-
 # Test processes load TensorFlow and torch's compiler stack (Triton): Triton must come first.
 preload_triton_before_tensorflow()
 
@@ -89,9 +88,8 @@ def value_and_grad(fn, x64: np.ndarray, dtype: str):
 
 def parity_values() -> dict[str, np.ndarray]:
     """Values and gradients of spocu.keras.spocu on the shared wide inputs, every dtype and parameter set."""
-    from reference_checks import PARAM_SETS, wide_inputs
-
     import spocu.keras
+    from reference_checks import PARAM_SETS, wide_inputs
 
     out = {}
     for dtype in DTYPES:
@@ -327,9 +325,8 @@ def mixed_precision(policy: str) -> dict:
     """Under ``policy``: SPOCU's values in float16/bfloat16 and a few training steps of a model using it."""
     import keras
 
-    from reference_checks import assert_matches_reference, wide_inputs
-
     import spocu.keras
+    from reference_checks import assert_matches_reference, wide_inputs
     from spocu.core import SPOCUParams
 
     half = policy.split("_")[1]

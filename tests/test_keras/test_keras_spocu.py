@@ -355,8 +355,8 @@ def test_kernels_live_in_one_module_without_function_level_imports_of_spocu_kera
     import ast
     import inspect
 
-    import spocu.keras.kernels
     import spocu.keras.functional
+    import spocu.keras.kernels
     import spocu.keras.layers
 
     for module in (spocu.keras.functional, spocu.keras.layers, spocu.keras.kernels):

@@ -8,11 +8,11 @@ import math
 
 import numpy as np
 import pytest
-from science_independent import monte_carlo_moments, mp_normal_moments, mp_spocu
 from scipy import stats
 
 import spocu
-from spocu.science import PARETO_RECIPE, Condition, NoSolutionError, Normal, Pareto, Samples, fit, jacobian
+from science_independent import monte_carlo_moments, mp_normal_moments, mp_spocu
+from spocu.science import PARETO_RECIPE, Condition, Normal, NoSolutionError, Pareto, Samples, fit, jacobian
 from spocu.science.families import SPOCU
 
 

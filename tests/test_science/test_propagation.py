@@ -8,9 +8,9 @@ import math
 
 import numpy as np
 import pytest
+
 from reference_checks import PARAM_SETS, assert_matches_reference
 from science_independent import mp_normal_moments
-
 from spocu import cli
 from spocu.science import SPOCU, fit
 from spocu.science.analysis import analyze

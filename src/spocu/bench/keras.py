@@ -27,9 +27,8 @@ _WORKER = (
 
 def keras_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Runs inside a subprocess whose KERAS_BACKEND is set; returns the rows."""
-    import numpy as np
-
     import keras
+    import numpy as np
 
     backend = keras.backend.backend()
     rng = np.random.default_rng(config["seed"])

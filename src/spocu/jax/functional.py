@@ -28,7 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, cached_kernel_params, shifted_coefficients
+from spocu.core import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_C,
+    DEFAULT_GAMMA,
+    SPOCUParams,
+    cached_kernel_params,
+    shifted_coefficients,
+)
 
 __all__ = ["spocu", "spocu_fixed"]
 

@@ -18,10 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA
 from spocu._atomic import atomic_savefig, atomic_write_text
+from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA
 from spocu.science.fitting import _jsonable, fit
-from spocu.science.propagation import RELU_HE, SELU_LECUN, Contender, analytic_runs, fixed_points, simulate, spocu_contender
+from spocu.science.propagation import (
+    RELU_HE,
+    SELU_LECUN,
+    Contender,
+    analytic_runs,
+    fixed_points,
+    simulate,
+    spocu_contender,
+)
 
 __all__ = ["contenders", "analyze"]
 

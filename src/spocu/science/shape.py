@@ -354,8 +354,8 @@ def plot_shape(path: str, params: SPOCUParams | None = None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spocu.core import reference_spocu, reference_spocu_grad
     from spocu._atomic import atomic_savefig
+    from spocu.core import reference_spocu, reference_spocu_grad
 
     base = params or SPOCUParams()
     x = np.linspace(-6.0, 9.0, 3001)
