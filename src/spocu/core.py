@@ -188,14 +188,6 @@ def check_kernel_range(alpha: float, gamma: float) -> None:
         )
 
 
-def _polyval(coefficients: tuple[float, ...], u: Any) -> Any:
-    """Horner evaluation, coefficients lowest power first."""
-    acc = np.zeros_like(u) + coefficients[-1]
-    for a_k in coefficients[-2::-1]:
-        acc = acc * u + a_k
-    return acc
-
-
 def r(u: Any) -> Any:
     r"""The generator polynomial :math:`r(u) = u^3(u^5 - 2u^4 + 2)` (float64 NumPy).
 
@@ -288,7 +280,7 @@ def reference_spocu(
     ld = np.longdouble
     with np.errstate(over="ignore", invalid="ignore"):
         u = x.astype(ld) / ld(gamma) + ld(beta)
-        out = ld(alpha) * _h_any(u, c) - ld(alpha) * _h_any(np.asarray(ld(beta)), c)
+        out: np.ndarray = ld(alpha) * _h_any(u, c) - ld(alpha) * _h_any(np.asarray(ld(beta)), c)
     return out.astype(np.float64)
 
 
@@ -323,7 +315,8 @@ def reference_spocu_grad(
     alpha, beta, gamma, c = validate_params(alpha, beta, gamma, c)
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        return (alpha / gamma) * h_prime(x / gamma + beta, c)
+        grad: np.ndarray = (alpha / gamma) * h_prime(x / gamma + beta, c)
+    return grad
 
 
 def reference_spocu_grad2(
@@ -555,7 +548,7 @@ def reference_spocu_param_grads(
         d_beta = (ld(alpha) * (hp - ld(float(r_prime(beta))))).astype(np.float64)
         d_gamma = np.where(slope, -ld(alpha) * hp * np.where(slope, x, 0.0).astype(ld) / ld(gamma) ** 2, 0.0)
     nan = np.isnan(x)
-    return tuple(np.where(nan, np.nan, d) for d in (d_alpha, d_beta, d_gamma.astype(np.float64)))
+    return np.where(nan, np.nan, d_alpha), np.where(nan, np.nan, d_beta), np.where(nan, np.nan, d_gamma.astype(np.float64))
 
 
 # ---------------------------------------------------------------- learnable parameters
