@@ -20,7 +20,7 @@ from spocu.experiments.config import ModelSpec, resolve_config
 keras = pytest.importorskip("keras")
 pytest.importorskip("spocu.keras")
 
-from spocu.experiments.models import keras_models as models_keras, torch_models as models_torch
+from spocu.experiments.models import keras_models as models_keras, torch_models as models_torch  # noqa: E402
 from spocu.experiments.run import keras_engine as engine_keras  # noqa: E402  (after the skips)
 from spocu.experiments.run.engine import batch_order  # noqa: E402
 

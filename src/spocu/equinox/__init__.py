@@ -27,8 +27,15 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(f"spocu.equinox needs Equinox ({error}): pip install 'spocu[equinox]'") from error
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, check_learnable_options
-from spocu.core import learnable_to_params
+from spocu.core import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_C,
+    DEFAULT_GAMMA,
+    SPOCUParams,
+    check_learnable_options,
+    learnable_to_params,
+)
 from spocu.jax.functional import spocu
 from spocu.jax.learnable import initial_raw_weights, learnable_spocu
 
@@ -43,8 +50,9 @@ class SPOCU(eqx.Module):
         \mathrm{SPOCU}(x) = \alpha\,h(x/\gamma + \beta) - \alpha\,h(\beta)
 
     Args:
-        alpha, beta, gamma: the parameters (initial values when learnable):
-            ``alpha, gamma > 0``, ``0 < beta < 1``.
+        alpha: the output scale α > 0 (the initial value when learnable).
+        beta: the shift β, ``0 < beta < 1`` (the initial value when learnable).
+        gamma: the input scale γ > 0 (the initial value when learnable).
         c: saturation point, ``1 <= c <= inf`` (a static field, never learnable).
         learnable: a bool: the arrays ``raw_alpha``, ``raw_beta``, ``raw_gamma`` are
             unconstrained leaves mapped by :func:`spocu.core.learnable_to_params`

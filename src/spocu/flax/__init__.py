@@ -31,8 +31,15 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(f"spocu.flax needs Flax ({error}): pip install 'spocu[flax]'") from error
 
-from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, check_learnable_options
-from spocu.core import learnable_to_params
+from spocu.core import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_C,
+    DEFAULT_GAMMA,
+    SPOCUParams,
+    check_learnable_options,
+    learnable_to_params,
+)
 from spocu.jax.functional import spocu
 from spocu.jax.learnable import initial_raw_weights, learnable_spocu
 
