@@ -106,7 +106,7 @@ def test_wilcoxon_floor_is_scipys_smallest_p():
 def test_pooled_test_is_mcnemar_on_the_pooled_discordant_pairs():
     rng = np.random.default_rng(3)
     per_seed, b, c = [], 0, 0
-    for seed, size in enumerate((114, 114, 113, 114, 115)):  # per-seed splits: different test samples
+    for _seed, size in enumerate((114, 114, 113, 114, 115)):  # per-seed splits: different test samples
         y = rng.integers(0, 2, size)
         ref = np.where(rng.random(size) < 0.93, y, 1 - y)
         other = np.where(rng.random(size) < 0.96, y, 1 - y)
