@@ -412,3 +412,15 @@ def test_the_progress_display_names_a_failed_run_and_keeps_its_epoch_count_hones
         assert (task.completed, task.total) == (5, 10)  # the failed run's 5 epochs are accounted for, not 2 or 7
         assert callbacks.running == {}
     assert "relu           seed 1: failed: its worker died and every retry failed too" in console.file.getvalue()
+
+
+def test_a_batch_norm_model_trains_under_ray_with_a_last_batch_of_one(tmp_path, capsys):
+    """BatchNorm1d/2d, Dropout and LayerNorm in a user's model: the sizing probe and the 1-sample last batch."""
+    from test_batch_dependent import BATCH_NORM_NET
+
+    (tmp_path / "bnnet.py").write_text(BATCH_NORM_NET)
+    out = tmp_path / "o"
+    assert _compare("--model", f"{tmp_path / 'bnnet.py'}:build", "--activations", "relu", "--seeds", "1", "--epochs", "1",
+                    "--batch-size", "121", "--executor", "ray", "--out", str(out)) == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["protocol"]["last_batch"] == "merged"
+    assert sorted(_run_files(out)) == ["relu-seed0.json"]

@@ -221,6 +221,9 @@ class ExperimentConfig:
     target: str | None = None
     image_size: tuple[int, int] | None = None
     data_sha256: str | None = None
+    #: "merged": the training set ends on a batch of one sample, trained with the batch before it
+    #: (:func:`~spocu.experiments.seeding.batch_bounds`); None otherwise (and absent from the protocol)
+    last_batch: str | None = None
     preset: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -280,6 +283,8 @@ class ExperimentConfig:
         if not self.user_data and (self.target is not None or self.image_size is not None):
             option = "--target" if self.target is not None else "--image-size"
             raise ValueError(f"{option} applies to your own data (--dataset PATH), not to {self.dataset}")
+        if self.last_batch not in (None, "merged"):
+            raise ValueError(f"last_batch must be None or 'merged', got {self.last_batch!r}")
         if self.image_size is not None:
             size = tuple(self.image_size)
             if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
@@ -307,7 +312,7 @@ class ExperimentConfig:
             data.pop(key)
         if self.keras_backend is None:  # absent, not null: torch protocols (and their hashes) stay as they were
             data.pop("keras_backend")
-        for key in ("lr_milestones", "target", "image_size", "data_sha256"):  # likewise, absent unless used
+        for key in ("lr_milestones", "target", "image_size", "data_sha256", "last_batch"):  # likewise, absent unless used
             if data[key] in (None, ()):
                 data.pop(key)
             elif isinstance(data[key], tuple):

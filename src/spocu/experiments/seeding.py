@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["STREAM_INIT", "STREAM_ORDER", "batch_order", "derive_seed"]
+__all__ = ["STREAM_INIT", "STREAM_ORDER", "batch_bounds", "batch_order", "derive_seed", "merges_last_batch"]
 
 
 def derive_seed(seed: int, *stream: int) -> int:
@@ -30,3 +30,30 @@ STREAM_INIT, STREAM_ORDER = 1, 2
 def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The permutation of the ``n`` training samples in ``epoch``: a function of (seed, epoch) only."""
     return np.random.default_rng(derive_seed(seed, STREAM_ORDER, epoch)).permutation(n)
+
+
+def merges_last_batch(n: int, batch_size: int) -> bool:
+    """Whether an epoch of ``n`` samples in batches of ``batch_size`` would end on a batch of one sample.
+
+    Such a batch is merged into the one before it (:func:`batch_bounds`): batch statistics
+    (BatchNorm in training mode) are undefined for a single sample. The protocol records it
+    (``last_batch: "merged"``), so runs on the old plan are not pooled with these.
+    """
+    return n > 1 and batch_size > 1 and n % batch_size == 1
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each training batch of an epoch of ``n`` samples.
+
+    Batches of ``batch_size``; a last batch of exactly one sample joins the batch before it
+    (``batch_size + 1`` samples), so no training step ever sees a single sample -- unless the
+    whole training set is one sample or ``batch_size`` is 1 (asked for).
+
+    Example:
+        >>> batch_bounds(7, 3), batch_bounds(6, 3)
+        ([(0, 3), (3, 7)], [(0, 3), (3, 6)])
+    """
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if merges_last_batch(n, batch_size):
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds

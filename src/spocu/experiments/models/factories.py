@@ -180,12 +180,12 @@ def call_factory(factory: ModelFactory, args: tuple, kwargs: dict, hint: str = "
         raise UserModelError(f"--model {factory.name}: calling it failed: {type(error).__name__}: {error}{hint}") from None
 
 
-def check_output(factory: ModelFactory, output: Any, num_classes: int, framework: str) -> None:
+def check_output(factory: ModelFactory, output: Any, num_classes: int, framework: str, batch: int = 2) -> None:
     shape = tuple(getattr(output, "shape", ()))
-    if len(shape) != 2 or shape[1] != num_classes:
+    if len(shape) != 2 or shape[1] != num_classes or shape[0] != batch:
         raise UserModelError(
-            f"--model {factory.name}: the {framework} model's output has shape {shape} for a batch of 2; "
-            f"expected (2, {num_classes}): one logit per class"
+            f"--model {factory.name}: the {framework} model's output has shape {shape} for a batch of {batch}; "
+            f"expected ({batch}, {num_classes}): one logit per class and sample"
         )
     dtype = str(getattr(output, "dtype", ""))
     if "float" not in dtype:  # integer or boolean outputs cannot be logits (and break the loss mid-run)

@@ -46,7 +46,7 @@ from spocu.experiments.models.factories import (
 from spocu.experiments.models.spec import ModelSpec
 from spocu.experiments.seeding import STREAM_INIT, derive_seed
 
-__all__ = ["ResNet20", "build_model", "build_torch_model", "initialize", "count_parameters", "macs_per_sample"]
+__all__ = ["ResNet20", "build_model", "build_torch_model", "initialize", "count_parameters", "macs_per_sample", "probe_forward"]
 
 
 class _BasicBlock(nn.Module):
@@ -199,7 +199,11 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def macs_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass through the Linear and Conv2d layers (one zero sample traced)."""
+    """Multiply-accumulates of one forward pass through the Linear and Conv2d layers (per sample).
+
+    Traced on a zero batch of two in :func:`probe_forward` (eval mode, no grad): the model's
+    mode, buffers (BatchNorm running statistics) and the global RNG state are as before.
+    """
     total = 0
 
     def count(module: nn.Module, inputs, output) -> None:
@@ -211,12 +215,34 @@ def macs_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     try:
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape)))
+        probe_forward(model, torch.zeros((2, *input_shape)))
     finally:
         for hook in hooks:
             hook.remove()
-    return total
+    return total  # counted per layer from its shapes: per sample, whatever the batch
+
+
+def probe_forward(model: nn.Module, batch: torch.Tensor, *, training: bool = False):
+    """``model(batch)`` as a side-effect-free probe: eval mode (or ``training``), no grad, the RNG forked.
+
+    Every module's ``training`` flag and every buffer (BatchNorm's running mean, variance and
+    batch count; a user's own buffers) are restored bit for bit afterwards, and the global torch
+    RNG state is untouched -- so a sizing or checking probe changes nothing the training sees.
+    Use a batch of at least two: some layers are undefined on one sample even outside training.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model.train(training)
+            return model(batch)
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                if buffer.shape == saved.shape:
+                    buffer.copy_(saved)
+        for module, training in modes:
+            module.training = training
 
 
 @contextlib.contextmanager
@@ -224,7 +250,7 @@ def seeded_factory_call(seed: int) -> Iterator[None]:
     """torch, numpy and random seeded from ``seed`` inside; their states restored after."""
     import torch
 
-    python_state, numpy_state = random.getstate(), np.random.get_state()
+    python_state, numpy_state, default_dtype = random.getstate(), np.random.get_state(), torch.get_default_dtype()
     with torch.random.fork_rng(devices=[]):
         value = derive_seed(seed, STREAM_INIT, 2)
         torch.manual_seed(value)
@@ -235,6 +261,7 @@ def seeded_factory_call(seed: int) -> Iterator[None]:
         finally:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
+            torch.set_default_dtype(default_dtype)  # a factory's torch.set_default_dtype stays inside it
 
 
 def build_torch_model(
@@ -267,17 +294,18 @@ def build_torch_model(
                                  activation.torch_module, (ValueError,))  # fmt: skip
     if init is not None:
         initialize(model, init, derive_seed(seed, STREAM_INIT))
-    was_training = model.training
-    model.eval()
+    wrong = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.dtype != torch.float32})
+    if wrong:
+        raise UserModelError(
+            f"--model {factory.name}: the model's parameters are {', '.join(wrong)}; spocu compare trains in float32: "
+            "build it in float32 (no torch.set_default_dtype or .double() in the factory)"
+        )
     try:
-        with torch.no_grad():
-            output = model(torch.zeros((2, *input_shape)))
+        output = probe_forward(model, torch.zeros((2, *input_shape)))
     except Exception as error:
         raise UserModelError(
             f"--model {factory.name}: a batch of shape {(2, *input_shape)} does not go through the model: {type(error).__name__}: {error}"
         ) from None
-    finally:
-        model.train(was_training)
     check_output(factory, output, num_classes, "PyTorch")
     check_trainable(factory, sum(p.numel() for p in model.parameters() if p.requires_grad))
     if factory.swap is None and not calls:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from spocu.experiments.config import ExperimentConfig, with_model_source
 from spocu.experiments.data.datasets import Dataset
+from spocu.experiments.seeding import merges_last_batch
 
 __all__ = ["ResumeRefused", "check_model", "check_resume", "finalize", "load_data"]
 
@@ -77,8 +78,34 @@ def check_model(config: ExperimentConfig, dataset: Dataset) -> None:
     if not config.model.is_factory:  # a factory's output was checked as it was built
         import torch
 
-        with torch.no_grad():
-            model.eval()(torch.zeros((2, *dataset.input_shape)))
+        models_torch.probe_forward(model, torch.zeros((2, *dataset.input_shape)))
+    _check_training_batch(config, dataset, model, models_torch)
+
+
+def _check_training_batch(config: ExperimentConfig, dataset: Dataset, model, models_torch) -> None:
+    """One training-mode forward on the smallest batch training will take (3 at most), state restored.
+
+    Catches, before anything is written, a model that trains on no batch but the check's
+    (a reshape to 2 rows) and a batch norm given ``--batch-size 1``.
+    """
+    import torch
+
+    from spocu.experiments.models.factories import UserModelError
+
+    size = min(config.batch_size, len(dataset.y_train), 3)
+    name = config.model.name
+    try:
+        output = models_torch.probe_forward(model, torch.zeros((size, *dataset.input_shape)), training=True)
+    except Exception as error:  # the user's model: anything it raises is a one-line refusal
+        detail = " ".join(f"{type(error).__name__}: {error}".split())
+        raise UserModelError(f"--model {name}: a training batch of {size} does not go through the model ({detail})"
+                             + ("; use a --batch-size of 2 or more" if size == 1 else "")) from None
+    shape = tuple(output.shape)
+    if shape != (size, dataset.num_classes):
+        raise UserModelError(
+            f"--model {name}: the model's output has shape {shape} for a training batch of {size}; "
+            f"expected ({size}, {dataset.num_classes}): one logit per class and sample"
+        )
 
 
 def _wrong_framework(config: ExperimentConfig, error: Exception) -> Exception:
@@ -97,6 +124,8 @@ def finalize(config: ExperimentConfig, dataset: Dataset) -> ExperimentConfig:
         if config.target is not None and dataset.info.get("target_is_default"):
             # --target naming the last column is the default: the same experiment as no --target
             config = dataclasses.replace(config, target=None)
+    # a last training batch of one sample is merged into the one before (batch_bounds): recorded in the protocol
+    config = dataclasses.replace(config, last_batch="merged" if merges_last_batch(len(dataset.y_train), config.batch_size) else None)
     config, _ = with_model_source(config)
     try:
         check_model(config, dataset)
@@ -124,6 +153,12 @@ def check_resume(config: ExperimentConfig, out: str | Path) -> None:
         raise ResumeRefused(
             f"{config.dataset} changed since the runs in {out} were made (content sha256 {stored.get('data_sha256')} there, "
             f"{protocol.get('data_sha256')} now): results on the two versions cannot be pooled; use another --out, or restore the file"
+        )
+    if protocol.get("last_batch") != stored.get("last_batch") and {**stored, "last_batch": None} == {**protocol, "last_batch": None}:
+        raise ResumeRefused(
+            f"the runs in {out} were trained with a last batch of one sample; spocu now trains it with the batch before "
+            f"(last_batch: merged, as a batch norm cannot train on one sample): results on the two plans cannot be pooled; "
+            "use another --out, or another --batch-size"
         )
     model, before = protocol["model"], stored.get("model") or {}
     if config.model.is_factory and before.get("name") == model["name"] and before.get("source_sha256") != model["source_sha256"]:

@@ -52,6 +52,7 @@ from spocu.experiments.config import ExperimentConfig  # noqa: E402
 from spocu.experiments.data.datasets import Dataset  # noqa: E402
 from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now  # noqa: E402
 from spocu.experiments.models.keras_models import build_model, count_parameters  # noqa: E402
+from spocu.experiments.seeding import batch_bounds  # noqa: E402
 
 __all__ = [
     "NAME",
@@ -160,7 +161,8 @@ class SeededBatches(keras.utils.PyDataset):
     """A split's batches for Keras, in a fixed order.
 
     Training (``seed`` given): an unbounded sequence -- batch ``i`` is step ``i mod steps`` of epoch
-    ``i // steps`` in :func:`~spocu.experiments.run.engine.batch_order` ``(seed, epoch, n)``, so it
+    ``i // steps`` in :func:`~spocu.experiments.run.engine.batch_order` ``(seed, epoch, n)`` (the
+    steps of :func:`~spocu.experiments.seeding.batch_bounds`: a last batch of one sample is merged), so it
     depends on ``i`` alone, whatever Keras prefetches (``fit`` gets ``steps_per_epoch``).
     Evaluation (no ``seed``): the split in order, ``ceil(n / batch_size)`` batches.
     Images (N, C, H, W) are served channels-last; uint8 pixels are multiplied by ``scale``.
@@ -168,15 +170,17 @@ class SeededBatches(keras.utils.PyDataset):
     Example:
         >>> x, y = np.arange(10, dtype=np.float32).reshape(5, 2), np.arange(5)
         >>> batches = SeededBatches(x, y, 2, None, seed=7)
-        >>> epoch0 = np.concatenate([batches[i][1] for i in range(3)])
+        >>> epoch0 = np.concatenate([batches[i][1] for i in range(2)])  # 2 + 3: the last single sample merged
         >>> epoch0.tolist() == batch_order(7, 0, 5).tolist(), batches.steps
-        (True, 3)
+        (True, 2)
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, scale: float | None, *, seed: int | None = None) -> None:
         super().__init__()
         self.x, self.y, self.batch_size, self.scale, self.seed = x, y, batch_size, scale, seed
-        self.steps = max(1, math.ceil(len(y) / batch_size))
+        # training: a last batch of one sample joins the one before it (batch_bounds), as in the PyTorch engine
+        self._bounds = batch_bounds(len(y), batch_size) if seed is not None else None
+        self.steps = max(1, len(self._bounds) if self._bounds is not None else math.ceil(len(y) / batch_size))
         self._orders: dict[int, np.ndarray] = {}
 
     @property
@@ -193,7 +197,8 @@ class SeededBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if self.seed is not None:
             epoch, step = divmod(index, self.steps)
-            rows = self._order(epoch)[step * self.batch_size : (step + 1) * self.batch_size]
+            start, stop = self._bounds[step] if self._bounds else (0, 0)
+            rows = self._order(epoch)[start:stop]
         else:
             if not 0 <= index < self.steps:
                 raise IndexError(index)

@@ -33,6 +33,7 @@ from spocu.experiments.data.datasets import Dataset
 from spocu.experiments.run.distributed import DistributedContext, per_process_batch, shard
 from spocu.experiments.run.kernels import check_kernel_path, fix_kernel_path, uses_spocu
 from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now
+from spocu.experiments.seeding import batch_bounds
 from spocu.experiments.models.torch_models import build_model, count_parameters, initialize, macs_per_sample
 
 __all__ = [
@@ -225,8 +226,8 @@ def train_run(
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             correct = torch.zeros((), device=device, dtype=torch.int64)
-            for start in range(0, len(order), step):
-                x, y = train.batch(order[start : start + step])
+            for start, stop in batch_bounds(len(order), step):
+                x, y = train.batch(order[start:stop])
                 logits = network(x)
                 loss = nn.functional.cross_entropy(logits, y)
                 optimizer.zero_grad(set_to_none=True)
