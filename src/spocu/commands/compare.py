@@ -223,6 +223,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--skip-bad-runs", action="store_true",
         help="leave run files that fail validation out of the report (listed in it) instead of stopping",
     )
+    where.add_argument(
+        "--track", action="append", choices=("mlflow", "tensorboard"),
+        help="also log the finished comparison to MLflow (one run per activation and seed inside a parent run; store: "
+        "MLFLOW_TRACKING_URI, else sqlite beside --out) or TensorBoard (event files in OUT/tensorboard); repeatable",
+    )
     where.add_argument("--estimate", action="store_true", help="time a few steps on synthetic data and estimate the cost; train nothing")
     where.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_option(parser)
@@ -266,6 +271,7 @@ def _options(args: argparse.Namespace):
         config=config, device=args.device, threads=args.threads, jobs=args.jobs, executor=args.executor, ray_address=args.ray_address,
         ray_autoscaling=args.ray_autoscaling, data_dir=args.data_dir, download=not args.no_download, progress=not args.no_progress, out=args.out,
         skip_bad_runs=args.skip_bad_runs, options_toml=_recorded_options(args), rope=args.rope,
+        track=tuple(dict.fromkeys(args.track or ())),
     )
 
 

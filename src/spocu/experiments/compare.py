@@ -74,6 +74,7 @@ class CompareOptions:
     #: the options as a TOML document (``spocu compare --config`` reads it), recorded as ``OUT/config.toml``
     options_toml: str | None = None
     rope: float | None = None
+    track: tuple[str, ...] = ()  # "mlflow", "tensorboard": log the finished comparison there (results/tracking.py)
 
 
 @dataclass
@@ -119,6 +120,10 @@ def check_options(options: CompareOptions) -> None:
         raise OptionError(f"--ray-autoscaling applies to --executor ray, not --executor {options.executor}")
     if options.ray_address is not None and not options.ray_address.strip():  # not a silent local Ray instead of the cluster
         raise OptionError("--ray-address is empty; give the cluster's HOST:PORT (or 'auto'), or leave it out for a local Ray")
+    if options.track:
+        from spocu.experiments.results.tracking import check_trackers
+
+        check_trackers(tuple(options.track))
     if options.out is not None and not str(options.out).strip():
         raise OptionError("--out is empty; give a directory name (a new or empty directory, or an earlier spocu compare output)")
     if options.data_dir is not None:
@@ -475,6 +480,10 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         except OSError as error:
             raise _write_failure(error, out) from None
         success = True
+        if outcome is not None and options.track:  # after every file is written: tracking cannot change them
+            from spocu.experiments.results.tracking import track_comparison
+
+            track_comparison(tuple(options.track), outcome, say)
         return outcome
     finally:
         stack.close()  # a local Ray started for this compare is shut down
