@@ -142,10 +142,26 @@ def test_a_tracking_failure_warns_once_and_changes_nothing(tracked, tmp_path, mo
     assert all(not math.isnan(r["test_accuracy"]) for r in _results(out)["runs"])
 
 
+def test_track_is_recorded_in_config_toml_and_read_back(tracked):
+    import argparse
+
+    from spocu.commands._config_file import _read
+    from spocu.commands.compare import add_arguments
+
+    _, out = tracked
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert "track = [" in (out / "config.toml").read_text()
+    args = parser.parse_args(_read(parser, str(out / "config.toml")))
+    assert args.track == ["mlflow", "tensorboard"]
+
+
 def test_unknown_or_missing_tracker_is_refused_before_training(tmp_path, monkeypatch, capsys):
     from spocu.experiments.results import tracking
 
-    assert cli.main([*FAST, "--out", str(tmp_path / "a"), "--track", "wandb"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*FAST, "--out", str(tmp_path / "a"), "--track", "wandb"])
+    assert exit_.value.code == 2 and "invalid choice: 'wandb'" in _printed(capsys)
     monkeypatch.setitem(tracking._NEEDS, "tensorboard", ("no_such_package_spocu",))
     assert cli.main([*FAST, "--out", str(tmp_path / "b"), "--track", "tensorboard"]) == 2
     assert 'needs no_such_package_spocu: pip install "spocu[tensorboard]"' in _printed(capsys)

@@ -224,9 +224,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave run files that fail validation out of the report (listed in it) instead of stopping",
     )
     where.add_argument(
-        "--track", action="append", choices=("mlflow", "tensorboard"),
+        "--track", action="extend", nargs="+", choices=("mlflow", "tensorboard"),
         help="also log the finished comparison to MLflow (one run per activation and seed inside a parent run; store: "
-        "MLFLOW_TRACKING_URI, else sqlite beside --out) or TensorBoard (event files in OUT/tensorboard); repeatable",
+        "MLFLOW_TRACKING_URI, else sqlite beside --out) and/or TensorBoard (event files in OUT/tensorboard)",
     )
     where.add_argument("--estimate", action="store_true", help="time a few steps on synthetic data and estimate the cost; train nothing")
     where.add_argument("--no-progress", action="store_true", help="no progress bar")
