@@ -828,7 +828,26 @@ def replace_activations(
         if strict:
             raise ValueError(message)
         warnings.warn(message, UserWarning, stacklevel=2)
+    if _is_transformers_model(module):  # save_pretrained must keep the swap, or refuse
+        from spocu.transformers import after_swap
+
+        after_swap(module, result.modules, result.call_sites)
+    elif any(
+        cls.__module__.split(".")[0] == "transformers" for cls in type(module).__mro__
+    ):
+        warnings.warn(
+            f"replace_activations: {type(module).__name__} is a part of a transformers model; the whole model's "
+            "save_pretrained/from_pretrained will not keep this swap: swap the whole model to have it kept or refused",
+            UserWarning,
+            stacklevel=2,
+        )
     return result if report else module
+
+
+def _is_transformers_model(module: nn.Module) -> bool:
+    return hasattr(module, "config") and any(
+        cls.__module__.split(".")[0] == "transformers" for cls in type(module).__mro__
+    )
 
 
 def _found_instead(module: nn.Module) -> str:
