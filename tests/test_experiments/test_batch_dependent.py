@@ -109,7 +109,7 @@ def work(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("jobs", [None, "2"], ids=["local", "jobs-2"])
+@pytest.mark.parametrize("jobs", [None, pytest.param("2", marks=pytest.mark.slow)], ids=["local", "jobs-2"])  # jobs-2: worker processes
 def test_a_batch_norm_model_trains_where_the_last_batch_holds_one_sample(jobs, work, capsys):
     # wdbc trains on 364 samples: batches of 121 leave one, the case that crashed mid-training
     args = ["--model", "bnnet.py:build", *FAST, "--threads", "1", "--batch-size", "121", "--out", "o"]

@@ -140,6 +140,7 @@ def test_rerun_skips_finished_runs_and_refuses_another_protocol(default_run, cap
     assert "different experiment" in out and "epochs: 3 there, 4 now" in out
 
 
+@pytest.mark.slow  # trains, interrupts and resumes whole comparisons
 def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, capsys):
     args = ("--activations", "relu", "spocu(c=1)", "--seeds", "2", "--epochs", "3")
     assert _compare(*args, "--out", str(tmp_path / "clean")) == 0
@@ -180,6 +181,7 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, caps
     assert len(_strict_json(out / "results.json")["runs"]) == 6
 
 
+@pytest.mark.slow  # trains, interrupts and resumes whole comparisons
 def test_killed_process_loses_at_most_the_run_in_progress(tmp_path):
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "selu",

@@ -30,6 +30,7 @@ def _compare_in_fresh_process(out, cache) -> None:
 
 
 @pytest.mark.slow  # the cold process builds the kernels and the autograd node: minutes on a busy 2-core machine
+@pytest.mark.slow  # builds the C++ kernels in fresh processes
 def test_cold_and_warm_kernel_cache_give_the_same_run_files(tmp_path):
     cache = tmp_path / "kernel-cache"
     cache.mkdir()  # empty: the first process finds no built kernels (cold), the second finds them (warm)

@@ -14,6 +14,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+# a local Ray cluster (started once per module) and Ray worker processes importing torch
+pytestmark = pytest.mark.slow
+
 from spocu.experiments.run import torch_engine as engine_torch  # noqa: E402
 from spocu.experiments.config import resolve_config  # noqa: E402
 from spocu.experiments.data.datasets import load_dataset  # noqa: E402

@@ -52,6 +52,7 @@ def _session_processes(session: int) -> list[tuple[int, str, str]]:
 # ----------------------------------------------------------------------------- --jobs
 
 
+@pytest.mark.slow  # worker processes, each importing torch
 def test_jobs_2_trains_in_workers_and_matches_jobs_1_exactly(tmp_path, monkeypatch):
     grid = ("--activations", "relu", "spocu(c=1)", "--seeds", "2", "--epochs", "2")
     assert _compare(*grid, "--out", str(tmp_path / "one")) == 0
@@ -75,6 +76,7 @@ def test_jobs_2_trains_in_workers_and_matches_jobs_1_exactly(tmp_path, monkeypat
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+@pytest.mark.slow  # worker processes, each importing torch
 def test_ctrl_c_with_jobs_ends_the_workers_keeps_finished_runs_and_resumes(tmp_path):
     out = tmp_path / "interrupted"
     command = [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "selu",
@@ -113,6 +115,7 @@ def test_ctrl_c_with_jobs_ends_the_workers_keeps_finished_runs_and_resumes(tmp_p
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+@pytest.mark.slow  # worker processes, each importing torch
 def test_sigkill_of_the_parent_leaves_no_worker_behind(tmp_path):
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "selu",
@@ -236,6 +239,7 @@ if "RANK" in os.environ:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+@pytest.mark.slow  # torchrun: fresh processes, a gloo group
 def test_torchrun_two_cpu_processes_train_each_run_together(tmp_path):
     out, audit = tmp_path / "ddp", tmp_path / "audit"
     audit.mkdir()
@@ -280,6 +284,7 @@ def test_torchrun_two_cpu_processes_train_each_run_together(tmp_path):
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+@pytest.mark.slow  # torchrun: fresh processes, a gloo group
 def test_torchrun_refuses_a_directory_that_is_not_ours_in_every_process(tmp_path):
     user = tmp_path / "notes"
     user.mkdir()
