@@ -58,6 +58,8 @@ def test_mlflow_runs_equal_results_json(tracked, monkeypatch):
     results = _results(out)
     client = MlflowClient()
     assert parent["params.protocol_hash"] == results["protocol_hash"] and parent["params.epochs"] == "3"
+    assert parent["tags.spocu.seeds"] == "[0, 1]" and parent["tags.spocu.activations"] == '["relu", "selu"]'
+    assert "params.seeds" not in children.columns  # the grid is not a param: it may grow on resume
     assert {"report.md", "results.json", "epochs.csv"} <= {a.path for a in client.list_artifacts(parent["run_id"])}
     for run in results["runs"]:
         row = children[children["tags.spocu.run"] == f"{run['activation']}-seed{run['seed']}"].iloc[0]
@@ -103,13 +105,15 @@ def test_a_resumed_comparison_logs_no_run_twice(tmp_path, monkeypatch):
     (out / "runs" / "relu-seed1.json").unlink()
     MlflowClient(uri).update_run(first_ids["selu-seed0"], status="RUNNING")
     (out / "tensorboard" / "selu-seed1").rename(out / "tensorboard" / ".selu-seed1.partial")
-    assert cli.main(args) == 0
+    assert cli.main([*args, "--seeds", "3"]) == 0  # resumed, and extended by a seed
+    grown = KEYS | {"relu-seed2", "selu-seed2"}
     parents, children = _mlflow_runs(uri, monkeypatch)
-    assert len(parents) == 1 and sorted(children["tags.spocu.run"]) == sorted(KEYS)  # each run once
+    assert len(parents) == 1 and sorted(children["tags.spocu.run"]) == sorted(grown)  # each run once
+    assert parents.iloc[0]["tags.spocu.seeds"] == "[0, 1, 2]"
     ids = dict(zip(children["tags.spocu.run"], children["run_id"]))
     assert ids["relu-seed1"] == first_ids["relu-seed1"] and ids["relu-seed0"] == first_ids["relu-seed0"]
     assert ids["selu-seed0"] != first_ids["selu-seed0"] and set(children["status"]) == {"FINISHED"}
-    assert {p.name for p in (out / "tensorboard").iterdir()} == KEYS
+    assert {p.name for p in (out / "tensorboard").iterdir()} == grown
 
 
 def test_a_tracking_failure_warns_once_and_changes_nothing(tracked, tmp_path, monkeypatch, capsys):

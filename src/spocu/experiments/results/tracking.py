@@ -6,7 +6,8 @@ unreachable, disk full, a package missing) warns once and leaves the comparison'
 
 **MLflow** (``--track mlflow``, ``pip install "spocu[mlflow]"``): one parent run per comparison
 (tag ``spocu.comparison``), holding the protocol as params and ``report.md``, ``results.json``,
-``epochs.csv`` and the plots as artifacts; inside it one run per (activation, seed), as
+``epochs.csv`` and the plots as artifacts, the grid as tags ``spocu.activations``, ``spocu.seeds``;
+inside it one run per (activation, seed), as
 ``mlflow.pytorch.autolog`` would log it: the protocol and the run's own facts as params,
 ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``epoch_seconds`` per epoch
 (step = epoch), the final ``test_accuracy`` and ``test_loss``, and the run's JSON file. The store is
@@ -160,7 +161,9 @@ def _log_mlflow(outcome: CompareOutcome) -> str:
     cid = _comparison_id(outcome)
     logged = client.search_runs([experiment_id], filter_string=f"tags.`spocu.comparison` = '{cid}'", max_results=50000)
     parents = [r for r in logged if r.data.tags.get("spocu.role") == "comparison"]
-    protocol = _flatten(outcome.results["config"])
+    # the protocol as params (immutable in MLflow); the grid (activations, seeds) may grow on resume: tags
+    grid = {key: outcome.results["config"].get(key) for key in ("activations", "seeds")}
+    protocol = _flatten({k: v for k, v in outcome.results["config"].items() if k not in grid})
     protocol["protocol_hash"] = outcome.results["protocol_hash"]
 
     def log_batch(run_id: str, params: dict[str, str] | None = None, metrics: list[Metric] | None = None) -> None:
@@ -201,6 +204,8 @@ def _log_mlflow(outcome: CompareOutcome) -> str:
         log_batch(child, {**protocol, **facts}, metrics)
         client.log_artifact(child, str(path))
         client.set_terminated(child, "FINISHED")
+    for key, value in grid.items():
+        client.set_tag(parent, f"spocu.{key}", json.dumps(value))
     for artifact in ("report.md", "results.json", "epochs.csv", *sorted(p.name for p in Path(outcome.out).glob("*.png"))):
         if (Path(outcome.out) / artifact).is_file():
             client.log_artifact(parent, str(Path(outcome.out) / artifact))
