@@ -93,6 +93,7 @@ def test_tensorboard_event_files_equal_results_json(tracked):
         assert test.value == pytest.approx(run["test_accuracy"], rel=1e-6) and test.step == len(run["epochs"])
 
 
+@pytest.mark.slow  # trains and resumes whole comparisons
 def test_a_resumed_comparison_logs_no_run_twice(tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     args = [*FAST, "--out", str(out), "--track", "mlflow", "--track", "tensorboard"]
