@@ -427,3 +427,13 @@ def test_a_batch_norm_model_trains_under_ray_with_a_last_batch_of_one(tmp_path, 
                     "--batch-size", "121", "--executor", "ray", "--out", str(out)) == 0, capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["protocol"]["last_batch"] == "merged"
     assert sorted(_run_files(out)) == ["relu-seed0.json"]
+
+
+def test_tuning_on_ray_chooses_what_the_local_executor_chooses(tmp_path):
+    grid = ("--tune", "lr", "--activations", "relu", "--seeds", "1", "--epochs", "1", "--hidden", "8")
+    assert _compare(*grid, "--out", str(tmp_path / "local")) == 0
+    assert _compare(*grid, "--executor", "ray", "--out", str(tmp_path / "ray")) == 0
+    local = json.loads((tmp_path / "local" / "results.json").read_text())
+    on_ray = json.loads((tmp_path / "ray" / "results.json").read_text())
+    assert on_ray["tuning"] == local["tuning"] and on_ray["config"]["learning_rates"] == local["config"]["learning_rates"]
+    assert len(list((tmp_path / "ray" / "tuning").rglob("runs/*.json"))) == 5 * 2

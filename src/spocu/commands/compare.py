@@ -40,6 +40,7 @@ activations: spocu, spocu(c=1), spocu(alpha=..., beta=..., gamma=..., c=...), re
 examples:
   spocu compare
   spocu compare --activations "spocu, spocu(c=1), relu" --seeds 10
+  spocu compare --tune lr                           # each activation at its own learning rate, chosen on validation
   spocu compare --dataset digits --model seed-cnn --epochs 20
   spocu compare --preset seed-cifar10 --data-dir ~/.keras/datasets
   spocu compare --preset seed-cifar10 --estimate
@@ -168,7 +169,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--epochs", type=_whole(1))
     train.add_argument("--batch-size", type=_whole(1))
     train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
-    train.add_argument("--lr", type=_real(0, low_open=True), help="learning rate (default 1e-3)")
+    train.add_argument("--lr", type=_real(0, low_open=True), help="learning rate (default 1e-3); with --tune lr the middle of the grid")
+    train.add_argument(
+        "--tune", choices=("lr",),
+        help="lr: choose each activation's learning rate on the validation split first (5 rates from lr/10 to lr x 10, "
+        "each on the first 2 seeds; the test set takes no part), then train every seed at its activation's rate",
+    )
     train.add_argument(
         "--lr-milestones", type=_milestones, metavar="E1,E2", help="multiply the learning rate by 0.1 at these epochs (default: constant)",
     )
@@ -266,6 +272,7 @@ def _options(args: argparse.Namespace):
         "image_size": None if args.image_size is None else tuple(args.image_size),
         "swap": args.swap,
         "lr_milestones": args.lr_milestones,
+        "tune": args.tune,
     }
     return CompareOptions(
         config=config, device=args.device, threads=args.threads, jobs=args.jobs, executor=args.executor, ray_address=args.ray_address,
@@ -354,6 +361,11 @@ class _RichCallbacks:
         if self.progress is not None and len(result.epochs) < self.epochs:  # diverged early: keep the bar honest
             self.progress.update(self.task, advance=self.epochs - len(result.epochs))
         diverged = f" (diverged at epoch {result.diverged_at})" if result.diverged_at else ""
+        if result.extra.get("tuning_lr") is not None:  # a --tune run: no test set, its validation accuracy
+            val = result.epochs[-1].val_accuracy if result.epochs else None
+            score = "n/a" if val is None else f"{val:.4f}"
+            self.console.print(f"  {result.activation:<14} seed {result.seed}: validation accuracy {score}, {result.seconds:.1f} s{diverged}")
+            return
         self.console.print(
             f"  {result.activation:<14} seed {result.seed}: test accuracy {result.test_accuracy:.4f}, "
             f"{result.seconds:.1f} s{diverged}"

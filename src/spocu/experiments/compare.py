@@ -365,6 +365,8 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
             raise OptionError(f"torchrun data-parallel training is for --framework torch, not {config.framework}")
         if options.jobs not in (None, 1):
             raise OptionError("--jobs and torchrun do not combine: under torchrun all processes train each run together")
+        if config.tune is not None:
+            raise OptionError("--tune and torchrun do not combine: tune without torchrun (or pass the chosen --lr)")
         if options.executor != DEFAULT_EXECUTOR:
             raise OptionError(
                 f"--executor {options.executor} and torchrun do not combine: under torchrun all processes train each run together; "
@@ -529,6 +531,9 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
             raise OutputBusy(busy)
         if main and options.options_toml is not None:  # under the lock: a busy directory keeps its own
             out.record_options(options.options_toml)
+        tuning = None
+        if config.tune is not None:
+            config, tuning = _tune(config, options, out, dataset, engine, device, threads, callbacks, jobs)
         experiment = run_experiment(
             config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks, jobs=jobs,
             executor=options.executor, executor_options=(
@@ -551,9 +556,31 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
     elif jobs > 1:
         info["parallel"] = {"jobs": jobs, "threads_per_job": threads}
     results = assemble_results(config, dataset, runs, info, experiment.skipped, rope=options.rope)
+    if tuning is not None:
+        results["tuning"] = tuning
     write_results(out.root, results, runs)
     report = write_report(out.root, results)
     return CompareOutcome(config, out.root, results, report, experiment.skipped)
+
+
+def _tune(config, options, out, dataset, engine, device, threads, callbacks, jobs):
+    """``--tune lr``: the tuning runs (:mod:`~spocu.experiments.run.tuning`), then the config with the chosen rates."""
+    from spocu.experiments.run.runner import SilentCallbacks
+    from spocu.experiments.run.tuning import TuningCallbacks, tune_learning_rates
+
+    out.prepare(config)  # a directory of another experiment is refused before any tuning run trains
+
+    def train(sub_config, sub_out, data, lr):
+        return run_experiment(
+            sub_config, sub_out, data, engine, device=str(device), threads=threads,
+            callbacks=TuningCallbacks(callbacks or SilentCallbacks(), lr), jobs=jobs, executor=options.executor,
+            executor_options=(
+                {"address": options.ray_address, "autoscaling": options.ray_autoscaling} if options.executor == "ray" else None
+            ),
+            skip_bad_runs=options.skip_bad_runs,
+        ).runs
+
+    return tune_learning_rates(config, out, dataset, train)
 
 
 # ----------------------------------------------------------------------------- --estimate
@@ -612,10 +639,15 @@ def estimate(options: CompareOptions) -> dict:
     for spec, timing in zip(config.activation_specs(), timings):
         epoch = steps * timing["step_seconds"] + n_val * timing["eval_seconds_per_sample"]
         run = config.epochs * epoch + n_test * timing["eval_seconds_per_sample"]
-        total += run * len(config.seeds)
-        rows.append((spec.canonical, f"{timing['step_seconds']:.4f}", f"{epoch:.1f}", f"{run / 60:.1f}", str(len(config.seeds)), f"{run * len(config.seeds) / 60:.1f}"))
+        # --tune lr: every rate of the grid on the tuning seeds first, each a full run without the test pass
+        tuning_runs = len(config.tune_grid()) * len(config.tune_seeds()) if config.tune else 0
+        cost = run * len(config.seeds) + config.epochs * epoch * tuning_runs
+        total += cost
+        runs = f"{len(config.seeds)} + {tuning_runs} tuning" if tuning_runs else str(len(config.seeds))
+        rows.append((spec.canonical, f"{timing['step_seconds']:.4f}", f"{epoch:.1f}", f"{run / 60:.1f}", runs, f"{cost / 60:.1f}"))
+    tuned = f", --tune lr: {len(config.tune_grid())} rates x {len(config.tune_seeds())} seeds per activation first" if config.tune else ""
     return {
-        "title": f"estimated cost: {config.dataset}, {config.model.label}, {config.epochs} epochs, batch {config.batch_size} (synthetic data)",
+        "title": f"estimated cost: {config.dataset}, {config.model.label}, {config.epochs} epochs, batch {config.batch_size}{tuned} (synthetic data)",
         "columns": ("activation", "s/step", "s/epoch", "min/run", "runs", "min total"),
         "rows": rows,
         "where": f"{device}" + (f", {threads} thread(s)" if threads else ""),

@@ -44,6 +44,9 @@ __all__ = [
     "PAPER_PROVENANCE",
     "SPOCU_CORRECTION",
     "DEFAULT_ACTIVATIONS",
+    "TUNABLE",
+    "TUNE_POINTS",
+    "TUNE_SEEDS",
     "DATASET_DEFAULTS",
     "ModelSpec",
     "ExperimentConfig",
@@ -81,6 +84,16 @@ def check_split_size(value: float, option: str = "split size") -> None:
     ):
         raise ValueError(f"{option} must be a fraction in (0, 1) or a whole number of samples >= 1, got {value}")
 
+
+#: what ``--tune`` can tune
+TUNABLE = ("lr",)
+#: ``--tune lr``: this many log-spaced rates, from lr / 10**TUNE_DECADES to lr * 10**TUNE_DECADES
+TUNE_POINTS = 5
+TUNE_DECADES = 1.0
+#: ``--tune lr`` trains each rate on this many seeds (the experiment's first ones)
+TUNE_SEEDS = 2
+#: how a rate is scored (higher wins; ties: lower validation loss, then the rate nearer the default)
+TUNE_SCORE = "mean over the tuning seeds of the last epoch's validation accuracy; a rate at which a tuning seed diverged is not eligible"
 
 #: Defaults per dataset, used where neither an option nor a preset sets a value.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -190,6 +203,7 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "lr_milestones": (),
     "target": None,
     "image_size": None,
+    "tune": None,
 }
 
 #: Defaults for the user's data (``--dataset PATH``): tables and arrays get an MLP, image folders the seed's CNN.
@@ -225,6 +239,11 @@ class ExperimentConfig:
     #: (:func:`~spocu.experiments.seeding.batch_bounds`); None otherwise (and absent from the protocol)
     last_batch: str | None = None
     preset: str | None = field(default=None, compare=False)
+    #: "lr": each activation's learning rate is chosen on the validation split (:meth:`tune_grid`, :meth:`tune_seeds`)
+    tune: str | None = None
+    #: the tuning's outcome, activation -> chosen learning rate (set by :mod:`spocu.experiments.run.tuning`);
+    #: not in the protocol: each run file records its ``lr``, checked against it on resume
+    learning_rates: tuple[tuple[str, float], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         for name, option in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("split_seed", "--split-seed")):
@@ -254,6 +273,8 @@ class ExperimentConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.init not in ("customary", OWN_INIT) and self.init not in INIT_SCHEMES:
             raise ValueError(f"unknown init {self.init!r}; choose customary or one of {', '.join(INIT_SCHEMES)}")
+        if self.tune not in (None, *TUNABLE):
+            raise ValueError(f"--tune {self.tune}: choose one of {', '.join(TUNABLE)}")
         if not self.activations:
             raise ValueError("no activations to compare")
         if not self.seeds:
@@ -300,6 +321,27 @@ class ExperimentConfig:
         """The activations, each with the init it is trained with."""
         return [parse_activation(a, self.init) for a in self.activations]
 
+    def lr_for(self, activation: ActivationSpec | str) -> float:
+        """The learning rate ``activation`` trains with: the tuned one (``--tune lr``), else ``lr``."""
+        name = activation if isinstance(activation, str) else activation.canonical
+        return dict(self.learning_rates).get(name, self.lr)
+
+    def tune_grid(self) -> tuple[float, ...]:
+        """``--tune lr``'s grid: :data:`TUNE_POINTS` log-spaced rates from lr/10 to lr x 10 (lr in the middle).
+
+        Example:
+            >>> [f"{v:.3g}" for v in resolve_config({"tune": "lr"}).tune_grid()]
+            ['0.0001', '0.000316', '0.001', '0.00316', '0.01']
+        """
+        half = (TUNE_POINTS - 1) // 2
+        return tuple(float(self.lr * 10 ** ((k - half) / half * TUNE_DECADES)) for k in range(TUNE_POINTS))
+
+    def tune_seeds(self) -> tuple[int, ...]:
+        """The seeds the tuning runs use: the first :data:`TUNE_SEEDS` from the first seed (whatever the seed count,
+        so that adding seeds to a tuned experiment keeps its tuning)."""
+        first = min(self.seeds)
+        return tuple(range(first, first + TUNE_SEEDS))
+
     @property
     def reference(self) -> str:
         """The activation the others are tested against (the first)."""
@@ -308,8 +350,13 @@ class ExperimentConfig:
     def protocol(self) -> dict[str, Any]:
         """Everything that defines one run (not the grid); stored in and checked against ``config.json``."""
         data = asdict(self)
-        for key in ("activations", "seeds", "preset"):
+        for key in ("activations", "seeds", "preset", "learning_rates"):
             data.pop(key)
+        if self.tune is None:  # absent unless used: untuned protocols (and their hashes) stay as they were
+            data.pop("tune")
+        else:
+            data["tune"] = {"parameter": self.tune, "grid": list(self.tune_grid()), "seeds": list(self.tune_seeds()),
+                            "score": TUNE_SCORE}  # fmt: skip
         if self.keras_backend is None:  # absent, not null: torch protocols (and their hashes) stay as they were
             data.pop("keras_backend")
         for key in ("lr_milestones", "target", "image_size", "data_sha256", "last_batch"):  # likewise, absent unless used
@@ -329,7 +376,10 @@ class ExperimentConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.protocol(), "activations": list(self.activations), "seeds": list(self.seeds), "preset": self.preset}
+        data = {**self.protocol(), "activations": list(self.activations), "seeds": list(self.seeds), "preset": self.preset}
+        if self.learning_rates:
+            data["learning_rates"] = dict(self.learning_rates)
+        return data
 
     def with_grid(self, activations: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None) -> ExperimentConfig:
         return replace(self, activations=activations or self.activations, seeds=seeds or self.seeds)
@@ -340,7 +390,7 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
 
     Keys: preset, dataset, model, hidden, depth, width, activations, seeds (count), first_seed,
     epochs, batch_size, optimizer, lr, weight_decay, momentum, init, val_size, test_size,
-    split_seed, framework, keras_backend, swap, lr_milestones, target, image_size.
+    split_seed, framework, keras_backend, swap, lr_milestones, target, image_size, tune.
 
     ``dataset`` may be a path (:mod:`spocu.experiments.data.user_data`) and ``model`` a factory
     (:mod:`spocu.experiments.models.factories`; not imported here: :func:`with_model_source` does
@@ -419,6 +469,7 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         target=merged["target"],
         image_size=None if merged["image_size"] is None else tuple(int(v) for v in merged["image_size"]),
         preset=preset_name,
+        tune=merged["tune"],
     )
 
 

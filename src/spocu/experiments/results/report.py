@@ -255,6 +255,7 @@ def render_report(results: dict) -> str:
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)]
     lines += ["", *glossary(results)]
+    lines += _tuning_lines(results.get("tuning"))
     lines += [
         "",
         "## Learning curves",
@@ -278,7 +279,10 @@ def render_report(results: dict) -> str:
         *_data_lines(ds),
         f"- Model: {model_label}"
         + (f" (source sha256 {model['source_sha256']})" if model.get("source_sha256") else "")
-        + f"; optimizer {cfg['optimizer']} (lr {cfg['lr']:g}, weight decay {cfg['weight_decay']:g}"
+        + f"; optimizer {cfg['optimizer']} ("
+        + ("lr tuned per activation: " + ", ".join(f"{a} {lr:.3g}" for a, lr in cfg["learning_rates"].items()) if cfg.get("learning_rates")
+           else f"lr {cfg['lr']:g}")
+        + f", weight decay {cfg['weight_decay']:g}"
         + (f", momentum {cfg['momentum']:g}" if cfg["optimizer"] in ("sgd", "rmsprop") else "")
         + (f"; x0.1 at epochs {', '.join(map(str, cfg['lr_milestones']))}" if cfg.get("lr_milestones") else "")
         + f"), batch {cfg['batch_size']}, {cfg['epochs']} epochs, cross-entropy loss, framework {cfg['framework']}"
@@ -338,6 +342,36 @@ def _data_lines(ds: dict) -> list[str]:
         )
     elif "one_hot" in ds:
         lines.append("- One-hot encoded columns: none (every feature column is numeric).")
+    return lines
+
+
+def _tuning_lines(tuning: dict | None) -> list[str]:
+    """``--tune lr``: the grid, every activation's validation score per rate, and its choice."""
+    if not tuning:
+        return []
+    grid = tuning["grid"]
+    lines = [
+        "",
+        "## Learning rates chosen on the validation split (--tune lr)",
+        "",
+        f"Each activation trained at every rate below on seeds {', '.join(map(str, tuning['seeds']))}, with the test set removed; "
+        f"score: {tuning['score']}; ties: the lower mean validation loss, then the rate nearer the default. "
+        "Every seed then trained at its activation's chosen rate (**bold**). Cells: mean validation accuracy at the last epoch.",
+        "",
+        "| activation | " + " | ".join(f"lr {lr:.3g}" for lr in grid) + " | chosen |",
+        "|---|" + "---|" * (len(grid) + 1),
+    ]
+    for name, entry in tuning["activations"].items():
+        cells = []
+        for row in entry["scores"]:
+            text = "diverged" if row["diverged"] else _f(row["val_accuracy"])
+            if row["diverged"] and row["diverged"] < row["seeds"]:
+                text = f"{row['diverged']} of {row['seeds']} diverged"
+            cells.append(f"**{text}**" if row["chosen"] else text)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {entry['chosen']:.3g} |")
+    edge = [name for name, entry in tuning["activations"].items() if entry["chosen"] in (grid[0], grid[-1])]
+    if edge:
+        lines += ["", f"At the edge of the grid for {', '.join(edge)}: a rate beyond it might score higher (move the grid with --lr)."]
     return lines
 
 

@@ -128,6 +128,8 @@ class RunResult:
     #: the kernels that computed SPOCU, fixed before the first step (:mod:`spocu.experiments.run.kernels`);
     #: None where the network holds no SPOCU (and in run files written before this field existed)
     kernel_path: str | None = None
+    #: the learning rate the run trained with (``--tune lr``: its activation's chosen rate); None in older files
+    lr: float | None = None
 
     def __post_init__(self) -> None:
         self.test_loss = _finite_or_none(self.test_loss)
@@ -172,6 +174,7 @@ def make_run_result(
     dataset: Dataset,
     extra: dict[str, Any] | None = None,
     kernel_path: str | None = None,
+    lr: float | None = None,
 ) -> RunResult:
     """The :class:`RunResult` of a run that has just ended; every engine builds its result here.
 
@@ -200,6 +203,7 @@ def make_run_result(
         dataset_fingerprint=dataset.fingerprint(),
         extra=dict(extra or {}),
         kernel_path=kernel_path,
+        lr=lr,
     )
 
 

@@ -215,7 +215,7 @@ def check_config(config: ExperimentConfig) -> None:
     _optimizer(config)
 
 
-def lr_at_epoch(config: ExperimentConfig, epoch: int) -> float:
+def lr_at_epoch(config: ExperimentConfig, epoch: int, lr: float | None = None) -> float:
     """The learning rate of epoch ``epoch`` (0, 1, ...): ``lr`` x 0.1 per milestone reached.
 
     Example:
@@ -224,11 +224,12 @@ def lr_at_epoch(config: ExperimentConfig, epoch: int) -> float:
         >>> [round(lr_at_epoch(config, e), 6) for e in range(4)]
         [0.1, 0.1, 0.01, 0.001]
     """
-    return config.lr * 0.1 ** sum(epoch >= milestone for milestone in config.lr_milestones)
+    return (config.lr if lr is None else lr) * 0.1 ** sum(epoch >= milestone for milestone in config.lr_milestones)
 
 
-def _optimizer(config: ExperimentConfig) -> keras.optimizers.Optimizer:
+def _optimizer(config: ExperimentConfig, lr: float | None = None) -> keras.optimizers.Optimizer:
     decay, momentum = config.weight_decay, config.momentum
+    lr = config.lr if lr is None else lr
     if decay and not (config.optimizer == "adamw" or (config.optimizer == "sgd" and momentum == 0)):
         raise ValueError(
             f"--weight-decay with --optimizer {config.optimizer}: PyTorch adds weight decay to the gradient (an L2 penalty), "
@@ -236,12 +237,12 @@ def _optimizer(config: ExperimentConfig) -> keras.optimizers.Optimizer:
             "Use one of those with --framework keras, or --weight-decay 0, or the PyTorch engine (--framework torch), which runs this recipe as given"
         )
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=config.lr, epsilon=1e-8)
+        return keras.optimizers.Adam(learning_rate=lr, epsilon=1e-8)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=decay, epsilon=1e-8)
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=decay, epsilon=1e-8)
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=config.lr, momentum=momentum, weight_decay=decay or None)
-    return keras.optimizers.RMSprop(learning_rate=config.lr, rho=0.99, momentum=momentum, epsilon=1e-8)
+        return keras.optimizers.SGD(learning_rate=lr, momentum=momentum, weight_decay=decay or None)
+    return keras.optimizers.RMSprop(learning_rate=lr, rho=0.99, momentum=momentum, epsilon=1e-8)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -305,7 +306,8 @@ def train_run(
 
     if config.keras_backend is not None and config.keras_backend != backend():
         raise ValueError(f"this experiment uses Keras's {config.keras_backend} backend, but Keras runs on {backend()} here (set KERAS_BACKEND)")
-    optimizer = _optimizer(config)  # refuses unsupported combinations before anything is built
+    lr = config.lr_for(activation)  # --tune lr: this activation's chosen rate
+    optimizer = _optimizer(config, lr)  # refuses unsupported combinations before anything is built
     path = _kernel_path(activation, config, device)
     started, start_clock = utc_now(), time.perf_counter()
     keras.backend.clear_session()  # a fresh graph and name scope for each run in a long-lived process
@@ -324,11 +326,12 @@ def train_run(
         timer = _EpochTimer(on_epoch)
         callbacks: list = [timer]
         if config.lr_milestones:  # lr x 0.1 at each milestone epoch, as the PyTorch engine's MultiStepLR
-            callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr_at_epoch(config, epoch)))
+            callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: lr_at_epoch(config, epoch, lr)))
         history = model.fit(
             train, epochs=config.epochs, steps_per_epoch=train.steps, validation_data=val, callbacks=callbacks, shuffle=False, verbose=0,
         ).history
-        logits = np.asarray(model.predict(test, verbose=0), dtype=np.float64)
+        # tuning runs (--tune) get no test set at all
+        logits = np.asarray(model.predict(test, verbose=0), dtype=np.float64) if len(dataset.y_test) else np.zeros((0, dataset.num_classes))
     epochs = [
         EpochRecord(
             k + 1, history["loss"][k], history["accuracy"][k], history.get("val_loss", [None] * (k + 1))[k],
@@ -359,6 +362,7 @@ def train_run(
         dataset=dataset,
         extra={"keras_backend": backend(), "backend_version": backend_version()},
         kernel_path=path,
+        lr=lr,
     )
 
 

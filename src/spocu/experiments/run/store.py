@@ -303,6 +303,12 @@ def validate_run(data: Any, activation: ActivationSpec, seed: int, config: Exper
         raise ValueError(f"holds {result.activation} seed {result.seed} ({result.init}), not {activation.canonical} seed {seed} ({activation.init}) as its name says")
     if result.protocol_hash != config.protocol_hash():
         raise ValueError(f"was made with a different protocol (hash {result.protocol_hash}, now {config.protocol_hash()})")
+    trained_with = config.lr if result.lr is None else result.lr
+    if not _is_number(trained_with) or trained_with != config.lr_for(activation):
+        raise ValueError(
+            f"was trained with lr {json.dumps(result.lr)}, but this experiment trains {activation.canonical} with lr "
+            f"{config.lr_for(activation):g}" + (" (the rate --tune lr chose)" if config.learning_rates else "")
+        )
     if result.dataset_fingerprint != dataset.fingerprint():
         raise ValueError(
             f"was trained on different data (fingerprint {result.dataset_fingerprint}, now {dataset.fingerprint()}): the dataset files changed"

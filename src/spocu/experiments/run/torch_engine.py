@@ -114,14 +114,15 @@ def choose_threads(config: ExperimentConfig, input_shape: tuple[int, ...], num_c
     return torch.get_num_threads()
 
 
-def _optimizer(config: ExperimentConfig, params) -> torch.optim.Optimizer:
+def _optimizer(config: ExperimentConfig, params, lr: float | None = None) -> torch.optim.Optimizer:
+    lr = config.lr if lr is None else lr
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 class _Split:
@@ -211,7 +212,8 @@ def train_run(
             network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
             sampler = SeededDistributedSampler(len(train), seed=seed, num_replicas=dist.world_size, rank=dist.rank)
             extra = {"distributed": {**dist.describe(), "per_process_batch": step, "global_batch": config.batch_size}}
-        optimizer = _optimizer(config, network.parameters())
+        lr = config.lr_for(activation)  # --tune lr: this activation's chosen rate
+        optimizer = _optimizer(config, network.parameters(), lr)
         # lr x 0.1 at each milestone epoch (He et al. 2016's step schedule); stepped once per epoch
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), 0.1) if config.lr_milestones else None
         history: list[EpochRecord] = []
@@ -275,6 +277,7 @@ def train_run(
             dataset=dataset,
             extra=extra,
             kernel_path=spocu_path,
+            lr=lr,
         )
     finally:
         torch.set_num_threads(previous_threads)
