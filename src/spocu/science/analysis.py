@@ -45,7 +45,7 @@ def contenders() -> list[Contender]:
     ]
     for c, label in ((math.inf, "∞"), (1.0, "1")):
         result = fit(fixed={"c": c}, starts=1)
-        if result.solved:  # it is for the defaults; never plot a non-solution as "fitted"
+        if result.solved and result.parameters is not None:  # never plot a non-solution as "fitted"
             out.append(spocu_contender(f"SPOCU fitted, c={label}", result.parameters))
     return [*out, SELU_LECUN, RELU_HE]
 
