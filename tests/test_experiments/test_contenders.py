@@ -10,7 +10,7 @@ import torch
 
 from spocu import cli
 from spocu.core import reference_spocu
-from spocu.experiments.activations import parse_activation, split_activation_list
+from spocu.experiments.activations import parse_activation
 
 X = np.linspace(-6.0, 6.0, 241)
 
