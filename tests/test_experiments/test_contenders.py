@@ -28,8 +28,8 @@ def test_learnable_spocu_parses_and_starts_at_the_fixed_function():
         parse_activation("spocu(learnable=maybe)")
     module = spec.torch_module()
     assert sum(p.numel() for p in module.parameters() if p.requires_grad) == 3  # alpha, beta, gamma
-    got = module(torch.tensor(X, dtype=torch.float64)).detach().numpy()
-    np.testing.assert_allclose(got, reference_spocu(X), rtol=1e-6, atol=1e-9)
+    got = module(torch.tensor(X, dtype=torch.float32)).detach().numpy()
+    np.testing.assert_allclose(got, reference_spocu(X), rtol=1e-5, atol=1e-5)  # float32 parameters and arithmetic
 
 
 def test_prelu_is_one_learned_slope_starting_at_a_quarter():

@@ -141,6 +141,7 @@ def test_a_tuned_experiment_resumes_and_refuses_a_run_at_another_rate(tuned_run,
     assert "different experiment" in capsys.readouterr().err  # without --tune: another protocol
 
 
+@pytest.mark.slow  # --jobs worker processes
 def test_tuning_with_jobs_chooses_the_same_rates(tuned_run, tmp_path):
     out = tmp_path / "jobs"
     assert _compare("--tune", "lr", "--activations", "spocu(c=1)", "relu", "--seeds", "2", "--epochs", "2", "--hidden", "16",

@@ -33,8 +33,8 @@ defaults per dataset (where neither an option nor a preset sets them):
   PATH    your .csv/.parquet table, .npz arrays or image folder: mlp 64-64 (folders: seed-cnn),
           20 epochs, batch 64, lr 1e-3   (test 20% unless the data has its own, validation 20% of the rest)
 
-activations: spocu, spocu(c=1), spocu(alpha=..., beta=..., gamma=..., c=...), relu, selu,
-  gelu, gelu(approximate=tanh), elu, elu(alpha=...), silu, mish, tanh, sigmoid.
+activations: spocu, spocu(c=1), spocu(alpha=..., beta=..., gamma=..., c=...), spocu(learnable=True),
+  relu, prelu, prelu(init=...), selu, gelu, gelu(approximate=tanh), elu, elu(alpha=...), silu, mish, tanh, sigmoid.
   The first is the reference the others are tested against.
 
 examples:

@@ -12,7 +12,8 @@ Customary initializations (all layers, biases zero; see :data:`INIT_SCHEMES`):
 activation                    init               why
 ============================  =================  ====================================================
 selu                          lecun-normal       required for self-normalization (Klambauer et al. 2017)
-spocu                         lecun-normal       SPOCU is built for self-normalization like SELU
+spocu, spocu(learnable=True)  lecun-normal       SPOCU is built for self-normalization like SELU
+prelu                         he-normal          He et al. 2015 (one learned slope, 0.25 at first)
 relu, elu, gelu, silu, mish   he-normal          Kaiming normal, fan_in, gain sqrt(2) (He et al. 2015)
 tanh, sigmoid                 glorot-normal      Glorot & Bengio 2010
 ============================  =================  ====================================================
@@ -73,11 +74,12 @@ class _Kind:
 #: Known activations: parameters with defaults, customary init and why.
 ACTIVATIONS: dict[str, _Kind] = {
     "spocu": _Kind(
-        {"alpha": DEFAULT_ALPHA, "beta": DEFAULT_BETA, "gamma": DEFAULT_GAMMA, "c": DEFAULT_C},
+        {"alpha": DEFAULT_ALPHA, "beta": DEFAULT_BETA, "gamma": DEFAULT_GAMMA, "c": DEFAULT_C, "learnable": False},
         "lecun-normal",
         "designed like SELU for self-normalizing networks, so SELU's LeCun normal",
     ),
     "relu": _Kind({}, "he-normal", "He et al. 2015 derived it for ReLU"),
+    "prelu": _Kind({"init": 0.25}, "he-normal", "He et al. 2015 introduced PReLU (one learned slope, 0.25 at first) with this init"),
     "selu": _Kind({}, "lecun-normal", "required by SELU's self-normalization (Klambauer et al. 2017)"),
     "gelu": _Kind({"approximate": "none"}, "he-normal", "ReLU-like; He normal as for ReLU"),
     "elu": _Kind({"alpha": 1.0}, "he-normal", "ReLU-like; He normal as for ReLU"),
@@ -93,6 +95,8 @@ _SPEC_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*(?:\((.*)\))?\s*$", re.D
 def _format_value(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, bool):
+        return str(value)
     if math.isinf(value):
         return "inf"
     return f"{value:.15g}"
@@ -100,6 +104,10 @@ def _format_value(value: Any) -> str:
 
 def _parse_value(name: str, key: str, text: str, default: Any) -> Any:
     text = text.strip()
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"activation {name!r}: {key}={text!r} must be True or False")
+        return text.lower() in ("true", "1")
     if isinstance(default, str):
         if not re.fullmatch(r"[A-Za-z_]+", text):
             raise ValueError(f"activation {name!r}: {key}={text!r} must be a word such as {default!r}")
@@ -178,9 +186,10 @@ class ActivationSpec:
         if self.name == "spocu":
             from spocu.torch import SPOCU
 
-            return SPOCU(alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"], c=p["c"])
+            return SPOCU(alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"], c=p["c"], learnable=p["learnable"])
         factories = {
             "relu": lambda: nn.ReLU(),
+            "prelu": lambda: nn.PReLU(num_parameters=1, init=p["init"]),
             "selu": lambda: nn.SELU(),
             "gelu": lambda: nn.GELU(approximate=p["approximate"]),
             "elu": lambda: nn.ELU(alpha=p["alpha"]),
@@ -232,12 +241,13 @@ def parse_activation(text: str, init: str | None = None) -> ActivationSpec:
                 raise ValueError(f"activation {text!r}: parameter {key!r} given twice")
             given[key] = _parse_value(name, key, value, defaults[key])
     if name == "spocu":
+        numbers = {k: v for k, v in {**defaults, **given}.items() if k != "learnable"}
         try:
-            spocu_params = SPOCUParams(**{**defaults, **given})
+            spocu_params = SPOCUParams(**numbers)
             check_kernel_range(spocu_params.alpha, spocu_params.gamma)  # compare trains in float32
         except (TypeError, ValueError) as error:
             raise ValueError(f"activation {text!r}: {error}") from None
-        given = {k: v for k, v in spocu_params.as_dict().items() if k in given}
+        given = {**{k: v for k, v in spocu_params.as_dict().items() if k in given}, **({"learnable": given["learnable"]} if "learnable" in given else {})}
     if name == "gelu" and given.get("approximate", "none") not in ("none", "tanh"):
         raise ValueError(f"activation {text!r}: approximate must be none or tanh")
     params = tuple((k, given[k]) for k in defaults if k in given and given[k] != defaults[k])

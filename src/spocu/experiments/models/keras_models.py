@@ -79,13 +79,35 @@ def keras_input_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(input_shape)
 
 
+class SharedPReLU(keras.layers.Layer):
+    """PReLU with one learned slope shared by every unit, as ``torch.nn.PReLU()``: x for x >= 0, a x below.
+
+    (``keras.layers.PReLU`` learns one slope per unit by default: another network than PyTorch's.)
+    """
+
+    def __init__(self, init: float = 0.25, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.init = float(init)
+
+    def build(self, input_shape: tuple) -> None:
+        self.slope = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.init), name="slope")
+
+    def call(self, x: Any) -> Any:
+        return keras.ops.where(x >= 0, x, self.slope * x)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "init": self.init}
+
+
 def keras_activation(activation: ActivationSpec) -> Any:
     """What the layers get as ``activation=``: a fresh :class:`spocu.keras.SPOCU` layer, or Keras's function."""
     p = activation.all_params
     if activation.name == "spocu":
         from spocu.keras import SPOCU
 
-        return SPOCU(alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"], c=p["c"])
+        return SPOCU(alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"], c=p["c"], learnable=p["learnable"])
+    if activation.name == "prelu":
+        return SharedPReLU(p["init"])
     functions = {
         "relu": lambda: keras.activations.relu,
         "selu": lambda: keras.activations.selu,
