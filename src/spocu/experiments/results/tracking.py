@@ -38,7 +38,9 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import time
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -220,7 +222,19 @@ _TB_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy"
             "val_accuracy": "accuracy/val", "epoch_seconds": "epoch_seconds"}
 
 
+def _tensorboard_without_tensorflow() -> None:
+    """Let TensorBoard write through its own TensorFlow stub when TensorFlow is not loaded yet.
+
+    TensorBoard imports TensorFlow whenever it is installed (tensorboard.compat.tf), which costs
+    tens of seconds, floods stderr and, after torch's Triton, risks the two LLVMs' clash; the
+    ``tensorboard.compat.notf`` module is TensorBoard's own switch to its stub (its no-TensorFlow build).
+    """
+    if "tensorflow" not in sys.modules and "tensorboard.compat.notf" not in sys.modules:
+        sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
+
+
 def _log_tensorboard(outcome: CompareOutcome) -> str:
+    _tensorboard_without_tensorflow()
     from torch.utils.tensorboard import SummaryWriter
 
     root = Path(outcome.out) / "tensorboard"
