@@ -21,7 +21,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_savefig", "atomic_open"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_savefig", "atomic_open", "temp_owner"]
+
+
+def temp_owner(name: str) -> int | None:
+    """The process id in a temporary file name made by :func:`atomic_open`, or None if it is not one.
+
+    Temporary files are named ``.<target>.<pid>.<random>.tmp``: each belongs to the process that
+    made it, so a cleanup can remove its own (or a dead process's) and leave anyone else's.
+
+    Example:
+        >>> temp_owner(".results.json.4242.k3j_9x2a.tmp"), temp_owner(".notes.txt.tmp")
+        (4242, None)
+    """
+    parts = name.split(".")
+    if len(parts) < 5 or parts[0] != "" or parts[-1] != "tmp" or not parts[-3].isdigit():
+        return None
+    return int(parts[-3])
 
 
 def _umask() -> int:
@@ -39,7 +55,8 @@ def atomic_open(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    # .<name>.<pid>.<random>.tmp: whose it is stays readable (temp_owner), and two processes never collide
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
     try:
         os.chmod(temp, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as stream:

@@ -299,3 +299,196 @@ def test_model_file_edited_during_the_sweep_is_one_line_and_keeps_the_finished_r
     assert "--model selfedit.py:build: its source file" in error and "changed during the experiment" in error
     assert "the finished runs in o are kept" in error
     assert sorted(p.name for p in (tmp_path / "o" / "runs").glob("*.json")) == ["relu-seed0.json", "selu-seed0.json"]
+
+
+# ----------------------------------------------------------------------------- hostile data (issue 24)
+
+
+def _table(path: Path, header: str, row) -> None:
+    path.write_text(header + "\n" + "\n".join(row(i) for i in range(40)) + "\n")
+
+
+def _npz(path: Path, **arrays) -> None:
+    import numpy as np
+
+    np.savez(path, **arrays)
+
+
+def _forged_npz(path: Path) -> None:
+    """x.npy's header declares 40 billion rows; the file holds 40."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    def npy(array) -> bytes:
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, array)
+        return buffer.getvalue()
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", npy(np.zeros((40, 3))).replace(b"(40, 3)", b"(40000000000, 3)"))
+        archive.writestr("y.npy", npy(np.arange(40) % 2))
+
+
+def _features(**changes):
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    for (row, column), value in changes.get("cells", {}).items():
+        x[row, column] = value
+    if "column" in changes:
+        x[:, 2] = changes["column"]
+    return x
+
+
+def _write(kind: str, path: Path) -> None:
+    import numpy as np
+
+    y = np.arange(40) % 2
+    if kind == "1e308 in a csv":
+        _table(path, "a,b,label", lambda i: f"{'1e308' if i == 3 else i},{i % 3},{i % 2}")
+    elif kind == "1e300 in an npz":
+        _npz(path, x=_features(cells={(5, 1): 1e300}), y=y)
+    elif kind == "duplicate label column":
+        _table(path, "a,label,label", lambda i: f"{i},{i % 2},{i % 2}")
+    elif kind == "feature equal to the label":
+        _table(path, "a,copy,label", lambda i: f"{i},{i % 2},{i % 2}")
+    elif kind == "feature one-to-one onto the label":
+        _table(path, "a,flag,label", lambda i: f"{i},{'yes' if i % 2 else 'no'},{'cat' if i % 2 else 'dog'}")
+    elif kind == "npz column one-to-one onto y":
+        _npz(path, x=_features(column=y * 3 + 1), y=y)
+    elif kind == "integer beyond int64":
+        _table(path, "a,big,label", lambda i: f"{i},{i % 3}99999999999999999999999,{i % 2}")
+    elif kind == "npz huge declared shape":
+        _forged_npz(path)
+    elif kind == "npz zero-dimension images":
+        _npz(path, x=np.zeros((40, 0, 5)), y=y)
+
+
+DATA_CASES = [
+    ("1e308 in a csv", "t.csv", r"t.csv: column 'a', row 4 holds 1e\+308, beyond float32's range"),
+    ("1e300 in an npz", "t.npz", r"t.npz: x\[5, 1\] = 1e\+300 is beyond float32's range"),
+    ("duplicate label column", "t.csv", r"t.csv: column names repeat: 'label' \(columns 2, 3\)"),
+    ("feature equal to the label", "t.csv", r"feature 'copy' maps one-to-one onto the label 'label' .* pass --allow-leak"),
+    ("feature one-to-one onto the label", "t.csv", r"feature 'flag' maps one-to-one onto the label 'label'"),
+    ("npz column one-to-one onto y", "t.npz", r"t.npz: feature x\[:, 2\] maps one-to-one onto the label y"),
+    ("integer beyond int64", "t.csv", r"column 'big' holds numbers pandas cannot read as int64 or float \(row 3: 2999"),
+    ("npz huge declared shape", "t.npz", r"t.npz: x declares shape \(40000000000, 3\) \(894.1 GiB\) but holds"),
+    ("npz zero-dimension images", "t.npz", r"t.npz: x has shape \(40, 0, 5\); a sample must hold at least one value"),
+]
+
+
+@pytest.mark.parametrize("kind, name, pattern", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_hostile_data_is_one_line_before_anything_is_written(kind, name, pattern, tmp_path, monkeypatch, capsys):
+    import re
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    _write(kind, tmp_path / name)
+    before = snapshot(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy, sklearn or pandas warning on the way to the refusal
+        code = cli.main(["compare", *FAST, "--activations", "relu", "--dataset", name, "--out", "o"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and error.startswith("spocu compare: error: "), error
+    assert re.search(pattern, error), error
+    assert snapshot(tmp_path) == before
+
+
+def test_allow_leak_keeps_the_column(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _write("feature one-to-one onto the label", tmp_path / "t.csv")
+    assert cli.main(["compare", *FAST, "--activations", "relu", "--dataset", "t.csv", "--allow-leak", "--out", "o"]) == 0
+    assert "allow-leak = true" in (tmp_path / "o" / "config.toml").read_text()
+
+
+def test_a_z_score_beyond_float32_names_the_file_column_and_row(tmp_path):
+    """A column that is all but constant on the training split and far off on another: z = 1e40 is inf in float32."""
+    from spocu.experiments.data.datasets import DatasetError
+    from spocu.experiments.data.user_data import load_user_dataset
+
+    refused = None
+    for row in range(40):  # put the outlier on a row the split leaves out of training
+        _table(tmp_path / "t.csv", "a,tiny,label", lambda i: f"{i},{1e10 if i == row else (-1) ** i * 1e-30},{i % 2}")
+        try:
+            load_user_dataset(tmp_path / "t.csv")
+        except DatasetError as error:
+            refused = (row, str(error))
+            break
+    assert refused is not None
+    row, message = refused
+    assert f"t.csv: column 'tiny', row {row + 1} = 10000000000.0 is not a finite float32 once standardized" in message
+
+
+def test_constant_columns_are_centred_and_said_so(tmp_path):
+    from spocu.experiments.data.user_data import load_user_dataset
+
+    _table(tmp_path / "t.csv", "a,same,label", lambda i: f"{i % 7},5,{i % 2}")
+    dataset = load_user_dataset(tmp_path / "t.csv")
+    assert "1 constant on the training split, centred only (same)" in dataset.info["preprocessing"]
+    assert (dataset.x_train[:, 1] == 0).all() and (dataset.x_test[:, 1] == 0).all()
+
+
+def test_seed_cnn_on_huge_images_is_refused_with_its_memory_estimate(monkeypatch):
+    """--image-size 1500 1500 with seed-cnn: the estimate was 0 for the CNNs, and the allocator failed mid-run."""
+    from spocu.experiments import compare
+
+    monkeypatch.setattr(compare, "_physical_memory", lambda: 24 * 2**30)
+    config = resolve_config({"dataset": "cifar10", "model": "seed-cnn", "batch_size": 64})
+    # conv 1: 32 x 1498 x 1498 floats per sample, kept as output, activation and gradient: 1.3 GB a sample
+    assert compare.memory_estimate(config, (3, 1500, 1500), 10) > 64 * 3 * 32 * 1498 * 1498 * 4
+    assert compare.memory_estimate(config, (3, 32, 32), 10) < 2**30  # CIFAR-10 itself stays small
+    with pytest.raises(compare.OptionError, match=r"seed-cnn, batch 64 needs at least [\d,.]+ GiB of memory"):
+        compare._check_size(config, (3, 1500, 1500), 10, 1, print)
+    resnet = resolve_config({"dataset": "cifar10", "model": "resnet20", "batch_size": 128})
+    assert compare.memory_estimate(resnet, (3, 1500, 1500), 10) > 128 * 7 * 16 * 1500 * 1500 * 4
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_a_fifo_inside_out_is_refused_without_blocking(tmp_path, capsys):
+    """A FIFO named config.json blocked the ownership check forever; a FIFO, socket or device is refused."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".spocu-compare").write_text("spocu compare output directory\n")
+    os.mkfifo(out / "config.json")
+    before = snapshot(tmp_path)
+    assert cli.main(["compare", *FAST, "--activations", "relu", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "holds config.json (a FIFO): not a file spocu compare writes" in error
+    assert snapshot(tmp_path) == before
+
+
+def test_prepare_removes_only_its_own_and_dead_processes_temp_files(tmp_path, capsys):
+    import subprocess
+
+    out = tmp_path / "o"
+    assert cli.main(["compare", *FAST, "--activations", "relu", "--out", str(out)]) == 0
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+        theirs = out / "runs" / f".relu-seed1.json.{other.pid}.abcd1234.tmp"  # another run writing right now
+        users = out / ".notes.txt.tmp"  # the user's own file in the directory
+        stale = out / f".results.json.{dead}.zz9_zz9z.tmp"  # left by a process that died mid-write
+        for path in (theirs, users, stale):
+            path.write_text("x")
+        capsys.readouterr()
+        assert cli.main(["compare", *FAST, "--activations", "relu", "--out", str(out)]) == 0
+        assert theirs.exists() and users.exists() and not stale.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_default_output_names_differ_for_processes_started_in_the_same_second(tmp_path):
+    import subprocess
+
+    from cli_harness import REPO_SRC
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_SRC), "SPOCU_DATA": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "spocu", "compare", *FAST, "--activations", "relu", "--hidden", "4"]
+    runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert [code for code, _ in results] == [0, 0], results
+    made = sorted(p.name for p in (tmp_path / "spocu-runs").iterdir())
+    assert len(made) == 2 and all(name.endswith(tuple(f"-{run.pid}" for run in runs)) for name in made), made

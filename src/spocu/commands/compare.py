@@ -143,6 +143,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     what.add_argument("--target", metavar="COLUMN", help="with a table: the label column (default: the last column)")
     what.add_argument(
+        "--allow-leak", action="store_true",
+        help="keep a feature column that equals the label or maps one-to-one onto it (refused by default as a leaked label)",
+    )
+    what.add_argument(
         "--image-size", nargs=2, type=_whole(1), metavar=("H", "W"), help="with an image folder: resize every image to H x W",
     )
     what.add_argument("--activations", nargs="+", metavar="ACT", help='e.g. spocu relu selu, or "spocu(c=1), relu"; the first is the reference (default spocu spocu(c=1) relu selu)')
@@ -223,7 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
     where.add_argument(
         "--out",
-        help="output directory: new, empty, or an earlier spocu compare output to resume (default ./spocu-runs/<dataset>-<timestamp>)",
+        help="output directory: new, empty, or an earlier spocu compare output to resume (default ./spocu-runs/<dataset>-<timestamp>-<pid>)",
     )
     where.add_argument(
         "--skip-bad-runs", action="store_true",
@@ -277,7 +281,7 @@ def _options(args: argparse.Namespace):
     return CompareOptions(
         config=config, device=args.device, threads=args.threads, jobs=args.jobs, executor=args.executor, ray_address=args.ray_address,
         ray_autoscaling=args.ray_autoscaling, data_dir=args.data_dir, download=not args.no_download, progress=not args.no_progress, out=args.out,
-        skip_bad_runs=args.skip_bad_runs, options_toml=_recorded_options(args), rope=args.rope,
+        skip_bad_runs=args.skip_bad_runs, options_toml=_recorded_options(args), rope=args.rope, allow_leak=args.allow_leak,
         track=tuple(dict.fromkeys(args.track or ())),
     )
 

@@ -71,6 +71,8 @@ class CompareOptions:
     progress: bool = True
     out: str | Path | None = None
     skip_bad_runs: bool = False
+    #: keep a feature that equals the label or maps one-to-one onto it (user tables and arrays)
+    allow_leak: bool = False
     #: the options as a TOML document (``spocu compare --config`` reads it), recorded as ``OUT/config.toml``
     options_toml: str | None = None
     rope: float | None = None
@@ -160,13 +162,41 @@ def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_
         >>> memory_estimate(resolve_config({"hidden": (100_000_000,)}), (30,), 2) > 10**10
         True
     """
+    batch = config.batch_size if n_train is None else min(config.batch_size, n_train)
+    if config.model.name in ("seed-cnn", "resnet20") and len(input_shape) == 3:
+        return _cnn_memory(config.model.name, input_shape, num_classes, batch)
     if config.model.name not in ("mlp", "deep-mlp"):
-        return 0  # seed-cnn, resnet20: under a million parameters; a factory's size is its author's to know
+        return 0  # a factory's size is its author's to know
     widths = [math.prod(input_shape), *config.model.hidden, num_classes]
     parameters = sum(a * b + b for a, b in zip(widths, widths[1:]))
-    batch = config.batch_size if n_train is None else min(config.batch_size, n_train)
     activations = batch * sum(widths[1:])
     return 4 * (4 * parameters + 3 * activations)
+
+
+def _cnn_memory(name: str, input_shape: tuple[int, ...], num_classes: int, batch: int) -> int:
+    """:func:`memory_estimate` for the built-in CNNs: their feature maps grow with the image's area.
+
+    seed-cnn: two valid 3x3 convolutions (32, 64 channels), each map kept as output, activation
+    and gradient, a pool after each; resnet20: 19 convolutions (16, 32, 64 channels at full, half,
+    quarter size), each with a batch norm and an activation, x 3 as well; parameters x 4.
+    """
+    channels, height, width = input_shape
+    if name == "seed-cnn":
+        maps, parameters = 0, 0
+        for out in (32, 64):
+            height, width = max(height - 2, 0), max(width - 2, 0)
+            maps += 2 * out * height * width  # the convolution's output and its activation
+            parameters += out * (channels * 9 + 1)
+            channels = out
+            if height >= 2 and width >= 2:
+                height, width = height // 2, width // 2
+                maps += out * height * width
+        parameters += channels * height * width * num_classes + num_classes
+    else:
+        area = height * width
+        maps = 3 * (7 * 16 * area + 6 * 32 * area // 4 + 6 * 64 * area // 16)  # convolution, batch norm, activation
+        parameters = 270_000 + 64 * num_classes
+    return 4 * (4 * parameters + 3 * batch * maps // 2)
 
 
 def _physical_memory() -> int | None:
@@ -283,7 +313,7 @@ def _load_dataset(config: ExperimentConfig, options: CompareOptions, *, progress
     from spocu.experiments.run.inputs import load_data
 
     try:
-        return load_data(config, data_dir=options.data_dir, download=download, progress=progress)
+        return load_data(config, data_dir=options.data_dir, download=download, progress=progress, allow_leak=options.allow_leak)
     except (DatasetError, ValueError) as error:
         raise ExperimentError(_one_line(error)) from None
 
@@ -394,7 +424,11 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     # a path would nest directories; resolved, so that "--dataset ." is named after its folder
     name = (Path(config.dataset).expanduser().resolve().stem or "data") if config.user_data else config.dataset
-    out = OutputDir(Path(options.out) if options.out is not None else Path("spocu-runs") / f"{name}-{stamp}")
+    # the process id: two runs started in the same second get their own directories (rank 0's under torchrun)
+    default = Path("spocu-runs") / f"{name}-{stamp}-{os.getpid()}"
+    if options.out is None and dist is not None:
+        default = Path(dist.broadcast(str(default)))
+    out = OutputDir(Path(options.out) if options.out is not None else default)
     _check_out_outside_data(config, out.root, explicit=options.out is not None)
     success = False
     stack = contextlib.ExitStack()

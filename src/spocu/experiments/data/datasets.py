@@ -51,6 +51,8 @@ __all__ = [
     "load_dataset",
     "split_dataset",
     "standardize_splits",
+    "NotFiniteAfterScaling",
+    "FLOAT32_MAX",
     "CIFAR10_ARCHIVE",
     "CIFAR10_BATCH_MD5",
     "MNIST_FILES",
@@ -445,40 +447,69 @@ def split_dataset(
     return (x_train, y_train, x_val, y_val, x_test, y_test), info
 
 
+#: the largest float32: a value beyond it cannot be trained on (it becomes inf)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class NotFiniteAfterScaling(DatasetError):
+    """A value whose z-score is not a finite float32 (``split``, ``row`` in that split, ``column``, raw ``value``)."""
+
+    def __init__(self, split: str, row: int, column: int, value: float) -> None:
+        self.split, self.row, self.column, self.value = split, row, column, value
+        super().__init__(f"the {split} split's sample {row}, feature {column} ({value!r}) is not finite after standardization")
+
+
 def standardize_splits(x_train: np.ndarray, x_val: np.ndarray, x_test: np.ndarray) -> tuple[tuple[np.ndarray, ...], str]:
     """z = (x - mean) / sd with the training split's statistics (``StandardScaler``), as float32.
 
     Features (N, F) per feature; images (N, C, H, W) per channel (one mean and sd for all
     pixels of a channel: per pixel, rare border pixels would become huge z-scores).
-    Returns the three standardized arrays and a one-line description.
+    Computed in float64. A feature (channel) constant on the training split is centred only
+    (sd taken as 1, scikit-learn's rule), and the description says how many. Returns the three
+    standardized arrays and a one-line description.
+
+    Raises:
+        NotFiniteAfterScaling: a z-score is not a finite float32 (values beyond float32's range, or
+            a tiny training sd); callers name the file, column and row.
     """
     from sklearn.preprocessing import StandardScaler
 
     if x_train.ndim == 4:
 
         def rows(a: np.ndarray) -> np.ndarray:
-            return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+            return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1]).astype(np.float64)
 
         def unrows(r: np.ndarray, a: np.ndarray) -> np.ndarray:
             n, c, h, w = a.shape
             return r.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
-        description = "pixels standardized per channel with the training split's mean and sd"
+        description, unit = "pixels standardized per channel with the training split's mean and sd", "channel"
     else:
 
         def rows(a: np.ndarray) -> np.ndarray:
-            return a.reshape(len(a), -1)
+            return a.reshape(len(a), -1).astype(np.float64)
 
         def unrows(r: np.ndarray, a: np.ndarray) -> np.ndarray:
             return r.reshape(a.shape)
 
-        description = "features standardized with the training split's mean and sd"
-    scaler = StandardScaler().fit(rows(x_train))
+        description, unit = "features standardized with the training split's mean and sd", "feature"
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are refused below
+        scaler = StandardScaler().fit(rows(x_train))
+    constant = int(np.sum(scaler.var_ == 0))
+    if constant:
+        description += f" ({constant} {unit}{'s' if constant > 1 else ''} constant on the training split: centred only)"
 
-    def standardize(a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(unrows(scaler.transform(rows(a)), a), dtype=np.float32)
+    def standardize(a: np.ndarray, split: str) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = scaler.transform(rows(a))
+            bad = ~(np.abs(z) <= FLOAT32_MAX)  # NaN and inf included
+        if bad.any():
+            flat, column = np.argwhere(bad)[0]
+            row = flat if a.ndim != 4 else flat // (a.shape[2] * a.shape[3])
+            raise NotFiniteAfterScaling(split, int(row), int(column), float(rows(a)[flat, column]))
+        return np.ascontiguousarray(unrows(z, a), dtype=np.float32)
 
-    return (standardize(x_train), standardize(x_val), standardize(x_test)), description
+    return (standardize(x_train, "training"), standardize(x_val, "validation"), standardize(x_test, "test")), description
 
 
 def load_dataset(

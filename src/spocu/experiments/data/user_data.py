@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from spocu.experiments.data.datasets import Dataset, split_dataset, standardize_splits
+from spocu.experiments.data.datasets import FLOAT32_MAX, Dataset, NotFiniteAfterScaling, split_dataset, standardize_splits
 from spocu.experiments.data.download import DatasetError
 
 __all__ = [
@@ -92,8 +92,12 @@ def load_user_dataset(
     split_seed: int = 0,
     val_size: float | None = None,
     test_size: float | None = None,
+    allow_leak: bool = False,
 ) -> Dataset:
     """Read ``path`` (table, ``.npz`` or image folder), number the classes, split and preprocess it.
+
+    ``allow_leak``: keep a feature column that equals the label or maps one-to-one onto it
+    (refused by default: the model would read the answer from it).
 
     Raises:
         DatasetError: the file or folder is missing, unreadable or unusable; the message names it.
@@ -108,12 +112,19 @@ def load_user_dataset(
         raise ValueError(f"{path}: --image-size applies to image folders, not to {path.suffix or 'this'} files")
     if target is not None and path.suffix.lower() not in TABLE_SUFFIXES:
         raise ValueError(f"{path}: --target applies to .csv and .parquet tables")
+    try:  # a file or folder we may not read: say so, not "not a zip archive" or "empty folder" later
+        if path.is_dir():
+            next(os.scandir(path), None)
+        else:
+            open(path, "rb").close()
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read it ({error.strerror or error})") from None
     if path.is_dir():
         loaded = _read_image_folder(path, image_size)
     elif path.suffix.lower() in TABLE_SUFFIXES:
-        loaded = _read_table(path, target)
+        loaded = _read_table(path, target, allow_leak)
     elif path.suffix.lower() == ".npz":
-        loaded = _read_npz(path)
+        loaded = _read_npz(path, allow_leak)
     else:
         raise DatasetError(f"{path}: not a dataset; expected a .csv or .parquet table, an .npz file or a folder of images")
     x, y, x_test, y_test, classes, info, content = loaded
@@ -122,18 +133,39 @@ def load_user_dataset(
         val_size=VAL_SIZE if val_size is None else val_size, test_size=test_size,
     )
     info.update(origin=str(path), split_seed=split_seed, **splits)
-    if info.pop("_kind") == "table":
-        x_train, x_val, x_test = _encode_table(x_train, x_val, x_test, info)
-        pixel_scale = None
-    elif x_train.ndim == 4 and x_train.dtype == np.uint8:
-        pixel_scale = 1.0 / 255.0
-        info["preprocessing"] = "uint8 pixels scaled by 1/255"
-    else:
-        (x_train, x_val, x_test), info["preprocessing"] = standardize_splits(x_train, x_val, x_test)
-        pixel_scale = None
+    kind = info.pop("_kind")
+    try:
+        if kind == "table":
+            x_train, x_val, x_test = _encode_table(x_train, x_val, x_test, info)
+            pixel_scale = None
+        elif x_train.ndim == 4 and x_train.dtype == np.uint8:
+            pixel_scale = 1.0 / 255.0
+            info["preprocessing"] = "uint8 pixels scaled by 1/255"
+        else:
+            (x_train, x_val, x_test), info["preprocessing"] = standardize_splits(x_train, x_val, x_test)
+            pixel_scale = None
+    except NotFiniteAfterScaling as error:
+        raise _name_unscalable(path, error, kind, x, info, {"training": x_train, "validation": x_val, "test": x_test}) from None
     info["class_mapping"] = {name: i for i, name in enumerate(classes)}
     info["content_sha256"] = content
     return Dataset(path.name, x_train, y_train, x_val, y_val, x_test, y_test, tuple(classes), pixel_scale, info)
+
+
+def _name_unscalable(path: Path, error: NotFiniteAfterScaling, kind: str, x, info: dict, splits: dict) -> DatasetError:
+    """The file's column and row of a value whose z-score is not a finite float32 (found by its value)."""
+    value, name = error.value, getattr(error, "column_name", None)
+    if kind == "table" and name is not None:
+        rows = np.flatnonzero(x[name].to_numpy(dtype=np.float64) == value)
+        where = f"column {name!r}, row {int(rows[0]) + 1}" if len(rows) else f"column {name!r}"
+    elif np.ndim(x) == 2:
+        rows = np.flatnonzero(np.asarray(x)[:, error.column] == value)
+        where = f"x[{int(rows[0])}, {error.column}]" if len(rows) else f"feature {error.column}"
+    else:
+        where = f"channel {error.column} of sample {error.row} of the {error.split} split"
+    return DatasetError(
+        f"{path}: {where} = {value!r} is not a finite float32 once standardized with the training split's mean and sd "
+        "(far from the column's other values); fix or drop it, or rescale the column"
+    )
 
 
 # ----------------------------------------------------------------------------- labels
@@ -185,9 +217,53 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read_table(path: Path, target: str | None):
+def _raw_header(path: Path) -> list[str]:
+    """The column names as the file has them (pandas renames a repeated ``label`` to ``label.1``)."""
+    if path.suffix.lower() == ".csv":
+        import csv
+
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as stream:
+            return [name.strip() for name in next(csv.reader(stream), [])]
+    try:
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    except Exception:  # not readable as parquet: pandas says why below
+        return []
+
+
+def _check_duplicate_columns(path: Path, header: list[str]) -> None:
+    seen: dict[str, list[int]] = {}
+    for number, name in enumerate(header, 1):
+        if name:
+            seen.setdefault(name, []).append(number)
+    repeated = {name: numbers for name, numbers in seen.items() if len(numbers) > 1}
+    if repeated:
+        listed = "; ".join(f"{name!r} (columns {', '.join(map(str, numbers))})" for name, numbers in repeated.items())
+        raise DatasetError(f"{path}: column names repeat: {listed}; give every column its own name")
+
+
+def _check_leaks(where: str, columns: dict[str, np.ndarray], y: np.ndarray, target: str) -> None:
+    """Refuse a feature that equals the label or maps one-to-one onto it (the model would read the answer)."""
+    classes = len(np.unique(y))
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if values.dtype.kind == "O":
+            values = values.astype(str)
+        distinct, codes = np.unique(values, return_inverse=True)
+        if len(distinct) != classes:
+            continue
+        if len(np.unique(codes.reshape(-1) * classes + y)) == classes:  # each value goes with one class only
+            raise DatasetError(
+                f"{where}: feature {name} maps one-to-one onto the label {target} ({classes} values, one per class): "
+                "the model would read the answer from it; drop it, or pass --allow-leak if it is meant to be there"
+            )
+
+
+def _read_table(path: Path, target: str | None, allow_leak: bool = False):
     import pandas as pd
 
+    _check_duplicate_columns(path, _raw_header(path))
     try:
         if path.suffix.lower() == ".csv":
             frame = pd.read_csv(path)
@@ -239,11 +315,29 @@ def _read_table(path: Path, target: str | None):
                 f"{path}: text column {column!r} has {count} distinct values (more than {MAX_CATEGORIES}): an identifier "
                 "or free text, not a category; drop it or encode it yourself"
             )
+    for column in categorical:  # integers beyond int64 come as text: numbers, not categories
+        numbers = pd.to_numeric(features[column].astype(str), errors="coerce")
+        if numbers.notna().all():
+            row = int(np.argmax(np.abs(numbers.to_numpy(dtype=np.float64))))
+            raise DatasetError(
+                f"{path}: column {column!r} holds numbers pandas cannot read as int64 or float (row {row + 1}: "
+                f"{str(features[column].iloc[row])[:30]}, too large an integer?); store them as floats or drop the column"
+            )
     infinite = {c: int(np.isinf(features[c].to_numpy(dtype=np.float64)).sum()) for c in numeric}
     infinite = {c: n for c, n in infinite.items() if n}
     if infinite:
         listed = ", ".join(f"{name} ({count})" for name, count in infinite.items())
         raise DatasetError(f"{path}: infinite values in {len(infinite)} column(s): {listed}; replace or drop them first")
+    for column in numeric:
+        values = features[column].to_numpy(dtype=np.float64)
+        huge = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
+        if len(huge):
+            raise DatasetError(
+                f"{path}: column {column!r}, row {int(huge[0]) + 1} holds {float(values[huge[0]])!r}, beyond float32's range "
+                f"(±{FLOAT32_MAX:.3g}) that training uses ({len(huge)} such value(s)); rescale the column or drop it"
+            )
+    if not allow_leak:
+        _check_leaks(str(path), {repr(c): features[c].to_numpy() for c in features.columns}, y, repr(target))
     info = {
         "_kind": "table", "numeric_columns": numeric, "categorical_columns": categorical, "target": target,
         "target_is_default": target == columns[-1],
@@ -280,9 +374,17 @@ def _encode_table(train, val, test, info: dict) -> tuple[np.ndarray, np.ndarray,
     described = []
     if numeric:
         arrays = [frame[numeric].to_numpy(dtype=np.float64) for frame in (train, val, test)]
-        standardized, _ = standardize_splits(*arrays)
+        try:
+            standardized, note = standardize_splits(*arrays)
+        except NotFiniteAfterScaling as error:
+            error.column_name = numeric[error.column]
+            raise
+        constant = [c for c, a in zip(numeric, arrays[0].T) if np.all(a == a[0])]
         parts.append(standardized)
         described.append(f"{len(numeric)} numeric columns standardized with the training split's mean and sd")
+        if constant:  # StandardScaler takes sd 1 there: centred only, all zero in training
+            described.append(f"{len(constant)} constant on the training split, centred only ({', '.join(constant[:5])}"
+                             + (", ..." if len(constant) > 5 else "") + ")")
     info["one_hot"] = {}
     if categorical:
         encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)
@@ -320,7 +422,30 @@ def _images_channels_first(x: np.ndarray, where: str) -> np.ndarray:
     raise DatasetError(f"{where}: {x.ndim}-D array {x.shape}; expected features (N, F) or images (N, H, W) or (N, H, W, C)")
 
 
-def _read_npz(path: Path):
+def _check_npz_headers(path: Path, names: set[str]) -> None:
+    """Each array's declared shape must fit its stored bytes (a forged header would ask for any memory)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if name not in names:
+                continue
+            with archive.open(info) as stream:
+                version = np.lib.format.read_magic(stream)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(stream)
+            if any(d == 0 for d in shape[1:]):
+                raise DatasetError(f"{path}: {name} has shape {shape}; a sample must hold at least one value")
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if declared > info.file_size:
+                raise DatasetError(
+                    f"{path}: {name} declares shape {shape} ({declared / 2**30:,.1f} GiB) but holds {info.file_size:,} bytes: "
+                    "a damaged or forged file; write it again with numpy.savez"
+                )
+
+
+def _read_npz(path: Path, allow_leak: bool = False):
     import zipfile
 
     if not zipfile.is_zipfile(path):
@@ -339,9 +464,12 @@ def _read_npz(path: Path):
                     f"{path}: holds {', '.join(sorted(keys)) or 'no arrays'}; expected arrays x and y, "
                     "or x_train, y_train, x_test and y_test"
                 )
+            _check_npz_headers(path, set(layout))
             arrays = {name: archive[name] for name in layout}
     except DatasetError:
         raise
+    except MemoryError:
+        raise DatasetError(f"{path}: its arrays do not fit in this machine's memory") from None
     except ValueError as error:  # object arrays need pickle, which is off for safety
         raise DatasetError(f"{path}: cannot read it without pickle ({error}); save plain numeric or string arrays") from None
     except (OSError, zipfile.BadZipFile, EOFError) as error:
@@ -369,6 +497,15 @@ def _read_npz(path: Path):
             bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
             if bad.any():
                 raise DatasetError(f"{path}: {x_name} has missing (NaN) or infinite values in {int(bad.sum())} of {len(x)} samples")
+            huge = np.argwhere(np.abs(x) > FLOAT32_MAX)
+            if len(huge):
+                at = ", ".join(map(str, huge[0]))
+                raise DatasetError(
+                    f"{path}: {x_name}[{at}] = {float(x[tuple(huge[0])])!r} is beyond float32's range (±{FLOAT32_MAX:.3g}) that "
+                    f"training uses ({len(huge)} such value(s)); rescale it or drop it"
+                )
+        if min(x.shape[1:], default=1) == 0:
+            raise DatasetError(f"{path}: {x_name} has shape {x.shape}; a sample must hold at least one value")
         arrays[x_name] = _images_channels_first(x, f"{path}: {x_name}")
     if official:
         if arrays["x_train"].dtype != arrays["x_test"].dtype:
@@ -387,7 +524,16 @@ def _read_npz(path: Path):
     else:
         y, _, classes = _number_labels(arrays["y"], f"{path}: y")
         x, x_test, y_test = arrays["x"], None, None
+    if not allow_leak and x.ndim == 2:
+        _check_leaks(str(path), {f"x[:, {j}]": x[:, j] for j in _few_valued_columns(x, len(classes))}, y, "y")
     return x, y, x_test, y_test, classes, {"_kind": "arrays"}, _file_sha256(path)
+
+
+def _few_valued_columns(x: np.ndarray, count: int) -> list[int]:
+    """The columns of ``x`` holding exactly ``count`` distinct values (one sort for all of them)."""
+    ordered = np.sort(x, axis=0)
+    distinct = 1 + (np.diff(ordered, axis=0) != 0).sum(axis=0)
+    return [int(j) for j in np.flatnonzero(distinct == count)]
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -402,6 +548,10 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
         # a class folder that is a link to the root (or above it) would count every image again under its name
         if folder.is_symlink() and (folder.resolve() == root.resolve() or folder.resolve() in root.resolve().parents):
             raise DatasetError(f"{folder}: a symbolic link to {folder.resolve()}, which holds this folder: a loop, not a class folder")
+        try:  # rglob skips what it cannot list: an unreadable class folder would look empty
+            next(os.scandir(folder), None)
+        except OSError as error:
+            raise DatasetError(f"{folder}: cannot read this class folder ({error.strerror or error})") from None
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
         if not files:
             raise DatasetError(f"{folder}: empty class folder: no {'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES)} images")
@@ -411,25 +561,33 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
 
 def _image_header(path: Path) -> tuple[str, tuple[int, int]]:
     """(mode, (height, width)) from the file's header (the pixels are read later)."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            return image.mode, (image.height, image.width)
+        with warnings.catch_warnings():  # a large image is refused by the memory check, in one line, not warned about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.mode, (image.height, image.width)
     except Exception as error:  # Pillow raises OSError, UnidentifiedImageError, SyntaxError, ValueError ...
         raise DatasetError(f"{path}: unreadable image ({type(error).__name__}: {error})") from None
 
 
 def _image_pixels(path: Path, mode: str, height: int, width: int) -> np.ndarray:
     """(C, H, W) uint8 pixels of ``path`` in ``mode`` ("L" or "RGB"), resized (bilinear) to height x width."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            image = image.convert(mode)
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            data = np.asarray(image, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = image.convert(mode)
+                if image.size != (width, height):
+                    image = image.resize((width, height), Image.Resampling.BILINEAR)
+                data = np.asarray(image, dtype=np.uint8)
     except Exception as error:  # a truncated or corrupt file fails only when its pixels are decoded
         raise DatasetError(f"{path}: unreadable image ({type(error).__name__}: {error})") from None
     return data[None] if data.ndim == 2 else data.transpose(2, 0, 1)

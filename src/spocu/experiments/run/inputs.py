@@ -36,7 +36,7 @@ class ResumeRefused(ValueError):
     """``--out`` holds runs made on other data or with other model code; the message names the file."""
 
 
-def load_data(config: ExperimentConfig, *, data_dir=None, download: bool = True, progress: bool = True) -> Dataset:
+def load_data(config: ExperimentConfig, *, data_dir=None, download: bool = True, progress: bool = True, allow_leak: bool = False) -> Dataset:
     """The experiment's dataset, split and preprocessed (raises DatasetError or ValueError naming the problem)."""
     if config.user_data:
         from spocu.experiments.data.user_data import load_user_dataset
@@ -45,7 +45,7 @@ def load_data(config: ExperimentConfig, *, data_dir=None, download: bool = True,
             raise ValueError(f"--data-dir applies to the built-in mnist and cifar10, not to --dataset {config.dataset}")
         return load_user_dataset(
             config.dataset, target=config.target, image_size=config.image_size, split_seed=config.split_seed,
-            val_size=config.val_size, test_size=config.test_size,
+            val_size=config.val_size, test_size=config.test_size, allow_leak=allow_leak,
         )
     from spocu.experiments.data.datasets import load_dataset
 

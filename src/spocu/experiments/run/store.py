@@ -43,11 +43,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from spocu._atomic import atomic_write_text
+from spocu._atomic import atomic_write_text, temp_owner
 from spocu.experiments.run.engine import SCHEMA_RUN, RunResult
 from spocu.experiments.errors import BadRunFile, ConfigMismatch, OutputBusy, OutputRefused
 
@@ -76,6 +78,35 @@ def _strict_loads(text: str) -> Any:
         raise ValueError(f"{constant} is not JSON")
 
     return json.loads(text, parse_constant=refuse)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):  # another user's process: alive (or unknowable)
+        return True
+    return True
+
+
+def _special_files(root: Path) -> list[str]:
+    """Entries of ``root`` (and its runs/) that are FIFOs, sockets or devices: reading one could block forever."""
+    found = []
+    for directory in (root, root / "runs"):
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                mode = os.stat(entry.path).st_mode  # through a link: what would be read
+            except OSError:
+                continue
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+                found.append(f"{os.path.relpath(entry.path, root)} ({kind})")
+    return found
 
 
 def _is_our_config(path: Path) -> bool:
@@ -122,6 +153,12 @@ class OutputDir:
             entries = sorted(p.name for p in root.iterdir())
         except OSError as error:
             raise OutputRefused(f"--out {root} cannot be read: {error.strerror or error}") from None
+        special = _special_files(root)
+        if special:
+            raise OutputRefused(
+                f"--out {root} holds {', '.join(special[:3])}: not a file spocu compare writes; "
+                "nothing was written: remove it or choose a new or empty directory"
+            )
         if not entries or (root / MARKER).is_file() or _is_our_config(root / "config.json"):
             return
         shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
@@ -174,9 +211,11 @@ class OutputDir:
     def prepare(self, config: ExperimentConfig) -> None:
         """Create ``runs/``, or check that the stored protocol is ``config``'s; remove stale temp files."""
         self.runs.mkdir(parents=True, exist_ok=True)
-        for directory in (self.root, self.runs):
+        for directory in (self.root, self.runs):  # our own temp files, left by this process or a dead one
             for stale in directory.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+                owner = temp_owner(stale.name)
+                if owner is not None and (owner == os.getpid() or not _alive(owner)) and stale.is_file():
+                    stale.unlink(missing_ok=True)
         path = self.root / "config.json"
         protocol = config.protocol()
         if path.exists():
