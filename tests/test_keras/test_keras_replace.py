@@ -99,3 +99,20 @@ def test_errors():
 
     with pytest.raises(ValueError, match="subclassed"):
         replace_activations(Sub(), "relu", SPOCU)
+
+
+def test_a_learnable_spocu_in_activation_keeps_the_layers_weights_and_its_own_fresh():
+    """Dense(8, activation="relu") -> a learnable SPOCU: Keras counts its 3 parameters as the Dense's (5, not 2)."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    swapped = replace_activations(model, "relu", lambda: SPOCU(learnable=True))
+    dense, fresh = swapped.layers[0], SPOCU(learnable=True)
+    assert isinstance(dense.activation, SPOCU) and len(dense.weights) == 2 + len(dense.activation.weights) > 2
+    for original, copy in zip(model.layers[0].weights[:2], dense.weights[:2]):  # kernel and bias copied
+        np.testing.assert_array_equal(np.asarray(original), np.asarray(copy))
+    fresh.build((None, 8))
+    for built, new in zip(dense.activation.weights, fresh.weights):  # the activation's own: as a new SPOCU starts
+        np.testing.assert_array_equal(np.asarray(built), np.asarray(new))
+    x = np.random.default_rng(2).normal(size=(4, 3)).astype("float32")
+    kernel, bias = (np.asarray(w, dtype="float64") for w in model.layers[0].weights)
+    hidden = reference_spocu(x.astype("float64") @ kernel + bias)  # the defaults are the fixed SPOCU's parameters
+    np.testing.assert_allclose(np.asarray(dense(x)), hidden, rtol=2e-5, atol=1e-6)

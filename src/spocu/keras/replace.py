@@ -158,6 +158,12 @@ def replace_activations(model: keras.Model, old: Any, new: Any) -> keras.Model:
         pairs.append((layer, copy))
         return copy
 
+    def own_weights(layer: Any) -> list:
+        """The layer's weights less its activation's (a learnable SPOCU in ``activation=`` adds its own)."""
+        activation = getattr(layer, "activation", None)
+        inner = {id(v) for v in activation.weights} if isinstance(activation, keras.layers.Layer) else set()
+        return [v for v in layer.weights if id(v) not in inner]
+
     if not isinstance(model, keras.Model):
         raise TypeError(f"replace_activations: {type(model).__name__} is not a keras.Model")
     if not _clonable(model):
@@ -169,5 +175,9 @@ def replace_activations(model: keras.Model, old: Any, new: Any) -> keras.Model:
     if not replaced:
         raise ValueError(f"replace_activations: no layer of {model.name} uses {searched}; nothing replaced")
     for original, copy in pairs:
-        copy.set_weights(original.get_weights())
+        sources, targets = own_weights(original), own_weights(copy)
+        if len(sources) != len(targets):  # pragma: no cover - a layer whose weights the swap changed
+            raise ValueError(f"replace_activations: {original.name} has {len(sources)} weights, its copy {len(targets)}")
+        for source, target in zip(sources, targets):
+            target.assign(keras.ops.convert_to_numpy(source))
     return swapped
