@@ -127,7 +127,7 @@ def test_compare_runs_end_to_end_on_each_keras_backend(backend, data, majority, 
     for run in results["runs"]:
         assert set(run) == {"schema", "activation", "seed", "init", "framework", "framework_version", "device", "threads",
                             "num_parameters", "epochs", "test_loss", "test_accuracy", "test_predictions", "diverged_at",
-                            "seconds", "started_at", "finished_at", "protocol_hash", "dataset_fingerprint", "extra", "kernel_path", "lr"}
+                            "seconds", "started_at", "finished_at", "protocol_hash", "dataset_fingerprint", "extra", "kernel_path", "lr", "activation_source_sha256"}
         assert run["framework"] == "keras" and run["extra"]["keras_backend"] == backend
         assert run["lr"] == results["config"]["lr"]  # untuned: every run at the protocol's rate
         if run["activation"] == "relu":  # no SPOCU in the network: no kernel path

@@ -18,7 +18,7 @@ ROOT = Path(spocu.experiments.__file__).parent
 PACKAGE = "spocu.experiments"
 
 #: the level of each room or base module; a module may import its own level or below
-LEVELS = {"errors": 0, "activations": 0, "seeding": 0, "environment": 0,
+LEVELS = {"errors": 0, "activations": 0, "seeding": 0, "environment": 0, "user_code": 0,
           "data": 1, "models": 1, "config": 2, "run": 3, "results": 4, "compare": 5}  # fmt: skip
 
 

@@ -35,6 +35,7 @@ defaults per dataset (where neither an option nor a preset sets them):
 
 activations: spocu, spocu(c=1), spocu(alpha=..., beta=..., gamma=..., c=...), spocu(learnable=True),
   relu, prelu, prelu(init=...), selu, gelu, gelu(approximate=tanh), elu, elu(alpha=...), silu, mish, tanh, sigmoid.
+  Your own: MODULE:NAME or path/to/file.py:NAME (a function of a tensor, a torch.nn.Module class, a Keras callable).
   The first is the reference the others are tested against.
 
 examples:

@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, check_kernel_range
+from spocu.experiments.user_code import import_named, is_user_code, source_file, source_sha256
 
 __all__ = [
     "ACTIVATIONS",
@@ -70,6 +72,9 @@ class _Kind:
     init: str
     init_reason: str
 
+
+#: The customary init of the user's own activation (``MODULE:NAME``): unknown, so the ReLU family's; ``--init`` overrides it.
+USER_INIT = ("he-normal", "your activation: He normal, as for the ReLU family (--init sets another)")
 
 #: Known activations: parameters with defaults, customary init and why.
 ACTIVATIONS: dict[str, _Kind] = {
@@ -132,10 +137,19 @@ class ActivationSpec:
     name: str
     params: tuple[tuple[str, Any], ...] = ()
     init_override: str | None = field(default=None, compare=False)
+    #: the user's activation (``MODULE:NAME`` or ``file.py:NAME``): its source file's sha256 (first 16 digits)
+    source_sha256: str | None = field(default=None, compare=False)
+
+    @property
+    def is_user(self) -> bool:
+        """The user's own activation, named ``MODULE:NAME`` or ``path/to/file.py:NAME``."""
+        return is_user_code(self.name)
 
     @property
     def all_params(self) -> dict[str, Any]:
         """Every parameter of the activation, defaults filled in."""
+        if self.is_user:
+            return {}
         values = dict(ACTIVATIONS[self.name].params)
         values.update(self.params)
         return values
@@ -148,12 +162,15 @@ class ActivationSpec:
 
     @property
     def slug(self) -> str:
+        if self.is_user:  # a file's name, not its folder, and the function's
+            module, _, function = self.name.rpartition(":")
+            return re.sub(r"[^A-Za-z0-9_.+-]", "-", f"{Path(module).name}-{function}")
         text = self.canonical.replace(", ", "_").replace("(", "_").replace(")", "").replace("=", "-")
         return re.sub(r"[^A-Za-z0-9_.+-]", "-", text)
 
     @property
     def customary_init(self) -> str:
-        return ACTIVATIONS[self.name].init
+        return USER_INIT[0] if self.is_user else ACTIVATIONS[self.name].init
 
     @property
     def init(self) -> str:
@@ -166,22 +183,33 @@ class ActivationSpec:
             return "the model's own: its factory's code, under the run's seed"
         if self.init_override and self.init_override != self.customary_init:
             return f"--init {self.init_override} (customary: {self.customary_init})"
-        return ACTIVATIONS[self.name].init_reason
+        return USER_INIT[1] if self.is_user else ACTIVATIONS[self.name].init_reason
 
     def with_init(self, scheme: str | None) -> ActivationSpec:
         """The same activation trained with ``scheme`` ("customary" or None: its own)."""
         if scheme in (None, "customary"):
-            return ActivationSpec(self.name, self.params)
+            return replace(self, init_override=None)
         if scheme == OWN_INIT:
-            return ActivationSpec(self.name, self.params, OWN_INIT)
+            return replace(self, init_override=OWN_INIT)
         if scheme not in INIT_SCHEMES:
             raise ValueError(f"unknown init scheme {scheme!r}; choose customary or one of {', '.join(INIT_SCHEMES)}")
-        return ActivationSpec(self.name, self.params, scheme)
+        return replace(self, init_override=scheme)
+
+    def user_object(self) -> Any:
+        """The user's function or class (imported once per process; its source checked against ``source_sha256``)."""
+        obj, digest = load_user_activation(self.name)
+        if self.source_sha256 is not None and digest != self.source_sha256:
+            raise ValueError(
+                f"--activations {self.name}: its source changed during the experiment (sha256 {self.source_sha256}, now {digest})"
+            )
+        return obj
 
     def torch_module(self):
         """A fresh ``torch.nn.Module`` computing this activation (SPOCU via :class:`spocu.torch.SPOCU`)."""
         import torch.nn as nn
 
+        if self.is_user:
+            return _user_torch_module(self.name, self.user_object())
         p = self.all_params
         if self.name == "spocu":
             from spocu.torch import SPOCU
@@ -219,6 +247,10 @@ def parse_activation(text: str, init: str | None = None) -> ActivationSpec:
         ...
         ValueError: activation 'spocu(beta=2)': SPOCU parameter beta=2.0 is out of range: beta must lie in the open interval (0, 1)
     """
+    if is_user_code(text.strip()):
+        name = text.strip()
+        _, digest = load_user_activation(name)
+        return ActivationSpec(name, source_sha256=digest).with_init(init)
     match = _SPEC_RE.match(text)
     if not match:
         raise ValueError(f"cannot parse activation {text!r}: expected name or name(key=value, ...)")
@@ -269,3 +301,60 @@ def split_activation_list(text: str) -> list[str]:
             current.append(char)
     items.append("".join(current).strip())
     return [item for item in items if item]
+
+
+# ----------------------------------------------------------------------------- the user's activation
+
+_LOADED: dict[str, tuple[Any, str | None, float | None]] = {}
+
+
+def load_user_activation(text: str) -> tuple[Any, str | None]:
+    """The user's activation named ``MODULE:NAME`` or ``file.py:NAME`` and its source hash.
+
+    A function (``f(x)`` elementwise on a tensor), a ``torch.nn.Module`` class (instantiated
+    without arguments at each place) or a Keras callable or layer class. Imported once per
+    process, again if its file changed.
+
+    Raises:
+        ValueError: it does not import, is missing, or is not callable (the message names it).
+    """
+    module_text = text.rpartition(":")[0]
+    path = Path(module_text).expanduser() if module_text.endswith(".py") or "/" in module_text else None
+    stamp = path.stat().st_mtime_ns if path is not None and path.is_file() else None
+    cached = _LOADED.get(text)
+    if cached is not None and cached[2] == stamp:
+        return cached[0], cached[1]
+    _, obj = import_named(text, f"--activations {text}", ValueError)
+    if not callable(obj):
+        raise ValueError(f"--activations {text}: {text.rpartition(':')[2]} is a {type(obj).__name__}, not a function or class")
+    digest = source_sha256(source_file(obj) or path)
+    _LOADED[text] = (obj, digest, stamp)
+    return obj, digest
+
+
+def _user_torch_module(name: str, obj: Any):
+    """A fresh ``nn.Module`` of the user's activation: its class instantiated, or its function wrapped."""
+    import inspect
+
+    import torch.nn as nn
+
+    if inspect.isclass(obj):
+        if not issubclass(obj, nn.Module):
+            raise ValueError(f"--activations {name}: {obj.__name__} is a class but not a torch.nn.Module (for PyTorch)")
+        try:
+            return obj()
+        except Exception as error:
+            raise ValueError(f"--activations {name}: {obj.__name__}() failed: {type(error).__name__}: {error}") from None
+
+    class UserActivation(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.function = obj
+
+        def forward(self, x):
+            return self.function(x)
+
+        def extra_repr(self) -> str:
+            return name
+
+    return UserActivation()

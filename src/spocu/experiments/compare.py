@@ -592,6 +592,9 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
     results = assemble_results(config, dataset, runs, info, experiment.skipped, rope=options.rope)
     if tuning is not None:
         results["tuning"] = tuning
+    sources = {spec.canonical: {"source_sha256": spec.source_sha256} for spec in config.activation_specs() if spec.is_user}
+    if sources:  # the user's activations: which code made the runs
+        results["activation_sources"] = sources
     write_results(out.root, results, runs)
     report = write_report(out.root, results)
     return CompareOutcome(config, out.root, results, report, experiment.skipped)

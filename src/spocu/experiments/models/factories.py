@@ -62,6 +62,7 @@ from typing import Any, Callable
 
 from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.models.spec import SWAPPABLE, UserModelError, factory_name, is_model_factory
+from spocu.experiments.user_code import import_file, source_sha256
 
 __all__ = [
     "SWAPPABLE",
@@ -93,31 +94,11 @@ class ModelFactory:
 
 
 def _sha256(path: Path | None) -> str | None:
-    if path is None or not path.is_file():
-        return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return source_sha256(path)
 
 
 def _import_file(path: Path, text: str) -> Any:
-    if not path.is_file():
-        raise UserModelError(f"--model {text}: no such file {path}")
-    # a unique module name per file, so two model files with one name do not collide
-    module_name = "spocu_user_model_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise UserModelError(f"--model {text}: {path} cannot be imported as Python")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses and pickling look modules up here
-    write_bytecode = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True  # no __pycache__/ left beside the user's file: spocu writes only under --out
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as error:  # sys.exit() in a model file must not end spocu silently
-        sys.modules.pop(module_name, None)
-        raise UserModelError(f"--model {text}: importing {path} failed: {type(error).__name__}: {error}") from None
-    finally:
-        sys.dont_write_bytecode = write_bytecode
-    return module
+    return import_file(path, f"--model {text}", UserModelError)
 
 
 def load_factory(text: str, swap: str | None = None) -> ModelFactory:

@@ -101,6 +101,11 @@ class SharedPReLU(keras.layers.Layer):
 
 def keras_activation(activation: ActivationSpec) -> Any:
     """What the layers get as ``activation=``: a fresh :class:`spocu.keras.SPOCU` layer, or Keras's function."""
+    if activation.is_user:  # the user's Keras callable, or a layer class instantiated for this place
+        import inspect
+
+        obj = activation.user_object()
+        return obj() if inspect.isclass(obj) else obj
     p = activation.all_params
     if activation.name == "spocu":
         from spocu.keras import SPOCU

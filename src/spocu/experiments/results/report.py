@@ -290,6 +290,7 @@ def render_report(results: dict) -> str:
         + (f"; preset {cfg['preset']}" if cfg.get("preset") else "")
         + ".",
         *(f"- Preset {cfg['preset']}: {what} -- from {source}." for what, source in results.get("preset_provenance", {}).items()),
+        *(f"- Your activation {name}: source sha256 {info['source_sha256']}." for name, info in results.get("activation_sources", {}).items()),
         "- Initialization (all Linear/Conv weights; biases zero; a model factory's own init is its code's):",
     ]
     for name in activations:
@@ -472,9 +473,14 @@ def plot_activations(activations: list[str], x_range: tuple[float, float] = (-4.
     figure = Figure(figsize=(11, 4.2))
     ax_f, ax_d = figure.subplots(1, 2)
     for i, name in enumerate(activations):
-        module = parse_activation(name).torch_module()
-        y = module(x)
-        (dy,) = torch.autograd.grad(y.sum(), x)
+        try:  # the user's activation may be Keras-only, or not differentiable here: left out of the figure, not fatal
+            module = parse_activation(name).torch_module()
+            y = module(x)
+            (dy,) = torch.autograd.grad(y.sum(), x)
+        except Exception:
+            if not parse_activation(name).is_user:
+                raise
+            continue
         ax_f.plot(x.detach(), y.detach(), color=f"C{i % 10}", label=name)
         ax_d.plot(x.detach(), dy, color=f"C{i % 10}", label=name)
     for ax, title in ((ax_f, "f(x)"), (ax_d, "f'(x)")):

@@ -130,6 +130,8 @@ class RunResult:
     kernel_path: str | None = None
     #: the learning rate the run trained with (``--tune lr``: its activation's chosen rate); None in older files
     lr: float | None = None
+    #: the user's activation (``MODULE:NAME``): sha256 of its source file when the run trained; None otherwise
+    activation_source_sha256: str | None = None
 
     def __post_init__(self) -> None:
         self.test_loss = _finite_or_none(self.test_loss)
@@ -204,6 +206,7 @@ def make_run_result(
         extra=dict(extra or {}),
         kernel_path=kernel_path,
         lr=lr,
+        activation_source_sha256=activation.source_sha256 if activation.is_user else None,
     )
 
 

@@ -342,6 +342,11 @@ def validate_run(data: Any, activation: ActivationSpec, seed: int, config: Exper
         raise ValueError(f"holds {result.activation} seed {result.seed} ({result.init}), not {activation.canonical} seed {seed} ({activation.init}) as its name says")
     if result.protocol_hash != config.protocol_hash():
         raise ValueError(f"was made with a different protocol (hash {result.protocol_hash}, now {config.protocol_hash()})")
+    if activation.is_user and result.activation_source_sha256 != activation.source_sha256:
+        raise ValueError(
+            f"was made with other code of the activation {activation.name} (source sha256 {result.activation_source_sha256} there, "
+            f"{activation.source_sha256} now)"
+        )
     trained_with = config.lr if result.lr is None else result.lr
     if not _is_number(trained_with) or trained_with != config.lr_for(activation):
         raise ValueError(
