@@ -4,7 +4,8 @@ For the same wide inputs (both flat pieces, the active piece densely, tiny and
 huge magnitudes; see ``reference_checks.wide_inputs``) and every parameter set,
 the values and gradients of
 
-* ``spocu.torch.spocu``                      (PyTorch),
+* ``spocu.torch.spocu``                      (PyTorch, on each kernel path: plain ops, the C++
+                                             kernels, Inductor, Triton -- on CUDA, else its CPU interpreter),
 * ``spocu.jax.spocu``                        (JAX; float64 under ``jax.enable_x64``),
 * ``spocu.keras.spocu`` on Keras's TensorFlow, JAX and torch backends
 
@@ -51,21 +52,57 @@ def _missing(framework: str) -> str | None:
     return f"{' and '.join(absent)} not installed, so {framework} cannot be compared" if absent else None
 
 
-def _torch_values() -> dict[str, np.ndarray]:
+#: the kernel paths of spocu.torch that the matrix forces (``backend=``), each its own column
+TORCH_PATHS = ["eager", "cpp", "inductor", "triton"]
+
+
+def _torch_path_unavailable(path: str) -> tuple[str | None, str]:
+    """(why ``path`` cannot run here or None, the device it runs on)."""
+    import torch
+
+    if path == "cpp":
+        import spocu.torch
+
+        status = spocu.torch.build_kernels(timeout=600)
+        return (None if status["state"] == "ready" else f"the C++ kernels are unavailable here: {status['reason']}"), "cpu"
+    if path == "inductor":
+        from spocu.torch import _inductor
+
+        return _inductor.unavailable_reason(), "cpu"
+    if path == "triton":
+        if importlib.util.find_spec("triton") is None:
+            return "triton is not installed", "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            os.environ["TRITON_INTERPRET"] = "1"  # Triton's CPU interpreter (read lazily by Triton)
+        from spocu.torch import _triton
+
+        return _triton.unavailable_reason(torch.device(device)), device
+    return None, "cpu"
+
+
+def _torch_values() -> dict[str, np.ndarray | str]:
+    """Keyed ``path/dtype/params/{x,y,g}``, or ``path/unavailable`` with the reason."""
     import torch
 
     from spocu.torch import spocu
 
-    out = {}
-    for dtype in DTYPES:
-        for name, params in PARAM_SETS.items():
-            x = torch.tensor(wide_inputs(dtype, params), dtype=torch.float64).to(getattr(torch, dtype))
-            x.requires_grad_(True)
-            y = spocu(x, **params.as_dict())
-            y.backward(torch.ones_like(y))
-            as64 = lambda t: t.detach().to(torch.float64).numpy()  # noqa: E731
-            key = f"{dtype}/{name}"
-            out[f"{key}/x"], out[f"{key}/y"], out[f"{key}/g"] = as64(x), as64(y), as64(x.grad)
+    out: dict[str, np.ndarray | str] = {}
+    for path in TORCH_PATHS:
+        reason, device = _torch_path_unavailable(path)
+        if reason is not None:
+            out[f"{path}/unavailable"] = reason
+            continue
+        for dtype in DTYPES:
+            for name, params in PARAM_SETS.items():
+                x = torch.tensor(wide_inputs(dtype, params), dtype=torch.float64).to(getattr(torch, dtype)).to(device)
+                x.requires_grad_(True)
+                y = spocu(x, **params.as_dict(), backend=path)
+                y.backward(torch.ones_like(y))
+                assert y.dtype == x.dtype and y.device == x.device
+                as64 = lambda t: t.detach().cpu().to(torch.float64).numpy()  # noqa: E731
+                key = f"{path}/{dtype}/{name}"
+                out[f"{key}/x"], out[f"{key}/y"], out[f"{key}/g"] = as64(x), as64(y), as64(x.grad)
     return out
 
 
@@ -143,14 +180,30 @@ def values(tmp_path_factory):
     return _all_values(str(tmp_path_factory.mktemp("parity")))
 
 
-@pytest.mark.parametrize("param_name", list(PARAM_SETS))
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_value_and_gradient_equal_the_reference(framework, dtype, param_name, values):
+def _column(framework: str, values) -> tuple[dict, str]:
+    """(the results of ``framework``, the prefix of its keys); ``torch-PATH`` is one path of torch's."""
+    if framework.startswith("torch-"):
+        got = values["torch"]
+        if isinstance(got, str):
+            pytest.skip(got)
+        path = framework.removeprefix("torch-")
+        if f"{path}/unavailable" in got:
+            pytest.skip(f"torch path {path!r}: {got[f'{path}/unavailable']}")
+        return got, f"{path}/"
     got = values[framework]
     if isinstance(got, str):
         pytest.skip(got)
-    key = f"{dtype}/{param_name}"
+    return got, ""
+
+
+# Triton's CPU interpreter evaluates in NumPy, which warns where float32 overflows to inf on purpose (huge inputs)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("param_name", list(PARAM_SETS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("framework", [*(f"torch-{p}" for p in TORCH_PATHS), *(f for f in FRAMEWORKS if f != "torch")])
+def test_value_and_gradient_equal_the_reference(framework, dtype, param_name, values):
+    got, prefix = _column(framework, values)
+    key = f"{prefix}{dtype}/{param_name}"
     if f"{key}/x" not in got:
         pytest.skip(f"{framework} does not compute in {dtype} in this configuration")
     params = PARAM_SETS[param_name]
@@ -162,11 +215,12 @@ def test_value_and_gradient_equal_the_reference(framework, dtype, param_name, va
 
 
 def _rounded_inputs(dtype: str, param_name: str, values) -> np.ndarray:
-    """The inputs rounded to dtype, as the first installed framework saw them."""
+    """The inputs rounded to dtype, as the first installed framework (torch: its plain-ops path) saw them."""
     for fw in FRAMEWORKS:
         got = values[fw]
-        if not isinstance(got, str) and f"{dtype}/{param_name}/x" in got:
-            return got[f"{dtype}/{param_name}/x"]
+        for key in (f"{dtype}/{param_name}/x", f"eager/{dtype}/{param_name}/x"):
+            if not isinstance(got, str) and key in got:
+                return got[key]
     raise AssertionError("no framework computed these inputs")
 
 
