@@ -47,3 +47,13 @@ def test_collection_without_keras_jax_and_pandas_skips_with_reasons(tmp_path):
     assert "test_userdata.py:0: pandas is not installed" in out
     assert "Keras is not installed" in out  # the test module's own importorskip
     assert "src/spocu/core.py::spocu.core.reference_spocu" in out  # the rest is still collected
+
+
+def test_importing_the_blocking_plugin_blocks_nothing():
+    # --doctest-modules imports every module of tests/: only pytest's -p may block packages
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        import block_imports  # noqa: F401
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    assert sys.modules.get("pandas", "absent") is not None and importlib.util.find_spec("pandas") is not None
