@@ -437,3 +437,41 @@ def test_tuning_on_ray_chooses_what_the_local_executor_chooses(tmp_path):
     on_ray = json.loads((tmp_path / "ray" / "results.json").read_text())
     assert on_ray["tuning"] == local["tuning"] and on_ray["config"]["learning_rates"] == local["config"]["learning_rates"]
     assert len(list((tmp_path / "ray" / "tuning").rglob("runs/*.json"))) == 5 * 2
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+def test_no_ray_process_outlives_a_killed_driver_by_more_than_10_seconds(tmp_path):
+    """kill -9 of the driver: the dashboard and runtime-env agents lived on for a minute with parent 1."""
+    import subprocess
+
+    from spocu.experiments.run.reaper import _descendants, _table
+
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "--seeds", "2", "--epochs", "300",
+         "--hidden", "16", "--executor", "ray", "--out", str(tmp_path / "o")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not _ray_workers(driver.pid) and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _ray_workers(driver.pid), "Ray did not start its task workers"
+        time.sleep(1)  # the agents too
+        started = _descendants(driver.pid, _table())
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:  # pragma: no cover - only if the wait above failed
+            driver.kill()
+    killed_at = time.monotonic()
+    assert len(started) >= 3  # GCS server, raylet, agents, workers (and the watcher, which ends too)
+
+    def alive() -> dict[int, str]:
+        table = _table()
+        return {pid: start for pid, start in started.items() if pid in table and table[pid][1] == start}
+
+    while alive() and time.monotonic() < killed_at + 10:
+        time.sleep(0.2)
+    left = alive()
+    names = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:60] for pid in left if Path(f"/proc/{pid}").exists()}
+    assert not left, f"still running 10 s after the driver was killed: {names}"

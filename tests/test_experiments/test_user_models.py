@@ -350,3 +350,22 @@ def test_compare_refuses_a_cached_factory_before_writing(tmp_path, monkeypatch, 
     code = cli.main(["compare", "--model", "spocu_qa_lazy_module2:cached", "--epochs", "1", "--seeds", "1", "--no-progress", "--out", str(out)])
     assert code == 2 and "returned a model it had returned before" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_module_in_the_current_directory_imports_from_the_console_script(tmp_path, monkeypatch):
+    """`spocu compare --model mynet:build` (console script: no cwd on sys.path) finds mynet.py as `python -m spocu` does."""
+    import sys
+
+    from spocu.experiments.models.factories import load_factory
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mynet_cwd24.py").write_text(
+        "from torch import nn\n"
+        "def build(activation, input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Linear(input_shape[0], 4), activation(), nn.Linear(4, num_classes))\n"
+    )
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path), ".")])
+    monkeypatch.delitem(sys.modules, "mynet_cwd24", raising=False)
+    factory = load_factory("mynet_cwd24:build")
+    assert factory.name == "mynet_cwd24:build" and factory.source == tmp_path / "mynet_cwd24.py"
+    assert not (tmp_path / "__pycache__").exists()

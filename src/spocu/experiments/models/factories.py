@@ -54,6 +54,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import weakref
 from dataclasses import dataclass
@@ -101,6 +102,20 @@ def _import_file(path: Path, text: str) -> Any:
     return import_file(path, f"--model {text}", UserModelError)
 
 
+def _in_cwd_only(module_text: str) -> bool:
+    """The module's top package is a file or folder in the current directory that sys.path does not reach."""
+    top = module_text.split(".")[0]
+    if "" in sys.path or os.getcwd() in sys.path or not top.isidentifier():
+        return False
+    here = Path.cwd()
+    if not ((here / f"{top}.py").is_file() or (here / top / "__init__.py").is_file()):
+        return False
+    try:
+        return importlib.util.find_spec(top) is None
+    except (ImportError, ValueError):
+        return False
+
+
 def load_factory(text: str, swap: str | None = None) -> ModelFactory:
     """Import the factory named by ``text`` (``MODULE:FUNCTION`` or ``file.py:FUNCTION``) and check its signature.
 
@@ -121,10 +136,18 @@ def load_factory(text: str, swap: str | None = None) -> ModelFactory:
         module = _import_file(path, text)
         name = factory_name(text)
     else:
+        write_bytecode = sys.dont_write_bytecode
         try:
+            if _in_cwd_only(module_text):
+                # `python -m spocu` has the current directory on sys.path, the `spocu` console script not:
+                # mynet.py beside the user imports either way (and leaves no __pycache__/ there)
+                sys.path.insert(0, os.getcwd())
+                sys.dont_write_bytecode = True
             module = importlib.import_module(module_text)
         except (Exception, SystemExit) as error:  # ModuleNotFoundError, or anything the module raises while importing
             raise UserModelError(f"--model {text}: cannot import {module_text} ({type(error).__name__}: {error})") from None
+        finally:
+            sys.dont_write_bytecode = write_bytecode
         name = text
     function = getattr(module, function_name, None)
     if function is None:

@@ -231,13 +231,22 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
-    with _keep_sigterm_handler():
-        _init(address, num_cpus, quiet)
+    from spocu.experiments.run import reaper
+
+    # a local Ray is ours to end: should this process die unannounced (kill -9), the watcher ends it
+    watcher = reaper.watch(os.getpid()) if not address else None
+    try:
+        with _keep_sigterm_handler():
+            _init(address, num_cpus, quiet)
+    except BaseException:
+        reaper.release(watcher)
+        raise
     try:
         yield
     finally:
         with _keep_sigterm_handler():
             ray.shutdown()
+        reaper.release(watcher)
 
 
 @contextlib.contextmanager
