@@ -492,3 +492,41 @@ def test_default_output_names_differ_for_processes_started_in_the_same_second(tm
     assert [code for code, _ in results] == [0, 0], results
     made = sorted(p.name for p in (tmp_path / "spocu-runs").iterdir())
     assert len(made) == 2 and all(name.endswith(tuple(f"-{run.pid}" for run in runs)) for name in made), made
+
+
+def test_os_exit_in_a_factory_is_a_refusal_not_a_silent_exit_0(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quits.py").write_text("import os\ndef build(activation, input_shape, num_classes):\n    os._exit(0)\n")
+    before = snapshot(tmp_path)
+    assert cli.main(["compare", *FAST, "--activations", "relu", "--model", "quits.py:build", "--out", "o"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--model quits.py:build: it called os._exit(0), which would end spocu compare silently" in error
+    assert snapshot(tmp_path) == before
+
+
+def test_a_jobs_worker_killed_by_the_oom_killer_is_one_line(tmp_path):
+    """kill -9 of a --jobs worker (what the OOM killer does): one line naming it and how to resume, no traceback."""
+    (tmp_path / "oom.py").write_text(
+        "import multiprocessing, os, signal\n"
+        "from torch import nn\n"
+        "def build(activation, input_shape, num_classes):\n"
+        "    if multiprocessing.current_process().name != 'MainProcess':  # a worker: killed as by the OOM killer\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return nn.Sequential(nn.Linear(input_shape[0], 4), activation(), nn.Linear(4, num_classes))\n"
+    )
+    result = run_cli(["compare", *FAST, "--activations", "relu, selu", "--jobs", "2", "--model", "oom.py:build", "--out", "o"],
+                     cwd=tmp_path, env={"SPOCU_DATA": str(tmp_path / "cache")})
+    assert result.code == 2, result.output
+    assert_clean_failure(result, r"a worker process died without reporting an error \(killed, or out of memory\?\).* \(--out o\)")
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [result.stderr.strip()]
+
+
+def test_category_names_with_line_breaks_stay_on_their_report_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    two_lines = "dark\nred"
+    rows = ["a,colour,kind"] + [f'{i % 7},"{two_lines if i % 3 else "blue"}",{"x" if i % 2 else "y"}' for i in range(40)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    assert cli.main(["compare", *FAST, "--activations", "relu", "--dataset", "t.csv", "--out", "o"]) == 0
+    report = (tmp_path / "o" / "report.md").read_text()
+    line = next(line for line in report.splitlines() if line.startswith("- One-hot encoded columns"))
+    assert "colour: blue, dark\\nred." in line

@@ -36,6 +36,7 @@ from typing import Any, Callable
 from spocu.experiments.config import ExperimentConfig, resolve_config
 from spocu.experiments.errors import ExperimentError, OptionError, OutputBusy
 from spocu.experiments.run.executors import DEFAULT_EXECUTOR, EXECUTORS
+from spocu.experiments.run.parallel import WorkerFailed
 from spocu.experiments.run.runner import Callbacks, run_experiment
 from spocu.experiments.run.store import OutputDir
 from spocu.experiments.models.factories import UserModelError
@@ -515,6 +516,8 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
             ) from None
         except OSError as error:
             raise _write_failure(error, out) from None
+        except WorkerFailed as error:  # a --jobs worker killed (OOM killer, kill -9): one line, not a chained traceback
+            raise ExperimentError(f"{_one_line(error)} (--out {shlex.quote(str(out.root))})") from None
         success = True
         if outcome is not None and options.track:  # after every file is written: tracking cannot change them
             from spocu.experiments.results.tracking import track_comparison
@@ -525,6 +528,7 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         stack.close()  # a local Ray started for this compare is shut down
         if dist is not None:
             dist.finish(success)
+
 
 
 def _check_ray_installed() -> None:

@@ -177,11 +177,25 @@ def load_factory(text: str, swap: str | None = None) -> ModelFactory:
     return ModelFactory(name, function, source, _sha256(source), swap)
 
 
+class _ExitCalled(Exception):
+    pass
+
+
+def _refuse_exit(status: int = 0) -> None:
+    raise _ExitCalled(f"it called os._exit({status}), which would end spocu compare silently")
+
+
 def call_factory(factory: ModelFactory, args: tuple, kwargs: dict, hint: str = "") -> Any:
+    """``factory(*args, **kwargs)``; anything it raises (or ``sys.exit``/``os._exit``) becomes a :class:`UserModelError`."""
+    real_exit, os._exit = os._exit, _refuse_exit  # os._exit skips every handler: the run would end with exit 0, silently
     try:
         return factory.function(*args, **kwargs)
+    except _ExitCalled as error:
+        raise UserModelError(f"--model {factory.name}: {error}; a factory must return a model") from None
     except (Exception, SystemExit) as error:  # a factory calling sys.exit() is a failed factory, not spocu's exit
         raise UserModelError(f"--model {factory.name}: calling it failed: {type(error).__name__}: {error}{hint}") from None
+    finally:
+        os._exit = real_exit
 
 
 def check_output(factory: ModelFactory, output: Any, num_classes: int, framework: str, batch: int = 2) -> None:

@@ -329,15 +329,30 @@ def _model_label(model: dict) -> str:
     return f"{model['name']} " + "-".join(map(str, model["hidden"]))
 
 
+def _inline(name: object) -> str:
+    r"""A user's class, column or category name on one Markdown line: line breaks and other control characters escaped.
+
+    Example:
+        >>> print(_inline("two\nlines"), _inline("plain"))
+        two\nlines plain
+    """
+    text = str(name)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _data_lines(ds: dict) -> list[str]:
     """The user's data: how labels were numbered, which columns were one-hot encoded."""
     lines = []
     if ds.get("class_mapping"):
-        target = f" (column {ds['target']})" if ds.get("target") else ""
-        mapping = ", ".join(f"{name} → {number}" for name, number in ds["class_mapping"].items())
+        target = f" (column {_inline(ds['target'])})" if ds.get("target") else ""
+        mapping = ", ".join(f"{_inline(name)} → {number}" for name, number in ds["class_mapping"].items())
         lines.append(f"- Classes{target}, numbered in sorted order: {mapping}.")
     if ds.get("one_hot"):
-        encoded = "; ".join(f"{column}: {', '.join(categories)}" for column, categories in ds["one_hot"].items())
+        encoded = "; ".join(
+            f"{_inline(column)}: {', '.join(map(_inline, categories))}" for column, categories in ds["one_hot"].items()
+        )
         lines.append(
             f"- One-hot encoded columns (scikit-learn OneHotEncoder, categories of the training split): {encoded}."
         )
