@@ -530,3 +530,42 @@ def test_category_names_with_line_breaks_stay_on_their_report_line(tmp_path, mon
     report = (tmp_path / "o" / "report.md").read_text()
     line = next(line for line in report.splitlines() if line.startswith("- One-hot encoded columns"))
     assert "colour: blue, dark\\nred." in line
+
+
+def test_pil_decompression_bomb_warnings_do_not_reach_the_user(tmp_path, monkeypatch):
+    """Pillow warns above MAX_IMAGE_PIXELS; spocu's own memory check speaks for large images, in one line."""
+    import warnings
+
+    from PIL import Image
+
+    from spocu.experiments.data.user_data import load_user_dataset
+
+    _tiny_png_folder(tmp_path / "pics")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 4 x 4 = 16 pixels: a "bomb" warning, not yet an error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset = load_user_dataset(tmp_path / "pics")
+    assert dataset.input_shape == (1, 4, 4)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files whatever their permissions")
+@pytest.mark.parametrize("what", ["npz", "image root", "class folder"])
+def test_unreadable_data_is_named_as_unreadable(what, tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    if what == "npz":
+        np.savez(tmp_path / "d.npz", x=np.ones((20, 2)), y=np.arange(20) % 2)
+        target, locked, pattern = "d.npz", tmp_path / "d.npz", "d.npz: cannot read it (Permission denied)"
+    else:
+        _tiny_png_folder(tmp_path / "pics")
+        target = "pics"
+        locked = tmp_path / "pics" if what == "image root" else tmp_path / "pics" / "b"
+        pattern = "pics: cannot read it (Permission denied)" if what == "image root" else "b: cannot read this class folder (Permission denied)"
+    locked.chmod(0)
+    try:
+        assert cli.main(["compare", *FAST, "--activations", "relu", "--dataset", target, "--out", "o"]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and pattern in error and not (tmp_path / "o").exists()
+    finally:
+        locked.chmod(0o755)
