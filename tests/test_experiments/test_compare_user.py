@@ -22,6 +22,7 @@ def build(activation, input_shape, num_classes):
 """
 
 SWAP = """
+import torch
 from torch import nn
 
 class Net(nn.Module):
@@ -31,10 +32,17 @@ class Net(nn.Module):
         self.fc = nn.Linear(4, num_classes)
 
     def forward(self, x):
-        return self.fc(self.features(x).mean(dim=(2, 3)))
+        return self.fc(nn.functional.relu(self.features(x)).mean(dim=(2, 3)))
 
 def net(*, weights=None, progress=True, **kwargs):  # torchvision's factory signature
     return Net(**kwargs)
+
+class Hidden(Net):
+    def forward(self, x):  # a relu no swap can reach
+        return torch.ops.aten.relu.default(super().forward(x))
+
+def hidden(*, weights=None, **kwargs):
+    return Hidden(**kwargs)
 """
 
 
@@ -90,20 +98,43 @@ def test_resume_refused_after_the_data_or_the_model_changed(tmp_path, capsys):
     assert snapshot(tmp_path / "out") == before
 
 
-def test_image_folder_with_a_swapped_torchvision_style_factory(tmp_path):
+def _pets(tmp_path):
     rng = np.random.default_rng(0)
     for split, count in (("train", 10), ("test", 3)):
         for name in ("cat", "dog"):
             (tmp_path / "pets" / split / name).mkdir(parents=True)
             for i in range(count):
                 Image.fromarray(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)).save(tmp_path / "pets" / split / name / f"{i}.png")
+
+
+def test_a_partial_swap_is_refused_before_anything_is_written_unless_allowed(tmp_path):
+    _pets(tmp_path)
+    (tmp_path / "tv.py").write_text(SWAP)
+    before = snapshot(tmp_path)
+    args = ["compare", "--no-progress", "--epochs", "1", "--seeds", "1", "--dataset", "pets", "--model", "tv.py:hidden", "--swap", "relu"]
+    result = run_cli(args, cwd=tmp_path)
+    assert_clean_failure(result, r"tv\.py:hidden --swap relu: 1 ops of the swapped kind still run after the swap \(3 of 4 relu "
+                                 r"\(2 modules, 1 functional calls\)\): 1 in \(model\) \(tv\.py:\d+\); .*--allow-partial-swap")  # fmt: skip
+    assert snapshot(tmp_path) == before
+    out = tmp_path / "out"
+    assert _compare("--dataset", str(tmp_path / "pets"), "--model", f"{tmp_path / 'tv.py'}:hidden", "--swap", "relu", "--allow-partial-swap",
+                    "--activations", "spocu", "relu", "--out", str(out)) == 0  # fmt: skip
+    model = json.loads((out / "results.json").read_text())["config"]["model"]
+    assert model["swap_report"] == "3 of 4 relu (2 modules, 1 functional calls)" and model["swap_left"] == 1
+    assert "swapped for the compared activation; 1 still run (--allow-partial-swap)" in (out / "report.md").read_text()
+
+
+def test_image_folder_with_a_swapped_torchvision_style_factory(tmp_path):
+    _pets(tmp_path)
     (tmp_path / "tv.py").write_text(SWAP)
     out = tmp_path / "out"
     assert _compare("--dataset", str(tmp_path / "pets"), "--model", f"{tmp_path / 'tv.py'}:net", "--swap", "relu", "--out", str(out)) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"]["test"] == 6 and results["dataset"]["input_shape"] == [3, 6, 7]
     assert results["config"]["model"]["swap"] == "relu"
-    assert "every relu swapped for the compared activation" in (out / "report.md").read_text()
+    assert results["config"]["model"]["swap_report"] == "3 of 3 relu (2 modules, 1 functional calls)"
+    assert results["config"]["model"]["swap_left"] == 0
+    assert "net with 3 of 3 relu (2 modules, 1 functional calls) swapped for the compared activation" in (out / "report.md").read_text()
 
 
 def test_npz_with_resnet20(tmp_path):
@@ -142,6 +173,7 @@ def test_keras_engine_runs_a_keras_factory(tmp_path):
         (lambda d: (d / "m.py").write_text("def build(a, b):\n    pass\n"), ("--model", "m.py:build"), r"cannot be called as build\(activation, input_shape, num_classes\)"),
         (lambda d: (d / "m.py").write_text("def build(a, b, c):\n    return 42\n"), ("--model", "m.py:build"), r"m\.py:build: returned int, not a torch\.nn\.Module"),
         (lambda d: None, ("--dataset", "wdbc", "--swap", "relu"), r"--swap applies to a model factory"),
+        (lambda d: None, ("--dataset", "wdbc", "--model", "x.py:f", "--swap", "softsign"), r"--swap softsign: not an activation kind"),
         (lambda d: None, ("--dataset", "wdbc", "--model", "resnet20"), r"--model resnet20 needs images"),
         (lambda d: None, ("--preset", "resnet20-cifar10", "--framework", "keras"), r"the PyTorch engine \(--framework torch\)"),
     ],

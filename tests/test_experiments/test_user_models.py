@@ -369,3 +369,133 @@ def test_module_in_the_current_directory_imports_from_the_console_script(tmp_pat
     factory = load_factory("mynet_cwd24:build")
     assert factory.name == "mynet_cwd24:build" and factory.source == tmp_path / "mynet_cwd24.py"
     assert not (tmp_path / "__pycache__").exists()
+
+
+# ----------------------------------------------------------------------------- the activation must be used (#24), --swap probes
+
+USE_FILE = """
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+class Ignores(nn.Module):
+    def __init__(self, activation, n_in, n_out):
+        super().__init__()
+        self.fc, self.act, self.out = nn.Linear(n_in, 8), activation(), nn.Linear(8, n_out)
+    def forward(self, x):
+        return self.out(F.relu(self.fc(x)))  # registers activation() but calls F.relu
+
+class Mixes(Ignores):
+    def forward(self, x):
+        return self.out(F.gelu(self.act(self.fc(x))))  # the given one and a hard-wired GELU
+
+class ThrowsAway(Ignores):
+    def forward(self, x):
+        h = self.fc(x)
+        self.act(h)  # the result is thrown away
+        return self.out(h)
+
+class Uses(Ignores):
+    def forward(self, x):
+        return self.out(self.act(self.fc(x)))
+
+def ignores(activation, input_shape, num_classes):
+    return Ignores(activation, input_shape[0], num_classes)
+
+def mixes(activation, input_shape, num_classes):
+    return Mixes(activation, input_shape[0], num_classes)
+
+def throws_away(activation, input_shape, num_classes):
+    return ThrowsAway(activation, input_shape[0], num_classes)
+
+def uses(activation, input_shape, num_classes):
+    return Uses(activation, input_shape[0], num_classes)
+
+def keras_style(*, include_top=True, weights="imagenet", input_shape=None, classes=1000):
+    assert weights is None, "would download ImageNet weights"
+    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0], 8), nn.ReLU(), nn.Linear(8, classes))
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("ignores", r"ignores: called activation\(\) 1 times but never runs what it returned; it runs 1 relu \(1 relu in \(model\) \(m\.py:\d+\)\)"),
+        ("mixes", r"mixes: runs other activations beside the one it was given: 1 gelu \(1 gelu in \(model\) \(m\.py:\d+\)\)"),
+        ("throws_away", r"throws_away: 1 of 1 calls of the activation it was given do not reach the model's output"),
+    ],
+)
+def test_a_factory_that_does_not_use_its_activation_is_refused_naming_what_ran(tmp_path, name, message):
+    factory = load_factory(f"{_write(tmp_path, 'm.py', USE_FILE)}:{name}")
+    with pytest.raises(UserModelError, match=message):
+        build_torch_model(factory, parse_activation("spocu"), (3,), 2, seed=0)
+
+
+@pytest.mark.parametrize("activation", ["spocu", "relu", "gelu"])  # relu/gelu: the given kind's own ops are not "other"
+def test_a_factory_that_uses_its_activation_passes(tmp_path, activation):
+    factory = load_factory(f"{_write(tmp_path, 'm.py', USE_FILE)}:uses")
+    model = build_torch_model(factory, parse_activation(activation), (3,), 2, seed=0)
+    assert model.training and model(torch.zeros(2, 3)).shape == (2, 2)
+
+
+def test_swap_calls_keras_applications_style_factories_with_classes_and_no_downloaded_weights(tmp_path):
+    factory = load_factory(f"{_write(tmp_path, 'm.py', USE_FILE)}:keras_style", swap="relu")
+    assert factory.classes_keyword == "classes" and factory.swap_kwargs(3, (5,)) == {"classes": 3, "weights": None, "input_shape": (5,)}
+    model = build_torch_model(factory, parse_activation("spocu"), (5,), 3, seed=0)
+    assert isinstance(model[2], SPOCU) and model.spocu_swap == {"summary": "1 of 1 relu (1 modules, 0 functional calls)", "left": 0}
+
+
+def test_several_kinds_and_dotted_class_paths_for_swap(tmp_path):
+    assert load_factory(f"{_write(tmp_path, 'tv.py', SWAP_FILE)}:tinynet", swap=["relu", "ReLU6"]).swap_kinds == ("relu", "relu6")
+    factory = load_factory(f"{tmp_path / 'tv.py'}:tinynet", swap="torch.nn.modules.activation.ReLU")
+    net = build_torch_model(factory, parse_activation("spocu"), (3, 8, 8), 5, seed=0)
+    assert len([m for m in net.modules() if isinstance(m, SPOCU)]) == 3
+
+
+KERAS_USE_FILE = """
+import keras
+
+def mixes(activation, input_shape, num_classes):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Dense(8, activation=activation),
+                             keras.layers.Dense(8, activation="relu"), keras.layers.Dense(num_classes)])
+
+def throws_away(activation, input_shape, num_classes):
+    inputs = keras.Input(input_shape)
+    hidden = keras.layers.Dense(8)(inputs)
+    keras.layers.Activation(activation)(hidden)  # the result is thrown away
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(hidden))
+
+def uses(activation, input_shape, num_classes):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Dense(8, activation=activation), keras.layers.Dense(num_classes)])
+
+def application(*, include_top=True, weights="imagenet", input_shape=None, classes=1000, classifier_activation="softmax"):
+    # keras.applications' signature
+    assert weights is None and classifier_activation is None, "would download ImageNet weights, or end in a softmax"
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(8), keras.layers.ReLU(6.0),
+                             keras.layers.Dense(8), keras.layers.ReLU(), keras.layers.Dense(classes)])
+"""
+
+
+@pytest.mark.parametrize("activation", ["spocu", "relu"])
+def test_keras_factories_must_use_the_activation_they_are_given(tmp_path, activation):
+    pytest.importorskip("keras")
+    from spocu.experiments.models.keras_models import build_keras_model
+
+    path = _write(tmp_path, "k.py", KERAS_USE_FILE)
+    spec = parse_activation(activation)
+    if activation != "relu":  # with relu compared, the hard-wired relu is the same kind
+        with pytest.raises(UserModelError, match=r"k\.py:mixes: runs other activations beside the one it was given: 1 relu \(dense_\d+\)"):
+            build_keras_model(load_factory(f"{path}:mixes"), spec, (4,), 2, seed=0)
+    with pytest.raises(UserModelError, match=r"k\.py:throws_away: (never used the activation it was given|the activation it was given is called but not part of the model)"):
+        build_keras_model(load_factory(f"{path}:throws_away"), spec, (4,), 2, seed=0)
+    assert build_keras_model(load_factory(f"{path}:uses"), spec, (4,), 2, seed=0).output_shape == (None, 2)
+
+
+def test_keras_applications_style_factory_swaps_relu6_and_relu(tmp_path):
+    pytest.importorskip("keras")
+    from spocu.experiments.models.keras_models import build_keras_model
+
+    factory = load_factory(f"{_write(tmp_path, 'k.py', KERAS_USE_FILE)}:application", swap=["relu", "relu6"])
+    model = build_keras_model(factory, parse_activation("spocu"), (4, 4, 1), 3, seed=0)
+    assert [type(layer).__name__ for layer in model.layers].count("Activation") == 2
+    assert model.spocu_swap == {"summary": "2 of 2 relu/relu6 (2 layers)", "left": 0}

@@ -116,3 +116,20 @@ def test_a_learnable_spocu_in_activation_keeps_the_layers_weights_and_its_own_fr
     kernel, bias = (np.asarray(w, dtype="float64") for w in model.layers[0].weights)
     hidden = reference_spocu(x.astype("float64") @ kernel + bias)  # the defaults are the fixed SPOCU's parameters
     np.testing.assert_allclose(np.asarray(dense(x)), hidden, rtol=2e-5, atol=1e-6)
+
+
+def test_relu_with_max_value_6_is_relu6_and_several_kinds_at_once():
+    model = _model()
+    only6 = replace_activations(model, "relu6", SPOCU)
+    assert only6.spocu_replaced == (model.layers[-2].name,)  # MobileNetV2's ReLU(6.0); the plain ReLU stays
+    both = replace_activations(model, ["relu", "relu6"], SPOCU)
+    assert len(both.spocu_replaced) == 5 and "ReLU-layer" not in _activations(both)
+    x = np.linspace(-2, 2, 9, dtype=np.float32).reshape(3, 3)
+    capped = keras.Sequential([keras.Input((3,)), keras.layers.ReLU(max_value=6.0)])
+    swapped = replace_activations(capped, "relu6", lambda: SPOCU(c=1.0))
+    np.testing.assert_allclose(np.asarray(swapped(x)), reference_spocu(x.astype(np.float64), c=1.0), rtol=1e-5, atol=1e-6)
+
+
+def test_nothing_matched_says_which_activation_kinds_the_model_has():
+    with pytest.raises(ValueError, match=r"uses activation 'gelu'; nothing replaced; its activations: 4 relu, 1 relu6, 1 tanh"):
+        replace_activations(_model(), "gelu", SPOCU)

@@ -157,9 +157,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "called as FUNCTION(activation, input_shape, num_classes)",
     )
     what.add_argument(
-        "--swap", metavar="ACT",
-        help="with a factory that hard-wires one activation (e.g. relu): call FUNCTION(num_classes=N), the torchvision "
-        "signature, and replace every activation of that kind by the compared one",
+        "--swap", metavar="ACT", nargs="+",
+        help="with a factory that hard-wires its activation (e.g. relu, or relu relu6, or a dotted class path): call "
+        "FUNCTION(num_classes=N) (the torchvision signature; classes=N for keras.applications) and replace every "
+        "activation of those kinds, modules and functional calls, by the compared one; refused if one forward shows any left",
+    )
+    what.add_argument(
+        "--allow-partial-swap", action="store_true",
+        help="with --swap: train even if ops of the swapped kind still run after the swap (their count is recorded in the report)",
     )
     what.add_argument("--hidden", type=_int_list, help="mlp hidden widths, e.g. 64,64")
     what.add_argument("--depth", type=_whole(1), help="deep-mlp: number of hidden layers (default 16)")
@@ -276,6 +281,7 @@ def _options(args: argparse.Namespace):
         "target": args.target,
         "image_size": None if args.image_size is None else tuple(args.image_size),
         "swap": args.swap,
+        "allow_partial_swap": True if args.allow_partial_swap else None,
         "lr_milestones": args.lr_milestones,
         "tune": args.tune,
     }

@@ -30,7 +30,7 @@ from typing import Any
 from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec, parse_activation
 from spocu.experiments.data.datasets import DATASETS, DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, EMBEDDED_DATASETS
 from spocu.experiments.data.user_data import is_user_dataset
-from spocu.experiments.models.spec import MODELS, SWAPPABLE, ModelSpec, is_model_factory
+from spocu.experiments.models.spec import MODELS, ModelSpec, is_model_factory, parse_swap
 
 __all__ = [
     "MODELS",
@@ -200,6 +200,7 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "depth": None,
     "width": None,
     "swap": None,
+    "allow_partial_swap": False,
     "lr_milestones": (),
     "target": None,
     "image_size": None,
@@ -418,17 +419,15 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     if is_model_factory(str(merged["model"])):
         if any(key in given for key in ("hidden", "depth", "width")):
             raise ValueError("--hidden, --depth and --width apply to the built-in mlp and deep-mlp, not to a model factory")
-        swap = merged["swap"]
-        if swap is not None:
-            swap = swap.strip().lower().replace("-", "_")
-            if swap not in SWAPPABLE:
-                raise ValueError(f"--swap {swap}: not an activation kind; choose one of {', '.join(SWAPPABLE)}")
+        swap = parse_swap(merged["swap"])
+        if merged.get("allow_partial_swap") and swap is None:
+            raise ValueError("--allow-partial-swap applies with --swap")
         # imported (and its source hashed, source_sha256) once the engine is chosen: see with_model_source
-        model = ModelSpec(str(merged["model"]), (), swap)
+        model = ModelSpec(str(merged["model"]), (), swap, allow_partial_swap=bool(merged.get("allow_partial_swap")))
         if "init" not in given and "init" not in preset:
             merged["init"] = OWN_INIT
     else:
-        if merged["swap"] is not None:
+        if merged["swap"] is not None or merged.get("allow_partial_swap"):
             raise ValueError(f"--swap applies to a model factory (--model MODULE:FUNCTION or file.py:FUNCTION), not to {merged['model']}")
         model = ModelSpec.make(merged["model"], merged.get("hidden"), merged.get("depth"), merged.get("width"))
     count = int(merged["seeds"])

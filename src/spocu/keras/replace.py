@@ -8,7 +8,7 @@ from typing import Any
 
 import keras
 
-__all__ = ["replace_activations"]
+__all__ = ["activation_kinds", "replace_activations"]
 
 
 def _plain_relu(layer: Any) -> bool:
@@ -18,6 +18,9 @@ def _plain_relu(layer: Any) -> bool:
 #: name -> (standalone layer class, test that the layer computes exactly that activation)
 _STANDALONE: dict[str, tuple[type, Callable[[Any], bool]]] = {
     "relu": (keras.layers.ReLU, _plain_relu),
+    # MobileNetV2's ReLU(6.0): a capped relu is "relu6"
+    "relu6": (keras.layers.ReLU, lambda layer: layer.max_value is not None and float(layer.max_value) == 6.0
+              and float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0),
     "elu": (keras.layers.ELU, lambda layer: float(layer.alpha) == 1.0),
     "leaky_relu": (keras.layers.LeakyReLU, lambda layer: True),
 }
@@ -38,8 +41,40 @@ def _activation_name(function: Any) -> str | None:
     return name.lower() if isinstance(name, str) else None
 
 
+def _kind_of_layer(layer: Any) -> str | None:
+    """The activation kind a layer computes or applies, for messages ("relu", "relu6", "gelu", ...), or None."""
+    for key, (cls, test) in _STANDALONE.items():
+        if isinstance(layer, cls) and test(layer):
+            return key
+    if isinstance(layer, keras.layers.ReLU):
+        return f"relu(max_value={layer.max_value}, negative_slope={float(layer.negative_slope)}, threshold={float(layer.threshold)})"
+    name = _activation_name(getattr(layer, "activation", None))
+    if name in (None, "linear") or isinstance(layer, keras.Model):
+        return type(layer).__name__.lower() if type(layer).__module__.startswith("keras") and "activation" in type(layer).__module__ else None
+    return name
+
+
+def activation_kinds(model: Any) -> dict[str, int]:
+    """How many layers of ``model`` (nested ones included) apply each activation kind."""
+    kinds: dict[str, int] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        kind = _kind_of_layer(layer)
+        if kind is not None:
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
 def _matcher(old: Any) -> tuple[Callable[[Any], bool], Callable[[Any], bool], str]:
     """(does a layer's ``activation`` match, is a layer a standalone match, description)."""
+    if isinstance(old, (tuple, list)):
+        if not old:
+            raise ValueError("replace_activations: old is empty; name at least one activation")
+        parts = [_matcher(item) for item in old]
+        return (
+            lambda fn: any(p[0](fn) for p in parts),
+            lambda layer: any(p[1](layer) for p in parts),
+            " or ".join(p[2] for p in parts),
+        )
     if isinstance(old, str):
         key = old.strip().lower().replace("-", "_")
         try:
@@ -110,11 +145,12 @@ def replace_activations(model: keras.Model, old: Any, new: Any) -> keras.Model:
 
     - every layer whose ``activation=`` is ``old`` (``Dense``, ``Conv2D``, ``Activation``, ...), and
     - every standalone activation layer of that kind: ``keras.layers.ReLU()`` with its default
-      arguments for ``"relu"``, ``ELU()`` with ``alpha=1`` for ``"elu"``, ``LeakyReLU`` for
-      ``"leaky_relu"`` -- replaced by ``Activation(new)`` of the same name.
+      arguments for ``"relu"``, ``ReLU(max_value=6)`` (MobileNetV2's) for ``"relu6"``, ``ELU()``
+      with ``alpha=1`` for ``"elu"``, ``LeakyReLU`` for ``"leaky_relu"`` -- replaced by
+      ``Activation(new)`` of the same name.
 
-    ``old``: an activation name (``"relu"``), an activation function (``keras.activations.relu``)
-    or a layer class (matched by ``isinstance``). ``new``: an activation name or function
+    ``old``: an activation name (``"relu"``), an activation function (``keras.activations.relu``),
+    a layer class (matched by ``isinstance``), or a tuple/list of these (``("relu", "relu6")``). ``new``: an activation name or function
     (``"selu"``, ``spocu.keras.spocu``), or a layer class or zero-argument factory
     (``spocu.keras.SPOCU``, ``lambda: SPOCU(c=1.0)``), called once per place, so learnable
     parameters are never shared. Every other weight (kernels, biases, batch-norm statistics)
@@ -173,7 +209,10 @@ def replace_activations(model: keras.Model, old: Any, new: Any) -> keras.Model:
         )
     swapped = keras.models.clone_model(model, clone_function=clone, recursive=True)
     if not replaced:
-        raise ValueError(f"replace_activations: no layer of {model.name} uses {searched}; nothing replaced")
+        kinds = activation_kinds(model)
+        has = "; its activations: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) if kinds else "; it has no activation layers"
+        raise ValueError(f"replace_activations: no layer of {model.name} uses {searched}; nothing replaced{has}")
+    object.__setattr__(swapped, "spocu_replaced", tuple(replaced))  # untracked by Keras: not saved, for reports
     for original, copy in pairs:
         sources, targets = own_weights(original), own_weights(copy)
         if len(sources) != len(targets):  # pragma: no cover - a layer whose weights the swap changed

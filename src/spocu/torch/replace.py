@@ -629,15 +629,19 @@ def _as_args(example_inputs: Any) -> tuple:
 
 
 def count_activations(
-    model: nn.Module, example_inputs: Any, call: Callable[..., Any] | None = None
+    model: nn.Module,
+    example_inputs: Any,
+    call: Callable[..., Any] | None = None,
+    exclude: Iterable[nn.Module] = (),
+    grad: bool = False,
 ) -> Counter:
-    """Run one forward of ``model`` (eval mode, no grad, modes restored) and count activation ops by kind and place.
+    """Run one forward of ``model`` (eval mode, no grad unless ``grad``, modes restored) and count activation ops.
 
     Returns a ``Counter`` mapping ``(kind, "path (file:line)")`` to the number of aten ops of that
     activation kind (relu, gelu, silu, relu6, elu, selu, celu, leaky_relu, mish, hardswish) that ran
     there, whether called as a module, a functional or a Tensor method. Ops run inside a
-    replacement made by :func:`replace_activations` are not counted. ``call`` (default: the model)
-    is what runs the inputs.
+    replacement made by :func:`replace_activations`, or inside a module of ``exclude``, are not
+    counted. ``call`` (default: the model) is what runs the inputs.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.GELU())
@@ -647,11 +651,17 @@ def count_activations(
     paths = {id(m): name for name, m in model.named_modules()}
     counter = _OpCounter(paths)
     training = {m: m.training for m in model.modules()}
+    handles = []
+    for module in exclude:
+        handles.append(module.register_forward_pre_hook(_Pause()))
+        handles.append(module.register_forward_hook(_Resume(), always_call=True))
     model.eval()
     try:
-        with torch.no_grad(), _module_paths(counter), counter:
+        with torch.set_grad_enabled(grad), _module_paths(counter), counter:
             (call or model)(*_as_args(example_inputs))
     finally:
+        for handle in handles:
+            handle.remove()
         for module, flag in training.items():
             module.training = flag
     return Counter({key: n for key, n in counter.counts.items()})

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spocu.experiments.activations import ActivationSpec
-from spocu.experiments.models.spec import SWAPPABLE, UserModelError, factory_name, is_model_factory
+from spocu.experiments.models.spec import SWAPPABLE, UserModelError, factory_name, is_model_factory, parse_swap
 from spocu.experiments.user_code import import_file, source_sha256
 
 __all__ = [
@@ -87,6 +87,27 @@ class ModelFactory:
     source: Path | None  # the file that defines the function (None if Python cannot tell)
     source_sha256: str | None
     swap: str | None = None
+    #: the keyword the factory takes the class count by: "num_classes" (torchvision, timm) or "classes" (keras.applications)
+    classes_keyword: str = "num_classes"
+    #: what else a --swap factory is given: weights=None (train from scratch) where it downloads weights by default,
+    #: input_shape= where it takes one, classifier_activation=None (logits, not softmax) (keras.applications)
+    swap_extras: tuple[str, ...] = ()
+
+    @property
+    def swap_kinds(self) -> tuple[str, ...]:
+        """``--swap``'s kinds and class paths, as :func:`spocu.torch.replace_activations` takes them."""
+        return tuple(self.swap.split(",")) if self.swap else ()
+
+    def swap_kwargs(self, num_classes: int, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The keyword arguments a --swap factory is called with."""
+        kwargs: dict[str, Any] = {self.classes_keyword: num_classes}
+        if "weights" in self.swap_extras:
+            kwargs["weights"] = None
+        if "input_shape" in self.swap_extras:
+            kwargs["input_shape"] = tuple(input_shape)
+        if "classifier_activation" in self.swap_extras:
+            kwargs["classifier_activation"] = None
+        return kwargs
 
     @property
     def protocol(self) -> dict[str, Any]:
@@ -126,10 +147,10 @@ def load_factory(text: str, swap: str | None = None) -> ModelFactory:
     module_text, sep, function_name = text.rpartition(":")
     if not sep or not module_text or not function_name:
         raise UserModelError(f"--model {text}: expected MODULE:FUNCTION or path/to/file.py:FUNCTION")
-    if swap is not None:
-        swap = swap.strip().lower().replace("-", "_")
-        if swap not in SWAPPABLE:
-            raise UserModelError(f"--swap {swap}: not an activation kind; choose one of {', '.join(SWAPPABLE)}")
+    try:
+        swap = parse_swap(swap)
+    except ValueError as error:
+        raise UserModelError(str(error)) from None
     is_file = module_text.endswith(".py") or "/" in module_text or "\\" in module_text
     if is_file:
         path = Path(module_text).expanduser()
@@ -160,21 +181,45 @@ def load_factory(text: str, swap: str | None = None) -> ModelFactory:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
         signature = None
+    classes_keyword, extras = "num_classes", ()
     if signature is not None:
         try:
             if swap is None:
                 signature.bind(None, None, None)
             else:
-                signature.bind(num_classes=2)
+                classes_keyword, extras = _swap_call(signature)
         except TypeError:
-            wanted = f"{function_name}(num_classes=N) (the torchvision signature, for --swap)" if swap else f"{function_name}(activation, input_shape, num_classes)"
+            wanted = f"{function_name}(num_classes=N) (the torchvision signature, for --swap; or classes=N)" if swap else f"{function_name}(activation, input_shape, num_classes)"
             raise UserModelError(f"--model {text}: {function_name}{signature} cannot be called as {wanted}") from None
     try:
         source_file = inspect.getsourcefile(function)
     except TypeError:
         source_file = None
     source = Path(source_file) if source_file else None
-    return ModelFactory(name, function, source, _sha256(source), swap)
+    return ModelFactory(name, function, source, _sha256(source), swap, classes_keyword, extras)
+
+
+def _swap_call(signature: inspect.Signature) -> tuple[str, tuple[str, ...]]:
+    """How a --swap factory is called: its class-count keyword, and weights=None / input_shape= where it takes them.
+
+    Raises TypeError (as ``bind`` does) if it takes neither ``num_classes=`` nor ``classes=``.
+    """
+    try:
+        signature.bind(num_classes=2)
+        keyword = "num_classes"
+    except TypeError:
+        signature.bind(classes=2)
+        keyword = "classes"
+    parameters = signature.parameters
+    extras = []
+    weights = parameters.get("weights")
+    if weights is not None and weights.default not in (None, inspect.Parameter.empty):  # keras.applications: "imagenet"
+        extras.append("weights")
+    if "input_shape" in parameters:
+        extras.append("input_shape")
+    if "classifier_activation" in parameters:  # keras.applications: softmax by default; training takes logits
+        extras.append("classifier_activation")
+    return keyword, tuple(extras)
 
 
 class _ExitCalled(Exception):

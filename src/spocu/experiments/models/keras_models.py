@@ -296,11 +296,15 @@ def build_keras_model(
         passed = given if isinstance(given, keras.layers.Layer) else _recording(given, used)
         model = call_factory(factory, (passed, tuple(input_shape), num_classes), {}, hint)
     else:
-        model = call_factory(factory, (), {"num_classes": num_classes})
+        model = call_factory(factory, (), factory.swap_kwargs(num_classes, tuple(input_shape)))
     from spocu.keras.replace import replace_activations
 
-    model = checked_and_swapped(factory, model, keras.Model, "keras.Model", replace_activations,
+    def replace(model: Any, kinds: str, make: Any) -> Any:
+        return replace_activations(model, list(factory.swap_kinds), make)
+
+    model = checked_and_swapped(factory, model, keras.Model, "keras.Model", replace,
                                  lambda: keras_activation(activation), (ValueError, TypeError))  # fmt: skip
+    used_before_forward = len(used) if factory.swap is None else 0
     try:
         output = model(np.zeros((2, *input_shape), dtype=np.float32), training=False)
     except Exception as error:
@@ -318,7 +322,54 @@ def build_keras_model(
             "train the same network; pass it as Dense(units, activation=activation) (or use --swap NAME for a model "
             "with its own activation)"
         )
+    if factory.swap is None:
+        _check_keras_activation_used(factory, model, passed, used_during_forward=len(used) > used_before_forward)
+    else:
+        _record_keras_swap(factory, model)
     return model
+
+
+#: Activations that also serve as output or gate functions: never counted as "another activation kind".
+_NOT_HIDDEN_ACTIVATIONS = {"softmax", "log_softmax", "sigmoid", "tanh", "linear"}
+
+
+def _check_keras_activation_used(factory: ModelFactory, model: Any, passed: Any, used_during_forward: bool) -> None:
+    """The activation the factory was given is in the model (held by a layer, or run by its forward), and no other kind is."""
+    from spocu.keras.replace import _activation_name, _kind_of_layer
+
+    layers = list(model._flatten_layers(include_self=False, recursive=True))
+    held = any(layer is passed or getattr(layer, "activation", None) is passed for layer in layers)
+    name = f"--model {factory.name}"
+    if not held and not used_during_forward:
+        raise UserModelError(
+            f"{name}: the activation it was given is called but not part of the model (its result is thrown away), so "
+            "the compared arms would train the same network; pass it as Dense(units, activation=activation)"
+        )
+    own = {None, _activation_name(passed)} | _NOT_HIDDEN_ACTIVATIONS
+    others: dict[str, list[str]] = {}
+    for layer in layers:
+        if layer is passed or getattr(layer, "activation", None) is passed:
+            continue
+        kind = _kind_of_layer(layer)
+        if kind not in own:
+            others.setdefault(kind, []).append(layer.name)
+    if others:
+        listed = ", ".join(f"{len(v)} {k} ({', '.join(v[:3])}{' ...' if len(v) > 3 else ''})" for k, v in sorted(others.items()))
+        raise UserModelError(
+            f"{name}: runs other activations beside the one it was given: {listed}; every compared arm would keep "
+            "them: use the given activation there too (or --swap NAME to swap a hard-wired kind)"
+        )
+
+
+def _record_keras_swap(factory: ModelFactory, model: Any) -> None:
+    """What --swap replaced, for the protocol and report ("3 of 3 relu (3 layers)")."""
+    from spocu.keras.replace import activation_kinds
+
+    replaced = len(getattr(model, "spocu_replaced", ()))
+    kinds = set(factory.swap_kinds)
+    left = sum(n for kind, n in activation_kinds(model).items() if kind in kinds)
+    summary = f"{replaced} of {replaced + left} {'/'.join(factory.swap_kinds)} ({replaced} layers)"
+    object.__setattr__(model, "spocu_swap", {"summary": summary, "left": left})
 
 
 def _recording(function: Any, calls: list[int]) -> Any:

@@ -17,12 +17,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODELS", "SWAPPABLE", "ModelSpec", "UserModelError", "factory_name", "is_model_factory"]
+__all__ = ["MODELS", "SWAPPABLE", "ModelSpec", "UserModelError", "factory_name", "is_model_factory", "parse_swap"]
 
 MODELS = ("mlp", "deep-mlp", "seed-cnn", "resnet20")
 
-#: Activation kinds ``--swap`` accepts (torch module class names in spocu.torch.replace.ACTIVATION_CLASSES).
-SWAPPABLE = ("relu", "gelu", "silu", "elu", "selu", "tanh", "sigmoid", "mish", "leaky_relu", "relu6", "hardswish")
+#: Activation kinds ``--swap`` accepts (spocu.torch.replace.ACTIVATION_CLASSES and KNOWN_CLASSES); a dotted
+#: class path (``mypkg.layers.StarReLU``) is accepted too.
+SWAPPABLE = ("relu", "gelu", "silu", "swish", "elu", "selu", "celu", "tanh", "sigmoid", "mish", "leaky_relu", "relu6",
+             "hardswish", "quick_gelu", "softplus")  # fmt: skip
+
+
+def parse_swap(value: Any) -> str | None:
+    """``--swap``'s kinds as the protocol records them: lower-case names and dotted class paths, comma-joined.
+
+    Example:
+        >>> parse_swap(["ReLU", "relu6"]), parse_swap("gelu, timm.layers.activations.GELUTanh"), parse_swap(None)
+        ('relu,relu6', 'gelu,timm.layers.activations.GELUTanh', None)
+    """
+    if value is None:
+        return None
+    items = value.replace(",", " ").split() if isinstance(value, str) else [str(v).strip() for v in value]
+    if not items:
+        raise ValueError("--swap needs at least one activation kind")
+    kinds = []
+    for item in items:
+        kind = item if "." in item.strip(".") else item.strip().lower().replace("-", "_")
+        if "." not in kind and kind not in SWAPPABLE:
+            raise ValueError(f"--swap {item}: not an activation kind; choose one of {', '.join(SWAPPABLE)}, or a dotted class path")
+        if kind not in kinds:
+            kinds.append(kind)
+    return ",".join(kinds)
 
 
 class UserModelError(ValueError):
@@ -62,6 +86,11 @@ class ModelSpec:
     hidden: tuple[int, ...] = (64, 64)
     swap: str | None = None
     source_sha256: str | None = None
+    #: --allow-partial-swap: train although ops of the swapped kind still run (their count is recorded)
+    allow_partial_swap: bool = False
+    #: what the swap replaced, measured on the model before training ("35 of 35 relu (3 modules, ...)")
+    swap_report: str | None = None
+    swap_left: int | None = None
 
     def __post_init__(self) -> None:
         if is_model_factory(self.name):
@@ -88,6 +117,8 @@ class ModelSpec:
         data: dict[str, Any] = {"name": self.name, "hidden": list(self.hidden)}
         if self.is_factory:
             data.update(name=factory_name(self.name), swap=self.swap, source_sha256=self.source_sha256)
+            if self.swap is not None:
+                data.update(swap_report=self.swap_report, swap_left=self.swap_left)
         return data
 
     @classmethod

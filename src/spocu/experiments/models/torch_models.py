@@ -125,7 +125,7 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
         factory = load_factory(spec.name, spec.swap)
         if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
             raise UserModelError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
-        return build_torch_model(factory, activation, input_shape, num_classes, seed)
+        return build_torch_model(factory, activation, input_shape, num_classes, seed, allow_partial_swap=spec.allow_partial_swap)
     if spec.name == "resnet20":
         if len(input_shape) != 3:
             raise ValueError(f"resnet20 needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")
@@ -271,27 +271,33 @@ def build_torch_model(
     num_classes: int,
     seed: int,
     init: str | None = None,
+    allow_partial_swap: bool = False,
 ):
     """The factory's ``nn.Module`` for ``activation``, built under ``seed``; checked on a zero batch.
 
     ``init``: a scheme of :data:`~spocu.experiments.activations.INIT_SCHEMES` to re-draw the
     weights with (as the built-in models), or None to keep the model's own initialization.
+
+    One probe forward (eval mode, no grad state kept) checks what runs: with ``--swap``, that no op
+    of the swapped kinds is left (else refused unless ``allow_partial_swap``; the model's
+    ``spocu_swap`` records what was swapped); without, that the activations the factory was given
+    run, reach the output, and no other activation kind runs beside them.
     """
-    calls = []
+    given: list = []
 
     def make_activation():
-        calls.append(1)
-        return activation.torch_module()
+        module = activation.torch_module()
+        given.append(module)
+        return module
 
     with seeded_factory_call(seed):
         if factory.swap is None:
             model = call_factory(factory, (make_activation, tuple(input_shape), num_classes), {})
         else:
-            model = call_factory(factory, (), {"num_classes": num_classes})
-    from spocu.torch.replace import replace_activations
-
-    model = checked_and_swapped(factory, model, nn.Module, "torch.nn.Module", replace_activations,
-                                 activation.torch_module, (ValueError,))  # fmt: skip
+            model = call_factory(factory, (), factory.swap_kwargs(num_classes, tuple(input_shape)))
+    model = checked_and_swapped(factory, model, nn.Module, "torch.nn.Module", lambda m, *_: m, None, ())
+    if factory.swap is not None:
+        model = _swapped(factory, model, activation, input_shape, allow_partial_swap)
     if init is not None:
         initialize(model, init, derive_seed(seed, STREAM_INIT))
     wrong = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.dtype != torch.float32})
@@ -308,9 +314,93 @@ def build_torch_model(
         ) from None
     check_output(factory, output, num_classes, "PyTorch")
     check_trainable(factory, sum(p.numel() for p in model.parameters() if p.requires_grad))
-    if factory.swap is None and not calls:
+    if factory.swap is None and not given:
         raise UserModelError(
             f"--model {factory.name}: never called activation(), so the compared activations would all train the same "
             "network; use activation() where the activation goes (or --swap NAME for a model with its own activation)"
         )
+    if factory.swap is None:
+        _check_activation_used(factory, model, given, input_shape)
     return model
+
+
+def _places(counts, limit: int = 3) -> str:
+    """``counts`` ((kind, place) -> ops) as "12 relu: 8 in layer1.0 (net.py:20); 4 in ..."."""
+    by_kind: dict[str, int] = {}
+    for (kind, _), n in counts.items():
+        by_kind[kind] = by_kind.get(kind, 0) + n
+    places = sorted(counts.items(), key=lambda item: -item[1])
+    where = "; ".join(f"{n} {kind} in {place}" for (kind, place), n in places[:limit])
+    more = f"; and {len(places) - limit} more places" if len(places) > limit else ""
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items())) + f" ({where}{more})"
+
+
+def _swapped(factory: ModelFactory, model, activation: ActivationSpec, input_shape, allow_partial_swap: bool):
+    """``model`` with --swap's kinds replaced, checked by one probe forward; refused if any op of them is left."""
+    import warnings
+
+    from spocu.torch.replace import replace_activations
+
+    label = f"--model {factory.name} --swap {factory.swap.replace(',', ' ')}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # what is left is refused or recorded below, in one line
+            report = replace_activations(model, factory.swap_kinds, activation.torch_module,
+                                         example_inputs=torch.zeros((2, *input_shape)), strict=False, report=True)  # fmt: skip
+    except (ValueError, TypeError) as error:
+        raise UserModelError(f"{label}: {error}") from None
+    except Exception as error:  # the probe forward: the user's model, anything it raises is a one-line refusal
+        detail = " ".join(f"{type(error).__name__}: {error}".split())
+        raise UserModelError(f"--model {factory.name}: a batch of shape {(2, *input_shape)} does not go through the model: {detail}") from None
+    if report.left and not allow_partial_swap:
+        raise UserModelError(
+            f"{label}: {report.left_count} ops of the swapped kind still run after the swap ({report.summary()}): "
+            f"{report.where_left()}; the compared arms would still run them: use --allow-partial-swap to train anyway "
+            "(the count is recorded)"
+        )
+    report.model.spocu_swap = {"summary": report.summary(), "left": report.left_count}
+    return report.model
+
+
+def _check_activation_used(factory: ModelFactory, model, given: list, input_shape) -> None:
+    """One probe forward: the given activations run, their outputs reach the model's output, and no other kind runs."""
+    from spocu.torch.replace import count_activations
+
+    outputs: list = []
+    ran: list[int] = []
+
+    def record(module, args, output):
+        ran.append(id(module))
+        outputs.append(output)
+
+    handles = [module.register_forward_hook(record) for module in given]
+    result: list = []
+    try:
+        others = count_activations(model, torch.zeros((2, *input_shape)), call=lambda x: result.append(model(x)),
+                                   exclude=given, grad=True)  # fmt: skip
+    finally:
+        for handle in handles:
+            handle.remove()
+    name = f"--model {factory.name}"
+    if not ran:
+        ran_instead = f"; it runs {_places(others)} instead" if others else ""
+        raise UserModelError(
+            f"{name}: called activation() {len(given)} times but never runs what it returned{ran_instead}, so every compared "
+            "arm would train the same network; call the modules activation() returns in forward"
+        )
+    if others:
+        raise UserModelError(
+            f"{name}: runs other activations beside the one it was given: {_places(others)}; every compared arm would "
+            "keep them: use activation() there too (or --swap NAME to swap a hard-wired kind)"
+        )
+    tracked = [t for t in outputs if isinstance(t, torch.Tensor) and t.requires_grad]
+    output = result[0] if result else None
+    if tracked and isinstance(output, torch.Tensor) and output.requires_grad:
+        grads = torch.autograd.grad(output.float().sum(), tracked, allow_unused=True)
+        unused = sum(g is None for g in grads)
+        if unused:
+            raise UserModelError(
+                f"{name}: {unused} of {len(tracked)} calls of the activation it was given do not reach the model's output "
+                "(their results are thrown away), so the compared arms would differ less than they should; use each "
+                "activation's result"
+            )

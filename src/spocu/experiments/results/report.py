@@ -323,7 +323,13 @@ def render_report(results: dict) -> str:
 
 def _model_label(model: dict) -> str:
     if model.get("source_sha256") is not None or ":" in model["name"]:  # a user's factory
-        return model["name"] + (f" with every {model['swap']} swapped for the compared activation" if model.get("swap") else "")
+        if not model.get("swap"):
+            return model["name"]
+        kinds = model["swap"].replace(",", " and ")
+        if model.get("swap_report"):  # measured by one forward before training
+            left = f"; {model['swap_left']} still run (--allow-partial-swap)" if model.get("swap_left") else ""
+            return f"{model['name']} with {model['swap_report']} swapped for the compared activation{left}"
+        return model["name"] + f" with every {kinds} swapped for the compared activation"
     if model["name"] in ("seed-cnn", "resnet20"):
         return model["name"]
     return f"{model['name']} " + "-".join(map(str, model["hidden"]))

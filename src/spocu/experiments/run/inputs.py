@@ -55,8 +55,10 @@ def load_data(config: ExperimentConfig, *, data_dir=None, download: bool = True,
     )
 
 
-def check_model(config: ExperimentConfig, dataset: Dataset) -> None:
+def check_model(config: ExperimentConfig, dataset: Dataset) -> dict | None:
     """Build the model once (first activation, first seed) in the engine's framework and run a zero batch.
+
+    Returns what ``--swap`` replaced (``{"summary": ..., "left": n}``, measured by the probe forward), or None.
 
     Raises:
         ValueError: the model cannot take this data, or (UserModelError) a factory fails; the message names it.
@@ -70,7 +72,7 @@ def check_model(config: ExperimentConfig, dataset: Dataset) -> None:
         from spocu.experiments.models import keras_models as models_keras
 
         models = [models_keras.build_model(config.model, dataset.input_shape, dataset.num_classes, s, seed) for s in builds]
-        return
+        return getattr(models[0], "spocu_swap", None)
     from spocu.experiments.models import torch_models as models_torch
 
     models = [models_torch.build_model(config.model, dataset.input_shape, dataset.num_classes, s, seed) for s in builds]
@@ -80,6 +82,7 @@ def check_model(config: ExperimentConfig, dataset: Dataset) -> None:
 
         models_torch.probe_forward(model, torch.zeros((2, *dataset.input_shape)))
     _check_training_batch(config, dataset, model, models_torch)
+    return getattr(model, "spocu_swap", None)
 
 
 def _check_training_batch(config: ExperimentConfig, dataset: Dataset, model, models_torch) -> None:
@@ -128,9 +131,12 @@ def finalize(config: ExperimentConfig, dataset: Dataset) -> ExperimentConfig:
     config = dataclasses.replace(config, last_batch="merged" if merges_last_batch(len(dataset.y_train), config.batch_size) else None)
     config, _ = with_model_source(config)
     try:
-        check_model(config, dataset)
+        swapped = check_model(config, dataset)
     except ValueError as error:
         raise _wrong_framework(config, error) from None
+    if swapped is not None:  # recorded in the protocol and the report: what the swap replaced, and what it left
+        model = dataclasses.replace(config.model, swap_report=swapped["summary"], swap_left=swapped["left"])
+        config = dataclasses.replace(config, model=model)
     return config
 
 
