@@ -143,3 +143,22 @@ def test_compare_runs_end_to_end_on_each_keras_backend(backend, data, majority, 
     assert f"framework keras ({backend} backend)" in (out / "report.md").read_text()
     with open(out / "epochs.csv") as stream:
         assert len(stream.read().splitlines()) == 1 + 2 * 2
+
+
+def test_a_normal_keras_run_prints_no_framework_log_lines(tmp_path):
+    """No TensorFlow/absl/numpy lines on stderr (the issue saw 4-7 of them on every --framework keras run)."""
+    import os
+    import subprocess
+    import sys
+
+    from cli_harness import REPO_SRC
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
+    env.update(PYTHONPATH=str(REPO_SRC), SPOCU_DATA=str(tmp_path / "cache"), KERAS_BACKEND="tensorflow")
+    done = subprocess.run(
+        [sys.executable, "-m", "spocu", "compare", "--framework", "keras", "--activations", "relu", "--seeds", "1", "--epochs", "1",
+         "--hidden", "4", "--no-progress", "--out", "o"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr

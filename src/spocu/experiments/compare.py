@@ -242,7 +242,9 @@ def _select_keras_backend(requested: str | None) -> None:
     """Set KERAS_BACKEND before Keras is imported; refuse if Keras already runs on another backend."""
     import sys
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines would bury the progress bar
+    # TensorFlow's C++ log lines (oneDNN notes, CUDA factory registrations, absl's pre-init warning) on a normal
+    # run bury the progress bar and read as errors; its real failures raise Python exceptions. Set it to see them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if requested is None:
         return
     if "keras" in sys.modules:
