@@ -150,3 +150,44 @@ def test_batch_size_one_with_a_batch_norm_is_refused_before_anything_is_written(
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "a training batch of 1 does not go through the model" in error
     assert "use a --batch-size of 2 or more" in error and not (work / "o").exists()
+
+
+def test_building_and_checking_a_factory_model_leaves_its_state_and_the_rng_as_drawn(work):
+    """Every probe of build_torch_model (output check, activation-use check) leaves BatchNorm statistics and the RNG."""
+    from spocu.experiments.activations import parse_activation
+    from spocu.experiments.models.factories import load_factory
+    from spocu.experiments.models.torch_models import build_torch_model, seeded_factory_call
+
+    factory = load_factory("bnnet.py:build")
+    with seeded_factory_call(3):
+        drawn = factory.function(parse_activation("relu").torch_module, (30,), 2)
+    torch.manual_seed(5)
+    rng = torch.get_rng_state()
+    built = build_torch_model(factory, parse_activation("relu"), (30,), 2, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert built.training and all(m.training for m in built.modules())
+    expected, got = drawn.state_dict(), built.state_dict()
+    assert list(expected) == list(got) and all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_under_torchrun_the_merged_last_batch_is_the_single_process_one_plus_padding():
+    from spocu.experiments.run.distributed import per_process_batch
+    from spocu.experiments.run.torch_engine import SeededDistributedSampler
+    from spocu.experiments.seeding import batch_order
+
+    n, world, batch, seed = 13, 2, 4, 7  # 13 = 3 x 4 + 1: the single-process plan merges the last sample
+    single = [batch_order(seed, 0, n)[a:b].tolist() for a, b in batch_bounds(n, batch)]
+    shards = []
+    for rank in range(world):
+        sampler = SeededDistributedSampler(n, seed=seed, num_replicas=world, rank=rank)
+        sampler.set_epoch(0)
+        shards.append(list(sampler))
+    step = per_process_batch(batch, world)
+    per_rank = [[shard[a:b] for a, b in batch_bounds(len(shard), step)] for shard in shards]
+    assert len(per_rank[0]) == len(single) == 3
+    for k, expected in enumerate(single):
+        together = [i for rank in per_rank for i in rank[k]]
+        if k < len(single) - 1:
+            assert sorted(together) == sorted(expected)
+        else:  # the merged 5 samples, plus the one repeat that pads 13 to 14
+            assert set(expected) <= set(together) and len(together) == len(expected) + 1

@@ -33,7 +33,7 @@ from spocu.experiments.data.datasets import Dataset
 from spocu.experiments.run.distributed import DistributedContext, per_process_batch, shard
 from spocu.experiments.run.kernels import check_kernel_path, fix_kernel_path, uses_spocu
 from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now
-from spocu.experiments.seeding import batch_bounds
+from spocu.experiments.seeding import batch_bounds, merges_last_batch
 from spocu.experiments.models.torch_models import build_model, count_parameters, initialize, macs_per_sample
 
 __all__ = [
@@ -218,6 +218,13 @@ def train_run(
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), 0.1) if config.lr_milestones else None
         history: list[EpochRecord] = []
         diverged_at = None
+        # the single-process plan decides (the protocol's last_batch): a last global batch of one sample is merged,
+        # on every rank at once under torchrun (each rank's shard of it is then its one sample)
+        merge = merges_last_batch(len(train), config.batch_size)
+
+        def bounds(n: int, size: int) -> list[tuple[int, int]]:
+            return batch_bounds(n, size) if merge else [(start, min(start + size, n)) for start in range(0, n, size)]
+
         for epoch in range(1, config.epochs + 1):
             if sampler is None:
                 order = torch.from_numpy(batch_order(seed, epoch - 1, len(train))).to(device)
@@ -228,7 +235,7 @@ def train_run(
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             correct = torch.zeros((), device=device, dtype=torch.int64)
-            for start, stop in batch_bounds(len(order), step):
+            for start, stop in bounds(len(order), step):
                 x, y = train.batch(order[start:stop])
                 logits = network(x)
                 loss = nn.functional.cross_entropy(logits, y)
