@@ -123,8 +123,8 @@ def test_latency_measures_cold_then_warm_in_fresh_processes(monkeypatch):
 def test_latency_subprocess_reports_the_first_and_second_call(tmp_path):
     result = latency.measure_first_call("cpu", str(tmp_path))
     assert result["first_call_s"] > 0 and result["second_call_s"] > 0 and result["import_s"] > 0
-    assert result["cpp_state"] == "ready" and result["node_state"] in ("ready", "failed")
-    assert result["node_ready_after_s"] >= result["cpp_ready_after_s"]  # the node is built after the kernels
+    assert result["torch_first_call_s"] > 0
+    assert result["kernel_path"].startswith("cpp-")  # decided and loaded in the first call
     assert "fused_first_call_s" in result or "fused_error" in result
 
 

@@ -1,10 +1,10 @@
-"""The C++ CPU kernels' life cycle: built in the background, cached on disk, loaded, or replaced by plain ops.
+"""The C++ CPU kernels: built at install, verified and loaded once per process, or replaced by plain ops.
 
-Each scenario runs in a fresh Python process with its own cache directory, as a
-user's first script would. Wall-clock bounds are not asserted (see
-``spocu bench --sections latency``); what is asserted is what a caller can
-observe: correct values at once, the state ``spocu.torch.kernel_status()``
-reports, and which kernel module served a call.
+The life-cycle scenarios run in fresh Python processes, as a user's first script
+would. Wall-clock bounds are not asserted (see ``spocu bench --sections latency``);
+what is asserted is what a caller can observe: correct values from the first call,
+the state ``spocu.torch.kernel_status()`` reports, which kernels served a call, and
+that a damaged library file gives one warning, never a crash.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,12 @@ import numpy as np
 import pytest
 import torch
 
-from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad, shifted_coefficients
+from spocu.core import (
+    SPOCUParams,
+    reference_spocu,
+    reference_spocu_grad,
+    shifted_coefficients,
+)
 from spocu.torch import _cpp, spocu
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -30,12 +34,13 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 # the scenario prelude: a float64 input, its reference values, and a checker
 PRELUDE = textwrap.dedent(
     """
-    import json, os, sys, threading, warnings
+    import json, os, shutil, sys, warnings
+    from pathlib import Path
     import numpy as np
     import torch
     import spocu.torch as spocu_torch
     from spocu.core import reference_spocu, reference_spocu_grad
-    from spocu.torch import spocu
+    from spocu.torch import _cpp, spocu
 
     X = torch.linspace(-9, 9, 3001, dtype=torch.float64)
 
@@ -45,8 +50,6 @@ PRELUDE = textwrap.dedent(
         y.sum().backward()
         np.testing.assert_allclose(y.detach().numpy(), reference_spocu(x.detach().numpy()), rtol=1e-11, atol=1e-12)
         np.testing.assert_allclose(x.grad.numpy(), reference_spocu_grad(x.detach().numpy()), rtol=1e-10, atol=1e-12)
-        if "FixedSPOCU" in y.grad_fn.name():  # the C++ autograd node (it computes with the C++ kernels)
-            return "_node"
         return y.grad_fn.kernels.__name__.rsplit(".", 1)[-1]  # the kernel module that served the call
 
     out = {}
@@ -54,204 +57,118 @@ PRELUDE = textwrap.dedent(
 )
 
 
-def run_scenario(body: str, cache: Path, **env: str) -> dict:
-    """Run PRELUDE + body in a fresh interpreter; the body fills the dict ``out``, returned here.
-
-    The C++ autograd node (built after the kernels, ~15 s) is off unless ``env`` turns it on
-    (``SPOCU_TORCH_NODE="1"``): these scenarios are about the kernel library.
-    """
+def run_scenario(body: str, **env: str) -> dict:
+    """Run PRELUDE + body in a fresh interpreter; the body fills the dict ``out``, returned here."""
     script = PRELUDE + textwrap.dedent(body) + "\nprint('RESULT=' + json.dumps(out))\n"
-    full_env = {**os.environ, "PYTHONPATH": SRC, "SPOCU_CACHE_DIR": str(cache), "SPOCU_TORCH_NODE": "0", **env}
+    full_env = {**os.environ, "PYTHONPATH": SRC, **env}
     full_env.pop("SPOCU_TORCH_BACKEND", None)
     proc = subprocess.run([sys.executable, "-c", script], env=full_env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT=")][-1]
     return json.loads(line.removeprefix("RESULT="))
 
 
-def compiler_wrapper(tmp_path: Path, shell: str) -> Path:
-    """``tmp_path/bin/c++``: runs the ``shell`` lines, then the real compiler (skips the test without one)."""
-    compiler = _cpp._compiler()
-    if compiler is None:
-        pytest.skip("no C++ compiler here")
-    wrapper = tmp_path / "bin" / "c++"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\n{shell}\nexec {compiler} "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
-
-
-@pytest.fixture(scope="module")
-def warm_cache(tmp_path_factory):
-    """A cache directory holding a built library (built by a first, cold process)."""
-    cache = tmp_path_factory.mktemp("spocu-cache-warm")
+def test_the_first_call_in_a_fresh_process_uses_the_installed_kernels(cpp_ready):
     result = run_scenario(
         """
-        out["first_state"] = spocu_torch.kernel_status()["state"]
-        out["first_node"] = call_and_check()
-        out["after_first_call"] = spocu_torch.kernel_status()["state"]
-        out["built"] = spocu_torch.build_kernels(timeout=600)
-        out["later_node"] = call_and_check()
-        """,
-        cache,
-    )
-    return cache, result
-
-
-def test_cold_cache_first_call_is_served_by_plain_ops_then_the_kernels(warm_cache):
-    cache, result = warm_cache
-    assert result["first_state"] == "idle"  # importing spocu builds nothing
-    # the first call starts the build and does not wait for it
-    assert result["after_first_call"] in ("building", "ready")
-    if result["after_first_call"] == "building":
-        assert result["first_node"] == "_eager"  # the plain ops served it
-    assert result["built"]["state"] == "ready", result["built"]
-    assert result["later_node"] == "_cpp"
-    library = Path(result["built"]["library"])
-    assert library.parent == cache and library.exists()
-    assert not list(cache.glob(".*.tmp"))  # nothing half-written left behind
-
-
-def test_warm_cache_first_call_uses_the_kernels(warm_cache):
-    cache, _ = warm_cache
-    result = run_scenario(
-        """
-        out["first_node"] = call_and_check()
-        out["state"] = spocu_torch.kernel_status()["state"]
-        """,
-        cache,
-    )
-    assert result == {"first_node": "_cpp", "state": "ready"}
-
-
-def test_no_compiler_warns_once_and_uses_plain_ops(tmp_path):
-    result = run_scenario(
-        """
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            nodes = [call_and_check() for _ in range(3)]
-        out["nodes"] = nodes
-        out["warnings"] = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        out["before"] = spocu_torch.kernel_status()["state"]
+        out["served_by"] = call_and_check()
         out["status"] = spocu_torch.kernel_status()
-        """,
-        tmp_path,
-        PATH=str(tmp_path),  # no compiler on the PATH
-        CXX="",
+        out["path"] = spocu_torch.kernel_path(torch.float64)
+        """
     )
-    assert result["nodes"] == ["_eager"] * 3
-    assert len(result["warnings"]) == 1 and "no C++ compiler found" in result["warnings"][0]
-    assert result["status"]["state"] == "failed"
+    assert result["before"] == "idle"  # importing loads nothing
+    assert result["served_by"] == "_cpp"
+    assert result["status"]["state"] == "ready" and result["status"]["isa"] in _cpp.ISAS
+    assert result["path"] == f"cpp-{result['status']['isa']}"
 
 
-def test_a_broken_compiler_is_reported_once_after_the_build_fails(tmp_path):
-    fake = tmp_path / "bin" / "c++"
-    fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\necho 'fake compiler: internal error' >&2\nexit 1\n")
-    fake.chmod(0o755)
+# a damaged copy of the installed library, put where spocu looks for it
+DAMAGE = """
+    lib = Path(_cpp.library_path()); damaged = Path({tmp!r}) / lib.name
+    shutil.copy(lib, damaged); shutil.copy(str(lib) + ".sha256", str(damaged) + ".sha256")
+    {damage}
+    _cpp.library_path = lambda: damaged
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out["served_by"] = [call_and_check() for _ in range(3)]
+        out["path"] = spocu_torch.kernel_path(torch.float64)
+    out["warnings"] = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    out["status"] = spocu_torch.kernel_status()
+    out["damaged"] = str(damaged)
+"""
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        ("os.truncate(damaged, 40000)", "does not match the hash"),  # the bus error of issue 25
+        ("damaged.write_bytes(b'garbage' * 1000)", "does not match the hash"),
+        ("os.remove(str(damaged) + '.sha256')", "no readable recorded hash"),
+        # a file whose recorded hash matches but that is no library: dlopen refuses it
+        ("damaged.write_bytes(b'garbage'); Path(str(damaged) + '.sha256').write_text("
+         "__import__('hashlib').sha256(b'garbage').hexdigest())", "OSError"),
+    ],
+    ids=["truncated", "garbage", "no-hash", "garbage-with-its-hash"],
+)
+def test_a_damaged_library_gives_one_warning_naming_it_and_plain_ops(cpp_ready, tmp_path, damage, why):
+    result = run_scenario(DAMAGE.format(tmp=str(tmp_path), damage=damage))
+    assert result["served_by"] == ["_eager"] * 3 and result["path"] == "eager"
+    assert result["status"]["state"] == "failed" and why in result["status"]["reason"]
+    assert len(result["warnings"]) == 1, result["warnings"]
+    assert result["damaged"] in result["warnings"][0] and "'eager'" in result["warnings"][0]
+
+
+def test_a_package_installed_without_the_kernels_warns_once_and_uses_plain_ops():
+    result = run_scenario(
+        """
+        _cpp.library_path = lambda: None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out["served_by"] = [call_and_check() for _ in range(2)]
+        out["warnings"] = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        """
+    )
+    assert result["served_by"] == ["_eager"] * 2
+    assert len(result["warnings"]) == 1 and "not built when spocu was installed" in result["warnings"][0]
+
+
+@pytest.mark.parametrize("isa", _cpp.ISAS)
+def test_every_instruction_set_this_cpu_runs_matches_the_reference(cpp_ready, isa, tmp_path):
+    """``$SPOCU_CPU_ISA`` caps the copy of the kernels; each copy the CPU runs gives the reference's values
+    (float64 to 1e-11, every float16/bfloat16 value within half an ulp)."""
+    lib = ctypes.CDLL(_cpp.kernel_status()["library"])
+    lib.spocu_isa_supported.argtypes = [ctypes.c_char_p]
+    if not lib.spocu_isa_supported(isa.encode()):
+        pytest.skip(f"this CPU (or this build) has no {isa} copy")
+    out_file = tmp_path / "half.pt"
+    result = run_scenario(
+        f"""
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_cpp_kernels import half_precision_outputs
+        out["served_by"] = call_and_check()
+        out["isa"] = spocu_torch.kernel_status()["isa"]
+        torch.save({{str(d): half_precision_outputs(d, {{}}) for d in (torch.bfloat16, torch.float16)}}, {str(out_file)!r})
+        """,
+        SPOCU_CPU_ISA=isa,
+    )
+    assert result == {"served_by": "_cpp", "isa": isa}
+    for outputs in torch.load(out_file).values():
+        check_half_precision_outputs(outputs, SPOCUParams().as_dict())
+
+
+def test_an_unknown_instruction_set_is_refused_with_one_warning():
     result = run_scenario(
         """
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out["first"] = call_and_check()
-            out["status"] = spocu_torch.build_kernels(timeout=120)
-            out["later"] = [call_and_check() for _ in range(2)]
+            out["served_by"] = call_and_check()
         out["warnings"] = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
         """,
-        tmp_path / "cache",
-        CXX=str(fake),
+        SPOCU_CPU_ISA="avx9000",
     )
-    assert result["status"]["state"] == "failed" and "internal error" in result["status"]["reason"]
-    assert result["later"] == ["_eager"] * 2
-    assert len(result["warnings"]) == 1 and "internal error" in result["warnings"][0]
-    assert not list((tmp_path / "cache").glob("*.so"))
-
-
-def test_the_build_runs_at_idle_priority_and_a_starved_build_restarts_at_normal_priority(tmp_path):
-    """The compiler must not take cores from the caller (it runs SCHED_IDLE, else nice 19); on a
-    machine busy on every core that build may starve, so after a while it is killed (with its
-    children) and run again at normal priority."""
-    real = shutil.which("c++") or shutil.which("g++")
-    if real is None:
-        pytest.skip("no C++ compiler here")
-    fake = tmp_path / "bin" / "c++"
-    fake.parent.mkdir()
-    marker = tmp_path / "idle-pid"
-    # a compiler that hangs whenever it runs at idle priority, and compiles otherwise
-    fake.write_text(
-        "#!/bin/sh\n"
-        "if [ \"$(nice)\" = 19 ] || chrt -p $$ 2>/dev/null | grep -q SCHED_IDLE; then\n"
-        f"  echo $$ > {marker}; exec sleep 600\n"
-        "fi\n"
-        f"exec {real} \"$@\"\n"
-    )
-    fake.chmod(0o755)
-    result = run_scenario(
-        """
-        from spocu.torch import _cpp
-        _cpp._IDLE_BUILD_TIMEOUT_S = 3.0
-        out["status"] = spocu_torch.build_kernels(timeout=600)
-        out["node"] = call_and_check()
-        """,
-        tmp_path / "cache",
-        CXX=str(fake),
-    )
-    assert marker.exists()  # the first attempt ran at idle priority
-    assert result["status"]["state"] == "ready", result["status"]
-    assert result["node"] == "_cpp"
-    hung = int(marker.read_text())
-    stat = Path(f"/proc/{hung}/stat")
-    assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"  # killed, not left running
-
-
-def test_threads_racing_on_a_cold_cache_all_get_correct_results(tmp_path):
-    result = run_scenario(
-        """
-        errors = []
-        def work():
-            try:
-                for _ in range(20):
-                    call_and_check()
-            except Exception as exc:
-                errors.append(repr(exc))
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for t in threads: t.start()
-        for t in threads: t.join()
-        out["errors"] = errors
-        out["state"] = spocu_torch.build_kernels(timeout=600)["state"]
-        out["later"] = call_and_check()
-        """,
-        tmp_path,
-    )
-    assert result == {"errors": [], "state": "ready", "later": "_cpp"}
-    assert len(list(tmp_path.glob("*.so"))) == 1
-
-
-def test_a_process_forked_during_the_build_gets_the_kernels(tmp_path):
-    result = run_scenario(
-        """
-        import multiprocessing as mp
-
-        def child(queue):
-            node = call_and_check()
-            status = spocu_torch.build_kernels(timeout=600)
-            queue.put((node, status["state"], call_and_check()))
-
-        call_and_check()  # starts the build
-        out["parent_state_at_fork"] = spocu_torch.kernel_status()["state"]
-        ctx = mp.get_context("fork")
-        queue = ctx.Queue()
-        proc = ctx.Process(target=child, args=(queue,))
-        proc.start()
-        out["child"] = queue.get(timeout=600)
-        proc.join(60)
-        out["exitcode"] = proc.exitcode
-        out["parent"] = spocu_torch.build_kernels(timeout=600)["state"]
-        """,
-        tmp_path,
-    )
-    assert result["exitcode"] == 0
-    assert result["child"][1:] == ["ready", "_cpp"]
-    assert result["parent"] == "ready"
+    assert result["served_by"] == "_eager"
+    assert len(result["warnings"]) == 1 and "SPOCU_CPU_ISA='avx9000'" in result["warnings"][0]
 
 
 def test_a_wrong_library_is_refused_by_the_self_check(cpp_ready, monkeypatch):
@@ -350,24 +267,3 @@ def test_every_half_precision_value_forward_and_backward_within_half_an_ulp_of_t
     CPU has them (bfloat16's VCVTNEPS2BF16 flushes subnormals: those lanes are rounded apart).
     """
     check_half_precision_outputs(half_precision_outputs(dtype, params.as_dict()), params.as_dict())
-
-
-def test_the_portable_build_computes_every_half_precision_value_within_half_an_ulp(cpp_ready, tmp_path):
-    """Built without -march=native (as for a CPU without AVX-512 or FMA) the block loops serve float16
-    and bfloat16, with separate multiplies and adds: the same bound holds."""
-    wrapper = compiler_wrapper(tmp_path, 'for a; do shift; [ "$a" = -march=native ] || set -- "$@" "$a"; done')
-    out_file = tmp_path / "portable.pt"
-    result = run_scenario(
-        f"""
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_cpp_kernels import half_precision_outputs
-        out["status"] = spocu_torch.build_kernels(timeout=300)
-        torch.save({{str(d): half_precision_outputs(d, {{}}) for d in (torch.bfloat16, torch.float16)}}, {str(out_file)!r})
-        """,
-        tmp_path / "cache",
-        CXX=str(wrapper),
-    )
-    assert result["status"]["state"] == "ready"
-    params = SPOCUParams().as_dict()
-    for outputs in torch.load(out_file).values():
-        check_half_precision_outputs(outputs, params)

@@ -35,9 +35,9 @@ LAYOUTS = {
 
 @pytest.fixture(scope="module")
 def node_ready(cpp_ready):
-    from spocu.torch import _cpp
+    import spocu.torch
 
-    status = _cpp.build(timeout=600)
+    status = spocu.torch.build_kernels()
     if status["node_state"] != "ready" or not _node.learnable_available():
         pytest.fail(f"the C++ autograd node was not built: {status['node_reason']}")
     return status

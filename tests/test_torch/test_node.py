@@ -1,6 +1,6 @@
 """The C++ autograd node (``torch.ops.spocu_cpu.fixed``): values, gradients of any order, the
-memory contract, autograd's safety checks, and its life cycle (built in the background, cached,
-refused when it disagrees with the kernels, optional).
+memory contract, autograd's safety checks, and its life cycle (built only by
+``spocu.torch.build_kernels()``, refused when it disagrees with the kernels, optional).
 
 Values are checked against the float64 reference; the node is also checked to give exactly the
 bits of the Python ``autograd.Function`` over the same kernels, which it replaces on eager calls.
@@ -16,18 +16,19 @@ import torch
 
 from spocu.core import SPOCUParams, reference_spocu_grad, reference_spocu_grad2
 from spocu.testing import PARAM_SETS, assert_matches_reference, wide_inputs
-from spocu.torch import SPOCU, _cpp, _node, spocu
+import spocu.torch as spocu_torch
+from spocu.torch import SPOCU, _node, spocu
 from spocu.torch._constants import kernel_constants
 from spocu.torch._layout import is_dense
 
-from .test_cpp_kernels import compiler_wrapper, run_scenario
+from .test_cpp_kernels import run_scenario
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @pytest.fixture(scope="module")
 def node_ready(cpp_ready):
-    status = _cpp.build(timeout=600)
+    status = spocu_torch.build_kernels()
     if status["node_state"] != "ready":
         pytest.fail(f"the C++ autograd node was not built: {status['node_reason']}")
     return status
@@ -246,55 +247,36 @@ def test_a_node_that_disagrees_with_the_kernels_is_refused(node_ready):
         _node._self_check(wrong)
 
 
-def test_built_in_the_background_cached_and_loaded_by_the_next_process(tmp_path):
-    body = """
-        out["first"] = call_and_check()
-        out["status"] = spocu_torch.build_kernels(timeout=900)
-        out["later"] = call_and_check()
-        """
-    cold = run_scenario(body, tmp_path, SPOCU_TORCH_NODE="1")
-    assert cold["first"] in ("_eager", "_cpp")  # served at once while the kernels (then the node) build
-    assert cold["status"]["node_state"] == "ready", cold["status"]
-    assert cold["later"] == "_node"
-    assert (tmp_path / cold["status"]["node_library"].rsplit("/", 1)[-1]).exists()
-    assert not list(tmp_path.glob(".*.tmp"))
-    warm = run_scenario(body, tmp_path, SPOCU_TORCH_NODE="1")
-    assert warm["first"] in ("_cpp", "_node")  # the kernels from the cache at once; the node a moment later
-    assert warm["status"]["node_state"] == "ready" and warm["later"] == "_node"
-    assert warm["status"]["node_library"] == cold["status"]["node_library"]
-    for _ in range(3):  # a script that exits right after its first call, while the node loads
-        quick = run_scenario('out["first"] = call_and_check()', tmp_path, SPOCU_TORCH_NODE="1")
-        assert quick["first"] in ("_cpp", "_node")  # (run_scenario asserts exit status 0: no abort)
-
-
-def test_without_the_node_the_python_function_serves_silently(tmp_path):
-    """A node that cannot be built (here: a compiler that fails on its source) changes nothing a caller sees."""
-    fake = compiler_wrapper(tmp_path, 'case "$*" in *_torch_node.cpp*) echo "no headers" >&2; exit 1;; esac')
+def test_built_only_when_asked_for_and_then_the_same_bits(cpp_ready):
+    """A fresh process never builds or loads the node by itself; build_kernels() does, in the calling
+    thread, and the calls after it give the bits of the calls before it."""
     result = run_scenario(
         """
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out["status"] = spocu_torch.build_kernels(timeout=900)
-            out["nodes"] = [call_and_check() for _ in range(2)]
-        out["warnings"] = [str(w.message) for w in caught]
-        """,
-        tmp_path / "cache",
-        SPOCU_TORCH_NODE="1",
-        CXX=str(fake),
+        torch.manual_seed(0)
+        x = torch.randn(4096, dtype=torch.float32) * 4
+        def bits():
+            leaf = x.clone().requires_grad_(True)
+            y = spocu(leaf)
+            y.backward(torch.ones_like(y))
+            return [y.detach().view(torch.int32).tolist(), leaf.grad.view(torch.int32).tolist()], y.grad_fn.name()
+        before, out["before_fn"] = bits()
+        out["before_state"] = spocu_torch.kernel_status()["node_state"]
+        out["status"] = spocu_torch.build_kernels()
+        after, out["after_fn"] = bits()
+        out["same_bits"] = before == after
+        """
     )
-    assert result["status"]["state"] == "ready"
-    assert result["status"]["node_state"] == "failed" and "no headers" in result["status"]["node_reason"]
-    assert result["nodes"] == ["_cpp", "_cpp"] and result["warnings"] == []
+    assert result["before_state"] == "idle" and result["before_fn"] == "SPOCUFunctionBackward"
+    assert result["status"]["node_state"] == "ready", result["status"]
+    assert "FixedSPOCU" in result["after_fn"] and result["same_bits"]
 
 
-def test_the_node_can_be_turned_off(tmp_path):
+def test_the_node_can_be_turned_off(cpp_ready):
     result = run_scenario(
         """
-        out["status"] = spocu_torch.build_kernels(timeout=600)
+        out["status"] = spocu_torch.build_kernels()
         out["node"] = call_and_check()
         """,
-        tmp_path,
-    )  # run_scenario sets SPOCU_TORCH_NODE=0
+        SPOCU_TORCH_NODE="0",
+    )
     assert result["status"]["node_state"] == "disabled" and result["node"] == "_cpp"
-    assert not list(tmp_path.glob("spocu_node_*.so"))
-

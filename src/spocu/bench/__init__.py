@@ -27,14 +27,17 @@ from spocu.bench.timing import interleaved_medians, machine_info, saved_bytes_ra
 __all__ = ["BenchConfig", "SECTIONS", "run_section", "run_sections", "interleaved_medians", "saved_bytes_ratio", "machine_info"]
 
 
-def steady_state_kernels(timeout: float = 900.0) -> str:
-    """Load (or build) the C++ kernels and autograd node before timing, so every timed call takes
-    the path a long-running program takes; returns a note saying which path that is."""
+def steady_state_kernels() -> str:
+    """Load the installed C++ kernels before timing (the default path; the optional C++ autograd node
+    is timed only if this process built it, with ``spocu.torch.build_kernels()``); returns a note
+    saying which path the timed calls take."""
+    import torch
+
     import spocu.torch
 
-    status = spocu.torch.build_kernels(timeout=timeout)
-    note = f"PyTorch CPU kernels: {status['state']}; C++ autograd node: {status['node_state']}"
-    reason = status["reason"] or status["node_reason"]
+    status = spocu.torch.kernel_status()
+    note = f"PyTorch CPU kernels: {spocu.torch.kernel_path(torch.float32)}; C++ autograd node: {status['node_state']}"
+    reason = spocu.torch.kernel_status()["reason"]
     return note + (f" ({reason})" if reason else "")
 
 

@@ -1,12 +1,13 @@
 """The latency section: the first SPOCU call in a fresh process, with a cold and a warm compiler cache.
 
 Each measurement is a new Python process (``python -c``), so nothing is imported or compiled
-yet. It times ``import spocu.torch``, then forward+backward of 2^20 float32 elements: the first
-and the second call of the default path (what every new script, notebook kernel and test
-process pays), on CPU when the C++ kernels the default path uses are built (cold) or loaded
-(warm) in the background and a call they serve, and the first call of the fused path (``backend="inductor"`` on CPU,
-``"triton"`` on CUDA). *Cold*: empty ``TORCHINDUCTOR_CACHE_DIR``, ``TRITON_CACHE_DIR`` and ``SPOCU_CACHE_DIR``
-(fresh temporary directories); *warm*: a second process on the caches the cold one filled.
+yet. It times ``import spocu.torch``, then forward+backward of 2^20 float32 elements: torch's own
+first call (``torch.relu``, which pays autograd's and the allocator's first-use costs), then the
+first and the second SPOCU call of the default path (what every new script, notebook kernel and
+test process pays: on CPU the installed C++ kernels are verified, loaded and self-checked in the
+first call), and the first call of the fused path (``backend="inductor"`` on CPU, ``"triton"`` on
+CUDA). *Cold*: empty ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR`` (fresh temporary
+directories); *warm*: a second process on the caches the cold one filled.
 """
 
 from __future__ import annotations
@@ -40,16 +41,16 @@ def call(**kw):
     spocu.torch.spocu(x, **kw).sum().backward()
     sync()
     return time.perf_counter() - start
-out = {"import_s": t1 - t0, "first_call_s": call(), "second_call_s": call(), "fused_backend": fused}
-if not device.startswith("cuda"):  # the C++ kernels: built (cold) or loaded (warm) in the background
-    status = spocu.torch._cpp.build(timeout=600, node=False)
-    out["cpp_ready_after_s"] = time.perf_counter() - t1
-    out["cpp_state"] = status["state"]
-    status = spocu.torch._cpp.build(timeout=600)  # the C++ autograd node, built after the kernels
-    out["node_ready_after_s"] = time.perf_counter() - t1
-    out["node_state"] = status["node_state"]
-    out["default_call_when_ready_s"] = call()
-    out["default_backend_when_ready"] = spocu.torch._dispatch.resolve_backend(torch.zeros(1))
+def relu_call():
+    x = torch.randn(1 << 20, device=device, requires_grad=True)
+    sync()
+    start = time.perf_counter()
+    torch.relu(x).sum().backward()
+    sync()
+    return time.perf_counter() - start
+out = {"import_s": t1 - t0, "torch_first_call_s": relu_call(), "first_call_s": call(), "second_call_s": call(),
+       "fused_backend": fused}
+out["kernel_path"] = spocu.torch.kernel_path(torch.float32, device)
 try:
     out["fused_first_call_s"] = call(backend=fused)
     out["fused_second_call_s"] = call(backend=fused)
@@ -66,7 +67,7 @@ print("@@" + json.dumps(out))
 def measure_first_call(device: str, cache: str, timeout: float = 900) -> dict[str, Any]:
     """One fresh process timing the first calls with compiler caches under ``cache``."""
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"),
-               TRITON_CACHE_DIR=os.path.join(cache, "triton"), SPOCU_CACHE_DIR=os.path.join(cache, "spocu"))  # fmt: skip
+               TRITON_CACHE_DIR=os.path.join(cache, "triton"))  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", _CODE, device], env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
     payload = [line for line in proc.stdout.splitlines() if line.startswith("@@")]

@@ -64,16 +64,10 @@ def tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[s
                     "per-round ratios)", header, body))
     lat = [r for r in rows if r.get("section") == "latency"]
     if lat:
-        header = ["compiler cache", "import spocu.torch s", "first call s", "second call s",
-                  "C++ kernels ready after s", "C++ autograd node ready after s", "call once ready s (kernel)",
-                  "fused path",
-                  "first fused call s", "second fused call s"]  # fmt: skip
-        body = [[r["cache"], fmt(r["import_s"]), fmt(r["first_call_s"]), fmt(r["second_call_s"]),
-                 fmt(r.get("cpp_ready_after_s")),
-                 fmt(r.get("node_ready_after_s")) + (f" ({r['node_state']})" if r.get("node_state") not in (None, "ready")
-                                                      else ""),
-                 fmt(r.get("default_call_when_ready_s")) + (f" ({r['default_backend_when_ready']})"
-                                                            if "default_backend_when_ready" in r else ""),
+        header = ["compiler cache", "import spocu.torch s", "torch's first call s (relu)", "first call s",
+                  "second call s", "kernels", "fused path", "first fused call s", "second fused call s"]  # fmt: skip
+        body = [[r["cache"], fmt(r["import_s"]), fmt(r.get("torch_first_call_s")), fmt(r["first_call_s"]),
+                 fmt(r["second_call_s"]), r.get("kernel_path", "-"),
                  r.get("fused_backend", "-") + ("" if "fused_error" not in r else f" (failed: {r['fused_error']})"),
                  fmt(r.get("fused_first_call_s")), fmt(r.get("fused_second_call_s"))] for r in lat]  # fmt: skip
         out.append(("First SPOCU call in a fresh process (2^20 float32, fwd+bwd)", header, body))

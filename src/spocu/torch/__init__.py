@@ -8,10 +8,9 @@ Example:
     torch.Size([2, 1])
 """
 
-from spocu.torch._cpp import build as build_kernels
-from spocu.torch._cpp import kernel_status
+from spocu.torch._dispatch import build_kernels, kernel_path, kernel_status
 from spocu.torch.functional import spocu
 from spocu.torch.modules import SPOCU
 from spocu.torch.replace import replace_activations  # noqa: F401  (public: spocu.torch.replace_activations)
 
-__all__ = ["spocu", "SPOCU", "build_kernels", "kernel_status"]
+__all__ = ["spocu", "SPOCU", "build_kernels", "kernel_path", "kernel_status"]

@@ -1,64 +1,60 @@
-"""SPOCU's CPU kernels in C++, built once per machine in the background and loaded in milliseconds.
+"""SPOCU's CPU kernels in C++, compiled when the package is installed and loaded with ctypes.
 
 :file:`_cpp_kernels.cpp` (the math of :mod:`spocu.torch._eager` and of the
-learnable formulas, one pass forward, one pass backward, OpenMP threads) needs
-no PyTorch headers, so the system C++ compiler builds it in about a second. The
-library is cached on disk (``$SPOCU_CACHE_DIR``, else ``$XDG_CACHE_HOME/spocu``,
-else ``~/.cache/spocu``) under a key made of the source, the compiler, the flags
-and the CPU, and called through :mod:`ctypes` on raw storage pointers (about
-2 us a call, no guard checks, no dispatcher).
+learnable formulas, one pass forward, one pass backward, OpenMP threads) needs no
+PyTorch headers. ``setup.py`` compiles it into the extension module
+``spocu.torch._kernels`` (an optional setuptools ``Extension``: without a compiler
+the install succeeds and the plain ops serve) and records the file's SHA-256 next to
+it. It holds one copy of the kernels per x86-64 instruction set (baseline, AVX2,
+AVX-512, AVX-512 with BF16); this module binds the best one the CPU runs.
 
-First use in a process:
+Why ctypes and not a Python extension's own functions: the kernels take raw storage
+pointers and sizes, nothing Python; a ctypes call costs about 2 us, needs no Python
+C API in the kernels, and keeps one stable-ABI (abi3) library for every Python.
 
-* cached library: loaded (and self-checked against the plain ops) on the first
-  call, a few milliseconds;
-* no cached library: the first call starts the build in a background thread and
-  returns at once; calls are served by the plain ops until the library is
-  ready, then by it. The compiler runs as its own process, which finishes and
-  renames the library into the cache even if this process exits first, so short
-  scripts build it once for the next ones. Processes that start together (the
-  ``--jobs`` workers) build it once: the others wait for the file.
-* no working compiler: the plain ops, after one :class:`RuntimeWarning` (issued
-  by :mod:`spocu.torch._dispatch`, the one place that warns about fallbacks).
+Loading happens once per process, synchronously, on the first call that could use
+the kernels, before its result (a few milliseconds: hash check, ``dlopen``, a
+self-check against the plain ops). The outcome never changes afterwards: either the
+kernels serve every eligible call of the process, or the plain ops do (after one
+:class:`RuntimeWarning` from :mod:`spocu.torch._dispatch` saying why). A library whose
+bytes do not match the recorded hash (truncated, overwritten) is never mapped, so it
+cannot crash the process.
 
-:func:`kernel_status` says which of these holds; :func:`build` waits for the
-library (for instance to warm a container image).
+``$SPOCU_CPU_ISA`` (``base``, ``avx2``, ``avx512`` or ``avx512bf16``) caps the
+instruction set, e.g. to get the same bits on machines with different CPUs.
 
-Examples:
+Example:
     >>> status = kernel_status()
-    >>> status["state"] in ("idle", "building", "ready", "failed")
+    >>> status["state"] in ("idle", "ready", "failed")
     True
 """
 
 from __future__ import annotations
 
-import atexit
 import ctypes
-import functools
 import hashlib
+import importlib.util
 import os
-import platform
-import shutil
-import subprocess
 import threading
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.autograd.forward_ad as _forward_ad
 
 from spocu.core import SHIFTED_COEFFICIENT_POLYNOMIALS
 from spocu.torch import _eager
+from spocu.torch._compat import outside_modes
+from spocu.torch._compat import transforms_active as _compat_transforms_active
 from spocu.torch._constants import KernelConstants
-from spocu.torch._layout import dense_like, is_plain
+from spocu.torch._layout import dense_like, has_raw_storage
 
 __all__ = [
-    "CACHE_ENV",
     "DTYPES",
+    "ISA_ENV",
+    "ISAS",
+    "load",
+    "verify",
     "backward",
-    "build",
     "failed",
     "forward",
     "kernel_status",
@@ -69,76 +65,65 @@ __all__ = [
     "unsupported_input",
 ]
 
-SOURCE = Path(__file__).with_name("_cpp_kernels.cpp")
-CACHE_ENV = "SPOCU_CACHE_DIR"
+MODULE = "spocu.torch._kernels"
 #: dtypes the library computes (float16/bfloat16 in float32, as torch's opmath)
 DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-#: compiler flags, best first: a compiler that rejects one set gets the next
-FLAG_SETS = (
-    ("-O3", "-march=native", "-fopenmp"),
-    ("-O3", "-fopenmp"),
-    ("-O3",),
-)
-_COMMON_FLAGS = ("-shared", "-fPIC", "-std=c++17", "-fvisibility=hidden", "-fno-strict-aliasing",
-                 "-fno-trapping-math")  # FP exceptions are never read: lets branches become selects
-#: how long a process waits for another one's build before building itself
-_PEER_BUILD_WAIT_S = 120.0
-#: a build slower than this is given up (the plain ops keep serving)
-_BUILD_TIMEOUT_S = 600.0
+#: the library's copies of the kernels, best last
+ISAS = ("base", "avx2", "avx512", "avx512bf16")
+ISA_ENV = "SPOCU_CPU_ISA"
+HASH_SUFFIX = ".sha256"
+_ABI_VERSION = 3
 
 _lock = threading.Lock()
 _lib: Any = None  # the loaded library's function table once ready (read without the lock: one assignment)
-_state = "idle"  # idle -> building -> ready | failed
+_state = "idle"  # idle -> ready | failed, once per process
 _reason: str | None = None
 _path: Path | None = None
-_done = threading.Event()
+_isa: str | None = None
 
 
-# ---------------------------------------------------------------- where the library lives
+# ---------------------------------------------------------------- finding, verifying, loading
 
 
-def cache_dir() -> Path:
-    """The directory holding built libraries."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "spocu"
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _cpu_identity() -> str:
-    """What -march=native depends on: the machine and, on Linux, the CPU model and feature flags."""
-    parts = [platform.machine(), platform.system()]
+def library_path() -> Path | None:
+    """The installed kernel library, or None if the package was installed without it."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("model name", "flags", "Features", "CPU part")):
-                    parts.append(line.strip())
-                if line.strip() == "":  # the first processor is enough
-                    break
-    except OSError:
-        parts.append(platform.processor())
-    return "\n".join(parts)
+        spec = importlib.util.find_spec(MODULE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+        return None
+    return Path(spec.origin)
 
 
-def build_key(compiler: str, source: Path, *parts: str) -> str:
-    """The cache key of a library built from ``source`` by ``compiler``, with whatever else it depends on."""
-    stat = os.stat(compiler)
-    text = "\n".join([source.read_text(), os.path.realpath(compiler), str(stat.st_size), str(stat.st_mtime_ns), *parts])
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+def verify(path: Path) -> None:
+    """Raise :class:`RuntimeError` unless ``path``'s bytes have the SHA-256 recorded when it was built.
+
+    Read before ``dlopen``: a truncated library mapped into the process dies with a bus
+    error on first touch of a missing page, which no exception handler can catch.
+    """
+    record = Path(str(path) + HASH_SUFFIX)
+    try:
+        expected = record.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuntimeError(f"{path} has no readable recorded hash ({record.name}: {type(exc).__name__})") from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != expected:
+        raise RuntimeError(
+            f"{path} does not match the hash recorded when it was built (damaged or replaced; "
+            "reinstall spocu to rebuild it)"
+        )
 
 
-def _library_key(compiler: str) -> str:
-    return build_key(compiler, SOURCE, repr(FLAG_SETS), repr(_COMMON_FLAGS), _cpu_identity())
-
-
-# ---------------------------------------------------------------- loading and checking
+def _chosen_isa(lib: Any) -> str:
+    """The best copy of the kernels this CPU runs, capped by ``$SPOCU_CPU_ISA``."""
+    cap = os.environ.get(ISA_ENV, "").strip().lower() or ISAS[-1]
+    if cap not in ISAS:
+        raise ValueError(f"${ISA_ENV}={cap!r} is not one of {', '.join(ISAS)}")
+    lib.spocu_isa_supported.argtypes = [ctypes.c_char_p]
+    lib.spocu_isa_supported.restype = ctypes.c_int
+    usable = [isa for isa in ISAS[: ISAS.index(cap) + 1] if lib.spocu_isa_supported(isa.encode())]
+    return usable[-1]
 
 
 _SIGNATURES = {
@@ -152,28 +137,30 @@ _SIGNATURES = {
 }  # fmt: skip
 
 
-def _load(path: Path) -> dict[tuple[str, torch.dtype], Any]:
-    """The library's kernels by (kind, dtype), after checking them against the plain ops."""
+def _load(path: Path) -> dict[Any, Any]:
+    """The library's kernels by (kind, dtype), after verifying the file and checking them against the plain ops."""
+    verify(path)
     lib = ctypes.CDLL(str(path))
-    if lib.spocu_abi_version() != 2:
+    if lib.spocu_abi_version() != _ABI_VERSION:
         raise RuntimeError(f"{path} is from another version of spocu")
-    table = {}
+    isa = _chosen_isa(lib)
+    table: dict[Any, Any] = {"handle": lib, "isa": isa}
     for kind, argtypes in _SIGNATURES.items():
         for dtype, name in DTYPES.items():
-            fn = getattr(lib, f"spocu_{kind}_{name}")
+            fn = getattr(lib, f"spocu_{kind}_{name}_{isa}")
             fn.argtypes = argtypes
             fn.restype = None
             table[kind, dtype] = fn
-    table["handle"] = lib
     _self_check(table)
     return table
 
 
 def self_check_inputs(points: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, grad) in float64 for the load-time self-checks: both pieces, the signed zeros, infinities."""
-    x = torch.linspace(-12.0, 12.0, points, dtype=torch.float64)
-    x = torch.cat([x, torch.tensor([0.0, -0.0, float("inf"), -float("inf")], dtype=torch.float64)])
-    return x, torch.linspace(-2.0, 3.0, x.numel(), dtype=torch.float64)
+    cpu = {"dtype": torch.float64, "device": "cpu"}  # explicit: a `with torch.device(...)` may be active
+    x = torch.linspace(-12.0, 12.0, points, **cpu)
+    x = torch.cat([x, torch.tensor([0.0, -0.0, float("inf"), -float("inf")], **cpu)])
+    return x, torch.linspace(-2.0, 3.0, x.numel(), **cpu)
 
 
 def _self_check(table: dict) -> None:
@@ -193,215 +180,47 @@ def _self_check(table: dict) -> None:
             for got, want in pairs:
                 if not torch.allclose(got, want, rtol=tol, atol=tol, equal_nan=True):
                     worst = (got - want).abs().nan_to_num(0.0).max().item()
-                    raise RuntimeError(f"the built kernels disagree with the plain ops (max error {worst:.3g})")
-
-
-def _try_load_cached() -> bool:
-    """Load the library if it is already in the cache (called with the lock held)."""
-    global _lib, _state, _path, _reason
-    compiler = _compiler()
-    path = None
-    if compiler is not None:
-        path = cache_dir() / f"spocu_kernels_{_library_key(compiler)}.so"
-        _path = path
-    if path is None or not path.exists():
-        return False
-    try:
-        _lib = _load(path)
-    except Exception as exc:  # noqa: BLE001 -- a broken cached file: rebuild it
-        _reason = f"cached {path.name} unusable ({type(exc).__name__}: {exc}); rebuilding"
-        return False
-    _state = "ready"
-    _done.set()
-    _start_node()
-    return True
-
-
-def _start_node() -> None:
-    """Once the kernels are loaded: the C++ autograd node, loaded or built in the background."""
-    from spocu.torch import _node
-
-    _node.start()
-
-
-# ---------------------------------------------------------------- building
-
-
-#: a build at idle priority that has not finished after this long (a machine busy on every core)
-#: is restarted at normal priority
-_IDLE_BUILD_TIMEOUT_S = 120.0
-
-
-def _build_command(
-    compiler: str, flags: tuple[str, ...], tmp: Path, final: Path, idle: bool = True, source: Path = SOURCE,
-    common: tuple[str, ...] = _COMMON_FLAGS, libraries: tuple[str, ...] = (),
-) -> list[str]:
-    # idle: the compiler runs at idle priority (SCHED_IDLE; else nice 19) while the plain ops serve
-    # the caller: at normal priority it took a core from the caller's OpenMP threads, which then
-    # stalled at every barrier (on 2 cores a 1e6-element fwd+bwd took 0.29 s during the build, 0.05 s
-    # with the compiler idle). The shell renames the finished file (rename(2): atomic, never a
-    # half-written library) even if this process has exited by then.
-    lower = (
-        'if chrt --idle 0 true 2>/dev/null; then set -- chrt --idle 0 "$@"; '
-        'elif nice -n 19 true 2>/dev/null; then set -- nice -n 19 "$@"; fi; '
-    )
-    script = 'tmp="$1"; final="$2"; shift 2; ' + (lower if idle else "") + '"$@" -o "$tmp" && mv -f "$tmp" "$final"'
-    return ["/bin/sh", "-c", script, "spocu-build", str(tmp), str(final),
-            compiler, *flags, *common, str(source), *libraries]  # fmt: skip
-
-
-def _run_build(command: list[str], lock_fd: int, timeout: float) -> subprocess.CompletedProcess:
-    """Run a build command in its own session; on timeout kill the whole session (the compiler too)."""
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, pass_fds=(lock_fd,), start_new_session=True)  # fmt: skip
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, 9)
-        except OSError:
-            pass
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
-
-
-def _compile(
-    compiler: str, final: Path, source: Path = SOURCE, flag_sets: tuple[tuple[str, ...], ...] = FLAG_SETS,
-    common: tuple[str, ...] = _COMMON_FLAGS, libraries: tuple[str, ...] = (),
-) -> None:
-    """Build ``final`` from ``source`` with the first of ``flag_sets`` the compiler accepts (holding an
-    exclusive lock on ``final``.lock, shared with the compiler process)."""
-    import fcntl  # POSIX only, like the shell build
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(str(final) + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        deadline = time.monotonic() + _PEER_BUILD_WAIT_S
-        while True:  # another process building the same library: wait for its file
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if final.exists():  # (a forked copy of the builder's descriptor may keep the lock held)
-                    return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"another process has held {final}.lock for {_PEER_BUILD_WAIT_S:.0f} s")
-                time.sleep(0.1)
-        if final.exists():
-            return
-        errors = []
-        for flags in flag_sets:
-            tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            command = functools.partial(_build_command, compiler, flags, tmp, final, source=source, common=common,
-                                        libraries=libraries)  # fmt: skip
-            try:
-                proc = _run_build(command(), lock_fd, _IDLE_BUILD_TIMEOUT_S)
-            except subprocess.TimeoutExpired:  # starved at idle priority: build at normal priority
-                tmp.unlink(missing_ok=True)
-                proc = _run_build(command(idle=False), lock_fd, _BUILD_TIMEOUT_S)
-            if proc.returncode == 0 and final.exists():
-                return
-            tmp.unlink(missing_ok=True)
-            errors.append(f"{' '.join(flags)}: {' '.join(proc.stderr.split())[:300]}")
-        raise RuntimeError(f"{compiler} could not build {source.name} ({'; '.join(errors)})")
-    finally:
-        os.close(lock_fd)
-
-
-#: held while a background thread runs torch code (loading and self-checking a library): an
-#: interpreter that exits under it tears torch down mid-call (std::terminate, exit status 134), so
-#: exit waits for it (milliseconds) and no load starts after
-_torch_work = threading.Lock()
-_exiting = False
-
-
-def guarded_load(load: Any, path: Path) -> Any:
-    """``load(path)`` from a background thread, never overlapping the interpreter's exit."""
-    with _torch_work:
-        if _exiting:
-            raise RuntimeError("the interpreter is exiting")
-        return load(path)
-
-
-def _stop_background_loads() -> None:
-    global _exiting
-    with _torch_work:  # a load in progress finishes first
-        _exiting = True
-
-
-atexit.register(_stop_background_loads)
+                    raise RuntimeError(f"the kernels disagree with the plain ops (max error {worst:.3g})")
 
 
 def failure_reason(exc: BaseException) -> str:
-    """One line saying why a build or load failed (what :func:`kernel_status` reports)."""
+    """One line saying why loading failed (what :func:`kernel_status` reports)."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
 
 
-def _build_in_background(compiler: str, final: Path) -> None:
-    global _lib, _state, _reason
-    try:
-        _compile(compiler, final)
-        lib = guarded_load(_load, final)
-    except Exception as exc:  # noqa: BLE001 -- any failure means "plain ops", said once by the caller
-        with _lock:
-            _state, _reason = "failed", failure_reason(exc)
-        _done.set()
-        return
-    with _lock:
-        _lib = lib
-        _state = "ready"
-    _done.set()
-    _start_node()
-
-
 def _start() -> None:
-    """Load the cached library or start building it (idempotent; never blocks on a compiler)."""
-    global _state, _reason
+    """Load the library once per process (idempotent; the outcome is final)."""
+    global _lib, _state, _reason, _path, _isa
     with _lock:
         if _state != "idle":
             return
-        if os.name != "posix":
-            _state, _reason = "failed", f"the C++ kernels are built with a POSIX shell and compiler (os.name={os.name!r})"
-            _done.set()
+        path = library_path()
+        _path = path
+        if path is None:
+            _state, _reason = "failed", (
+                f"{MODULE} was not built when spocu was installed (no C++ compiler then?); "
+                "reinstall with a compiler (g++ or clang++) to get the fused CPU kernels"
+            )
             return
-        if _try_load_cached():
+        try:
+            with outside_modes():  # (a first call under FakeTensorMode must not make the self-check's tensors fake)
+                table = _load(path)
+        except Exception as exc:  # noqa: BLE001 -- any failure means "plain ops", said once by the dispatcher
+            _state, _reason = "failed", failure_reason(exc)
             return
-        compiler = _compiler()
-        if compiler is None:
-            _state, _reason = "failed", "no C++ compiler found (set $CXX or install g++ or clang++)"
-            _done.set()
-            return
-        _state = "building"
-        _done.clear()
-        threading.Thread(target=_build_in_background, args=(compiler, _path), name="spocu-kernel-build",
-                         daemon=True).start()  # fmt: skip
-
-
-def _after_fork_in_child() -> None:
-    # the builder thread does not exist in the child: start over (the cache file may be there by now)
-    global _lock, _state, _done, _torch_work
-    _lock = threading.Lock()
-    _torch_work = threading.Lock()  # (a parent's loading thread does not exist here)
-    if _state == "building":
-        _state = "idle"
-        _done = threading.Event()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+        _isa = table["isa"]
+        _lib = table
+        _state = "ready"
 
 
 # ---------------------------------------------------------------- public state
 
 
-def transforms_active() -> bool:
-    """A torch.func transform or a forward-mode AD level is active (tensors may be wrappers or duals)."""
-    return _forward_ad._current_level >= 0 or torch._C._functorch.peek_interpreter_stack() is not None
+transforms_active = _compat_transforms_active
 
 
 def ready() -> bool:
-    """True once the kernels serve calls; the first call starts loading or building them."""
+    """True when the kernels serve calls in this process; the first call loads them (once)."""
     if _lib is not None:
         return True
     if _state == "idle":
@@ -411,7 +230,14 @@ def ready() -> bool:
 
 def failed() -> bool:
     """True once the library cannot be had in this process (the dispatcher then warns once)."""
+    if _state == "idle":
+        _start()
     return _state == "failed"
+
+
+def isa() -> str | None:
+    """The instruction set of the kernel copy in use (``"avx2"``, ...), None when none is loaded."""
+    return _isa if ready() else None
 
 
 def unsupported_input(x: torch.Tensor) -> str | None:
@@ -424,57 +250,35 @@ def unsupported_input(x: torch.Tensor) -> str | None:
 
 
 def unavailable_reason(x: torch.Tensor | None = None) -> str | None:
-    """None if the kernels can compute ``x`` now, else why not (they may still be building)."""
+    """None if the kernels can compute ``x``, else why not."""
     if x is not None and unsupported_input(x) is not None:
         return unsupported_input(x)
-    if ready():
-        return None
-    return "the C++ kernels are still being built" if _state == "building" else _reason
+    return None if ready() else _reason
 
 
 def kernel_status() -> dict[str, Any]:
     """Where the fused CPU kernels stand in this process.
 
-    Returns a dict with ``state`` (``"idle"``: not asked for yet; ``"building"``:
-    compiling in the background while the plain ops serve; ``"ready"``: every
-    call uses them; ``"failed"``: plain ops for good), ``library`` (the cached
-    file), ``reason`` (why not ready) and ``cache_dir``.
-
-    ``node_state``, ``node_library`` and ``node_reason`` say the same of the C++
-    autograd node (:mod:`spocu.torch._node`), built after the kernels; until it is
-    ready the kernels serve through a Python ``autograd.Function``, with the same results.
+    Returns a dict with ``state`` (``"idle"``: not asked for yet; ``"ready"``: every
+    eligible call uses them; ``"failed"``: plain ops for the whole process),
+    ``library`` (the installed file), ``isa`` (the instruction set of the copy in
+    use) and ``reason`` (why not ready).
 
     Examples:
         >>> sorted(kernel_status())
-        ['cache_dir', 'library', 'node_library', 'node_reason', 'node_state', 'reason', 'state']
+        ['isa', 'library', 'reason', 'state']
     """
-    from spocu.torch import _node
-
     return {
         "state": _state,
         "library": str(_path) if _path is not None else None,
+        "isa": _isa,
         "reason": _reason if _state != "ready" else None,
-        "cache_dir": str(cache_dir()),
-        "node_state": _node.state(),
-        "node_library": str(_node.library_path()) if _node.library_path() is not None else None,
-        "node_reason": _node.reason(),
     }
 
 
-def build(timeout: float | None = None, node: bool = True) -> dict[str, Any]:
-    """Load or build the kernels and (``node=True``) the autograd node now and wait (at most
-    ``timeout`` s in all); returns :func:`kernel_status`.
-
-    Useful to build the library ahead of time, e.g. in a container image:
-    ``python -c "import spocu.torch; spocu.torch.build_kernels()"``.
-    """
-    from spocu.torch import _node
-
-    deadline = None if timeout is None else time.monotonic() + timeout
+def load() -> dict[str, Any]:
+    """Load the kernels now if this process has not yet (milliseconds); returns :func:`kernel_status`."""
     _start()
-    _done.wait(timeout)
-    if node and _lib is not None:  # and the autograd node built after them
-        _node.build(None if deadline is None else max(0.0, deadline - time.monotonic()))
     return kernel_status()
 
 
@@ -497,7 +301,7 @@ _TABLES: dict[int, tuple[KernelConstants, int, int, torch.Tensor, torch.Tensor]]
 def _tables(k: KernelConstants) -> tuple[KernelConstants, int, int, torch.Tensor, torch.Tensor]:
     entry = _TABLES.get(id(k))
     if entry is None or entry[0] is not k:
-        fwd, bwd = (torch.tensor(t, dtype=torch.float64) for t in (k.forward_table(), k.backward_table()))
+        fwd, bwd = (torch.tensor(t, dtype=torch.float64, device="cpu") for t in (k.forward_table(), k.backward_table()))
         entry = (k, fwd.data_ptr(), bwd.data_ptr(), fwd, bwd)
         if len(_TABLES) > 4096:  # a program sweeping parameters: start over rather than grow
             _TABLES.clear()
@@ -537,26 +341,22 @@ def _run_backward(table: dict, grad: torch.Tensor, x: torch.Tensor, k: KernelCon
 
 
 def forward(x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
-    """s(x) with the C++ kernel (plain ops until it is ready); output in ``torch.empty_like(x)``'s layout.
+    """s(x) with the C++ kernel; output in ``torch.empty_like(x)``'s layout. Plain ops for anything
+    without raw storage of its own (see :func:`spocu.torch._layout.has_raw_storage`) or when the
+    library is unavailable.
 
     Runs below autograd: the caller (an ``autograd.Function``) records the graph.
     """
-    lib = _lib
-    if lib is None or not is_plain(x):  # not built yet, or a legacy-vmap (gradcheck) batched tensor
-        if lib is None and ready():
-            return _run_forward(_lib, x, k)
-        return _eager.forward(x, k)
-    return _run_forward(lib, x, k)
+    if (_lib is not None or ready()) and x.is_cpu and has_raw_storage(x):
+        return _run_forward(_lib, x, k)
+    return _eager.forward(x, k)
 
 
 def backward(grad: torch.Tensor, x: torch.Tensor, k: KernelConstants) -> torch.Tensor:
     """grad * s'(x) with the C++ kernel; output in ``torch.empty_like(x)``'s layout."""
-    lib = _lib
-    if lib is None or not is_plain(grad, x):
-        if lib is None and ready() and is_plain(grad, x):
-            return _run_backward(_lib, grad, x, k)
-        return _eager.backward(grad, x, k)
-    return _run_backward(lib, grad, x, k)
+    if (_lib is not None or ready()) and x.is_cpu and grad.is_cpu and has_raw_storage(grad, x):
+        return _run_backward(_lib, grad, x, k)
+    return _eager.backward(grad, x, k)
 
 
 #: core.SHIFTED_COEFFICIENT_POLYNOMIALS padded to 8 coefficients each, as the kernels read them
@@ -575,7 +375,7 @@ def learnable_forward(
 
     False (nothing written) if the kernels are not ready.
     """
-    if _lib is None and not ready():
+    if not (ready() and has_raw_storage(x3, out3, alpha, beta, gamma)):
         return False
     params = _param_block(alpha, beta, gamma)
     out = out3
@@ -601,12 +401,12 @@ def learnable_backward(
     All blocks are contiguous (A, C, B) of one dtype; the partials are evaluated at
     ``t <= cap - beta`` (see ``_learnable._partials``). None (nothing written) if the kernels are not ready.
     """
-    if _lib is None and not ready():
+    if not (ready() and has_raw_storage(grad3, x3, out3, alpha, beta, gamma)):
         return None
     params = _param_block(alpha, beta, gamma)
     out = out3
     a, ch, b = x3.shape
-    sums = torch.zeros(3, ch, dtype=torch.float64)
+    sums = torch.zeros(3, ch, dtype=torch.float64, device="cpu")
     _lib["learnable_backward", x3.dtype](
         grad3.data_ptr(), x3.data_ptr(), out.data_ptr(), sums.data_ptr(), a, ch, b, params.data_ptr(), float(c),
         float(cap), ctypes.addressof(_SHIFT), _threads(),

@@ -16,7 +16,6 @@ for the rest of the process.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import types
 import warnings
@@ -27,6 +26,12 @@ from typing import Any
 import torch
 
 from spocu.torch import _eager, _triton
+from spocu.torch._compat import (
+    below_ad_inplace_or_view,
+    dynamo_supported,
+    inductor_fma_options,
+    outside_functorch,
+)
 from spocu.torch._constants import KernelConstants, compute_dtype
 from spocu.torch._layout import dense_like, flat, is_plain
 
@@ -90,38 +95,17 @@ def _compiled(name: str, tag: str) -> Callable:
 def _compile_options() -> dict[str, object]:
     """Let the C++ compiler fuse the Horner steps' multiply-adds into FMAs (Inductor's default is
     ``-ffp-contract=off``): ~25% faster on CPUs with FMA, and each step rounds once instead of twice."""
-    import torch._inductor.config as config
-
-    if not hasattr(config.cpp, "enable_floating_point_contract_flag"):  # an older or newer Inductor
-        return {}
-    return {"cpp.enable_floating_point_contract_flag": "fast"}
+    return inductor_fma_options()
 
 
 # Run the kernels below autograd and ADInplaceOrView, as custom-op kernels run:
 # Dynamo guards on each tensor's dispatch keys as seen from the calling context,
 # so calls from an autograd.Function, a custom op, no_grad or inference mode
 # would otherwise each compile their own copy.
-_below_autograd = getattr(torch._C, "_AutoDispatchBelowADInplaceOrView", contextlib.nullcontext)
-
-
-@contextlib.contextmanager
-def _outside_transforms():
-    """Hide ``torch.func`` state from the compiler and the compiled kernel.
-
-    The kernels only ever get plain tensors, but they may be called (and first
-    compiled) inside a transform; its state must not reach the compiler.
-    """
-    # the legacy vmap of gradcheck's batched checks keeps only a nesting depth: leave it for the call
-    depth = torch._C._vmapmode_increment_nesting() - 1
-    torch._C._vmapmode_decrement_nesting()
-    for _ in range(depth):
-        torch._C._vmapmode_decrement_nesting()
-    try:
-        with torch._C._DisableFuncTorch():
-            yield
-    finally:
-        for _ in range(depth):
-            torch._C._vmapmode_increment_nesting()
+_below_autograd = below_ad_inplace_or_view
+# torch.func state is hidden from the compiler and the compiled kernel: the kernels only ever get
+# plain tensors, but they may be called (and first compiled) inside a transform
+_outside_transforms = outside_functorch
 
 
 #: the size of the example the kernels are first compiled with: Inductor decides
@@ -143,7 +127,7 @@ def failure() -> str | None:
 def usable() -> bool:
     """False once compilation has failed in this process, or when compiling would abort it.
 
-    Merely importing ``torch._dynamo`` imports Triton when it is installed, so the
+    Merely importing Dynamo imports Triton when it is installed, so the
     TensorFlow/Triton LLVM clash (see :func:`spocu.torch._triton.llvm_conflict`) is
     checked here, before anything touches Dynamo.
     """
@@ -165,10 +149,7 @@ def usable() -> bool:
 
 @lru_cache(maxsize=1)
 def _compile_supported() -> bool:
-    try:
-        return bool(torch._dynamo.is_dynamo_supported())
-    except Exception:  # noqa: BLE001 -- any failure to even ask means "no"
-        return False
+    return dynamo_supported()
 
 
 def unavailable_reason(x: torch.Tensor | None = None) -> str | None:

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["is_dense", "is_plain", "flat", "same_layout", "dense_like"]
+from spocu.torch._compat import dispatch_mode_active
+from spocu.torch._compat import is_functorch_wrapped as _is_functorch_wrapped
+from spocu.torch._compat import is_legacy_batched as _is_legacy_batched
 
+__all__ = ["is_dense", "is_plain", "flat", "has_raw_storage", "same_layout", "dense_like"]
 
-_is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-_is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
+_STRIDED = torch.strided
+_PARAMETER = torch.nn.Parameter
 
 
 def is_plain(*tensors: torch.Tensor) -> bool:
@@ -34,6 +37,18 @@ def is_plain(*tensors: torch.Tensor) -> bool:
         if _is_functorch_wrapped(t) or _is_legacy_batched(t):
             return False
     return True
+
+
+def has_raw_storage(*tensors: torch.Tensor) -> bool:
+    """True if raw-pointer kernels may read and write these tensors: each exactly ``torch.Tensor``
+    or ``nn.Parameter`` (no other subclass: FakeTensor, DTensor, FunctionalTensor, logging wrappers), strided, not a
+    ``torch.func`` wrapper, and no ``TorchDispatchMode`` active (which would make the outputs fake).
+    Everything else takes the composite ops, which respect ``__torch_function__``/``__torch_dispatch__``.
+    """
+    for t in tensors:
+        if (type(t) is not torch.Tensor and type(t) is not _PARAMETER) or t.layout is not _STRIDED or _is_functorch_wrapped(t) or _is_legacy_batched(t):
+            return False
+    return not dispatch_mode_active()
 
 
 def is_dense(t: torch.Tensor) -> bool:

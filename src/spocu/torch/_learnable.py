@@ -35,12 +35,13 @@ from collections.abc import Callable
 import torch
 
 from spocu.core import shifted_coefficients
-from spocu.torch import _cpp, _inductor, _node
+from spocu.torch import _cpp, _inductor
 from spocu.torch._autograd import plain_apply
+from spocu.torch._compat import functorch_active
 from spocu.torch._constants import compute_dtype, in_dtype
-from spocu.torch._layout import dense_like, flat, is_plain
+from spocu.torch._layout import dense_like, flat, has_raw_storage, is_plain
 
-__all__ = ["differentiable_forward", "spocu_tensor_params", "traced_forward"]
+__all__ = ["broadcast_parameters", "differentiable_forward", "spocu_tensor_params", "traced_forward"]
 
 
 def _r_prime(u: torch.Tensor) -> torch.Tensor:
@@ -459,6 +460,11 @@ def _broadcast_shape_of(param: torch.Tensor, x: torch.Tensor, count: int, channe
     return param.reshape([1, count] + [1] * (x.dim() - 2))
 
 
+def broadcast_parameters(x: torch.Tensor, *params: torch.Tensor) -> list[torch.Tensor]:
+    """The parameters shaped to broadcast against x (one element: everywhere; C: along dim 1)."""
+    return [_broadcast_shape(p, x) for p in params]
+
+
 def spocu_tensor_params(
     x: torch.Tensor,
     alpha: torch.Tensor,
@@ -467,6 +473,7 @@ def spocu_tensor_params(
     c: float,
     path: str = "eager",
     traced: bool = False,
+    node: Callable | None = None,
 ):
     """SPOCU with tensor parameters (scalars or one per channel along dim 1).
 
@@ -480,12 +487,12 @@ def spocu_tensor_params(
     if traced:
         return traced_forward(x, a, b, g, c)
     # where Function.apply's wrapper would only bind the arguments (~90 us), skip it (see plain_apply)
-    lean = not torch._C._are_functorch_transforms_active() and is_plain(x, alpha, beta, gamma)
+    lean = not functorch_active() and has_raw_storage(x, alpha, beta, gamma)
     if path in ("cpp", "inductor"):  # (not under jit.trace, where the counts are traced values)
         alpha, beta, gamma = _common_count(alpha, beta, gamma)
     if path == "cpp" and all(t.is_cpu for t in (alpha, beta, gamma)):
-        if lean and _node.learnable_available() and not _cpp.transforms_active():  # (the node has no forward mode)
-            return _node.apply_learnable(x, alpha, beta, gamma, c)
+        if lean and node is not None:  # the C++ node the router chose (it has no forward mode)
+            return node(x, alpha, beta, gamma, c)
         return _lean_apply(_CppLearnableSPOCU, lean)(x, alpha, beta, gamma, c)
     if path == "inductor":
         return _lean_apply(_FusedLearnableSPOCU, lean)(x, alpha, beta, gamma, c)

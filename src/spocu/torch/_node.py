@@ -22,11 +22,13 @@ and differentiated with the ATen ops autograd would record for :mod:`spocu.core`
 (checked bit for bit at load time), one node instead of eight.
 
 Unlike the kernel library it needs PyTorch's C++ headers, so it is built per torch
-version (about 15 s on 2 cores), in the background at idle priority after the
-kernels are loaded, and cached next to them. Until it is ready, or where it cannot
-be built (no headers, an ABI mismatch, a failed self-check), the Python Function
-serves every call, with the same results: nothing warns, only
-:func:`spocu.torch.kernel_status` (``node_state``, ``node_reason``) tells.
+version, and only when asked for: :func:`spocu.torch.build_kernels` builds it with
+:func:`torch.utils.cpp_extension.load` (about 15 s on 2 cores the first time, then
+torch's extension cache) and loads it in the calling thread. Nothing builds it in
+the background; until it is built, or where it cannot be (no compiler or headers, a
+failed self-check), the Python ``autograd.Function`` serves every call, with the same
+bits (the node is checked against it, bit for bit, when it loads), so building it
+mid-process changes the speed of small calls, never a result.
 
 It serves eager calls only: under ``torch.func`` transforms, forward-mode AD,
 ``torch.compile``, export and tracing the Python paths run, as before.
@@ -51,14 +53,12 @@ import torch
 
 from spocu.core import LEARNABLE_FLOOR, LEARNABLE_MARGIN
 from spocu.torch import _cpp
+from spocu.torch._compat import op_entry, outside_modes
 from spocu.torch._constants import KernelConstants, compute_dtype, kernel_constants
 
 __all__ = ["apply", "apply_learnable", "apply_learnable_raw", "available", "build", "state", "reason"]
 
 SOURCE = Path(__file__).with_name("_torch_node.cpp")
-#: compiler flags, best first (torch >= 2.10's headers are C++20; older ones accept C++17)
-FLAG_SETS = (("-O2", "-std=c++20"), ("-O2", "-std=c++17"))
-_COMMON_FLAGS = ("-shared", "-fPIC", "-fvisibility=hidden", "-w")
 #: beta = LEARNABLE_MARGIN + _SPAN * sigmoid(raw), as spocu.core.learnable_unit
 _SPAN = 1.0 - 2.0 * LEARNABLE_MARGIN
 #: the kernel library's dtypes in the order spocu_node_bind takes them
@@ -69,14 +69,13 @@ ENV_VAR = "SPOCU_TORCH_NODE"
 #: switched off by tests (and by nothing else) to exercise the Python Function on the same calls
 ENABLED = True
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _op: Any = None  # torch.ops.spocu_cpu.fixed's C++ entry once ready (read without the lock: one assignment)
 _learnable_op: Any = None  # torch.ops.spocu_cpu.learnable's, set before _op
 _learnable_raw_op: Any = None  # torch.ops.spocu_cpu.learnable_raw's, set before _op
-_state = "idle"  # idle -> building -> ready | failed; or disabled
+_state = "idle"  # idle -> ready | failed | disabled, only through build()
 _reason: str | None = None
 _path: Path | None = None
-_done = threading.Event()
 _derivative_library: Any = None  # keeps the Python implementations of spocu_cpu::*_derivative registered
 
 
@@ -110,26 +109,6 @@ def learnable_raw_available() -> bool:
 
 
 # ---------------------------------------------------------------- building and loading
-
-
-def _torch_paths() -> tuple[Path, Path]:
-    root = Path(torch.__file__).resolve().parent
-    return root / "include", root / "lib"
-
-
-def _torch_flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(compile flags, link arguments) for this process's torch."""
-    include, lib = _torch_paths()
-    abi = int(bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True)))
-    compile_flags = (f"-I{include}", f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}",
-                     f"-D_GLIBCXX_USE_CXX11_ABI={abi}")  # fmt: skip
-    return compile_flags, (f"-L{lib}", "-lc10", "-ltorch_cpu", "-ltorch")
-
-
-def _key(compiler: str) -> str:
-    flags, libraries = _torch_flags()
-    return _cpp.build_key(compiler, SOURCE, repr(FLAG_SETS), repr(_COMMON_FLAGS), repr(flags), repr(libraries),
-                          torch.__version__, str(torch.version.git_version))  # fmt: skip
 
 
 def _fixed_derivative(grad: torch.Tensor, x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float):
@@ -168,14 +147,13 @@ def _learnable_raw_derivative(grad, x, raw_alpha, raw_beta, raw_gamma, c: float)
 
 
 def _entry(name: str) -> Any:
-    overload = getattr(torch.ops.spocu_cpu, name).default
-    return getattr(overload, "_op", overload)  # the C++ entry, without OpOverload.__call__'s Python frame
+    return op_entry(getattr(torch.ops.spocu_cpu, name).default)
 
 
 def _load(path: Path) -> tuple[Any, Any, Any]:
     """Load, bind and check the node library; returns the ops' C++ entries (fixed, learnable, learnable_raw)."""
     global _derivative_library
-    handle = ctypes.CDLL(str(path))
+    handle = ctypes.CDLL(str(path))  # (cpp_extension.load has loaded it: the same handle)
     if handle.spocu_node_abi_version() != 2:
         raise RuntimeError(f"{path} is from another version of spocu")
     kernels = _cpp._lib
@@ -186,8 +164,6 @@ def _load(path: Path) -> tuple[Any, Any, Any]:
     handle.spocu_node_bind(pointers("forward"), pointers("backward"))
     handle.spocu_node_bind_learnable(pointers("learnable_forward"), pointers("learnable_backward"),
                                      ctypes.c_void_p(ctypes.addressof(_cpp._SHIFT)))  # fmt: skip
-    if not hasattr(torch.ops, "spocu_cpu") or not hasattr(torch.ops.spocu_cpu, "fixed"):
-        torch.ops.load_library(str(path))
     if _derivative_library is None:
         library = torch.library.Library("spocu_cpu", "IMPL")
         library.impl("fixed_derivative", _fixed_derivative, "CompositeImplicitAutograd")
@@ -248,7 +224,7 @@ def _self_check_learnable(op: Any) -> None:
         x = x0.to(dtype).reshape(shape)
         if label == "channels last":
             x = x.contiguous(memory_format=torch.channels_last)
-        params = [torch.linspace(lo, hi, channels, dtype=torch.float32) for lo, hi in ((2.5, 3.5), (0.4, 0.8), (1.5, 4.0))]
+        params = [torch.linspace(lo, hi, channels, dtype=torch.float32, device="cpu") for lo, hi in ((2.5, 3.5), (0.4, 0.8), (1.5, 4.0))]
         node = lambda *a: op(*a, 2.5, _cap(dtype))  # noqa: E731
         if not _same_bits(node, lambda *a: _CppLearnableSPOCU.apply(*a, 2.5), [x, *params], g0.to(dtype).reshape(shape)):
             raise RuntimeError(f"the learnable autograd node disagrees with the kernel library ({dtype}, {label})")
@@ -266,77 +242,40 @@ def _self_check_learnable_raw(op: Any) -> None:
 
     x0, g0 = _cpp.self_check_inputs(116)
     # raw weights on both sides of softplus's linear threshold (20)
-    raws = [torch.linspace(lo, hi, 4, dtype=torch.float32) for lo, hi in ((-3.0, 25.0), (-2.0, 2.0), (0.5, 30.0))]
+    raws = [torch.linspace(lo, hi, 4, dtype=torch.float32, device="cpu") for lo, hi in ((-3.0, 25.0), (-2.0, 2.0), (0.5, 30.0))]
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
         node = lambda *a: apply_learnable_raw(*a, 2.5, op=op)  # noqa: E731
         if not _same_bits(node, composed, [x0.to(dtype).reshape(5, 4, 6), *raws], g0.to(dtype).reshape(5, 4, 6)):
             raise RuntimeError(f"the learnable_raw autograd node disagrees with the module's composition ({dtype})")
 
 
-def _load_or_build() -> None:
-    global _op, _learnable_op, _learnable_raw_op, _state, _reason
-    try:
-        compiler = _cpp._compiler()
-        if compiler is None:
-            raise RuntimeError("no C++ compiler found")
-        include, _ = _torch_paths()
-        if not (include / "torch" / "library.h").exists():
-            raise RuntimeError(f"PyTorch's C++ headers are not installed ({include / 'torch' / 'library.h'} is missing)")
-        path = _cpp.cache_dir() / f"spocu_node_{_key(compiler)}.so"
-        with _lock:
-            global _path
-            _path = path
-        if not path.exists():
-            flags, libraries = _torch_flags()
-            _cpp._compile(compiler, path, source=SOURCE, flag_sets=tuple(f + flags for f in FLAG_SETS),
-                          common=_COMMON_FLAGS, libraries=libraries)  # fmt: skip
-        op, learnable_op, learnable_raw_op = _cpp.guarded_load(_load, path)
-    except Exception as exc:  # noqa: BLE001 -- any failure means "the Python Function", which is exact too
-        with _lock:
-            _state, _reason = "failed", _cpp.failure_reason(exc)
-        _done.set()
-        return
+def build(verbose: bool = False) -> str:
+    """Build (or take from torch's extension cache) and load the node now, in this thread; returns
+    :func:`state`. Needs the kernel library (:mod:`spocu.torch._cpp`), a C++ compiler, ninja and
+    torch's headers; on any failure the Python Function keeps serving and :func:`reason` says why."""
+    global _op, _learnable_op, _learnable_raw_op, _state, _reason, _path
     with _lock:
-        _learnable_op = learnable_op
-        _learnable_raw_op = learnable_raw_op
-        _op = op
-        _state = "ready"
-    _done.set()
-
-
-def start() -> None:
-    """Load the cached node or build it, in a background thread (called once the kernels are loaded)."""
-    global _state, _reason
-    with _lock:
-        if _state != "idle" or _cpp._lib is None:
-            return
+        if _state in ("ready", "failed", "disabled"):
+            return _state
         if os.environ.get(ENV_VAR, "1").strip() == "0":
             _state, _reason = "disabled", f"{ENV_VAR}=0"
-            _done.set()
-            return
-        _state = "building"
-        _done.clear()
-    threading.Thread(target=_load_or_build, name="spocu-node-build", daemon=True).start()
+            return _state
+        try:
+            if not _cpp.ready():
+                raise RuntimeError(f"the kernel library is not loaded ({_cpp.unavailable_reason()})")
+            from torch.utils import cpp_extension
 
-
-def build(timeout: float | None = None) -> str:
-    """Wait (at most ``timeout`` s) for the node; returns :func:`state`."""
-    start()
-    if _state != "idle":
-        _done.wait(timeout)
-    return _state
-
-
-def _after_fork_in_child() -> None:
-    global _lock, _state, _done
-    _lock = threading.Lock()
-    if _state == "building":  # the builder thread does not exist in the child
-        _state = "idle"
-        _done = threading.Event()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+            path = cpp_extension.load(name="spocu_torch_node", sources=[str(SOURCE)], extra_cflags=["-O2", "-w"],
+                                      is_python_module=False, verbose=verbose)  # fmt: skip
+            _path = Path(path)
+            with outside_modes():
+                op, learnable_op, learnable_raw_op = _load(_path)
+        except Exception as exc:  # noqa: BLE001 -- any failure means "the Python Function", which is exact too
+            _state, _reason = "failed", _cpp.failure_reason(exc)
+            return _state
+        _learnable_op, _learnable_raw_op, _op = learnable_op, learnable_raw_op, op
+        _state = "ready"
+        return _state
 
 
 # ---------------------------------------------------------------- calls

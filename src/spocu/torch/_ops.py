@@ -2,7 +2,7 @@
 
 Defined with :class:`torch.library.Library`: one kernel for every device (the
 kernel is picked by :func:`spocu.torch._dispatch.resolve`, like every other
-entry point), a fake (meta) implementation for tracing, an autograd kernel and
+entry point, which registers it with :func:`register_kernels`), a fake (meta) implementation for tracing, an autograd kernel and
 a vmap rule. The autograd kernel applies the same formulas as the functional
 path (:mod:`spocu.torch._autograd`, saving only ``x``), with this op (and
 ``spocu_backward``) as the kernel, so the ops have reverse mode to any order,
@@ -31,16 +31,24 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-from torch._functorch.utils import enable_single_level_autograd_function
-from torch.autograd.forward_ad import _set_fwd_grad_enabled
 
 from spocu.core import SPOCUParams
-from spocu.torch import _dispatch
 from spocu.torch._autograd import SPOCUDerivative, SPOCUFunction, batched
-from spocu.torch._constants import KernelConstants, compute_dtype, derive_constants, kernel_constants
+from spocu.torch._compat import (
+    below_autograd,
+    forward_grad_enabled,
+    functorch_active,
+    single_level_autograd_function,
+)
+from spocu.torch._constants import (
+    KernelConstants,
+    compute_dtype,
+    derive_constants,
+    kernel_constants,
+)
 from spocu.torch._layout import is_dense, same_layout
 
-__all__ = ["spocu_op", "spocu_backward_op"]
+__all__ = ["register_kernels", "spocu_op", "spocu_backward_op"]
 
 _lib = torch.library.Library("spocu", "DEF")  # noqa: TID251 -- this module owns the namespace
 _lib.define("spocu(Tensor x, float alpha, float beta, float gamma, float c, str impl='auto') -> Tensor")
@@ -63,12 +71,21 @@ def _in_fake_layout(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------- the kernels (below autograd)
 
+#: forward(x, k, impl) and backward(grad, x, k, impl), registered by the router (spocu.torch._dispatch)
+_KERNELS: list = []
+
+
+def register_kernels(forward, backward) -> None:
+    """Set the functions that compute the ops (the router's choice of kernels)."""
+    _KERNELS[:] = [forward, backward]
+
+
 
 def spocu_op(x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float, impl: str = "auto") -> torch.Tensor:
     """SPOCU(x) with fixed parameters; output in ``torch.empty_like(x)``'s layout."""
     k = _constants(alpha, beta, gamma, c, x.dtype)
     with torch.no_grad():
-        return _in_fake_layout(_dispatch.resolve(x, impl).forward(x, k), x)
+        return _in_fake_layout(_KERNELS[0](x, k, impl), x)
 
 
 def spocu_backward_op(
@@ -77,7 +94,7 @@ def spocu_backward_op(
     """``grad * SPOCU'(x)``; output in ``torch.empty_like(x)``'s layout."""
     k = _constants(alpha, beta, gamma, c, x.dtype)
     with torch.no_grad():
-        return _in_fake_layout(_dispatch.resolve(x, impl).backward(grad, x, k), x)
+        return _in_fake_layout(_KERNELS[1](grad, x, k, impl), x)
 
 
 _lib.impl("spocu", spocu_op, "CompositeExplicitAutograd")
@@ -99,11 +116,11 @@ def _below_autograd():
     which must still record: an autograd Function's forward runs with gradients
     off, so they are switched back on, as ``torch.func`` does for autograd Functions.
     """
-    with torch._C._AutoDispatchBelowAutograd():
-        if not torch._C._are_functorch_transforms_active():
+    with below_autograd():
+        if not functorch_active():
             yield
             return
-        with torch.enable_grad(), _set_fwd_grad_enabled(True):
+        with torch.enable_grad(), forward_grad_enabled(True):
             yield
 
 
@@ -140,8 +157,8 @@ def _apply(function: type[torch.autograd.Function], *args):
     tensors to this transform's level, so the Function is applied at that level
     (what ``torch.func`` itself does for autograd Functions).
     """
-    if torch._C._are_functorch_transforms_active():
-        with enable_single_level_autograd_function():
+    if functorch_active():
+        with single_level_autograd_function():
             return super(torch.autograd.Function, function).apply(*args)
     return function.apply(*args)
 

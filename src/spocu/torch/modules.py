@@ -18,7 +18,8 @@ from spocu.core import (
     learnable_unit,
     params_to_learnable,
 )
-from spocu.torch.functional import learnable_module_call, spocu
+from spocu.torch import _dispatch
+from spocu.torch._compat import dispatch_mode_active
 
 __all__ = ["SPOCU"]
 
@@ -65,6 +66,10 @@ class SPOCU(nn.Module):
         num_parameters: with ``learnable=True``, 1 (shared) or the number of
             channels (dim 1 of the input), like :class:`torch.nn.PReLU` (any
             integer type).
+        inplace: accepted and ignored, so that model code that builds its
+            activations as ``act_layer(inplace=True)`` (timm's ``act_layer=SPOCU``,
+            ``functools.partial(SPOCU, c=1.0)``) works. SPOCU keeps its input for
+            backward, so it never overwrites it.
 
     Shape:
         Input: :math:`(*)`; output: :math:`(*)`, same shape.
@@ -88,6 +93,7 @@ class SPOCU(nn.Module):
         *,
         learnable: bool = False,
         num_parameters: int = 1,
+        inplace: bool = False,
         device=None,
         dtype=None,
     ) -> None:
@@ -139,7 +145,7 @@ class SPOCU(nn.Module):
                 if not abs(value) <= torch.finfo(parameter.dtype).max:
                     _unrepresentable(name, getattr(params, name), parameter.dtype, float("inf"))
                 parameter.fill_(value)
-            if self.raw_alpha.device.type == "meta":
+            if self.raw_alpha.device.type == "meta" or dispatch_mode_active():  # no values to read back
                 return
             for name in ("alpha", "beta", "gamma"):
                 wanted = getattr(params, name)
@@ -169,11 +175,7 @@ class SPOCU(nn.Module):
         return self._fixed.gamma
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.learnable:  # the common eager CPU call: one C++ node for the map and SPOCU (same bits)
-            out = learnable_module_call(input, self.raw_alpha, self.raw_beta, self.raw_gamma, self.c)
-            if out is not None:
-                return out
-        return spocu(input, self.alpha, self.beta, self.gamma, self.c)
+        return _dispatch.module_call(self, input)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(
