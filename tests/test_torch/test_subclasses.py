@@ -108,7 +108,8 @@ def test_functional_tensors_under_functionalize():
     x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(1)) * 3
     for f in cases().values():
         got = torch.func.functionalize(f)(x)
-        torch.testing.assert_close(got, f(x), **TOL)
+        # standard ops in another order than the fused kernels: float32 rounding apart
+        torch.testing.assert_close(got, f(x), rtol=2e-4, atol=1e-4)
         grad = torch.func.functionalize(torch.func.grad(lambda t: f(t).sum()))(x)  # noqa: B023
         # autograd through the polynomial's standard ops, not the closed-form s': float32 rounding apart
         torch.testing.assert_close(grad, plain_result(f, x)[1], rtol=2e-4, atol=1e-5)

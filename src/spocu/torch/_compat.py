@@ -23,6 +23,7 @@ from functools import lru_cache
 import torch
 
 __all__ = [
+    "TorchDispatchMode",
     "dispatch_mode_active",
     "mark_constant_result",
     "onnx_exporting",
@@ -246,3 +247,9 @@ def functionalize_active() -> bool:
     except ImportError:  # pragma: no cover - another torch
         return False
     return any(i.key() == TransformType.Functionalize for i in retrieve_all_functorch_interpreters())
+
+
+# torch 2.4-2.13: torch.utils._python_dispatch.TorchDispatchMode, the base class of dispatch modes
+# (what spocu.torch.replace counts ops with). No public home yet; no fallback: it has been in that
+# module since torch 1.13.
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402

@@ -43,7 +43,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from spocu.torch._compat import TorchDispatchMode
 
 __all__ = [
     "ACTIVATION_CLASSES",
