@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from spocu import cli
-from spocu.bench import BenchConfig, run_section
-from spocu.bench import cnn, elementwise, latency, old, report, timing
+from spocu.bench import BenchConfig, cnn, elementwise, latency, old, report, run_section, timing
 from spocu.core import reference_spocu
 
 
@@ -50,7 +49,6 @@ def test_cnn_is_the_seed_cnn_of_the_experiments_with_the_chosen_activation():
     from spocu.experiments.activations import parse_activation
     from spocu.experiments.config import ModelSpec
     from spocu.experiments.models.torch_models import build_model, count_parameters
-
     from spocu.torch import SPOCU
 
     reference = build_model(ModelSpec("seed-cnn"), (3, 32, 32), 10, parse_activation("relu"))

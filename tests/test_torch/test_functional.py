@@ -19,7 +19,6 @@ from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad
 from spocu.torch import spocu
 
 
-
 def _value_and_grad(x64: np.ndarray, dtype: torch.dtype, params: SPOCUParams, device="cpu", backend=None):
     x = torch.tensor(x64, dtype=torch.float64).to(dtype).to(device).requires_grad_(True)
     y = spocu(x, **params.as_dict(), backend=backend)

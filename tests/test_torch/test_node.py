@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+import spocu.torch as spocu_torch
 from spocu.core import SPOCUParams, reference_spocu_grad, reference_spocu_grad2
 from spocu.testing import PARAM_SETS, assert_matches_reference, wide_inputs
-import spocu.torch as spocu_torch
 from spocu.torch import SPOCU, _node, spocu
 from spocu.torch._constants import kernel_constants
 from spocu.torch._layout import is_dense

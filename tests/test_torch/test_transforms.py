@@ -255,8 +255,8 @@ def test_the_traced_function_computes_its_output_without_aliasing_an_input(dtype
     ``.to()`` (or an in-place result) to the wrong slot under ``torch.compile``: the layers before
     SPOCU got zero gradients (the compile test above fails there). This holds the line on any torch.
     """
-    from spocu.torch._learnable import _CompiledSPOCU
     from spocu.core import shifted_coefficients
+    from spocu.torch._learnable import _CompiledSPOCU
 
     ctype = torch.float32 if dtype == torch.bfloat16 else dtype
     alpha, beta, gamma = (torch.tensor(v, dtype=ctype) for v in (3.0937, 0.6653, 4.437))

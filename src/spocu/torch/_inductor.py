@@ -20,7 +20,7 @@ import threading
 import types
 import warnings
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import torch
@@ -86,7 +86,7 @@ def register(name: str, math_fn: Callable) -> None:
     _MATH[name] = math_fn
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(name: str, tag: str) -> Callable:
     """The compiled kernel ``name`` for one variant ``tag`` (dtype, device, ...): each compiles exactly once."""
     return torch.compile(_own_code(_MATH[name], tag), dynamic=True, fullgraph=True, options=_compile_options())

@@ -25,8 +25,8 @@ from functools import lru_cache
 import torch
 
 from spocu._llvm import triton_conflict
-from spocu.torch._constants import KernelConstants, compute_dtype
 from spocu.torch import _eager
+from spocu.torch._constants import KernelConstants, compute_dtype
 from spocu.torch._layout import is_dense, is_plain
 
 __all__ = ["available", "forward", "backward", "unavailable_reason"]

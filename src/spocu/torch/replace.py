@@ -800,7 +800,7 @@ def replace_activations(
             if calls is None:
                 calls = nn.ModuleDict()
                 owner.add_module("spocu_calls", calls)
-            for function, filename, line in sites:
+            for function, _filename, line in sites:
                 key = _site_key(function, line)
                 if key not in calls:
                     calls[key] = make()
