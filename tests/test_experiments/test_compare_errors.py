@@ -569,3 +569,42 @@ def test_unreadable_data_is_named_as_unreadable(what, tmp_path, monkeypatch, cap
         assert error.count("\n") == 1 and pattern in error and not (tmp_path / "o").exists()
     finally:
         locked.chmod(0o755)
+
+
+FACTORY_CASES = [
+    (
+        "right only for a batch of 2",
+        "class Net(nn.Module):\n"
+        "    def __init__(self, activation, n, k):\n"
+        "        super().__init__(); self.l, self.a, self.o = nn.Linear(n, 8), activation(), nn.Linear(8, k)\n"
+        "    def forward(self, x):\n"
+        "        return self.o(self.a(self.l(x)).reshape(2, -1))\n"
+        "def build(activation, input_shape, num_classes):\n"
+        "    return Net(activation, input_shape[0], num_classes)\n",
+        r"--model m.py:build: a training batch of 3 does not go through the model \(RuntimeError: mat1 and mat2 shapes",
+    ),
+    (
+        "torch.set_default_dtype(float64)",
+        "import torch\n"
+        "def build(activation, input_shape, num_classes):\n"
+        "    torch.set_default_dtype(torch.float64)\n"
+        "    return nn.Sequential(nn.Linear(input_shape[0], 8), activation(), nn.Linear(8, num_classes))\n",
+        r"--model m.py:build: the model's parameters are float64; spocu compare trains in float32",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, source, pattern", FACTORY_CASES, ids=[c[0] for c in FACTORY_CASES])
+def test_hostile_factories_are_one_line_before_anything_is_written(name, source, pattern, tmp_path, monkeypatch, capsys):
+    import re
+
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text("from torch import nn\n" + source)
+    before = snapshot(tmp_path)
+    assert cli.main(["compare", *FAST, "--activations", "relu", "--model", "m.py:build", "--out", "o"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and re.search(pattern, error), error
+    assert snapshot(tmp_path) == before
+    assert torch.get_default_dtype() == torch.float32  # the factory's change did not outlive its call
