@@ -64,9 +64,17 @@ def test_default_run_writes_every_output(default_run):
 
 def test_results_agree_with_the_runs_predictions(default_run):
     results = _strict_json(default_run / "results.json")
-    labels = np.array(results["test_labels"])
+    # --split per-seed (the default): each seed its own stratified split, the same for every activation of the seed
+    assert results["dataset"]["split"] == "per-seed" and results["test_labels"] is None
+    assert results["analysis"]["test_train_ratio"] == pytest.approx(114 / 364)
+    fingerprints = {}
+    for run in results["runs"]:
+        fingerprints.setdefault(run["seed"], set()).add(run["split_fingerprint"])
+    assert all(len(f) == 1 for f in fingerprints.values()) and len(set().union(*fingerprints.values())) == 5
+    by_seed = {int(seed): np.array(labels) for seed, labels in results["test_labels_by_seed"].items()}
     accuracy = {}
     for run in results["runs"]:
+        labels = by_seed[run["seed"]]
         recomputed = float(np.mean(np.array(run["test_predictions"]) == labels))
         assert run["test_accuracy"] == pytest.approx(recomputed, abs=1e-12)
         accuracy.setdefault(run["activation"], {})[run["seed"]] = recomputed
@@ -81,6 +89,7 @@ def test_results_agree_with_the_runs_predictions(default_run):
         assert comparison["test_accuracy"]["mean_difference"] == pytest.approx(np.mean(diffs))
         assert comparison["test_accuracy"]["p_ttest_holm"] is None or comparison["test_accuracy"]["p_ttest_holm"] >= comparison["test_accuracy"]["p_ttest"]
         for m in comparison["mcnemar"]:
+            labels = by_seed[m["seed"]]
             ref = np.array(next(r for r in results["runs"] if r["activation"] == "spocu" and r["seed"] == m["seed"])["test_predictions"]) == labels
             other = np.array(next(r for r in results["runs"] if r["activation"] == comparison["activation"] and r["seed"] == m["seed"])["test_predictions"]) == labels
             assert m["table"] == [[int(np.sum(ref & other)), int(np.sum(ref & ~other))], [int(np.sum(~ref & other)), int(np.sum(~ref & ~other))]]

@@ -118,16 +118,17 @@ def test_compare_runs_end_to_end_on_each_keras_backend(backend, data, majority, 
     results = json.loads((out / "results.json").read_text())
     # the schema of a PyTorch run (test_compare.py checks those files in detail)
     assert set(results) == {"schema", "created", "config", "protocol_hash", "reference", "dataset", "environment",
-                            "summary", "comparisons", "test_labels", "runs", "analysis"}
+                            "summary", "comparisons", "test_labels", "runs", "analysis", "test_labels_by_seed"}
     assert results["config"]["framework"] == "keras" and results["config"]["keras_backend"] == backend
     assert results["environment"]["versions"]["keras"] == keras.__version__ and results["environment"]["versions"][backend]
     config = resolve_config({"dataset": results["config"]["dataset"], "model": results["config"]["model"]["name"]})
     torch_twin = models_torch.build_model(config.model, tuple(results["dataset"]["input_shape"]), results["dataset"]["num_classes"], parse_activation("relu"))
-    labels = np.array(results["test_labels"])
     for run in results["runs"]:
+        labels = np.array(results["test_labels_by_seed"][str(run["seed"])])
         assert set(run) == {"schema", "activation", "seed", "init", "framework", "framework_version", "device", "threads",
                             "num_parameters", "epochs", "test_loss", "test_accuracy", "test_predictions", "diverged_at",
-                            "seconds", "started_at", "finished_at", "protocol_hash", "dataset_fingerprint", "extra", "kernel_path", "lr", "activation_source_sha256"}
+                            "seconds", "started_at", "finished_at", "protocol_hash", "dataset_fingerprint", "extra", "kernel_path", "lr", "activation_source_sha256",
+                            "split_fingerprint", "test_loss_median", "test_huge_logit_share"}
         assert run["framework"] == "keras" and run["extra"]["keras_backend"] == backend
         assert run["lr"] == results["config"]["lr"]  # untuned: every run at the protocol's rate
         if run["activation"] == "relu":  # no SPOCU in the network: no kernel path

@@ -278,7 +278,8 @@ def test_torchrun_two_cpu_processes_train_each_run_together(tmp_path):
             assert abs(eb["val_accuracy"] - ea["val_accuracy"]) <= 1 / n_val + 1e-12
         assert len(b["test_predictions"]) == n_test  # gathered from both ranks, in order
         assert np.sum(np.array(a["test_predictions"]) != np.array(b["test_predictions"])) <= 1
-        labels = np.array(ddp_results["test_labels"])
+        labels = np.array(ddp_results["test_labels_by_seed"][str(b["seed"])])
+        assert b["split_fingerprint"] == a["split_fingerprint"]  # every rank drew the seed's own split
         assert b["test_accuracy"] == pytest.approx(np.mean(np.array(b["test_predictions"]) == labels))
     assert "Data-parallel: 2 of 2 runs trained by 2 processes" in (out / "report.md").read_text()
 

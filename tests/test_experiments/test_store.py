@@ -205,7 +205,7 @@ def test_validate_run_accepts_what_the_engine_wrote(finished):
     from spocu.experiments.data.datasets import load_dataset
 
     config = resolve_config({"activations": ("relu", "selu"), "seeds": 2, "epochs": 2})
-    dataset = load_dataset("wdbc")
+    dataset = load_dataset("wdbc", split=config.split)
     for spec in config.activation_specs():
         for seed in config.seeds:
             data = json.loads((finished / "runs" / f"{spec.slug}-seed{seed}.json").read_text())

@@ -25,9 +25,12 @@ def test_existing_protocols_unchanged_by_the_new_fields():
     # the keys a protocol had before this change: their hashes (and so every existing output directory) stay valid
     before = {"dataset", "model", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "init",
               "val_size", "test_size", "split_seed", "framework"}
-    for options in ({}, {"preset": "seed-cifar10"}, {"dataset": "digits", "model": "deep-mlp"}):
+    # --split fixed (spocu 0.1's single split) leaves "split" out; CIFAR-10 keeps its official test set: fixed
+    for options in ({"split": "fixed"}, {"preset": "seed-cifar10"}, {"dataset": "digits", "model": "deep-mlp", "split": "fixed"}):
         protocol = resolve_config(options).protocol()
         assert set(protocol) == before and set(protocol["model"]) == {"name", "hidden"}
+    # the default per-seed splits are a new protocol (an old directory resumes with --split fixed)
+    assert set(resolve_config({}).protocol()) == before | {"split"}
 
 
 def test_resnet20_preset_is_he_et_al_recipe():

@@ -55,6 +55,9 @@ def test_the_interval_summarize_reports_is_the_t_interval():
     corrected = summarize(values, test_train_ratio=r)
     half = sps.t.ppf(0.975, 5) * np.std(values, ddof=1) * math.sqrt(1 / 6 + r)
     assert (corrected.ci_low, corrected.ci_high) == pytest.approx((np.mean(values) - half, np.mean(values) + half), rel=1e-12)
+    # accuracies: the interval is cut to [0, 1] (the true mean lies there, so coverage is kept)
+    near_one = summarize([0.99, 1.0, 0.97], bounds=(0.0, 1.0))
+    assert near_one.ci_high == 1.0 and near_one.ci_low == pytest.approx(sps.t.interval(0.95, 2, loc=np.mean([0.99, 1.0, 0.97]), scale=sps.sem([0.99, 1.0, 0.97]))[0])
 
 
 def test_bonferroni_difference_intervals_hold_together():
@@ -183,3 +186,87 @@ def test_seeds_needed_is_the_first_count_with_80_percent_power():
     assert _power(margin, sd, v.seeds_needed, 0.0, 0.05, False) >= 0.8 > _power(margin, sd, v.seeds_needed - 1, 0.0, 0.05, False)
     # with per-seed splits the test-set part r of the variance does not shrink with seeds: a limit appears
     assert verdict(ref, other, rope=0.5, test_train_ratio=2.0).seeds_needed is None
+
+
+# ----------------------------------------------------------------------------- divergence and robust loss
+
+
+def _run(activation, seed, accuracy, *, diverged=False, loss=0.3):
+    from spocu.experiments.run.engine import RunResult
+
+    return RunResult(
+        activation=activation, seed=seed, init="he-normal", framework="torch", framework_version="x", device="cpu", threads=1,
+        num_parameters=10, epochs=[], test_loss=float("nan") if diverged else loss, test_accuracy=accuracy, test_predictions=[],
+        diverged_at=1 if diverged else None, seconds=1.0, started_at="", finished_at="",
+    )
+
+
+class _Data:
+    """The little of a Dataset that assemble_results reads."""
+
+    def __init__(self):
+        self.y_test = np.zeros(0, dtype=int)
+        self.y_train = np.zeros(10, dtype=int)
+        self.info = {"split": "fixed"}
+
+    def describe(self):
+        return {"name": "toy"}
+
+
+def test_diverged_runs_are_counted_and_left_out_of_every_statistic():
+    from spocu.experiments.config import resolve_config
+    from spocu.experiments.results.summary import assemble_results
+
+    config = resolve_config({"activations": ("relu", "selu"), "seeds": 5})
+    relu = [0.90, 0.91, 0.89, 0.92, 0.90]
+    selu = [0.90, 0.91, 0.90, 0.91, 0.90]
+    runs = [_run("relu", s, a) for s, a in enumerate(relu)]
+    # selu diverges on seed 4: its accuracy there (argmax of NaN = class 0) must not count
+    runs += [_run("selu", s, a, diverged=s == 4) for s, a in enumerate(selu[:4] + [0.10])]
+    results = assemble_results(config, _Data(), runs, {})
+    summary = results["summary"]["selu"]
+    assert summary["runs"] == 5 and summary["diverged"] == [4] and summary["diverged_count"] == 1
+    assert summary["test_accuracy"]["n"] == 4 and summary["test_accuracy"]["mean"] == pytest.approx(np.mean(selu[:4]))
+    comparison = results["comparisons"][0]
+    assert comparison["test_accuracy"]["n"] == 4
+    assert comparison["test_accuracy"]["mean_difference"] == pytest.approx(np.mean(np.array(selu[:4]) - relu[:4]))
+    v = comparison["verdict"]
+    assert v["n"] == 4
+    # the posterior over the 4 seeds both finished, by hand
+    assert (v["p_better"], v["p_equivalent"], v["p_worse"]) == pytest.approx(_posterior(relu[:4], selu[:4], 0.5, 0.0), abs=1e-12)
+
+
+def test_a_contender_that_diverges_more_is_never_called_equivalent():
+    from spocu.experiments.config import resolve_config
+    from spocu.experiments.results.summary import assemble_results
+
+    config = resolve_config({"activations": ("relu", "selu"), "seeds": 6})
+    relu = [0.90, 0.91, 0.89, 0.92, 0.90, 0.91]
+    runs = [_run("relu", s, a) for s, a in enumerate(relu)]
+    runs += [_run("selu", s, a + (0.0002 if s % 2 else -0.0002), diverged=s == 5) for s, a in enumerate(relu)]
+    results = assemble_results(config, _Data(), runs, {})
+    v = results["comparisons"][0]["verdict"]
+    assert v["p_equivalent"] >= 0.95  # equivalent on the 5 seeds both trained ...
+    assert v["label"] == "inconclusive" and "diverged on more seeds" in v["note"]  # ... but selu diverged once
+
+
+def test_robust_test_loss_of_the_torch_engine_against_numpy():
+    import torch
+    from scipy.special import log_softmax
+
+    from spocu.experiments.run import torch_engine
+
+    x = np.array([[0.1, 0.2], [1.0, -1.0], [3e6, 0.0], [0.5, 0.5], [-2.0, 1.0]], dtype=np.float32)
+    y = np.array([0, 1, 1, 0, 1])
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        model.bias.zero_()
+    split = torch_engine._Split(x, y, None, torch.device("cpu"))
+    loss, accuracy, predictions, robust = torch_engine._evaluate(model, split, keep_predictions=True)
+    logits = x.astype(np.float64)
+    per_sample = -log_softmax(logits, axis=1)[np.arange(5), y]
+    assert robust["test_loss_median"] == pytest.approx(np.median(per_sample), rel=1e-6)
+    assert robust["test_huge_logit_share"] == pytest.approx(1 / 5)  # the sample with logit 3e6
+    assert loss == pytest.approx(per_sample.mean(), rel=1e-5) and loss > 1e5  # the mean: dominated by that one sample
+    assert predictions == np.argmax(logits, axis=1).tolist()

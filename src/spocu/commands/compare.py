@@ -198,6 +198,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--val-size", type=_size, help="validation split: fraction of the training data or a count")
     train.add_argument("--test-size", type=_size, help="test split for wdbc, digits and your data without its own test set (default 0.2)")
     train.add_argument("--split-seed", type=_whole(0, 2**32), help="seed of the data splits (default 0)")
+    train.add_argument(
+        "--split", choices=("per-seed", "fixed"),
+        help="per-seed (default): each seed draws its own stratified train/val/test split, shared by its activations "
+        "(data without an official test set); fixed: one split for every seed",
+    )
     train.add_argument("--framework", choices=FRAMEWORKS, help="default torch; keras: Keras 3 with its model.fit")
     train.add_argument(
         "--keras-backend", choices=KERAS_BACKENDS,
@@ -276,6 +281,7 @@ def _options(args: argparse.Namespace):
         "val_size": args.val_size,
         "test_size": args.test_size,
         "split_seed": args.split_seed,
+        "split": args.split,
         "framework": args.framework,
         "keras_backend": args.keras_backend,
         "target": args.target,

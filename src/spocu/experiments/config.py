@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec, parse_activation
-from spocu.experiments.data.datasets import DATASETS, DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, EMBEDDED_DATASETS
+from spocu.experiments.data.datasets import DATASETS, DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, EMBEDDED_DATASETS, SPLIT_MODES
 from spocu.experiments.data.user_data import is_user_dataset
 from spocu.experiments.models.spec import MODELS, ModelSpec, is_model_factory, parse_swap
 
@@ -195,6 +195,7 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "val_size": None,
     "test_size": None,
     "split_seed": 0,
+    "split": "per-seed",
     "framework": "torch",
     "keras_backend": None,
     "depth": None,
@@ -245,6 +246,8 @@ class ExperimentConfig:
     #: the tuning's outcome, activation -> chosen learning rate (set by :mod:`spocu.experiments.run.tuning`);
     #: not in the protocol: each run file records its ``lr``, checked against it on resume
     learning_rates: tuple[tuple[str, float], ...] = field(default=(), compare=False)
+    #: ``per-seed``: each seed draws its own stratified split (data without an official test set); ``fixed``: one split
+    split: str = "fixed"
 
     def __post_init__(self) -> None:
         for name, option in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("split_seed", "--split-seed")):
@@ -265,6 +268,8 @@ class ExperimentConfig:
                 f"--momentum applies to {' and '.join(MOMENTUM_OPTIMIZERS)}; {self.optimizer} has none "
                 "(its moments are set by its betas): drop --momentum or choose --optimizer sgd or rmsprop"
             )
+        if self.split not in SPLIT_MODES:
+            raise ValueError(f"--split must be one of {', '.join(SPLIT_MODES)}, got {self.split!r}")
         if not 0 <= self.split_seed < 2**32:
             raise ValueError(f"--split-seed must lie in [0, 2**32), got {self.split_seed}")
         for value, option in ((self.val_size, "--val-size"), (self.test_size, "--test-size")):
@@ -360,6 +365,8 @@ class ExperimentConfig:
                             "score": TUNE_SCORE}  # fmt: skip
         if self.keras_backend is None:  # absent, not null: torch protocols (and their hashes) stay as they were
             data.pop("keras_backend")
+        if self.split == "fixed":  # absent = one fixed split, as every protocol before --split (their hashes stay)
+            data.pop("split")
         for key in ("lr_milestones", "target", "image_size", "data_sha256", "last_batch"):  # likewise, absent unless used
             if data[key] in (None, ()):
                 data.pop(key)
@@ -391,7 +398,7 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
 
     Keys: preset, dataset, model, hidden, depth, width, activations, seeds (count), first_seed,
     epochs, batch_size, optimizer, lr, weight_decay, momentum, init, val_size, test_size,
-    split_seed, framework, keras_backend, swap, lr_milestones, target, image_size, tune.
+    split_seed, split, framework, keras_backend, swap, lr_milestones, target, image_size, tune.
 
     ``dataset`` may be a path (:mod:`spocu.experiments.data.user_data`) and ``model`` a factory
     (:mod:`spocu.experiments.models.factories`; not imported here: :func:`with_model_source` does
@@ -447,6 +454,11 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         raise ValueError(f"--test-size applies to {' and '.join(EMBEDDED_DATASETS)}; {dataset} has an official test set")
     if test_size is not None and test_size == DEFAULT_TEST_SIZE:
         test_size = None
+    split = merged["split"]
+    if dataset in DATASETS and dataset not in EMBEDDED_DATASETS:  # an official test set keeps its split
+        if given.get("split") == "per-seed":
+            raise ValueError(f"--split per-seed applies to data without an official test set; {dataset} keeps its official test set")
+        split = "fixed"
     return ExperimentConfig(
         dataset=dataset,
         model=model,
@@ -469,6 +481,7 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         image_size=None if merged["image_size"] is None else tuple(int(v) for v in merged["image_size"]),
         preset=preset_name,
         tune=merged["tune"],
+        split=split,
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["STREAM_INIT", "STREAM_ORDER", "batch_bounds", "batch_order", "derive_seed", "merges_last_batch"]
+__all__ = ["STREAM_INIT", "STREAM_ORDER", "STREAM_SPLIT", "batch_bounds", "batch_order", "derive_seed", "merges_last_batch", "split_seed_for"]
 
 
 def derive_seed(seed: int, *stream: int) -> int:
@@ -24,7 +24,7 @@ def derive_seed(seed: int, *stream: int) -> int:
 
 
 #: stream ids passed to :func:`derive_seed`
-STREAM_INIT, STREAM_ORDER = 1, 2
+STREAM_INIT, STREAM_ORDER, STREAM_SPLIT = 1, 2, 3
 
 
 def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -57,3 +57,13 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     if merges_last_batch(n, batch_size):
         bounds[-2:] = [(bounds[-2][0], n)]
     return bounds
+
+
+def split_seed_for(split_seed: int, seed: int) -> int:
+    """The ``random_state`` (< 2**32, as scikit-learn takes it) of run seed ``seed``'s own data split (``--split per-seed``).
+
+    Example:
+        >>> split_seed_for(0, 1) == split_seed_for(0, 1) != split_seed_for(0, 2)
+        True
+    """
+    return derive_seed(seed, STREAM_SPLIT, split_seed) % 2**32

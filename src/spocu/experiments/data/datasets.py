@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import tarfile
 import zlib
@@ -39,6 +40,7 @@ from typing import Callable
 
 import numpy as np
 
+from spocu.experiments.seeding import split_seed_for
 from spocu.experiments.data.download import ChecksumError, DatasetError, RemoteFile, cache_dir, fetch, verify
 from spocu.experiments.data.formats import FormatError, read_cifar_batch, read_idx_file, read_mnist_npz
 
@@ -47,6 +49,8 @@ __all__ = [
     "EMBEDDED_DATASETS",
     "Dataset",
     "DatasetError",
+    "Resplit",
+    "SPLIT_MODES",
     "Source",
     "load_dataset",
     "split_dataset",
@@ -129,6 +133,38 @@ class Dataset:
     class_names: tuple[str, ...]
     pixel_scale: float | None
     info: dict = field(default_factory=dict)
+    #: positions of the test samples in the data before splitting (official test set: 0..n-1)
+    test_indices: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: with ``--split per-seed``: how to draw another seed's split (:meth:`for_seed`); None = one fixed split
+    resplit: Resplit | None = field(default=None, compare=False, repr=False)
+
+    def for_seed(self, seed: int) -> Dataset:
+        """The data the runs of ``seed`` train and test on: this dataset, or with per-seed splits its own split.
+
+        A function of (data, split seed, ``seed``) only, so every executor (this process, ``--jobs``
+        workers, Ray tasks, torchrun ranks) computes the same split. The last one is cached.
+        """
+        if self.resplit is None:
+            return self
+        cached = self.__dict__.get("_for_seed")
+        if cached is None or cached[0] != seed:
+            cached = (seed, self.resplit.for_seed(seed))
+            object.__setattr__(self, "_for_seed", cached)
+        return cached[1]
+
+    def split_fingerprint(self) -> str:
+        """sha256 (first 16 hex digits) of the test indices: runs scored on the same test samples share it."""
+        indices = np.arange(len(self.y_test)) if self.test_indices is None else self.test_indices
+        official = self.info.get("test_split") == "official test set"
+        digest = hashlib.sha256(b"official" if official else b"drawn")
+        digest.update(np.ascontiguousarray(indices, dtype=np.int64).data)
+        return digest.hexdigest()[:16]
+
+    def __getstate__(self):  # the per-seed cache stays behind when a dataset is sent to a worker
+        return {k: v for k, v in self.__dict__.items() if k != "_for_seed"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -167,6 +203,28 @@ class Dataset:
             "fingerprint": self.fingerprint(),
             **self.info,
         }
+
+
+#: ``--split``: ``per-seed`` (each seed draws its own stratified split; data without an official test set) or ``fixed``
+SPLIT_MODES = ("per-seed", "fixed")
+
+
+@dataclass(frozen=True)
+class Resplit:
+    """How to split the unsplit data again for another seed: ``prepare(data, split_seed)`` returns a Dataset.
+
+    ``prepare`` is a module-level function (so it pickles to workers); seed ``k``'s split uses
+    :func:`~spocu.experiments.seeding.split_seed_for` ``(split_seed, k)``.
+    """
+
+    prepare: Callable[..., Dataset]
+    data: tuple
+    split_seed: int
+
+    def for_seed(self, seed: int) -> Dataset:
+        dataset = self.prepare(*self.data, split_seed=split_seed_for(self.split_seed, seed))
+        dataset.info.update(split="per-seed", split_seed=self.split_seed, run_seed=int(seed))
+        return dataset
 
 
 Loader = Callable[[Path | None, bool, bool], Source]
@@ -411,7 +469,8 @@ def split_dataset(
     Without an official test set (``x_test is None``) a stratified ``test_size`` (default
     :data:`DEFAULT_TEST_SIZE`) is taken first; then a stratified ``val_size`` of the rest. ``x``
     may be an array or a pandas DataFrame (rows are split). ``info`` describes the splits;
-    ``class_names`` (indexed by label) name the classes in errors.
+    ``class_names`` (indexed by label) name the classes in errors. ``info["test_indices"]``: the
+    test samples' positions in ``x`` (drawn splits only; callers move it to :attr:`Dataset.test_indices`).
 
     Raises:
         ValueError: bad split sizes, or ``test_size`` given for data with an official test set.
@@ -419,9 +478,9 @@ def split_dataset(
     """
     from sklearn.model_selection import train_test_split
 
-    def stratified(a, b, size, what: str):
+    def stratified(a, b, size, what: str, *more):
         try:
-            return train_test_split(a, b, test_size=size, stratify=b, random_state=split_seed)
+            return train_test_split(a, b, *more, test_size=size, stratify=b, random_state=split_seed)
         except ValueError as error:  # a class too small, or a split smaller than the number of classes
             labels, counts = np.unique(b, return_counts=True)
             named = [class_names[label] if class_names is not None else label for label in labels]
@@ -435,7 +494,8 @@ def split_dataset(
     n_total = len(y)
     if x_test is None:
         test = _split_size(DEFAULT_TEST_SIZE if test_size is None else test_size, n_total, "test_size")
-        x, x_test, y, y_test = stratified(x, y, test, "test")
+        # the positions travel with the rows (the same split as without them): the test indices identify the split
+        x, x_test, y, y_test, _, info["test_indices"] = stratified(x, y, test, "test", np.arange(n_total))
         info["test_split"] = f"a stratified {_share(test)} of the {n_total} samples; {name} has no official test set"
     else:
         if test_size is not None:
@@ -521,8 +581,13 @@ def load_dataset(
     split_seed: int = 0,
     val_size: float | None = None,
     test_size: float | None = None,
+    split: str = "fixed",
 ) -> Dataset:
     """Load ``name`` and split it (stratified, ``split_seed``) into train, validation and test.
+
+    ``split="per-seed"``: the returned dataset is the split with ``split_seed``, and
+    :meth:`Dataset.for_seed` draws each run seed's own split (data without an official test set
+    only; with one, the split stays fixed).
 
     Raises:
         ValueError: unknown dataset or bad split sizes.
@@ -530,20 +595,33 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if split not in SPLIT_MODES:
+        raise ValueError(f"unknown split mode {split!r}; choose one of {', '.join(SPLIT_MODES)}")
     source = DATASETS[name](Path(data_dir) if data_dir else None, download, progress)
-    for split, labels in (("training", source.y_train), ("test", source.y_test)):
+    for part, labels in (("training", source.y_train), ("test", source.y_test)):
         if labels is not None and len(labels) and not (0 <= np.min(labels) and np.max(labels) < len(source.class_names)):
             raise DatasetError(
-                f"{name} ({source.origin}): {split} labels range over {np.min(labels)}..{np.max(labels)}, "
+                f"{name} ({source.origin}): {part} labels range over {np.min(labels)}..{np.max(labels)}, "
                 f"outside the {len(source.class_names)} classes 0..{len(source.class_names) - 1}"
             )
+    data = (name, source, DEFAULT_VAL_SIZE[name] if val_size is None else val_size, test_size)
+    dataset = _prepare_builtin(*data, split_seed=split_seed)
+    if split == "per-seed" and source.x_test is None:
+        dataset.info["split"] = "per-seed"
+        return dataclasses.replace(dataset, resplit=Resplit(_prepare_builtin, data, split_seed))
+    dataset.info["split"] = "fixed"
+    return dataset
+
+
+def _prepare_builtin(name: str, source: Source, val_size: float | int, test_size: float | None, *, split_seed: int) -> Dataset:
+    """Split and preprocess a built-in dataset's :class:`Source` with ``split_seed``."""
     x, y = np.asarray(source.x_train), np.asarray(source.y_train, dtype=np.int64)
     x_test = None if source.x_test is None else np.asarray(source.x_test)
     y_test = None if source.y_test is None else np.asarray(source.y_test, dtype=np.int64)
     (x_train, y_train, x_val, y_val, x_test, y_test), splits = split_dataset(
-        x, y, x_test, y_test, name=name, split_seed=split_seed,
-        val_size=DEFAULT_VAL_SIZE[name] if val_size is None else val_size, test_size=test_size,
+        x, y, x_test, y_test, name=name, split_seed=split_seed, val_size=val_size, test_size=test_size,
     )
+    test_indices = splits.pop("test_indices", None)
     info: dict = {"origin": source.origin, "split_seed": split_seed, **splits}
     if source.tabular:
         (x_train, x_val, x_test), info["preprocessing"] = standardize_splits(x_train, x_val, x_test)
@@ -551,4 +629,4 @@ def load_dataset(
     else:
         pixel_scale = 1.0 / 255.0
         info["preprocessing"] = "uint8 pixels scaled by 1/255"
-    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, source.class_names, pixel_scale, info)
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, source.class_names, pixel_scale, info, test_indices)

@@ -47,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -54,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from spocu.experiments.data.datasets import FLOAT32_MAX, Dataset, NotFiniteAfterScaling, split_dataset, standardize_splits
+from spocu.experiments.data.datasets import FLOAT32_MAX, Dataset, NotFiniteAfterScaling, Resplit, split_dataset, standardize_splits
 from spocu.experiments.data.download import DatasetError
 
 __all__ = [
@@ -93,11 +94,14 @@ def load_user_dataset(
     val_size: float | None = None,
     test_size: float | None = None,
     allow_leak: bool = False,
+    split: str = "fixed",
 ) -> Dataset:
     """Read ``path`` (table, ``.npz`` or image folder), number the classes, split and preprocess it.
 
     ``allow_leak``: keep a feature column that equals the label or maps one-to-one onto it
     (refused by default: the model would read the answer from it).
+    ``split="per-seed"``: data without its own test part gets :meth:`Dataset.for_seed`, each run
+    seed's own split (see :func:`~spocu.experiments.data.datasets.load_dataset`).
 
     Raises:
         DatasetError: the file or folder is missing, unreadable or unusable; the message names it.
@@ -127,11 +131,24 @@ def load_user_dataset(
         loaded = _read_npz(path, allow_leak)
     else:
         raise DatasetError(f"{path}: not a dataset; expected a .csv or .parquet table, an .npz file or a folder of images")
+    data = (path, loaded, val_size, test_size)
+    dataset = _prepare(*data, split_seed=split_seed)
+    if split == "per-seed" and loaded[2] is None:  # no test part of its own: every seed draws its split
+        dataset.info["split"] = "per-seed"
+        return dataclasses.replace(dataset, resplit=Resplit(_prepare, data, split_seed))
+    dataset.info["split"] = "fixed"
+    return dataset
+
+
+def _prepare(path: Path, loaded: tuple, val_size: float | None, test_size: float | None, *, split_seed: int) -> Dataset:
+    """Split and preprocess what a reader returned, with ``split_seed``."""
     x, y, x_test, y_test, classes, info, content = loaded
+    info = dict(info)  # the reader's description is shared by every seed's split: never changed in place
     (x_train, y_train, x_val, y_val, x_test, y_test), splits = split_dataset(
         x, y, x_test, y_test, name=str(path), class_names=classes, split_seed=split_seed,
         val_size=VAL_SIZE if val_size is None else val_size, test_size=test_size,
     )
+    test_indices = splits.pop("test_indices", None)
     info.update(origin=str(path), split_seed=split_seed, **splits)
     kind = info.pop("_kind")
     try:
@@ -148,7 +165,7 @@ def load_user_dataset(
         raise _name_unscalable(path, error, kind, x, info, {"training": x_train, "validation": x_val, "test": x_test}) from None
     info["class_mapping"] = {name: i for i, name in enumerate(classes)}
     info["content_sha256"] = content
-    return Dataset(path.name, x_train, y_train, x_val, y_val, x_test, y_test, tuple(classes), pixel_scale, info)
+    return Dataset(path.name, x_train, y_train, x_val, y_val, x_test, y_test, tuple(classes), pixel_scale, info, test_indices)
 
 
 def _name_unscalable(path: Path, error: NotFiniteAfterScaling, kind: str, x, info: dict, splits: dict) -> DatasetError:

@@ -48,6 +48,18 @@ def _runs(summary: dict) -> str:
     return "n/a" if n is None else f"{n} ({k} of {n} diverged)" if k else f"{n} (0 diverged)"
 
 
+def _g(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _share(robust: dict) -> str:
+    share = robust.get("huge_logit_share")
+    if share is None:
+        return "n/a"
+    runs = robust.get("runs_with_huge_logits") or 0
+    return f"{100 * share:.2g}%" + (f" ({runs} of {robust.get('runs_recorded')} runs)" if runs else "")
+
+
 def _points(value) -> str:
     return "n/a" if value is None else f"{value:.2g}" if abs(value) < 10 else f"{value:.1f}"
 
@@ -111,7 +123,10 @@ def glossary(results: dict) -> list[str]:
         "- **95% CI of the mean**: a Student-t interval that holds the true mean over seeds"
         + (" (and over splits)" if per_seed else "") + " in 95% of experiments like this one.",
         "- **runs (diverged)**: n runs, and how many ended with a non-finite loss; diverged runs are left out of every statistic and the verdict.",
-        "- **test loss (median)**: the median over seeds, which one exploding seed cannot move (the mean can).",
+        "- **test loss (median)**: the median over seeds of each run's mean test loss, which one exploding seed cannot move (the mean can).",
+        "- **per-sample loss (median)**: the median over seeds of each run's median per-sample test loss, which a few exploding samples cannot move.",
+        "- **samples with |logit| > 1e6**: the share of test samples (mean over runs) whose largest logit exceeds 10^6 in magnitude, "
+        "or is not finite: they alone can make a mean loss astronomical.",
         "- **Δ**: activation minus reference, paired by seed (same data, batch order and initial draws).",
         "- **Δ interval**: a t interval at the Bonferroni level, so that the intervals of all comparisons hold together at 95%; "
         "one that excludes 0 implies a Holm p below 0.05.",
@@ -135,7 +150,7 @@ def glossary(results: dict) -> list[str]:
             "better": f"so at least {analysis.get('decision_probability', 0.95):g} of the posterior lies above +{rope}: {name} is practically better.",
             "worse": f"so at least {analysis.get('decision_probability', 0.95):g} of the posterior lies below −{rope}: {name} is practically worse.",
             "equivalent": f"so at least {analysis.get('decision_probability', 0.95):g} of the posterior lies within ±{rope}: the two are practically equivalent.",
-            "inconclusive": "no probability reaches the threshold, so the run cannot tell yet"
+            "inconclusive": f"so none reaches {analysis.get('decision_probability', 0.95):g} and the run cannot tell yet"
             + (f"; about {v['seeds_needed']} seeds would likely settle it." if v.get("seeds_needed") else "; more seeds alone would likely not settle it."),
         }[v["label"]]
         lines += [
@@ -171,23 +186,31 @@ def render_report(results: dict) -> str:
         "",
         "## Test accuracy and loss",
         "",
-        "| activation | runs (diverged) | init | test accuracy (mean ± sd) | 95% CI of the mean | test loss (mean ± sd) | test loss (median) | s/epoch (median) | parameters |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| activation | runs (diverged) | init | test accuracy (mean ± sd) | 95% CI of the mean | test loss (mean ± sd) | test loss (median) "
+        "| per-sample loss (median) | samples with \\|logit\\| > 1e6 | s/epoch (median) | parameters |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes: list[str] = []
     grouped: dict[str, list[str]] = {}  # the same statistical caveat for several activations: one line
     for name in activations:
         s = summary[name]
         acc, loss = s["test_accuracy"], s["test_loss"]
+        robust = s.get("test_loss_robust") or {}
         ci = f"[{_f(acc['ci_low'])}, {_f(acc['ci_high'])}]" if acc["ci_low"] is not None else "n/a"
         lines.append(
             f"| {name} | {_runs(s)} | {s['init']} | {_f(acc['mean'])} ± {_f(acc['sd'])} | {ci} | {_f(loss['mean'])} ± {_f(loss['sd'])} "
-            f"| {_f(loss['median'])} | {_seconds(s['seconds_per_epoch']['median'])} | {s['num_parameters']:,} |"
+            f"| {_f(loss['median'])} | {_g(robust.get('median'))} | {_share(robust)} | {_seconds(s['seconds_per_epoch']['median'])} | {s['num_parameters']:,} |"
         )
         for label, stat in (("test accuracy", acc), ("test loss", loss)):
             if stat["note"]:
                 grouped.setdefault(stat["note"], []).append(f"{name} {label}")
-        if loss["sd"] is not None and loss["median"] is not None and loss["mean"] > 10 * max(loss["median"], 1e-12):
+        if robust.get("runs_with_huge_logits"):
+            notes.append(
+                f"{name}: {100 * robust['huge_logit_share']:.2g}% of the test samples (in {robust['runs_with_huge_logits']} of "
+                f"{robust['runs_recorded']} runs) get logits beyond 10^6 in magnitude; a misclassified one costs a loss of that size, "
+                f"which is why the mean test loss is {_f(loss['mean'])} while the median per-sample loss is {_g(robust.get('median'))}."
+            )
+        elif loss["sd"] is not None and loss["median"] is not None and loss["mean"] > 10 * max(loss["median"], 1e-12):
             notes.append(
                 f"{name}: the mean test loss is dominated by a few seeds (mean {_f(loss['mean'])}, median {_f(loss['median'])}): "
                 "some test samples get huge, confidently wrong logits; see results.json for the per-seed values."
@@ -272,7 +295,10 @@ def render_report(results: dict) -> str:
         "## Protocol",
         "",
         f"- Data: {ds['name']} ({ds.get('origin', '')}); train {ds['train']:,}, validation {ds['val']:,}, test {ds['test']:,}; "
-        f"validation split: {ds.get('val_split', '')}; split seed {ds.get('split_seed')}; {ds.get('preprocessing', '')}; "
+        f"validation split: {ds.get('val_split', '')}; "
+        + (f"split per seed (--split per-seed: seed k's split drawn with random state split_seed_for({ds.get('split_seed')}, k); "
+           "each run's split_fingerprint in results.json names its test samples); " if per_seed else f"split seed {ds.get('split_seed')}; ")
+        + f"{ds.get('preprocessing', '')}; "
         f"data fingerprint {ds['fingerprint']}"
         + (f", file content sha256 {ds['content_sha256']}" if ds.get("content_sha256") else "")
         + ".",

@@ -47,7 +47,7 @@ import numpy as np
 __all__ = [
     "Summary", "PairedTest", "McNemarResult", "Verdict", "summarize", "mean_interval", "paired_test", "holm", "mcnemar_test",
     "pooled_test", "verdict", "bonferroni_confidence", "wilcoxon_floor", "CONFIDENCE", "DEFAULT_ROPE",
-    "DECISION_PROBABILITY", "HUGE_LOGIT",
+    "DECISION_PROBABILITY",
 ]
 
 CONFIDENCE = 0.95
@@ -57,8 +57,6 @@ DEFAULT_ROPE = 0.5
 DECISION_PROBABILITY = 0.95
 #: power and two-sided level of the smallest detectable difference
 POWER, ALPHA = 0.8, 0.05
-#: a test sample whose largest |logit| exceeds this counts as exploding (reported, never averaged silently)
-HUGE_LOGIT = 1e6
 #: the most seeds :func:`verdict` looks at when it estimates how many would settle an inconclusive answer
 MAX_SEEDS_NEEDED = 1000
 
@@ -188,11 +186,14 @@ def mean_interval(
     return mean - half, mean + half
 
 
-def summarize(values: Sequence[float], *, test_train_ratio: float = 0.0, confidence: float = CONFIDENCE) -> Summary:
+def summarize(
+    values: Sequence[float], *, test_train_ratio: float = 0.0, confidence: float = CONFIDENCE, bounds: tuple[float, float] | None = None
+) -> Summary:
     """Mean, sd and t confidence interval of the mean of ``values`` (None and NaN dropped).
 
     ``mean ± t((1+confidence)/2, n-1) · sd · sqrt(1/n + r)`` with ``r = test_train_ratio``
-    (Nadeau & Bengio 2003; 0 for one fixed split).
+    (Nadeau & Bengio 2003; 0 for one fixed split). ``bounds``: the values' range (accuracy: (0, 1));
+    the interval is cut to it, which keeps its coverage (the true mean lies inside the range).
     """
     _check_ratio(test_train_ratio)
     x = np.asarray([v for v in values if _finite(v)], dtype=float)
@@ -207,6 +208,8 @@ def summarize(values: Sequence[float], *, test_train_ratio: float = 0.0, confide
     if sd == 0.0:
         return Summary(n, mean, 0.0, mean, mean, "none", "all values equal: zero-width CI", median)
     low, high = mean_interval(x, confidence=confidence, test_train_ratio=test_train_ratio)
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     return Summary(n, mean, sd, float(low), float(high), method, "", median)
 
 

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_RESULTS", "EPOCH_COLUMNS", "TABLE_COLUMNS", "assemble_results", "is_diverged", "test_train_ratio", "write_epochs_csv", "write_results", "table_rows", "format_cell", "run_count"]
 
 #: 2: t intervals (Nadeau–Bengio corrected with per-seed splits), Bonferroni-level difference intervals, diverged runs
-#: left out of the statistics, ``pooled_test``, ``verdict``, ``analysis``; ``test_labels`` null with per-seed splits
+#: left out of the statistics, ``pooled_test``, ``verdict``, ``analysis``; with per-seed splits ``test_labels`` is null
+#: and ``test_labels_by_seed`` holds each seed's; runs carry ``split_fingerprint``
 SCHEMA_RESULTS = "spocu.compare/2"
 EPOCH_COLUMNS = ("activation", "seed", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds", "eval_seconds")
 
@@ -88,12 +89,13 @@ def assemble_results(
             "init": spec.init,
             "init_reason": spec.init_reason,
             "num_parameters": next((r.num_parameters for r in mine.values()), None),
-            "test_accuracy": stats.summarize([accuracy(r) for r in mine.values()], test_train_ratio=ratio).as_dict(),
+            "test_accuracy": stats.summarize([accuracy(r) for r in mine.values()], test_train_ratio=ratio, bounds=(0.0, 1.0)).as_dict(),
             "test_loss": stats.summarize([loss(r) for r in mine.values()], test_train_ratio=ratio).as_dict(),
             "seconds_per_epoch": {"median": median, "q1": q1, "q3": q3},
             "diverged": diverged,
             "runs": len(mine),
             "diverged_count": len(diverged),
+            "test_loss_robust": _robust_loss([r for r in mine.values()]),
         }
     reference = by_activation[config.reference]
     level = stats.bonferroni_confidence(len(specs) - 1)
@@ -152,6 +154,8 @@ def assemble_results(
         "summary": summary,
         "comparisons": comparisons,
         "test_labels": None if per_seed_split else dataset.y_test.tolist(),
+        # with per-seed splits each seed has its own test samples: their labels, by seed
+        **({"test_labels_by_seed": {str(seed): _test_labels(dataset, seed) for seed in config.seeds}} if per_seed_split else {}),
         "runs": [r.to_json() for r in runs],
     }
     if skipped:
@@ -162,6 +166,25 @@ def assemble_results(
     if provenance:  # where each value of a paper-* preset comes from
         results["preset_provenance"] = dict(provenance)
     return results
+
+
+def _robust_loss(runs: list[RunResult]) -> dict:
+    """The test loss that one exploding sample cannot dominate, over runs that recorded it.
+
+    ``median``: median over the (not diverged) runs of each run's median per-sample loss;
+    ``huge_logit_share``: mean over all runs of the share of test samples with |logit| > 1e6 (or non-finite),
+    ``runs_with_huge_logits``: how many runs had any.
+    """
+    import numpy as np
+
+    medians = [r.test_loss_median for r in runs if r.test_loss_median is not None and not is_diverged(r)]
+    shares = [r.test_huge_logit_share for r in runs if r.test_huge_logit_share is not None]
+    return {
+        "median": float(np.median(medians)) if medians else None,
+        "huge_logit_share": float(np.mean(shares)) if shares else None,
+        "runs_with_huge_logits": sum(1 for v in shares if v > 0) if shares else None,
+        "runs_recorded": len(shares),
+    }
 
 
 def _test_labels(dataset: Dataset, seed: int) -> list[int]:

@@ -29,6 +29,8 @@ Contract of ``train_run`` (what makes runs comparable):
 - SPOCU's kernels are chosen before the first step and never change during the run
   (:mod:`spocu.experiments.run.kernels`), recorded as ``kernel_path``: a run's numbers depend on its
   configuration and seed, not on whether a kernel build was still in progress.
+- with ``--split per-seed`` the run trains and tests on ``dataset.for_seed(seed)``, its seed's own split
+  (the engine calls it, so every executor gets the same split); ``split_fingerprint`` names its test samples.
 
 Example:
     >>> order = batch_order(seed=3, epoch=0, n=5)
@@ -63,6 +65,8 @@ __all__ = [
     "RunResult",
     "make_run_result",
     "utc_now",
+    "HUGE_LOGIT",
+    "robust_test_loss",
     "batch_order",
     "derive_seed",
     "get_engine",
@@ -132,9 +136,16 @@ class RunResult:
     lr: float | None = None
     #: the user's activation (``MODULE:NAME``): sha256 of its source file when the run trained; None otherwise
     activation_source_sha256: str | None = None
+    #: sha256 (16 hex digits) of the test samples' indices (``Dataset.split_fingerprint``); "" in runs made before it existed
+    split_fingerprint: str = ""
+    #: the median of the test samples' losses (one exploding sample cannot move it); None if not finite or not recorded
+    test_loss_median: float | None = None
+    #: the share of test samples whose largest |logit| exceeds :data:`HUGE_LOGIT` (or is not finite); None if not recorded
+    test_huge_logit_share: float | None = None
 
     def __post_init__(self) -> None:
         self.test_loss = _finite_or_none(self.test_loss)
+        self.test_loss_median = _finite_or_none(self.test_loss_median)
         self.epochs = [e if isinstance(e, EpochRecord) else EpochRecord(**e) for e in self.epochs]
 
     def to_json(self) -> dict[str, Any]:
@@ -149,6 +160,28 @@ class RunResult:
 
 
 EpochCallback = Callable[[EpochRecord], None]
+
+
+#: a test sample whose largest |logit| exceeds this counts as exploding (``test_huge_logit_share``)
+HUGE_LOGIT = 1e6
+
+
+def robust_test_loss(per_sample_loss: np.ndarray, max_abs_logit: np.ndarray) -> dict[str, float | None]:
+    """The test loss robustly: the median per-sample loss, and the share of samples with exploding logits.
+
+    ``max_abs_logit``: each sample's largest |logit| (NaN counts as exploding).
+
+    Example:
+        >>> robust_test_loss(np.array([0.1, 0.2, 1e9]), np.array([3.0, 2.0, 2e9]))
+        {'test_loss_median': 0.2, 'test_huge_logit_share': 0.3333333333333333}
+    """
+    losses = np.asarray(per_sample_loss, dtype=np.float64)
+    logits = np.asarray(max_abs_logit, dtype=np.float64)
+    if len(losses) == 0:
+        return {"test_loss_median": None, "test_huge_logit_share": None}
+    with np.errstate(invalid="ignore"):
+        huge = ~(logits <= HUGE_LOGIT)  # NaN and inf count
+    return {"test_loss_median": _finite_or_none(float(np.median(losses))), "test_huge_logit_share": float(np.mean(huge))}
 
 
 def utc_now() -> str:
@@ -175,6 +208,8 @@ def make_run_result(
     protocol_hash: str,
     dataset: Dataset,
     extra: dict[str, Any] | None = None,
+    test_loss_median: float | None = None,
+    test_huge_logit_share: float | None = None,
     kernel_path: str | None = None,
     lr: float | None = None,
 ) -> RunResult:
@@ -207,6 +242,9 @@ def make_run_result(
         kernel_path=kernel_path,
         lr=lr,
         activation_source_sha256=activation.source_sha256 if activation.is_user else None,
+        split_fingerprint=dataset.split_fingerprint(),
+        test_loss_median=test_loss_median,
+        test_huge_logit_share=test_huge_logit_share,
     )
 
 

@@ -43,16 +43,35 @@ def load_data(config: ExperimentConfig, *, data_dir=None, download: bool = True,
 
         if data_dir is not None:
             raise ValueError(f"--data-dir applies to the built-in mnist and cifar10, not to --dataset {config.dataset}")
-        return load_user_dataset(
+        dataset = load_user_dataset(
             config.dataset, target=config.target, image_size=config.image_size, split_seed=config.split_seed,
-            val_size=config.val_size, test_size=config.test_size, allow_leak=allow_leak,
+            val_size=config.val_size, test_size=config.test_size, allow_leak=allow_leak, split=config.split,
         )
-    from spocu.experiments.data.datasets import load_dataset
+    else:
+        from spocu.experiments.data.datasets import load_dataset
 
-    return load_dataset(
-        config.dataset, data_dir=data_dir, download=download, progress=progress,
-        split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size,
-    )
+        dataset = load_dataset(
+            config.dataset, data_dir=data_dir, download=download, progress=progress,
+            split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size, split=config.split,
+        )
+    if dataset.resplit is not None and dataset.info.get("one_hot"):
+        _check_seeds_share_features(config, dataset)
+    return dataset
+
+
+def _check_seeds_share_features(config: ExperimentConfig, dataset: Dataset) -> None:
+    """One-hot columns take their categories from each seed's training split: every seed must end with the same features."""
+    from spocu.experiments.data.download import DatasetError
+
+    for seed in config.seeds:
+        mine = dataset.for_seed(seed)
+        if mine.input_shape != dataset.input_shape or mine.info.get("one_hot") != dataset.info.get("one_hot"):
+            differ = sorted(c for c in dataset.info["one_hot"] if mine.info["one_hot"].get(c) != dataset.info["one_hot"][c])
+            raise DatasetError(
+                f"{config.dataset}: with --split per-seed, seed {seed}'s training split lacks categories of the text column(s) "
+                f"{', '.join(differ)} that other seeds' splits have, so the seeds' networks would get different inputs; "
+                "use --split fixed (one split for every seed), or merge the rare categories"
+            )
 
 
 def check_model(config: ExperimentConfig, dataset: Dataset) -> dict | None:
@@ -122,6 +141,8 @@ def _wrong_framework(config: ExperimentConfig, error: Exception) -> Exception:
 
 def finalize(config: ExperimentConfig, dataset: Dataset) -> ExperimentConfig:
     """``config`` with the data's content hash and the factory's source hash; the model checked on ``dataset``."""
+    if config.split == "per-seed" and dataset.resplit is None:  # the user's data has its own test part: it keeps it
+        config = dataclasses.replace(config, split="fixed")
     if config.user_data:
         config = dataclasses.replace(config, data_sha256=dataset.info["content_sha256"])
         if config.target is not None and dataset.info.get("target_is_default"):
@@ -154,6 +175,13 @@ def check_resume(config: ExperimentConfig, out: str | Path) -> None:
     if not isinstance(stored, dict):
         return
     protocol = config.protocol()
+    if stored.get("split", "fixed") != protocol.get("split", "fixed"):
+        before = stored.get("split", "fixed")
+        raise ResumeRefused(
+            f"the runs in {out} were made with --split {before}"
+            + (" (one split for every seed: spocu 0.1's protocol)" if before == "fixed" else " (each seed its own split)")
+            + f", this command asks for --split {protocol.get('split', 'fixed')}: add --split {before} to resume them, or use another --out"
+        )
     same_data = stored.get("dataset") == protocol.get("dataset")
     if config.user_data and same_data and stored.get("data_sha256") != protocol.get("data_sha256"):
         raise ResumeRefused(

@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 from spocu.experiments.activations import ActivationSpec  # noqa: E402
 from spocu.experiments.config import ExperimentConfig  # noqa: E402
 from spocu.experiments.data.datasets import Dataset  # noqa: E402
-from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now  # noqa: E402
+from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, robust_test_loss, utc_now  # noqa: E402
 from spocu.experiments.models.keras_models import build_model, count_parameters  # noqa: E402
 from spocu.experiments.seeding import batch_bounds  # noqa: E402
 
@@ -308,6 +308,7 @@ def train_run(
         raise ValueError(f"this experiment uses Keras's {config.keras_backend} backend, but Keras runs on {backend()} here (set KERAS_BACKEND)")
     lr = config.lr_for(activation)  # --tune lr: this activation's chosen rate
     optimizer = _optimizer(config, lr)  # refuses unsupported combinations before anything is built
+    dataset = dataset.for_seed(seed)  # --split per-seed: this seed's own split, the same in every process
     path = _kernel_path(activation, config, device)
     started, start_clock = utc_now(), time.perf_counter()
     keras.backend.clear_session()  # a fresh graph and name scope for each run in a long-lived process
@@ -341,7 +342,9 @@ def train_run(
     ]
     y_test = dataset.y_test
     with np.errstate(all="ignore"):
-        test_loss = float(-np.mean(log_softmax(logits, axis=1)[np.arange(len(y_test)), y_test])) if len(y_test) else None
+        per_sample = -log_softmax(logits, axis=1)[np.arange(len(y_test)), y_test]
+        test_loss = float(np.mean(per_sample)) if len(y_test) else None
+        robust = robust_test_loss(per_sample, np.abs(logits).max(axis=1) if len(y_test) else np.zeros(0))
     predictions = logits.argmax(axis=1)
     return make_run_result(
         activation=activation,
@@ -361,6 +364,7 @@ def train_run(
         protocol_hash=protocol_hash,
         dataset=dataset,
         extra={"keras_backend": backend(), "backend_version": backend_version()},
+        **robust,
         kernel_path=path,
         lr=lr,
     )

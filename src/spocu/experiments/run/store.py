@@ -296,7 +296,7 @@ def _check_number(name: str, value: Any, low: float, high: float = math.inf, *, 
         raise ValueError(f"{name} = {json.dumps(value)} is not a number {bound}" + (" (or null)" if nullable else ""))
 
 
-_STRINGS = ("activation", "init", "framework", "framework_version", "device", "started_at", "finished_at", "protocol_hash", "dataset_fingerprint")
+_STRINGS = ("activation", "init", "framework", "framework_version", "device", "started_at", "finished_at", "protocol_hash", "dataset_fingerprint", "split_fingerprint")
 
 
 def validate_run(data: Any, activation: ActivationSpec, seed: int, config: ExperimentConfig, dataset: Dataset) -> RunResult:
@@ -307,6 +307,7 @@ def validate_run(data: Any, activation: ActivationSpec, seed: int, config: Exper
     the epochs (1, 2, ... up to ``config.epochs``, or to ``diverged_at``); the test predictions
     (one per test sample, each a class index) and that the test accuracy is theirs.
     """
+    dataset = dataset.for_seed(seed)  # with --split per-seed, the seed's own split
     if not isinstance(data, dict):
         raise ValueError(f"holds JSON {type(data).__name__}, not a run record")
     if data.get("schema") != SCHEMA_RUN:
@@ -357,6 +358,8 @@ def validate_run(data: Any, activation: ActivationSpec, seed: int, config: Exper
         raise ValueError(
             f"was trained on different data (fingerprint {result.dataset_fingerprint}, now {dataset.fingerprint()}): the dataset files changed"
         )
+    if result.split_fingerprint and result.split_fingerprint != dataset.split_fingerprint():
+        raise ValueError(f"was tested on other test samples (split fingerprint {result.split_fingerprint}, now {dataset.split_fingerprint()})")
     # ranges
     _check_number("num_parameters", result.num_parameters, 1)
     if result.threads is not None:
@@ -364,6 +367,8 @@ def validate_run(data: Any, activation: ActivationSpec, seed: int, config: Exper
     _check_number("seconds", result.seconds, 0)
     _check_number("test_accuracy", result.test_accuracy, 0, 1)
     _check_number("test_loss", result.test_loss, 0, nullable=True)
+    _check_number("test_loss_median", result.test_loss_median, 0, nullable=True)
+    _check_number("test_huge_logit_share", result.test_huge_logit_share, 0, 1, nullable=True)
     if result.diverged_at is None:
         expected = config.epochs
     else:

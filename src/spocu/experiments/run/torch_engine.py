@@ -32,7 +32,7 @@ from spocu.experiments.config import ExperimentConfig
 from spocu.experiments.data.datasets import Dataset
 from spocu.experiments.run.distributed import DistributedContext, per_process_batch, shard
 from spocu.experiments.run.kernels import check_kernel_path, fix_kernel_path, uses_spocu
-from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, utc_now
+from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, robust_test_loss, utc_now
 from spocu.experiments.seeding import batch_bounds, merges_last_batch
 from spocu.experiments.models.torch_models import build_model, count_parameters, initialize, macs_per_sample
 
@@ -146,7 +146,7 @@ class _Split:
 def _evaluate(model: nn.Module, split: _Split, keep_predictions: bool = False, dist: DistributedContext | None = None):
     """Mean loss, accuracy (and predictions) on ``split``; with ``dist``, each process takes its shard."""
     model.eval()
-    loss_sum, correct, predictions = 0.0, 0, []
+    loss_sum, correct, predictions, losses, largest = 0.0, 0, [], [], []
     first, stop = (0, len(split)) if dist is None else shard(len(split), dist.rank, dist.world_size)
     for start in range(first, stop, _EVAL_BATCH):
         x, y = split.batch(slice(start, min(start + _EVAL_BATCH, stop)))
@@ -156,14 +156,23 @@ def _evaluate(model: nn.Module, split: _Split, keep_predictions: bool = False, d
         correct += int((predicted == y).sum())
         if keep_predictions:
             predictions.append(predicted.cpu())
+            losses.append(nn.functional.cross_entropy(logits.double(), y, reduction="none").cpu())
+            largest.append(logits.detach().double().abs().amax(dim=1).cpu())
     model.train()
     n = max(len(split), 1)
     preds = torch.cat(predictions).tolist() if keep_predictions and predictions else []
+    per_sample = torch.cat(losses).numpy() if losses else np.zeros(0)
+    biggest = torch.cat(largest).numpy() if largest else np.zeros(0)
     if dist is not None:
         loss_sum, correct = dist.all_sum([loss_sum, float(correct)])
         if keep_predictions:
             preds = dist.all_gather_ints(preds)
-    return loss_sum / n, correct / n, preds
+            # float64 bits travel as int64: the gathered values are exact
+            per_sample = np.array(dist.all_gather_ints(per_sample.view(np.int64).tolist()), dtype=np.int64).view(np.float64)
+            biggest = np.array(dist.all_gather_ints(biggest.view(np.int64).tolist()), dtype=np.int64).view(np.float64)
+    if not keep_predictions:
+        return loss_sum / n, correct / n, preds
+    return loss_sum / n, correct / n, preds, robust_test_loss(per_sample, biggest)
 
 
 def _sync(device: torch.device) -> None:
@@ -192,6 +201,7 @@ def train_run(
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    dataset = dataset.for_seed(seed)  # --split per-seed: this seed's own split, the same in every process
     # SPOCU's kernels are fixed before the first step (a build in progress is waited for): no mid-run switch
     spocu_path = fix_kernel_path(device) if uses_spocu(activation, config.model) else None
     started, start_clock = utc_now(), time.perf_counter()
@@ -263,7 +273,7 @@ def train_run(
                 break
             if schedule is not None:
                 schedule.step()
-        test_loss, test_accuracy, predictions = _evaluate(model, test, keep_predictions=True, dist=dist)
+        test_loss, test_accuracy, predictions, robust = _evaluate(model, test, keep_predictions=True, dist=dist)
         check_kernel_path(spocu_path, device)
         return make_run_result(
             activation=activation,
@@ -283,6 +293,7 @@ def train_run(
             protocol_hash=protocol_hash,
             dataset=dataset,
             extra=extra,
+            **robust,
             kernel_path=spocu_path,
             lr=lr,
         )
