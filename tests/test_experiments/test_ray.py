@@ -63,7 +63,7 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def wdbc():
-    return load_dataset("wdbc", progress=False)
+    return load_dataset("wdbc", progress=False, split="per-seed")  # as the default config: each seed its own split
 
 
 def _config(epochs=2, seeds=2, activations=("relu", "spocu(c=1)")):
@@ -157,7 +157,8 @@ def test_runs_under_ray_equal_local_runs_and_the_driver_saves_them(tmp_path, wdb
         local = engine_torch.train_run(config, wdbc, specs[result.activation], result.seed, device="cpu", threads=1, protocol_hash=config.protocol_hash())
         assert [[getattr(e, k) for k in METRICS] for e in result.epochs] == [[getattr(e, k) for k in METRICS] for e in local.epochs]
         assert (result.test_loss, result.test_accuracy, result.test_predictions) == (local.test_loss, local.test_accuracy, local.test_predictions)
-        assert (result.threads, result.device, result.dataset_fingerprint) == (1, "cpu", wdbc.fingerprint())
+        assert (result.threads, result.device, result.dataset_fingerprint) == (1, "cpu", wdbc.for_seed(result.seed).fingerprint())
+        assert result.split_fingerprint == local.split_fingerprint == wdbc.for_seed(result.seed).split_fingerprint()
         assert saved[f"{specs[result.activation].slug}-seed{result.seed}.json"] == result.to_json()
         # the driver saw this run start, both its epochs, then its end, in that order
         mine = [e[0] if e[0] != "epoch" else e[3] for e in callbacks.events if e[1:3] == (result.activation, result.seed)]
