@@ -84,3 +84,15 @@ def test_resume_of_a_fixed_split_directory_is_refused_clearly(tmp_path, capsys):
     assert "were made with --split fixed" in err and "add --split fixed to resume them" in err
     assert cli.main([*grid, "--split", "fixed"]) == 0
     assert "1 of 1 runs already finished" in " ".join(capsys.readouterr().out.split())
+
+
+def test_tuning_data_has_no_test_samples_for_any_seed():
+    from spocu.experiments.run.tuning import without_test
+
+    tuning = without_test(load_dataset("wdbc", split="per-seed"))
+    for seed in (0, 3):
+        mine = tuning.for_seed(seed)
+        assert len(mine.y_test) == 0 and len(mine.x_test) == 0
+        # the training and validation samples are those of the seed's own split
+        full = load_dataset("wdbc", split="per-seed").for_seed(seed)
+        np.testing.assert_array_equal(mine.x_val, full.x_val)

@@ -220,10 +220,15 @@ class Resplit:
     prepare: Callable[..., Dataset]
     data: tuple
     split_seed: int
+    #: every seed's test split left empty (``--tune lr``'s runs: the test set never takes part)
+    drop_test: bool = False
 
     def for_seed(self, seed: int) -> Dataset:
         dataset = self.prepare(*self.data, split_seed=split_seed_for(self.split_seed, seed))
         dataset.info.update(split="per-seed", split_seed=self.split_seed, run_seed=int(seed))
+        if self.drop_test:
+            indices = None if dataset.test_indices is None else dataset.test_indices[:0]
+            dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:0], y_test=dataset.y_test[:0], test_indices=indices)
         return dataset
 
 

@@ -55,8 +55,9 @@ def rate_label(lr: float) -> str:
 
 
 def without_test(dataset: Dataset) -> Dataset:
-    """``dataset`` with an empty test split (the tuning runs' data: the test set never takes part)."""
-    return dataclasses.replace(dataset, x_test=dataset.x_test[:0], y_test=dataset.y_test[:0])
+    """``dataset`` with an empty test split (the tuning runs' data: the test set never takes part), for every seed's split too."""
+    resplit = None if dataset.resplit is None else dataclasses.replace(dataset.resplit, drop_test=True)
+    return dataclasses.replace(dataset, x_test=dataset.x_test[:0], y_test=dataset.y_test[:0], resplit=resplit)
 
 
 def _last(epochs: list[EpochRecord] | None) -> tuple[float | None, float | None]:
