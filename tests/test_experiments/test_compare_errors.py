@@ -480,6 +480,7 @@ def test_prepare_removes_only_its_own_and_dead_processes_temp_files(tmp_path, ca
         other.wait()
 
 
+@pytest.mark.slow  # two fresh processes, each importing torch
 def test_default_output_names_differ_for_processes_started_in_the_same_second(tmp_path):
     import subprocess
 
@@ -504,6 +505,7 @@ def test_os_exit_in_a_factory_is_a_refusal_not_a_silent_exit_0(tmp_path, monkeyp
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow  # a fresh process with worker processes
 def test_a_jobs_worker_killed_by_the_oom_killer_is_one_line(tmp_path):
     """kill -9 of a --jobs worker (what the OOM killer does): one line naming it and how to resume, no traceback."""
     (tmp_path / "oom.py").write_text(

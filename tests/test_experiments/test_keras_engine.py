@@ -146,6 +146,7 @@ def test_compare_runs_end_to_end_on_each_keras_backend(backend, data, majority, 
         assert len(stream.read().splitlines()) == 1 + 2 * 2
 
 
+@pytest.mark.slow  # a fresh process importing TensorFlow
 def test_a_normal_keras_run_prints_no_framework_log_lines(tmp_path):
     """No TensorFlow/absl/numpy lines on stderr (the issue saw 4-7 of them on every --framework keras run)."""
     import os
