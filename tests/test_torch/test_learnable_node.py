@@ -150,7 +150,7 @@ def test_the_node_gives_the_python_functions_bits(node_ready, dtype, layout, mon
     got = _run(x, params, g, 2.5, param_dtype=torch.float32)
     monkeypatch.setattr(_node, "ENABLED", False)
     want = _run(x, params, g, 2.5, param_dtype=torch.float32)
-    assert got[0].grad_fn.name() == NODE and want[0].grad_fn.name() == "_CppLearnableSPOCUBackward"
+    assert got[0].grad_fn.name() == NODE and want[0].grad_fn.name() == "_FusedLearnableSPOCUBackward"
     assert torch.equal(got[0], want[0])
     assert all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
 
@@ -362,7 +362,7 @@ def test_the_module_node_gives_the_bits_of_map_then_learnable_function(node_read
     got = run()
     monkeypatch.setattr(_node, "ENABLED", False)
     want = run()
-    assert got[0].grad_fn.name() == RAW_NODE and want[0].grad_fn.name() == "_CppLearnableSPOCUBackward"
+    assert got[0].grad_fn.name() == RAW_NODE and want[0].grad_fn.name() == "_FusedLearnableSPOCUBackward"
     assert torch.equal(got[0], want[0])
     assert all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
 

@@ -33,8 +33,8 @@ Differentiation routes (the fewest that keep every tested transform):
 2. :func:`spocu.torch._eager.differentiable_forward`: standard ops that autograd
    differentiates, for exported graphs (``torch.export``, ONNX), which hold no Python Function.
 3. The learnable Functions of :mod:`spocu.torch._learnable`: ``_LearnableSPOCU`` (plain
-   ops; any order, forward AD, vmap), ``_FusedLearnableSPOCU``/``_CppLearnableSPOCU`` (one
-   fused pass each way over the Inductor or C++ kernels; plain formulas for double backward),
+   ops; any order, forward AD, vmap), ``_FusedLearnableSPOCU`` (one fused pass each way over
+   the Inductor or the C++ kernels, passed in; plain formulas for double backward),
    and ``_CompiledSPOCU`` (what ``torch.compile`` traces: no ``jvp``, which Dynamo cannot trace).
 4. Optional, only after :func:`build_kernels`: the C++ autograd nodes of
    :mod:`spocu.torch._node` (eager CPU calls; same bits as 1 and 3, checked when they load),

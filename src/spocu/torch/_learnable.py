@@ -16,14 +16,15 @@ package's convention). The backward evaluates the partials at
 dtype's largest value, so no finite input gives ``inf * 0 = NaN``; beyond it, where the
 true partials exceed the dtype, they saturate at its largest value (with their sign).
 
-Two paths compute this. The plain one (:class:`_LearnableSPOCU`) is written
+Two Functions compute this. The plain one (:class:`_LearnableSPOCU`) is written
 with out-of-place, differentiable ops, so double backward works, and it is what
 tracers (``torch.compile``, export) see; it makes dozens of passes over memory.
-The fused one (:class:`_FusedLearnableSPOCU`, eager mode, large tensors) runs
-the same formulas as two Inductor-compiled kernels: a single-pass forward, and
-a backward that writes ds/dx and reduces the three parameter gradients per
-channel in one pass. Like the fixed path it saves only ``x`` (and the small
-parameter tensors); double backward falls back to the plain formulas.
+The fused one (:class:`_FusedLearnableSPOCU`, eager mode) runs the same formulas
+with the kernels it is given: the C++ library's (:class:`_CppKernels`, CPU) or two
+Inductor-compiled kernels (:class:`_InductorKernels`): a single-pass forward, and a
+backward that writes ds/dx and reduces the three parameter gradients per channel in
+one pass. Like the fixed path it saves only ``x`` (and the small parameter tensors);
+double backward falls back to the plain formulas.
 """
 
 from __future__ import annotations
@@ -342,27 +343,77 @@ def _fused_params(x, alpha, beta, gamma, c):
     return channels, shaped, torch.tensor(c, dtype=ctype, device=x.device)
 
 
-class _FusedLearnableSPOCU(torch.autograd.Function):
-    """Learnable SPOCU with compiled kernels; alpha, beta, gamma have 1 or C (= x.shape[1]) elements.
-
-    Eager mode only (the dispatcher never picks it under ``torch.func`` transforms);
-    forward mode and double backward use the plain formulas.
-    """
+class _InductorKernels:
+    """The learnable kernels compiled by Inductor (any device); None where they cannot run."""
 
     @staticmethod
     def forward(x, alpha, beta, gamma, c):
-        if not is_plain(x, alpha, beta, gamma):  # a legacy-vmap (gradcheck) batched tensor
-            return _plain_forward(x, *(_broadcast_shape(p, x) for p in (alpha, beta, gamma)), c)
         channels, params, c_t = _fused_params(x, alpha, beta, gamma, c)
         src = _layout_for(x.detach(), channels)
         out = torch.empty_like(src)
         x3 = _as_acb(src, channels)
         args = (x3, *params, c_t, _as_acb(out, channels))
         if _inductor.run("learnable_forward", _tag(x3, x.dtype), args, _example(x3, x3)) is _inductor.FAILED:
+            return None
+        return out
+
+    @staticmethod
+    def backward(grad_output, x, alpha, beta, gamma, c):
+        channels, params, c_t = _fused_params(x, alpha, beta, gamma, c)
+        cap = torch.tensor(_partial_cap(c_t.dtype), dtype=c_t.dtype, device=x.device)
+        src = _layout_for(x, channels)
+        grad = dense_like(grad_output, src)
+        out = torch.empty_like(src)
+        x3 = _as_acb(src, channels)
+        args = (_as_acb(grad, channels), x3, *params, c_t, cap, _as_acb(out, channels))
+        sums = _inductor.run("learnable_backward", _tag(x3, x.dtype), args, _example(x3, x3, x3, with_cap=True))
+        return None if sums is _inductor.FAILED else (out, sums)
+
+
+class _CppKernels:
+    """The learnable kernels of the C++ library (:mod:`spocu.torch._cpp`, CPU); None where they cannot run."""
+
+    @staticmethod
+    def forward(x, alpha, beta, gamma, c):
+        channels = alpha.numel()
+        src = _layout_for(x.detach(), channels)
+        out = torch.empty_like(src)
+        if _cpp.learnable_forward(_as_acb(src, channels), _as_acb(out, channels), alpha, beta, gamma, c):
+            return out
+        return None
+
+    @staticmethod
+    def backward(grad_output, x, alpha, beta, gamma, c):
+        channels = alpha.numel()
+        src = _layout_for(x, channels)
+        common = grad_output.dtype == x.dtype and grad_output.is_contiguous() and src.is_contiguous()
+        grad = grad_output if common else dense_like(grad_output.to(x.dtype), src)  # (same shape: autograd's)
+        out = torch.empty_like(src)
+        blocks = [_as_acb(t, channels) for t in (grad, src, out)]
+        sums = _cpp.learnable_backward(*blocks, alpha, beta, gamma, c, _partial_cap(compute_dtype(x.dtype)))
+        return None if sums is None else (out, sums)
+
+
+class _FusedLearnableSPOCU(torch.autograd.Function):
+    """Learnable SPOCU with fused kernels (``kernels``: :class:`_InductorKernels` or :class:`_CppKernels`);
+    alpha, beta, gamma have 1 or C (= x.shape[1]) elements.
+
+    Eager mode only (the dispatcher never picks it under ``torch.func`` transforms); forward
+    mode, double backward, batched (legacy-vmap) tensors and kernels that cannot run use the
+    plain formulas.
+    """
+
+    @staticmethod
+    def forward(x, alpha, beta, gamma, c, kernels):
+        out = kernels.forward(x, alpha, beta, gamma, c) if is_plain(x, alpha, beta, gamma) else None
+        if out is None:
             return _plain_forward(x, *(_broadcast_shape(p, x) for p in (alpha, beta, gamma)), c)
         return out
 
-    setup_context = staticmethod(_save_input_and_parameters)
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save_input_and_parameters(ctx, inputs[:5], output)
+        ctx.kernels = inputs[5]
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -375,63 +426,16 @@ class _FusedLearnableSPOCU(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, alpha, beta, gamma = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        plain = torch.is_grad_enabled() and any(t.requires_grad for t in (grad_output, x, alpha, beta, gamma))
-        if plain or not is_plain(grad_output, x, alpha, beta, gamma):  # double backward, or batched
-            shaped = [_broadcast_shape(p, x) for p in (alpha, beta, gamma)]
-            grads = _plain_backward(grad_output, x, *shaped, ctx.c, needs)
-            return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], (alpha, beta, gamma))), None)
-        channels, params, c_t = _fused_params(x, alpha, beta, gamma, ctx.c)
-        cap = torch.tensor(_partial_cap(c_t.dtype), dtype=c_t.dtype, device=x.device)
-        src = _layout_for(x, channels)
-        grad = dense_like(grad_output, src)
-        out = torch.empty_like(src)
-        x3 = _as_acb(src, channels)
-        args = (_as_acb(grad, channels), x3, *params, c_t, cap, _as_acb(out, channels))
-        sums = _inductor.run("learnable_backward", _tag(x3, x.dtype), args, _example(x3, x3, x3, with_cap=True))
-        if sums is _inductor.FAILED:
-            shaped = [_broadcast_shape(p, x) for p in (alpha, beta, gamma)]
-            grads = _plain_backward(grad_output, x, *shaped, ctx.c, needs)
-            return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], (alpha, beta, gamma))), None)
-        grads = [
-            total.reshape(p.shape).to(p.dtype) if need else None
-            for total, p, need in zip(sums, (alpha, beta, gamma), needs[1:4])
-        ]
-        return (out if needs[0] else None, *grads, None)
-
-
-class _CppLearnableSPOCU(_FusedLearnableSPOCU):
-    """Learnable SPOCU with the C++ kernels (:mod:`spocu.torch._cpp`); the formulas and the saved
-    tensors (x and the small parameters) of :class:`_FusedLearnableSPOCU`, whose ``jvp`` it keeps."""
-
-    @staticmethod
-    def forward(x, alpha, beta, gamma, c):
-        if is_plain(x, alpha, beta, gamma):  # else a legacy-vmap (gradcheck) batched tensor
-            channels = alpha.numel()
-            src = _layout_for(x.detach(), channels)
-            out = torch.empty_like(src)
-            if _cpp.learnable_forward(_as_acb(src, channels), _as_acb(out, channels), alpha, beta, gamma, c):
-                return out
-        return _plain_forward(x, *(_broadcast_shape(p, x) for p in (alpha, beta, gamma)), c)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, alpha, beta, gamma = ctx.saved_tensors
-        needs = ctx.needs_input_grad
         params = (alpha, beta, gamma)
         plain = torch.is_grad_enabled() and any(t.requires_grad for t in (grad_output, x, *params))
         if not plain and is_plain(grad_output, x, *params):  # else double backward, or batched
-            channels = alpha.numel()
-            src = _layout_for(x, channels)
-            common = grad_output.dtype == x.dtype and grad_output.is_contiguous() and src.is_contiguous()
-            grad = grad_output if common else dense_like(grad_output.to(x.dtype), src)  # (same shape: autograd's)
-            out = torch.empty_like(src)
-            blocks = [_as_acb(t, channels) for t in (grad, src, out)]
-            sums = _cpp.learnable_backward(*blocks, *params, ctx.c, _partial_cap(compute_dtype(x.dtype)))
-            if sums is not None:
+            fused = ctx.kernels.backward(grad_output, x, *params, ctx.c)
+            if fused is not None:
+                out, sums = fused
                 grads = [total.reshape(p.shape).to(p.dtype) if need else None for total, p, need in zip(sums, params, needs[1:4])]
-                return (out if needs[0] else None, *grads, None)
+                return (out if needs[0] else None, *grads, None, None)
         grads = _plain_backward(grad_output, x, *(_broadcast_shape(p, x) for p in params), ctx.c, needs)
-        return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], params)), None)
+        return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], params)), None, None)
 
 
 def _unshape(grad, param):
@@ -493,9 +497,9 @@ def spocu_tensor_params(
     if path == "cpp" and all(t.is_cpu for t in (alpha, beta, gamma)):
         if lean and node is not None:  # the C++ node the router chose (it has no forward mode)
             return node(x, alpha, beta, gamma, c)
-        return _lean_apply(_CppLearnableSPOCU, lean)(x, alpha, beta, gamma, c)
+        return _lean_apply(_FusedLearnableSPOCU, lean)(x, alpha, beta, gamma, c, _CppKernels)
     if path == "inductor":
-        return _lean_apply(_FusedLearnableSPOCU, lean)(x, alpha, beta, gamma, c)
+        return _lean_apply(_FusedLearnableSPOCU, lean)(x, alpha, beta, gamma, c, _InductorKernels)
     return _lean_apply(_LearnableSPOCU, lean)(x, a, b, g, c)
 
 

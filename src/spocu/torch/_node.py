@@ -213,7 +213,7 @@ def _same_bits(node: Callable, reference: Callable, inputs: list[torch.Tensor], 
 
 def _self_check_learnable(op: Any) -> None:
     """The learnable node must give the Python Function's bits (the same kernels), values and all gradients."""
-    from spocu.torch._learnable import _CppLearnableSPOCU
+    from spocu.torch._learnable import _CppKernels, _FusedLearnableSPOCU
 
     x0, g0 = _cpp.self_check_inputs(116)  # 120 values, infinities among them
     # each dtype slot and each layout path (row, shared, pixel) once: it runs while the caller's
@@ -226,7 +226,7 @@ def _self_check_learnable(op: Any) -> None:
             x = x.contiguous(memory_format=torch.channels_last)
         params = [torch.linspace(lo, hi, channels, dtype=torch.float32, device="cpu") for lo, hi in ((2.5, 3.5), (0.4, 0.8), (1.5, 4.0))]
         node = lambda *a: op(*a, 2.5, _cap(dtype))  # noqa: E731
-        if not _same_bits(node, lambda *a: _CppLearnableSPOCU.apply(*a, 2.5), [x, *params], g0.to(dtype).reshape(shape)):
+        if not _same_bits(node, lambda *a: _FusedLearnableSPOCU.apply(*a, 2.5, _CppKernels), [x, *params], g0.to(dtype).reshape(shape)):
             raise RuntimeError(f"the learnable autograd node disagrees with the kernel library ({dtype}, {label})")
 
 
@@ -234,11 +234,11 @@ def _self_check_learnable_raw(op: Any) -> None:
     """The raw-weight node must give the bits of the module's own composition: spocu.core's map
     (autograd through softplus, sigmoid, mul, add), then the learnable Python Function."""
     from spocu.core import learnable_positive, learnable_unit
-    from spocu.torch._learnable import _CppLearnableSPOCU
+    from spocu.torch._learnable import _CppKernels, _FusedLearnableSPOCU
 
     def composed(x, ra, rb, rg):
-        return _CppLearnableSPOCU.apply(x, learnable_positive(ra, torch), learnable_unit(rb, torch),
-                                        learnable_positive(rg, torch), 2.5)  # fmt: skip
+        return _FusedLearnableSPOCU.apply(x, learnable_positive(ra, torch), learnable_unit(rb, torch),
+                                          learnable_positive(rg, torch), 2.5, _CppKernels)  # fmt: skip
 
     x0, g0 = _cpp.self_check_inputs(116)
     # raw weights on both sides of softplus's linear threshold (20)
