@@ -270,3 +270,26 @@ def test_robust_test_loss_of_the_torch_engine_against_numpy():
     assert robust["test_huge_logit_share"] == pytest.approx(1 / 5)  # the sample with logit 3e6
     assert loss == pytest.approx(per_sample.mean(), rel=1e-5) and loss > 1e5  # the mean: dominated by that one sample
     assert predictions == np.argmax(logits, axis=1).tolist()
+
+
+def test_with_several_contenders_a_label_needs_the_bonferroni_probability():
+    """Three contenders: each label needs P >= 1 - 0.05/3, so all three verdicts hold together at 95%."""
+    from spocu.experiments.config import resolve_config
+    from spocu.experiments.results.summary import assemble_results
+
+    relu = [0.90, 0.91, 0.89, 0.92, 0.90, 0.91]
+    shift = [0.012, 0.020, 0.002, 0.018, 0.006, 0.016]  # +1.23 points: P(better) = 0.974, between 0.95 and 0.9833
+    contender = list(np.add(relu, shift))
+    p_better = _posterior(relu, contender, 0.5, 0.0)[0]
+    assert 0.95 <= p_better < 1 - 0.05 / 3
+    assert verdict(relu, contender, rope=0.5).label == "better"  # one contender: 0.95 suffices
+    names = ("relu", "selu", "gelu", "elu")
+    config = resolve_config({"activations": names, "seeds": 6})
+    runs = [_run("relu", s, a) for s, a in enumerate(relu)]
+    runs += [_run(name, s, a) for name in names[1:] for s, a in enumerate(contender)]
+    results = assemble_results(config, _Data(), runs, {})
+    assert results["analysis"]["decision_probability"] == pytest.approx(1 - 0.05 / 3)
+    for comparison in results["comparisons"]:
+        v = comparison["verdict"]
+        assert v["p_better"] == pytest.approx(p_better, abs=1e-12)
+        assert v["label"] == "inconclusive"

@@ -138,7 +138,8 @@ def glossary(results: dict) -> list[str]:
         "(Cochran–Mantel–Haenszel); it treats test samples as independent, so it speaks about these test sets, not about new data.",
         f"- **P(better), P(equivalent), P(worse)**: the posterior probability that the true mean Δ is above +{rope}, within ±{rope}, "
         f"or below −{rope} accuracy points (the region of practical equivalence, --rope), from the Bayesian correlated t-test.",
-        f"- **verdict**: better, worse or equivalent when its probability is at least {analysis.get('decision_probability', 0.95):g}, else inconclusive.",
+        f"- **verdict**: better, worse or equivalent when its probability is at least {analysis.get('decision_probability', 0.95):.4g}, "
+        "else inconclusive (1 − 0.05/m for m contenders, Bonferroni: all the report's verdicts hold together at 95%).",
         "- **smallest detectable Δ**: the true difference this many seeds would detect 80% of the time (two-sided, α = 0.05), given the seed-to-seed sd.",
         "- **seeds likely needed**: for an inconclusive verdict, the seeds at which the deciding test would have 80% power "
         "if the observed mean and sd were the truth.",
@@ -147,10 +148,10 @@ def glossary(results: dict) -> list[str]:
     if example is not None and example["verdict"].get("p_better") is not None:
         v, name, reference = example["verdict"], example["activation"], results["reference"]
         reading = {
-            "better": f"so at least {analysis.get('decision_probability', 0.95):g} of the posterior lies above +{rope}: {name} is practically better.",
-            "worse": f"so at least {analysis.get('decision_probability', 0.95):g} of the posterior lies below −{rope}: {name} is practically worse.",
-            "equivalent": f"so at least {analysis.get('decision_probability', 0.95):g} of the posterior lies within ±{rope}: the two are practically equivalent.",
-            "inconclusive": f"so none reaches {analysis.get('decision_probability', 0.95):g} and the run cannot tell yet"
+            "better": f"so at least {analysis.get('decision_probability', 0.95):.4g} of the posterior lies above +{rope}: {name} is practically better.",
+            "worse": f"so at least {analysis.get('decision_probability', 0.95):.4g} of the posterior lies below −{rope}: {name} is practically worse.",
+            "equivalent": f"so at least {analysis.get('decision_probability', 0.95):.4g} of the posterior lies within ±{rope}: the two are practically equivalent.",
+            "inconclusive": f"so none reaches {analysis.get('decision_probability', 0.95):.4g} and the run cannot tell yet"
             + (f"; about {v['seeds_needed']} seeds would likely settle it." if v.get("seeds_needed") else "; more seeds alone would likely not settle it."),
         }[v["label"]]
         lines += [

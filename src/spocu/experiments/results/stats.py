@@ -223,6 +223,21 @@ def bonferroni_confidence(comparisons: int, confidence: float = CONFIDENCE) -> f
     return 1 - (1 - confidence) / max(comparisons, 1)
 
 
+def decision_probability(contenders: int) -> float:
+    """The posterior probability a verdict label needs when ``contenders`` are judged against one reference.
+
+    ``1 - (1 - 0.95) / contenders`` (Bonferroni): each label is a one-sided decision at level
+    0.05 / m, so the m verdicts of a report are right together with probability >= 95%, and a
+    "better" never stands beside a difference that the report's own (equally adjusted) tests
+    leave in doubt.
+
+    Example:
+        >>> decision_probability(1), round(decision_probability(3), 4)
+        (0.95, 0.9833)
+    """
+    return bonferroni_confidence(contenders, DECISION_PROBABILITY)
+
+
 def wilcoxon_floor(nonzero: int) -> float:
     """The smallest two-sided exact Wilcoxon signed-rank p with ``nonzero`` nonzero differences: 2 / 2**k.
 
@@ -361,14 +376,17 @@ def verdict(
     (Bayesian correlated t-test, Corani & Benavoli 2015, baycomp's ``CorrelatedTTest``):
     ``Student t(n - 1, loc = mean(d), scale = sd(d) · sqrt(1/n + r))``; ``P(worse) = P(μ < -rope)``,
     ``P(equivalent) = P(|μ| <= rope)``, ``P(better) = P(μ > rope)``. Label: the first of better,
-    worse, equivalent whose probability is >= ``probability``, else inconclusive.
+    worse, equivalent whose probability is >= ``probability``, else inconclusive. With several
+    contenders against one reference, pass ``decision_probability(m)`` for m contenders, so that
+    all m verdicts hold together at 95% (as the Bonferroni difference intervals do).
 
     ``min_detectable_difference``: the true mean difference (points) a two-sided test at α = 0.05
     detects with 80% power with these n seeds and this sd (``TTestPower``; ``d · sd · sqrt(1 + n·r)``).
     ``seeds_needed`` (inconclusive only): the fewest seeds at which, if the observed mean and sd
     were the truth, the one-sided t-test that decides the label has 80% power: mean beyond the
-    ROPE's nearer edge at α = 0.05 if |mean| > rope (P(better) >= 0.95 is that test), inside it at
-    α = 0.025 otherwise (P(equivalent) >= 0.95 needs both tails <= 0.05 together); None if no number up to
+    ROPE's nearer edge at α = 1 - ``probability`` if |mean| > rope (P(better) >= ``probability`` is that
+    test), inside it at α = (1 - ``probability``)/2 otherwise (P(equivalent) >= ``probability`` needs both
+    tails <= 1 - ``probability`` together); None if no number up to
     :data:`MAX_SEEDS_NEEDED` would (with per-seed splits, more seeds cannot shrink the
     test-set part ``r`` of the variance).
 
@@ -414,7 +432,8 @@ def verdict(
         margin = abs(abs(mean) - rope)  # distance to the ROPE's edge that the deciding one-sided test must clear
         counts = np.arange(max(n, 2), MAX_SEEDS_NEEDED + 1)
         effects = margin / (sd * np.sqrt(1 + counts * test_train_ratio))  # per-seed effect whose t has the right noncentrality
-        alpha = ALPHA if abs(mean) > rope else ALPHA / 2
+        error = 1.0 - probability  # the one-sided level of the test behind a label at this probability
+        alpha = error if abs(mean) > rope else error / 2
         power = TTestPower().power(effect_size=effects, nobs=counts, alpha=alpha, alternative="larger")
         reached = np.nonzero(np.asarray(power) >= POWER)[0]
         needed = int(counts[reached[0]]) if len(reached) and margin > 0 else None

@@ -99,6 +99,7 @@ def assemble_results(
         }
     reference = by_activation[config.reference]
     level = stats.bonferroni_confidence(len(specs) - 1)
+    decide_at = stats.decision_probability(len(specs) - 1)
     comparisons = []
     for spec in specs[1:]:
         mine = by_activation[spec.canonical]
@@ -115,7 +116,8 @@ def assemble_results(
                 tables.append((labels, reference[seed].test_predictions, mine[seed].test_predictions))
         both = [s for s in common if not (is_diverged(reference[s]) or is_diverged(mine[s]))]
         decision = stats.verdict(
-            [reference[s].test_accuracy for s in both], [mine[s].test_accuracy for s in both], rope=rope, test_train_ratio=ratio
+            [reference[s].test_accuracy for s in both], [mine[s].test_accuracy for s in both], rope=rope, test_train_ratio=ratio,
+            probability=decide_at,
         ).as_dict()
         decision.update(_divergence_rule(decision, len(summary[config.reference]["diverged"]), len(summary[spec.canonical]["diverged"]), spec.canonical, config.reference))
         comparisons.append({
@@ -146,7 +148,9 @@ def assemble_results(
         "analysis": {
             "rope": rope,
             "rope_unit": "accuracy points",
-            "decision_probability": stats.DECISION_PROBABILITY,
+            "decision_probability": decide_at,
+            "decision_adjustment": f"Bonferroni: a label needs a posterior probability >= {decide_at:.4g} "
+            f"(1 - 0.05/{len(specs) - 1}), so the {len(specs) - 1} verdict(s) hold together at 95%",
             "interval_adjustment": f"Bonferroni: each difference interval at {level:.4g} for {len(specs) - 1} comparison(s); p-values Holm",
             "test_train_ratio": ratio,
             "diverged_runs": "counted and left out of every accuracy and loss statistic and of the verdict",
