@@ -366,9 +366,23 @@ class _SwapMode(TorchFunctionMode):
         return y
 
 
-@torch.compiler.disable  # frames cannot be traced: under torch.compile each swapped call is a graph break
-def _lookup() -> tuple[nn.Module, nn.Module | None, str]:
+def _lookup_frames() -> tuple[nn.Module, nn.Module | None, str]:
     return _replacement_for(_user_frame())
+
+
+#: what the function mode calls; _compile_safe_lookup() makes it a torch.compiler.disable'd function
+_lookup = _lookup_frames
+
+
+def _compile_safe_lookup() -> None:
+    """Frames cannot be traced: under torch.compile each swapped call is a graph break.
+
+    Applied on the first swap, not at import: ``torch.compiler.disable`` imports Dynamo and, with
+    it, Triton, whose LLVM aborts the process beside an already loaded TensorFlow's.
+    """
+    global _lookup
+    if _lookup is _lookup_frames:
+        _lookup = torch.compiler.disable(_lookup_frames)
 
 
 def _replacement_for(frame: Any) -> tuple[nn.Module, nn.Module | None, str]:
@@ -430,6 +444,7 @@ class _EnterSwap:
         self.fallback = fallback
 
     def __call__(self, module: nn.Module, args: Any) -> None:
+        _compile_safe_lookup()  # a model unpickled in a new process has the hooks without a replace_activations call
         top = _STATE.stack[-1] if _STATE.stack else None
         mode = None
         if top is None or top[1] != self.kinds or _STATE.paused:
@@ -730,6 +745,7 @@ def replace_activations(
         >>> sorted(result.model.spocu_calls)  # doctest: +ELLIPSIS
         ['forward_L...']
     """
+    _compile_safe_lookup()
     if not isinstance(module, nn.Module):
         raise TypeError(
             f"replace_activations: module must be a torch.nn.Module, not {type(module).__name__}"
