@@ -154,3 +154,25 @@ def test_dtensor_on_one_gloo_rank(one_rank_gloo):
         torch.testing.assert_close(leaf.grad.full_tensor(), want[1], **TOL)
         for p, g in zip(getattr(f, "parameters", lambda: [])(), want[2], strict=True):
             torch.testing.assert_close(p.grad.full_tensor(), g, **TOL)
+
+
+@pytest.mark.slow
+def test_torch_compile_over_dtensor_on_one_gloo_rank(one_rank_gloo):
+    """torch.compile of SPOCU (functional, fixed, learnable) with DTensor inputs: values and gradients of plain tensors."""
+    from torch.distributed.tensor import DTensor, Shard, distribute_module, distribute_tensor
+
+    torch._dynamo.reset()
+    x = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(3)) * 3
+    for name, f in cases().items():
+        want = plain_result(f, x)
+        if name == "learnable":
+            f = distribute_module(f, one_rank_gloo)
+        compiled = torch.compile(f)
+        leaf = distribute_tensor(x.clone(), one_rank_gloo, [Shard(0)]).requires_grad_(True)
+        y = compiled(leaf)
+        y.backward(torch.ones_like(y))
+        assert isinstance(y, DTensor), name
+        torch.testing.assert_close(y.full_tensor(), want[0], **TOL)
+        torch.testing.assert_close(leaf.grad.full_tensor(), want[1], **TOL)
+        for p, g in zip(getattr(f, "parameters", lambda: [])(), want[2], strict=True):
+            torch.testing.assert_close(p.grad.full_tensor(), g, **TOL)
