@@ -132,47 +132,32 @@ def one_rank_gloo():
         dist.destroy_process_group()
 
 
-def test_dtensor_on_one_gloo_rank(one_rank_gloo):
-    """(The learnable module's parameters are replicated DTensors, as for any layer with weights.)"""
-    from torch.distributed.tensor import (
-        DTensor,
-        Shard,
-        distribute_module,
-        distribute_tensor,
-    )
+def _check_on_dtensor(mesh, wrap=lambda f: f):
+    """Each case, ``wrap``-ped, on a DTensor input: a DTensor out, with plain tensors' values and gradients."""
+    from torch.distributed.tensor import DTensor, Shard, distribute_module, distribute_tensor
 
     x = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(2)) * 3
     for name, f in cases().items():
         want = plain_result(f, x)
         if name == "learnable":
-            f = distribute_module(f, one_rank_gloo)
-        leaf = distribute_tensor(x.clone(), one_rank_gloo, [Shard(0)]).requires_grad_(True)
-        y = f(leaf)
+            f = distribute_module(f, mesh)
+        leaf = distribute_tensor(x.clone(), mesh, [Shard(0)]).requires_grad_(True)
+        y = wrap(f)(leaf)
         y.backward(torch.ones_like(y))
         assert isinstance(y, DTensor), name
         torch.testing.assert_close(y.full_tensor(), want[0], **TOL)
         torch.testing.assert_close(leaf.grad.full_tensor(), want[1], **TOL)
         for p, g in zip(getattr(f, "parameters", lambda: [])(), want[2], strict=True):
             torch.testing.assert_close(p.grad.full_tensor(), g, **TOL)
+
+
+def test_dtensor_on_one_gloo_rank(one_rank_gloo):
+    """(The learnable module's parameters are replicated DTensors, as for any layer with weights.)"""
+    _check_on_dtensor(one_rank_gloo)
 
 
 @pytest.mark.slow
 def test_torch_compile_over_dtensor_on_one_gloo_rank(one_rank_gloo):
     """torch.compile of SPOCU (functional, fixed, learnable) with DTensor inputs: values and gradients of plain tensors."""
-    from torch.distributed.tensor import DTensor, Shard, distribute_module, distribute_tensor
-
     torch._dynamo.reset()
-    x = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(3)) * 3
-    for name, f in cases().items():
-        want = plain_result(f, x)
-        if name == "learnable":
-            f = distribute_module(f, one_rank_gloo)
-        compiled = torch.compile(f)
-        leaf = distribute_tensor(x.clone(), one_rank_gloo, [Shard(0)]).requires_grad_(True)
-        y = compiled(leaf)
-        y.backward(torch.ones_like(y))
-        assert isinstance(y, DTensor), name
-        torch.testing.assert_close(y.full_tensor(), want[0], **TOL)
-        torch.testing.assert_close(leaf.grad.full_tensor(), want[1], **TOL)
-        for p, g in zip(getattr(f, "parameters", lambda: [])(), want[2], strict=True):
-            torch.testing.assert_close(p.grad.full_tensor(), g, **TOL)
+    _check_on_dtensor(one_rank_gloo, torch.compile)
