@@ -38,6 +38,10 @@ OPTIONAL = {
     "onnxruntime": "dev",
     "triton": "dev",
     "mktestdocs": "dev",
+    "baycomp": "dev",
+    "transformers": "transformers",
+    "mlflow": "mlflow",
+    "tensorboard": "tensorboard",
 }
 _MISSING = re.compile(r"No module named '([\w.]+)'|import of ([\w.]+) halted")
 
