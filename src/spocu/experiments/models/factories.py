@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spocu.experiments.activations import ActivationSpec
-from spocu.experiments.models.spec import SWAPPABLE, UserModelError, factory_name, is_model_factory, parse_swap
+from spocu.experiments.models.spec import SWAPPABLE, ModelSpec, UserModelError, factory_name, is_model_factory, parse_swap
 from spocu.experiments.user_code import import_file, source_sha256
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "factory_name",
     "is_model_factory",
     "load_factory",
+    "load_spec_factory",
 ]
 
 @dataclass(frozen=True)
@@ -289,3 +290,11 @@ def checked_and_swapped(factory: ModelFactory, model: Any, model_type: type, typ
 def check_trainable(factory: ModelFactory, count: int) -> None:
     if count == 0:
         raise UserModelError(f"--model {factory.name}: the model has no trainable parameters; there is nothing to train")
+
+
+def load_spec_factory(spec: ModelSpec) -> ModelFactory:
+    """The factory ``spec`` names; :class:`UserModelError` if its source changed since the protocol hashed it."""
+    factory = load_factory(spec.name, spec.swap)
+    if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
+        raise UserModelError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
+    return factory

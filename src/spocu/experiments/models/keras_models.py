@@ -37,9 +37,8 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
-from functools import partial
+from functools import partial, wraps
 from typing import Any, Iterator
 
 import keras
@@ -53,7 +52,7 @@ from spocu.experiments.models.factories import (
     check_output,
     check_trainable,
     checked_and_swapped,
-    load_factory,
+    load_spec_factory,
 )
 from spocu.experiments.models.spec import ModelSpec
 from spocu.experiments.seeding import STREAM_INIT, derive_seed
@@ -209,9 +208,7 @@ def resnet20(input_shape: tuple[int, ...], num_classes: int, activation: Any, ke
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int) -> keras.Model:
     """The network ``spec`` for a dataset's ``input_shape`` (features, or C x H x W), initialized for ``seed``."""
     if spec.is_factory:
-        factory = load_factory(spec.name, spec.swap)
-        if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
-            raise UserModelError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
+        factory = load_spec_factory(spec)
         init = None if activation.init == OWN_INIT else activation.init
         return build_keras_model(factory, activation, keras_input_shape(input_shape), num_classes, seed, init)
     if spec.name == "resnet20":
@@ -375,7 +372,7 @@ def _record_keras_swap(factory: ModelFactory, model: Any) -> None:
 def _recording(function: Any, calls: list[int]) -> Any:
     """``function`` that appends to ``calls`` each time it runs (a Keras activation a factory may ignore)."""
 
-    @functools.wraps(function)
+    @wraps(function)
     def activation(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return function(*args, **kwargs)

@@ -41,7 +41,7 @@ from spocu.experiments.models.factories import (
     check_output,
     check_trainable,
     checked_and_swapped,
-    load_factory,
+    load_spec_factory,
 )
 from spocu.experiments.models.spec import ModelSpec
 from spocu.experiments.seeding import STREAM_INIT, derive_seed
@@ -122,9 +122,7 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
     models are drawn by :func:`initialize`.
     """
     if spec.is_factory:
-        factory = load_factory(spec.name, spec.swap)
-        if spec.source_sha256 is not None and factory.source_sha256 != spec.source_sha256:
-            raise UserModelError(f"--model {factory.name}: its source file {factory.source} changed during the experiment")
+        factory = load_spec_factory(spec)
         return build_torch_model(factory, activation, input_shape, num_classes, seed, allow_partial_swap=spec.allow_partial_swap)
     if spec.name == "resnet20":
         if len(input_shape) != 3:
