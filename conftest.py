@@ -62,5 +62,9 @@ def pytest_make_collect_report(collector):
         package = missing_optional_package(report.longreprtext)
         if package is not None:
             report.outcome = "skipped"
-            report.longrepr = (str(collector.path), 0, f"Skipped: {package} is not installed (pip install 'spocu[{OPTIONAL[package]}]')")
+            report.longrepr = (
+                str(collector.path),
+                0,
+                f"Skipped: {package} is not installed (pip install 'spocu[{OPTIONAL[package]}]')",
+            )
     return report

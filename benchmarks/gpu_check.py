@@ -174,8 +174,12 @@ def run_throughput() -> None:
 
                 return call
 
-            t_fwd = interleaved_medians({k: fwd(f) for k, f in fns.items()}, rounds=rounds, warmup=3, inner=inner, sync=sync)
-            t_fb = interleaved_medians({k: fb(f) for k, f in fns.items()}, rounds=rounds, warmup=3, inner=inner, sync=sync)
+            t_fwd = interleaved_medians(
+                {k: fwd(f) for k, f in fns.items()}, rounds=rounds, warmup=3, inner=inner, sync=sync
+            )
+            t_fb = interleaved_medians(
+                {k: fb(f) for k, f in fns.items()}, rounds=rounds, warmup=3, inner=inner, sync=sync
+            )
             for name in fns:
                 row = {"dtype": str(dtype).replace("torch.", ""), "numel": n, "name": name,
                        "fwd_ms": t_fwd[name] * 1e3, "fwd_throughput_vs_relu": t_fwd["ReLU"] / t_fwd[name],
@@ -223,7 +227,9 @@ def run_learnable() -> None:
     times = interleaved_medians(steps, rounds=3 if CPU else 20, warmup=3, sync=sync)
     print("seed CNN training step, batch 100, eager (median ms; ratio to ReLU)")
     for name, t in times.items():
-        results["learnable"].append({"what": "seed CNN step", "name": name, "ms": t * 1e3, "ratio_to_relu": t / times["ReLU"]})
+        results["learnable"].append(
+            {"what": "seed CNN step", "name": name, "ms": t * 1e3, "ratio_to_relu": t / times["ReLU"]}
+        )
         print(f"  {name:30s} {t * 1e3:8.3f} ms ({t / times['ReLU']:.3f}x)", flush=True)
 
 
@@ -248,7 +254,9 @@ def main(argv: list[str]) -> int:
         print("no CUDA device: nothing to check (use --cpu to rehearse the script with the Triton interpreter)")
         return 2
     start = time.perf_counter()
-    results["device"] = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (Triton interpreter: timings are not speeds)"
+    results["device"] = (
+        torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (Triton interpreter: timings are not speeds)"
+    )
     results["torch"] = torch.__version__
     print(f"spocu gpu_check on {results['device']}, torch {torch.__version__}")
     chosen = args.sections.split(",")

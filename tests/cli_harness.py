@@ -39,7 +39,12 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
     full_env["COLUMNS"] = "200"  # one-line messages stay one line
     full_env.update(env or {})
     done = subprocess.run(
-        [sys.executable, "-m", "spocu", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "spocu", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
     return CliResult(list(args), done.returncode, done.stdout, done.stderr)

@@ -17,6 +17,7 @@ mpmath.mp.dps = 50
 
 def mp_spocu(x, alpha=core.DEFAULT_ALPHA, beta=core.DEFAULT_BETA, gamma=core.DEFAULT_GAMMA, c=math.inf):
     """SPOCU in 50-digit arithmetic, straight from the definition."""
+
     def r(u):
         return u**3 * (u**5 - 2 * u**4 + 2)
 
@@ -88,7 +89,11 @@ def test_derivative_conventions():
     assert reference_spocu_grad(-np.inf) == 0.0
     assert np.isnan(reference_spocu_grad(np.nan))
     assert reference_spocu_grad(0.0) == pytest.approx(
-        (p.alpha / p.gamma) * 2 * p.beta**2 * (1 - p.beta) * (3 + 3 * p.beta + 3 * p.beta**2 + 3 * p.beta**3 - 4 * p.beta**4),
+        (p.alpha / p.gamma)
+        * 2
+        * p.beta**2
+        * (1 - p.beta)
+        * (3 + 3 * p.beta + 3 * p.beta**2 + 3 * p.beta**3 - 4 * p.beta**4),
         rel=1e-13,
     )
 
@@ -184,8 +189,13 @@ def test_derivative_safe_bound_keeps_the_derivative_finite():
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"alpha": 1e308}, "alpha"), ({"alpha": 1e-300}, "alpha"), ({"gamma": 1e308}, "gamma"),
-     ({"gamma": 1e-300}, "gamma"), ({"alpha": 1e30, "gamma": 1e-4}, "gamma")],
+    [
+        ({"alpha": 1e308}, "alpha"),
+        ({"alpha": 1e-300}, "alpha"),
+        ({"gamma": 1e308}, "gamma"),
+        ({"gamma": 1e-300}, "gamma"),
+        ({"alpha": 1e30, "gamma": 1e-4}, "gamma"),
+    ],
 )
 def test_in_domain_parameters_outside_the_supported_range_are_named(kwargs, name):
     """In the domain, but the float32-coefficient kernels' coefficients would overflow or flush to 0: the
@@ -214,7 +224,8 @@ def test_tiny_beta_is_supported_with_fixed_parameters():
     p = SPOCUParams(beta=1e-9)
     assert all(math.isfinite(e) for e in p.x_coefficients)
     assert float(np.polynomial.polynomial.polyval(1.0, (0.0,) + p.x_coefficients)) == pytest.approx(
-        float(mp_spocu(1.0, beta=1e-9)), rel=1e-12)
+        float(mp_spocu(1.0, beta=1e-9)), rel=1e-12
+    )
 
 
 # ---------------------------------------------------------------- parameter derivatives
@@ -227,12 +238,14 @@ def test_reference_param_grads_match_mpmath_derivatives(c):
     xs = np.concatenate([np.linspace(p.lower_bound + 0.01, min(p.upper_bound - 0.01, 9.0), 23), [-3.0]])
     got = core.reference_spocu_param_grads(xs, alpha, beta, gamma, c)
     for i, name in enumerate(("alpha", "beta", "gamma")):
+
         def f(v, x):
             kw = {"alpha": alpha, "beta": beta, "gamma": gamma, name: v}
             return mp_spocu(x, c=c, **kw)
 
-        exact = np.array([float(mpmath.diff(lambda v: f(v, x), {"alpha": alpha, "beta": beta, "gamma": gamma}[name]))
-                          for x in xs])
+        exact = np.array(
+            [float(mpmath.diff(lambda v: f(v, x), {"alpha": alpha, "beta": beta, "gamma": gamma}[name])) for x in xs]
+        )
         np.testing.assert_allclose(got[i], exact, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
@@ -241,8 +254,9 @@ def test_reference_param_grads_at_kinks_flat_pieces_and_infinities(c):
     """The convention: h' = 0 at the kinks, on the flat pieces and at +-inf; no NaN for a non-NaN input."""
     alpha, beta, gamma = 1.0, 0.5, 2.0
     r_prime_beta = float(core.r_prime(beta))
-    xs = np.array([-np.inf, -1e300, -1.0, 2.0, 1e300, np.inf]) if math.isfinite(c) else np.array([-np.inf, -1.0,
-                                                                                                   np.inf])
+    xs = (
+        np.array([-np.inf, -1e300, -1.0, 2.0, 1e300, np.inf]) if math.isfinite(c) else np.array([-np.inf, -1.0, np.inf])
+    )
     d_alpha, d_beta, d_gamma = core.reference_spocu_param_grads(xs, alpha, beta, gamma, c)
     assert not np.isnan(np.stack([d_alpha, d_beta, d_gamma])).any()
     np.testing.assert_array_equal(d_gamma, 0.0)
@@ -304,9 +318,14 @@ def test_params_to_learnable_inverts_learnable_to_params(alpha, beta, gamma):
 
 @pytest.mark.parametrize(
     "kwargs, name, interval",
-    [({"beta": 1e-9}, "beta", "(1e-06, 0.999999)"), ({"beta": 1 - 1e-7}, "beta", "(1e-06, 0.999999)"),
-     ({"alpha": 1e-6}, "alpha", "(1e-06, 3.40282e+38]"), ({"alpha": 5e-7}, "alpha", "(1e-06, 3.40282e+38]"),
-     ({"gamma": 1e-300}, "gamma", "(1e-06, 3.40282e+38]"), ({"alpha": 1e39}, "alpha", "(1e-06, 3.40282e+38]")],
+    [
+        ({"beta": 1e-9}, "beta", "(1e-06, 0.999999)"),
+        ({"beta": 1 - 1e-7}, "beta", "(1e-06, 0.999999)"),
+        ({"alpha": 1e-6}, "alpha", "(1e-06, 3.40282e+38]"),
+        ({"alpha": 5e-7}, "alpha", "(1e-06, 3.40282e+38]"),
+        ({"gamma": 1e-300}, "gamma", "(1e-06, 3.40282e+38]"),
+        ({"alpha": 1e39}, "alpha", "(1e-06, 3.40282e+38]"),
+    ],
 )
 def test_params_to_learnable_names_the_supported_range(kwargs, name, interval):
     values = {"alpha": 1.0, "beta": 0.5, "gamma": 1.0, **kwargs}

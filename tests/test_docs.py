@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-grab_code_blocks = pytest.importorskip("mktestdocs", reason="mktestdocs is not installed (pip install -e '.[dev]')").grab_code_blocks
+grab_code_blocks = pytest.importorskip(
+    "mktestdocs", reason="mktestdocs is not installed (pip install -e '.[dev]')"
+).grab_code_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted(p for p in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")] if grab_code_blocks(p.read_text()))
@@ -49,5 +51,7 @@ def test_page_examples_run(page: Path, tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env.setdefault("JAX_PLATFORMS", "cpu")
-    done = subprocess.run([sys.executable, "page.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "page.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"{page.name}'s examples failed:\n{done.stderr[-4000:]}"

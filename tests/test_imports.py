@@ -22,19 +22,28 @@ sys.meta_path.insert(0, _Block())
 
 
 def _run(code: str, blocked: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", _BLOCK.format(blocked=set(blocked)) + code], capture_output=True,
-                          text=True, env=dict(os.environ), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", _BLOCK.format(blocked=set(blocked)) + code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+    )
 
 
 def test_import_spocu_needs_only_numpy():
-    proc = _run("import spocu; print(round(float(spocu.reference_spocu(1.0)), 6), "
-                f"[m for m in {FRAMEWORKS!r} if m in sys.modules])", FRAMEWORKS)
+    proc = _run(
+        "import spocu; print(round(float(spocu.reference_spocu(1.0)), 6), "
+        f"[m for m in {FRAMEWORKS!r} if m in sys.modules])",
+        FRAMEWORKS,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1.261978", "[]"]
 
 
-@pytest.mark.parametrize(("module", "extra"), [("spocu.flax", "flax"), ("spocu.flax.linen", "flax"),
-                                               ("spocu.equinox", "equinox")])
+@pytest.mark.parametrize(
+    ("module", "extra"), [("spocu.flax", "flax"), ("spocu.flax.linen", "flax"), ("spocu.equinox", "equinox")]
+)
 def test_a_missing_integration_names_its_extra(module, extra):
     proc = _run(f"import {module}", ["flax", "equinox"])
     assert proc.returncode != 0

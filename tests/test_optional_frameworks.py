@@ -33,11 +33,20 @@ def test_collection_without_keras_jax_and_pandas_skips_with_reasons(tmp_path):
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")]),
         "SPOCU_BLOCK": "keras,tensorflow,jax,jaxlib,flax,equinox,pandas",
     }
-    targets = ["src/spocu/keras/__init__.py", "src/spocu/jax/functional.py", "src/spocu/core.py",
-               "tests/test_experiments/test_userdata.py", "tests/test_keras/test_keras_spocu.py"]
+    targets = [
+        "src/spocu/keras/__init__.py",
+        "src/spocu/jax/functional.py",
+        "src/spocu/core.py",
+        "tests/test_experiments/test_userdata.py",
+        "tests/test_keras/test_keras_spocu.py",
+    ]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "block_imports", "-p", "no:cacheprovider", "--co", "-q", *targets],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out

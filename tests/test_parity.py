@@ -64,7 +64,9 @@ def _torch_path_unavailable(path: str) -> tuple[str | None, str]:
         import spocu.torch
 
         status = spocu.torch.build_kernels(timeout=600)
-        return (None if status["state"] == "ready" else f"the C++ kernels are unavailable here: {status['reason']}"), "cpu"
+        return (
+            None if status["state"] == "ready" else f"the C++ kernels are unavailable here: {status['reason']}"
+        ), "cpu"
     if path == "inductor":
         from spocu.torch import _inductor
 
@@ -146,10 +148,20 @@ def _across_frameworks(kind: str, tmp: str, in_process: dict, prefix: bool) -> d
     procs = {}
     for fw in FRAMEWORKS:
         if fw.startswith("keras-") and _missing(fw) is None and fw != f"keras-{current}":
-            env = {**os.environ, "KERAS_BACKEND": fw.split("-")[1], "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu",
-                   "JAX_ENABLE_X64": "1"}  # a process of its own: float64 on Keras's JAX backend needs x64
-            procs[fw] = subprocess.Popen([sys.executable, str(WORKER), kind, f"{tmp}/{fw}.npz"], env=env,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env = {
+                **os.environ,
+                "KERAS_BACKEND": fw.split("-")[1],
+                "TF_CPP_MIN_LOG_LEVEL": "3",
+                "JAX_PLATFORMS": "cpu",
+                "JAX_ENABLE_X64": "1",
+            }  # a process of its own: float64 on Keras's JAX backend needs x64
+            procs[fw] = subprocess.Popen(
+                [sys.executable, str(WORKER), kind, f"{tmp}/{fw}.npz"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
     named = (lambda fw, got: {f"{fw}-{k}": v for k, v in got.items()}) if prefix else (lambda fw, got: dict(got))
     results: dict[str, dict[str, np.ndarray] | str] = {}
     for fw in FRAMEWORKS:
@@ -259,6 +271,7 @@ def _torch_edges() -> dict:
             y = spocu(x, a, b, g, c, backend=backend)
             y.backward(torch.ones_like(y))
             return {"x": as64(x), "y": as64(y), "gx": as64(x.grad)}
+
         return run
 
     def tensor_params(x64, dtype, a, b, g, c, backend):
@@ -268,8 +281,15 @@ def _torch_edges() -> dict:
             ps = [torch.full((x.shape[1],), p, dtype=tdt, requires_grad=True) for p in (a, b, g)]
             y = spocu(x, *ps, c, backend=backend)
             y.backward(torch.ones_like(y))
-            return {"x": as64(x[0]), "y": as64(y[0]), "gx": as64(x.grad[0]), "galpha": as64(ps[0].grad),
-                    "gbeta": as64(ps[1].grad), "ggamma": as64(ps[2].grad)}
+            return {
+                "x": as64(x[0]),
+                "y": as64(y[0]),
+                "gx": as64(x.grad[0]),
+                "galpha": as64(ps[0].grad),
+                "gbeta": as64(ps[1].grad),
+                "ggamma": as64(ps[2].grad),
+            }
+
         return run
 
     def exported(x64, dtype, a, b, g, c):
@@ -281,6 +301,7 @@ def _torch_edges() -> dict:
             y = program.module()(x)
             y.backward(torch.ones_like(y))
             return {"x": as64(x), "y": as64(y), "gx": as64(x.grad)}
+
         return run
 
     def compiled(x64, dtype, a, b, g, c, learnable):
@@ -295,6 +316,7 @@ def _torch_edges() -> dict:
             if learnable:
                 got.update(galpha=as64(ps[0].grad), gbeta=as64(ps[1].grad), ggamma=as64(ps[2].grad))
             return got
+
         return run
 
     for dtype in EDGE_DTYPES:
@@ -326,15 +348,24 @@ def _jax_edges() -> dict:
 
                 def fixed():
                     y, vjp = jax.vjp(lambda v: spocu(v, a, b, g, c), x)
-                    return {"x": np.asarray(x, np.float64), "y": np.asarray(y, np.float64),
-                            "gx": np.asarray(vjp(jnp.ones_like(y))[0], np.float64)}
+                    return {
+                        "x": np.asarray(x, np.float64),
+                        "y": np.asarray(y, np.float64),
+                        "gx": np.asarray(vjp(jnp.ones_like(y))[0], np.float64),
+                    }
 
                 def arrays():
                     ps = [jnp.full(x.shape, p, dtype=dtype) for p in (a, b, g)]
                     y, vjp = jax.vjp(lambda *v: spocu(v[0], *v[1:], c=c), x, *ps)
                     grads = [np.asarray(t, np.float64) for t in vjp(jnp.ones_like(y))]
-                    return {"x": np.asarray(x, np.float64), "y": np.asarray(y, np.float64), "gx": grads[0],
-                            "galpha": grads[1], "gbeta": grads[2], "ggamma": grads[3]}
+                    return {
+                        "x": np.asarray(x, np.float64),
+                        "y": np.asarray(y, np.float64),
+                        "gx": grads[0],
+                        "galpha": grads[1],
+                        "gbeta": grads[2],
+                        "ggamma": grads[3],
+                    }
 
                 _record(out, "jax-fixed", key, fixed)
                 _record(out, "jax-array", key, arrays)
@@ -353,17 +384,27 @@ def edges(tmp_path_factory):
 
 
 EDGE_PATHS = {
-    "torch": ["torch-eager", "torch-fused", "torch-learnable", "torch-learnable-fused", "torch-export",
-              "torch-compiled", "torch-learnable-compiled"],
+    "torch": [
+        "torch-eager",
+        "torch-fused",
+        "torch-learnable",
+        "torch-learnable-fused",
+        "torch-export",
+        "torch-compiled",
+        "torch-learnable-compiled",
+    ],
     "jax": ["jax-fixed", "jax-array"],
-    **{f"keras-{b}": [f"keras-{b}-fixed", f"keras-{b}-tensor", f"keras-{b}-layer"]
-       for b in ("tensorflow", "jax", "torch")},
+    **{
+        f"keras-{b}": [f"keras-{b}-fixed", f"keras-{b}-tensor", f"keras-{b}-layer"]
+        for b in ("tensorflow", "jax", "torch")
+    },
 }
 
 
 def _assert_edge(got: np.ndarray, ref: np.ndarray, x: np.ndarray, dtype: str, what: str) -> None:
-    where = lambda mask: ", ".join(f"x={xi!r}: got {gi!r}, reference {ri!r}"  # noqa: E731
-                                   for xi, gi, ri in zip(x[mask], got[mask], ref[mask]))
+    def where(mask: np.ndarray) -> str:
+        return ", ".join(f"x={xi!r}: got {gi!r}, reference {ri!r}" for xi, gi, ri in zip(x[mask], got[mask], ref[mask]))
+
     nan = np.isnan(got)
     assert not nan.any(), f"{what}: NaN for a non-NaN input at {where(nan)}"
     big = EDGE_MAX[dtype]

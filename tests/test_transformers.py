@@ -38,18 +38,14 @@ def test_hidden_act_builds_spocu(name, c):
     act = _bert(hidden_act=name).encoder.layer[0].intermediate.intermediate_act_fn
     assert isinstance(act, SPOCU) and act.c == c and not act.learnable
     x = torch.linspace(-3, 3, 25, dtype=torch.float64)
-    torch.testing.assert_close(
-        act(x), torch.as_tensor(reference_spocu(x.numpy(), c=c)), rtol=1e-12, atol=1e-12
-    )
+    torch.testing.assert_close(act(x), torch.as_tensor(reference_spocu(x.numpy(), c=c)), rtol=1e-12, atol=1e-12)
 
 
 def test_register_is_idempotent_and_never_overwrites(monkeypatch):
     spocu.transformers.register()
     assert isinstance(ACT2FN["spocu"], SPOCU)
     monkeypatch.setitem(ACT2FN, "spocu_c1", torch.nn.ReLU)
-    with pytest.raises(
-        ValueError, match=r"ACT2FN\['spocu_c1'\] is already .*ReLU.*not overwriting"
-    ):
+    with pytest.raises(ValueError, match=r"ACT2FN\['spocu_c1'\] is already .*ReLU.*not overwriting"):
         spocu.transformers.register()
 
 
@@ -96,9 +92,7 @@ def test_save_pretrained_from_pretrained_in_a_fresh_process(tmp_path):
 def test_a_swapped_model_keeps_spocu_through_save_and_load(tmp_path):
     model = _bert()  # hidden_act="gelu": GELUActivation modules
     plain = _output(model)
-    report = replace_activations(
-        model, "gelu", lambda: SPOCU(c=1.0), example_inputs=IDS, report=True
-    )
+    report = replace_activations(model, "gelu", lambda: SPOCU(c=1.0), example_inputs=IDS, report=True)
     assert report.summary() == "2 of 2 gelu (2 modules, 0 functional calls)"
     assert model.config.hidden_act == "spocu_c1"
     swapped = _output(model)
@@ -125,12 +119,8 @@ def test_a_swap_the_config_cannot_say_refuses_to_save(tmp_path, new):
 
 def test_a_swap_the_config_would_change_elsewhere_refuses_to_save(tmp_path):
     model = _bert()
-    model.encoder.layer[0].intermediate.intermediate_act_fn = SPOCU(
-        c=1.0
-    )  # set by hand: not in the config
-    replace_activations(
-        model, "gelu", SPOCU
-    )  # layer 1 only, c = inf: "spocu" would rebuild layer 0 with c = inf
+    model.encoder.layer[0].intermediate.intermediate_act_fn = SPOCU(c=1.0)  # set by hand: not in the config
+    replace_activations(model, "gelu", SPOCU)  # layer 1 only, c = inf: "spocu" would rebuild layer 0 with c = inf
     assert model.config.hidden_act == "gelu"
     with pytest.raises(
         RuntimeError,

@@ -100,21 +100,15 @@ class Root(nn.Module):
 
 
 class Tree(nn.Module):
-    def __init__(
-        self, in_channels: int, out_channels: int, level: int = 1, stride: int = 1
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, level: int = 1, stride: int = 1) -> None:
         super().__init__()
         self.root = Root(2 * out_channels, out_channels)
         if level == 1:
             self.left_tree = BasicBlock(in_channels, out_channels, stride=stride)
             self.right_tree = BasicBlock(out_channels, out_channels, stride=1)
         else:
-            self.left_tree = Tree(
-                in_channels, out_channels, level=level - 1, stride=stride
-            )
-            self.right_tree = Tree(
-                out_channels, out_channels, level=level - 1, stride=1
-            )
+            self.left_tree = Tree(in_channels, out_channels, level=level - 1, stride=stride)
+            self.right_tree = Tree(out_channels, out_channels, level=level - 1, stride=1)
 
     def forward(self, x):
         out1 = self.left_tree(x)
@@ -127,12 +121,8 @@ class SimpleDLA(nn.Module):
 
     def __init__(self, w: int = 2, num_classes: int = 10) -> None:
         super().__init__()
-        self.base = nn.Sequential(
-            nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True)
-        )
-        self.layer1 = nn.Sequential(
-            nn.Conv2d(w, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True)
-        )
+        self.base = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True))
+        self.layer1 = nn.Sequential(nn.Conv2d(w, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True))
         self.layer2 = nn.Sequential(
             nn.Conv2d(w, 2 * w, 3, 1, 1, bias=False),
             nn.BatchNorm2d(2 * w),
@@ -157,9 +147,7 @@ class MobileBlock(nn.Module):
     def __init__(self, channels: int = 4) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, 2 * channels, 1, bias=False)
-        self.conv2 = nn.Conv2d(
-            2 * channels, 2 * channels, 3, padding=1, groups=2 * channels, bias=False
-        )
+        self.conv2 = nn.Conv2d(2 * channels, 2 * channels, 3, padding=1, groups=2 * channels, bias=False)
         self.conv3 = nn.Conv2d(2 * channels, channels, 1, bias=False)
 
     def forward(self, x):

@@ -548,7 +548,11 @@ def reference_spocu_param_grads(
         d_beta = (ld(alpha) * (hp - ld(float(r_prime(beta))))).astype(np.float64)
         d_gamma = np.where(slope, -ld(alpha) * hp * np.where(slope, x, 0.0).astype(ld) / ld(gamma) ** 2, 0.0)
     nan = np.isnan(x)
-    return np.where(nan, np.nan, d_alpha), np.where(nan, np.nan, d_beta), np.where(nan, np.nan, d_gamma.astype(np.float64))
+    return (
+        np.where(nan, np.nan, d_alpha),
+        np.where(nan, np.nan, d_beta),
+        np.where(nan, np.nan, d_gamma.astype(np.float64)),
+    )
 
 
 # ---------------------------------------------------------------- learnable parameters

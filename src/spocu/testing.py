@@ -43,8 +43,12 @@ RTOL = {"float64": 1e-12, "float32": 1e-5, "bfloat16": 2.0**-8, "float16": 2.0**
 #: the compute dtype of each input dtype (half types run in float32 inside)
 COMPUTE = {"float64": "float64", "float32": "float32", "bfloat16": "float32", "float16": "float32"}
 
-MAX = {"float64": 1.7976931348623157e308, "float32": 3.4028234663852886e38, "bfloat16": 3.3895313892515355e38,
-       "float16": 65504.0}
+MAX = {
+    "float64": 1.7976931348623157e308,
+    "float32": 3.4028234663852886e38,
+    "bfloat16": 3.3895313892515355e38,
+    "float16": 65504.0,
+}
 
 PARAM_SETS = {
     "default": SPOCUParams(),

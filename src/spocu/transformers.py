@@ -60,9 +60,7 @@ def register() -> None:
 
     for name, kwargs in NAMES.items():
         entry = (SPOCU, kwargs) if kwargs else SPOCU
-        present = dict.get(
-            ACT2FN, name
-        )  # the raw entry: ACT2FN[name] would build an instance
+        present = dict.get(ACT2FN, name)  # the raw entry: ACT2FN[name] would build an instance
         if present is not None and present != entry:
             raise ValueError(
                 f"spocu.transformers.register: ACT2FN[{name!r}] is already {present!r}; not overwriting it"
@@ -105,9 +103,7 @@ def _fresh(model: nn.Module, config: Any) -> nn.Module:
         return type(model)(config)
 
 
-def after_swap(
-    model: nn.Module, replaced: dict[str, str], call_sites: dict[str, list[str]]
-) -> None:
+def after_swap(model: nn.Module, replaced: dict[str, str], call_sites: dict[str, list[str]]) -> None:
     """Make a swapped transformers model save what it runs: update its config, or make save_pretrained refuse.
 
     Called by :func:`spocu.torch.replace_activations` on a model with a transformers ``config``.
@@ -118,38 +114,26 @@ def after_swap(
     names = {_name_of(model.get_submodule(path)) for path in replaced}
     reason = None
     if call_sites:
-        reason = (
-            "functional activation calls were swapped, which no config field describes"
-        )
+        reason = "functional activation calls were swapped, which no config field describes"
     elif not fields:
         reason = f"{type(config).__name__} has no activation field ({', '.join(ACTIVATION_FIELDS)})"
     elif None in names or len(names) != 1:
-        reason = 'the replacement is not one registered name ("spocu": the defaults, or "spocu_c1": c = 1, not learnable)'
+        reason = (
+            'the replacement is not one registered name ("spocu": the defaults, or "spocu_c1": c = 1, not learnable)'
+        )
     if reason is None:
         name = names.pop()
         before = {f: getattr(config, f) for f in fields}
-        candidate = type(config).from_dict(
-            {**config.to_dict(), **{f: name for f in fields}}
-        )
+        candidate = type(config).from_dict({**config.to_dict(), **{f: name for f in fields}})
         try:
             rebuilt = _fresh(model, candidate)
         except Exception as error:  # noqa: BLE001 - any failure to rebuild: refuse at save time, saying it
             reason = f"rebuilding {type(model).__name__} from its config to check it failed ({type(error).__name__}: {error})"
         else:
-            expected = {
-                path: (type(m).__name__, m.extra_repr())
-                for path, m in model.named_modules()
-            }
-            got = {
-                path: (type(m).__name__, m.extra_repr())
-                for path, m in rebuilt.named_modules()
-            }
+            expected = {path: (type(m).__name__, m.extra_repr()) for path, m in model.named_modules()}
+            got = {path: (type(m).__name__, m.extra_repr()) for path, m in rebuilt.named_modules()}
             if expected != got:
-                wrong = sorted(
-                    p
-                    for p in expected.keys() | got.keys()
-                    if expected.get(p) != got.get(p)
-                )
+                wrong = sorted(p for p in expected.keys() | got.keys() if expected.get(p) != got.get(p))
                 reason = (
                     f"setting {'/'.join(fields)} to {name!r} (was {before}) would build other modules at "
                     f"{', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}"

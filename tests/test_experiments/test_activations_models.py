@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from reference_checks import assert_matches_reference
 
+from reference_checks import assert_matches_reference
 from spocu.core import SPOCUParams
 from spocu.experiments.activations import ACTIVATIONS, parse_activation, split_activation_list
 from spocu.experiments.config import ModelSpec, resolve_config
-from spocu.experiments.run.engine import batch_order
 from spocu.experiments.models.torch_models import build_model, count_parameters, initialize
+from spocu.experiments.run.engine import batch_order
 
 
 @pytest.mark.parametrize(
@@ -125,7 +125,9 @@ def test_same_seed_gives_the_same_draws_scaled_by_each_init():
         initialize(nets[name], act.init, seed=7)
     for relu_layer, selu_layer, spocu_layer in zip(*(n.modules() for n in nets.values())):
         if isinstance(relu_layer, torch.nn.Linear):
-            torch.testing.assert_close(relu_layer.weight, selu_layer.weight * math.sqrt(2), rtol=1e-6, atol=0)  # He = sqrt(2) LeCun
+            torch.testing.assert_close(
+                relu_layer.weight, selu_layer.weight * math.sqrt(2), rtol=1e-6, atol=0
+            )  # He = sqrt(2) LeCun
             torch.testing.assert_close(spocu_layer.weight, selu_layer.weight, rtol=0, atol=0)  # both LeCun normal
             assert torch.count_nonzero(relu_layer.bias) == 0
     other = build_model(spec, (30,), 2, parse_activation("selu"))
@@ -135,7 +137,13 @@ def test_same_seed_gives_the_same_draws_scaled_by_each_init():
 
 @pytest.mark.parametrize(
     "scheme, variance",
-    [("lecun-normal", 1 / 400), ("he-normal", 2 / 400), ("glorot-normal", 2 / 600), ("glorot-uniform", 2 / 600), ("torch-default", 1 / 1200)],
+    [
+        ("lecun-normal", 1 / 400),
+        ("he-normal", 2 / 400),
+        ("glorot-normal", 2 / 600),
+        ("glorot-uniform", 2 / 600),
+        ("torch-default", 1 / 1200),
+    ],
 )
 def test_init_variances(scheme, variance):
     layer = torch.nn.Sequential(torch.nn.Linear(400, 200))

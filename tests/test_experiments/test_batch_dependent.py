@@ -70,7 +70,9 @@ def test_the_sizing_probe_leaves_mode_buffers_and_rng_bit_for_bit():
     assert torch.equal(torch.get_rng_state(), rng)
     assert [m.training for m in model.modules()] == modes
     after = _state(model)
-    assert all(torch.equal(before[k], after[k]) for k in before), [k for k in before if not torch.equal(before[k], after[k])]
+    assert all(torch.equal(before[k], after[k]) for k in before), [
+        k for k in before if not torch.equal(before[k], after[k])
+    ]
     # a training-mode probe (check_model's) would update the statistics and draw dropout masks: restored too
     probe_forward(model, torch.randn(4, 30, generator=torch.Generator().manual_seed(0)), training=True)
     assert torch.equal(torch.get_rng_state(), rng) and [m.training for m in model.modules()] == modes
@@ -80,7 +82,11 @@ def test_the_sizing_probe_leaves_mode_buffers_and_rng_bit_for_bit():
 def test_a_last_batch_of_one_sample_joins_the_batch_before():
     assert batch_bounds(364, 121) == [(0, 121), (121, 242), (242, 364)]
     assert batch_bounds(364, 120) == [(0, 120), (120, 240), (240, 360), (360, 364)]  # 4 left: a batch of its own
-    assert batch_bounds(1, 32) == [(0, 1)] and batch_bounds(3, 1) == [(0, 1), (1, 2), (2, 3)]  # asked for or all there is
+    assert batch_bounds(1, 32) == [(0, 1)] and batch_bounds(3, 1) == [
+        (0, 1),
+        (1, 2),
+        (2, 3),
+    ]  # asked for or all there is
     for n in range(1, 60):
         for size in range(1, 12):
             bounds = batch_bounds(n, size)
@@ -109,7 +115,9 @@ def work(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("jobs", [None, pytest.param("2", marks=pytest.mark.slow)], ids=["local", "jobs-2"])  # jobs-2: worker processes
+@pytest.mark.parametrize(
+    "jobs", [None, pytest.param("2", marks=pytest.mark.slow)], ids=["local", "jobs-2"]
+)  # jobs-2: worker processes
 def test_a_batch_norm_model_trains_where_the_last_batch_holds_one_sample(jobs, work, capsys):
     # wdbc trains on 364 samples: batches of 121 leave one, the case that crashed mid-training
     args = ["--model", "bnnet.py:build", *FAST, "--threads", "1", "--batch-size", "121", "--out", "o"]
@@ -141,7 +149,11 @@ def test_an_output_trained_on_the_old_plan_is_refused_in_one_line(work, capsys):
     capsys.readouterr()
     assert cli.main(grid) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "were trained with a last batch of one sample" in error and "use another --out" in error
+    assert (
+        error.count("\n") == 1
+        and "were trained with a last batch of one sample" in error
+        and "use another --out" in error
+    )
     assert {p: p.read_bytes() for p in (work / "o").rglob("*") if p.is_file()} == before
 
 

@@ -16,16 +16,16 @@ import pytest
 from scipy import stats as sps
 
 from spocu import cli
-from spocu.experiments.run import torch_engine as engine_torch
 from spocu.experiments.activations import parse_activation
 from spocu.experiments.config import PRESETS, SPOCU_CORRECTION, resolve_config
-
+from spocu.experiments.run import torch_engine as engine_torch
 
 
 def _printed(capsys) -> str:
     """What the command printed (stdout and stderr), with the console's line wrapping (it depends on the terminal) undone."""
     captured = capsys.readouterr()
     return " ".join((captured.out + captured.err).split())
+
 
 def _strict_json(path: Path):
     def refuse(constant):
@@ -55,7 +55,12 @@ def test_default_run_writes_every_output(default_run):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.rglob(".*.tmp"))
     results = _strict_json(out / "results.json")
-    assert results["config"]["dataset"] == "wdbc" and results["config"]["activations"] == ["spocu", "spocu(c=1)", "relu", "selu"]
+    assert results["config"]["dataset"] == "wdbc" and results["config"]["activations"] == [
+        "spocu",
+        "spocu(c=1)",
+        "relu",
+        "selu",
+    ]
     assert results["config"]["seeds"] == [0, 1, 2, 3, 4] and results["reference"] == "spocu"
     assert {"torch", "numpy", "scipy", "statsmodels"} <= set(results["environment"]["versions"])
     assert results["environment"]["hardware"]["cpu_count"] >= 1
@@ -78,27 +83,58 @@ def test_results_agree_with_the_runs_predictions(default_run):
         recomputed = float(np.mean(np.array(run["test_predictions"]) == labels))
         assert run["test_accuracy"] == pytest.approx(recomputed, abs=1e-12)
         accuracy.setdefault(run["activation"], {})[run["seed"]] = recomputed
-        assert run["init"] == {"spocu": "lecun-normal", "spocu(c=1)": "lecun-normal", "relu": "he-normal", "selu": "lecun-normal"}[run["activation"]]
+        assert (
+            run["init"]
+            == {"spocu": "lecun-normal", "spocu(c=1)": "lecun-normal", "relu": "he-normal", "selu": "lecun-normal"}[
+                run["activation"]
+            ]
+        )
         assert len(run["epochs"]) == 3 and all(e["seconds"] > 0 for e in run["epochs"])
     for name, per_seed in accuracy.items():
         values = [per_seed[s] for s in range(5)]
         summary = results["summary"][name]["test_accuracy"]
-        assert summary["mean"] == pytest.approx(np.mean(values)) and summary["sd"] == pytest.approx(np.std(values, ddof=1))
+        assert summary["mean"] == pytest.approx(np.mean(values)) and summary["sd"] == pytest.approx(
+            np.std(values, ddof=1)
+        )
     for comparison in results["comparisons"]:
         diffs = [accuracy[comparison["activation"]][s] - accuracy["spocu"][s] for s in range(5)]
         assert comparison["test_accuracy"]["mean_difference"] == pytest.approx(np.mean(diffs))
-        assert comparison["test_accuracy"]["p_ttest_holm"] is None or comparison["test_accuracy"]["p_ttest_holm"] >= comparison["test_accuracy"]["p_ttest"]
+        assert (
+            comparison["test_accuracy"]["p_ttest_holm"] is None
+            or comparison["test_accuracy"]["p_ttest_holm"] >= comparison["test_accuracy"]["p_ttest"]
+        )
         for m in comparison["mcnemar"]:
             labels = by_seed[m["seed"]]
-            ref = np.array(next(r for r in results["runs"] if r["activation"] == "spocu" and r["seed"] == m["seed"])["test_predictions"]) == labels
-            other = np.array(next(r for r in results["runs"] if r["activation"] == comparison["activation"] and r["seed"] == m["seed"])["test_predictions"]) == labels
-            assert m["table"] == [[int(np.sum(ref & other)), int(np.sum(ref & ~other))], [int(np.sum(~ref & other)), int(np.sum(~ref & ~other))]]
+            ref = (
+                np.array(
+                    next(r for r in results["runs"] if r["activation"] == "spocu" and r["seed"] == m["seed"])[
+                        "test_predictions"
+                    ]
+                )
+                == labels
+            )
+            other = (
+                np.array(
+                    next(
+                        r
+                        for r in results["runs"]
+                        if r["activation"] == comparison["activation"] and r["seed"] == m["seed"]
+                    )["test_predictions"]
+                )
+                == labels
+            )
+            assert m["table"] == [
+                [int(np.sum(ref & other)), int(np.sum(ref & ~other))],
+                [int(np.sum(~ref & other)), int(np.sum(~ref & ~other))],
+            ]
         # the pooled test: continuity-corrected McNemar on the discordant samples of all seeds, by hand
         b = sum(m["table"][0][1] for m in comparison["mcnemar"])
         c = sum(m["table"][1][0] for m in comparison["mcnemar"])
         pooled = comparison["pooled_test"]
         assert (pooled["only_reference_right"], pooled["only_other_right"]) == (b, c)
-        assert pooled["p_value"] == (1.0 if b + c == 0 else pytest.approx(sps.chi2.sf((abs(b - c) - 1) ** 2 / (b + c), 1)))
+        assert pooled["p_value"] == (
+            1.0 if b + c == 0 else pytest.approx(sps.chi2.sf((abs(b - c) - 1) ** 2 / (b + c), 1))
+        )
         # the verdict: Student-t posterior of the mean difference in points, scale sd * sqrt(1/n + r)
         d = 100 * np.array(diffs)
         r = results["analysis"]["test_train_ratio"]
@@ -113,8 +149,20 @@ def test_epochs_csv_has_one_row_per_run_and_epoch(default_run):
     with open(default_run / "epochs.csv") as stream:
         rows = list(csv.DictReader(stream))
     assert len(rows) == 20 * 3
-    assert list(rows[0]) == ["activation", "seed", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds", "eval_seconds"]
-    assert {(r["activation"], r["seed"]) for r in rows} == {(a, str(s)) for a in ("spocu", "spocu(c=1)", "relu", "selu") for s in range(5)}
+    assert list(rows[0]) == [
+        "activation",
+        "seed",
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "epoch_seconds",
+        "eval_seconds",
+    ]
+    assert {(r["activation"], r["seed"]) for r in rows} == {
+        (a, str(s)) for a in ("spocu", "spocu(c=1)", "relu", "selu") for s in range(5)
+    }
     assert all(0 <= float(r["val_accuracy"]) <= 1 for r in rows)
 
 
@@ -123,12 +171,27 @@ def test_report_holds_the_tables(default_run):
     results = _strict_json(default_run / "results.json")
     for name in ("spocu", "spocu(c=1)", "relu", "selu"):
         s = results["summary"][name]
-        row = next(line for line in report.splitlines() if line.startswith(f"| {name} | 5 (0 diverged) | {s['init']} |"))
+        row = next(
+            line for line in report.splitlines() if line.startswith(f"| {name} | 5 (0 diverged) | {s['init']} |")
+        )
         assert f"{s['test_accuracy']['mean']:.4f} ± {s['test_accuracy']['sd']:.4f}" in row
-    comparison_rows = [line for line in report.splitlines() if line.startswith(("| spocu(c=1) | ", "| relu | ", "| selu | "))]
+    comparison_rows = [
+        line for line in report.splitlines() if line.startswith(("| spocu(c=1) | ", "| relu | ", "| selu | "))
+    ]
     assert len(comparison_rows) == 9  # each in the three tables
-    for needed in ("## Each activation against spocu", "Holm", "Bonferroni", "Cochran–Mantel–Haenszel", "![learning curves](curves.png)",
-                   "lecun-normal", "he-normal", "Wilcoxon", "## Verdict", "## How to read this report", "Worked example"):
+    for needed in (
+        "## Each activation against spocu",
+        "Holm",
+        "Bonferroni",
+        "Cochran–Mantel–Haenszel",
+        "![learning curves](curves.png)",
+        "lecun-normal",
+        "he-normal",
+        "Wilcoxon",
+        "## Verdict",
+        "## How to read this report",
+        "Worked example",
+    ):
         assert needed in report
     # the report opens with one verdict sentence per contender, with the numbers of results.json
     head = report.split("## Test accuracy")[0]
@@ -193,8 +256,22 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, caps
 @pytest.mark.slow  # trains, interrupts and resumes whole comparisons
 def test_killed_process_loses_at_most_the_run_in_progress(tmp_path):
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "selu",
-               "--seeds", "2", "--epochs", "60", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "spocu",
+        "compare",
+        "--no-progress",
+        "--activations",
+        "relu",
+        "selu",
+        "--seeds",
+        "2",
+        "--epochs",
+        "60",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
@@ -224,7 +301,10 @@ def test_killed_process_loses_at_most_the_run_in_progress(tmp_path):
 
 def test_diverged_runs_are_reported_not_fatal(tmp_path):
     out = tmp_path / "diverged"
-    assert _compare("--activations", "spocu", "relu", "--lr", "1e4", "--seeds", "3", "--epochs", "2", "--out", str(out)) == 0
+    assert (
+        _compare("--activations", "spocu", "relu", "--lr", "1e4", "--seeds", "3", "--epochs", "2", "--out", str(out))
+        == 0
+    )
     results = _strict_json(out / "results.json")
     assert results["summary"]["spocu"]["diverged"]  # SPOCU's x^8 tail overflows at this learning rate
     assert "diverged" in (out / "report.md").read_text()
@@ -267,7 +347,14 @@ def test_help_lists_presets_and_activations(capsys):
 def test_presets_match_the_seed_and_the_paper():
     seed = resolve_config({"preset": "seed-cifar10"})
     assert (seed.dataset, seed.model.name, seed.activations, seed.optimizer, seed.lr, seed.batch_size, seed.epochs) == (
-        "cifar10", "seed-cnn", ("spocu", "relu"), "adam", 1e-3, 100, 50)
+        "cifar10",
+        "seed-cnn",
+        ("spocu", "relu"),
+        "adam",
+        1e-3,
+        100,
+        50,
+    )
     for name, dataset in (("paper-wdbc", "wdbc"), ("paper-mnist", "mnist")):
         config = resolve_config({"preset": name})
         assert config.dataset == dataset and config.reference == "spocu"

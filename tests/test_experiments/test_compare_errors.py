@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_harness import assert_clean_failure, run_cli, snapshot
-from tiny_data import tiny_mnist, write_mnist_idx
 
+from cli_harness import assert_clean_failure, run_cli, snapshot
 from spocu import cli
 from spocu.experiments.config import resolve_config
+from tiny_data import tiny_mnist, write_mnist_idx
 
 FAST = ("--epochs", "1", "--seeds", "1", "--no-progress")
 
@@ -24,13 +24,23 @@ CASES = [
     ("val-size 1.5", ["--val-size", "1.5"], {}, r"--val-size: expected a fraction .* got 1.5"),
     ("val-size too many", ["--val-size", "100000"], {}, r"val_size=100000 must be .* below 455"),
     ("test-size inf", ["--test-size", "inf"], {}, r"--test-size: expected a fraction"),
-    ("test-size for mnist", ["--dataset", "mnist", "--test-size", "0.1"], {}, r"--test-size applies to wdbc and digits; mnist has an official test set"),
+    (
+        "test-size for mnist",
+        ["--dataset", "mnist", "--test-size", "0.1"],
+        {},
+        r"--test-size applies to wdbc and digits; mnist has an official test set",
+    ),
     ("lr inf", ["--lr", "inf"], {}, r"--lr: must be a finite number in \(0, ∞\), got inf"),
     ("lr zero", ["--lr", "0"], {}, r"--lr: must be a finite number in \(0, ∞\)"),
     ("lr nan", ["--lr", "nan"], {}, r"--lr: must be a finite number"),
     ("lr text", ["--lr", "fast"], {}, r"--lr: expected a number, got 'fast'"),
     ("weight decay negative", ["--weight-decay", "-1"], {}, r"--weight-decay: must be a finite number in \[0, ∞\)"),
-    ("momentum negative", ["--optimizer", "sgd", "--momentum", "-1"], {}, r"--momentum: must be a finite number in \[0, 1\)"),
+    (
+        "momentum negative",
+        ["--optimizer", "sgd", "--momentum", "-1"],
+        {},
+        r"--momentum: must be a finite number in \[0, 1\)",
+    ),
     ("momentum one", ["--optimizer", "sgd", "--momentum", "1"], {}, r"--momentum: must be a finite number in \[0, 1\)"),
     ("momentum with adam", ["--momentum", "0.9"], {}, r"--momentum applies to sgd and rmsprop; adam has none"),
     ("momentum with adamw", ["--optimizer", "adamw", "--momentum", "0.5"], {}, r"adamw has none"),
@@ -40,14 +50,29 @@ CASES = [
     ("unknown activation", ["--activations", "swish"], {}, r"unknown activation 'swish'"),
     ("spocu beta out of domain", ["--activations", "spocu(beta=2)"], {}, r"beta=2.0 is out of range"),
     ("activation twice", ["--activations", "relu, relu"], {}, r"activation listed twice: relu"),
-    ("torch backend bogus", [], {"SPOCU_TORCH_BACKEND": "bogus"}, r"unknown SPOCU torch backend \$SPOCU_TORCH_BACKEND='bogus'"),
+    (
+        "torch backend bogus",
+        [],
+        {"SPOCU_TORCH_BACKEND": "bogus"},
+        r"unknown SPOCU torch backend \$SPOCU_TORCH_BACKEND='bogus'",
+    ),
     ("depth zero", ["--model", "deep-mlp", "--depth", "0"], {}, r"--depth: must be >= 1, got 0"),
     ("width zero", ["--model", "deep-mlp", "--width", "0"], {}, r"--width: must be >= 1, got 0"),
     ("hidden zero", ["--hidden", "64,0"], {}, r"--hidden: widths must be >= 1"),
     ("hidden with deep-mlp", ["--model", "deep-mlp", "--hidden", "8"], {}, r"hidden sizes apply to mlp, not deep-mlp"),
     ("depth with mlp", ["--depth", "4"], {}, r"depth and width apply to deep-mlp, not mlp"),
-    ("hidden too big", ["--hidden", "100000000000"], {}, r"mlp 100000000000, batch 32 needs at least [\d,.]+ GiB of memory"),
-    ("data-dir for wdbc", ["--data-dir", "."], {}, r"--data-dir applies to datasets read from files .* wdbc is embedded"),
+    (
+        "hidden too big",
+        ["--hidden", "100000000000"],
+        {},
+        r"mlp 100000000000, batch 32 needs at least [\d,.]+ GiB of memory",
+    ),
+    (
+        "data-dir for wdbc",
+        ["--data-dir", "."],
+        {},
+        r"--data-dir applies to datasets read from files .* wdbc is embedded",
+    ),
     ("seeds zero", ["--seeds", "0"], {}, r"--seeds: must be >= 1, got 0"),
     ("seeds huge", ["--seeds", "100000000"], {}, r"--seeds 100000000 is more than 10,000 seeds"),
     ("epochs zero", ["--epochs", "0"], {}, r"--epochs: must be >= 1, got 0"),
@@ -58,15 +83,40 @@ CASES = [
     ("unknown preset", ["--preset", "nope"], {}, r"--preset: invalid choice: 'nope'"),
     ("unknown optimizer", ["--optimizer", "lion"], {}, r"--optimizer: invalid choice: 'lion'"),
     ("device tpu", ["--device", "tpu"], {}, r"--device tpu: not a device this engine can use"),
-    ("keras backend without keras", ["--keras-backend", "jax"], {}, r"Keras backend \(jax\) applies to --framework keras"),
+    (
+        "keras backend without keras",
+        ["--keras-backend", "jax"],
+        {},
+        r"Keras backend \(jax\) applies to --framework keras",
+    ),
     ("out /dev/null", ["--out", "/dev/null"], {}, r"--out /dev/null is not a directory"),
     ("out empty", ["--out", ""], {}, r"--out is empty"),
-    ("ray address empty", ["--executor", "ray", "--ray-address", ""], {}, r"--ray-address is empty; give the cluster's HOST:PORT"),
-    ("ray address without ray", ["--ray-address", "head:6379"], {}, r"--ray-address applies to --executor ray, not --executor local"),
+    (
+        "ray address empty",
+        ["--executor", "ray", "--ray-address", ""],
+        {},
+        r"--ray-address is empty; give the cluster's HOST:PORT",
+    ),
+    (
+        "ray address without ray",
+        ["--ray-address", "head:6379"],
+        {},
+        r"--ray-address applies to --executor ray, not --executor local",
+    ),
     ("out a file", ["--out", "a-file"], {}, r"--out a-file is a file, not a directory"),
-    ("out with user files", ["--out", "user-dir"], {}, r"--out user-dir holds files that are not a spocu compare output \(report.md\)"),
+    (
+        "out with user files",
+        ["--out", "user-dir"],
+        {},
+        r"--out user-dir holds files that are not a spocu compare output \(report.md\)",
+    ),
     ("out unwritable", ["--out", "/proc/spocu-not-here"], {}, r"cannot write to --out /proc/spocu-not-here"),
-    ("cifar10 not on disk", ["--dataset", "cifar10", "--no-download"], {}, r"CIFAR-10 not found and not downloaded: downloads are off"),
+    (
+        "cifar10 not on disk",
+        ["--dataset", "cifar10", "--no-download"],
+        {},
+        r"CIFAR-10 not found and not downloaded: downloads are off",
+    ),
     ("rope negative", ["--rope", "-0.5"], {}, r"--rope: must be a finite number in \[0, 100\), got -0.5"),
     ("rope nan", ["--rope", "nan"], {}, r"--rope: must be a finite number in \[0, 100\), got nan"),
 ]
@@ -112,8 +162,21 @@ def test_mnist_idx_labels_above_9_are_refused_before_the_output_exists(tmp_path,
     arrays["train_labels"][4] = 121  # uncompressed IDX files have no published checksum
     write_mnist_idx(tmp_path / "root" / "MNIST" / "raw", arrays, gz=False)
     out = tmp_path / "out"
-    code = cli.main(["compare", *FAST, "--dataset", "mnist", "--val-size", "10", "--no-download",
-                     "--data-dir", str(tmp_path / "root"), "--out", str(out)])
+    code = cli.main(
+        [
+            "compare",
+            *FAST,
+            "--dataset",
+            "mnist",
+            "--val-size",
+            "10",
+            "--no-download",
+            "--data-dir",
+            str(tmp_path / "root"),
+            "--out",
+            str(out),
+        ]
+    )
     error = capsys.readouterr().err
     assert code == 2 and "holds label 121, but MNIST's classes are 0..9" in error and "train-labels-idx1-ubyte" in error
     assert not out.exists()
@@ -135,8 +198,11 @@ def test_mnist_idx_labels_above_9_are_refused_before_the_output_exists(tmp_path,
 def test_bad_invocation_in_a_real_process(args, env, pattern, tmp_path):
     work = _workdir(tmp_path)
     before = snapshot(work)
-    result = run_cli(["compare", *FAST, *args, *([] if "--out" in args else ["--out", "new-out"])], cwd=work,
-                     env={**env, "SPOCU_DATA": str(tmp_path / "cache")})
+    result = run_cli(
+        ["compare", *FAST, *args, *([] if "--out" in args else ["--out", "new-out"])],
+        cwd=work,
+        env={**env, "SPOCU_DATA": str(tmp_path / "cache")},
+    )
     assert result.code == 2
     assert_clean_failure(result, pattern)
     assert snapshot(work) == before
@@ -144,15 +210,31 @@ def test_bad_invocation_in_a_real_process(args, env, pattern, tmp_path):
 
 def test_explicit_defaults_are_the_default_protocol(tmp_path, capsys):
     default = resolve_config({"dataset": "wdbc"})
-    explicit = resolve_config({"dataset": "wdbc", "val_size": 0.2, "test_size": 0.2, "batch_size": 32, "momentum": 0.0, "weight_decay": 0.0, "lr": 1e-3})
+    explicit = resolve_config(
+        {
+            "dataset": "wdbc",
+            "val_size": 0.2,
+            "test_size": 0.2,
+            "batch_size": 32,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+            "lr": 1e-3,
+        }
+    )
     assert explicit.protocol_hash() == default.protocol_hash()
-    assert resolve_config({"dataset": "mnist", "val_size": 5000}).protocol_hash() == resolve_config({"dataset": "mnist"}).protocol_hash()
+    assert (
+        resolve_config({"dataset": "mnist", "val_size": 5000}).protocol_hash()
+        == resolve_config({"dataset": "mnist"}).protocol_hash()
+    )
     assert resolve_config({"dataset": "wdbc", "val_size": 0.25}).protocol_hash() != default.protocol_hash()
     out = str(tmp_path / "out")
     grid = ["--activations", "relu", *FAST, "--out", out]
     assert cli.main(["compare", *grid]) == 0
     capsys.readouterr()
-    assert cli.main(["compare", *grid, "--val-size", "0.2", "--test-size", "0.2", "--batch-size", "32", "--momentum", "0"]) == 0
+    assert (
+        cli.main(["compare", *grid, "--val-size", "0.2", "--test-size", "0.2", "--batch-size", "32", "--momentum", "0"])
+        == 0
+    )
     assert "1 of 1 runs already finished" in capsys.readouterr().out
 
 
@@ -188,10 +270,17 @@ def test_work_too_big_for_the_memory_is_refused_or_warned_with_the_estimate(tmp_
     # plus a batch of 32 x 4 M activations x 3 x 4 bytes = 1.4 GiB: over half of 6 GiB, a warning
     monkeypatch.setattr(compare, "_physical_memory", lambda: 6 * 2**30)
     parameters = 30 * 4_000_000 + 4_000_000 + 4_000_000 * 2 + 2
-    assert compare.memory_estimate(resolve_config({"hidden": (4_000_000,)}), (30,), 2) == 16 * parameters + 12 * 32 * 4_000_002
+    assert (
+        compare.memory_estimate(resolve_config({"hidden": (4_000_000,)}), (30,), 2)
+        == 16 * parameters + 12 * 32 * 4_000_002
+    )
     said = []
     compare._check_size(resolve_config({"hidden": (4_000_000,)}), (30,), 2, 1, said.append)
-    assert len(said) == 1 and said[0].startswith("warning: mlp 4000000, batch 32 needs at least 3.4 GiB") and "of this machine's 6.0 GiB" in said[0]
+    assert (
+        len(said) == 1
+        and said[0].startswith("warning: mlp 4000000, batch 32 needs at least 3.4 GiB")
+        and "of this machine's 6.0 GiB" in said[0]
+    )
     with pytest.raises(compare.OptionError, match="2 runs at a time needs at least 6.8 GiB"):  # --jobs multiplies it
         compare._check_size(resolve_config({"hidden": (4_000_000,)}), (30,), 2, 2, said.append)
     # a batch holds at most the training set: --batch-size 1000000 on 364 samples is not a million rows
@@ -243,7 +332,9 @@ def test_estimate_with_a_factory_that_does_not_take_the_data(tmp_path, monkeypat
     before = snapshot(tmp_path)
     assert cli.main(["compare", "--model", "flat.py:build", "--estimate"]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("spocu compare: error: --model flat.py:build: a batch of shape (2, 30) does not go through the model")
+    assert error.startswith(
+        "spocu compare: error: --model flat.py:build: a batch of shape (2, 30) does not go through the model"
+    )
     assert error.count("\n") == 1
     assert snapshot(tmp_path) == before  # not even a __pycache__/ beside the model file
 
@@ -269,7 +360,10 @@ def test_test_size_is_for_user_data_without_its_own_test_split(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     rows = ["a,kind"] + [f"{i},{'x' if i % 2 else 'y'}" for i in range(40)]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-    assert cli.main(["compare", "--dataset", "t.csv", "--test-size", "0.5", "--activations", "relu", *FAST, "--out", "o"]) == 0
+    assert (
+        cli.main(["compare", "--dataset", "t.csv", "--test-size", "0.5", "--activations", "relu", *FAST, "--out", "o"])
+        == 0
+    )
     assert "Test set: 20 samples (a stratified 50% of the 40 samples" in (tmp_path / "o" / "report.md").read_text()
     capsys.readouterr()
     x, y = np.ones((20, 2)), np.arange(20) % 2
@@ -293,7 +387,9 @@ def test_model_file_edited_during_the_sweep_is_one_line_and_keeps_the_finished_r
         "    return nn.Sequential(nn.Linear(input_shape[0], 4), activation(), nn.Linear(4, num_classes))\n"
     )
     # relu is saved; selu's build edits the file (checked just before: selu is trained); elu's build sees the change
-    code = cli.main(["compare", "--model", "selfedit.py:build", "--activations", "relu, selu, elu", *FAST, "--out", "o"])
+    code = cli.main(
+        ["compare", "--model", "selfedit.py:build", "--activations", "relu, selu, elu", *FAST, "--out", "o"]
+    )
     error = capsys.readouterr().err
     assert code == 2 and "Traceback" not in error and error.count("\n") == 1, error
     assert "--model selfedit.py:build: its source file" in error and "changed during the experiment" in error
@@ -370,7 +466,11 @@ DATA_CASES = [
     ("1e308 in a csv", "t.csv", r"t.csv: column 'a', row 4 holds 1e\+308, beyond float32's range"),
     ("1e300 in an npz", "t.npz", r"t.npz: x\[5, 1\] = 1e\+300 is beyond float32's range"),
     ("duplicate label column", "t.csv", r"t.csv: column names repeat: 'label' \(columns 2, 3\)"),
-    ("feature equal to the label", "t.csv", r"feature 'copy' maps one-to-one onto the label 'label' .* pass --allow-leak"),
+    (
+        "feature equal to the label",
+        "t.csv",
+        r"feature 'copy' maps one-to-one onto the label 'label' .* pass --allow-leak",
+    ),
     ("feature one-to-one onto the label", "t.csv", r"feature 'flag' maps one-to-one onto the label 'label'"),
     ("npz column one-to-one onto y", "t.npz", r"t.npz: feature x\[:, 2\] maps one-to-one onto the label y"),
     ("integer beyond int64", "t.csv", r"column 'big' holds numbers pandas cannot read as int64 or float \(row 3: 2999"),
@@ -399,7 +499,9 @@ def test_hostile_data_is_one_line_before_anything_is_written(kind, name, pattern
 def test_allow_leak_keeps_the_column(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _write("feature one-to-one onto the label", tmp_path / "t.csv")
-    assert cli.main(["compare", *FAST, "--activations", "relu", "--dataset", "t.csv", "--allow-leak", "--out", "o"]) == 0
+    assert (
+        cli.main(["compare", *FAST, "--activations", "relu", "--dataset", "t.csv", "--allow-leak", "--out", "o"]) == 0
+    )
     assert "allow-leak = true" in (tmp_path / "o" / "config.toml").read_text()
 
 
@@ -466,7 +568,9 @@ def test_prepare_removes_only_its_own_and_dead_processes_temp_files(tmp_path, ca
     assert cli.main(["compare", *FAST, "--activations", "relu", "--out", str(out)]) == 0
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        ).stdout.strip()
         theirs = out / "runs" / f".relu-seed1.json.{other.pid}.abcd1234.tmp"  # another run writing right now
         users = out / ".notes.txt.tmp"  # the user's own file in the directory
         stale = out / f".results.json.{dead}.zz9_zz9z.tmp"  # left by a process that died mid-write
@@ -488,7 +592,10 @@ def test_default_output_names_differ_for_processes_started_in_the_same_second(tm
 
     env = {**os.environ, "PYTHONPATH": str(REPO_SRC), "SPOCU_DATA": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "spocu", "compare", *FAST, "--activations", "relu", "--hidden", "4"]
-    runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    runs = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
     assert [code for code, _ in results] == [0, 0], results
     made = sorted(p.name for p in (tmp_path / "spocu-runs").iterdir())
@@ -501,7 +608,10 @@ def test_os_exit_in_a_factory_is_a_refusal_not_a_silent_exit_0(tmp_path, monkeyp
     before = snapshot(tmp_path)
     assert cli.main(["compare", *FAST, "--activations", "relu", "--model", "quits.py:build", "--out", "o"]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "--model quits.py:build: it called os._exit(0), which would end spocu compare silently" in error
+    assert (
+        error.count("\n") == 1
+        and "--model quits.py:build: it called os._exit(0), which would end spocu compare silently" in error
+    )
     assert snapshot(tmp_path) == before
 
 
@@ -516,17 +626,24 @@ def test_a_jobs_worker_killed_by_the_oom_killer_is_one_line(tmp_path):
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return nn.Sequential(nn.Linear(input_shape[0], 4), activation(), nn.Linear(4, num_classes))\n"
     )
-    result = run_cli(["compare", *FAST, "--activations", "relu, selu", "--jobs", "2", "--model", "oom.py:build", "--out", "o"],
-                     cwd=tmp_path, env={"SPOCU_DATA": str(tmp_path / "cache")})
+    result = run_cli(
+        ["compare", *FAST, "--activations", "relu, selu", "--jobs", "2", "--model", "oom.py:build", "--out", "o"],
+        cwd=tmp_path,
+        env={"SPOCU_DATA": str(tmp_path / "cache")},
+    )
     assert result.code == 2, result.output
-    assert_clean_failure(result, r"a worker process died without reporting an error \(killed, or out of memory\?\).* \(--out o\)")
+    assert_clean_failure(
+        result, r"a worker process died without reporting an error \(killed, or out of memory\?\).* \(--out o\)"
+    )
     assert [line for line in result.stderr.splitlines() if line.strip()] == [result.stderr.strip()]
 
 
 def test_category_names_with_line_breaks_stay_on_their_report_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     two_lines = "dark\nred"
-    rows = ["a,colour,kind"] + [f'{i % 7},"{two_lines if i % 3 else "blue"}",{"x" if i % 2 else "y"}' for i in range(40)]
+    rows = ["a,colour,kind"] + [
+        f'{i % 7},"{two_lines if i % 3 else "blue"}",{"x" if i % 2 else "y"}' for i in range(40)
+    ]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
     assert cli.main(["compare", *FAST, "--activations", "relu", "--dataset", "t.csv", "--out", "o"]) == 0
     report = (tmp_path / "o" / "report.md").read_text()
@@ -550,7 +667,9 @@ def test_pil_decompression_bomb_warnings_do_not_reach_the_user(tmp_path, monkeyp
     assert dataset.input_shape == (1, 4, 4)
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files whatever their permissions")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files whatever their permissions"
+)
 @pytest.mark.parametrize("what", ["npz", "image root", "class folder"])
 def test_unreadable_data_is_named_as_unreadable(what, tmp_path, monkeypatch, capsys):
     import numpy as np
@@ -563,7 +682,11 @@ def test_unreadable_data_is_named_as_unreadable(what, tmp_path, monkeypatch, cap
         _tiny_png_folder(tmp_path / "pics")
         target = "pics"
         locked = tmp_path / "pics" if what == "image root" else tmp_path / "pics" / "b"
-        pattern = "pics: cannot read it (Permission denied)" if what == "image root" else "b: cannot read this class folder (Permission denied)"
+        pattern = (
+            "pics: cannot read it (Permission denied)"
+            if what == "image root"
+            else "b: cannot read this class folder (Permission denied)"
+        )
     locked.chmod(0)
     try:
         assert cli.main(["compare", *FAST, "--activations", "relu", "--dataset", target, "--out", "o"]) == 2
@@ -597,7 +720,9 @@ FACTORY_CASES = [
 
 
 @pytest.mark.parametrize("name, source, pattern", FACTORY_CASES, ids=[c[0] for c in FACTORY_CASES])
-def test_hostile_factories_are_one_line_before_anything_is_written(name, source, pattern, tmp_path, monkeypatch, capsys):
+def test_hostile_factories_are_one_line_before_anything_is_written(
+    name, source, pattern, tmp_path, monkeypatch, capsys
+):
     import re
 
     import torch

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from spocu import cli
 
@@ -57,7 +57,14 @@ def test_the_command_line_overrides_the_file(tmp_path, capsys):
     # an option before --config keeps its value too, as one after it does
     assert _compare("--seeds", "1", "--config", str(config), "--hidden", "4", "--out", str(out)) == 0
     recorded = tomllib.loads((out / "config.toml").read_text())
-    assert recorded == {"activations": ["relu", "selu"], "seeds": 1, "epochs": 1, "batch-size": 16, "hidden": [4], "no-download": True}
+    assert recorded == {
+        "activations": ["relu", "selu"],
+        "seeds": 1,
+        "epochs": 1,
+        "batch-size": 16,
+        "hidden": [4],
+        "no-download": True,
+    }
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["relu-seed0.json", "selu-seed0.json"]
 
 
@@ -67,10 +74,10 @@ def test_the_command_line_overrides_the_file(tmp_path, capsys):
         ("epocs = 3\n", "'epocs' is not an option of this command"),
         ("epochs = 0\n", "--epochs: must be >= 1, got 0"),
         ('epochs = "many"\n', "--epochs: expected a whole number, got 'many'"),
-        ("optimizer = \"lion\"\n", "--optimizer: invalid choice: 'lion'"),
+        ('optimizer = "lion"\n', "--optimizer: invalid choice: 'lion'"),
         ("no-download = 1\n", "--no-download is a flag; write true or false"),
         ("lr = true\n", "lr = True: expected a string or a number"),
-        ("config = \"other.toml\"\n", "'config' is not an option of this command"),
+        ('config = "other.toml"\n', "'config' is not an option of this command"),
         ("epochs = [\n", "not a TOML file"),
     ],
 )

@@ -54,12 +54,30 @@ def test_keras_prelu_is_the_same_network_as_pytorchs():
 
 def test_compare_trains_learnable_spocu_and_prelu(tmp_path):
     out = tmp_path / "o"
-    assert _compare("--activations", "relu", "prelu", "spocu(learnable=True)", "--seeds", "1", "--epochs", "1", "--out", str(out)) == 0
+    assert (
+        _compare(
+            "--activations",
+            "relu",
+            "prelu",
+            "spocu(learnable=True)",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     counts = {r["activation"]: r["num_parameters"] for r in results["runs"]}
     # 30-64-64-2: two activation places; PReLU learns one slope in each, learnable SPOCU alpha, beta, gamma in each
     assert counts["prelu"] == counts["relu"] + 2 and counts["spocu(learnable=True)"] == counts["relu"] + 6
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["prelu-seed0.json", "relu-seed0.json", "spocu_learnable-True-seed0.json"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "prelu-seed0.json",
+        "relu-seed0.json",
+        "spocu_learnable-True-seed0.json",
+    ]
 
 
 ACTS = """\
@@ -97,8 +115,12 @@ def test_a_users_function_or_module_class_is_an_activation(tmp_path):
 
 @pytest.mark.parametrize(
     "name, message",
-    [("missing.py:swish", "no such file"), ("{path}:nothing", "has no 'nothing'; it defines Clipped, swish"),
-     ("{path}:LIMIT", "is a float, not a function or class"), ("no_such_module_xyz:f", "cannot import no_such_module_xyz")],
+    [
+        ("missing.py:swish", "no such file"),
+        ("{path}:nothing", "has no 'nothing'; it defines Clipped, swish"),
+        ("{path}:LIMIT", "is a float, not a function or class"),
+        ("no_such_module_xyz:f", "cannot import no_such_module_xyz"),
+    ],
 )
 def test_a_bad_user_activation_is_named_in_one_line(tmp_path, capsys, name, message):
     path = tmp_path / "acts.py"
@@ -115,13 +137,29 @@ def test_compare_with_a_users_activation_records_its_source_and_refuses_changed_
     path = tmp_path / "acts.py"
     path.write_text(ACTS)
     out = tmp_path / "o"
-    args = ("--activations", "relu", f"{path}:swish", "--seeds", "1", "--epochs", "1", "--hidden", "8", "--out", str(out))
+    args = (
+        "--activations",
+        "relu",
+        f"{path}:swish",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--out",
+        str(out),
+    )
     assert _compare(*args) == 0
     digest = parse_activation(f"{path}:swish").source_sha256
     results = json.loads((out / "results.json").read_text())
     assert results["activation_sources"] == {f"{path}:swish": {"source_sha256": digest}}
     run = json.loads((out / "runs" / "acts.py-swish-seed0.json").read_text())
-    assert run["activation"] == f"{path}:swish" and run["activation_source_sha256"] == digest and run["init"] == "he-normal"
+    assert (
+        run["activation"] == f"{path}:swish"
+        and run["activation_source_sha256"] == digest
+        and run["init"] == "he-normal"
+    )
     assert f"Your activation {path}:swish: source sha256 {digest}." in (out / "report.md").read_text()
     path.write_text(ACTS.replace("torch.sigmoid(x)", "torch.sigmoid(1.5 * x)"))
     capsys.readouterr()

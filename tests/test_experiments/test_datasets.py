@@ -8,11 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
-from tiny_data import CIFAR_NAMES, md5, tiny_mnist, write_cifar_dir, write_cifar_tarball, write_mnist_idx
 
 from spocu.experiments.data import datasets
 from spocu.experiments.data.download import ChecksumError, DatasetError, RemoteFile, fetch
-
+from tiny_data import CIFAR_NAMES, md5, tiny_mnist, write_cifar_dir, write_cifar_tarball, write_mnist_idx
 
 # ----------------------------------------------------------------------------- embedded data
 
@@ -52,7 +51,9 @@ def test_digits_are_standardized_per_channel_with_training_statistics():
     rest_x, test_x, rest_y, _ = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
     train_x, _, _, _ = train_test_split(rest_x, rest_y, test_size=0.2, stratify=rest_y, random_state=0)
     ds = datasets.load_dataset("digits")
-    np.testing.assert_allclose(ds.x_test.reshape(len(test_x), -1), (test_x - train_x.mean()) / train_x.std(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ds.x_test.reshape(len(test_x), -1), (test_x - train_x.mean()) / train_x.std(), rtol=1e-5, atol=1e-5
+    )
     assert np.abs(ds.x_val).max() < 3  # 0..16 pixel values stay moderate
 
 
@@ -79,7 +80,9 @@ def tiny_cifar_md5s(monkeypatch):
     """Make the checksum tables accept the tiny files the test writes (by their real md5)."""
 
     def accept_archive(path):
-        monkeypatch.setattr(datasets, "CIFAR10_ARCHIVE", dataclasses.replace(datasets.CIFAR10_ARCHIVE, digest=md5(path)))
+        monkeypatch.setattr(
+            datasets, "CIFAR10_ARCHIVE", dataclasses.replace(datasets.CIFAR10_ARCHIVE, digest=md5(path))
+        )
 
     def accept_directory(directory):
         for name in CIFAR_NAMES:
@@ -184,7 +187,11 @@ def test_cifar10_download_from_a_url_is_verified_and_cached(tmp_path, cache, mon
 
 
 def test_cifar10_without_network_or_files_says_what_to_do(tmp_path, cache, monkeypatch):
-    monkeypatch.setattr(datasets, "CIFAR10_ARCHIVE", dataclasses.replace(datasets.CIFAR10_ARCHIVE, url=(tmp_path / "nowhere.tgz").as_uri()))
+    monkeypatch.setattr(
+        datasets,
+        "CIFAR10_ARCHIVE",
+        dataclasses.replace(datasets.CIFAR10_ARCHIVE, url=(tmp_path / "nowhere.tgz").as_uri()),
+    )
     with pytest.raises(DatasetError) as info:
         datasets.load_dataset("cifar10", progress=False)
     message = str(info.value)
@@ -230,7 +237,12 @@ def test_fetch_interrupted_mid_stream_keeps_nothing(tmp_path):
 
     target = tmp_path / "cache"
     with pytest.raises(KeyboardInterrupt):
-        fetch(RemoteFile("big.bin", "https://example.invalid/big.bin", "0" * 32), target, progress=False, opener=lambda url, timeout: Response())
+        fetch(
+            RemoteFile("big.bin", "https://example.invalid/big.bin", "0" * 32),
+            target,
+            progress=False,
+            opener=lambda url, timeout: Response(),
+        )
     assert list(target.iterdir()) == []
 
 
@@ -279,7 +291,13 @@ def test_mnist_keras_npz(tmp_path, cache, monkeypatch):
     arrays = tiny_mnist()
     path = tmp_path / "keras" / "datasets" / "mnist.npz"
     path.parent.mkdir(parents=True)
-    np.savez_compressed(path, x_train=arrays["train_images"], y_train=arrays["train_labels"], x_test=arrays["test_images"], y_test=arrays["test_labels"])
+    np.savez_compressed(
+        path,
+        x_train=arrays["train_images"],
+        y_train=arrays["train_labels"],
+        x_test=arrays["test_images"],
+        y_test=arrays["test_labels"],
+    )
     with pytest.raises(ChecksumError, match="sha256"):
         datasets.load_dataset("mnist", data_dir=tmp_path / "keras", download=False)
     import hashlib

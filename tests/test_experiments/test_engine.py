@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from spocu.experiments.run import torch_engine as engine_torch
 from spocu.experiments.activations import parse_activation
 from spocu.experiments.config import resolve_config
 from spocu.experiments.data.datasets import Dataset
+from spocu.experiments.run import torch_engine as engine_torch
 
 
 def _tiny_images(seed: int = 0) -> Dataset:

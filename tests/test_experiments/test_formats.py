@@ -9,9 +9,9 @@ import pickle
 
 import numpy as np
 import pytest
-from tiny_data import cifar_batch, py2_pickle, write_idx
 
 from spocu.experiments.data.formats import FormatError, read_cifar_batch, read_idx_file, read_mnist_npz
+from tiny_data import cifar_batch, py2_pickle, write_idx
 
 
 def test_idx_round_trip_gz_and_raw(tmp_path):
@@ -115,8 +115,12 @@ def test_truncated_cifar_batch_is_refused():
 
 def test_mnist_npz(tmp_path):
     rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), "y_train": np.arange(5, dtype=np.uint8),
-              "x_test": rng.integers(0, 256, (2, 28, 28), dtype=np.uint8), "y_test": np.arange(2, dtype=np.uint8)}
+    arrays = {
+        "x_train": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        "y_train": np.arange(5, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, (2, 28, 28), dtype=np.uint8),
+        "y_test": np.arange(2, dtype=np.uint8),
+    }
     np.savez_compressed(tmp_path / "mnist.npz", **arrays)
     for got, key in zip(read_mnist_npz(tmp_path / "mnist.npz"), ("x_train", "y_train", "x_test", "y_test")):
         np.testing.assert_array_equal(got, arrays[key])

@@ -20,7 +20,8 @@ from spocu.experiments.config import ModelSpec, resolve_config
 keras = pytest.importorskip("keras")
 pytest.importorskip("spocu.keras")
 
-from spocu.experiments.models import keras_models as models_keras, torch_models as models_torch  # noqa: E402
+from spocu.experiments.models import keras_models as models_keras  # noqa: E402
+from spocu.experiments.models import torch_models as models_torch  # noqa: E402
 from spocu.experiments.run import keras_engine as engine_keras  # noqa: E402  (after the skips)
 from spocu.experiments.run.engine import batch_order  # noqa: E402
 
@@ -74,7 +75,9 @@ def test_training_batches_follow_the_runs_batch_order_across_epochs():
         images = np.concatenate([b[0] for b in served])
         np.testing.assert_array_equal(images, x[labels].transpose(0, 2, 3, 1).astype(np.float32) * np.float32(1 / 255))
     evaluation = engine_keras.SeededBatches(x, y, 4, None)
-    assert evaluation.num_batches == 2 and np.concatenate([evaluation[i][1] for i in range(2)]).tolist() == list(range(7))
+    assert evaluation.num_batches == 2 and np.concatenate([evaluation[i][1] for i in range(2)]).tolist() == list(
+        range(7)
+    )
 
 
 def test_keras_specific_refusals(tmp_path, capsys):
@@ -86,7 +89,10 @@ def test_keras_specific_refusals(tmp_path, capsys):
         (["--framework", "keras", "--weight-decay", "1e-4"], "agree only for adamw"),
         (["--keras-backend", "jax"], "applies to --framework keras"),
         (["--framework", "keras", "--estimate"], "--estimate times the PyTorch engine"),
-        (["--framework", "keras", "--keras-backend", other], f"Keras is already imported in this process with the {keras.backend.backend()} backend"),
+        (
+            ["--framework", "keras", "--keras-backend", other],
+            f"Keras is already imported in this process with the {keras.backend.backend()} backend",
+        ),
     ):
         assert cli.main(["compare", *args, "--out", str(tmp_path / "x")]) == 2
         assert message in capsys.readouterr().err
@@ -101,42 +107,123 @@ def test_keras_specific_refusals(tmp_path, capsys):
     "backend, data, majority",
     [  # the seed's CNN (channels-last images) on TensorFlow; the MLP on the others, for time
         ("tensorflow", ("--dataset", "digits", "--model", "seed-cnn"), 0.11),
-        ("jax", ("--dataset", "wdbc",), 0.63),
-        ("torch", ("--dataset", "wdbc",), 0.63),
+        (
+            "jax",
+            (
+                "--dataset",
+                "wdbc",
+            ),
+            0.63,
+        ),
+        (
+            "torch",
+            (
+                "--dataset",
+                "wdbc",
+            ),
+            0.63,
+        ),
     ],
 )
 def test_compare_runs_end_to_end_on_each_keras_backend(backend, data, majority, tmp_path):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
     out = tmp_path / backend
-    command = [sys.executable, "-m", "spocu", "compare", "--no-progress", "--framework", "keras", "--keras-backend", backend, *data,
-               "--activations", "relu", "spocu(c=1)", "--seeds", "1", "--epochs", "2", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "spocu",
+        "compare",
+        "--no-progress",
+        "--framework",
+        "keras",
+        "--keras-backend",
+        backend,
+        *data,
+        "--activations",
+        "relu",
+        "spocu(c=1)",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("KERAS_BACKEND", None)
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     # the schema of a PyTorch run (test_compare.py checks those files in detail)
-    assert set(results) == {"schema", "created", "config", "protocol_hash", "reference", "dataset", "environment",
-                            "summary", "comparisons", "test_labels", "runs", "analysis", "test_labels_by_seed"}
+    assert set(results) == {
+        "schema",
+        "created",
+        "config",
+        "protocol_hash",
+        "reference",
+        "dataset",
+        "environment",
+        "summary",
+        "comparisons",
+        "test_labels",
+        "runs",
+        "analysis",
+        "test_labels_by_seed",
+    }
     assert results["config"]["framework"] == "keras" and results["config"]["keras_backend"] == backend
-    assert results["environment"]["versions"]["keras"] == keras.__version__ and results["environment"]["versions"][backend]
+    assert (
+        results["environment"]["versions"]["keras"] == keras.__version__ and results["environment"]["versions"][backend]
+    )
     config = resolve_config({"dataset": results["config"]["dataset"], "model": results["config"]["model"]["name"]})
-    torch_twin = models_torch.build_model(config.model, tuple(results["dataset"]["input_shape"]), results["dataset"]["num_classes"], parse_activation("relu"))
+    torch_twin = models_torch.build_model(
+        config.model,
+        tuple(results["dataset"]["input_shape"]),
+        results["dataset"]["num_classes"],
+        parse_activation("relu"),
+    )
     for run in results["runs"]:
         labels = np.array(results["test_labels_by_seed"][str(run["seed"])])
-        assert set(run) == {"schema", "activation", "seed", "init", "framework", "framework_version", "device", "threads",
-                            "num_parameters", "epochs", "test_loss", "test_accuracy", "test_predictions", "diverged_at",
-                            "seconds", "started_at", "finished_at", "protocol_hash", "dataset_fingerprint", "extra", "kernel_path", "lr", "activation_source_sha256",
-                            "split_fingerprint", "test_loss_median", "test_huge_logit_share"}
+        assert set(run) == {
+            "schema",
+            "activation",
+            "seed",
+            "init",
+            "framework",
+            "framework_version",
+            "device",
+            "threads",
+            "num_parameters",
+            "epochs",
+            "test_loss",
+            "test_accuracy",
+            "test_predictions",
+            "diverged_at",
+            "seconds",
+            "started_at",
+            "finished_at",
+            "protocol_hash",
+            "dataset_fingerprint",
+            "extra",
+            "kernel_path",
+            "lr",
+            "activation_source_sha256",
+            "split_fingerprint",
+            "test_loss_median",
+            "test_huge_logit_share",
+        }
         assert run["framework"] == "keras" and run["extra"]["keras_backend"] == backend
         assert run["lr"] == results["config"]["lr"]  # untuned: every run at the protocol's rate
         if run["activation"] == "relu":  # no SPOCU in the network: no kernel path
             assert run["kernel_path"] is None
         else:
             assert run["kernel_path"].startswith(f"keras-{backend}")
-        assert run["num_parameters"] == models_torch.count_parameters(torch_twin)  # the same network as the PyTorch engine's
-        assert [e["epoch"] for e in run["epochs"]] == [1, 2] and all(e["seconds"] > 0 and e["eval_seconds"] > 0 for e in run["epochs"])
+        assert run["num_parameters"] == models_torch.count_parameters(
+            torch_twin
+        )  # the same network as the PyTorch engine's
+        assert [e["epoch"] for e in run["epochs"]] == [1, 2] and all(
+            e["seconds"] > 0 and e["eval_seconds"] > 0 for e in run["epochs"]
+        )
         assert run["test_accuracy"] == pytest.approx(np.mean(np.array(run["test_predictions"]) == labels))
         assert run["init"] == {"relu": "he-normal", "spocu(c=1)": "lecun-normal"}[run["activation"]]
         # it learns: a network fed misaligned batches would stay near the majority class
@@ -158,9 +245,30 @@ def test_a_normal_keras_run_prints_no_framework_log_lines(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
     env.update(PYTHONPATH=str(REPO_SRC), SPOCU_DATA=str(tmp_path / "cache"), KERAS_BACKEND="tensorflow")
     done = subprocess.run(
-        [sys.executable, "-m", "spocu", "compare", "--framework", "keras", "--activations", "relu", "--seeds", "1", "--epochs", "1",
-         "--hidden", "4", "--no-progress", "--out", "o"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "spocu",
+            "compare",
+            "--framework",
+            "keras",
+            "--activations",
+            "relu",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--hidden",
+            "4",
+            "--no-progress",
+            "--out",
+            "o",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "", done.stderr

@@ -78,8 +78,12 @@ def _level(module: str) -> int | None:
 
 
 def test_no_module_imports_an_old_path():
-    old = [f"{module} imports {target}" for module, targets in _graph().items() for target in targets
-           if target.split(".")[-1] in spocu.experiments.MOVED_MODULES and target.count(".") == 2]
+    old = [
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        for target in targets
+        if target.split(".")[-1] in spocu.experiments.MOVED_MODULES and target.count(".") == 2
+    ]
     assert not old, "imports through a deprecated 0.1 path:\n" + "\n".join(old)
 
 
@@ -93,7 +97,10 @@ def test_imports_run_one_way():
         f"{module} imports {target}"
         for module, targets in _graph().items()
         for target in targets
-        if target != PACKAGE and _level(module) is not None and _level(target) is not None and _level(target) > _level(module)
+        if target != PACKAGE
+        and _level(module) is not None
+        and _level(target) is not None
+        and _level(target) > _level(module)
     ]
     assert not upward, "imports from a higher level:\n" + "\n".join(upward)
 
@@ -111,7 +118,7 @@ def test_no_import_cycle():
             if target not in graph or target == node:
                 continue
             if state.get(target) == 1:
-                cycle = stack[stack.index(target):] + [target]
+                cycle = stack[stack.index(target) :] + [target]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target)
@@ -127,7 +134,9 @@ def test_the_layer_test_sees_a_cycle_and_an_upward_import(tmp_path):
     # the checker itself: a function-level import that closes a circle, and one that goes up a level
     tree = ast.parse("def f():\n    from spocu.experiments.run.runner import run_experiment\n")
     assert _imports(tree) == {"spocu.experiments.run.runner"}
-    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from spocu.experiments.config import X\n")
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from spocu.experiments.config import X\n"
+    )
     assert _imports(tree) == set()
     tree = ast.parse("def f():\n    from spocu.experiments import models_torch, activations\n")
     assert _imports(tree) == {"spocu.experiments", "spocu.experiments.models_torch", "spocu.experiments.activations"}

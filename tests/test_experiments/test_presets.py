@@ -9,7 +9,14 @@ import pytest
 from spocu import cli
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA
 from spocu.experiments.activations import parse_activation
-from spocu.experiments.config import CORRECTION_ALPHA, CORRECTION_BETA, PAPER_PROVENANCE, PRESETS, SPOCU_CORRECTION, resolve_config
+from spocu.experiments.config import (
+    CORRECTION_ALPHA,
+    CORRECTION_BETA,
+    PAPER_PROVENANCE,
+    PRESETS,
+    SPOCU_CORRECTION,
+    resolve_config,
+)
 from spocu.science import fit
 
 
@@ -22,7 +29,9 @@ def test_the_correction_variant_is_what_spocu_fit_solves():
     spec = parse_activation(SPOCU_CORRECTION)
     params = spec.all_params
     assert (params["c"], params["gamma"]) == (1.0, 1.0)
-    assert params["alpha"] == pytest.approx(CORRECTION_ALPHA, rel=1e-14) and params["beta"] == pytest.approx(CORRECTION_BETA, rel=1e-14)
+    assert params["alpha"] == pytest.approx(CORRECTION_ALPHA, rel=1e-14) and params["beta"] == pytest.approx(
+        CORRECTION_BETA, rel=1e-14
+    )
 
 
 def test_the_0_0_1_values_are_the_reference_of_the_paper_presets():
@@ -44,7 +53,12 @@ def test_the_default_contenders():
 
 def test_a_preset_run_reports_where_its_values_come_from(tmp_path):
     out = tmp_path / "paper"
-    assert cli.main(["compare", "--no-progress", "--preset", "paper-wdbc", "--seeds", "1", "--epochs", "1", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            ["compare", "--no-progress", "--preset", "paper-wdbc", "--seeds", "1", "--epochs", "1", "--out", str(out)]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["preset_provenance"] == PAPER_PROVENANCE
     report = (out / "report.md").read_text()

@@ -17,9 +17,9 @@ ray = pytest.importorskip("ray")
 # a local Ray cluster (started once per module) and Ray worker processes importing torch
 pytestmark = pytest.mark.slow
 
-from spocu.experiments.run import torch_engine as engine_torch  # noqa: E402
 from spocu.experiments.config import resolve_config  # noqa: E402
 from spocu.experiments.data.datasets import load_dataset  # noqa: E402
+from spocu.experiments.run import torch_engine as engine_torch  # noqa: E402
 from spocu.experiments.run.ray_executor import (  # noqa: E402
     ResourcesUnavailable,
     RunsFailed,
@@ -92,8 +92,14 @@ class Recorder:
 def _train(config, dataset, out, callbacks=None, **options):
     options = {"device": "cpu", "threads": 1, **options}
     return train_with_ray(
-        plan(config), config=config, dataset=dataset, out_root=out, framework="torch",
-        callbacks=callbacks or Recorder(), protocol_hash=config.protocol_hash(), **options,
+        plan(config),
+        config=config,
+        dataset=dataset,
+        out_root=out,
+        framework="torch",
+        callbacks=callbacks or Recorder(),
+        protocol_hash=config.protocol_hash(),
+        **options,
     )
 
 
@@ -148,20 +154,45 @@ def test_runs_under_ray_equal_local_runs_and_the_driver_saves_them(tmp_path, wdb
     config = _config()
     callbacks = Recorder()
     results = list(_train(config, wdbc, tmp_path, callbacks))
-    assert sorted((r.activation, r.seed) for r in results) == [("relu", 0), ("relu", 1), ("spocu(c=1)", 0), ("spocu(c=1)", 1)]
+    assert sorted((r.activation, r.seed) for r in results) == [
+        ("relu", 0),
+        ("relu", 1),
+        ("spocu(c=1)", 0),
+        ("spocu(c=1)", 1),
+    ]
     saved = {p.name: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
     assert sorted(saved) == ["relu-seed0.json", "relu-seed1.json", "spocu_c-1-seed0.json", "spocu_c-1-seed1.json"]
     assert not list(tmp_path.rglob(".*.tmp"))
     specs = {spec.canonical: spec for spec in config.activation_specs()}
     for result in results:
-        local = engine_torch.train_run(config, wdbc, specs[result.activation], result.seed, device="cpu", threads=1, protocol_hash=config.protocol_hash())
-        assert [[getattr(e, k) for k in METRICS] for e in result.epochs] == [[getattr(e, k) for k in METRICS] for e in local.epochs]
-        assert (result.test_loss, result.test_accuracy, result.test_predictions) == (local.test_loss, local.test_accuracy, local.test_predictions)
-        assert (result.threads, result.device, result.dataset_fingerprint) == (1, "cpu", wdbc.for_seed(result.seed).fingerprint())
+        local = engine_torch.train_run(
+            config,
+            wdbc,
+            specs[result.activation],
+            result.seed,
+            device="cpu",
+            threads=1,
+            protocol_hash=config.protocol_hash(),
+        )
+        assert [[getattr(e, k) for k in METRICS] for e in result.epochs] == [
+            [getattr(e, k) for k in METRICS] for e in local.epochs
+        ]
+        assert (result.test_loss, result.test_accuracy, result.test_predictions) == (
+            local.test_loss,
+            local.test_accuracy,
+            local.test_predictions,
+        )
+        assert (result.threads, result.device, result.dataset_fingerprint) == (
+            1,
+            "cpu",
+            wdbc.for_seed(result.seed).fingerprint(),
+        )
         assert result.split_fingerprint == local.split_fingerprint == wdbc.for_seed(result.seed).split_fingerprint()
         assert saved[f"{specs[result.activation].slug}-seed{result.seed}.json"] == result.to_json()
         # the driver saw this run start, both its epochs, then its end, in that order
-        mine = [e[0] if e[0] != "epoch" else e[3] for e in callbacks.events if e[1:3] == (result.activation, result.seed)]
+        mine = [
+            e[0] if e[0] != "epoch" else e[3] for e in callbacks.events if e[1:3] == (result.activation, result.seed)
+        ]
         assert mine == ["started", 1, 2, "finished"]
 
 
@@ -189,7 +220,13 @@ def test_a_run_whose_worker_dies_is_retried_then_reported_failed(tmp_path, wdbc)
     markers = tmp_path / "markers"
     markers.mkdir()
     with pytest.raises(RunsFailed) as caught:
-        for _ in _train(config, wdbc, tmp_path / "out", train_function=functools.partial(_die_for_seed_1, str(markers)), max_retries=1):
+        for _ in _train(
+            config,
+            wdbc,
+            tmp_path / "out",
+            train_function=functools.partial(_die_for_seed_1, str(markers)),
+            max_retries=1,
+        ):
             pass
     [failure] = caught.value.failures
     assert (failure.activation, failure.seed) == ("relu", 1)
@@ -208,7 +245,13 @@ def test_interrupting_the_driver_cancels_the_outstanding_tasks(tmp_path, wdbc):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        for _ in _train(config, wdbc, tmp_path / "out", InterruptAtFirstEpoch(), train_function=functools.partial(_slow, str(markers))):
+        for _ in _train(
+            config,
+            wdbc,
+            tmp_path / "out",
+            InterruptAtFirstEpoch(),
+            train_function=functools.partial(_slow, str(markers)),
+        ):
             pass
     # the tasks are gone: no epoch is trained any more and the CPUs are free again
     deadline = time.monotonic() + 30
@@ -225,7 +268,9 @@ def test_interrupting_the_driver_cancels_the_outstanding_tasks(tmp_path, wdbc):
     ("device", "threads", "message"),
     [("cuda", None, "needs 1 CPU and 1 GPU"), ("cpu", 3, "needs 3 CPUs")],
 )
-def test_a_task_no_node_can_run_is_refused_before_anything_is_submitted(tmp_path, wdbc, monkeypatch, device, threads, message):
+def test_a_task_no_node_can_run_is_refused_before_anything_is_submitted(
+    tmp_path, wdbc, monkeypatch, device, threads, message
+):
     monkeypatch.setattr(ray, "remote", _never)
     with pytest.raises(ResourcesUnavailable, match=message) as caught:
         list(_train(_config(epochs=1), wdbc, tmp_path, device=device, threads=threads))
@@ -242,7 +287,9 @@ def _submitted(*args, **kwargs):
 
 
 @pytest.mark.parametrize(("device", "threads"), [("cuda", None), ("cpu", 3)])
-def test_with_autoscaling_a_task_no_live_node_fits_is_submitted_to_wait_for_one(tmp_path, wdbc, monkeypatch, device, threads):
+def test_with_autoscaling_a_task_no_live_node_fits_is_submitted_to_wait_for_one(
+    tmp_path, wdbc, monkeypatch, device, threads
+):
     """An autoscaling cluster (GPU workers with min_workers 0) has no such node until tasks ask for it."""
     monkeypatch.setattr(ray, "remote", _submitted)  # reaching submission is the point; nothing runs
     with pytest.raises(_Submitted):
@@ -255,8 +302,10 @@ def test_check_cluster_fits_says_what_waits_with_autoscaling_and_refuses_without
     nodes = [{"CPU": 8.0}, {"CPU": 2.0}]
     assert check_cluster_fits("cpu", 8, nodes) is None
     note = check_cluster_fits("cuda", None, nodes, autoscaling=True)
-    assert note == ("no live node of the Ray cluster can run a task that needs 1 CPU and 1 GPU yet (nodes: 8 CPUs; 2 CPUs): "
-                    "the tasks wait for the autoscaler to add one")
+    assert note == (
+        "no live node of the Ray cluster can run a task that needs 1 CPU and 1 GPU yet (nodes: 8 CPUs; 2 CPUs): "
+        "the tasks wait for the autoscaler to add one"
+    )
     with pytest.raises(ResourcesUnavailable, match="pass --ray-autoscaling if the cluster's autoscaler adds it"):
         check_cluster_fits("cpu", 16, nodes)
 
@@ -269,9 +318,19 @@ def test_cuda_with_an_index_is_refused(tmp_path, wdbc):
 def test_a_retried_run_is_shown_once_and_its_epochs_never_twice():
     callbacks = Recorder()
     dispatch = _Dispatch(callbacks)
-    record = {"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.8, "val_loss": 0.4, "val_accuracy": 0.9, "seconds": 0.1, "eval_seconds": 0.0}
+    record = {
+        "epoch": 1,
+        "train_loss": 0.5,
+        "train_accuracy": 0.8,
+        "val_loss": 0.4,
+        "val_accuracy": 0.9,
+        "seconds": 0.1,
+        "eval_seconds": 0.0,
+    }
     dispatch([("started", ("relu", 0), None), ("epoch", ("relu", 0), record)])
-    dispatch([("started", ("relu", 0), None), ("epoch", ("relu", 0), record), ("epoch", ("relu", 0), {**record, "epoch": 2})])
+    dispatch(
+        [("started", ("relu", 0), None), ("epoch", ("relu", 0), record), ("epoch", ("relu", 0), {**record, "epoch": 2})]
+    )
     assert callbacks.events == [("started", "relu", 0), ("epoch", "relu", 0, 1), ("epoch", "relu", 0, 2)]
 
 
@@ -302,21 +361,40 @@ def test_compare_with_executor_ray_gives_the_local_numbers_report_and_table(tmp_
     assert "Ray (1 node, 2 CPUs): one task per run, 1 CPU(s) each, as many at a time as fit" in printed
     assert "test accuracy" in printed and "p Holm" in printed  # the per-run lines and the results table
     local, on_ray = _run_files(tmp_path / "local"), _run_files(tmp_path / "ray")
-    assert sorted(local) == sorted(on_ray) == ["relu-seed0.json", "relu-seed1.json", "spocu_c-1-seed0.json", "spocu_c-1-seed1.json"]
+    assert (
+        sorted(local)
+        == sorted(on_ray)
+        == ["relu-seed0.json", "relu-seed1.json", "spocu_c-1-seed0.json", "spocu_c-1-seed1.json"]
+    )
     for name in local:
         a, b = local[name], on_ray[name]
         assert [[e[k] for k in METRICS] for e in a["epochs"]] == [[e[k] for k in METRICS] for e in b["epochs"]]
-        assert (a["test_loss"], a["test_accuracy"], a["test_predictions"]) == (b["test_loss"], b["test_accuracy"], b["test_predictions"])
+        assert (a["test_loss"], a["test_accuracy"], a["test_predictions"]) == (
+            b["test_loss"],
+            b["test_accuracy"],
+            b["test_predictions"],
+        )
     results = json.loads((tmp_path / "ray" / "results.json").read_text())
-    assert results["environment"]["parallel"] == {"executor": "ray", "jobs": None, "threads_per_job": 1, "cluster": "1 node, 2 CPUs"}
-    assert "Runs trained as Ray tasks, one per run, on a Ray cluster of 1 node, 2 CPUs" in (tmp_path / "ray" / "report.md").read_text()
+    assert results["environment"]["parallel"] == {
+        "executor": "ray",
+        "jobs": None,
+        "threads_per_job": 1,
+        "cluster": "1 node, 2 CPUs",
+    }
+    assert (
+        "Runs trained as Ray tasks, one per run, on a Ray cluster of 1 node, 2 CPUs"
+        in (tmp_path / "ray" / "report.md").read_text()
+    )
     assert not list((tmp_path / "ray").rglob(".*.tmp"))
 
 
 def test_compare_refuses_a_cluster_without_a_gpu_before_touching_the_output(tmp_path, capsys):
     assert _compare("--executor", "ray", "--device", "cuda", "--epochs", "1", "--out", str(tmp_path / "x")) == 2
     error = capsys.readouterr().err
-    assert "spocu compare: error: no node of the Ray cluster can run a task that needs 1 CPU and 1 GPU (nodes: 2 CPUs)" in error
+    assert (
+        "spocu compare: error: no node of the Ray cluster can run a task that needs 1 CPU and 1 GPU (nodes: 2 CPUs)"
+        in error
+    )
     assert "use --device cpu" in error and "Traceback" not in error
     assert not (tmp_path / "x").exists()
     assert _compare("--executor", "ray", "--device", "cuda:1", "--out", str(tmp_path / "x")) == 2
@@ -328,7 +406,13 @@ def test_ray_options_that_make_no_sense_are_refused(tmp_path, monkeypatch, capsy
     assert "--ray-address applies to --executor ray, not --executor local" in capsys.readouterr().err
     assert _compare("--ray-autoscaling", "--out", str(tmp_path / "x")) == 2
     assert "--ray-autoscaling applies to --executor ray, not --executor local" in capsys.readouterr().err
-    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+    for name, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1",
+    }.items():
         monkeypatch.setenv(name, value)
     assert _compare("--executor", "ray", "--out", str(tmp_path / "x")) == 2
     assert "--executor ray and torchrun do not combine" in capsys.readouterr().err
@@ -360,7 +444,9 @@ def test_a_killed_driver_loses_only_the_runs_in_flight_and_a_rerun_resumes(tmp_p
     # a fresh driver with its own local Ray, as from a shell; kill -9 gives it no chance to clean up
     driver = subprocess.Popen(
         [sys.executable, "-m", "spocu", "compare", "--no-progress", *grid, "--executor", "ray", "--out", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 180
@@ -391,8 +477,12 @@ def test_an_unreachable_cluster_is_a_one_line_error_within_seconds(tmp_path):
     from cli_harness import assert_clean_failure, run_cli, snapshot
 
     # a fresh process (this module's Ray would be reused); Ray alone would retry for minutes
-    result = run_cli(["compare", "--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", "x"], cwd=tmp_path, timeout=120)
-    assert_clean_failure(result, r"spocu compare: error: cannot join the Ray cluster at '127\.0\.0\.1:1' .*Connection refused")
+    result = run_cli(
+        ["compare", "--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", "x"], cwd=tmp_path, timeout=120
+    )
+    assert_clean_failure(
+        result, r"spocu compare: error: cannot join the Ray cluster at '127\.0\.0\.1:1' .*Connection refused"
+    )
     assert snapshot(tmp_path) == set()
 
 
@@ -411,7 +501,9 @@ def test_the_progress_display_names_a_failed_run_and_keeps_its_epoch_count_hones
         callbacks.run_started("relu", 1)
         for epoch in (1, 2):
             callbacks.epoch_done("relu", 1, EpochRecord(epoch, 0.5, 0.8, 0.4, 0.9, 0.1, 0.0))
-        callbacks.run_failed(RunFailure("relu", 1, "its worker died and every retry failed too (WorkerCrashedError: ...)"))
+        callbacks.run_failed(
+            RunFailure("relu", 1, "its worker died and every retry failed too (WorkerCrashedError: ...)")
+        )
         task = callbacks.progress.tasks[0]
         assert (task.completed, task.total) == (5, 10)  # the failed run's 5 epochs are accounted for, not 2 or 7
         assert callbacks.running == {}
@@ -424,8 +516,25 @@ def test_a_batch_norm_model_trains_under_ray_with_a_last_batch_of_one(tmp_path, 
 
     (tmp_path / "bnnet.py").write_text(BATCH_NORM_NET)
     out = tmp_path / "o"
-    assert _compare("--model", f"{tmp_path / 'bnnet.py'}:build", "--activations", "relu", "--seeds", "1", "--epochs", "1",
-                    "--batch-size", "121", "--executor", "ray", "--out", str(out)) == 0, capsys.readouterr().err
+    assert (
+        _compare(
+            "--model",
+            f"{tmp_path / 'bnnet.py'}:build",
+            "--activations",
+            "relu",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "121",
+            "--executor",
+            "ray",
+            "--out",
+            str(out),
+        )
+        == 0
+    ), capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["protocol"]["last_batch"] == "merged"
     assert sorted(_run_files(out)) == ["relu-seed0.json"]
 
@@ -436,7 +545,9 @@ def test_tuning_on_ray_chooses_what_the_local_executor_chooses(tmp_path):
     assert _compare(*grid, "--executor", "ray", "--out", str(tmp_path / "ray")) == 0
     local = json.loads((tmp_path / "local" / "results.json").read_text())
     on_ray = json.loads((tmp_path / "ray" / "results.json").read_text())
-    assert on_ray["tuning"] == local["tuning"] and on_ray["config"]["learning_rates"] == local["config"]["learning_rates"]
+    assert (
+        on_ray["tuning"] == local["tuning"] and on_ray["config"]["learning_rates"] == local["config"]["learning_rates"]
+    )
     assert len(list((tmp_path / "ray" / "tuning").rglob("runs/*.json"))) == 5 * 2
 
 
@@ -448,9 +559,28 @@ def test_no_ray_process_outlives_a_killed_driver_by_more_than_10_seconds(tmp_pat
     from spocu.experiments.run.reaper import _descendants, _table
 
     driver = subprocess.Popen(
-        [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "--seeds", "2", "--epochs", "300",
-         "--hidden", "16", "--executor", "ray", "--out", str(tmp_path / "o")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "spocu",
+            "compare",
+            "--no-progress",
+            "--activations",
+            "relu",
+            "--seeds",
+            "2",
+            "--epochs",
+            "300",
+            "--hidden",
+            "16",
+            "--executor",
+            "ray",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 180

@@ -18,7 +18,9 @@ def _torch_net(activation: str = "relu", channels: int = 3, classes: int = 10) -
 def test_torch_structure_follows_the_paper():
     net = _torch_net()
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == 19 and len([m for m in net.modules() if isinstance(m, nn.Linear)]) == 1  # 6n + 2 = 20 weighted layers
+    assert (
+        len(convs) == 19 and len([m for m in net.modules() if isinstance(m, nn.Linear)]) == 1
+    )  # 6n + 2 = 20 weighted layers
     assert [c.out_channels for c in convs] == [16] * 7 + [32] * 6 + [64] * 6
     assert [c.stride[0] for c in convs] == [1] * 7 + [2, 1, 1, 1, 1, 1] + [2, 1, 1, 1, 1, 1]
     assert all(c.bias is None for c in convs) and len([m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]) == 19

@@ -19,8 +19,8 @@ import torch.distributed
 from spocu import cli
 from spocu.experiments.run import torch_engine as engine_torch
 from spocu.experiments.run.distributed import from_environment, per_process_batch, shard
-from spocu.experiments.run.torch_engine import SeededDistributedSampler
 from spocu.experiments.run.engine import batch_order
+from spocu.experiments.run.torch_engine import SeededDistributedSampler
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -63,11 +63,19 @@ def test_jobs_2_trains_in_workers_and_matches_jobs_1_exactly(tmp_path, monkeypat
     monkeypatch.setattr(engine_torch, "train_run", parent_must_not_train)  # the spawned workers import their own
     assert _compare(*grid, "--jobs", "2", "--out", str(tmp_path / "two")) == 0
     one, two = _runs(tmp_path / "one"), _runs(tmp_path / "two")
-    assert sorted(one) == sorted(two) == ["relu-seed0.json", "relu-seed1.json", "spocu_c-1-seed0.json", "spocu_c-1-seed1.json"]
+    assert (
+        sorted(one)
+        == sorted(two)
+        == ["relu-seed0.json", "relu-seed1.json", "spocu_c-1-seed0.json", "spocu_c-1-seed1.json"]
+    )
     for name in one:
         a, b = one[name], two[name]
         assert [[e[k] for k in METRICS] for e in a["epochs"]] == [[e[k] for k in METRICS] for e in b["epochs"]]
-        assert (a["test_loss"], a["test_accuracy"], a["test_predictions"]) == (b["test_loss"], b["test_accuracy"], b["test_predictions"])
+        assert (a["test_loss"], a["test_accuracy"], a["test_predictions"]) == (
+            b["test_loss"],
+            b["test_accuracy"],
+            b["test_predictions"],
+        )
         assert a["threads"] == b["threads"] == 1
     results = json.loads((tmp_path / "two" / "results.json").read_text())
     assert results["environment"]["parallel"] == {"jobs": 2, "threads_per_job": 1}
@@ -79,10 +87,28 @@ def test_jobs_2_trains_in_workers_and_matches_jobs_1_exactly(tmp_path, monkeypat
 @pytest.mark.slow  # worker processes, each importing torch
 def test_ctrl_c_with_jobs_ends_the_workers_keeps_finished_runs_and_resumes(tmp_path):
     out = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "selu",
-               "--seeds", "2", "--epochs", "60", "--jobs", "2", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "spocu",
+        "compare",
+        "--no-progress",
+        "--activations",
+        "relu",
+        "selu",
+        "--seeds",
+        "2",
+        "--epochs",
+        "60",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(out.glob("runs/*.json")):
@@ -118,8 +144,24 @@ def test_ctrl_c_with_jobs_ends_the_workers_keeps_finished_runs_and_resumes(tmp_p
 @pytest.mark.slow  # worker processes, each importing torch
 def test_sigkill_of_the_parent_leaves_no_worker_behind(tmp_path):
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "spocu", "compare", "--no-progress", "--activations", "relu", "selu",
-               "--seeds", "2", "--epochs", "200", "--jobs", "2", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "spocu",
+        "compare",
+        "--no-progress",
+        "--activations",
+        "relu",
+        "selu",
+        "--seeds",
+        "2",
+        "--epochs",
+        "200",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
@@ -190,7 +232,13 @@ def test_torchrun_environment_errors_are_clear(monkeypatch, tmp_path, capsys):
         from_environment({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "x", "MASTER_PORT": "1"})
     with pytest.raises(ValueError, match="must be a multiple of 3 .e.g. 99 or 102."):
         per_process_batch(100, 3)
-    for name, value in {"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+    for name, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "3",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1",
+    }.items():
         monkeypatch.setenv(name, value)
     capsys.readouterr()
     assert _compare("--jobs", "2", "--out", str(tmp_path / "x")) == 2
@@ -202,7 +250,7 @@ def test_torchrun_environment_errors_are_clear(monkeypatch, tmp_path, capsys):
 
 #: Imported by every torchrun process (PYTHONPATH): records what each rank creates, changes or removes
 #: under $AUDIT_OUT, and writes the list to $AUDIT_LOG/rank<RANK>.json when the process exits.
-_AUDIT_SITECUSTOMIZE = '''
+_AUDIT_SITECUSTOMIZE = """
 import atexit, json, os, sys
 
 _out = os.path.realpath(os.environ["AUDIT_OUT"])
@@ -235,7 +283,7 @@ def _dump():
 if "RANK" in os.environ:
     sys.addaudithook(_hook)
     atexit.register(_dump)
-'''
+"""
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
@@ -246,11 +294,28 @@ def test_torchrun_two_cpu_processes_train_each_run_together(tmp_path):
     (audit / "sitecustomize.py").write_text(textwrap.dedent(_AUDIT_SITECUSTOMIZE))
     grid = ["--activations", "relu", "selu", "--seeds", "1", "--epochs", "2", "--device", "cpu"]
     env = {
-        **os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "AUDIT_OUT": str(out), "AUDIT_LOG": str(audit),
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "AUDIT_OUT": str(out),
+        "AUDIT_LOG": str(audit),
         "PYTHONPATH": os.pathsep.join([str(audit), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-               "-m", "spocu", "compare", "--no-progress", *grid, "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "spocu",
+        "compare",
+        "--no-progress",
+        *grid,
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("wdbc: train 364, val 91, test 114") == 1  # rank 1 printed nothing
@@ -264,13 +329,24 @@ def test_torchrun_two_cpu_processes_train_each_run_together(tmp_path):
     assert _compare(*grid, "--out", str(single)) == 0
     ddp_results, single_results = (json.loads((d / "results.json").read_text()) for d in (out, single))
     assert set(ddp_results) == set(single_results)
-    assert ddp_results["environment"]["distributed"] == {"world_size": 2, "backend": "gloo", "launcher": "torchrun", "per_process_batch": 16}
+    assert ddp_results["environment"]["distributed"] == {
+        "world_size": 2,
+        "backend": "gloo",
+        "launcher": "torchrun",
+        "per_process_batch": 16,
+    }
     assert ddp_results["protocol_hash"] == single_results["protocol_hash"]
     n_train, n_val, n_test = 364, 91, 114
     for name, a in _runs(single).items():
         b = _runs(out)[name]
         assert set(a) == set(b)
-        assert b["extra"]["distributed"] == {"world_size": 2, "backend": "gloo", "launcher": "torchrun", "per_process_batch": 16, "global_batch": 32}
+        assert b["extra"]["distributed"] == {
+            "world_size": 2,
+            "backend": "gloo",
+            "launcher": "torchrun",
+            "per_process_batch": 16,
+            "global_batch": 32,
+        }
         for ea, eb in zip(a["epochs"], b["epochs"], strict=True):
             assert eb["train_loss"] == pytest.approx(ea["train_loss"], rel=1e-5)
             assert eb["val_loss"] == pytest.approx(ea["val_loss"], rel=1e-5)
@@ -291,8 +367,26 @@ def test_torchrun_refuses_a_directory_that_is_not_ours_in_every_process(tmp_path
     user.mkdir()
     (user / "report.md").write_text("mine\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-               "-m", "spocu", "compare", "--no-progress", "--device", "cpu", "--seeds", "1", "--epochs", "1", "--out", str(user)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "spocu",
+        "compare",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--out",
+        str(user),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)  # no rank waits for another
     assert result.returncode != 0
     assert result.stderr.count("spocu compare: error: --out") == 2 and "not a spocu compare output" in result.stderr

@@ -52,7 +52,9 @@ def test_each_seed_draws_its_own_stratified_split():
 def test_fixed_split_is_the_same_for_every_seed():
     dataset = load_dataset("wdbc")  # split="fixed"
     assert dataset.for_seed(0) is dataset and dataset.for_seed(7) is dataset and dataset.info["split"] == "fixed"
-    np.testing.assert_array_equal(np.sort(dataset.test_indices), np.sort(_independent_test_indices(load_breast_cancer().target, 0)))
+    np.testing.assert_array_equal(
+        np.sort(dataset.test_indices), np.sort(_independent_test_indices(load_breast_cancer().target, 0))
+    )
 
 
 def test_user_table_per_seed_and_npz_with_a_test_part_keeps_it(tmp_path):
@@ -61,7 +63,13 @@ def test_user_table_per_seed_and_npz_with_a_test_part_keeps_it(tmp_path):
     frame.to_csv(tmp_path / "t.csv", index=False)
     table = load_user_dataset(tmp_path / "t.csv", split="per-seed")
     assert table.for_seed(0).split_fingerprint() != table.for_seed(1).split_fingerprint()
-    np.savez(tmp_path / "a.npz", x_train=rng.normal(size=(40, 3)), y_train=np.arange(40) % 2, x_test=rng.normal(size=(10, 3)), y_test=np.arange(10) % 2)
+    np.savez(
+        tmp_path / "a.npz",
+        x_train=rng.normal(size=(40, 3)),
+        y_train=np.arange(40) % 2,
+        x_test=rng.normal(size=(10, 3)),
+        y_test=np.arange(10) % 2,
+    )
     arrays = load_user_dataset(tmp_path / "a.npz", split="per-seed")
     assert arrays.resplit is None and arrays.info["split"] == "fixed" and arrays.for_seed(3) is arrays
 
@@ -76,7 +84,18 @@ def test_split_mode_in_the_protocol():
 
 
 def test_resume_of_a_fixed_split_directory_is_refused_clearly(tmp_path, capsys):
-    grid = ["compare", "--no-progress", "--activations", "relu", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "o")]
+    grid = [
+        "compare",
+        "--no-progress",
+        "--activations",
+        "relu",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert cli.main([*grid, "--split", "fixed"]) == 0
     capsys.readouterr()
     assert cli.main(grid) == 2

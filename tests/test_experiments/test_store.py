@@ -64,7 +64,9 @@ def test_a_directory_of_user_files_is_refused_untouched(tmp_path, capsys):
 @pytest.mark.parametrize("target", ["file", "/dev/null", "below-a-file"])
 def test_a_file_or_device_is_refused(tmp_path, capsys, target):
     (tmp_path / "file").write_text("x")
-    out = {"file": str(tmp_path / "file"), "/dev/null": "/dev/null", "below-a-file": str(tmp_path / "file" / "run")}[target]
+    out = {"file": str(tmp_path / "file"), "/dev/null": "/dev/null", "below-a-file": str(tmp_path / "file" / "run")}[
+        target
+    ]
     assert _compare(*GRID, "--out", out) == 2
     assert "not a directory" in _error(capsys)
     assert (tmp_path / "file").read_text() == "x"
@@ -138,12 +140,18 @@ def _edit(path: Path, change) -> None:
 
 _DAMAGE = {
     "accuracy above 1": (lambda d: d.update(test_accuracy=1.5), "test_accuracy = 1.5 is not a number in [0, 1]"),
-    "accuracy not its predictions": (lambda d: d.update(test_accuracy=0.5), "test_accuracy = 0.5 but its test predictions score"),
+    "accuracy not its predictions": (
+        lambda d: d.update(test_accuracy=0.5),
+        "test_accuracy = 0.5 but its test predictions score",
+    ),
     "negative loss": (lambda d: d.update(test_loss=-0.1), "test_loss = -0.1 is not a number >= 0"),
     "epochs cut": (lambda d: d.update(epochs=d["epochs"][:1]), "holds 1 epoch(s), but the protocol trains 2"),
     "epoch accuracy": (lambda d: d["epochs"][1].update(val_accuracy=2.0), "epoch 2: val_accuracy = 2.0"),
     "class 7 of 2": (lambda d: d["test_predictions"].__setitem__(0, 7), "predicts class 7, outside the 2 classes"),
-    "predictions short": (lambda d: d.update(test_predictions=d["test_predictions"][:-1]), "113 test predictions for a test set of 114"),
+    "predictions short": (
+        lambda d: d.update(test_predictions=d["test_predictions"][:-1]),
+        "113 test predictions for a test set of 114",
+    ),
     "string seed": (lambda d: d.update(seed="1"), 'seed = "1" is not a whole number'),
     "other seed": (lambda d: d.update(seed=7), "holds relu seed 7"),
     "other protocol": (lambda d: d.update(protocol_hash="0" * 12), "different protocol"),
@@ -184,7 +192,10 @@ def test_skip_bad_runs_leaves_the_file_out_and_says_so(experiment, capsys):
     results = json.loads((experiment / "results.json").read_text())
     assert [s["path"] for s in results["skipped_runs"]] == [str(path)]
     assert sorted((r["activation"], r["seed"]) for r in results["runs"]) == [("relu", 0), ("selu", 0), ("selu", 1)]
-    assert results["summary"]["relu"]["test_accuracy"]["n"] == 1 and results["summary"]["relu"]["test_accuracy"]["mean"] <= 1
+    assert (
+        results["summary"]["relu"]["test_accuracy"]["n"] == 1
+        and results["summary"]["relu"]["test_accuracy"]["mean"] <= 1
+    )
     assert "Left out of every statistic (--skip-bad-runs)" in (experiment / "report.md").read_text()
     assert path.read_bytes() == damaged  # not retrained over, not touched
 
@@ -195,7 +206,9 @@ def test_a_corrupt_config_json_is_refused(experiment, capsys, content):
     before = _files(experiment)
     assert _compare(*GRID, "--out", str(experiment)) == 2
     message = _error(capsys)
-    assert "config.json" in message and ("not a spocu compare config" in message or "not a spocu compare output" in message)
+    assert "config.json" in message and (
+        "not a spocu compare config" in message or "not a spocu compare output" in message
+    )
     assert _files(experiment) == before
 
 

@@ -83,8 +83,12 @@ def test_tensorboard_event_files_equal_results_json(tracked):
     for run in results["runs"]:
         events = EventAccumulator(str(out / "tensorboard" / f"{run['activation']}-seed{run['seed']}"))
         events.Reload()
-        for tag, metric in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("accuracy/train", "train_accuracy"),
-                            ("accuracy/val", "val_accuracy")):
+        for tag, metric in (
+            ("loss/train", "train_loss"),
+            ("loss/val", "val_loss"),
+            ("accuracy/train", "train_accuracy"),
+            ("accuracy/val", "val_accuracy"),
+        ):
             got = [(s.step, s.value) for s in events.Scalars(tag)]
             assert [s for s, _ in got] == [e["epoch"] for e in run["epochs"]]
             for (_, value), epoch in zip(got, run["epochs"]):

@@ -28,9 +28,13 @@ def test_the_grid_is_log_spaced_around_the_default_and_the_seeds_are_the_first_t
     config = resolve_config({"tune": "lr", "lr": 0.02, "first_seed": 7, "seeds": 3})
     grid = np.array(config.tune_grid())
     assert len(grid) >= 5 and grid[len(grid) // 2] == pytest.approx(0.02)
-    assert np.allclose(np.diff(np.log10(grid)), 0.5) and grid[0] == pytest.approx(0.002) and grid[-1] == pytest.approx(0.2)
+    assert (
+        np.allclose(np.diff(np.log10(grid)), 0.5) and grid[0] == pytest.approx(0.002) and grid[-1] == pytest.approx(0.2)
+    )
     assert config.tune_seeds() == (7, 8)
-    assert resolve_config({"tune": "lr", "seeds": 10}).protocol() == resolve_config({"tune": "lr", "seeds": 2}).protocol()
+    assert (
+        resolve_config({"tune": "lr", "seeds": 10}).protocol() == resolve_config({"tune": "lr", "seeds": 2}).protocol()
+    )
     assert "tune" not in resolve_config({}).protocol()  # untuned protocols and their hashes are as before
     assert resolve_config({"tune": "lr"}).protocol_hash() != resolve_config({}).protocol_hash()
     with pytest.raises(ValueError, match="--tune momentum"):
@@ -70,7 +74,9 @@ def test_the_test_set_never_takes_part(tmp_path):
     dataset = load_dataset("wdbc")
     rng = np.random.default_rng(0)
     poisoned = dataclasses.replace(
-        dataset, y_test=(dataset.y_test + 1) % dataset.num_classes, x_test=rng.normal(0, 100, dataset.x_test.shape).astype(np.float32)
+        dataset,
+        y_test=(dataset.y_test + 1) % dataset.num_classes,
+        x_test=rng.normal(0, 100, dataset.x_test.shape).astype(np.float32),
     )
     tuned, record = _tune(config, dataset, tmp_path / "clean")
     tuned_poisoned, record_poisoned = _tune(config, poisoned, tmp_path / "poisoned")
@@ -90,8 +96,11 @@ def test_the_test_set_never_takes_part(tmp_path):
         for row in entry["scores"]:
             finals = []
             for seed in config.tune_seeds():
-                run = json.loads((tmp_path / "clean" / "tuning" / f"lr-{row['lr']:.6g}" / "runs").joinpath(
-                    f"{'spocu_c-1' if name == 'spocu(c=1)' else name}-seed{seed}.json").read_text())
+                run = json.loads(
+                    (tmp_path / "clean" / "tuning" / f"lr-{row['lr']:.6g}" / "runs")
+                    .joinpath(f"{'spocu_c-1' if name == 'spocu(c=1)' else name}-seed{seed}.json")
+                    .read_text()
+                )
                 finals.append(run["epochs"][-1]["val_accuracy"])
             assert row["val_accuracy"] == pytest.approx(np.mean(finals), abs=1e-15)
 
@@ -103,7 +112,24 @@ def _compare(*args: str) -> int:
 @pytest.fixture(scope="module")
 def tuned_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tuned") / "run"
-    assert _compare("--tune", "lr", "--activations", "spocu(c=1)", "relu", "--seeds", "2", "--epochs", "2", "--hidden", "16", "--out", str(out)) == 0
+    assert (
+        _compare(
+            "--tune",
+            "lr",
+            "--activations",
+            "spocu(c=1)",
+            "relu",
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            "--hidden",
+            "16",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     return out
 
 
@@ -127,17 +153,66 @@ def test_every_seed_trains_at_its_activations_chosen_rate_and_the_report_says_so
 def test_a_tuned_experiment_resumes_and_refuses_a_run_at_another_rate(tuned_run, capsys):
     before = {p: p.read_bytes() for p in tuned_run.rglob("*.json") if "runs" in p.parts}
     capsys.readouterr()
-    assert _compare("--tune", "lr", "--activations", "spocu(c=1)", "relu", "--seeds", "2", "--epochs", "2", "--hidden", "16", "--out", str(tuned_run)) == 0
+    assert (
+        _compare(
+            "--tune",
+            "lr",
+            "--activations",
+            "spocu(c=1)",
+            "relu",
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            "--hidden",
+            "16",
+            "--out",
+            str(tuned_run),
+        )
+        == 0
+    )
     assert {p: p.read_bytes() for p in tuned_run.rglob("*.json") if "runs" in p.parts} == before  # nothing retrained
     path = tuned_run / "runs" / "relu-seed0.json"
     run = json.loads(path.read_text())
     run["lr"] = run["lr"] * 10
     path.write_text(json.dumps(run))
     capsys.readouterr()
-    assert _compare("--tune", "lr", "--activations", "spocu(c=1)", "relu", "--seeds", "2", "--epochs", "2", "--hidden", "16", "--out", str(tuned_run)) == 2
+    assert (
+        _compare(
+            "--tune",
+            "lr",
+            "--activations",
+            "spocu(c=1)",
+            "relu",
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            "--hidden",
+            "16",
+            "--out",
+            str(tuned_run),
+        )
+        == 2
+    )
     assert "was trained with lr" in capsys.readouterr().err
     path.write_bytes(before[path])
-    assert _compare("--activations", "spocu(c=1)", "relu", "--seeds", "2", "--epochs", "2", "--hidden", "16", "--out", str(tuned_run)) == 2
+    assert (
+        _compare(
+            "--activations",
+            "spocu(c=1)",
+            "relu",
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            "--hidden",
+            "16",
+            "--out",
+            str(tuned_run),
+        )
+        == 2
+    )
     assert "different experiment" in capsys.readouterr().err  # without --tune: another protocol
 
 

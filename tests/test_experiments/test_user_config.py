@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from spocu.experiments.config import resolve_config, with_model_source
-from spocu.experiments.run.inputs import ResumeRefused, check_resume, finalize, load_data
 from spocu.experiments.models.factories import UserModelError
+from spocu.experiments.run.inputs import ResumeRefused, check_resume, finalize, load_data
 
 MODEL = """
 from torch import nn
@@ -23,10 +23,27 @@ def build(activation, input_shape, num_classes):
 
 def test_existing_protocols_unchanged_by_the_new_fields():
     # the keys a protocol had before this change: their hashes (and so every existing output directory) stay valid
-    before = {"dataset", "model", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "init",
-              "val_size", "test_size", "split_seed", "framework"}
+    before = {
+        "dataset",
+        "model",
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "momentum",
+        "init",
+        "val_size",
+        "test_size",
+        "split_seed",
+        "framework",
+    }
     # --split fixed (spocu 0.1's single split) leaves "split" out; CIFAR-10 keeps its official test set: fixed
-    for options in ({"split": "fixed"}, {"preset": "seed-cifar10"}, {"dataset": "digits", "model": "deep-mlp", "split": "fixed"}):
+    for options in (
+        {"split": "fixed"},
+        {"preset": "seed-cifar10"},
+        {"dataset": "digits", "model": "deep-mlp", "split": "fixed"},
+    ):
         protocol = resolve_config(options).protocol()
         assert set(protocol) == before and set(protocol["model"]) == {"name", "hidden"}
     # the default per-seed splits are a new protocol (an old directory resumes with --split fixed)
@@ -35,7 +52,13 @@ def test_existing_protocols_unchanged_by_the_new_fields():
 
 def test_resnet20_preset_is_he_et_al_recipe():
     config = resolve_config({"preset": "resnet20-cifar10"})
-    assert (config.dataset, config.model.name, config.optimizer, config.momentum, config.weight_decay) == ("cifar10", "resnet20", "sgd", 0.9, 1e-4)
+    assert (config.dataset, config.model.name, config.optimizer, config.momentum, config.weight_decay) == (
+        "cifar10",
+        "resnet20",
+        "sgd",
+        0.9,
+        1e-4,
+    )
     assert (config.batch_size, config.lr, config.lr_milestones, config.epochs) == (128, 0.1, (91, 136), 182)
     assert config.protocol()["lr_milestones"] == [91, 136]
     assert resolve_config({"preset": "resnet20-cifar10", "epochs": 2}).epochs == 2
@@ -80,7 +103,10 @@ def test_factory_keeps_its_own_init_unless_init_is_given(tmp_path):
     assert own.protocol()["model"] == {"name": "m.py:build", "hidden": [], "swap": None, "source_sha256": None}
     finished, factory = with_model_source(own)
     assert finished.protocol()["model"]["source_sha256"] == factory.source_sha256 is not None
-    assert resolve_config({"model": f"{tmp_path / 'm.py'}:build", "init": "customary"}).activation_specs()[0].init == "lecun-normal"
+    assert (
+        resolve_config({"model": f"{tmp_path / 'm.py'}:build", "init": "customary"}).activation_specs()[0].init
+        == "lecun-normal"
+    )
 
 
 def _csv(path, seed=0):
@@ -99,7 +125,9 @@ def test_finalize_adds_hashes_and_checks_the_model_before_anything_is_written(tm
     images = resolve_config({"dataset": str(tmp_path / "d.csv"), "model": "resnet20"})
     with pytest.raises(ValueError, match="resnet20 needs image inputs"):
         finalize(images, dataset)
-    (tmp_path / "bad.py").write_text("from torch import nn\ndef build(activation, input_shape, num_classes):\n    return nn.Linear(99, 2)\n")
+    (tmp_path / "bad.py").write_text(
+        "from torch import nn\ndef build(activation, input_shape, num_classes):\n    return nn.Linear(99, 2)\n"
+    )
     with pytest.raises(UserModelError, match="bad.py:build: a batch of shape"):
         finalize(resolve_config({"dataset": str(tmp_path / "d.csv"), "model": f"{tmp_path / 'bad.py'}:build"}), dataset)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.py", "d.csv", "m.py"]
@@ -113,10 +141,14 @@ def test_keras_factory_under_torch_engine_names_the_other_engine(tmp_path):
         "    return keras.Sequential([keras.Input(input_shape), keras.layers.Dense(num_classes)])\n"
     )
     config = resolve_config({"dataset": str(tmp_path / "d.csv"), "model": f"{tmp_path / 'k.py'}:build"})
-    with pytest.raises(UserModelError, match="not a torch.nn.Module: if it builds a Keras model, run it with --framework keras"):
+    with pytest.raises(
+        UserModelError, match="not a torch.nn.Module: if it builds a Keras model, run it with --framework keras"
+    ):
         finalize(config, load_data(config))
     (tmp_path / "m.py").write_text(MODEL)
-    keras_config = resolve_config({"dataset": str(tmp_path / "d.csv"), "model": f"{tmp_path / 'm.py'}:build", "framework": "keras"})
+    keras_config = resolve_config(
+        {"dataset": str(tmp_path / "d.csv"), "model": f"{tmp_path / 'm.py'}:build", "framework": "keras"}
+    )
     with pytest.raises(UserModelError, match="calling it failed: .*a PyTorch model runs with --framework torch"):
         finalize(keras_config, load_data(keras_config))
 

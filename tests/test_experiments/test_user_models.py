@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from spocu.experiments.activations import parse_activation
-from spocu.experiments.models.torch_models import initialize
 from spocu.experiments.models.factories import UserModelError, is_model_factory, load_factory
-from spocu.experiments.models.torch_models import build_torch_model
+from spocu.experiments.models.torch_models import build_torch_model, initialize
 from spocu.torch import SPOCU
 
 MODEL_FILE = """
@@ -107,7 +106,8 @@ def test_init_override_redraws_like_the_built_in_models(tmp_path):
     own = build_torch_model(factory, parse_activation("relu"), (5,), 3, seed=2)
     redrawn = build_torch_model(factory, parse_activation("relu"), (5,), 3, seed=2, init="lecun-normal")
     assert not torch.equal(own[1].weight, redrawn[1].weight)
-    from spocu.experiments.run.engine import STREAM_INIT, derive_seed
+    from spocu.experiments.run.engine import derive_seed
+    from spocu.experiments.seeding import STREAM_INIT
 
     initialize(own, "lecun-normal", derive_seed(2, STREAM_INIT))
     for a, b in zip(own.parameters(), redrawn.parameters()):
@@ -129,7 +129,9 @@ def test_swap_replaces_functional_calls_too(tmp_path):
     from spocu.torch.replace import count_activations
 
     path = _write(tmp_path, "tv.py", SWAP_FILE)
-    net = build_torch_model(load_factory(f"{path}:functional_only", swap="relu"), parse_activation("spocu"), (3, 4, 4), 2, seed=0)
+    net = build_torch_model(
+        load_factory(f"{path}:functional_only", swap="relu"), parse_activation("spocu"), (3, 4, 4), 2, seed=0
+    )
     assert isinstance(next(iter(net.spocu_calls.values())), SPOCU)
     assert not count_activations(net, torch.zeros(2, 3, 4, 4))  # no relu op runs any more
 
@@ -139,7 +141,10 @@ def test_keras_model_file_and_swap(tmp_path):
     import spocu.keras
     from spocu.experiments.models.keras_models import build_keras_model
 
-    path = _write(tmp_path, "k.py", """
+    path = _write(
+        tmp_path,
+        "k.py",
+        """
         import keras
 
         def build(activation, input_shape, num_classes):
@@ -149,14 +154,19 @@ def test_keras_model_file_and_swap(tmp_path):
         def relu_net(num_classes=10):
             return keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(8),
                                      keras.layers.ReLU(), keras.layers.Dense(num_classes)])
-    """)
+    """,
+    )
     model = build_keras_model(load_factory(f"{path}:build"), parse_activation("spocu"), (4, 4, 1), 3, seed=0)
     assert isinstance(model.layers[1].activation, spocu.keras.SPOCU)
     assert model(np.zeros((2, 4, 4, 1), "float32")).shape == (2, 3)
-    swapped = build_keras_model(load_factory(f"{path}:relu_net", swap="relu"), parse_activation("selu"), (4, 4, 1), 3, seed=0)
+    swapped = build_keras_model(
+        load_factory(f"{path}:relu_net", swap="relu"), parse_activation("selu"), (4, 4, 1), 3, seed=0
+    )
     assert [type(layer).__name__ for layer in swapped.layers] == ["Flatten", "Dense", "Activation", "Dense"]
     assert swapped.layers[2].activation is keras.activations.selu
-    again = build_keras_model(load_factory(f"{path}:build"), parse_activation("relu"), (4, 4, 1), 3, seed=0, init="he-normal")
+    again = build_keras_model(
+        load_factory(f"{path}:build"), parse_activation("relu"), (4, 4, 1), 3, seed=0, init="he-normal"
+    )
     assert not np.any(np.asarray(again.layers[1].bias))
 
 
@@ -164,7 +174,11 @@ def test_keras_factory_that_ignores_its_activation_is_refused(tmp_path):
     """As in PyTorch: a Keras factory that builds its own activation would compare nothing."""
     pytest.importorskip("keras")
     from spocu.experiments.models.keras_models import build_keras_model
-    path = _write(tmp_path, "kignore.py", """
+
+    path = _write(
+        tmp_path,
+        "kignore.py",
+        """
 import keras
 
 def ignores(activation, input_shape, num_classes):
@@ -175,7 +189,8 @@ def uses(activation, input_shape, num_classes):
     inputs = keras.Input(input_shape)
     return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.Activation(activation)(
         keras.layers.Dense(8)(inputs))))
-""")
+""",
+    )
     for name in ("spocu", "relu", "gelu"):  # a layer (SPOCU), a function and a partial
         with pytest.raises(UserModelError, match=r"ignores: never used the activation it was given"):
             build_keras_model(load_factory(f"{path}:ignores"), parse_activation(name), (3,), 2, seed=0)
@@ -209,14 +224,20 @@ def test_missing_or_not_callable_function(tmp_path):
 
 def test_wrong_signature(tmp_path):
     path = _write(tmp_path, "s.py", "def two(activation, input_shape):\n    pass\n\ndef needs_more(depth):\n    pass\n")
-    with pytest.raises(UserModelError, match=r"two\(activation, input_shape\) cannot be called as two\(activation, input_shape, num_classes\)"):
+    with pytest.raises(
+        UserModelError,
+        match=r"two\(activation, input_shape\) cannot be called as two\(activation, input_shape, num_classes\)",
+    ):
         load_factory(f"{path}:two")
     with pytest.raises(UserModelError, match=r"cannot be called as needs_more\(num_classes=N\)"):
         load_factory(f"{path}:needs_more", swap="relu")
 
 
 def test_not_a_model_and_wrong_output(tmp_path):
-    path = _write(tmp_path, "n.py", """
+    path = _write(
+        tmp_path,
+        "n.py",
+        """
         from torch import nn
 
         def returns_list(activation, input_shape, num_classes):
@@ -230,7 +251,8 @@ def test_not_a_model_and_wrong_output(tmp_path):
 
         def raises(activation, input_shape, num_classes):
             raise RuntimeError("out of ideas")
-    """)
+    """,
+    )
     spec = parse_activation("relu")
     with pytest.raises(UserModelError, match=r"returns_list: returned list, not a torch\.nn\.Module"):
         build_torch_model(load_factory(f"{path}:returns_list"), spec, (3,), 2, seed=0)
@@ -292,7 +314,10 @@ def frozen(activation, input_shape, num_classes):
         ("exits", r"--model .*h\.py:exits: calling it failed: SystemExit: 3"),
         ("no_parameters", r"no_parameters: the model has no trainable parameters"),
         ("frozen", r"frozen: the model has no trainable parameters"),
-        ("integer_output", r"integer_output: the PyTorch model's output has dtype torch\.int64; expected floating-point logits"),
+        (
+            "integer_output",
+            r"integer_output: the PyTorch model's output has dtype torch\.int64; expected floating-point logits",
+        ),
     ],
 )
 def test_hostile_torch_factories_are_refused_naming_them(tmp_path, function, message):
@@ -326,7 +351,10 @@ def ignores_activation(activation, input_shape, num_classes):
 def test_factory_that_ignores_its_activation_is_refused(tmp_path):
     """Every activation would train the same network: a comparison of nothing, reported as if real."""
     path = _write(tmp_path, "lazy.py", LAZY_FILE)
-    with pytest.raises(UserModelError, match=r"ignores_activation: never called activation\(\), so the compared activations would all train the same network"):
+    with pytest.raises(
+        UserModelError,
+        match=r"ignores_activation: never called activation\(\), so the compared activations would all train the same network",
+    ):
         build_torch_model(load_factory(f"{path}:ignores_activation"), parse_activation("spocu"), (3,), 2, seed=0)
 
 
@@ -347,7 +375,20 @@ def test_compare_refuses_a_cached_factory_before_writing(tmp_path, monkeypatch, 
     _write(tmp_path, "spocu_qa_lazy_module2.py", LAZY_FILE)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "out"
-    code = cli.main(["compare", "--model", "spocu_qa_lazy_module2:cached", "--epochs", "1", "--seeds", "1", "--no-progress", "--out", str(out)])
+    code = cli.main(
+        [
+            "compare",
+            "--model",
+            "spocu_qa_lazy_module2:cached",
+            "--epochs",
+            "1",
+            "--seeds",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 2 and "returned a model it had returned before" in capsys.readouterr().err
     assert not out.exists()
 
@@ -420,8 +461,14 @@ def keras_style(*, include_top=True, weights="imagenet", input_shape=None, class
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("ignores", r"ignores: called activation\(\) 1 times but never runs what it returned; it runs 1 relu \(1 relu in \(model\) \(m\.py:\d+\)\)"),
-        ("mixes", r"mixes: runs other activations beside the one it was given: 1 gelu \(1 gelu in \(model\) \(m\.py:\d+\)\)"),
+        (
+            "ignores",
+            r"ignores: called activation\(\) 1 times but never runs what it returned; it runs 1 relu \(1 relu in \(model\) \(m\.py:\d+\)\)",
+        ),
+        (
+            "mixes",
+            r"mixes: runs other activations beside the one it was given: 1 gelu \(1 gelu in \(model\) \(m\.py:\d+\)\)",
+        ),
         ("throws_away", r"throws_away: 1 of 1 calls of the activation it was given do not reach the model's output"),
     ],
 )
@@ -440,13 +487,23 @@ def test_a_factory_that_uses_its_activation_passes(tmp_path, activation):
 
 def test_swap_calls_keras_applications_style_factories_with_classes_and_no_downloaded_weights(tmp_path):
     factory = load_factory(f"{_write(tmp_path, 'm.py', USE_FILE)}:keras_style", swap="relu")
-    assert factory.classes_keyword == "classes" and factory.swap_kwargs(3, (5,)) == {"classes": 3, "weights": None, "input_shape": (5,)}
+    assert factory.classes_keyword == "classes" and factory.swap_kwargs(3, (5,)) == {
+        "classes": 3,
+        "weights": None,
+        "input_shape": (5,),
+    }
     model = build_torch_model(factory, parse_activation("spocu"), (5,), 3, seed=0)
-    assert isinstance(model[2], SPOCU) and model.spocu_swap == {"summary": "1 of 1 relu (1 modules, 0 functional calls)", "left": 0}
+    assert isinstance(model[2], SPOCU) and model.spocu_swap == {
+        "summary": "1 of 1 relu (1 modules, 0 functional calls)",
+        "left": 0,
+    }
 
 
 def test_several_kinds_and_dotted_class_paths_for_swap(tmp_path):
-    assert load_factory(f"{_write(tmp_path, 'tv.py', SWAP_FILE)}:tinynet", swap=["relu", "ReLU6"]).swap_kinds == ("relu", "relu6")
+    assert load_factory(f"{_write(tmp_path, 'tv.py', SWAP_FILE)}:tinynet", swap=["relu", "ReLU6"]).swap_kinds == (
+        "relu",
+        "relu6",
+    )
     factory = load_factory(f"{tmp_path / 'tv.py'}:tinynet", swap="torch.nn.modules.activation.ReLU")
     net = build_torch_model(factory, parse_activation("spocu"), (3, 8, 8), 5, seed=0)
     assert len([m for m in net.modules() if isinstance(m, SPOCU)]) == 3
@@ -484,9 +541,15 @@ def test_keras_factories_must_use_the_activation_they_are_given(tmp_path, activa
     path = _write(tmp_path, "k.py", KERAS_USE_FILE)
     spec = parse_activation(activation)
     if activation != "relu":  # with relu compared, the hard-wired relu is the same kind
-        with pytest.raises(UserModelError, match=r"k\.py:mixes: runs other activations beside the one it was given: 1 relu \(dense_\d+\)"):
+        with pytest.raises(
+            UserModelError,
+            match=r"k\.py:mixes: runs other activations beside the one it was given: 1 relu \(dense_\d+\)",
+        ):
             build_keras_model(load_factory(f"{path}:mixes"), spec, (4,), 2, seed=0)
-    with pytest.raises(UserModelError, match=r"k\.py:throws_away: (never used the activation it was given|the activation it was given is called but not part of the model)"):
+    with pytest.raises(
+        UserModelError,
+        match=r"k\.py:throws_away: (never used the activation it was given|the activation it was given is called but not part of the model)",
+    ):
         build_keras_model(load_factory(f"{path}:throws_away"), spec, (4,), 2, seed=0)
     assert build_keras_model(load_factory(f"{path}:uses"), spec, (4,), 2, seed=0).output_shape == (None, 2)
 

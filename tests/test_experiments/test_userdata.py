@@ -18,7 +18,9 @@ def _table(n: int = 60, seed: int = 0) -> pd.DataFrame:
             "height": rng.normal(170, 10, n),
             "weight": rng.normal(70, 15, n),
             "colour": rng.choice(["red", "green", "blue"], n),
-            "species": np.where(np.arange(n) % 3 == 0, "setosa", np.where(np.arange(n) % 3 == 1, "versicolor", "virginica")),
+            "species": np.where(
+                np.arange(n) % 3 == 0, "setosa", np.where(np.arange(n) % 3 == 1, "versicolor", "virginica")
+            ),
         }
     )
 
@@ -116,8 +118,13 @@ def test_npz_x_y_images_channels_last(tmp_path):
 
 def test_npz_official_split_grayscale_and_keras_shaped_labels(tmp_path):
     path = tmp_path / "b.npz"
-    np.savez(path, x_train=_images(40, 4, 4, None), y_train=(np.arange(40) % 4)[:, None],
-             x_test=_images(8, 4, 4, None, 1), y_test=np.arange(8) % 4)
+    np.savez(
+        path,
+        x_train=_images(40, 4, 4, None),
+        y_train=(np.arange(40) % 4)[:, None],
+        x_test=_images(8, 4, 4, None, 1),
+        y_test=np.arange(8) % 4,
+    )
     ds = load_user_dataset(path)
     assert ds.input_shape == (1, 4, 4) and ds.num_classes == 4
     assert len(ds.y_test) == 8 and ds.info["test_split"] == "official test set"
@@ -183,7 +190,9 @@ def test_missing_values_name_columns_and_rows(tmp_path):
     frame.loc[[2, 5, 7], "colour"] = None
     path = tmp_path / "m.csv"
     frame.to_csv(path, index=False)
-    with pytest.raises(DatasetError, match=r"m\.csv: missing values in 2 column\(s\): height \(2\), colour \(3\); 4 of 60 rows"):
+    with pytest.raises(
+        DatasetError, match=r"m\.csv: missing values in 2 column\(s\): height \(2\), colour \(3\); 4 of 60 rows"
+    ):
         load_user_dataset(path)
 
 
@@ -326,8 +335,12 @@ def test_continuous_target_message_shows_a_plain_value(tmp_path):
         ({"x": np.zeros((0, 3), np.float32), "y": np.zeros(0, np.int64)}, r"e\.npz: x and y hold no samples"),
         ({"x": np.ones(20), "y": np.arange(20) % 2}, r"e\.npz: x has shape \(20,\); expected features \(N, F\)"),
         (
-            {"x_train": np.zeros((20, 4, 4, 1), np.uint8), "y_train": np.arange(20) % 2,
-             "x_test": np.zeros((4, 4, 4, 1), np.float32), "y_test": np.arange(4) % 2},
+            {
+                "x_train": np.zeros((20, 4, 4, 1), np.uint8),
+                "y_train": np.arange(20) % 2,
+                "x_test": np.zeros((4, 4, 4, 1), np.float32),
+                "y_test": np.arange(4) % 2,
+            },
             r"e\.npz: x_train has dtype uint8 and x_test float32",
         ),
     ],
@@ -370,7 +383,9 @@ def test_nested_parquet_column_is_refused_naming_it(tmp_path):
 def test_npz_with_both_layouts_is_ambiguous(tmp_path):
     x, y = np.ones((20, 2)), np.arange(20) % 2
     np.savez(tmp_path / "both.npz", x=x, y=y, x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
-    with pytest.raises(DatasetError, match=r"both\.npz: holds both x and y and x_train, y_train, x_test, y_test; keep one layout"):
+    with pytest.raises(
+        DatasetError, match=r"both\.npz: holds both x and y and x_train, y_train, x_test, y_test; keep one layout"
+    ):
         load_user_dataset(tmp_path / "both.npz")
 
 

@@ -54,10 +54,14 @@ def test_the_interval_summarize_reports_is_the_t_interval():
     r = 114 / 364
     corrected = summarize(values, test_train_ratio=r)
     half = sps.t.ppf(0.975, 5) * np.std(values, ddof=1) * math.sqrt(1 / 6 + r)
-    assert (corrected.ci_low, corrected.ci_high) == pytest.approx((np.mean(values) - half, np.mean(values) + half), rel=1e-12)
+    assert (corrected.ci_low, corrected.ci_high) == pytest.approx(
+        (np.mean(values) - half, np.mean(values) + half), rel=1e-12
+    )
     # accuracies: the interval is cut to [0, 1] (the true mean lies there, so coverage is kept)
     near_one = summarize([0.99, 1.0, 0.97], bounds=(0.0, 1.0))
-    assert near_one.ci_high == 1.0 and near_one.ci_low == pytest.approx(sps.t.interval(0.95, 2, loc=np.mean([0.99, 1.0, 0.97]), scale=sps.sem([0.99, 1.0, 0.97]))[0])
+    assert near_one.ci_high == 1.0 and near_one.ci_low == pytest.approx(
+        sps.t.interval(0.95, 2, loc=np.mean([0.99, 1.0, 0.97]), scale=sps.sem([0.99, 1.0, 0.97]))[0]
+    )
 
 
 def test_bonferroni_difference_intervals_hold_together():
@@ -183,7 +187,11 @@ def test_seeds_needed_is_the_first_count_with_80_percent_power():
     assert v.label == "inconclusive" and v.seeds_needed is not None
     d = 100 * (np.array(other) - np.array(ref))
     margin, sd = abs(d.mean()) - 0.5, d.std(ddof=1)
-    assert _power(margin, sd, v.seeds_needed, 0.0, 0.05, False) >= 0.8 > _power(margin, sd, v.seeds_needed - 1, 0.0, 0.05, False)
+    assert (
+        _power(margin, sd, v.seeds_needed, 0.0, 0.05, False)
+        >= 0.8
+        > _power(margin, sd, v.seeds_needed - 1, 0.0, 0.05, False)
+    )
     # with per-seed splits the test-set part r of the variance does not shrink with seeds: a limit appears
     assert verdict(ref, other, rope=0.5, test_train_ratio=2.0).seeds_needed is None
 
@@ -195,9 +203,22 @@ def _run(activation, seed, accuracy, *, diverged=False, loss=0.3):
     from spocu.experiments.run.engine import RunResult
 
     return RunResult(
-        activation=activation, seed=seed, init="he-normal", framework="torch", framework_version="x", device="cpu", threads=1,
-        num_parameters=10, epochs=[], test_loss=float("nan") if diverged else loss, test_accuracy=accuracy, test_predictions=[],
-        diverged_at=1 if diverged else None, seconds=1.0, started_at="", finished_at="",
+        activation=activation,
+        seed=seed,
+        init="he-normal",
+        framework="torch",
+        framework_version="x",
+        device="cpu",
+        threads=1,
+        num_parameters=10,
+        epochs=[],
+        test_loss=float("nan") if diverged else loss,
+        test_accuracy=accuracy,
+        test_predictions=[],
+        diverged_at=1 if diverged else None,
+        seconds=1.0,
+        started_at="",
+        finished_at="",
     )
 
 
@@ -233,7 +254,9 @@ def test_diverged_runs_are_counted_and_left_out_of_every_statistic():
     v = comparison["verdict"]
     assert v["n"] == 4
     # the posterior over the 4 seeds both finished, by hand
-    assert (v["p_better"], v["p_equivalent"], v["p_worse"]) == pytest.approx(_posterior(relu[:4], selu[:4], 0.5, 0.0), abs=1e-12)
+    assert (v["p_better"], v["p_equivalent"], v["p_worse"]) == pytest.approx(
+        _posterior(relu[:4], selu[:4], 0.5, 0.0), abs=1e-12
+    )
 
 
 def test_a_contender_that_diverges_more_is_never_called_equivalent():

@@ -35,7 +35,8 @@ def test_learnable_filter_grad_matches_the_float64_reference(c):
         act = SPOCU(c=c, learnable=True, num_parameters=3, param_dtype=jnp.float64)
         act = eqx.tree_at(lambda m: (m.raw_alpha, m.raw_beta, m.raw_gamma), act, tuple(jnp.asarray(r) for r in raws))
         grads = eqx.filter_jit(eqx.filter_grad(lambda m, v: jnp.sum(jnp.asarray(w) * jax.vmap(m)(v))))(
-            act, jnp.asarray(x))
+            act, jnp.asarray(x)
+        )
     want, _ = raw_gradients(x, w, *raws, c)
     for name, ref in zip(("raw_alpha", "raw_beta", "raw_gamma"), want):
         np.testing.assert_allclose(np.asarray(getattr(grads, name)), ref, rtol=1e-9, atol=1e-9, err_msg=name)
@@ -44,22 +45,32 @@ def test_learnable_filter_grad_matches_the_float64_reference(c):
 def test_learnable_in_mlp_gives_each_unit_its_own_parameters_with_reference_gradients():
     """eqx.nn.MLP copies the activation per hidden unit: d loss / d raw_alpha[0, j] from the float64 chain rule."""
     with jax.enable_x64(True):
-        mlp = eqx.nn.MLP(3, 1, 5, 1, activation=SPOCU(learnable=True, param_dtype=jnp.float64),
-                         key=jax.random.key(0), dtype=jnp.float64)
+        mlp = eqx.nn.MLP(
+            3,
+            1,
+            5,
+            1,
+            activation=SPOCU(learnable=True, param_dtype=jnp.float64),
+            key=jax.random.key(0),
+            dtype=jnp.float64,
+        )
         assert mlp.activation.raw_alpha.shape == (1, 5)
         x = np.random.default_rng(3).normal(0, 2, size=(7, 3))
         grads = eqx.filter_grad(lambda m, v: jnp.sum(jax.vmap(m)(v)))(mlp, jnp.asarray(x))
         w0, b0 = np.asarray(mlp.layers[0].weight), np.asarray(mlp.layers[0].bias)
         w1 = np.asarray(mlp.layers[1].weight)[0]
-        raws = [float(np.asarray(r)[0, 0]) for r in (mlp.activation.raw_alpha, mlp.activation.raw_beta,
-                                                     mlp.activation.raw_gamma)]
+        raws = [
+            float(np.asarray(r)[0, 0])
+            for r in (mlp.activation.raw_alpha, mlp.activation.raw_beta, mlp.activation.raw_gamma)
+        ]
     pre = x @ w0.T + b0  # (7, 5)
     a, b, g = (float(v) for v in learnable_to_params(*raws, np))
     np.testing.assert_allclose((a, b, g), (3.0937, 0.6653, 4.437), rtol=1e-12)  # initialized to the defaults
     want, _ = raw_gradients(pre, np.broadcast_to(w1, pre.shape), *[np.full(5, r) for r in raws], math.inf)
     for name, ref in zip(("raw_alpha", "raw_beta", "raw_gamma"), want):
-        np.testing.assert_allclose(np.asarray(getattr(grads.activation, name))[0], ref, rtol=1e-9, atol=1e-10,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(getattr(grads.activation, name))[0], ref, rtol=1e-9, atol=1e-10, err_msg=name
+        )
 
 
 def test_mlp_with_learnable_spocu_trains_under_filter_jit_with_optax():

@@ -35,8 +35,9 @@ def _data(seed=0):
 def test_fixed_module_matches_the_reference_and_has_no_params():
     x = np.linspace(-10, 20, 61)
     m = SPOCU(2.0, 0.3, 1.5, 2.0)
-    np.testing.assert_allclose(np.asarray(m(jnp.asarray(x, jnp.float32))), reference_spocu(x, 2.0, 0.3, 1.5, 2.0),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(m(jnp.asarray(x, jnp.float32))), reference_spocu(x, 2.0, 0.3, 1.5, 2.0), rtol=1e-5, atol=1e-5
+    )
     assert nnx.state(m, nnx.Param) == nnx.State({})
 
 
@@ -48,8 +49,9 @@ def test_learnable_initializes_to_the_given_values_with_the_right_shapes():
         for got, w in zip((m.alpha, m.beta, m.gamma), want):
             np.testing.assert_allclose(np.asarray(got), w, rtol=1e-6)
     x = np.linspace(-10, 20, 61)
-    np.testing.assert_allclose(np.asarray(shared(jnp.asarray(x, jnp.float32))), reference_spocu(x), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(shared(jnp.asarray(x, jnp.float32))), reference_spocu(x), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("c", [math.inf, 1.5])
@@ -73,8 +75,10 @@ def test_nnx_gradients_match_the_float64_reference(c, num_parameters):
     np.testing.assert_allclose(np.asarray(y), ref_y, rtol=1e-12, atol=1e-12)
     for name, ref in zip(("raw_alpha", "raw_beta", "raw_gamma"), want):
         np.testing.assert_allclose(np.asarray(getattr(grads, name)[...]), ref, rtol=1e-9, atol=1e-9, err_msg=name)
-    ref_gx = np.stack([reference_spocu_grad(x[:, j], float(a[j]), float(b[j]), float(g[j]), c) for j in range(3)],
-                      axis=1) * w
+    ref_gx = (
+        np.stack([reference_spocu_grad(x[:, j], float(a[j]), float(b[j]), float(g[j]), c) for j in range(3)], axis=1)
+        * w
+    )
     np.testing.assert_allclose(np.asarray(gx), ref_gx, rtol=1e-10, atol=1e-12)
 
 
@@ -96,7 +100,7 @@ def _images(n=64, seed=0):
     for i in range(n):
         row = rng.integers(0, 2) + (0 if y[i] else 5)
         col = rng.integers(0, 6)
-        x[i, row:row + 3, col:col + 3, 0] += 2.0
+        x[i, row : row + 3, col : col + 3, 0] += 2.0
     return jnp.asarray(x), jnp.asarray(y)
 
 
@@ -119,8 +123,10 @@ def test_nnx_cnn_trains_under_nnx_jit_with_optax_and_params_stay_in_the_domain()
     losses = [float(step(model, optimizer, x, y)) for _ in range(80)]
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
-    moved = [np.abs(np.asarray(v[...]) - s).max() for v, s in
-             zip((model.act.raw_alpha, model.act.raw_beta, model.act.raw_gamma), start)]
+    moved = [
+        np.abs(np.asarray(v[...]) - s).max()
+        for v, s in zip((model.act.raw_alpha, model.act.raw_beta, model.act.raw_gamma), start)
+    ]
     assert min(moved) > 1e-3, moved  # alpha, beta and gamma all learn
     a, b, g = (np.asarray(v) for v in (model.act.alpha, model.act.beta, model.act.gamma))
     assert (a > 0).all() and (g > 0).all() and ((b > 0) & (b < 1)).all()
@@ -179,7 +185,8 @@ def test_linen_gradients_match_the_float64_reference(c):
         variables = m.init(jax.random.key(0), jnp.asarray(x))
         for k in (0, 1, 2):
             np.testing.assert_allclose(  # initialized to the defaults
-                np.asarray(m.apply(variables, jnp.asarray(x)))[:, k], reference_spocu(x[:, k], c=c), rtol=1e-12)
+                np.asarray(m.apply(variables, jnp.asarray(x)))[:, k], reference_spocu(x[:, k], c=c), rtol=1e-12
+            )
         params = {name: jnp.asarray(r) for name, r in zip(("raw_alpha", "raw_beta", "raw_gamma"), RAWS)}
         grads = jax.grad(lambda p: jnp.sum(jnp.asarray(w) * m.apply({"params": p}, jnp.asarray(x))))(params)
     want, _ = raw_gradients(x, w, *RAWS, c)
@@ -218,14 +225,19 @@ def test_linen_cnn_trains_under_jax_jit_and_serializes():
     blob = flax.serialization.to_bytes(params)
     template = model.init(jax.random.key(1), x)["params"]
     restored = flax.serialization.from_bytes(template, blob)
-    np.testing.assert_array_equal(np.asarray(model.apply({"params": restored}, x)),
-                                  np.asarray(model.apply({"params": params}, x)))
+    np.testing.assert_array_equal(
+        np.asarray(model.apply({"params": restored}, x)), np.asarray(model.apply({"params": params}, x))
+    )
 
 
 def test_linen_fixed_and_errors():
     x = np.linspace(-10, 20, 61)
-    np.testing.assert_allclose(np.asarray(spocu_linen.SPOCU(c=1.0).apply({}, jnp.asarray(x, jnp.float32))),
-                               reference_spocu(x, c=1.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(spocu_linen.SPOCU(c=1.0).apply({}, jnp.asarray(x, jnp.float32))),
+        reference_spocu(x, c=1.0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     with pytest.raises(ValueError, match="SPOCU parameter alpha=-1"):
         spocu_linen.SPOCU(alpha=-1.0)
     with pytest.raises(ValueError, match="needs learnable=True"):

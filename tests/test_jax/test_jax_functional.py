@@ -92,8 +92,10 @@ def test_reverse_mode_saves_only_the_input(capsys):
 @pytest.mark.parametrize("upstream", [0.0, 1.0, -3.0])
 def test_no_nan_gradient_for_any_finite_input(params, dtype, upstream):
     info = jnp.finfo(dtype)
-    x = jnp.array([float(info.min), -1e4, -1.0, -float(info.tiny), 0.0, float(info.tiny), 1.0, 100.0, 1e4,
-                   float(info.max)], dtype=jnp.float32).astype(dtype)
+    x = jnp.array(
+        [float(info.min), -1e4, -1.0, -float(info.tiny), 0.0, float(info.tiny), 1.0, 100.0, 1e4, float(info.max)],
+        dtype=jnp.float32,
+    ).astype(dtype)
     _, vjp = jax.vjp(lambda v: spocu(v, **params.as_dict()), x)
     (g,) = vjp(jnp.full(x.shape, upstream, dtype))
     assert not np.isnan(np.asarray(g, np.float32)).any(), g
@@ -121,13 +123,15 @@ def test_array_parameters_are_differentiable_and_match_finite_differences():
             ref_loss = lambda th: reference_spocu(np.asarray(x), *th, c=c).sum()  # noqa: E731
             np.testing.assert_allclose(float(loss(theta)), ref_loss(np.asarray(theta)), rtol=1e-12)
             h = 1e-6
-            fd = [(ref_loss(np.asarray(theta) + h * e) - ref_loss(np.asarray(theta) - h * e)) / (2 * h)
-                  for e in np.eye(3)]
+            fd = [
+                (ref_loss(np.asarray(theta) + h * e) - ref_loss(np.asarray(theta) - h * e)) / (2 * h) for e in np.eye(3)
+            ]
             np.testing.assert_allclose(np.asarray(jax.grad(loss)(theta)), fd, rtol=1e-6)
             # d/dx on the array path agrees with the reference derivative too
             gx = jax.grad(lambda v: spocu(v, theta[0], theta[1], theta[2], c).sum())(x)
-            np.testing.assert_allclose(np.asarray(gx), reference_spocu_grad(np.asarray(x), *np.asarray(theta), c=c),
-                                       rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(
+                np.asarray(gx), reference_spocu_grad(np.asarray(x), *np.asarray(theta), c=c), rtol=1e-12, atol=1e-14
+            )
 
 
 def test_array_parameters_broadcast_per_feature():
@@ -136,8 +140,11 @@ def test_array_parameters_broadcast_per_feature():
     y = spocu(x, alpha, beta, gamma)
     for j in range(3):
         np.testing.assert_allclose(
-            np.asarray(y[:, j]), reference_spocu(np.asarray(x[:, j], np.float64), float(alpha[j]), float(beta[j]),
-                                                 float(gamma[j])), rtol=2e-5, atol=1e-5)
+            np.asarray(y[:, j]),
+            reference_spocu(np.asarray(x[:, j], np.float64), float(alpha[j]), float(beta[j]), float(gamma[j])),
+            rtol=2e-5,
+            atol=1e-5,
+        )
 
 
 def test_half_precision_is_computed_in_float32():
@@ -159,9 +166,16 @@ def test_integer_inputs_promote_and_complex_is_refused():
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"alpha": 0.0}, "alpha"), ({"beta": 1.0}, "beta"), ({"gamma": -2.0}, "gamma"), ({"c": 0.5}, "c"),
-     ({"beta": float("nan")}, "beta"), ({"alpha": 1e308}, "alpha"), ({"gamma": 1e308}, "gamma"),
-     ({"gamma": 1e-300}, "gamma")],
+    [
+        ({"alpha": 0.0}, "alpha"),
+        ({"beta": 1.0}, "beta"),
+        ({"gamma": -2.0}, "gamma"),
+        ({"c": 0.5}, "c"),
+        ({"beta": float("nan")}, "beta"),
+        ({"alpha": 1e308}, "alpha"),
+        ({"gamma": 1e308}, "gamma"),
+        ({"gamma": 1e-300}, "gamma"),
+    ],
 )
 def test_invalid_parameters_raise_the_core_error(kwargs, name):
     from spocu.core import cached_kernel_params
@@ -191,8 +205,9 @@ def test_array_parameter_derivatives_match_the_reference_on_a_dense_grid(c):
     alpha, beta, gamma = 1.25, 0.375, 2.5  # binary fractions: the kinks -0.9375 and (c = 1.5) 2.8125 are exact
     p = SPOCUParams(alpha, beta, gamma, c)
     with jax.enable_x64(True):
-        x = jnp.asarray(np.concatenate([np.linspace(-4.0, 9.0, 521), [p.lower_bound],
-                                         [p.upper_bound] if math.isfinite(c) else []]))
+        x = jnp.asarray(
+            np.concatenate([np.linspace(-4.0, 9.0, 521), [p.lower_bound], [p.upper_bound] if math.isfinite(c) else []])
+        )
         y, gx, ga, gb, gg = (np.asarray(v) for v in _per_element(x, alpha, beta, gamma, c))
     x64 = np.asarray(x)
     np.testing.assert_allclose(y, reference_spocu(x64, alpha, beta, gamma, c), rtol=1e-12, atol=1e-14)
@@ -239,5 +254,6 @@ def test_array_parameters_forward_mode_equals_reverse_mode():
             if i > 4:
                 break
         g2 = jax.vmap(jax.grad(jax.grad(lambda v: f(v, *params))))(x)
-        np.testing.assert_allclose(np.asarray(g2), reference_spocu_grad2(np.asarray(x), 1.3, 0.4, 2.2, 3.0),
-                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(g2), reference_spocu_grad2(np.asarray(x), 1.3, 0.4, 2.2, 3.0), rtol=1e-10, atol=1e-12
+        )

@@ -45,8 +45,18 @@ def test_traced_python_parameters_take_the_array_path_and_match_the_reference():
     np.testing.assert_allclose(np.asarray(g), reference_spocu_grad(X64, 2.0, 0.3, 1.5), rtol=1e-5, atol=1e-5)
 
 
-BAD = [("alpha", -1.0), ("alpha", 0.0), ("alpha", math.inf), ("beta", 0.0), ("beta", 1.0), ("beta", 1.5),
-       ("beta", math.nan), ("gamma", -2.0), ("gamma", 0.0), ("gamma", math.nan)]
+BAD = [
+    ("alpha", -1.0),
+    ("alpha", 0.0),
+    ("alpha", math.inf),
+    ("beta", 0.0),
+    ("beta", 1.0),
+    ("beta", 1.5),
+    ("beta", math.nan),
+    ("gamma", -2.0),
+    ("gamma", 0.0),
+    ("gamma", math.nan),
+]
 
 
 @pytest.mark.parametrize(("name", "value"), BAD)
@@ -67,8 +77,9 @@ def test_nan_only_where_a_per_feature_parameter_is_bad():
     y = np.asarray(jax.jit(spocu)(x, alpha))
     assert np.isnan(y[:, 1]).all() and np.isfinite(y[:, [0, 2]]).all()
     for j in (0, 2):
-        np.testing.assert_allclose(y[:, j], reference_spocu(np.asarray(x[:, j], np.float64), float(alpha[j])),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            y[:, j], reference_spocu(np.asarray(x[:, j], np.float64), float(alpha[j])), rtol=1e-5, atol=1e-5
+        )
     g = np.asarray(jax.grad(lambda a: jax.jit(spocu)(x, a).sum())(alpha))
     assert np.isnan(g[1]) and np.isfinite(g[[0, 2]]).all()
 

@@ -96,8 +96,9 @@ def parity_values() -> dict[str, np.ndarray]:
         if dtype == "float64" and not float64_supported():
             continue
         for name, params in PARAM_SETS.items():
-            x, y, g = value_and_grad(lambda v: spocu.keras.spocu(v, **params.as_dict()), wide_inputs(dtype, params),
-                                     dtype)
+            x, y, g = value_and_grad(
+                lambda v: spocu.keras.spocu(v, **params.as_dict()), wide_inputs(dtype, params), dtype
+            )
             out[f"{dtype}/{name}/x"], out[f"{dtype}/{name}/y"], out[f"{dtype}/{name}/g"] = x, y, g
     return out
 
@@ -160,10 +161,19 @@ def edge_values() -> dict[str, np.ndarray]:
             x, y, gx = value_and_grads(lambda v: spocu.keras.spocu(v, a, b, g, c), [x], dtype)
             out.update({f"fixed/{key}/x": x, f"fixed/{key}/y": y, f"fixed/{key}/gx": gx})
             full = [np.full(x.shape, p) for p in (a, b, g)]  # one parameter per element: per-element gradients
-            _, y, gx, ga, gb, gg = value_and_grads(lambda v, pa, pb, pg: spocu.keras.spocu(v, pa, pb, pg, c),
-                                                [x, *full], dtype)
-            out.update({f"tensor/{key}/x": x, f"tensor/{key}/y": y, f"tensor/{key}/gx": gx,
-                        f"tensor/{key}/galpha": ga, f"tensor/{key}/gbeta": gb, f"tensor/{key}/ggamma": gg})
+            _, y, gx, ga, gb, gg = value_and_grads(
+                lambda v, pa, pb, pg: spocu.keras.spocu(v, pa, pb, pg, c), [x, *full], dtype
+            )
+            out.update(
+                {
+                    f"tensor/{key}/x": x,
+                    f"tensor/{key}/y": y,
+                    f"tensor/{key}/gx": gx,
+                    f"tensor/{key}/galpha": ga,
+                    f"tensor/{key}/gbeta": gb,
+                    f"tensor/{key}/ggamma": gg,
+                }
+            )
             layer = spocu.keras.SPOCU(a, b, g, c, dtype=dtype)  # the layer (and learnable layer) entry points
             _, y, gx = value_and_grads(layer, [x], dtype)
             out.update({f"layer/{key}/x": x, f"layer/{key}/y": y, f"layer/{key}/gx": gx})
@@ -178,9 +188,13 @@ def promoted_dtypes() -> dict[str, str]:
     import spocu.keras
     from spocu.spocu_tensorflow import SPOCU as SeedSPOCU
 
-    entries = {"function": spocu.keras.spocu, "layer": spocu.keras.SPOCU(),
-               "learnable": spocu.keras.SPOCU(learnable=True), "shim": SeedSPOCU(),
-               "tensor_params": lambda v: spocu.keras.spocu(v, ops.convert_to_tensor(3.0937), 0.6653, 4.437)}
+    entries = {
+        "function": spocu.keras.spocu,
+        "layer": spocu.keras.SPOCU(),
+        "learnable": spocu.keras.SPOCU(learnable=True),
+        "shim": SeedSPOCU(),
+        "tensor_params": lambda v: spocu.keras.spocu(v, ops.convert_to_tensor(3.0937), 0.6653, 4.437),
+    }
     out = {}
     for name, fn in entries.items():
         for kind, x in (("int", np.arange(-3, 4)), ("bool", np.array([False, True]))):
@@ -205,18 +219,35 @@ def build_models() -> dict:
     L = keras.layers
     inputs = keras.Input((8,))
     return {
-        "function_activation": keras.Sequential([keras.Input((8,)), L.Dense(6, activation=spocu.keras.spocu),
-                                                 L.Dense(3)]),
-        "layer_activation": keras.Sequential([
-            keras.Input((6, 6, 2)), L.Conv2D(4, 3, activation=SPOCU(alpha=2.0, beta=0.3, gamma=1.5, c=2.0)),
-            L.Flatten(), L.Dense(3)]),
+        "function_activation": keras.Sequential(
+            [keras.Input((8,)), L.Dense(6, activation=spocu.keras.spocu), L.Dense(3)]
+        ),
+        "layer_activation": keras.Sequential(
+            [
+                keras.Input((6, 6, 2)),
+                L.Conv2D(4, 3, activation=SPOCU(alpha=2.0, beta=0.3, gamma=1.5, c=2.0)),
+                L.Flatten(),
+                L.Dense(3),
+            ]
+        ),
         "standalone_layer": keras.Sequential([keras.Input((8,)), L.Dense(6), SPOCU(beta=0.2, c=1.0), L.Dense(3)]),
-        "learnable": keras.Sequential([
-            keras.Input((8,)), L.Dense(6, activation=SPOCU(c=3.0, learnable=True)),
-            SPOCU(alpha=2.0, learnable=True), L.Dense(3)]),
-        "seed_style": keras.Sequential([
-            keras.Input((6, 6, 3)), L.Conv2D(4, 3, activation=SeedSPOCU(3.0937, 0.6653, 4.437)), L.MaxPool2D(),
-            L.Flatten(), L.Dense(3, activation="softmax")]),
+        "learnable": keras.Sequential(
+            [
+                keras.Input((8,)),
+                L.Dense(6, activation=SPOCU(c=3.0, learnable=True)),
+                SPOCU(alpha=2.0, learnable=True),
+                L.Dense(3),
+            ]
+        ),
+        "seed_style": keras.Sequential(
+            [
+                keras.Input((6, 6, 3)),
+                L.Conv2D(4, 3, activation=SeedSPOCU(3.0937, 0.6653, 4.437)),
+                L.MaxPool2D(),
+                L.Flatten(),
+                L.Dense(3, activation="softmax"),
+            ]
+        ),
         "functional_api": keras.Model(inputs, L.Dense(3)(spocu.keras.spocu(L.Dense(6)(inputs), gamma=2.0, c=4.0))),
     }
 
@@ -241,8 +272,7 @@ def save_models(outdir: str) -> dict:
         before = {w.path: to_float64(w.value).copy() for w in model.weights if "raw_" in w.path}
         if before:  # train so that the saved learnable parameters differ from their initial values
             model.fit(x, y, epochs=2, batch_size=8, verbose=0)
-        moved = {p: float(abs(to_float64(w.value) - before[p]).max()) for w in model.weights
-                 if (p := w.path) in before}
+        moved = {p: float(abs(to_float64(w.value) - before[p]).max()) for w in model.weights if (p := w.path) in before}
         model.save(out / f"{name}.keras")
         preds[f"{name}/x"], preds[f"{name}/y"] = x, to_float64(model(x))
         report[name] = {"learnable_moved": moved}
@@ -313,8 +343,11 @@ def saved_for_backward() -> list[str]:
             return tape.gradient(y, v)
 
         graph = grad.get_concrete_function(tf.TensorSpec([9], tf.float32)).graph
-        calls = [op for op in graph.get_operations()
-                 if op.type.endswith("PartitionedCall") and "spocu_backward" in str(op.get_attr("f").name)]
+        calls = [
+            op
+            for op in graph.get_operations()
+            if op.type.endswith("PartitionedCall") and "spocu_backward" in str(op.get_attr("f").name)
+        ]
         assert len(calls) == 1, [op.type for op in graph.get_operations()]
         # inputs of the backward kernel: x itself (the graph's placeholder) and the upstream gradient
         return ["the input" if t.op.type == "Placeholder" else t.op.type for t in calls[0].inputs[:1]]
@@ -341,15 +374,25 @@ def mixed_precision(policy: str) -> dict:
         assert_matches_reference(x_in, to_float64(y), SPOCUParams(c=2.0), half)
         assert_matches_reference(x_in, y_fn, SPOCUParams(), half)
         assert_matches_reference(x_in, g_fn, SPOCUParams(), half, derivative=True)
-        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation=spocu.keras.spocu),
-                                  spocu.keras.SPOCU(c=1.0, learnable=True), keras.layers.Dense(1)])
+        model = keras.Sequential(
+            [
+                keras.Input((8,)),
+                keras.layers.Dense(16, activation=spocu.keras.spocu),
+                spocu.keras.SPOCU(c=1.0, learnable=True),
+                keras.layers.Dense(1),
+            ]
+        )
         rng = np.random.default_rng(0)
         model.compile(optimizer="adam", loss="mse")
         history = model.fit(rng.normal(size=(64, 8)), rng.normal(size=(64, 1)), epochs=2, batch_size=16, verbose=0)
         hidden = keras.backend.standardize_dtype(model.layers[0].compute_dtype)
         raw_dtype = keras.backend.standardize_dtype(model.layers[1].raw_alpha.dtype)
-        return {"layer_output": out_dtype, "hidden_compute": hidden, "weights": raw_dtype,
-                "loss": [float(v) for v in history.history["loss"]]}
+        return {
+            "layer_output": out_dtype,
+            "hidden_compute": hidden,
+            "weights": raw_dtype,
+            "loss": [float(v) for v in history.history["loss"]],
+        }
     finally:
         keras.config.set_dtype_policy(old)
 
@@ -361,22 +404,28 @@ def seed_cnn() -> dict:
     from spocu.spocu_tensorflow import SPOCU
 
     spocu = SPOCU(3.0937, 0.6653, 4.437)
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)),
-        keras.layers.Conv2D(filters=32, kernel_size=(3, 3), activation=spocu),
-        keras.layers.MaxPool2D(),
-        keras.layers.Conv2D(filters=64, kernel_size=(3, 3), activation=spocu),
-        keras.layers.MaxPool2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(filters=32, kernel_size=(3, 3), activation=spocu),
+            keras.layers.MaxPool2D(),
+            keras.layers.Conv2D(filters=64, kernel_size=(3, 3), activation=spocu),
+            keras.layers.MaxPool2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
     rng = np.random.default_rng(0)
     x, y = rng.random((200, 32, 32, 3), dtype=np.float32), rng.integers(0, 10, (200, 1))
     history = model.fit(x, y, batch_size=100, epochs=1, verbose=0)
     loss, accuracy = model.evaluate(x, y, verbose=0)
-    return {"params": int(model.count_params()), "fit_loss": float(history.history["loss"][0]),
-            "eval_loss": float(loss), "accuracy": float(accuracy)}
+    return {
+        "params": int(model.count_params()),
+        "fit_loss": float(history.history["loss"][0]),
+        "eval_loss": float(loss),
+        "accuracy": float(accuracy),
+    }
 
 
 def second_derivative_error() -> float | None:

@@ -40,8 +40,9 @@ def _require(b: str) -> None:
 
 def _start(b: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "KERAS_BACKEND": b, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
-    return subprocess.Popen([sys.executable, WORKER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, WORKER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _finish(b: str, proc: subprocess.Popen) -> str:
@@ -61,7 +62,7 @@ def saved(tmp_path_factory) -> tuple[Path, dict]:
         reports[CURRENT] = {"models": worker.save_models(str(root / CURRENT)), "checks": None}
     for b, proc in procs.items():
         line = [ln for ln in _finish(b, proc).splitlines() if ln.startswith("REPORT ")][-1]
-        reports[b] = json.loads(line[len("REPORT "):])
+        reports[b] = json.loads(line[len("REPORT ") :])
     return root, reports
 
 
@@ -144,8 +145,9 @@ def check_promoted(result: dict) -> None:
     for name in entries:
         for kind, x in (("int", np.arange(-3, 4.0)), ("bool", np.array([0.0, 1.0]))):
             assert result[f"{name}/{kind}"] == result["floatx"], (name, kind, result[f"{name}/{kind}"])
-            np.testing.assert_allclose(result[f"{name}/{kind}/values"], reference_spocu(x), rtol=2e-5, atol=1e-6,
-                                       err_msg=f"{name} {kind}")
+            np.testing.assert_allclose(
+                result[f"{name}/{kind}/values"], reference_spocu(x), rtol=2e-5, atol=1e-6, err_msg=f"{name} {kind}"
+            )
 
 
 @pytest.mark.parametrize("b", BACKENDS)

@@ -75,8 +75,14 @@ def test_without_registration_keras_does_not_resolve_the_name():
 
 def test_save_and_load_model_in_a_fresh_process(tmp_path):
     spocu.keras.register_activation_name()
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="spocu"),
-                              keras.layers.Dense(5, activation="spocu_c1"), keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(6, activation="spocu"),
+            keras.layers.Dense(5, activation="spocu_c1"),
+            keras.layers.Dense(1),
+        ]
+    )
     data = np.random.default_rng(0).normal(0, 3, size=(8, 4)).astype("float32")
     path = tmp_path / "named.keras"
     model.save(path)
@@ -98,8 +104,9 @@ def test_save_and_load_model_in_a_fresh_process(tmp_path):
 
 
 def test_hand_written_config_with_plain_names_loads_after_registration():
-    config = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="relu"),
-                               keras.layers.Dense(2, activation="relu")]).to_json()
+    config = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, activation="relu"), keras.layers.Dense(2, activation="relu")]
+    ).to_json()
     as_dict = json.loads(config)
     as_dict["config"]["layers"][1]["config"]["activation"] = "spocu"  # layers[0] is the InputLayer
     as_dict["config"]["layers"][2]["config"]["activation"] = "spocu_c1"

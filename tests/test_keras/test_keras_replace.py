@@ -19,7 +19,9 @@ from spocu.keras import SPOCU, replace_activations  # noqa: E402
 
 
 def _model() -> keras.Model:
-    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, activation="relu"), keras.layers.Activation("relu")], name="inner")
+    inner = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4, activation="relu"), keras.layers.Activation("relu")], name="inner"
+    )
     inputs = keras.Input((3,))
     x = keras.layers.Dense(4, activation="relu")(inputs)
     x = keras.layers.BatchNormalization()(x)
@@ -56,9 +58,19 @@ def test_every_relu_nested_and_standalone_is_replaced_weights_kept():
     model(x)  # builds the batch-norm statistics path
     model.layers[2].moving_mean.assign(np.arange(4, dtype="float32"))  # non-trainable weights are copied too
     swapped = replace_activations(model, "relu", SPOCU)
-    assert _activations(model) == ["relu", "ReLU-layer", "relu", "relu", "tanh", "ReLU-layer", "linear"]  # original unchanged
+    assert _activations(model) == [
+        "relu",
+        "ReLU-layer",
+        "relu",
+        "relu",
+        "tanh",
+        "ReLU-layer",
+        "linear",
+    ]  # original unchanged
     assert _activations(swapped) == ["SPOCU", "SPOCU", "SPOCU", "SPOCU", "tanh", "ReLU-layer", "linear"]
-    spocu_layers = [layer.activation for layer in _leaves(swapped) if isinstance(getattr(layer, "activation", None), SPOCU)]
+    spocu_layers = [
+        layer.activation for layer in _leaves(swapped) if isinstance(getattr(layer, "activation", None), SPOCU)
+    ]
     assert len({id(s) for s in spocu_layers}) == 4  # fresh instances
     for original, copy in zip(model.weights, swapped.weights):
         np.testing.assert_array_equal(np.asarray(original), np.asarray(copy))
@@ -127,9 +139,13 @@ def test_relu_with_max_value_6_is_relu6_and_several_kinds_at_once():
     x = np.linspace(-2, 2, 9, dtype=np.float32).reshape(3, 3)
     capped = keras.Sequential([keras.Input((3,)), keras.layers.ReLU(max_value=6.0)])
     swapped = replace_activations(capped, "relu6", lambda: SPOCU(c=1.0))
-    np.testing.assert_allclose(np.asarray(swapped(x)), reference_spocu(x.astype(np.float64), c=1.0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(swapped(x)), reference_spocu(x.astype(np.float64), c=1.0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_nothing_matched_says_which_activation_kinds_the_model_has():
-    with pytest.raises(ValueError, match=r"uses activation 'gelu'; nothing replaced; its activations: 4 relu, 1 relu6, 1 tanh"):
+    with pytest.raises(
+        ValueError, match=r"uses activation 'gelu'; nothing replaced; its activations: 4 relu, 1 relu6, 1 tanh"
+    ):
         replace_activations(_model(), "gelu", SPOCU)

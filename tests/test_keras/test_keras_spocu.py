@@ -37,8 +37,7 @@ def _needs(dtype: str) -> None:
 
 @pytest.mark.parametrize("c", [math.inf, 1.0])
 def test_nan_and_infinities(c):
-    x, y, g = worker.value_and_grad(lambda v: spocu.keras.spocu(v, c=c), np.array([np.nan, np.inf, -np.inf]),
-                                    "float32")
+    x, y, g = worker.value_and_grad(lambda v: spocu.keras.spocu(v, c=c), np.array([np.nan, np.inf, -np.inf]), "float32")
     ref = reference_spocu(x, c=c)
     assert math.isnan(y[0]) and math.isnan(g[0])  # NaN in -> NaN out, NaN gradient
     assert y[1] == (math.inf if math.isinf(ref[1]) else pytest.approx(ref[1], rel=1e-5))
@@ -106,14 +105,22 @@ def test_integer_inputs_promote_and_complex_is_refused():
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"alpha": 0.0}, "alpha"), ({"beta": 1.0}, "beta"), ({"gamma": -2.0}, "gamma"), ({"c": 0.5}, "c"),
-     ({"alpha": float("inf")}, "alpha")],
+    [
+        ({"alpha": 0.0}, "alpha"),
+        ({"beta": 1.0}, "beta"),
+        ({"gamma": -2.0}, "gamma"),
+        ({"c": 0.5}, "c"),
+        ({"alpha": float("inf")}, "alpha"),
+    ],
 )
 def test_invalid_parameters_raise_the_core_error(kwargs, name):
     with pytest.raises(ValueError) as core:
         SPOCUParams(**kwargs)
-    for make in (lambda: spocu.keras.spocu(np.ones(2), **kwargs), lambda: SPOCU(**kwargs),
-                 lambda: SPOCU(learnable=True, **kwargs)):
+    for make in (
+        lambda: spocu.keras.spocu(np.ones(2), **kwargs),
+        lambda: SPOCU(**kwargs),
+        lambda: SPOCU(learnable=True, **kwargs),
+    ):
         with pytest.raises(ValueError, match=f"SPOCU parameter {name}=") as ours:
             make()
         assert str(ours.value) == str(core.value)
@@ -123,7 +130,12 @@ def test_layer_config_round_trip_and_values():
     layer = SPOCU(alpha=2.0, beta=0.3, gamma=1.5, c=2.0, name="act")
     config = layer.get_config()
     assert {k: config[k] for k in ("alpha", "beta", "gamma", "c", "learnable")} == {
-        "alpha": 2.0, "beta": 0.3, "gamma": 1.5, "c": 2.0, "learnable": False}
+        "alpha": 2.0,
+        "beta": 0.3,
+        "gamma": 1.5,
+        "c": 2.0,
+        "learnable": False,
+    }
     assert SPOCU().get_config()["c"] is None  # inf is stored as None: plain JSON
     clone = SPOCU.from_config(config)
     x = np.linspace(-5, 8, 41)
@@ -149,8 +161,7 @@ def test_functional_api_call_inserts_a_spocu_layer():
     layers = [lr for lr in model.layers if isinstance(lr, SPOCU)]
     assert len(layers) == 1 and layers[0].gamma == 2.0 and layers[0].c == 3.0
     x = np.linspace(-4, 6, 8).reshape(2, 4)
-    np.testing.assert_allclose(model.predict(x, verbose=0), reference_spocu(x, gamma=2.0, c=3.0), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(model.predict(x, verbose=0), reference_spocu(x, gamma=2.0, c=3.0), rtol=1e-5, atol=1e-6)
 
 
 def test_layer_keeps_shape_dtype_and_masking():
@@ -298,8 +309,14 @@ def test_learnable_accepts_numpy_bools():
 
 @pytest.mark.parametrize(
     "kwargs, name, learnable_only",
-    [({"alpha": 1e308}, "alpha", False), ({"gamma": 1e308}, "gamma", False), ({"gamma": 1e-300}, "gamma", False),
-     ({"beta": 1e-9}, "beta", True), ({"alpha": 1e-6}, "alpha", True), ({"alpha": 5e-7}, "alpha", True)],
+    [
+        ({"alpha": 1e308}, "alpha", False),
+        ({"gamma": 1e308}, "gamma", False),
+        ({"gamma": 1e-300}, "gamma", False),
+        ({"beta": 1e-9}, "beta", True),
+        ({"alpha": 1e-6}, "alpha", True),
+        ({"alpha": 5e-7}, "alpha", True),
+    ],
 )
 def test_in_domain_parameters_work_or_name_the_supported_range(kwargs, name, learnable_only):
     makers = [lambda: SPOCU(learnable=True, **kwargs)]
@@ -307,8 +324,9 @@ def test_in_domain_parameters_work_or_name_the_supported_range(kwargs, name, lea
         makers += [lambda: spocu.keras.spocu(np.ones(2), **kwargs), lambda: SPOCU(**kwargs)]
     else:  # fixed parameters take these values
         x = np.array([-3.0, 0.0, 2.0])
-        np.testing.assert_allclose(ops.convert_to_numpy(SPOCU(**kwargs)(x)), reference_spocu(x, **kwargs),
-                                   rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(SPOCU(**kwargs)(x)), reference_spocu(x, **kwargs), rtol=1e-5, atol=1e-12
+        )
     for make in makers:
         with pytest.raises(ValueError, match=rf"SPOCU parameter {name}=.*(range|interval)"):
             make()
@@ -318,16 +336,18 @@ def test_tensor_parameter_gradients_reduce_to_the_parameter_shapes():
     """Per-feature (3,) and scalar parameters: the gradient is the reference derivative summed over the batch."""
     x = np.linspace(-3.0, 7.0, 12).reshape(4, 3)
     alpha, beta, gamma = np.array([1.0, 2.0, 0.5]), np.array(0.5), np.array([[2.0, 1.5, 3.0]])
-    _, y, gx, ga, gb, gg = worker.value_and_grads(lambda v, a, b, g: spocu.keras.spocu(v, a, b, g, 2.5),
-                                                  [x, alpha, beta, gamma], "float32")
+    _, y, gx, ga, gb, gg = worker.value_and_grads(
+        lambda v, a, b, g: spocu.keras.spocu(v, a, b, g, 2.5), [x, alpha, beta, gamma], "float32"
+    )
     assert ga.shape == (3,) and gb.shape == () and gg.shape == (1, 3) and gx.shape == (4, 3)
     per_element = [np.zeros((4, 3)) for _ in range(3)]
     for j in range(3):
         column = reference_spocu_param_grads(x[:, j], alpha[j], float(beta), gamma[0, j], 2.5)
         for k in range(3):
             per_element[k][:, j] = column[k]
-        np.testing.assert_allclose(gx[:, j], reference_spocu_grad(x[:, j], alpha[j], float(beta), gamma[0, j], 2.5),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            gx[:, j], reference_spocu_grad(x[:, j], alpha[j], float(beta), gamma[0, j], 2.5), rtol=1e-5, atol=1e-5
+        )
     np.testing.assert_allclose(ga, per_element[0].sum(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gb, per_element[1].sum(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gg[0], per_element[2].sum(0), rtol=1e-5, atol=1e-5)

@@ -13,7 +13,18 @@ from spocu import cli
 def test_fit_json_parses_and_has_the_keys(capsys):
     assert cli.main(["fit", "--json", "--starts", "1"]) == 0
     d = json.loads(capsys.readouterr().out)
-    for key in ("alpha", "beta", "gamma", "c", "moments", "jacobian", "jacobian_norm_2", "stable", "unique", "conditions"):
+    for key in (
+        "alpha",
+        "beta",
+        "gamma",
+        "c",
+        "moments",
+        "jacobian",
+        "jacobian_norm_2",
+        "stable",
+        "unique",
+        "conditions",
+    ):
         assert key in d
     assert d["alpha"] == pytest.approx(3.245827, abs=2e-6) and d["beta"] == pytest.approx(0.667237, abs=2e-6)
     assert d["gamma"] == 4.437 and d["c"] == "inf"

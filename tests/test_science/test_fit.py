@@ -92,7 +92,9 @@ def test_jacobian_matches_the_heat_equation_identity():
         got = jacobian(SPOCU.build(p), Normal())
         np.testing.assert_allclose(got, expected, atol=1e-7)
     # the reference notes' values at the copied defaults, c = ∞: [[0, -0.116925], [0, 0.533399]]
-    np.testing.assert_allclose(jacobian(SPOCU.build(SPOCU.defaults), Normal()), [[0, -0.116925], [0, 0.533399]], atol=2e-6)
+    np.testing.assert_allclose(
+        jacobian(SPOCU.build(SPOCU.defaults), Normal()), [[0, -0.116925], [0, 0.533399]], atol=2e-6
+    )
 
 
 def test_no_exact_solution_is_reported_not_passed_off():
@@ -137,7 +139,9 @@ def test_pareto_recipe_meets_its_conditions():
     assert r.solved and r.unique
     alpha, beta = r.alpha, r.beta
     # s'(0) = 1 in the closed form of the reference notes (§1.3, γ = 1)
-    assert 2 * alpha * beta**2 * (1 - beta) * (3 + 3 * beta + 3 * beta**2 + 3 * beta**3 - 4 * beta**4) == pytest.approx(1, abs=1e-10)
+    assert 2 * alpha * beta**2 * (1 - beta) * (3 + 3 * beta + 3 * beta**2 + 3 * beta**3 - 4 * beta**4) == pytest.approx(
+        1, abs=1e-10
+    )
     # E[s^2] = 1 under g(x) = a(x + 1)^(-a-1): Monte Carlo with scipy's Lomax sampler
     x = stats.lomax(a).rvs(size=400_000, random_state=np.random.default_rng(7))
     s2 = spocu.reference_spocu(x, alpha, beta, 1.0, 1.0) ** 2

@@ -51,10 +51,14 @@ def test_fixed_points_of_the_default_c_inf_map():
     assert stable["slope"] < 1 < unstable["slope"]
     # independent: mpmath's E[s(z)^2] at z ~ N(0, ν*) returns ν*
     for p in points:
-        _, m2 = mp_normal_moments(DEFAULT_INF["alpha"], DEFAULT_INF["beta"], DEFAULT_INF["gamma"], math.inf, variance=p["second_moment"])
+        _, m2 = mp_normal_moments(
+            DEFAULT_INF["alpha"], DEFAULT_INF["beta"], DEFAULT_INF["gamma"], math.inf, variance=p["second_moment"]
+        )
         assert m2 == pytest.approx(p["second_moment"], rel=1e-9)
     # reference notes §2.3: converges (to ≈ 0.80, mean ≈ 0.023) below ≈ 2.05, diverges from 2.1 up
-    assert stable["second_moment"] == pytest.approx(0.8038, abs=1e-4) and stable["mean"] == pytest.approx(0.023, abs=1e-3)
+    assert stable["second_moment"] == pytest.approx(0.8038, abs=1e-4) and stable["mean"] == pytest.approx(
+        0.023, abs=1e-3
+    )
     assert 2.05 < unstable["second_moment"] < 2.1
     runs = analytic_runs(spocu_contender("d", DEFAULT_INF), [2.0, 2.1], 40)
     assert runs[2.0][1][-1] == pytest.approx(stable["second_moment"], rel=1e-6)
@@ -83,7 +87,9 @@ def test_analyze_writes_its_files(tmp_path):
 
 def test_analyze_command(tmp_path, capsys):
     out = tmp_path / "a"
-    assert cli.main(["analyze", "--depth", "3", "--width", "16", "--batch", "32", "--starts", "1", "--out", str(out)]) == 0
+    assert (
+        cli.main(["analyze", "--depth", "3", "--width", "16", "--batch", "32", "--starts", "1", "--out", str(out)]) == 0
+    )
     assert "SELU" in capsys.readouterr().out and (out / "summary.md").exists()
     assert cli.main(["analyze", "--starts", "one", "--out", str(out)]) == 2
     assert "--starts" in capsys.readouterr().err

@@ -88,7 +88,11 @@ def test_exact_overflow_thresholds(table):
     assert table["float16"]["s_exceeds_max_above"] == pytest.approx(13.95, abs=0.01)  # the estimate
     for row in table.values():
         x = row["s_exceeds_max_above"]
-        assert reference_spocu(x * (1 + 1e-12), **p.as_dict()) > row["max"] > reference_spocu(x * (1 - 1e-12), **p.as_dict())
+        assert (
+            reference_spocu(x * (1 + 1e-12), **p.as_dict())
+            > row["max"]
+            > reference_spocu(x * (1 - 1e-12), **p.as_dict())
+        )
 
 
 @pytest.mark.parametrize("name", ["float16", "bfloat16", "float32"])

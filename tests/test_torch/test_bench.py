@@ -34,7 +34,9 @@ def test_elementwise_section_reports_every_function_and_the_saved_memory(tmp_pat
         assert rows[(dtype, "SPOCU (composed torch ops)")]["saved_per_input_byte"] >= 3
     assert data["machine"]["cores"] >= 1
     # timed on the default path: the kernels built at install, loaded first, and said so
-    assert any(n.startswith("PyTorch CPU kernels: cpp-") and "C++ autograd node: " in n for n in data["notes"]), data["notes"]
+    assert any(n.startswith("PyTorch CPU kernels: cpp-") and "C++ autograd node: " in n for n in data["notes"]), data[
+        "notes"
+    ]
     assert "fwd+bwd / ReLU" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # atomic: no temporary left
 
@@ -84,8 +86,14 @@ def test_the_cnn_section_times_four_steps_per_round_asked_for(monkeypatch):
         return step
 
     monkeypatch.setattr(cnn, "stepper", counting_stepper)
-    monkeypatch.setattr(cnn, "variants", lambda quick: {("eager", "ReLU"): (lambda ch: torch.nn.ReLU(), False),
-                                                        ("eager", "GELU"): (lambda ch: torch.nn.GELU(), False)})
+    monkeypatch.setattr(
+        cnn,
+        "variants",
+        lambda quick: {
+            ("eager", "ReLU"): (lambda ch: torch.nn.ReLU(), False),
+            ("eager", "GELU"): (lambda ch: torch.nn.GELU(), False),
+        },
+    )
     rows = run_section("cnn", BenchConfig(rounds=5), [])
     assert calls == {"ReLU": 3 + 20, "GELU": 3 + 20}  # warm-up, then 4 x 5 timed steps
     assert all(len(r["ratio_ci95"]) == 2 for r in rows)
@@ -129,7 +137,9 @@ def test_latency_subprocess_reports_the_first_and_second_call(tmp_path):
 def test_old_module_is_loaded_from_a_wheel_under_another_name(tmp_path):
     wheel = tmp_path / "spocu-0.0.1-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr("spocu/spocu_pytorch.py", "class SPOCU:\n    def __init__(self, a, b, g):\n        self.a = a\n")
+        archive.writestr(
+            "spocu/spocu_pytorch.py", "class SPOCU:\n    def __init__(self, a, b, g):\n        self.a = a\n"
+        )
     module, note = old.load_old_module("spocu_pytorch", str(wheel))
     assert note == "" and module.__name__ == "spocu_old_spocu_pytorch"
     assert module.SPOCU(1.0, 0.5, 2.0).a == 1.0

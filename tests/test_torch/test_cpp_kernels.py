@@ -106,8 +106,11 @@ DAMAGE = """
         ("damaged.write_bytes(b'garbage' * 1000)", "does not match the hash"),
         ("os.remove(str(damaged) + '.sha256')", "no readable recorded hash"),
         # a file whose recorded hash matches but that is no library: dlopen refuses it
-        ("damaged.write_bytes(b'garbage'); Path(str(damaged) + '.sha256').write_text("
-         "__import__('hashlib').sha256(b'garbage').hexdigest())", "OSError"),
+        (
+            "damaged.write_bytes(b'garbage'); Path(str(damaged) + '.sha256').write_text("
+            "__import__('hashlib').sha256(b'garbage').hexdigest())",
+            "OSError",
+        ),
     ],
     ids=["truncated", "garbage", "no-hash", "garbage-with-its-hash"],
 )
@@ -227,7 +230,9 @@ def check_half_precision_outputs(out: dict[str, torch.Tensor], params: dict) -> 
     finite = torch.isfinite(x)
     xs, gs = x[finite].double().numpy(), grad[finite].double().numpy()
     t = np.clip(xs / p["gamma"], -p["beta"], p["c"] - p["beta"])
-    d = [float(v) for v in shifted_coefficients(p["beta"])]  # s = alpha sum_k d_k t^k, s' = alpha/gamma sum k d_k t^(k-1)
+    d = [
+        float(v) for v in shifted_coefficients(p["beta"])
+    ]  # s = alpha sum_k d_k t^k, s' = alpha/gamma sum k d_k t^(k-1)
     # the reference's literal formula cancels to 0 for |x| < ~1e-20 (it subtracts alpha h(beta)); there
     # s(x) = s'(0) x to far better than half precision (the next term is s''(0) x^2 / 2)
     linear = reference_spocu_grad(0.0, **p) * xs

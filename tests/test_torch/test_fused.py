@@ -329,7 +329,9 @@ def _saved_by_compiled_forward(fn, x):
 
         return compiler
 
-    backend = aot_autograd(fw_compiler=keep("fw"), bw_compiler=keep("bw"), partition_fn=min_cut_rematerialization_partition)
+    backend = aot_autograd(
+        fw_compiler=keep("fw"), bw_compiler=keep("bw"), partition_fn=min_cut_rematerialization_partition
+    )
     y = torch.compile(fn, backend=backend, fullgraph=True)(x)
     y.sum().backward()
     outputs = next(n for n in graphs["fw"].graph.nodes if n.op == "output").args[0]
@@ -367,7 +369,8 @@ def test_inductor_compiled_model_runs_and_matches_eager():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: SPOCU(), lambda: SPOCU(c=1.0), lambda: SPOCU(learnable=True, num_parameters=4)],
+    "make",
+    [lambda: SPOCU(), lambda: SPOCU(c=1.0), lambda: SPOCU(learnable=True, num_parameters=4)],
     ids=["default", "c1", "learnable"],
 )
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
@@ -443,9 +446,7 @@ def _force_learnable_path(backend: str, monkeypatch, request) -> None:
 
 
 @pytest.mark.parametrize("backend", ["cpp", "cpp-function", "inductor"])
-@pytest.mark.parametrize(
-    "layout", ["nchw", "channels_last", "nc", "ncl", "shared", "batch_of_one"]
-)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "nc", "ncl", "shared", "batch_of_one"])
 def test_fused_learnable_matches_the_float64_formulas(layout, backend, monkeypatch, request):
     _force_learnable_path(backend, monkeypatch, request)
     gen = torch.Generator().manual_seed(3)

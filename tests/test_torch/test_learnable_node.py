@@ -88,11 +88,15 @@ def test_low_precision_values_and_gradients_against_the_float64_formulas(node_re
     x, params, g = _case("nchw", DTYPES[dtype])
     y, grads = _run(x, params, g, 2.5, param_dtype=torch.float32)
     assert y.dtype == x.dtype and grads[0].dtype == x.dtype and all(p.dtype == torch.float32 for p in grads[1:])
-    y_ref, grads_ref = _learnable_reference(x.double().numpy(), g.double().numpy(), *(p.float().double().numpy() for p in params), 2.5)
+    y_ref, grads_ref = _learnable_reference(
+        x.double().numpy(), g.double().numpy(), *(p.float().double().numpy() for p in params), 2.5
+    )
     eps = torch.finfo(DTYPES[dtype]).eps
     scale = np.abs(y_ref).max()
     np.testing.assert_allclose(y.detach().double().numpy(), y_ref, rtol=2 * eps, atol=2 * eps * scale)
-    np.testing.assert_allclose(grads[0].double().numpy(), grads_ref[0], rtol=4 * eps, atol=4 * eps * np.abs(grads_ref[0]).max())
+    np.testing.assert_allclose(
+        grads[0].double().numpy(), grads_ref[0], rtol=4 * eps, atol=4 * eps * np.abs(grads_ref[0]).max()
+    )
     for got, want in zip(grads[1:], grads_ref[1:]):  # sums over 90 terms of float32 products
         np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
@@ -116,7 +120,7 @@ def test_float32_rows_match_the_float64_formulas_at_the_pieces_edges_in_vector_s
             points += [e, torch.nextafter(e, e - 1), torch.nextafter(e, e + 1)]
         points += [torch.tensor(-30.0), torch.tensor(5.0 if math.isfinite(c) else 1.5)]
         for start in (3, 37 - len(points)):  # in the first vector step, and at the end of the tail
-            x[:, k, start:start + len(points)] = torch.stack(points)
+            x[:, k, start : start + len(points)] = torch.stack(points)
     g = torch.randn(x.shape, generator=gen).float()
     y, grads = _run(x, [p.float() for p in (alpha, beta, gamma)], g, c)
     assert y.grad_fn.name() == NODE
@@ -124,7 +128,9 @@ def test_float32_rows_match_the_float64_formulas_at_the_pieces_edges_in_vector_s
     y_ref, grads_ref = _learnable_reference(x.double().numpy(), g.double().numpy(), *params64, c)
     eps = torch.finfo(torch.float32).eps
     np.testing.assert_allclose(y.detach().double().numpy(), y_ref, rtol=4 * eps, atol=4 * eps * np.abs(y_ref).max())
-    np.testing.assert_allclose(grads[0].double().numpy(), grads_ref[0], rtol=8 * eps, atol=8 * eps * np.abs(grads_ref[0]).max())
+    np.testing.assert_allclose(
+        grads[0].double().numpy(), grads_ref[0], rtol=8 * eps, atol=8 * eps * np.abs(grads_ref[0]).max()
+    )
     for got, want in zip(grads[1:], grads_ref[1:]):  # sums over 74 terms of float32 products
         np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
@@ -285,7 +291,12 @@ def test_forward_mode_and_torch_func_take_the_python_paths(node_ready):
     dx_ref = _learnable_reference(x.numpy(), np.ones(x.shape), *(p.numpy() for p in params), 2.5)[1][0]
     np.testing.assert_allclose(jvp.numpy(), dx_ref, rtol=1e-9, atol=1e-10)  # jvp with a ones tangent = s'(x)
     per_row = torch.func.vmap(lambda row: spocu(row[None], *params, c=2.5)[0])(x)
-    np.testing.assert_allclose(per_row.numpy(), _learnable_reference(x.numpy(), np.ones(x.shape), *(p.numpy() for p in params), 2.5)[0], rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(
+        per_row.numpy(),
+        _learnable_reference(x.numpy(), np.ones(x.shape), *(p.numpy() for p in params), 2.5)[0],
+        rtol=1e-11,
+        atol=1e-12,
+    )
 
 
 def test_the_op_names_bad_arguments(node_ready):
@@ -404,7 +415,10 @@ def test_the_module_node_differentiates_to_any_order(node_ready, monkeypatch):
 
 def test_the_module_node_passes_gradcheck_with_batched_gradients(node_ready):
     x, _, _ = _case("ncl")
-    raws = [torch.tensor(r, dtype=torch.float64, requires_grad=True) for r in ([-1.0, 0.5, 2.0, 1.0], [-2.0, 0.0, 1.5, 0.7], [1.0, 2.0, -1.0, 0.3])]
+    raws = [
+        torch.tensor(r, dtype=torch.float64, requires_grad=True)
+        for r in ([-1.0, 0.5, 2.0, 1.0], [-2.0, 0.0, 1.5, 0.7], [1.0, 2.0, -1.0, 0.3])
+    ]
     inputs = (x[:, :, :3].contiguous().requires_grad_(), *raws)
     fn = lambda *t: _node.apply_learnable_raw(*t, 2.5)  # noqa: E731
     assert fn(*inputs).grad_fn.name() == RAW_NODE

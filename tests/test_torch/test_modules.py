@@ -82,7 +82,7 @@ def test_learnable_gradients_match_reference_formulas(learnable_path):
 @pytest.mark.parametrize("c", [math.inf, 1.5])
 def test_learnable_gradcheck(c, learnable_path):
     torch.manual_seed(1)
-    x = (torch.rand(3, 4, 5, dtype=torch.float64) * 8 - 2.5)
+    x = torch.rand(3, 4, 5, dtype=torch.float64) * 8 - 2.5
     params = [torch.tensor(v, dtype=torch.float64).repeat(4).requires_grad_(True) for v in (2.0, 0.6, 3.0)]
     params[1].data += torch.tensor([0.0, 0.05, -0.05, 0.1], dtype=torch.float64)
     if math.isfinite(c):  # keep away from the kink at u = c

@@ -30,7 +30,11 @@ def _net() -> nn.Module:
 
 
 def _types(net: nn.Module) -> list[str]:
-    return [type(m).__name__ for m in net.modules() if not isinstance(m, (nn.Linear, nn.Sequential, nn.ModuleDict, nn.ModuleList, Block))]
+    return [
+        type(m).__name__
+        for m in net.modules()
+        if not isinstance(m, (nn.Linear, nn.Sequential, nn.ModuleDict, nn.ModuleList, Block))
+    ]
 
 
 def test_every_relu_at_every_depth_is_replaced_and_the_rest_kept():
@@ -72,7 +76,9 @@ def test_module_that_is_itself_old_is_returned_replaced():
 
 def test_nothing_matched_names_what_was_searched_and_functional_calls():
     net = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
-    with pytest.raises(ValueError, match=r"torch\.nn\.modules\.activation\.ReLU, timm's ReLU nor calls relu functionally"):
+    with pytest.raises(
+        ValueError, match=r"torch\.nn\.modules\.activation\.ReLU, timm's ReLU nor calls relu functionally"
+    ):
         replace_activations(net, "relu", SPOCU)
 
 

@@ -19,15 +19,11 @@ from spocu.core import reference_spocu
 from spocu.torch import SPOCU, replace_activations
 from spocu.torch.replace import count_activations
 
-X64 = torch.randn(
-    2, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64
-)
+X64 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
 
 def _relus(model: nn.Module, x: torch.Tensor) -> int:
-    return sum(
-        n for (kind, _), n in count_activations(model, x).items() if kind == "relu"
-    )
+    return sum(n for (kind, _), n in count_activations(model, x).items() if kind == "relu")
 
 
 def _learnable64() -> SPOCU:
@@ -37,15 +33,11 @@ def _learnable64() -> SPOCU:
 def test_simple_dla_every_relu_swapped_and_the_report_counts_them():
     model = zoo.SimpleDLA()
     assert _relus(model, torch.zeros(2, 3, 16, 16)) == 35
-    report = replace_activations(
-        model, "relu", SPOCU, example_inputs=torch.zeros(2, 3, 16, 16), report=True
-    )
+    report = replace_activations(model, "relu", SPOCU, example_inputs=torch.zeros(2, 3, 16, 16), report=True)
     assert report.summary() == "35 of 35 relu (3 modules, 32 functional calls)"
     assert report.left == {} and report.model is model
     assert sorted(report.modules) == ["base.2", "layer1.2", "layer2.2"]
-    assert report.call_sites["layer3.root"] == [
-        f"torch_zoo.py:{_line(zoo.Root.forward, 'F.relu')}"
-    ]
+    assert report.call_sites["layer3.root"] == [f"torch_zoo.py:{_line(zoo.Root.forward, 'F.relu')}"]
     assert _relus(model, torch.zeros(2, 3, 16, 16)) == 0
 
 
@@ -62,9 +54,7 @@ def test_resnet_swap_equals_the_hand_built_spocu_model_in_value_and_gradient(lea
     torch.manual_seed(1)
     swapped = zoo.ResNet().double()
     hand = zoo.HandResNet(make).double()
-    hand.load_state_dict(
-        swapped.state_dict(), strict=False
-    )  # convolutions, norms, linear: the same weights
+    hand.load_state_dict(swapped.state_dict(), strict=False)  # convolutions, norms, linear: the same weights
     replace_activations(swapped, "relu", make, example_inputs=X64)
     assert _relus(swapped, X64) == 0
     for model in (swapped, hand):
@@ -82,18 +72,14 @@ def test_resnet_swap_equals_the_hand_built_spocu_model_in_value_and_gradient(lea
         atol=1e-12,
     )
     if learnable:  # each call site of each block has its own parameters, trained like the hand-built ones
-        site = swapped.layer1[1].spocu_calls[
-            f"forward_L{_line(zoo.BasicBlock.forward, 'out = F.relu(out)')}"
-        ]
+        site = swapped.layer1[1].spocu_calls[f"forward_L{_line(zoo.BasicBlock.forward, 'out = F.relu(out)')}"]
         torch.testing.assert_close(
             site.raw_alpha.grad,
             hand.layer1[1].act2.raw_alpha.grad,
             rtol=1e-10,
             atol=1e-12,
         )
-        assert len([p for p in swapped.parameters()]) == len(
-            [p for p in hand.parameters()]
-        )
+        assert len([p for p in swapped.parameters()]) == len([p for p in hand.parameters()])
 
 
 def _spocu64(x: torch.Tensor) -> torch.Tensor:
@@ -117,9 +103,7 @@ class EveryForm(nn.Module):
 def test_every_functional_relu_form_computes_spocu():
     x = torch.linspace(-3, 3, 25, dtype=torch.float64)
     model = EveryForm()
-    report = replace_activations(
-        model, "relu", lambda: SPOCU(c=1.0), example_inputs=x, report=True
-    )
+    report = replace_activations(model, "relu", lambda: SPOCU(c=1.0), example_inputs=x, report=True)
     assert report.summary() == "7 of 7 relu (0 modules, 7 functional calls)"
     out = model(x)
     for row in out:
@@ -173,17 +157,13 @@ def test_each_kind_swaps_its_calls_only(kind, rows):
     replace_activations(model, kind, lambda: SPOCU(c=1.0), example_inputs=x)
     out = model(x)
     for row in range(7):
-        torch.testing.assert_close(
-            out[row], _spocu64(x) if row in rows else plain[row], rtol=1e-12, atol=1e-12
-        )
+        torch.testing.assert_close(out[row], _spocu64(x) if row in rows else plain[row], rtol=1e-12, atol=1e-12)
 
 
 def test_several_kinds_at_once():
     x = torch.linspace(-3, 3, 13, dtype=torch.float64)
     model = Mixed()
-    report = replace_activations(
-        model, ("gelu", "silu"), lambda: SPOCU(c=1.0), example_inputs=x, report=True
-    )
+    report = replace_activations(model, ("gelu", "silu"), lambda: SPOCU(c=1.0), example_inputs=x, report=True)
     assert report.functional_calls == 3 and report.left == {}
 
 
@@ -191,9 +171,7 @@ def _swapped_resnet() -> nn.Module:
     torch.manual_seed(2)
     model = zoo.ResNet().double()
     replace_activations(model, "relu", _learnable64, example_inputs=X64)
-    for p in (
-        model.parameters()
-    ):  # parameters away from their initial values, so a lost one shows
+    for p in model.parameters():  # parameters away from their initial values, so a lost one shows
         p.data.add_(0.01 * torch.randn_like(p))
     return model.eval()
 
@@ -203,9 +181,7 @@ def test_survives_state_dict_deepcopy_whole_model_save_and_train_eval():
     expected = model(X64)
     again = zoo.ResNet().double()
     replace_activations(again, "relu", _learnable64, example_inputs=X64)
-    again.load_state_dict(
-        model.state_dict()
-    )  # strict: same keys, site parameters included
+    again.load_state_dict(model.state_dict())  # strict: same keys, site parameters included
     assert any(".spocu_calls." in key for key in model.state_dict())
     torch.testing.assert_close(again.eval()(X64), expected, rtol=0, atol=0)
     copied = copy.deepcopy(model)
@@ -222,9 +198,7 @@ def test_survives_state_dict_deepcopy_whole_model_save_and_train_eval():
         net.eval()
     assert _relus(model, X64) == 0
     torch.testing.assert_close(model(X64), copied(X64), rtol=0, atol=0)
-    assert not torch.equal(
-        model(X64), expected
-    )  # the batch-norm statistics moved in training mode
+    assert not torch.equal(model(X64), expected)  # the batch-norm statistics moved in training mode
 
 
 class Checkpointed(nn.Module):
@@ -236,11 +210,7 @@ class Checkpointed(nn.Module):
         net = self.net
         out = F.relu(net.bn1(net.conv1(x)))
         for block in [*net.layer1, *net.layer2]:
-            out = (
-                torch.utils.checkpoint.checkpoint(block, out, use_reentrant=False)
-                if self.use
-                else block(out)
-            )
+            out = torch.utils.checkpoint.checkpoint(block, out, use_reentrant=False) if self.use else block(out)
         return net.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
@@ -251,23 +221,15 @@ def test_gradient_checkpointing_recomputes_with_the_swap():
         model = Checkpointed(use).double().train()
         replace_activations(model, "relu", _learnable64, example_inputs=X64)
         model(X64).square().sum().backward()
-        grads.append(
-            {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
-        )
-    assert grads[0].keys() == grads[1].keys() and any(
-        ".spocu_calls." in name for name in grads[0]
-    )
+        grads.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any(".spocu_calls." in name for name in grads[0])
     for name in grads[0]:
-        torch.testing.assert_close(
-            grads[1][name], grads[0][name], rtol=1e-10, atol=1e-12
-        )
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-10, atol=1e-12)
 
 
 def test_torch_compile_gives_the_eager_values():
     model = zoo.ResNet().eval()
-    replace_activations(
-        model, "relu", lambda: SPOCU(c=1.0), example_inputs=torch.zeros(2, 3, 8, 8)
-    )
+    replace_activations(model, "relu", lambda: SPOCU(c=1.0), example_inputs=torch.zeros(2, 3, 8, 8))
     x = X64.float()
     expected = model(x)
     torch._dynamo.reset()
@@ -278,9 +240,7 @@ def test_torch_compile_gives_the_eager_values():
 def test_ddp_with_one_gloo_process(tmp_path):
     import torch.distributed as dist
 
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1
-    )
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
     try:
         torch.manual_seed(4)
         model = zoo.ResNet().double()
@@ -345,49 +305,35 @@ class UsesHelper(nn.Module):
 def test_a_call_outside_the_model_classes_shares_a_parameter_free_replacement_or_fails_loudly():
     x = torch.linspace(-2, 2, 6, dtype=torch.float64).reshape(2, 3)
     model = UsesHelper().double()
-    report = replace_activations(
-        model, "relu", lambda: SPOCU(c=1.0), example_inputs=x, report=True
-    )
+    report = replace_activations(model, "relu", lambda: SPOCU(c=1.0), example_inputs=x, report=True)
     assert report.summary() == "2 of 2 relu (1 modules, 1 functional calls)"
-    torch.testing.assert_close(
-        model(x), _spocu64(model.fc(_spocu64(x))), rtol=1e-12, atol=1e-12
-    )
+    torch.testing.assert_close(model(x), _spocu64(model.fc(_spocu64(x))), rtol=1e-12, atol=1e-12)
     with pytest.raises(
         RuntimeError,
         match=r"test_replace_functional\.py:\d+ is in a function outside any module's method",
     ):
-        replace_activations(
-            UsesHelper().double(), "relu", _learnable64, example_inputs=x
-        )
+        replace_activations(UsesHelper().double(), "relu", _learnable64, example_inputs=x)
     learnable = UsesHelper().double()
-    replace_activations(
-        learnable, "relu", _learnable64
-    )  # nothing run: the forward is where it fails
+    replace_activations(learnable, "relu", _learnable64)  # nothing run: the forward is where it fails
     with pytest.raises(RuntimeError, match="outside any module's method"):
         learnable(x)
 
 
 def test_model_without_the_kind_is_refused_naming_what_it_has():
     model = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.GELU())
-    with pytest.raises(
-        ValueError, match=r"nothing replaced \(activation modules it has: GELU, Tanh\)"
-    ):
+    with pytest.raises(ValueError, match=r"nothing replaced \(activation modules it has: GELU, Tanh\)"):
         replace_activations(model, "relu", SPOCU, example_inputs=torch.zeros(1, 2))
 
 
 def test_mobilenet_style_block_with_only_functional_calls_is_swapped():
     model = zoo.MobileBlock()
-    report = replace_activations(
-        model, "relu", SPOCU, example_inputs=torch.zeros(1, 4, 4, 4), report=True
-    )
+    report = replace_activations(model, "relu", SPOCU, example_inputs=torch.zeros(1, 4, 4, 4), report=True)
     assert report.summary() == "2 of 2 relu (0 modules, 2 functional calls)"
 
 
 def test_third_party_classes_match_by_name_without_importing_them():
     timm_gelu = zoo.third_party("timm.layers.activations", "GELU", F.gelu)
-    timm_gelu_tanh = zoo.third_party(
-        "timm.layers.activations", "GELUTanh", lambda x: F.gelu(x, approximate="tanh")
-    )
+    timm_gelu_tanh = zoo.third_party("timm.layers.activations", "GELUTanh", lambda x: F.gelu(x, approximate="tanh"))
     hf_gelu = zoo.third_party("transformers.activations", "GELUActivation", F.gelu)
     hf_new = zoo.third_party(
         "transformers.activations",
@@ -405,9 +351,7 @@ def test_third_party_classes_match_by_name_without_importing_them():
         lambda x: x * torch.sigmoid(1.702 * x),
     )
     timm_swish = zoo.third_party("timm.layers.activations", "Swish", F.silu)
-    lookalike = zoo.third_party(
-        "mypackage.layers", "GELU", F.gelu
-    )  # same name, another package: not matched
+    lookalike = zoo.third_party("mypackage.layers", "GELU", F.gelu)  # same name, another package: not matched
     model = nn.Sequential(
         timm_gelu(),
         timm_gelu_tanh(),
@@ -439,10 +383,7 @@ def test_third_party_classes_match_by_name_without_importing_them():
 def test_the_report_without_a_probe_names_modules_and_call_sites():
     report = replace_activations(zoo.ResNet(), "relu", SPOCU, report=True)
     assert not report.probed
-    assert (
-        report.summary()
-        == "relu: 0 modules and 9 functional call sites replaced (not run)"
-    )
+    assert report.summary() == "relu: 0 modules and 9 functional call sites replaced (not run)"
     assert set(report.call_sites) == {
         "",
         "layer1.0",

@@ -311,7 +311,8 @@ def test_parameters_beyond_the_dtype_raise_a_value_error_naming_them(kwargs, dty
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
-    "kwargs", [{"gamma": 1e6}, {"alpha": 1e-300}, {"alpha": 1e-7}, {"beta": 1e-9}, {"beta": 1 - 1e-12}],
+    "kwargs",
+    [{"gamma": 1e6}, {"alpha": 1e-300}, {"alpha": 1e-7}, {"beta": 1e-9}, {"beta": 1 - 1e-12}],
     ids=["gamma-1e6", "alpha-tiny", "alpha-1e-7", "beta-tiny", "beta-near-1"],
 )
 def test_extreme_in_domain_parameters_work(kwargs, dtype):

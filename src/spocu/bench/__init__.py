@@ -24,7 +24,15 @@ from typing import Any
 from spocu.bench.config import SECTIONS, BenchConfig
 from spocu.bench.timing import interleaved_medians, machine_info, saved_bytes_ratio
 
-__all__ = ["BenchConfig", "SECTIONS", "run_section", "run_sections", "interleaved_medians", "saved_bytes_ratio", "machine_info"]
+__all__ = [
+    "BenchConfig",
+    "SECTIONS",
+    "run_section",
+    "run_sections",
+    "interleaved_medians",
+    "saved_bytes_ratio",
+    "machine_info",
+]
 
 
 def steady_state_kernels() -> str:

@@ -141,12 +141,14 @@ def run(config: BenchConfig, notes: list[str]) -> list[dict[str, Any]]:
     faults: dict[str, list[int]] = {f"{mode}|{name}": [] for mode, name in chosen}
     steps = {key: counting_faults(stepper(act, compiled, x, y, config.seed, device), faults[key])
              for key, (act, compiled) in zip(faults, chosen.values())}  # fmt: skip
-    samples = interleaved_samples(steps, rounds=config.step_rounds, warmup=3, sync=device_sync(device), seed=config.seed)
+    samples = interleaved_samples(
+        steps, rounds=config.step_rounds, warmup=3, sync=device_sync(device), seed=config.seed
+    )
     rows = []
     for mode, name in sorted(chosen, key=lambda v: (v[0] != "eager", NAMES.index(v[1]))):
         key = f"{mode}|{name}"
         ratio, low, high = paired_ratio(samples, key, f"{mode}|ReLU", seed=config.seed)
-        timed = faults[key][-config.step_rounds:]  # the timed rounds, after warm-up
+        timed = faults[key][-config.step_rounds :]  # the timed rounds, after warm-up
         rows.append({"section": "cnn", "framework": "PyTorch", "mode": mode, "name": name, "ratio": ratio,
                      "step_ms": statistics.median(samples[key]) * 1e3, "ratio_ci95": [low, high],
                      "page_faults_per_step": statistics.median(timed) if timed else None})  # fmt: skip

@@ -1,11 +1,11 @@
 """What a benchmark run measures: :class:`BenchConfig`, checked before anything runs.
 
-    >>> config = BenchConfig(sections=("elementwise",), sizes=(1000,), dtypes=("float32",))
-    >>> config.check()
-    >>> BenchConfig(threads=0).check()
-    Traceback (most recent call last):
-    ...
-    ValueError: --threads must be >= 1, got 0
+>>> config = BenchConfig(sections=("elementwise",), sizes=(1000,), dtypes=("float32",))
+>>> config.check()
+>>> BenchConfig(threads=0).check()
+Traceback (most recent call last):
+...
+ValueError: --threads must be >= 1, got 0
 """
 
 from __future__ import annotations
@@ -14,7 +14,16 @@ import math
 import os
 from dataclasses import dataclass
 
-__all__ = ["BenchConfig", "SECTIONS", "DTYPES", "KERAS_BACKENDS", "DEFAULT_SIZES", "STEP_ROUNDS_FACTOR", "check_device", "check_json_path"]
+__all__ = [
+    "BenchConfig",
+    "SECTIONS",
+    "DTYPES",
+    "KERAS_BACKENDS",
+    "DEFAULT_SIZES",
+    "STEP_ROUNDS_FACTOR",
+    "check_device",
+    "check_json_path",
+]
 
 SECTIONS = ("elementwise", "cnn", "keras", "latency")
 #: floating-point dtypes the elementwise section times
@@ -60,12 +69,16 @@ class BenchConfig:
         """Raise ``ValueError`` naming the option for anything out of range (torch not needed)."""
         unknown = [s for s in self.sections if s not in SECTIONS]
         if unknown or not self.sections:
-            raise ValueError(f"unknown section(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SECTIONS)}")
+            raise ValueError(
+                f"unknown section(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SECTIONS)}"
+            )
         bad = [d for d in self.dtypes if d not in DTYPES]
         if bad or not self.dtypes:
             raise ValueError(f"--dtypes: {', '.join(bad) or '(none given)'} not timed; choose from {', '.join(DTYPES)}")
         if not self.sizes or any(n < 1 for n in self.sizes):
-            raise ValueError(f"--sizes must be positive element counts, got {', '.join(map(str, self.sizes)) or '(none)'}")
+            raise ValueError(
+                f"--sizes must be positive element counts, got {', '.join(map(str, self.sizes)) or '(none)'}"
+            )
         if not 1 <= self.rounds <= 10_000:
             raise ValueError(f"--rounds must be in [1, 10000], got {self.rounds}")
         if self.threads is not None and self.threads < 1:

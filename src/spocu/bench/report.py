@@ -1,11 +1,11 @@
 r"""Tables (rich or Markdown) and the JSON file of a benchmark run.
 
-    >>> print(markdown("T", ["a", "b"], [["1", "x|y"]]))
-    **T**
-    <BLANKLINE>
-    | a | b |
-    |---|---|
-    | 1 | x\|y |
+>>> print(markdown("T", ["a", "b"], [["1", "x|y"]]))
+**T**
+<BLANKLINE>
+| a | b |
+|---|---|
+| 1 | x\|y |
 """
 
 from __future__ import annotations
@@ -60,8 +60,14 @@ def tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[s
                  fmt(r["step_ms"] / fastest[r["framework"]], 3) if r["framework"] in fastest else "-",
                  fmt(r.get("page_faults_per_step"))]
                 for r in cnn]  # fmt: skip
-        out.append(("Seed CNN, CIFAR-10 shape, batch 100: one training step (median; ratio: median of the "
-                    "per-round ratios)", header, body))
+        out.append(
+            (
+                "Seed CNN, CIFAR-10 shape, batch 100: one training step (median; ratio: median of the "
+                "per-round ratios)",
+                header,
+                body,
+            )
+        )
     lat = [r for r in rows if r.get("section") == "latency"]
     if lat:
         header = ["compiler cache", "import spocu.torch s", "torch's first call s (relu)", "first call s",

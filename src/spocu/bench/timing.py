@@ -23,7 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["interleaved_samples", "interleaved_medians", "paired_ratio", "saved_bytes_ratio", "machine_info", "device_sync", "calls_per_sample"]
+__all__ = [
+    "interleaved_samples",
+    "interleaved_medians",
+    "paired_ratio",
+    "saved_bytes_ratio",
+    "machine_info",
+    "device_sync",
+    "calls_per_sample",
+]
 
 
 def machine_info() -> dict[str, Any]:

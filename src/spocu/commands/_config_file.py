@@ -47,7 +47,9 @@ _NOT_RECORDED = frozenset({"config", "help"})
 
 
 def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {action.dest: action for action in parser._actions if action.option_strings}  # argparse's documented attribute since 3.2
+    return {
+        action.dest: action for action in parser._actions if action.option_strings
+    }  # argparse's documented attribute since 3.2
 
 
 def _tokens(key: str, value: Any, action: argparse.Action, path: str) -> list[str]:
@@ -109,8 +111,10 @@ class _ConfigFile(argparse.Action):
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--config FILE.toml`` to ``parser`` (options on the command line override the file's)."""
     parser.add_argument(
-        "--config", metavar="FILE.toml", action=_ConfigFile,
-        help="read options from a TOML file (one key per option, e.g. epochs = 10, activations = [\"spocu\", \"relu\"]); "
+        "--config",
+        metavar="FILE.toml",
+        action=_ConfigFile,
+        help='read options from a TOML file (one key per option, e.g. epochs = 10, activations = ["spocu", "relu"]); '
         "options on the command line win. OUT/config.toml of an earlier run starts it again",
     )
 
@@ -123,7 +127,9 @@ def _toml_value(value: Any) -> Any:
     return value
 
 
-def options_toml(parser: argparse.ArgumentParser, args: argparse.Namespace, leave_out: frozenset[str] = frozenset()) -> str:
+def options_toml(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, leave_out: frozenset[str] = frozenset()
+) -> str:
     """The options of ``args`` that differ from their defaults, as a TOML document ``--config`` reads back."""
     import tomli_w
 

@@ -111,5 +111,7 @@ def run(args: argparse.Namespace) -> int:
         last = net["last_finite_layer"]
         status = f"diverged at layer {net['diverged_at']}" if net["diverged_at"] else f"layer {last}"
         print(f"{name:22s} {status:>22s}: mean {net['mean'][last]: .4f}, variance {net['variance'][last]:.4f}")
-    print(f"wrote network_moments.png, final_distribution.png, variance_map.png, summary.md, results.json to {args.out}")
+    print(
+        f"wrote network_moments.png, final_distribution.png, variance_map.png, summary.md, results.json to {args.out}"
+    )
     return 0

@@ -44,15 +44,35 @@ def _csv(kind: Callable[[str], object]) -> Callable[[str], list]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and no optional variants (about a minute)")
-    parser.add_argument("--sections", type=_csv(str), default=list(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--sections", type=_csv(str), default=list(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
     parser.add_argument("--sizes", type=_csv(finite_int), default=None,
                         help=f"elementwise sizes (default {','.join(f'{n:g}' for n in DEFAULT_SIZES)})")  # fmt: skip
-    parser.add_argument("--dtypes", type=_csv(str), default=["float32", "bfloat16"], help=f"elementwise dtypes, from {','.join(DTYPES)}")
-    parser.add_argument("--rounds", type=int, default=None, help=f"timed rounds per measurement (default 9; quick 5); the training-step sections (cnn, keras) take {STEP_ROUNDS_FACTOR} times as many")
-    parser.add_argument("--device", default="cpu", help="torch device for the PyTorch sections: cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads, >= 1 (default: torch's choice)")
-    parser.add_argument("--keras-backends", type=_csv(str), default=["tensorflow"], help=f"Keras backends to run, from {','.join(KERAS_BACKENDS)}")
-    parser.add_argument("--old-wheel", default=None, help=f"path to a spocu-{OLD_VERSION} wheel (default: pip download)")
+    parser.add_argument(
+        "--dtypes", type=_csv(str), default=["float32", "bfloat16"], help=f"elementwise dtypes, from {','.join(DTYPES)}"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help=f"timed rounds per measurement (default 9; quick 5); the training-step sections (cnn, keras) take {STEP_ROUNDS_FACTOR} times as many",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device for the PyTorch sections: cpu or cuda[:N] (default cpu)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads, >= 1 (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--keras-backends",
+        type=_csv(str),
+        default=["tensorflow"],
+        help=f"Keras backends to run, from {','.join(KERAS_BACKENDS)}",
+    )
+    parser.add_argument(
+        "--old-wheel", default=None, help=f"path to a spocu-{OLD_VERSION} wheel (default: pip download)"
+    )
     parser.add_argument("--no-old", action="store_true", help=f"skip the old spocu {OLD_VERSION} rows")
     parser.add_argument("--json", default=None, help="also write all results to this JSON file")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for the README)")
@@ -104,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    info = machine_info() | {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": config.device}
+    info = machine_info() | {
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": config.device,
+    }
     if config.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(config.device))
     console.print(f"[bold]spocu bench[/bold] on {info['cpu']} ({info['cores']} cores, torch {info['torch']}, "

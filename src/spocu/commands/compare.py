@@ -120,7 +120,11 @@ def _real(low: float, high: float = math.inf, *, low_open: bool = False, high_op
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
         if not math.isfinite(value) or not inside:
-            interval = ("(" if low_open else "[") + f"{low:g}, " + ("∞)" if high == math.inf else f"{high:g}" + (")" if high_open else "]"))
+            interval = (
+                ("(" if low_open else "[")
+                + f"{low:g}, "
+                + ("∞)" if high == math.inf else f"{high:g}" + (")" if high_open else "]"))
+            )
             raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text}")
         return value
 
@@ -137,33 +141,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EPILOG
     what = parser.add_argument_group("what to compare")
-    what.add_argument("--preset", choices=tuple(PRESETS), help=f"a named experiment: {', '.join(PRESETS)} (options below override it)")
     what.add_argument(
-        "--dataset", metavar="NAME|PATH",
+        "--preset", choices=tuple(PRESETS), help=f"a named experiment: {', '.join(PRESETS)} (options below override it)"
+    )
+    what.add_argument(
+        "--dataset",
+        metavar="NAME|PATH",
         help=f"{', '.join(DATASETS)} (default wdbc), or your data: a .csv/.parquet table, an .npz file or a folder of images",
     )
     what.add_argument("--target", metavar="COLUMN", help="with a table: the label column (default: the last column)")
     what.add_argument(
-        "--allow-leak", action="store_true",
+        "--allow-leak",
+        action="store_true",
         help="keep a feature column that equals the label or maps one-to-one onto it (refused by default as a leaked label)",
     )
     what.add_argument(
-        "--image-size", nargs=2, type=_whole(1), metavar=("H", "W"), help="with an image folder: resize every image to H x W",
+        "--image-size",
+        nargs=2,
+        type=_whole(1),
+        metavar=("H", "W"),
+        help="with an image folder: resize every image to H x W",
     )
-    what.add_argument("--activations", nargs="+", metavar="ACT", help='e.g. spocu relu selu, or "spocu(c=1), relu"; the first is the reference (default spocu spocu(c=1) relu selu)')
     what.add_argument(
-        "--model", metavar="NAME|FACTORY",
+        "--activations",
+        nargs="+",
+        metavar="ACT",
+        help='e.g. spocu relu selu, or "spocu(c=1), relu"; the first is the reference (default spocu spocu(c=1) relu selu)',
+    )
+    what.add_argument(
+        "--model",
+        metavar="NAME|FACTORY",
         help=f"{', '.join(MODELS)} (default: per dataset), or your factory MODULE:FUNCTION or path/to/file.py:FUNCTION, "
         "called as FUNCTION(activation, input_shape, num_classes)",
     )
     what.add_argument(
-        "--swap", metavar="ACT", nargs="+",
+        "--swap",
+        metavar="ACT",
+        nargs="+",
         help="with a factory that hard-wires its activation (e.g. relu, or relu relu6, or a dotted class path): call "
         "FUNCTION(num_classes=N) (the torchvision signature; classes=N for keras.applications) and replace every "
         "activation of those kinds, modules and functional calls, by the compared one; refused if one forward shows any left",
     )
     what.add_argument(
-        "--allow-partial-swap", action="store_true",
+        "--allow-partial-swap",
+        action="store_true",
         help="with --swap: train even if ops of the swapped kind still run after the swap (their count is recorded in the report)",
     )
     what.add_argument("--hidden", type=_int_list, help="mlp hidden widths, e.g. 64,64")
@@ -172,84 +193,116 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--seeds", type=_whole(1), help="number of seeds (default 5; 10 for paper-wdbc)")
     what.add_argument("--first-seed", type=_whole(0), help="seeds are first-seed, first-seed+1, ... (default 0)")
     what.add_argument(
-        "--rope", type=_real(0, 100), metavar="POINTS",
+        "--rope",
+        type=_real(0, 100),
+        metavar="POINTS",
         help="verdict: differences within ± POINTS accuracy points count as practically equivalent (default 0.5)",
     )
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=_whole(1))
     train.add_argument("--batch-size", type=_whole(1))
     train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
-    train.add_argument("--lr", type=_real(0, low_open=True), help="learning rate (default 1e-3); with --tune lr the middle of the grid")
     train.add_argument(
-        "--tune", choices=("lr",),
+        "--lr", type=_real(0, low_open=True), help="learning rate (default 1e-3); with --tune lr the middle of the grid"
+    )
+    train.add_argument(
+        "--tune",
+        choices=("lr",),
         help="lr: choose each activation's learning rate on the validation split first (5 rates from lr/10 to lr x 10, "
         "each on the first 2 seeds; the test set takes no part), then train every seed at its activation's rate",
     )
     train.add_argument(
-        "--lr-milestones", type=_milestones, metavar="E1,E2", help="multiply the learning rate by 0.1 at these epochs (default: constant)",
+        "--lr-milestones",
+        type=_milestones,
+        metavar="E1,E2",
+        help="multiply the learning rate by 0.1 at these epochs (default: constant)",
     )
     train.add_argument("--weight-decay", type=_real(0), help="default 0")
-    train.add_argument("--momentum", type=_real(0, 1), help=f"{'/'.join(MOMENTUM_OPTIMIZERS)} momentum, in [0, 1) (default 0)")
+    train.add_argument(
+        "--momentum", type=_real(0, 1), help=f"{'/'.join(MOMENTUM_OPTIMIZERS)} momentum, in [0, 1) (default 0)"
+    )
     train.add_argument(
         "--init",
         choices=("customary", *INIT_SCHEMES),
         help="weight init for every activation (default customary: each activation its own; a model factory keeps its own init)",
     )
     train.add_argument("--val-size", type=_size, help="validation split: fraction of the training data or a count")
-    train.add_argument("--test-size", type=_size, help="test split for wdbc, digits and your data without its own test set (default 0.2)")
+    train.add_argument(
+        "--test-size",
+        type=_size,
+        help="test split for wdbc, digits and your data without its own test set (default 0.2)",
+    )
     train.add_argument("--split-seed", type=_whole(0, 2**32), help="seed of the data splits (default 0)")
     train.add_argument(
-        "--split", choices=("per-seed", "fixed"),
+        "--split",
+        choices=("per-seed", "fixed"),
         help="per-seed (default): each seed draws its own stratified train/val/test split, shared by its activations "
         "(data without an official test set); fixed: one split for every seed",
     )
     train.add_argument("--framework", choices=FRAMEWORKS, help="default torch; keras: Keras 3 with its model.fit")
     train.add_argument(
-        "--keras-backend", choices=KERAS_BACKENDS,
+        "--keras-backend",
+        choices=KERAS_BACKENDS,
         help="with --framework keras: sets KERAS_BACKEND (default: KERAS_BACKEND, else Keras's configured backend)",
     )
     where = parser.add_argument_group("where and how")
     where.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
     where.add_argument(
-        "--threads", type=_whole(1),
+        "--threads",
+        type=_whole(1),
         help="CPU threads per run (default: 1 for small models, else PyTorch's default, divided among --jobs)",
     )
     where.add_argument(
-        "--jobs", type=_whole(1),
+        "--jobs",
+        type=_whole(1),
         help="train this many (activation, seed) runs at once (default: 1; with --executor ray, as many as the cluster's "
         "free resources allow); for data-parallel training of each run use torchrun (see docs/scaling.md)",
     )
     where.add_argument(
-        "--executor", choices=tuple(EXECUTORS), default=DEFAULT_EXECUTOR,
+        "--executor",
+        choices=tuple(EXECUTORS),
+        default=DEFAULT_EXECUTOR,
         help=f"where the runs train (default {DEFAULT_EXECUTOR}: this machine, --jobs worker processes; "
         "ray: one Ray task per run, on a local Ray or the cluster at --ray-address)",
     )
     where.add_argument(
-        "--ray-address", metavar="ADDRESS",
+        "--ray-address",
+        metavar="ADDRESS",
         help="with --executor ray: the Ray cluster to join, e.g. head.example.org:6379 or auto "
         "(default: RAY_ADDRESS, else a local Ray started and shut down by the command)",
     )
     where.add_argument(
-        "--ray-autoscaling", action="store_true",
+        "--ray-autoscaling",
+        action="store_true",
         help="with --executor ray: the cluster's autoscaler adds nodes on demand (e.g. GPU workers with min_workers 0), "
         "so runs no live node can take wait for one instead of being refused",
     )
-    where.add_argument("--data-dir", type=Path, help="your copies of MNIST/CIFAR-10 (torchvision root or ~/.keras/datasets)")
+    where.add_argument(
+        "--data-dir", type=Path, help="your copies of MNIST/CIFAR-10 (torchvision root or ~/.keras/datasets)"
+    )
     where.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
     where.add_argument(
         "--out",
         help="output directory: new, empty, or an earlier spocu compare output to resume (default ./spocu-runs/<dataset>-<timestamp>-<pid>)",
     )
     where.add_argument(
-        "--skip-bad-runs", action="store_true",
+        "--skip-bad-runs",
+        action="store_true",
         help="leave run files that fail validation out of the report (listed in it) instead of stopping",
     )
     where.add_argument(
-        "--track", action="extend", nargs="+", choices=("mlflow", "tensorboard"),
+        "--track",
+        action="extend",
+        nargs="+",
+        choices=("mlflow", "tensorboard"),
         help="also log the finished comparison to MLflow (one run per activation and seed inside a parent run; store: "
         "MLFLOW_TRACKING_URI, else sqlite beside --out) and/or TensorBoard (event files in OUT/tensorboard)",
     )
-    where.add_argument("--estimate", action="store_true", help="time a few steps on synthetic data and estimate the cost; train nothing")
+    where.add_argument(
+        "--estimate",
+        action="store_true",
+        help="time a few steps on synthetic data and estimate the cost; train nothing",
+    )
     where.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_option(parser)
 
@@ -292,9 +345,21 @@ def _options(args: argparse.Namespace):
         "tune": args.tune,
     }
     return CompareOptions(
-        config=config, device=args.device, threads=args.threads, jobs=args.jobs, executor=args.executor, ray_address=args.ray_address,
-        ray_autoscaling=args.ray_autoscaling, data_dir=args.data_dir, download=not args.no_download, progress=not args.no_progress, out=args.out,
-        skip_bad_runs=args.skip_bad_runs, options_toml=_recorded_options(args), rope=args.rope, allow_leak=args.allow_leak,
+        config=config,
+        device=args.device,
+        threads=args.threads,
+        jobs=args.jobs,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        ray_autoscaling=args.ray_autoscaling,
+        data_dir=args.data_dir,
+        download=not args.no_download,
+        progress=not args.no_progress,
+        out=args.out,
+        skip_bad_runs=args.skip_bad_runs,
+        options_toml=_recorded_options(args),
+        rope=args.rope,
+        allow_leak=args.allow_leak,
         track=tuple(dict.fromkeys(args.track or ())),
     )
 
@@ -325,7 +390,14 @@ class _RichCallbacks:
     def _start(self) -> None:
         """The bar appears when the runner plans (not before: a refused run shows no bar)."""
         if self.enabled and self.progress is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(
                 TextColumn("{task.description}"),
@@ -381,7 +453,9 @@ class _RichCallbacks:
         if result.extra.get("tuning_lr") is not None:  # a --tune run: no test set, its validation accuracy
             val = result.epochs[-1].val_accuracy if result.epochs else None
             score = "n/a" if val is None else f"{val:.4f}"
-            self.console.print(f"  {result.activation:<14} seed {result.seed}: validation accuracy {score}, {result.seconds:.1f} s{diverged}")
+            self.console.print(
+                f"  {result.activation:<14} seed {result.seed}: validation accuracy {score}, {result.seconds:.1f} s{diverged}"
+            )
             return
         self.console.print(
             f"  {result.activation:<14} seed {result.seed}: test accuracy {result.test_accuracy:.4f}, "
@@ -396,8 +470,15 @@ class _RichCallbacks:
         self.running.pop(key, None)
         done = self.epochs_shown.pop(key, 0)
         if self.progress is not None:  # its remaining epochs will not come: keep the bar honest
-            self.progress.update(self.task, advance=max(0, self.epochs - done), description=self._describe() if self.running else "training")
-        self.console.print(f"  {failure.activation:<14} seed {failure.seed}: [red]failed[/red]: {escape(failure.reason)}", soft_wrap=True)
+            self.progress.update(
+                self.task,
+                advance=max(0, self.epochs - done),
+                description=self._describe() if self.running else "training",
+            )
+        self.console.print(
+            f"  {failure.activation:<14} seed {failure.seed}: [red]failed[/red]: {escape(failure.reason)}",
+            soft_wrap=True,
+        )
 
 
 def _results_table(results: dict):
@@ -407,9 +488,14 @@ def _results_table(results: dict):
     from spocu.experiments.results.summary import TABLE_COLUMNS, table_rows
 
     reference = results["reference"]
-    table = Table(box=box.SIMPLE_HEAD, title=f"{results['dataset']['name']}: test accuracy, {len(results['config']['seeds'])} seeds, reference {reference}")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"{results['dataset']['name']}: test accuracy, {len(results['config']['seeds'])} seeds, reference {reference}",
+    )
     for column in TABLE_COLUMNS:
-        table.add_column(column, justify="left" if column == "activation" else "right", no_wrap=column in ("activation", "95% CI"))
+        table.add_column(
+            column, justify="left" if column == "activation" else "right", no_wrap=column in ("activation", "95% CI")
+        )
     for row in table_rows(results):
         table.add_row(*row)
     table.caption = (
@@ -462,7 +548,9 @@ def run(args: argparse.Namespace) -> int:
         if args.estimate:
             return _estimate(options, console)
         with _RichCallbacks(console, options.progress) as callbacks:
-            outcome = compare(options, callbacks=callbacks, say=lambda text: console.print(escape(text), soft_wrap=True))
+            outcome = compare(
+                options, callbacks=callbacks, say=lambda text: console.print(escape(text), soft_wrap=True)
+            )
     except Interrupted as interrupt:
         console.print(f"\n{escape(str(interrupt))}", soft_wrap=True)
         return 130
@@ -476,5 +564,8 @@ def run(args: argparse.Namespace) -> int:
     for bad in outcome.skipped:
         console.print(f"[yellow]skipped[/yellow] {escape(bad['path'])}: {escape(bad['reason'])}", soft_wrap=True)
     console.print(_results_table(outcome.results))
-    console.print(f"report: {outcome.report}\nresults: {outcome.out / 'results.json'}, {outcome.out / 'epochs.csv'}", soft_wrap=True)
+    console.print(
+        f"report: {outcome.report}\nresults: {outcome.out / 'results.json'}, {outcome.out / 'epochs.csv'}",
+        soft_wrap=True,
+    )
     return 0

@@ -29,21 +29,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  spocu fit --family selu                    # check: recovers SELU's lambda, alpha\n"
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--normal", nargs=2, type=float, metavar=("MEAN", "VARIANCE"), help="inputs N(MEAN, VARIANCE) (default N(0, 1))")
-    source.add_argument("--pareto", type=float, metavar="A", help="inputs with the correction's density a(x+1)^(-a-1), x > 0")
-    source.add_argument("--samples", metavar="FILE", help="inputs: samples from FILE (.npy, or text with one value per line)")
-    parser.add_argument("--family", default="spocu", choices=("spocu", "selu"), help="activation family (default spocu)")
-    parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="hold a parameter (repeatable); SPOCU holds gamma=4.437, c=inf unless told")
-    parser.add_argument("--free", action="append", default=[], metavar="NAME", help="release a parameter held by default (repeatable)")
+    source.add_argument(
+        "--normal", nargs=2, type=float, metavar=("MEAN", "VARIANCE"), help="inputs N(MEAN, VARIANCE) (default N(0, 1))"
+    )
+    source.add_argument(
+        "--pareto", type=float, metavar="A", help="inputs with the correction's density a(x+1)^(-a-1), x > 0"
+    )
+    source.add_argument(
+        "--samples", metavar="FILE", help="inputs: samples from FILE (.npy, or text with one value per line)"
+    )
+    parser.add_argument(
+        "--family", default="spocu", choices=("spocu", "selu"), help="activation family (default spocu)"
+    )
+    parser.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="hold a parameter (repeatable); SPOCU holds gamma=4.437, c=inf unless told",
+    )
+    parser.add_argument(
+        "--free", action="append", default=[], metavar="NAME", help="release a parameter held by default (repeatable)"
+    )
     parser.add_argument(
         "--condition", action="append", default=[], metavar="KIND=TARGET",
         help="mean, second-moment, variance or slope (s'(0)); repeatable; default mean=0 and second-moment=1",
     )  # fmt: skip
-    parser.add_argument("--recipe", choices=("pareto",), help="pareto: fix c = gamma = 1 and ask s'(0) = 1, E[s^2] = 1 (needs --pareto)")
-    parser.add_argument("--search", action="append", default=[], metavar="NAME=LOW:HIGH", help="search interval of a free parameter (repeatable)")
-    parser.add_argument("--starts", type=int, default=16, help="about how many grid starting points (default 16; 1 = the defaults only; at most 4096)")
+    parser.add_argument(
+        "--recipe", choices=("pareto",), help="pareto: fix c = gamma = 1 and ask s'(0) = 1, E[s^2] = 1 (needs --pareto)"
+    )
+    parser.add_argument(
+        "--search",
+        action="append",
+        default=[],
+        metavar="NAME=LOW:HIGH",
+        help="search interval of a free parameter (repeatable)",
+    )
+    parser.add_argument(
+        "--starts",
+        type=int,
+        default=16,
+        help="about how many grid starting points (default 16; 1 = the defaults only; at most 4096)",
+    )
     parser.add_argument("--omega", type=float, default=0.0, help="weight sum of the Jacobian's layer (default 0)")
-    parser.add_argument("--tau", type=float, default=1.0, help="sum of squared weights of the Jacobian's layer (default 1)")
+    parser.add_argument(
+        "--tau", type=float, default=1.0, help="sum of squared weights of the Jacobian's layer (default 1)"
+    )
     parser.add_argument("--tolerance", type=float, default=1e-8, help="max |residual| of a solution (default 1e-8)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -138,7 +169,9 @@ def _print_table(result) -> None:
     from rich.table import Table
 
     console = Console(highlight=False)
-    status = "[green]solved[/]" if result.solved else "[bold red]NO EXACT SOLUTION[/] (best point found shown, not a fit)"
+    status = (
+        "[green]solved[/]" if result.solved else "[bold red]NO EXACT SOLUTION[/] (best point found shown, not a fit)"
+    )
     console.print(f"spocu fit: {result.family}, inputs {result.distribution.label} -- {status}")
 
     params = Table(title="parameters", title_justify="left")
@@ -154,7 +187,12 @@ def _print_table(result) -> None:
     for col in ("condition", "target", "achieved", "residual"):
         conds.add_column(col, justify="left" if col == "condition" else "right")
     for condition, residual in zip(result.conditions, result.residuals):
-        conds.add_row(condition.kind.replace("_", " "), _fmt(condition.target), _fmt(result.achieved[condition.kind], 10), f"{residual:.2e}")
+        conds.add_row(
+            condition.kind.replace("_", " "),
+            _fmt(condition.target),
+            _fmt(result.achieved[condition.kind], 10),
+            f"{residual:.2e}",
+        )
     console.print(conds)
 
     m = result.moments
@@ -166,7 +204,10 @@ def _print_table(result) -> None:
     )
     if result.jacobian is not None:
         j = result.jacobian
-        console.print(f"Jacobian J of (mean, second moment) -> (mean, second moment), ω = {result.omega:g}, τ = {result.tau:g}:", **plain)
+        console.print(
+            f"Jacobian J of (mean, second moment) -> (mean, second moment), ω = {result.omega:g}, τ = {result.tau:g}:",
+            **plain,
+        )
         console.print(f"  [[{j[0, 0]:.6f}, {j[0, 1]:.6f}], [{j[1, 0]:.6f}, {j[1, 1]:.6f}]]", **plain)
         norms = result.norms
         console.print(
@@ -174,15 +215,23 @@ def _print_table(result) -> None:
             **plain,
         )
         if result.fixed_point:
-            console.print("  [green]‖J‖₂ < 1: stable fixed point[/]" if result.stable else "  [red]‖J‖₂ ≥ 1: fixed point, not contracting[/]")
+            console.print(
+                "  [green]‖J‖₂ < 1: stable fixed point[/]"
+                if result.stable
+                else "  [red]‖J‖₂ ≥ 1: fixed point, not contracting[/]"
+            )
         else:
             console.print(f"  J is the local sensitivity of the layer map here: {_why_not_fixed(result)}", **plain)
     region = ", ".join(f"{n} in [{lo:g}, {hi:g}]" for n, (lo, hi) in result.search_region.items())
     if result.solved:
         uniq = "unique" if result.unique else f"[yellow]not unique: {len(result.solutions)} distinct solutions[/]"
-        console.print(f"solution {uniq} in the searched region {region} ({result.n_converged} of {result.n_starts} starts converged)")
+        console.print(
+            f"solution {uniq} in the searched region {region} ({result.n_converged} of {result.n_starts} starts converged)"
+        )
     else:
-        console.print(f"searched region {region} from {result.n_starts} starts; best max |residual| = {result.max_residual:.3g}")
+        console.print(
+            f"searched region {region} from {result.n_starts} starts; best max |residual| = {result.max_residual:.3g}"
+        )
     for note in result.notes:
         console.print(f"note: {note}", **plain)
 

@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, default=DEFAULT_BETA, help=f"default {DEFAULT_BETA}")
     parser.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help=f"default {DEFAULT_GAMMA}")
     parser.add_argument("--c", type=float, default=DEFAULT_C, help="default inf (the overflow table needs c = inf)")
-    parser.add_argument("--figure", metavar="PATH", help="write a figure of s and s' for c = inf and c = 1 (e.g. docs/spocu_shape.png)")
+    parser.add_argument(
+        "--figure", metavar="PATH", help="write a figure of s and s' for c = inf and c = 1 (e.g. docs/spocu_shape.png)"
+    )
     parser.add_argument("--json", action="store_true", help="print the facts as one JSON object")
 
 
@@ -67,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     out("r(u) = u^8 - 2u^7 + 2u^3 = u^3(u^5 - 2u^4 + 2)")
     out("  stationary points (u >= 0): " + ", ".join(
         f"u = {u:.7g} (r = {v:.7g})" for u, v in zip(r["stationary_points"], r["r_at_stationary_points"])))  # fmt: skip
-    out(f"  positive zeros: {r['zeros'][0]:.7g}, {r['zeros'][1]:.7g}  ->  r < 0 on ({r['zeros'][0]:.5f}, {r['zeros'][1]:.5f})")
+    out(
+        f"  positive zeros: {r['zeros'][0]:.7g}, {r['zeros'][1]:.7g}  ->  r < 0 on ({r['zeros'][0]:.5f}, {r['zeros'][1]:.5f})"
+    )
     p = s["parameters"]
     out(f"s(x) with alpha = {p['alpha']:g}, beta = {p['beta']:g}, gamma = {p['gamma']:g}, c = {_num(p['c'])}")
     out(f"  s(x) = {s['left_tail_value']:.7g} for x <= -gamma*beta = {s['lower_kink_x']:.7g}")

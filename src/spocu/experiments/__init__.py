@@ -63,12 +63,12 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     _prefix = __name__ + "."
 
     def find_spec(self, fullname, path=None, target=None):
-        if not fullname.startswith(self._prefix) or fullname[len(self._prefix):] not in MOVED_MODULES:
+        if not fullname.startswith(self._prefix) or fullname[len(self._prefix) :] not in MOVED_MODULES:
             return None
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec):
-        new = self._prefix + MOVED_MODULES[spec.name[len(self._prefix):]]
+        new = self._prefix + MOVED_MODULES[spec.name[len(self._prefix) :]]
         warnings.warn(f"{spec.name} moved to {new}; import it from there", DeprecationWarning, stacklevel=2)
         return importlib.import_module(new)
 

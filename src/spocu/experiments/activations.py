@@ -36,8 +36,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, check_kernel_range
 from spocu.experiments.user_code import import_named, is_user_code, source_file, source_sha256
 
@@ -84,7 +82,9 @@ ACTIVATIONS: dict[str, _Kind] = {
         "designed like SELU for self-normalizing networks, so SELU's LeCun normal",
     ),
     "relu": _Kind({}, "he-normal", "He et al. 2015 derived it for ReLU"),
-    "prelu": _Kind({"init": 0.25}, "he-normal", "He et al. 2015 introduced PReLU (one learned slope, 0.25 at first) with this init"),
+    "prelu": _Kind(
+        {"init": 0.25}, "he-normal", "He et al. 2015 introduced PReLU (one learned slope, 0.25 at first) with this init"
+    ),
     "selu": _Kind({}, "lecun-normal", "required by SELU's self-normalization (Klambauer et al. 2017)"),
     "gelu": _Kind({"approximate": "none"}, "he-normal", "ReLU-like; He normal as for ReLU"),
     "elu": _Kind({"alpha": 1.0}, "he-normal", "ReLU-like; He normal as for ReLU"),
@@ -279,7 +279,10 @@ def parse_activation(text: str, init: str | None = None) -> ActivationSpec:
             check_kernel_range(spocu_params.alpha, spocu_params.gamma)  # compare trains in float32
         except (TypeError, ValueError) as error:
             raise ValueError(f"activation {text!r}: {error}") from None
-        given = {**{k: v for k, v in spocu_params.as_dict().items() if k in given}, **({"learnable": given["learnable"]} if "learnable" in given else {})}
+        given = {
+            **{k: v for k, v in spocu_params.as_dict().items() if k in given},
+            **({"learnable": given["learnable"]} if "learnable" in given else {}),
+        }
     if name == "gelu" and given.get("approximate", "none") not in ("none", "tanh"):
         raise ValueError(f"activation {text!r}: approximate must be none or tanh")
     params = tuple((k, given[k]) for k in defaults if k in given and given[k] != defaults[k])
@@ -326,7 +329,9 @@ def load_user_activation(text: str) -> tuple[Any, str | None]:
         return cached[0], cached[1]
     _, obj = import_named(text, f"--activations {text}", ValueError)
     if not callable(obj):
-        raise ValueError(f"--activations {text}: {text.rpartition(':')[2]} is a {type(obj).__name__}, not a function or class")
+        raise ValueError(
+            f"--activations {text}: {text.rpartition(':')[2]} is a {type(obj).__name__}, not a function or class"
+        )
     digest = source_sha256(source_file(obj) or path)
     _LOADED[text] = (obj, digest, stamp)
     return obj, digest
@@ -344,7 +349,9 @@ def _user_torch_module(name: str, obj: Any):
         try:
             return obj()
         except Exception as error:
-            raise ValueError(f"--activations {name}: {obj.__name__}() failed: {type(error).__name__}: {error}") from None
+            raise ValueError(
+                f"--activations {name}: {obj.__name__}() failed: {type(error).__name__}: {error}"
+            ) from None
 
     class UserActivation(nn.Module):
         def __init__(self) -> None:

@@ -29,17 +29,18 @@ import errno
 import math
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from spocu.experiments.config import ExperimentConfig, resolve_config
 from spocu.experiments.errors import ExperimentError, OptionError, OutputBusy
+from spocu.experiments.models.factories import UserModelError
 from spocu.experiments.run.executors import DEFAULT_EXECUTOR, EXECUTORS
 from spocu.experiments.run.parallel import WorkerFailed
 from spocu.experiments.run.runner import Callbacks, run_experiment
 from spocu.experiments.run.store import OutputDir
-from spocu.experiments.models.factories import UserModelError
 
 __all__ = ["CompareOptions", "CompareOutcome", "Interrupted", "compare", "check_options", "estimate", "memory_estimate"]
 
@@ -96,7 +97,9 @@ class Interrupted(KeyboardInterrupt):
 
     def __init__(self, out: Path, saved: bool) -> None:
         kept = f"the finished runs are saved in {out}" if saved else "nothing was trained"
-        super().__init__(f"interrupted: {kept}.\nResume with the same command and --out {shlex.quote(str(out))}: finished runs are skipped.")
+        super().__init__(
+            f"interrupted: {kept}.\nResume with the same command and --out {shlex.quote(str(out))}: finished runs are skipped."
+        )
         self.out, self.saved = out, saved
 
 
@@ -109,7 +112,9 @@ def _say_nothing(text: str) -> None:
 
 def check_options(options: CompareOptions) -> None:
     """The checks that need neither the data nor a framework; raises OptionError."""
-    if options.rope is not None and not (isinstance(options.rope, (int, float)) and math.isfinite(options.rope) and 0 <= options.rope < 100):
+    if options.rope is not None and not (
+        isinstance(options.rope, (int, float)) and math.isfinite(options.rope) and 0 <= options.rope < 100
+    ):
         raise OptionError(f"--rope must be a number of accuracy points in [0, 100), got {options.rope}")
     if options.jobs is not None and options.jobs < 1:
         raise OptionError(f"--jobs must be >= 1, got {options.jobs}")
@@ -121,23 +126,33 @@ def check_options(options: CompareOptions) -> None:
         raise OptionError(f"--ray-address applies to --executor ray, not --executor {options.executor}")
     if options.ray_autoscaling and options.executor != "ray":
         raise OptionError(f"--ray-autoscaling applies to --executor ray, not --executor {options.executor}")
-    if options.ray_address is not None and not options.ray_address.strip():  # not a silent local Ray instead of the cluster
-        raise OptionError("--ray-address is empty; give the cluster's HOST:PORT (or 'auto'), or leave it out for a local Ray")
+    if (
+        options.ray_address is not None and not options.ray_address.strip()
+    ):  # not a silent local Ray instead of the cluster
+        raise OptionError(
+            "--ray-address is empty; give the cluster's HOST:PORT (or 'auto'), or leave it out for a local Ray"
+        )
     if options.track:
         from spocu.experiments.results.tracking import check_trackers
 
         check_trackers(tuple(options.track))
     if options.out is not None and not str(options.out).strip():
-        raise OptionError("--out is empty; give a directory name (a new or empty directory, or an earlier spocu compare output)")
+        raise OptionError(
+            "--out is empty; give a directory name (a new or empty directory, or an earlier spocu compare output)"
+        )
     if options.data_dir is not None:
         from spocu.experiments.config import PRESETS
         from spocu.experiments.data.datasets import EMBEDDED_DATASETS
 
-        dataset = options.config.get("dataset") or PRESETS.get(options.config.get("preset") or "", {}).get("dataset", "wdbc")
+        dataset = options.config.get("dataset") or PRESETS.get(options.config.get("preset") or "", {}).get(
+            "dataset", "wdbc"
+        )
         from spocu.experiments.data.datasets import DATASETS
 
         if dataset not in DATASETS:
-            raise OptionError(f"--data-dir applies to the built-in datasets read from files (mnist, cifar10), not to --dataset {dataset}")
+            raise OptionError(
+                f"--data-dir applies to the built-in datasets read from files (mnist, cifar10), not to --dataset {dataset}"
+            )
         if dataset in EMBEDDED_DATASETS:
             raise OptionError(
                 f"--data-dir applies to datasets read from files (mnist, cifar10); {dataset} is embedded in scikit-learn"
@@ -153,7 +168,9 @@ def _resolve(options: CompareOptions) -> ExperimentConfig:
         raise OptionError(str(error)) from None
 
 
-def memory_estimate(config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, n_train: int | None = None) -> int:
+def memory_estimate(
+    config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, n_train: int | None = None
+) -> int:
     """Bytes one run needs at least: parameters x 4 (weights, gradients, two optimizer moments) plus
     the activations of a batch x 3 (outputs, pre-activations, gradients), float32. A batch holds
     at most the ``n_train`` training samples.
@@ -212,7 +229,12 @@ def _gib(n: float) -> str:
 
 
 def _check_size(
-    config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, jobs: int, say: Say, n_train: int | None = None
+    config: ExperimentConfig,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    jobs: int,
+    say: Say,
+    n_train: int | None = None,
 ) -> None:
     jobs = max(1, min(jobs, len(config.activations) * len(config.seeds)))  # never more workers than runs
     need = memory_estimate(config, input_shape, num_classes, n_train) * jobs
@@ -290,7 +312,9 @@ def _device(engine, requested: str):
         message = _one_line(error)
         raise OptionError(message if message.startswith("--device") else f"--device {requested}: {message}") from None
     except RuntimeError:  # torch.device("tpu"): PyTorch lists every device type it has ever heard of
-        raise OptionError(f"--device {requested}: not a device this engine can use; choose cpu, cuda, cuda:N or auto") from None
+        raise OptionError(
+            f"--device {requested}: not a device this engine can use; choose cpu, cuda, cuda:N or auto"
+        ) from None
 
 
 def _check_out_outside_data(config: ExperimentConfig, root: Path, *, explicit: bool) -> None:
@@ -316,7 +340,9 @@ def _load_dataset(config: ExperimentConfig, options: CompareOptions, *, progress
     from spocu.experiments.run.inputs import load_data
 
     try:
-        return load_data(config, data_dir=options.data_dir, download=download, progress=progress, allow_leak=options.allow_leak)
+        return load_data(
+            config, data_dir=options.data_dir, download=download, progress=progress, allow_leak=options.allow_leak
+        )
     except (DatasetError, ValueError) as error:
         raise ExperimentError(_one_line(error)) from None
 
@@ -331,7 +357,10 @@ def _load_dataset_distributed(config: ExperimentConfig, options: CompareOptions,
         if (dist.local_rank == 0) == (turn == "first"):
             try:
                 dataset = _load_dataset(
-                    config, options, progress=dist.is_main and options.progress, download=turn == "first" and options.download
+                    config,
+                    options,
+                    progress=dist.is_main and options.progress,
+                    download=turn == "first" and options.download,
                 )
             except ExperimentError as error:
                 problem = f"rank {dist.rank}: {error}"
@@ -374,7 +403,9 @@ def _write_failure(error: OSError, out: OutputDir) -> ExperimentError:
 # ----------------------------------------------------------------------------- the run
 
 
-def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say: Say = _say_nothing) -> CompareOutcome | None:
+def compare(
+    options: CompareOptions, *, callbacks: Callbacks | None = None, say: Say = _say_nothing
+) -> CompareOutcome | None:
     """Run the comparison ``options`` describes; see the module docstring.
 
     ``callbacks`` receive the progress (:class:`~spocu.experiments.run.runner.Callbacks`); ``say``
@@ -397,7 +428,9 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         if config.framework != "torch":
             raise OptionError(f"torchrun data-parallel training is for --framework torch, not {config.framework}")
         if options.jobs not in (None, 1):
-            raise OptionError("--jobs and torchrun do not combine: under torchrun all processes train each run together")
+            raise OptionError(
+                "--jobs and torchrun do not combine: under torchrun all processes train each run together"
+            )
         if config.tune is not None:
             raise OptionError("--tune and torchrun do not combine: tune without torchrun (or pass the chosen --lr)")
         if options.executor != DEFAULT_EXECUTOR:
@@ -480,7 +513,9 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
 
             threads = options.threads
             if threads is None and device == "cpu":  # as a local run would, but never more than the largest node has
-                threads = engine.choose_threads(config, dataset.input_shape, dataset.num_classes, engine.resolve_device("cpu"))
+                threads = engine.choose_threads(
+                    config, dataset.input_shape, dataset.num_classes, engine.resolve_device("cpu")
+                )
                 threads = threads and min(threads, largest_node_cpus(nodes))
             check_cluster_fits(device, threads, nodes)
         else:
@@ -508,7 +543,9 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
         )
         say(f"output: {out.root}")
         try:
-            outcome = _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks, jobs, nodes)
+            outcome = _train_and_report(
+                config, options, out, dataset, engine, device, threads, dist, callbacks, jobs, nodes
+            )
         except KeyboardInterrupt:
             raise Interrupted(out.root, out.runs.is_dir() and any(out.runs.glob("*.json"))) from None
         except UserModelError as error:  # e.g. the model file edited while the sweep runs
@@ -532,7 +569,6 @@ def compare(options: CompareOptions, *, callbacks: Callbacks | None = None, say:
             dist.finish(success)
 
 
-
 def _check_ray_installed() -> None:
     try:
         import ray  # noqa: F401
@@ -540,7 +576,9 @@ def _check_ray_installed() -> None:
         raise OptionError('--executor ray needs Ray: pip install "spocu[ray]"') from None
 
 
-def _train_and_report(config, options, out, dataset, engine, device, threads, dist, callbacks, jobs, nodes) -> CompareOutcome | None:
+def _train_and_report(
+    config, options, out, dataset, engine, device, threads, dist, callbacks, jobs, nodes
+) -> CompareOutcome | None:
     from spocu.experiments.environment import environment
     from spocu.experiments.results.report import write_report
     from spocu.experiments.results.summary import assemble_results, write_results
@@ -575,30 +613,52 @@ def _train_and_report(config, options, out, dataset, engine, device, threads, di
         if config.tune is not None:
             config, tuning = _tune(config, options, out, dataset, engine, device, threads, callbacks, jobs)
         experiment = run_experiment(
-            config, out, dataset, engine, device=str(device), threads=threads, callbacks=callbacks, jobs=jobs,
-            executor=options.executor, executor_options=(
-                {"address": options.ray_address, "autoscaling": options.ray_autoscaling} if options.executor == "ray" else None
+            config,
+            out,
+            dataset,
+            engine,
+            device=str(device),
+            threads=threads,
+            callbacks=callbacks,
+            jobs=jobs,
+            executor=options.executor,
+            executor_options=(
+                {"address": options.ray_address, "autoscaling": options.ray_autoscaling}
+                if options.executor == "ray"
+                else None
             ),
-            dist=dist, skip_bad_runs=options.skip_bad_runs,
+            dist=dist,
+            skip_bad_runs=options.skip_bad_runs,
         )
     if not main:
         return None
     runs = experiment.runs
-    info = environment(runs[0].device if runs else str(device), extra_packages=("keras",) if config.framework == "keras" else ())
-    if config.framework == "keras":  # the backend's import version (its distribution may be tensorflow-cpu, jax[cuda], ...)
+    info = environment(
+        runs[0].device if runs else str(device), extra_packages=("keras",) if config.framework == "keras" else ()
+    )
+    if (
+        config.framework == "keras"
+    ):  # the backend's import version (its distribution may be tensorflow-cpu, jax[cuda], ...)
         info["versions"][engine.backend()] = engine.backend_version()
     if dist is not None:
         info["distributed"] = {**dist.describe(), "per_process_batch": config.batch_size // dist.world_size}
     if options.executor == "ray":
         from spocu.experiments.run.ray_executor import describe_cluster
 
-        info["parallel"] = {"executor": "ray", "jobs": jobs, "threads_per_job": threads, "cluster": describe_cluster(nodes)}
+        info["parallel"] = {
+            "executor": "ray",
+            "jobs": jobs,
+            "threads_per_job": threads,
+            "cluster": describe_cluster(nodes),
+        }
     elif jobs > 1:
         info["parallel"] = {"jobs": jobs, "threads_per_job": threads}
     results = assemble_results(config, dataset, runs, info, experiment.skipped, rope=options.rope)
     if tuning is not None:
         results["tuning"] = tuning
-    sources = {spec.canonical: {"source_sha256": spec.source_sha256} for spec in config.activation_specs() if spec.is_user}
+    sources = {
+        spec.canonical: {"source_sha256": spec.source_sha256} for spec in config.activation_specs() if spec.is_user
+    }
     if sources:  # the user's activations: which code made the runs
         results["activation_sources"] = sources
     write_results(out.root, results, runs)
@@ -615,10 +675,19 @@ def _tune(config, options, out, dataset, engine, device, threads, callbacks, job
 
     def train(sub_config, sub_out, data, lr):
         return run_experiment(
-            sub_config, sub_out, data, engine, device=str(device), threads=threads,
-            callbacks=TuningCallbacks(callbacks or SilentCallbacks(), lr), jobs=jobs, executor=options.executor,
+            sub_config,
+            sub_out,
+            data,
+            engine,
+            device=str(device),
+            threads=threads,
+            callbacks=TuningCallbacks(callbacks or SilentCallbacks(), lr),
+            jobs=jobs,
+            executor=options.executor,
             executor_options=(
-                {"address": options.ray_address, "autoscaling": options.ray_autoscaling} if options.executor == "ray" else None
+                {"address": options.ray_address, "autoscaling": options.ray_autoscaling}
+                if options.executor == "ray"
+                else None
             ),
             skip_bad_runs=options.skip_bad_runs,
         ).runs
@@ -630,7 +699,12 @@ def _tune(config, options, out, dataset, engine, device, threads, callbacks, job
 
 
 #: (input shape, classes, official training samples, official test samples or None) per dataset
-_SHAPES = {"wdbc": ((30,), 2, 569, None), "digits": ((1, 8, 8), 10, 1797, None), "mnist": ((1, 28, 28), 10, 60000, 10000), "cifar10": ((3, 32, 32), 10, 50000, 10000)}
+_SHAPES = {
+    "wdbc": ((30,), 2, 569, None),
+    "digits": ((1, 8, 8), 10, 1797, None),
+    "mnist": ((1, 28, 28), 10, 60000, 10000),
+    "cifar10": ((3, 32, 32), 10, 50000, 10000),
+}
 
 
 def estimate(options: CompareOptions) -> dict:
@@ -644,8 +718,8 @@ def estimate(options: CompareOptions) -> dict:
         raise OptionError("run --estimate without torchrun")
     if config.framework != "torch":
         raise OptionError("--estimate times the PyTorch engine; run it without --framework keras")
-    from spocu.experiments.run import torch_engine as engine_torch
     from spocu.experiments.data.datasets import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE
+    from spocu.experiments.run import torch_engine as engine_torch
 
     _check_torch_backend()
     if config.user_data:  # its shapes and sizes are in the file: read it (nothing is written)
@@ -675,8 +749,10 @@ def estimate(options: CompareOptions) -> dict:
     rows, total = [], 0.0
     try:  # both build the model: a factory whose model does not take this data fails here, naming itself
         threads = options.threads or engine_torch.choose_threads(config, input_shape, classes, device)
-        timings = [engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
-                   for spec in config.activation_specs()]
+        timings = [
+            engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
+            for spec in config.activation_specs()
+        ]
     except ValueError as error:
         raise ExperimentError(_one_line(error)) from None
     for spec, timing in zip(config.activation_specs(), timings):
@@ -687,8 +763,21 @@ def estimate(options: CompareOptions) -> dict:
         cost = run * len(config.seeds) + config.epochs * epoch * tuning_runs
         total += cost
         runs = f"{len(config.seeds)} + {tuning_runs} tuning" if tuning_runs else str(len(config.seeds))
-        rows.append((spec.canonical, f"{timing['step_seconds']:.4f}", f"{epoch:.1f}", f"{run / 60:.1f}", runs, f"{cost / 60:.1f}"))
-    tuned = f", --tune lr: {len(config.tune_grid())} rates x {len(config.tune_seeds())} seeds per activation first" if config.tune else ""
+        rows.append(
+            (
+                spec.canonical,
+                f"{timing['step_seconds']:.4f}",
+                f"{epoch:.1f}",
+                f"{run / 60:.1f}",
+                runs,
+                f"{cost / 60:.1f}",
+            )
+        )
+    tuned = (
+        f", --tune lr: {len(config.tune_grid())} rates x {len(config.tune_seeds())} seeds per activation first"
+        if config.tune
+        else ""
+    )
     return {
         "title": f"estimated cost: {config.dataset}, {config.model.label}, {config.epochs} epochs, batch {config.batch_size}{tuned} (synthetic data)",
         "columns": ("activation", "s/step", "s/epoch", "min/run", "runs", "min total"),

@@ -28,7 +28,13 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec, parse_activation
-from spocu.experiments.data.datasets import DATASETS, DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, EMBEDDED_DATASETS, SPLIT_MODES
+from spocu.experiments.data.datasets import (
+    DATASETS,
+    DEFAULT_TEST_SIZE,
+    DEFAULT_VAL_SIZE,
+    EMBEDDED_DATASETS,
+    SPLIT_MODES,
+)
 from spocu.experiments.data.user_data import is_user_dataset
 from spocu.experiments.models.spec import MODELS, ModelSpec, is_model_factory, parse_swap
 
@@ -298,15 +304,21 @@ class ExperimentConfig:
         if self.framework not in FRAMEWORKS:
             raise ValueError(f"unknown framework {self.framework!r}; choose one of {', '.join(FRAMEWORKS)}")
         if self.keras_backend is not None and self.framework != "keras":
-            raise ValueError(f"a Keras backend ({self.keras_backend}) applies to --framework keras, not {self.framework}")
+            raise ValueError(
+                f"a Keras backend ({self.keras_backend}) applies to --framework keras, not {self.framework}"
+            )
         milestones = tuple(self.lr_milestones)
         if any(isinstance(m, bool) or not isinstance(m, int) for m in milestones) or any(
             b <= a for a, b in zip((0, *milestones), milestones)
         ):
-            raise ValueError(f"--lr-milestones must be increasing whole epochs >= 1, got {','.join(map(str, milestones))}")
+            raise ValueError(
+                f"--lr-milestones must be increasing whole epochs >= 1, got {','.join(map(str, milestones))}"
+            )
         object.__setattr__(self, "lr_milestones", milestones)
         if self.init == OWN_INIT and not self.model.is_factory:
-            raise ValueError(f"init {OWN_INIT!r} (the model's own) applies to a model factory, not to {self.model.name}")
+            raise ValueError(
+                f"init {OWN_INIT!r} (the model's own) applies to a model factory, not to {self.model.name}"
+            )
         if not self.user_data and (self.target is not None or self.image_size is not None):
             option = "--target" if self.target is not None else "--image-size"
             raise ValueError(f"{option} applies to your own data (--dataset PATH), not to {self.dataset}")
@@ -367,7 +379,13 @@ class ExperimentConfig:
             data.pop("keras_backend")
         if self.split == "fixed":  # absent = one fixed split, as every protocol before --split (their hashes stay)
             data.pop("split")
-        for key in ("lr_milestones", "target", "image_size", "data_sha256", "last_batch"):  # likewise, absent unless used
+        for key in (
+            "lr_milestones",
+            "target",
+            "image_size",
+            "data_sha256",
+            "last_batch",
+        ):  # likewise, absent unless used
             if data[key] in (None, ()):
                 data.pop(key)
             elif isinstance(data[key], tuple):
@@ -384,12 +402,19 @@ class ExperimentConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
-        data = {**self.protocol(), "activations": list(self.activations), "seeds": list(self.seeds), "preset": self.preset}
+        data = {
+            **self.protocol(),
+            "activations": list(self.activations),
+            "seeds": list(self.seeds),
+            "preset": self.preset,
+        }
         if self.learning_rates:
             data["learning_rates"] = dict(self.learning_rates)
         return data
 
-    def with_grid(self, activations: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None) -> ExperimentConfig:
+    def with_grid(
+        self, activations: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None
+    ) -> ExperimentConfig:
         return replace(self, activations=activations or self.activations, seeds=seeds or self.seeds)
 
 
@@ -417,7 +442,9 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
 
         dataset_defaults = USER_IMAGES_DEFAULTS if Path(dataset).expanduser().is_dir() else USER_DATA_DEFAULTS
     else:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}, or give a path (.csv, .parquet, .npz or a folder of images)")
+        raise ValueError(
+            f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}, or give a path (.csv, .parquet, .npz or a folder of images)"
+        )
     merged = {**_GLOBAL_DEFAULTS, **dataset_defaults, **preset, **given}
     if "hidden" in given and merged["model"] != "mlp":
         raise ValueError(f"hidden sizes apply to mlp, not {merged['model']} (deep-mlp takes depth and width)")
@@ -425,7 +452,9 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         raise ValueError(f"depth and width apply to deep-mlp, not {merged['model']}")
     if is_model_factory(str(merged["model"])):
         if any(key in given for key in ("hidden", "depth", "width")):
-            raise ValueError("--hidden, --depth and --width apply to the built-in mlp and deep-mlp, not to a model factory")
+            raise ValueError(
+                "--hidden, --depth and --width apply to the built-in mlp and deep-mlp, not to a model factory"
+            )
         swap = parse_swap(merged["swap"])
         if merged.get("allow_partial_swap") and swap is None:
             raise ValueError("--allow-partial-swap applies with --swap")
@@ -435,7 +464,9 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
             merged["init"] = OWN_INIT
     else:
         if merged["swap"] is not None or merged.get("allow_partial_swap"):
-            raise ValueError(f"--swap applies to a model factory (--model MODULE:FUNCTION or file.py:FUNCTION), not to {merged['model']}")
+            raise ValueError(
+                f"--swap applies to a model factory (--model MODULE:FUNCTION or file.py:FUNCTION), not to {merged['model']}"
+            )
         model = ModelSpec.make(merged["model"], merged.get("hidden"), merged.get("depth"), merged.get("width"))
     count = int(merged["seeds"])
     if count < 1:
@@ -451,13 +482,17 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         val_size = None
     # a user's file may or may not have its own test split: the loader knows (split_dataset refuses it there)
     if test_size is not None and dataset in DATASETS and dataset not in EMBEDDED_DATASETS:
-        raise ValueError(f"--test-size applies to {' and '.join(EMBEDDED_DATASETS)}; {dataset} has an official test set")
+        raise ValueError(
+            f"--test-size applies to {' and '.join(EMBEDDED_DATASETS)}; {dataset} has an official test set"
+        )
     if test_size is not None and test_size == DEFAULT_TEST_SIZE:
         test_size = None
     split = merged["split"]
     if dataset in DATASETS and dataset not in EMBEDDED_DATASETS:  # an official test set keeps its split
         if given.get("split") == "per-seed":
-            raise ValueError(f"--split per-seed applies to data without an official test set; {dataset} keeps its official test set")
+            raise ValueError(
+                f"--split per-seed applies to data without an official test set; {dataset} keeps its official test set"
+            )
         split = "fixed"
     return ExperimentConfig(
         dataset=dataset,

@@ -15,7 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["STREAM_INIT", "STREAM_ORDER", "STREAM_SPLIT", "batch_bounds", "batch_order", "derive_seed", "merges_last_batch", "split_seed_for"]
+__all__ = [
+    "STREAM_INIT",
+    "STREAM_ORDER",
+    "STREAM_SPLIT",
+    "batch_bounds",
+    "batch_order",
+    "derive_seed",
+    "merges_last_batch",
+    "split_seed_for",
+]
 
 
 def derive_seed(seed: int, *stream: int) -> int:

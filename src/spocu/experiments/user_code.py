@@ -85,7 +85,11 @@ def import_named(text: str, what: str, error: type[Exception]) -> tuple[Any, Any
             raise error(f"{what}: cannot import {module_text} ({type(failure).__name__}: {failure})") from None
     obj = getattr(module, name, None)
     if obj is None:
-        available = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__)
+        available = sorted(
+            n
+            for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        )
         listed = f"; it defines {', '.join(available)}" if available else ""
         raise error(f"{what}: {module_text} has no {name!r}{listed}")
     return module, obj

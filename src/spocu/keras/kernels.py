@@ -80,8 +80,9 @@ def _derivative(x: Any, params: SPOCUParams) -> Any:
     cap = params.derivative_safe_bound(float(np.finfo(keras.backend.standardize_dtype(x.dtype)).max))
     ds = _horner(_clip(x, params.lower_bound, cap), params.x_derivative_coefficients, shift=False)
     # x >= x_hi also for c = inf (x_hi = inf): s'(+inf) = 0, as in the float64 reference
-    outside = ops.logical_or(ops.less_equal(x, _const(params.lower_bound, x)),
-                             ops.greater_equal(x, _const(params.upper_bound, x)))
+    outside = ops.logical_or(
+        ops.less_equal(x, _const(params.lower_bound, x)), ops.greater_equal(x, _const(params.upper_bound, x))
+    )
     return ops.where(outside, ops.zeros((), dtype=x.dtype), ds)
 
 
@@ -209,8 +210,9 @@ def _tensor_pieces(x: Any, b: Any, g: Any, c: float) -> tuple[Any, Any, Any]:
 def _saturate(v: Any) -> Any:
     # a derivative beyond the dtype's range saturates, so that a zero cotangent never makes 0 * inf = NaN
     big = float(np.finfo(keras.backend.standardize_dtype(v.dtype)).max)
-    return ops.where(ops.greater(v, _const(big, v)), _const(big, v),
-                     ops.where(ops.less(v, _const(-big, v)), _const(-big, v), v))
+    return ops.where(
+        ops.greater(v, _const(big, v)), _const(big, v), ops.where(ops.less(v, _const(-big, v)), _const(-big, v), v)
+    )
 
 
 def _sum_to_shape(grad: Any, shape: tuple) -> Any:
@@ -248,8 +250,9 @@ def _tensor_params_generic(x: Any, a: Any, b: Any, g: Any, c: float) -> Any:
                 ops.multiply(a, ops.where(outside, ops.negative(d[0]), r_prime_shift)),  # ds/db = a (h'(u) - r'(b))
                 ops.negative(ops.multiply(ops.multiply(a_over_g, hp), t_in)),  # ds/dg = -(a/g) h'(u) t
             )
-            return tuple(_sum_to_shape(ops.multiply(upstream, _saturate(p)), v.shape)
-                         for p, v in zip(partials, (x, a, b, g)))
+            return tuple(
+                _sum_to_shape(ops.multiply(upstream, _saturate(p)), v.shape) for p, v in zip(partials, (x, a, b, g))
+            )
 
         return y, grad
 

@@ -102,10 +102,12 @@ class SPOCU(keras.layers.Layer):
                 init = lambda shape, dtype=None: ops.full(shape, value, dtype=dtype)  # noqa: E731
                 return self.add_weight(name=name, shape=(), initializer=init, autocast=False)
 
-            raws = params_to_learnable(params.alpha, params.beta, params.gamma,
-                                       max_value=_dtype_max(self.dtype_policy.variable_dtype))
+            raws = params_to_learnable(
+                params.alpha, params.beta, params.gamma, max_value=_dtype_max(self.dtype_policy.variable_dtype)
+            )
             self.raw_alpha, self.raw_beta, self.raw_gamma = (
-                weight(name, raw) for name, raw in zip(("raw_alpha", "raw_beta", "raw_gamma"), raws))
+                weight(name, raw) for name, raw in zip(("raw_alpha", "raw_beta", "raw_gamma"), raws)
+            )
 
     @property
     def c(self) -> float:

@@ -19,8 +19,15 @@ def _plain_relu(layer: Any) -> bool:
 _STANDALONE: dict[str, tuple[type, Callable[[Any], bool]]] = {
     "relu": (keras.layers.ReLU, _plain_relu),
     # MobileNetV2's ReLU(6.0): a capped relu is "relu6"
-    "relu6": (keras.layers.ReLU, lambda layer: layer.max_value is not None and float(layer.max_value) == 6.0
-              and float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0),
+    "relu6": (
+        keras.layers.ReLU,
+        lambda layer: (
+            layer.max_value is not None
+            and float(layer.max_value) == 6.0
+            and float(layer.negative_slope) == 0.0
+            and float(layer.threshold) == 0.0
+        ),
+    ),
     "elu": (keras.layers.ELU, lambda layer: float(layer.alpha) == 1.0),
     "leaky_relu": (keras.layers.LeakyReLU, lambda layer: True),
 }
@@ -50,7 +57,11 @@ def _kind_of_layer(layer: Any) -> str | None:
         return f"relu(max_value={layer.max_value}, negative_slope={float(layer.negative_slope)}, threshold={float(layer.threshold)})"
     name = _activation_name(getattr(layer, "activation", None))
     if name in (None, "linear") or isinstance(layer, keras.Model):
-        return type(layer).__name__.lower() if type(layer).__module__.startswith("keras") and "activation" in type(layer).__module__ else None
+        return (
+            type(layer).__name__.lower()
+            if type(layer).__module__.startswith("keras") and "activation" in type(layer).__module__
+            else None
+        )
     return name
 
 
@@ -85,14 +96,20 @@ def _matcher(old: Any) -> tuple[Callable[[Any], bool], Callable[[Any], bool], st
         standalone = _STANDALONE.get(key)
         return (
             lambda fn: _activation_name(fn) == key,
-            (lambda layer: isinstance(layer, standalone[0]) and standalone[1](layer)) if standalone else (lambda layer: False),
+            (lambda layer: isinstance(layer, standalone[0]) and standalone[1](layer))
+            if standalone
+            else (lambda layer: False),
             f"activation {key!r}",
         )
     if isinstance(old, type) and issubclass(old, keras.layers.Layer):
         return (lambda fn: isinstance(fn, old), lambda layer: isinstance(layer, old), f"layer class {old.__name__}")
     if callable(old):
         name = _activation_name(old)
-        return (lambda fn: fn is old or (name is not None and _activation_name(fn) == name), lambda layer: False, f"activation {name or old!r}")
+        return (
+            lambda fn: fn is old or (name is not None and _activation_name(fn) == name),
+            lambda layer: False,
+            f"activation {name or old!r}",
+        )
     raise TypeError(f"replace_activations: old must be an activation name, function or layer class, not {old!r}")
 
 
@@ -111,7 +128,9 @@ def _maker(new: Any) -> Callable[[], Any]:
             raise TypeError(f"replace_activations: new class {new.__name__} is not a keras.layers.Layer")
         return new
     if not callable(new):
-        raise TypeError(f"replace_activations: new must be an activation (name or function) or a layer factory, not {new!r}")
+        raise TypeError(
+            f"replace_activations: new must be an activation (name or function) or a layer factory, not {new!r}"
+        )
     try:
         inspect.signature(new).bind()
     except TypeError:  # takes the tensor: an activation function, used as it is
@@ -210,13 +229,19 @@ def replace_activations(model: keras.Model, old: Any, new: Any) -> keras.Model:
     swapped = keras.models.clone_model(model, clone_function=clone, recursive=True)
     if not replaced:
         kinds = activation_kinds(model)
-        has = "; its activations: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) if kinds else "; it has no activation layers"
+        has = (
+            "; its activations: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+            if kinds
+            else "; it has no activation layers"
+        )
         raise ValueError(f"replace_activations: no layer of {model.name} uses {searched}; nothing replaced{has}")
     object.__setattr__(swapped, "spocu_replaced", tuple(replaced))  # untracked by Keras: not saved, for reports
     for original, copy in pairs:
         sources, targets = own_weights(original), own_weights(copy)
         if len(sources) != len(targets):  # pragma: no cover - a layer whose weights the swap changed
-            raise ValueError(f"replace_activations: {original.name} has {len(sources)} weights, its copy {len(targets)}")
+            raise ValueError(
+                f"replace_activations: {original.name} has {len(sources)} weights, its copy {len(targets)}"
+            )
         for source, target in zip(sources, targets):
             target.assign(keras.ops.convert_to_numpy(source))
     return swapped

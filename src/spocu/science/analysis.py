@@ -124,7 +124,9 @@ def analyze(
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle(f"random network, width {width}, batch {batch}, LeCun init (ReLU: He); dashed: analytic map", fontsize=10)
+    fig.suptitle(
+        f"random network, width {width}, batch {batch}, LeCun init (ReLU: He); dashed: analytic map", fontsize=10
+    )
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.24, top=0.88, wspace=0.18)
     atomic_savefig(fig, os.path.join(out, "network_moments.png"), dpi=110)
     plt.close(fig)
@@ -144,7 +146,7 @@ def analyze(
         ax.set_title(f"{c.name}\nafter layer {last}{note}; max |x| = {np.max(np.abs(values)):.3g}", fontsize=9)
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(players):]:
+    for ax in axes.ravel()[len(players) :]:
         ax.axis("off")
     fig.suptitle("activations after the last layer (central 99.8%; log density)", fontsize=10)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.07, top=0.86, hspace=0.55, wspace=0.3)
@@ -164,7 +166,9 @@ def analyze(
         else:
             for p in points:
                 ax.axhline(p["second_moment"], color="k", ls=":" if p["slope"] < 1 else "--", lw=0.9)
-            title += "\nfixed points " + ", ".join(f"{p['second_moment']:.4g} ({'stable' if p['slope'] < 1 else 'unstable'})" for p in points)
+            title += "\nfixed points " + ", ".join(
+                f"{p['second_moment']:.4g} ({'stable' if p['slope'] < 1 else 'unstable'})" for p in points
+            )
         ax.set_title(title, fontsize=9)
         ax.set_yscale("log")
         ax.set_ylim(0.05, 1e3)
@@ -172,7 +176,7 @@ def analyze(
         ax.grid(alpha=0.3)
     axes.ravel()[0].set_ylabel("second moment E[x²]")
     axes.ravel()[0].legend(fontsize=7)
-    for ax in axes.ravel()[len(players):]:
+    for ax in axes.ravel()[len(players) :]:
         ax.axis("off")
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.9, hspace=0.45, wspace=0.22)
     atomic_savefig(fig, os.path.join(out, "variance_map.png"), dpi=110)
@@ -195,7 +199,9 @@ def analyze(
                 "diverged_at": run.diverged_at,
                 "last_finite_layer": last,
             },
-            "analytic": {f"{k:g}": {"mean": v[0].tolist(), "second_moment": v[1].tolist()} for k, v in analytic[c.name].items()},
+            "analytic": {
+                f"{k:g}": {"mean": v[0].tolist(), "second_moment": v[1].tolist()} for k, v in analytic[c.name].items()
+            },
             "fixed_points": fixed[c.name],
         }
     atomic_write_text(os.path.join(out, "results.json"), json.dumps(_jsonable(results), indent=1, allow_nan=False))
@@ -220,7 +226,11 @@ def _summary(players, runs, analytic, fixed, setup) -> str:
         run = runs[c.name]
         last = depth if run.diverged_at is None else run.diverged_at - 1
         points = fixed[c.name]
-        fp = "identity (all ν)" if points is None else "; ".join(f"{p['second_moment']:.4f} ({p['slope']:.3f})" for p in points) or "none in [0.02, 6]"
+        fp = (
+            "identity (all ν)"
+            if points is None
+            else "; ".join(f"{p['second_moment']:.4f} ({p['slope']:.3f})" for p in points) or "none in [0.02, 6]"
+        )
         seconds = analytic[c.name][1.0][1]
         lines.append(
             f"| {c.name} | {_params_text(c)} | {_num(run.variances[1])} / {_num(run.variances[last])} | "

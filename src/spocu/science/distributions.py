@@ -102,9 +102,7 @@ def _quad_expect(
         # far from a solution the integrands can be huge; accuracy is judged where it matters
         warnings.simplefilter("ignore", category=integrate.IntegrationWarning)
         for a, b in zip(edges[:-1], edges[1:]):
-            value, _ = integrate.quad(
-                lambda x: fn(x) * pdf(x), a, b, epsabs=QUAD_EPSABS, epsrel=QUAD_EPSREL, limit=200
-            )
+            value, _ = integrate.quad(lambda x: fn(x) * pdf(x), a, b, epsabs=QUAD_EPSABS, epsrel=QUAD_EPSREL, limit=200)
             total += value
     return total
 

@@ -49,7 +49,11 @@ class ParameterSpec:
     def domain(self) -> str:
         """The domain as text, e.g. ``0 < beta < 1``."""
         left = f"{self.lower:g} {'<=' if self.lower_closed else '<'} "
-        right = "" if self.upper == math.inf and not self.upper_closed else f" {'<=' if self.upper_closed else '<'} {self.upper:g}"
+        right = (
+            ""
+            if self.upper == math.inf and not self.upper_closed
+            else f" {'<=' if self.upper_closed else '<'} {self.upper:g}"
+        )
         return f"{left}{self.name}{right}"
 
     def inner_bounds(self) -> tuple[float, float]:
@@ -180,4 +184,3 @@ def get_family(family: str | ActivationFamily) -> ActivationFamily:
         return FAMILIES[str(family).lower()]
     except KeyError:
         raise ValueError(f"unknown activation family {family!r}; choose one of {', '.join(FAMILIES)}") from None
-

@@ -241,9 +241,13 @@ class FitResult:
                 "jacobian_norm_2": None if self.norms is None else self.norms["norm_2"],
                 "jacobian_norm_1": None if self.norms is None else self.norms["norm_1"],
                 "spectral_radius": None if self.norms is None else self.norms["spectral_radius"],
-                "next_layer_input": None if self.next_input is None else {"mean": self.next_input[0], "variance": self.next_input[1]},
+                "next_layer_input": None
+                if self.next_input is None
+                else {"mean": self.next_input[0], "variance": self.next_input[1]},
                 "fixed_point": self.fixed_point,
-                "jacobian_meaning": "stability of the fixed point" if self.fixed_point else "local sensitivity (not a fixed point)",
+                "jacobian_meaning": "stability of the fixed point"
+                if self.fixed_point
+                else "local sensitivity (not a fixed point)",
                 "stable": self.stable,
                 "unique": self.unique,
                 "n_solutions": len(self.solutions),
@@ -334,16 +338,16 @@ def _setup_region(
             try:
                 lo, hi = (float(v) for v in search[name])
             except (TypeError, ValueError):
-                raise ValueError(f"search interval for {name} must be two numbers (low, high), got {search[name]!r}") from None
+                raise ValueError(
+                    f"search interval for {name} must be two numbers (low, high), got {search[name]!r}"
+                ) from None
         else:
             lo, hi = spec.search
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"search interval for {name} must be finite with low < high, got [{lo:g}, {hi:g}]")
         inner_lo, inner_hi = spec.inner_bounds()
         if not (spec.contains(lo) or lo == spec.lower) or not (spec.contains(hi) or hi == spec.upper):
-            raise ValueError(
-                f"search interval [{lo:g}, {hi:g}] for {name} leaves the parameter domain {spec.domain}"
-            )
+            raise ValueError(f"search interval [{lo:g}, {hi:g}] for {name} leaves the parameter domain {spec.domain}")
         region[name] = (max(lo, inner_lo), min(hi, inner_hi))
     return region
 
@@ -508,7 +512,9 @@ def fit(
 
     best_values, best_act = build(best_x)
     notes: list[str] = []
-    best_moments = moments(best_act, dist) if dist.has_moment(2 * best_act.growth_power) else Moments(math.inf, math.inf)
+    best_moments = (
+        moments(best_act, dist) if dist.has_moment(2 * best_act.growth_power) else Moments(math.inf, math.inf)
+    )
     res = residual(best_x)
     achieved = {k: float(v + t) for k, v, t in zip(kinds, res, targets)}
     try:
@@ -522,7 +528,9 @@ def fit(
             f"no exact solution in the search region: the smallest max |residual| found is "
             f"{float(np.max(np.abs(res))):.3g} (tolerance {tolerance:g})"
         )
-        on_edge = [n for n, v, lo, hi in zip(free_names, best_x, lower, upper) if min(v - lo, hi - v) <= 1e-6 * (hi - lo)]
+        on_edge = [
+            n for n, v, lo, hi in zip(free_names, best_x, lower, upper) if min(v - lo, hi - v) <= 1e-6 * (hi - lo)
+        ]
         if on_edge:
             notes.append(
                 f"the best point lies on the edge of the search region for {', '.join(on_edge)}; "
@@ -555,5 +563,6 @@ def fit(
         tolerance=float(tolerance),
         notes=tuple(notes),
         next_input=(float(omega) * best_moments.mean, float(tau) * best_moments.second_moment)
-        if math.isfinite(best_moments.second_moment) else None,
+        if math.isfinite(best_moments.second_moment)
+        else None,
     )

@@ -32,7 +32,16 @@ from spocu.science.families import SPOCU as SPOCU_FAMILY
 from spocu.science.families import Activation
 from spocu.science.moments import iterate_layer_map, layer_map
 
-__all__ = ["Contender", "LayerRun", "simulate", "RELU_HE", "SELU_LECUN", "spocu_contender", "fixed_points", "analytic_runs"]
+__all__ = [
+    "Contender",
+    "LayerRun",
+    "simulate",
+    "RELU_HE",
+    "SELU_LECUN",
+    "spocu_contender",
+    "fixed_points",
+    "analytic_runs",
+]
 
 #: SELU's published constants (Klambauer et al. 2017)
 SELU_LAMBDA = 1.0507009873554805
@@ -63,7 +72,10 @@ def _relu() -> Activation:
 
 RELU_HE = Contender("ReLU (He init)", _relu(), gain=2.0)
 SELU_LECUN = Contender(
-    "SELU", SELU_FAMILY.build({"lambda": SELU_LAMBDA, "alpha": SELU_ALPHA}), 1.0, {"lambda": SELU_LAMBDA, "alpha": SELU_ALPHA}
+    "SELU",
+    SELU_FAMILY.build({"lambda": SELU_LAMBDA, "alpha": SELU_ALPHA}),
+    1.0,
+    {"lambda": SELU_LAMBDA, "alpha": SELU_ALPHA},
 )
 
 
@@ -121,7 +133,7 @@ def simulate(
             means=np.array(means + [np.nan] * pad),
             variances=np.array(variances + [np.nan] * pad),
             second_moments=np.array(seconds + [np.nan] * pad),
-            final_values=x.ravel()[: 20000].copy(),
+            final_values=x.ravel()[:20000].copy(),
             diverged_at=diverged,
         )
     return runs
@@ -143,7 +155,11 @@ def analytic_runs(
         for k in range(1, depth + 1):
             if not seconds[k - 1] <= DIVERGED_ABOVE:
                 break
-            if k >= 2 and abs(seconds[k - 1] - seconds[k - 2]) <= tol * seconds[k - 1] and abs(means[k - 1] - means[k - 2]) <= tol:
+            if (
+                k >= 2
+                and abs(seconds[k - 1] - seconds[k - 2]) <= tol * seconds[k - 1]
+                and abs(means[k - 1] - means[k - 2]) <= tol
+            ):
                 means[k:], seconds[k:] = means[k - 1], seconds[k - 1]
                 break
             m, s2 = iterate_layer_map(contender.activation, seconds[k - 1], 1, means[k - 1], 0.0, contender.gain)

@@ -310,8 +310,12 @@ def overflow_table(params: SPOCUParams | None = None) -> list[dict[str, Any]]:
             if math.isfinite(p.c):
                 row.update(naive_inf_from=None, naive_nan_from=None)  # the literal formula has no c
             elif start < top:
-                row["naive_inf_from"] = _first_representable(lambda v: not np.isfinite(naive_spocu(v, p, dtype)), dtype, start, top)
-                row["naive_nan_from"] = _first_representable(lambda v: bool(np.isnan(naive_spocu(v, p, dtype))), dtype, start, top)
+                row["naive_inf_from"] = _first_representable(
+                    lambda v: not np.isfinite(naive_spocu(v, p, dtype)), dtype, start, top
+                )
+                row["naive_nan_from"] = _first_representable(
+                    lambda v: bool(np.isnan(naive_spocu(v, p, dtype))), dtype, start, top
+                )
             else:
                 row.update(naive_inf_from=None, naive_nan_from=None)
         if row["s_exceeds_max_above"] is None:

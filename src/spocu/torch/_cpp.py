@@ -197,9 +197,12 @@ def _start() -> None:
         path = library_path()
         _path = path
         if path is None:
-            _state, _reason = "failed", (
-                f"{MODULE} was not built when spocu was installed (no C++ compiler then?); "
-                "reinstall with a compiler (g++ or clang++) to get the fused CPU kernels"
+            _state, _reason = (
+                "failed",
+                (
+                    f"{MODULE} was not built when spocu was installed (no C++ compiler then?); "
+                    "reinstall with a compiler (g++ or clang++) to get the fused CPU kernels"
+                ),
             )
             return
         try:

@@ -116,8 +116,7 @@ def _fallback(requested: str, actual: str, reason: str) -> str:
     if (requested, actual) not in _warned and not already_said:
         _warned.add((requested, actual))
         warnings.warn(
-            f"spocu: backend {requested!r} cannot run here ({reason}); using {actual!r} instead "
-            "(correct, but slower).",
+            f"spocu: backend {requested!r} cannot run here ({reason}); using {actual!r} instead (correct, but slower).",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -179,7 +178,9 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
     return "eager"
 
 
-def kernel_path(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", backend: str | None = None) -> str:
+def kernel_path(
+    dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", backend: str | None = None
+) -> str:
     """The kernels that compute SPOCU of plain tensors of ``dtype`` on ``device`` in this process,
     as a string for run records: ``"cpp-<isa>"`` (e.g. ``"cpp-avx2"``), ``"triton"``,
     ``"inductor"`` or ``"eager"``. Decided once per process and never changed; asking decides it
@@ -348,7 +349,9 @@ def call(x, alpha, beta, gamma, c, backend: str | None = None) -> torch.Tensor:
     """SPOCU of ``x`` (what :func:`spocu.torch.spocu` does; see there for the arguments)."""
     if type(x) is not torch.Tensor or not x.is_floating_point():
         if _tracing.fx_proxy(x, alpha, beta, gamma):  # torch.fx.symbolic_trace: one graph node
-            return _tracing.fx_call(FX_TARGET, (x, alpha, beta, gamma, c), {} if backend is None else {"backend": backend})
+            return _tracing.fx_call(
+                FX_TARGET, (x, alpha, beta, gamma, c), {} if backend is None else {"backend": backend}
+            )
         x = _as_float_input(x)
     # the common call first: float parameters seen before, served by the fused kernels
     # (every other call takes the general path below, which fills _FAST_CALLS)
@@ -388,7 +391,12 @@ def call(x, alpha, beta, gamma, c, backend: str | None = None) -> torch.Tensor:
     params = cached_params(alpha, beta, gamma, c)
     k = kernel_constants(params, x.dtype)
     kernels = resolve(x, backend)
-    if (kernels is _cpp or kernels is _triton) and type(c) is float and len(_FAST_CALLS) < 1024 and _plain_call(x, backend):
+    if (
+        (kernels is _cpp or kernels is _triton)
+        and type(c) is float
+        and len(_FAST_CALLS) < 1024
+        and _plain_call(x, backend)
+    ):
         _FAST_CALLS[(alpha, beta, gamma, c, x.dtype, x.device.type)] = (k, kernels)
     if not _cpp.transforms_active() and has_raw_storage(x):
         if kernels is _cpp and _node.available():
@@ -409,7 +417,11 @@ def module_call(module, x: torch.Tensor) -> torch.Tensor:
     raw = (module.raw_alpha, module.raw_beta, module.raw_gamma)
     if _node.learnable_raw_available() and _plain_call(x, None) and _learnable_node_takes(x, *raw, module.c):
         return _node.apply_learnable_raw(x, *raw, module.c)
-    alpha, beta, gamma = learnable_positive(raw[0], torch), learnable_unit(raw[1], torch), learnable_positive(raw[2], torch)
+    alpha, beta, gamma = (
+        learnable_positive(raw[0], torch),
+        learnable_unit(raw[1], torch),
+        learnable_positive(raw[2], torch),
+    )
     return call(x, alpha, beta, gamma, module.c)
 
 

@@ -46,7 +46,12 @@ def has_raw_storage(*tensors: torch.Tensor) -> bool:
     Everything else takes the composite ops, which respect ``__torch_function__``/``__torch_dispatch__``.
     """
     for t in tensors:
-        if (type(t) is not torch.Tensor and type(t) is not _PARAMETER) or t.layout is not _STRIDED or _is_functorch_wrapped(t) or _is_legacy_batched(t):
+        if (
+            (type(t) is not torch.Tensor and type(t) is not _PARAMETER)
+            or t.layout is not _STRIDED
+            or _is_functorch_wrapped(t)
+            or _is_legacy_batched(t)
+        ):
             return False
     return not dispatch_mode_active()
 
@@ -63,9 +68,7 @@ def is_dense(t: torch.Tensor) -> bool:
 
 def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Same shape and the same strides on every dimension that has more than one element."""
-    return a.shape == b.shape and all(
-        sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride()) if n != 1
-    )
+    return a.shape == b.shape and all(sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride()) if n != 1)
 
 
 def flat(t: torch.Tensor) -> torch.Tensor:

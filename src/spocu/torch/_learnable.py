@@ -432,7 +432,10 @@ class _FusedLearnableSPOCU(torch.autograd.Function):
             fused = ctx.kernels.backward(grad_output, x, *params, ctx.c)
             if fused is not None:
                 out, sums = fused
-                grads = [total.reshape(p.shape).to(p.dtype) if need else None for total, p, need in zip(sums, params, needs[1:4])]
+                grads = [
+                    total.reshape(p.shape).to(p.dtype) if need else None
+                    for total, p, need in zip(sums, params, needs[1:4])
+                ]
                 return (out if needs[0] else None, *grads, None, None)
         grads = _plain_backward(grad_output, x, *(_broadcast_shape(p, x) for p in params), ctx.c, needs)
         return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], params)), None, None)

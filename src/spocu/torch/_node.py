@@ -139,7 +139,11 @@ def _learnable_raw_derivative(grad, x, raw_alpha, raw_beta, raw_gamma, c: float)
     (softplus' = sigmoid), differentiable to any order."""
     from spocu.core import learnable_positive, learnable_unit
 
-    alpha, beta, gamma = learnable_positive(raw_alpha, torch), learnable_unit(raw_beta, torch), learnable_positive(raw_gamma, torch)
+    alpha, beta, gamma = (
+        learnable_positive(raw_alpha, torch),
+        learnable_unit(raw_beta, torch),
+        learnable_positive(raw_gamma, torch),
+    )
     d_x, d_alpha, d_beta, d_gamma = _learnable_derivative(grad, x, alpha, beta, gamma, c)
     sigmoid_beta = torch.sigmoid(raw_beta)
     return (d_x, d_alpha * torch.sigmoid(raw_alpha), d_beta * _SPAN * sigmoid_beta * (1 - sigmoid_beta),
@@ -159,7 +163,9 @@ def _load(path: Path) -> tuple[Any, Any, Any]:
     kernels = _cpp._lib
 
     def pointers(kind: str) -> Any:
-        return (ctypes.c_void_p * 4)(*(ctypes.cast(kernels[kind, dtype], ctypes.c_void_p).value for dtype in _BIND_ORDER))
+        return (ctypes.c_void_p * 4)(
+            *(ctypes.cast(kernels[kind, dtype], ctypes.c_void_p).value for dtype in _BIND_ORDER)
+        )
 
     handle.spocu_node_bind(pointers("forward"), pointers("backward"))
     handle.spocu_node_bind_learnable(pointers("learnable_forward"), pointers("learnable_backward"),
@@ -224,9 +230,14 @@ def _self_check_learnable(op: Any) -> None:
         x = x0.to(dtype).reshape(shape)
         if label == "channels last":
             x = x.contiguous(memory_format=torch.channels_last)
-        params = [torch.linspace(lo, hi, channels, dtype=torch.float32, device="cpu") for lo, hi in ((2.5, 3.5), (0.4, 0.8), (1.5, 4.0))]
+        params = [
+            torch.linspace(lo, hi, channels, dtype=torch.float32, device="cpu")
+            for lo, hi in ((2.5, 3.5), (0.4, 0.8), (1.5, 4.0))
+        ]
         node = lambda *a: op(*a, 2.5, _cap(dtype))  # noqa: E731
-        if not _same_bits(node, lambda *a: _FusedLearnableSPOCU.apply(*a, 2.5, _CppKernels), [x, *params], g0.to(dtype).reshape(shape)):
+        if not _same_bits(
+            node, lambda *a: _FusedLearnableSPOCU.apply(*a, 2.5, _CppKernels), [x, *params], g0.to(dtype).reshape(shape)
+        ):
             raise RuntimeError(f"the learnable autograd node disagrees with the kernel library ({dtype}, {label})")
 
 
@@ -242,7 +253,10 @@ def _self_check_learnable_raw(op: Any) -> None:
 
     x0, g0 = _cpp.self_check_inputs(116)
     # raw weights on both sides of softplus's linear threshold (20)
-    raws = [torch.linspace(lo, hi, 4, dtype=torch.float32, device="cpu") for lo, hi in ((-3.0, 25.0), (-2.0, 2.0), (0.5, 30.0))]
+    raws = [
+        torch.linspace(lo, hi, 4, dtype=torch.float32, device="cpu")
+        for lo, hi in ((-3.0, 25.0), (-2.0, 2.0), (0.5, 30.0))
+    ]
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
         node = lambda *a: apply_learnable_raw(*a, 2.5, op=op)  # noqa: E731
         if not _same_bits(node, composed, [x0.to(dtype).reshape(5, 4, 6), *raws], g0.to(dtype).reshape(5, 4, 6)):
@@ -297,7 +311,9 @@ def apply(x: torch.Tensor, k: KernelConstants, alpha: float, beta: float, gamma:
 _CAPS: dict[torch.dtype, float] = {}
 
 
-def apply_learnable(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float) -> torch.Tensor:
+def apply_learnable(
+    x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float
+) -> torch.Tensor:
     """s(x) with CPU tensor parameters of one count (1, or x.shape[1]) through the C++ node
     (only when :func:`available`; eager, no transform active, x's dtype one the kernels compute)."""
     return _learnable_op(x, alpha, beta, gamma, c, _cap(x.dtype))
@@ -312,8 +328,9 @@ def _cap(dtype: torch.dtype) -> float:
     return cap
 
 
-def apply_learnable_raw(x: torch.Tensor, raw_alpha: torch.Tensor, raw_beta: torch.Tensor, raw_gamma: torch.Tensor,
-                        c: float, op: Any = None) -> torch.Tensor:
+def apply_learnable_raw(
+    x: torch.Tensor, raw_alpha: torch.Tensor, raw_beta: torch.Tensor, raw_gamma: torch.Tensor, c: float, op: Any = None
+) -> torch.Tensor:
     """s(x) of a learnable :class:`spocu.torch.SPOCU` from its raw weights (α, γ = softplus(raw) + floor,
     β = margin + (1 - 2 margin) sigmoid(raw), as :mod:`spocu.core`) through one C++ node (only when
     :func:`learnable_raw_available`; eager, no transform active, CPU, one count: 1 or x's channels)."""

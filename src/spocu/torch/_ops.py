@@ -80,7 +80,6 @@ def register_kernels(forward, backward) -> None:
     _KERNELS[:] = [forward, backward]
 
 
-
 def spocu_op(x: torch.Tensor, alpha: float, beta: float, gamma: float, c: float, impl: str = "auto") -> torch.Tensor:
     """SPOCU(x) with fixed parameters; output in ``torch.empty_like(x)``'s layout."""
     k = _constants(alpha, beta, gamma, c, x.dtype)

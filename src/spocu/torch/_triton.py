@@ -195,4 +195,3 @@ def backward(grad: torch.Tensor, x: torch.Tensor, k: KernelConstants) -> torch.T
             X_STRIDED=x_strided, G_STRIDED=g_strided, BLOCK=BLOCK, num_warps=NUM_WARPS,
         )  # fmt: skip
     return out
-

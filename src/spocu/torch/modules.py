@@ -118,7 +118,9 @@ class SPOCU(nn.Module):
         self.num_parameters = num_parameters
         if self.learnable:
             # the reparameterization's range check (core), before any weight is made
-            params_to_learnable(params.alpha, params.beta, params.gamma, torch.finfo(dtype or torch.get_default_dtype()).max)
+            params_to_learnable(
+                params.alpha, params.beta, params.gamma, torch.finfo(dtype or torch.get_default_dtype()).max
+            )
             self._init = params
             kw = {"device": device, "dtype": dtype}
             self.raw_alpha = nn.Parameter(torch.empty(num_parameters, **kw))
@@ -185,11 +187,17 @@ class SPOCU(nn.Module):
 
     def extra_repr(self) -> str:
         if self.learnable:
+
             def fmt(t):
                 if t.device.type == "meta":
                     return "?"
                 v = t.detach().cpu().flatten().tolist()
-                return f"{v[0]:.6g}" if len(v) == 1 else f"[{', '.join(f'{e:.4g}' for e in v[:4])}{', ...' if len(v) > 4 else ''}]"
+                return (
+                    f"{v[0]:.6g}"
+                    if len(v) == 1
+                    else f"[{', '.join(f'{e:.4g}' for e in v[:4])}{', ...' if len(v) > 4 else ''}]"
+                )
+
             return (
                 f"alpha={fmt(self.alpha)}, beta={fmt(self.beta)}, gamma={fmt(self.gamma)}, c={self.c}, "
                 f"learnable=True, num_parameters={self.num_parameters}"

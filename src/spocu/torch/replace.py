@@ -128,9 +128,7 @@ def _functions(*names: str) -> tuple[Any, ...]:
 #: Functional forms swapped and counted, by kind. tanh, sigmoid and softplus are left out on purpose:
 #: they also serve as gates, attention and parametrizations, so a call is not necessarily an activation.
 FUNCTIONAL_KINDS: dict[str, tuple[Any, ...]] = {
-    "relu": _functions(
-        "F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_"
-    ),
+    "relu": _functions("F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_"),
     "relu6": _functions("F.relu6"),
     "leaky_relu": _functions("F.leaky_relu", "F.leaky_relu_"),
     "gelu": _functions("F.gelu"),
@@ -141,23 +139,13 @@ FUNCTIONAL_KINDS: dict[str, tuple[Any, ...]] = {
     "mish": _functions("F.mish"),
     "hardswish": _functions("F.hardswish"),
 }
-_FUNCTION_KIND = {
-    function: kind
-    for kind, functions in FUNCTIONAL_KINDS.items()
-    for function in functions
-}
-_FUNCTION_NAMES = {
-    function.__name__
-    for functions in FUNCTIONAL_KINDS.values()
-    for function in functions
-}
+_FUNCTION_KIND = {function: kind for kind, functions in FUNCTIONAL_KINDS.items() for function in functions}
+_FUNCTION_NAMES = {function.__name__ for functions in FUNCTIONAL_KINDS.values() for function in functions}
 
 
 def _aten_kind(func: Any, args: tuple, kwargs: dict) -> str | None:
     """The activation kind an aten op computes (what still runs after a swap), or None."""
-    name = func.__name__.split(".")[0].rstrip(
-        "_"
-    )  # "relu.default" / "relu_.default" -> "relu"
+    name = func.__name__.split(".")[0].rstrip("_")  # "relu.default" / "relu_.default" -> "relu"
     if name in ("relu", "gelu", "silu", "mish", "hardswish", "leaky_relu"):
         return name
     if name == "hardtanh":
@@ -185,9 +173,7 @@ class _Target:
     classes: tuple[type, ...]
     known: tuple[tuple[str, str], ...]
     dotted: tuple[str, ...]
-    kinds: tuple[
-        str, ...
-    ]  # kinds whose functional calls are swapped and whose ops are counted
+    kinds: tuple[str, ...]  # kinds whose functional calls are swapped and whose ops are counted
     labels: tuple[str, ...]  # as the user named them, for messages
 
     def matches(self, module: nn.Module) -> bool:
@@ -217,23 +203,15 @@ def _canonical(name: str) -> str:
 def _target(old: Old) -> _Target:
     items = tuple(old) if isinstance(old, (tuple, list)) else (old,)
     if not items:
-        raise ValueError(
-            "replace_activations: old is empty; name at least one activation class"
-        )
+        raise ValueError("replace_activations: old is empty; name at least one activation class")
     classes: list[type] = []
     known: list[tuple[str, str]] = []
     dotted: list[str] = []
     kinds: list[str] = []
     labels: list[str] = []
     for item in items:
-        if (
-            isinstance(item, str)
-            and "." in item.strip()
-            and not item.strip().startswith(".")
-        ):
-            dotted.append(
-                item.strip()
-            )  # a class by its dotted path, matched without importing it
+        if isinstance(item, str) and "." in item.strip() and not item.strip().startswith("."):
+            dotted.append(item.strip())  # a class by its dotted path, matched without importing it
             labels.append(item.strip())
         elif isinstance(item, str):
             key = _canonical(item)
@@ -241,9 +219,7 @@ def _target(old: Old) -> _Target:
                 (
                     c
                     for n, c in vars(nn).items()
-                    if n.lower() == key
-                    and isinstance(c, type)
-                    and issubclass(c, nn.Module)
+                    if n.lower() == key and isinstance(c, type) and issubclass(c, nn.Module)
                 ),
                 None,
             )
@@ -255,11 +231,7 @@ def _target(old: Old) -> _Target:
             if found is not None:
                 classes.append(found)
             known.extend(KNOWN_CLASSES.get(key, ()))
-            kind = (
-                next((k for k, c in ACTIVATION_CLASSES.items() if c is found), key)
-                if found is not None
-                else key
-            )
+            kind = next((k for k, c in ACTIVATION_CLASSES.items() if c is found), key) if found is not None else key
             kind = _ALIASES.get(kind, kind)
             if kind in FUNCTIONAL_KINDS:
                 kinds.append(kind)
@@ -294,15 +266,9 @@ class _State(threading.local):
     def __init__(self) -> None:
         #: (module whose hook entered, kinds, mode it entered or None, its shared replacement or None)
         self.stack: list[tuple[nn.Module, tuple[str, ...], Any, nn.Module | None]] = []
-        self.paused = (
-            0  # > 0 while a replacement runs: its own ops are not swapped or counted
-        )
-        self.calls: Counter | None = (
-            None  # (owner id, site key) -> swapped calls, while counting
-        )
-        self.make: Callable[[], nn.Module] | None = (
-            None  # during the probe: makes replacements for new sites
-        )
+        self.paused = 0  # > 0 while a replacement runs: its own ops are not swapped or counted
+        self.calls: Counter | None = None  # (owner id, site key) -> swapped calls, while counting
+        self.make: Callable[[], nn.Module] | None = None  # during the probe: makes replacements for new sites
         self.found: list = []  # (owner, "file:line") of the sites the probe added
 
 
@@ -313,8 +279,7 @@ def _user_frame() -> Any:
     """The innermost Python frame outside torch and this module (the call site of an intercepted call)."""
     frame = sys._getframe(2)
     while frame is not None and (
-        frame.f_code.co_filename.startswith(_TORCH_DIR)
-        or frame.f_code.co_filename == _THIS_FILE
+        frame.f_code.co_filename.startswith(_TORCH_DIR) or frame.f_code.co_filename == _THIS_FILE
     ):
         frame = frame.f_back
     return frame
@@ -334,9 +299,7 @@ def _is_inplace(func: Any, args: tuple, kwargs: dict) -> bool:
     except (TypeError, ValueError):
         return False
     return (
-        "inplace" in parameters
-        and len(args) > parameters.index("inplace")
-        and bool(args[parameters.index("inplace")])
+        "inplace" in parameters and len(args) > parameters.index("inplace") and bool(args[parameters.index("inplace")])
     )
 
 
@@ -386,24 +349,16 @@ def _compile_safe_lookup() -> None:
 
 
 def _replacement_for(frame: Any) -> tuple[nn.Module, nn.Module | None, str]:
-    where = (
-        f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        if frame is not None
-        else "an unknown place"
-    )
+    where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "an unknown place"
     key = _site_key(frame.f_code.co_name, frame.f_lineno) if frame is not None else ""
     owner = None
-    if (
-        frame is not None and frame.f_code.co_argcount
-    ):  # the method's first argument: its module
+    if frame is not None and frame.f_code.co_argcount:  # the method's first argument: its module
         owner = frame.f_locals.get(frame.f_code.co_varnames[0])
     calls = owner._modules.get("spocu_calls") if isinstance(owner, nn.Module) else None
     if calls is not None and key in calls:
         return calls[key], owner, key
     if (
-        _STATE.make is not None
-        and isinstance(owner, nn.Module)
-        and not isinstance(owner, _CONTAINERS)
+        _STATE.make is not None and isinstance(owner, nn.Module) and not isinstance(owner, _CONTAINERS)
     ):  # the probe forward: a site seen only now
         if calls is None:
             calls = nn.ModuleDict()
@@ -411,9 +366,7 @@ def _replacement_for(frame: Any) -> tuple[nn.Module, nn.Module | None, str]:
         calls[key] = _STATE.make()
         _STATE.found.append((owner, where))
         return calls[key], owner, key
-    for module, _, _, fallback in reversed(
-        _STATE.stack
-    ):  # a call site found only at run time: the shared one
+    for module, _, _, fallback in reversed(_STATE.stack):  # a call site found only at run time: the shared one
         if fallback is not None:
             return fallback, module, "any"
     if not isinstance(owner, nn.Module):
@@ -437,9 +390,7 @@ class _EnterSwap:
     It is kept here, not as a submodule, so that containers (``nn.Sequential``) are not changed.
     """
 
-    def __init__(
-        self, kinds: tuple[str, ...], fallback: nn.Module | None = None
-    ) -> None:
+    def __init__(self, kinds: tuple[str, ...], fallback: nn.Module | None = None) -> None:
         self.kinds = kinds
         self.fallback = fallback
 
@@ -475,9 +426,7 @@ class _Resume:
         _STATE.paused = max(0, _STATE.paused - 1)
 
 
-def _hook_on(
-    module: nn.Module, kinds: tuple[str, ...], fallback: nn.Module | None = None
-) -> None:
+def _hook_on(module: nn.Module, kinds: tuple[str, ...], fallback: nn.Module | None = None) -> None:
     for hook in module._forward_pre_hooks.values():
         if isinstance(hook, _EnterSwap) and hook.kinds == kinds:
             hook.fallback = hook.fallback or fallback
@@ -511,15 +460,11 @@ def _call_sites(cls: type, kinds: tuple[str, ...]) -> list[tuple[str, str, int]]
             own = function.args.args[0].arg if function.args.args else None
             for node in ast.walk(function):
                 if not (
-                    isinstance(node, ast.Call)
-                    and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in names
+                    isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in names
                 ):
                     continue
                 base = node.func.value
-                if (
-                    isinstance(base, ast.Name) and base.id == own
-                ):  # self.relu(x): a submodule, not a functional
+                if isinstance(base, ast.Name) and base.id == own:  # self.relu(x): a submodule, not a functional
                     continue
                 sites.append((function.name, filename, start + node.lineno - 1))
     return sorted(set(sites), key=lambda s: (s[1], s[2]))
@@ -565,18 +510,14 @@ class SwapReport:
             return f"{what}: {len(self.modules)} modules and {sites} functional call sites replaced (not run)"
         swapped = self.module_calls + self.functional_calls
         modules = f"{len(self.modules)} modules"
-        if self.module_calls != len(
-            self.modules
-        ):  # a module called at several places, or not at all
+        if self.module_calls != len(self.modules):  # a module called at several places, or not at all
             modules = f"{self.module_calls} calls of {len(self.modules)} modules"
         return f"{swapped} of {swapped + self.left_count} {what} ({modules}, {self.functional_calls} functional calls)"
 
     def where_left(self, limit: int = 3) -> str:
         places = sorted(self.left.items(), key=lambda item: -item[1])
         text = "; ".join(f"{count} in {place}" for place, count in places[:limit])
-        return text + (
-            f"; and {len(places) - limit} more places" if len(places) > limit else ""
-        )
+        return text + (f"; and {len(places) - limit} more places" if len(places) > limit else "")
 
 
 # -- counting what runs --------------------------------------------------------------------------------------------
@@ -598,15 +539,10 @@ class _OpCounter(TorchDispatchMode):
             if kind is not None:
                 frame = sys._getframe(1)
                 while frame is not None and (
-                    frame.f_code.co_filename.startswith(_TORCH_DIR)
-                    or frame.f_code.co_filename == _THIS_FILE
+                    frame.f_code.co_filename.startswith(_TORCH_DIR) or frame.f_code.co_filename == _THIS_FILE
                 ):
                     frame = frame.f_back
-                line = (
-                    f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
-                    if frame is not None
-                    else "?"
-                )
+                line = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}" if frame is not None else "?"
                 path = self.module_stack[-1] if self.module_stack else ""
                 self.counts[(kind, f"{path or '(model)'} ({line})")] += 1
         return func(*args, **kwargs)
@@ -616,9 +552,7 @@ class _OpCounter(TorchDispatchMode):
 def _module_paths(counter: _OpCounter) -> Iterator[None]:
     def enter(module: nn.Module, args: Any) -> None:
         counter.module_stack.append(
-            counter.paths.get(
-                id(module), counter.module_stack[-1] if counter.module_stack else ""
-            )
+            counter.paths.get(id(module), counter.module_stack[-1] if counter.module_stack else "")
         )
 
     def leave(module: nn.Module, args: Any, output: Any) -> None:
@@ -637,11 +571,7 @@ def _module_paths(counter: _OpCounter) -> Iterator[None]:
 
 
 def _as_args(example_inputs: Any) -> tuple:
-    return (
-        tuple(example_inputs)
-        if isinstance(example_inputs, (tuple, list))
-        else (example_inputs,)
-    )
+    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
 def count_activations(
@@ -747,9 +677,7 @@ def replace_activations(
     """
     _compile_safe_lookup()
     if not isinstance(module, nn.Module):
-        raise TypeError(
-            f"replace_activations: module must be a torch.nn.Module, not {type(module).__name__}"
-        )
+        raise TypeError(f"replace_activations: module must be a torch.nn.Module, not {type(module).__name__}")
     target = _target(old)
     if isinstance(new, nn.Module):
         raise TypeError(
@@ -757,16 +685,12 @@ def replace_activations(
             "factory (lambda: ...) so that every place gets its own instance"
         )
     if not callable(new):
-        raise TypeError(
-            f"replace_activations: new must be a class or a zero-argument factory, not {new!r}"
-        )
+        raise TypeError(f"replace_activations: new must be a class or a zero-argument factory, not {new!r}")
 
     def make() -> nn.Module:
         replacement = new()
         if not isinstance(replacement, nn.Module):
-            raise TypeError(
-                f"replace_activations: new() returned {type(replacement).__name__}, not a torch.nn.Module"
-            )
+            raise TypeError(f"replace_activations: new() returned {type(replacement).__name__}, not a torch.nn.Module")
         return _mark_replacement(replacement)
 
     if target.matches(module):
@@ -791,9 +715,7 @@ def replace_activations(
                 continue
             if target.matches(child):
                 result.modules[path] = type(child).__name__
-                setattr(
-                    parent, name, make()
-                )  # also right for Sequential/ModuleList/ModuleDict: keys are names
+                setattr(parent, name, make())  # also right for Sequential/ModuleList/ModuleDict: keys are names
             else:
                 visit(child, path + ".")
 
@@ -801,13 +723,9 @@ def replace_activations(
     if target.kinds:
         sites_by_class: dict[type, list] = {}
         for path, owner in list(module.named_modules()):
-            if any(
-                path == p or path.startswith(p + ".") for p in result.modules
-            ) or "spocu_calls" in path.split("."):
+            if any(path == p or path.startswith(p + ".") for p in result.modules) or "spocu_calls" in path.split("."):
                 continue
-            sites = sites_by_class.setdefault(
-                type(owner), _call_sites(type(owner), target.kinds)
-            )
+            sites = sites_by_class.setdefault(type(owner), _call_sites(type(owner), target.kinds))
             if not sites or isinstance(
                 owner, _CONTAINERS
             ):  # a container's children are its layers: served by the shared one
@@ -820,25 +738,17 @@ def replace_activations(
                 key = _site_key(function, line)
                 if key not in calls:
                     calls[key] = make()
-            result.call_sites[path] = [
-                f"{os.path.basename(filename)}:{line}" for _, filename, line in sites
-            ]
+            result.call_sites[path] = [f"{os.path.basename(filename)}:{line}" for _, filename, line in sites]
             _hook_on(owner, target.kinds)
         shared = make()
         _hook_on(module, target.kinds, None if _has_state(shared) else shared)
 
     if example_inputs is not None:
         _probe(result, example_inputs, make if target.kinds else None)
-    nothing = (
-        not result.modules
-        and not result.call_sites
-        and not (result.probed and result.functional_calls)
-    )
+    nothing = not result.modules and not result.call_sites and not (result.probed and result.functional_calls)
     if nothing:
         searched = target.describe()
-        functional = (
-            f" nor calls {', '.join(target.kinds)} functionally" if target.kinds else ""
-        )
+        functional = f" nor calls {', '.join(target.kinds)} functionally" if target.kinds else ""
         raise ValueError(
             f"replace_activations: no submodule of {type(module).__name__} is a {searched}{functional}; nothing replaced"
             + (
@@ -859,9 +769,7 @@ def replace_activations(
         from spocu.transformers import after_swap
 
         after_swap(module, result.modules, result.call_sites)
-    elif any(
-        cls.__module__.split(".")[0] == "transformers" for cls in type(module).__mro__
-    ):
+    elif any(cls.__module__.split(".")[0] == "transformers" for cls in type(module).__mro__):
         warnings.warn(
             f"replace_activations: {type(module).__name__} is a part of a transformers model; the whole model's "
             "save_pretrained/from_pretrained will not keep this swap: swap the whole model to have it kept or refused",
@@ -884,32 +792,19 @@ def _found_instead(module: nn.Module) -> str:
 
 def _activation_like(module: nn.Module) -> bool:
     return any(isinstance(module, cls) for cls in ACTIVATION_CLASSES.values()) or any(
-        (cls.__module__.split(".")[0], cls.__name__)
-        in {pair for pairs in KNOWN_CLASSES.values() for pair in pairs}
+        (cls.__module__.split(".")[0], cls.__name__) in {pair for pairs in KNOWN_CLASSES.values() for pair in pairs}
         for cls in type(module).__mro__
     )
 
 
-def _probe(
-    result: SwapReport, example_inputs: Any, make: Callable[[], nn.Module] | None
-) -> None:
+def _probe(result: SwapReport, example_inputs: Any, make: Callable[[], nn.Module] | None) -> None:
     model = result.model
-    replacements = {
-        id(m)
-        for m in model.modules()
-        if any(isinstance(h, _Pause) for h in m._forward_pre_hooks.values())
-    }
-    site_instances = {
-        id(m) for name, m in model.named_modules() if ".spocu_calls." in f".{name}"
-    }
+    replacements = {id(m) for m in model.modules() if any(isinstance(h, _Pause) for h in m._forward_pre_hooks.values())}
+    site_instances = {id(m) for name, m in model.named_modules() if ".spocu_calls." in f".{name}"}
     module_calls = Counter()
 
     def count(module: nn.Module, args: Any) -> None:
-        if (
-            id(module) in replacements
-            and id(module) not in site_instances
-            and _STATE.paused == 0
-        ):
+        if id(module) in replacements and id(module) not in site_instances and _STATE.paused == 0:
             module_calls[id(module)] += 1
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(count)
@@ -921,13 +816,9 @@ def _probe(
         for (
             owner,
             where,
-        ) in (
-            _STATE.found
-        ):  # sites only the forward showed: their modules now enter the swap too
+        ) in _STATE.found:  # sites only the forward showed: their modules now enter the swap too
             _hook_on(owner, result.kinds)
-            result.call_sites.setdefault(paths.get(id(owner), "?"), []).append(
-                os.path.basename(where)
-            )
+            result.call_sites.setdefault(paths.get(id(owner), "?"), []).append(os.path.basename(where))
     finally:
         _STATE.calls, _STATE.make, _STATE.found = None, None, []
         handle.remove()

@@ -34,15 +34,15 @@ import dataclasses
 import hashlib
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from spocu.experiments.seeding import split_seed_for
 from spocu.experiments.data.download import ChecksumError, DatasetError, RemoteFile, cache_dir, fetch, verify
 from spocu.experiments.data.formats import FormatError, read_cifar_batch, read_idx_file, read_mnist_npz
+from spocu.experiments.seeding import split_seed_for
 
 __all__ = [
     "DATASETS",
@@ -228,7 +228,9 @@ class Resplit:
         dataset.info.update(split="per-seed", split_seed=self.split_seed, run_seed=int(seed))
         if self.drop_test:
             indices = None if dataset.test_indices is None else dataset.test_indices[:0]
-            dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:0], y_test=dataset.y_test[:0], test_indices=indices)
+            dataset = dataclasses.replace(
+                dataset, x_test=dataset.x_test[:0], y_test=dataset.y_test[:0], test_indices=indices
+            )
         return dataset
 
 
@@ -242,7 +244,15 @@ def _load_wdbc(data_dir: Path | None, download: bool, progress: bool) -> Source:
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()
-    return Source(bunch.data, bunch.target, None, None, tuple(bunch.target_names), "scikit-learn load_breast_cancer (UCI WDBC)", True)
+    return Source(
+        bunch.data,
+        bunch.target,
+        None,
+        None,
+        tuple(bunch.target_names),
+        "scikit-learn load_breast_cancer (UCI WDBC)",
+        True,
+    )
 
 
 def _load_digits(data_dir: Path | None, download: bool, progress: bool) -> Source:
@@ -250,7 +260,15 @@ def _load_digits(data_dir: Path | None, download: bool, progress: bool) -> Sourc
 
     bunch = load_digits()
     x = bunch.data.reshape(-1, 1, 8, 8)
-    return Source(x, bunch.target, None, None, tuple(str(c) for c in bunch.target_names), "scikit-learn load_digits (UCI optdigits test set)", True)
+    return Source(
+        x,
+        bunch.target,
+        None,
+        None,
+        tuple(str(c) for c in bunch.target_names),
+        "scikit-learn load_digits (UCI optdigits test set)",
+        True,
+    )
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
@@ -294,8 +312,15 @@ def _read_cifar_directory(directory: Path) -> tuple[dict[str, tuple[np.ndarray, 
 
 
 def _cifar_locations(root: Path) -> tuple[list[Path], list[Path]]:
-    directories = [root / _CIFAR_DIR, root / "cifar-10-batches-py-target" / _CIFAR_DIR, root / "datasets" / _CIFAR_DIR, root]
-    archives = [root / name for name in _CIFAR_ARCHIVE_NAMES] + [root / "datasets" / name for name in _CIFAR_ARCHIVE_NAMES]
+    directories = [
+        root / _CIFAR_DIR,
+        root / "cifar-10-batches-py-target" / _CIFAR_DIR,
+        root / "datasets" / _CIFAR_DIR,
+        root,
+    ]
+    archives = [root / name for name in _CIFAR_ARCHIVE_NAMES] + [
+        root / "datasets" / name for name in _CIFAR_ARCHIVE_NAMES
+    ]
     return directories, archives
 
 
@@ -366,7 +391,9 @@ def _mnist_from_idx(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or images.dtype != np.uint8:
-            raise DatasetError(f"MNIST {split}: images {images.dtype} {images.shape} and labels {labels.shape} do not fit together")
+            raise DatasetError(
+                f"MNIST {split}: images {images.dtype} {images.shape} and labels {labels.shape} do not fit together"
+            )
         if len(labels) and int(labels.max()) > 9:  # uncompressed copies have no published checksum: check the content
             raise DatasetError(
                 f"{files[f'{split}_labels']}: holds label {int(labels.max())}, but MNIST's classes are 0..9; the file is damaged or not MNIST"
@@ -406,7 +433,11 @@ def _download_mnist(target: Path, progress: bool):
     files = {}
     for role, (name, md5) in MNIST_FILES.items():
         existing = target / name
-        files[role] = existing if existing.is_file() else fetch(RemoteFile(name, MNIST_MIRROR + name, md5), target, progress=progress)
+        files[role] = (
+            existing
+            if existing.is_file()
+            else fetch(RemoteFile(name, MNIST_MIRROR + name, md5), target, progress=progress)
+        )
     return _mnist_from_idx(files), str(target)
 
 
@@ -521,10 +552,14 @@ class NotFiniteAfterScaling(DatasetError):
 
     def __init__(self, split: str, row: int, column: int, value: float) -> None:
         self.split, self.row, self.column, self.value = split, row, column, value
-        super().__init__(f"the {split} split's sample {row}, feature {column} ({value!r}) is not finite after standardization")
+        super().__init__(
+            f"the {split} split's sample {row}, feature {column} ({value!r}) is not finite after standardization"
+        )
 
 
-def standardize_splits(x_train: np.ndarray, x_val: np.ndarray, x_test: np.ndarray) -> tuple[tuple[np.ndarray, ...], str]:
+def standardize_splits(
+    x_train: np.ndarray, x_val: np.ndarray, x_test: np.ndarray
+) -> tuple[tuple[np.ndarray, ...], str]:
     """z = (x - mean) / sd with the training split's statistics (``StandardScaler``), as float32.
 
     Features (N, F) per feature; images (N, C, H, W) per channel (one mean and sd for all
@@ -574,7 +609,11 @@ def standardize_splits(x_train: np.ndarray, x_val: np.ndarray, x_test: np.ndarra
             raise NotFiniteAfterScaling(split, int(row), int(column), float(rows(a)[flat, column]))
         return np.ascontiguousarray(unrows(z, a), dtype=np.float32)
 
-    return (standardize(x_train, "training"), standardize(x_val, "validation"), standardize(x_test, "test")), description
+    return (
+        standardize(x_train, "training"),
+        standardize(x_val, "validation"),
+        standardize(x_test, "test"),
+    ), description
 
 
 def load_dataset(
@@ -604,7 +643,11 @@ def load_dataset(
         raise ValueError(f"unknown split mode {split!r}; choose one of {', '.join(SPLIT_MODES)}")
     source = DATASETS[name](Path(data_dir) if data_dir else None, download, progress)
     for part, labels in (("training", source.y_train), ("test", source.y_test)):
-        if labels is not None and len(labels) and not (0 <= np.min(labels) and np.max(labels) < len(source.class_names)):
+        if (
+            labels is not None
+            and len(labels)
+            and not (0 <= np.min(labels) and np.max(labels) < len(source.class_names))
+        ):
             raise DatasetError(
                 f"{name} ({source.origin}): {part} labels range over {np.min(labels)}..{np.max(labels)}, "
                 f"outside the {len(source.class_names)} classes 0..{len(source.class_names) - 1}"
@@ -618,13 +661,22 @@ def load_dataset(
     return dataset
 
 
-def _prepare_builtin(name: str, source: Source, val_size: float | int, test_size: float | None, *, split_seed: int) -> Dataset:
+def _prepare_builtin(
+    name: str, source: Source, val_size: float | int, test_size: float | None, *, split_seed: int
+) -> Dataset:
     """Split and preprocess a built-in dataset's :class:`Source` with ``split_seed``."""
     x, y = np.asarray(source.x_train), np.asarray(source.y_train, dtype=np.int64)
     x_test = None if source.x_test is None else np.asarray(source.x_test)
     y_test = None if source.y_test is None else np.asarray(source.y_test, dtype=np.int64)
     (x_train, y_train, x_val, y_val, x_test, y_test), splits = split_dataset(
-        x, y, x_test, y_test, name=name, split_seed=split_seed, val_size=val_size, test_size=test_size,
+        x,
+        y,
+        x_test,
+        y_test,
+        name=name,
+        split_seed=split_seed,
+        val_size=val_size,
+        test_size=test_size,
     )
     test_indices = splits.pop("test_indices", None)
     info: dict = {"origin": source.origin, "split_seed": split_seed, **splits}
@@ -634,4 +686,6 @@ def _prepare_builtin(name: str, source: Source, val_size: float | int, test_size
     else:
         pixel_scale = 1.0 / 255.0
         info["preprocessing"] = "uint8 pixels scaled by 1/255"
-    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, source.class_names, pixel_scale, info, test_indices)
+    return Dataset(
+        name, x_train, y_train, x_val, y_val, x_test, y_test, source.class_names, pixel_scale, info, test_indices
+    )

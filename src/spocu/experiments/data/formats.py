@@ -62,7 +62,9 @@ def read_idx(stream: IO[bytes], name: str = "IDX data") -> np.ndarray:
     data = stream.read(expected + 1)
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
-        raise FormatError(f"{name}: IDX file is {what} (header {shape}, {expected} data bytes, found {min(len(data), expected + 1)}{'+' if len(data) > expected else ''})")
+        raise FormatError(
+            f"{name}: IDX file is {what} (header {shape}, {expected} data bytes, found {min(len(data), expected + 1)}{'+' if len(data) > expected else ''})"
+        )
     return np.frombuffer(data, dtype=dtype).reshape(shape).astype(np.dtype(dtype).newbyteorder("="))
 
 
@@ -140,7 +142,9 @@ def read_cifar_batch(stream: IO[bytes], name: str) -> tuple[np.ndarray, np.ndarr
         raise FormatError(f"{name}: missing 'data' or 'labels' (keys: {sorted(map(str, batch))})")
     data, labels = batch["data"], batch["labels"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise FormatError(f"{name}: 'data' must be an N x 3072 uint8 array, found {getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}")
+        raise FormatError(
+            f"{name}: 'data' must be an N x 3072 uint8 array, found {getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
+        )
     if not isinstance(labels, list) or not all(isinstance(v, int) for v in labels):
         raise FormatError(f"{name}: 'labels' must be a list of ints")
     y = np.asarray(labels, dtype=np.int64)
@@ -157,7 +161,9 @@ def read_mnist_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         with np.load(path, allow_pickle=False) as archive:
             arrays = [np.asarray(archive[key]) for key in ("x_train", "y_train", "x_test", "y_test")]
     except KeyError as error:
-        raise FormatError(f"{path}: missing array {error} (an mnist.npz holds x_train, y_train, x_test, y_test)") from None
+        raise FormatError(
+            f"{path}: missing array {error} (an mnist.npz holds x_train, y_train, x_test, y_test)"
+        ) from None
     except (OSError, ValueError, EOFError) as error:
         raise FormatError(f"{path}: not a readable .npz ({error})") from None
     return tuple(arrays)  # type: ignore[return-value]

@@ -51,11 +51,17 @@ import dataclasses
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from spocu.experiments.data.datasets import FLOAT32_MAX, Dataset, NotFiniteAfterScaling, Resplit, split_dataset, standardize_splits
+from spocu.experiments.data.datasets import (
+    FLOAT32_MAX,
+    Dataset,
+    NotFiniteAfterScaling,
+    Resplit,
+    split_dataset,
+    standardize_splits,
+)
 from spocu.experiments.data.download import DatasetError
 
 __all__ = [
@@ -130,7 +136,9 @@ def load_user_dataset(
     elif path.suffix.lower() == ".npz":
         loaded = _read_npz(path, allow_leak)
     else:
-        raise DatasetError(f"{path}: not a dataset; expected a .csv or .parquet table, an .npz file or a folder of images")
+        raise DatasetError(
+            f"{path}: not a dataset; expected a .csv or .parquet table, an .npz file or a folder of images"
+        )
     data = (path, loaded, val_size, test_size)
     dataset = _prepare(*data, split_seed=split_seed)
     if split == "per-seed" and loaded[2] is None:  # no test part of its own: every seed draws its split
@@ -145,8 +153,15 @@ def _prepare(path: Path, loaded: tuple, val_size: float | None, test_size: float
     x, y, x_test, y_test, classes, info, content = loaded
     info = dict(info)  # the reader's description is shared by every seed's split: never changed in place
     (x_train, y_train, x_val, y_val, x_test, y_test), splits = split_dataset(
-        x, y, x_test, y_test, name=str(path), class_names=classes, split_seed=split_seed,
-        val_size=VAL_SIZE if val_size is None else val_size, test_size=test_size,
+        x,
+        y,
+        x_test,
+        y_test,
+        name=str(path),
+        class_names=classes,
+        split_seed=split_seed,
+        val_size=VAL_SIZE if val_size is None else val_size,
+        test_size=test_size,
     )
     test_indices = splits.pop("test_indices", None)
     info.update(origin=str(path), split_seed=split_seed, **splits)
@@ -162,10 +177,14 @@ def _prepare(path: Path, loaded: tuple, val_size: float | None, test_size: float
             (x_train, x_val, x_test), info["preprocessing"] = standardize_splits(x_train, x_val, x_test)
             pixel_scale = None
     except NotFiniteAfterScaling as error:
-        raise _name_unscalable(path, error, kind, x, info, {"training": x_train, "validation": x_val, "test": x_test}) from None
+        raise _name_unscalable(
+            path, error, kind, x, info, {"training": x_train, "validation": x_val, "test": x_test}
+        ) from None
     info["class_mapping"] = {name: i for i, name in enumerate(classes)}
     info["content_sha256"] = content
-    return Dataset(path.name, x_train, y_train, x_val, y_val, x_test, y_test, tuple(classes), pixel_scale, info, test_indices)
+    return Dataset(
+        path.name, x_train, y_train, x_val, y_val, x_test, y_test, tuple(classes), pixel_scale, info, test_indices
+    )
 
 
 def _name_unscalable(path: Path, error: NotFiniteAfterScaling, kind: str, x, info: dict, splits: dict) -> DatasetError:
@@ -188,7 +207,9 @@ def _name_unscalable(path: Path, error: NotFiniteAfterScaling, kind: str, x, inf
 # ----------------------------------------------------------------------------- labels
 
 
-def _number_labels(values: np.ndarray, where: str, extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+def _number_labels(
+    values: np.ndarray, where: str, extra: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Classes numbered in sorted order: (labels, extra labels, class names). Refuses continuous targets."""
     everything = values if extra is None else np.concatenate([values, extra])
     if everything.dtype.kind == "f":
@@ -205,7 +226,9 @@ def _number_labels(values: np.ndarray, where: str, extra: np.ndarray | None = No
     elif everything.dtype.kind == "S":  # bytes labels (npz files written from bytes): their text, not b'...'
         everything = np.char.decode(everything, "utf-8", "replace")
     elif everything.dtype.kind not in "iubUS":
-        raise DatasetError(f"{where}: labels of type {everything.dtype} are not class labels (integers, strings or booleans)")
+        raise DatasetError(
+            f"{where}: labels of type {everything.dtype} are not class labels (integers, strings or booleans)"
+        )
     classes, codes = np.unique(everything, return_inverse=True)
     if everything.dtype.kind in "iu" and len(classes) > MAX_DISTINCT_LABELS and len(everything) <= SMALL_TABLE_ROWS:
         raise DatasetError(
@@ -220,7 +243,7 @@ def _number_labels(values: np.ndarray, where: str, extra: np.ndarray | None = No
     codes = codes.reshape(-1).astype(np.int64)
     if extra is None:
         return codes, None, names
-    return codes[: len(values)], codes[len(values):], names
+    return codes[: len(values)], codes[len(values) :], names
 
 
 # ----------------------------------------------------------------------------- tables
@@ -287,7 +310,9 @@ def _read_table(path: Path, target: str | None, allow_leak: bool = False):
         else:
             frame = pd.read_parquet(path)
     except ImportError as error:
-        raise DatasetError(f"{path}: reading it needs {error.name or 'pyarrow'}: pip install 'spocu[experiments]'") from None
+        raise DatasetError(
+            f"{path}: reading it needs {error.name or 'pyarrow'}: pip install 'spocu[experiments]'"
+        ) from None
     except Exception as error:  # pandas/pyarrow raise many types for a malformed file
         raise DatasetError(f"{path}: cannot read it as {path.suffix[1:]} ({type(error).__name__}: {error})") from None
     frame.columns = [str(c) for c in frame.columns]
@@ -296,8 +321,19 @@ def _read_table(path: Path, target: str | None, allow_leak: bool = False):
         frame = frame.drop(columns=[index_column])
     columns = list(frame.columns)
     if len(columns) < 2:
-        separator = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if columns and mark in columns[0]), None)
-        hint = f" (the header seems separated by {separator}; spocu reads comma-separated files: save it with commas)" if separator else ""
+        separator = next(
+            (
+                name
+                for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"))
+                if columns and mark in columns[0]
+            ),
+            None,
+        )
+        hint = (
+            f" (the header seems separated by {separator}; spocu reads comma-separated files: save it with commas)"
+            if separator
+            else ""
+        )
         raise DatasetError(
             f"{path}: {len(columns)} column(s) ({', '.join(columns) or 'none'}); a table needs feature columns and a label column{hint}"
         )
@@ -344,7 +380,9 @@ def _read_table(path: Path, target: str | None, allow_leak: bool = False):
     infinite = {c: n for c, n in infinite.items() if n}
     if infinite:
         listed = ", ".join(f"{name} ({count})" for name, count in infinite.items())
-        raise DatasetError(f"{path}: infinite values in {len(infinite)} column(s): {listed}; replace or drop them first")
+        raise DatasetError(
+            f"{path}: infinite values in {len(infinite)} column(s): {listed}; replace or drop them first"
+        )
     for column in numeric:
         values = features[column].to_numpy(dtype=np.float64)
         huge = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
@@ -356,7 +394,10 @@ def _read_table(path: Path, target: str | None, allow_leak: bool = False):
     if not allow_leak:
         _check_leaks(str(path), {repr(c): features[c].to_numpy() for c in features.columns}, y, repr(target))
     info = {
-        "_kind": "table", "numeric_columns": numeric, "categorical_columns": categorical, "target": target,
+        "_kind": "table",
+        "numeric_columns": numeric,
+        "categorical_columns": categorical,
+        "target": target,
         "target_is_default": target == columns[-1],
     }
     if index_column is not None:
@@ -400,8 +441,11 @@ def _encode_table(train, val, test, info: dict) -> tuple[np.ndarray, np.ndarray,
         parts.append(standardized)
         described.append(f"{len(numeric)} numeric columns standardized with the training split's mean and sd")
         if constant:  # StandardScaler takes sd 1 there: centred only, all zero in training
-            described.append(f"{len(constant)} constant on the training split, centred only ({', '.join(constant[:5])}"
-                             + (", ..." if len(constant) > 5 else "") + ")")
+            described.append(
+                f"{len(constant)} constant on the training split, centred only ({', '.join(constant[:5])}"
+                + (", ..." if len(constant) > 5 else "")
+                + ")"
+            )
     info["one_hot"] = {}
     if categorical:
         encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)
@@ -415,8 +459,11 @@ def _encode_table(train, val, test, info: dict) -> tuple[np.ndarray, np.ndarray,
             "categories of the training split, others all zero)"
         )
     if "dropped_index_column" in info:
-        described.insert(0, "the first column, without a header and holding the row numbers (a saved DataFrame "
-                            "index, df.to_csv's default), dropped: it would give the model the row order")
+        described.insert(
+            0,
+            "the first column, without a header and holding the row numbers (a saved DataFrame "
+            "index, df.to_csv's default), dropped: it would give the model the row order",
+        )
     info["preprocessing"] = "; ".join(described)
     info["features"] = names
     return tuple(np.ascontiguousarray(np.hstack([p[i] for p in parts]), dtype=np.float32) for i in range(3))
@@ -436,7 +483,9 @@ def _images_channels_first(x: np.ndarray, where: str) -> np.ndarray:
                 f"{where}: images of shape {x.shape[1:]} look channels-first; store them channels-last (N, H, W, C) as Keras does"
             )
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    raise DatasetError(f"{where}: {x.ndim}-D array {x.shape}; expected features (N, F) or images (N, H, W) or (N, H, W, C)")
+    raise DatasetError(
+        f"{where}: {x.ndim}-D array {x.shape}; expected features (N, F) or images (N, H, W) or (N, H, W, C)"
+    )
 
 
 def _check_npz_headers(path: Path, names: set[str]) -> None:
@@ -472,9 +521,7 @@ def _read_npz(path: Path, allow_leak: bool = False):
             keys = set(archive.files)
             layouts = ({"x", "y"}, {"x_train", "y_train", "x_test", "y_test"})
             if all(names <= keys for names in layouts):  # which to use would be a guess
-                raise DatasetError(
-                    f"{path}: holds both x and y and x_train, y_train, x_test, y_test; keep one layout"
-                )
+                raise DatasetError(f"{path}: holds both x and y and x_train, y_train, x_test, y_test; keep one layout")
             layout = next((names for names in layouts if names <= keys), None)
             if layout is None:
                 raise DatasetError(
@@ -488,7 +535,9 @@ def _read_npz(path: Path, allow_leak: bool = False):
     except MemoryError:
         raise DatasetError(f"{path}: its arrays do not fit in this machine's memory") from None
     except ValueError as error:  # object arrays need pickle, which is off for safety
-        raise DatasetError(f"{path}: cannot read it without pickle ({error}); save plain numeric or string arrays") from None
+        raise DatasetError(
+            f"{path}: cannot read it without pickle ({error}); save plain numeric or string arrays"
+        ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as error:
         raise DatasetError(f"{path}: not a readable .npz file ({error})") from None
     official = "x_test" in arrays
@@ -513,7 +562,9 @@ def _read_npz(path: Path, allow_leak: bool = False):
         if x.dtype.kind == "f":
             bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
             if bad.any():
-                raise DatasetError(f"{path}: {x_name} has missing (NaN) or infinite values in {int(bad.sum())} of {len(x)} samples")
+                raise DatasetError(
+                    f"{path}: {x_name} has missing (NaN) or infinite values in {int(bad.sum())} of {len(x)} samples"
+                )
             huge = np.argwhere(np.abs(x) > FLOAT32_MAX)
             if len(huge):
                 at = ", ".join(map(str, huge[0]))
@@ -532,7 +583,9 @@ def _read_npz(path: Path, allow_leak: bool = False):
                 "store both splits with one dtype (e.g. uint8 pixels, or float32 values on one scale)"
             )
         if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-            raise DatasetError(f"{path}: x_train samples {arrays['x_train'].shape[1:]} and x_test samples {arrays['x_test'].shape[1:]} differ in shape")
+            raise DatasetError(
+                f"{path}: x_train samples {arrays['x_train'].shape[1:]} and x_test samples {arrays['x_test'].shape[1:]} differ in shape"
+            )
         y, y_test, classes = _number_labels(arrays["y_train"], f"{path}: y_train and y_test", arrays["y_test"])
         absent = sorted(set(np.unique(y_test)) - set(np.unique(y)))
         if absent:
@@ -559,19 +612,29 @@ def _few_valued_columns(x: np.ndarray, count: int) -> list[int]:
 def _class_folders(root: Path) -> dict[str, list[Path]]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise DatasetError(f"{root}: empty folder: no class subfolders (expected one folder of images per class, or train/ and test/)")
+        raise DatasetError(
+            f"{root}: empty folder: no class subfolders (expected one folder of images per class, or train/ and test/)"
+        )
     found = {}
     for folder in folders:
         # a class folder that is a link to the root (or above it) would count every image again under its name
         if folder.is_symlink() and (folder.resolve() == root.resolve() or folder.resolve() in root.resolve().parents):
-            raise DatasetError(f"{folder}: a symbolic link to {folder.resolve()}, which holds this folder: a loop, not a class folder")
+            raise DatasetError(
+                f"{folder}: a symbolic link to {folder.resolve()}, which holds this folder: a loop, not a class folder"
+            )
         try:  # rglob skips what it cannot list: an unreadable class folder would look empty
             next(os.scandir(folder), None)
         except OSError as error:
             raise DatasetError(f"{folder}: cannot read this class folder ({error.strerror or error})") from None
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
         if not files:
-            raise DatasetError(f"{folder}: empty class folder: no {'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES)} images")
+            raise DatasetError(
+                f"{folder}: empty class folder: no {'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES)} images"
+            )
         found[folder.name] = files
     return found
 
@@ -635,7 +698,11 @@ def _read_image_folder(root: Path, image_size: tuple[int, int] | None):
             f"{root}: has train/ and test/ and also the folders {others}; put every class folder inside train/ and test/, "
             "or use one folder per class without train/ and test/"
         )
-    parts = {"train": _class_folders(root / "train"), "test": _class_folders(root / "test")} if split_layout else {"train": _class_folders(root)}
+    parts = (
+        {"train": _class_folders(root / "train"), "test": _class_folders(root / "test")}
+        if split_layout
+        else {"train": _class_folders(root)}
+    )
     classes = sorted(parts["train"])
     if len(classes) < 2:
         raise DatasetError(f"{root}: one class only ({classes[0]!r}); a comparison needs at least two class folders")
@@ -643,7 +710,10 @@ def _read_image_folder(root: Path, image_size: tuple[int, int] | None):
         unknown = sorted(set(parts["test"]) - set(classes))
         if unknown:
             raise DatasetError(f"{root / 'test'}: class folders {unknown} have no counterpart in {root / 'train'}")
-    entries = {part: [(file, classes.index(name)) for name, files in folders.items() for file in files] for part, folders in parts.items()}
+    entries = {
+        part: [(file, classes.index(name)) for name, files in folders.items() for file in files]
+        for part, folders in parts.items()
+    }
     files = [file for part in entries.values() for file, _ in part]
     headers = {file: _image_header(file) for file in files}
     unsupported = [file for file, (mode, _) in headers.items() if mode.startswith("I") or mode == "F"]
@@ -657,8 +727,13 @@ def _read_image_folder(root: Path, image_size: tuple[int, int] | None):
     for file, (_, size) in headers.items():
         sizes.setdefault(size, []).append(file)
     if len(sizes) > 1 and image_size is None:
-        listed = "; ".join(f"{h}x{w}: {len(group)} (e.g. {group[0]})" for (h, w), group in sorted(sizes.items(), key=lambda kv: -len(kv[1]))[:4])
-        raise DatasetError(f"{root}: images of {len(sizes)} different sizes (H x W: {listed}); pass --image-size H W to resize them all")
+        listed = "; ".join(
+            f"{h}x{w}: {len(group)} (e.g. {group[0]})"
+            for (h, w), group in sorted(sizes.items(), key=lambda kv: -len(kv[1]))[:4]
+        )
+        raise DatasetError(
+            f"{root}: images of {len(sizes)} different sizes (H x W: {listed}); pass --image-size H W to resize them all"
+        )
     height, width = image_size if image_size is not None else next(iter(sizes))
     _check_pixels_fit(root, len(files), 1 if grayscale else 3, height, width)
 

@@ -50,19 +50,25 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from spocu.experiments.activations import ActivationSpec
-from spocu.experiments.models.spec import SWAPPABLE, ModelSpec, UserModelError, factory_name, is_model_factory, parse_swap
+from spocu.experiments.models.spec import (
+    SWAPPABLE,
+    ModelSpec,
+    UserModelError,
+    factory_name,
+    is_model_factory,
+    parse_swap,
+)
 from spocu.experiments.user_code import import_file, source_sha256
 
 __all__ = [
@@ -78,6 +84,7 @@ __all__ = [
     "load_factory",
     "load_spec_factory",
 ]
+
 
 @dataclass(frozen=True)
 class ModelFactory:
@@ -167,13 +174,19 @@ def load_factory(text: str, swap: str | None = None) -> ModelFactory:
                 sys.dont_write_bytecode = True
             module = importlib.import_module(module_text)
         except (Exception, SystemExit) as error:  # ModuleNotFoundError, or anything the module raises while importing
-            raise UserModelError(f"--model {text}: cannot import {module_text} ({type(error).__name__}: {error})") from None
+            raise UserModelError(
+                f"--model {text}: cannot import {module_text} ({type(error).__name__}: {error})"
+            ) from None
         finally:
             sys.dont_write_bytecode = write_bytecode
         name = text
     function = getattr(module, function_name, None)
     if function is None:
-        available = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__)
+        available = sorted(
+            n
+            for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        )
         listed = f"; it defines {', '.join(available)}" if available else ""
         raise UserModelError(f"--model {text}: {module_text} has no {function_name!r}{listed}")
     if not callable(function):
@@ -190,7 +203,11 @@ def load_factory(text: str, swap: str | None = None) -> ModelFactory:
             else:
                 classes_keyword, extras = _swap_call(signature)
         except TypeError:
-            wanted = f"{function_name}(num_classes=N) (the torchvision signature, for --swap; or classes=N)" if swap else f"{function_name}(activation, input_shape, num_classes)"
+            wanted = (
+                f"{function_name}(num_classes=N) (the torchvision signature, for --swap; or classes=N)"
+                if swap
+                else f"{function_name}(activation, input_shape, num_classes)"
+            )
             raise UserModelError(f"--model {text}: {function_name}{signature} cannot be called as {wanted}") from None
     try:
         source_file = inspect.getsourcefile(function)
@@ -233,13 +250,18 @@ def _refuse_exit(status: int = 0) -> None:
 
 def call_factory(factory: ModelFactory, args: tuple, kwargs: dict, hint: str = "") -> Any:
     """``factory(*args, **kwargs)``; anything it raises (or ``sys.exit``/``os._exit``) becomes a :class:`UserModelError`."""
-    real_exit, os._exit = os._exit, _refuse_exit  # os._exit skips every handler: the run would end with exit 0, silently
+    real_exit, os._exit = (
+        os._exit,
+        _refuse_exit,
+    )  # os._exit skips every handler: the run would end with exit 0, silently
     try:
         return factory.function(*args, **kwargs)
     except _ExitCalled as error:
         raise UserModelError(f"--model {factory.name}: {error}; a factory must return a model") from None
     except (Exception, SystemExit) as error:  # a factory calling sys.exit() is a failed factory, not spocu's exit
-        raise UserModelError(f"--model {factory.name}: calling it failed: {type(error).__name__}: {error}{hint}") from None
+        raise UserModelError(
+            f"--model {factory.name}: calling it failed: {type(error).__name__}: {error}{hint}"
+        ) from None
     finally:
         os._exit = real_exit
 
@@ -289,7 +311,9 @@ def checked_and_swapped(factory: ModelFactory, model: Any, model_type: type, typ
 
 def check_trainable(factory: ModelFactory, count: int) -> None:
     if count == 0:
-        raise UserModelError(f"--model {factory.name}: the model has no trainable parameters; there is nothing to train")
+        raise UserModelError(
+            f"--model {factory.name}: the model has no trainable parameters; there is nothing to train"
+        )
 
 
 def load_spec_factory(spec: ModelSpec) -> ModelFactory:

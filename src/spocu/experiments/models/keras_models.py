@@ -38,8 +38,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import partial, wraps
-from typing import Any, Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -57,7 +58,17 @@ from spocu.experiments.models.factories import (
 from spocu.experiments.models.spec import ModelSpec
 from spocu.experiments.seeding import STREAM_INIT, derive_seed
 
-__all__ = ["KERAS_INITIALIZERS", "SubsampleZeroPad", "build_model", "build_keras_model", "resnet20", "count_parameters", "keras_activation", "keras_input_shape", "initializer"]
+__all__ = [
+    "KERAS_INITIALIZERS",
+    "SubsampleZeroPad",
+    "build_model",
+    "build_keras_model",
+    "resnet20",
+    "count_parameters",
+    "keras_activation",
+    "keras_input_shape",
+    "initializer",
+]
 
 #: init scheme -> VarianceScaling(scale, mode, distribution); std = sqrt(scale / fan), uniform bound = sqrt(3 scale / fan)
 KERAS_INITIALIZERS: dict[str, tuple[float, str, str]] = {
@@ -151,14 +162,19 @@ class SubsampleZeroPad(keras.layers.Layer):
 
     def compute_output_shape(self, shape: tuple) -> tuple:
         n, h, w, c = shape
-        shrink = (lambda d: None if d is None else -(-d // self.stride))
+
+        def shrink(d: int | None) -> int | None:
+            return None if d is None else -(-d // self.stride)
+
         return (n, shrink(h), shrink(w), None if c is None else c + self.extra_channels)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "stride": self.stride, "extra_channels": self.extra_channels}
 
 
-def resnet20(input_shape: tuple[int, ...], num_classes: int, activation: Any, kernel_initializer: Any = None) -> keras.Model:
+def resnet20(
+    input_shape: tuple[int, ...], num_classes: int, activation: Any, kernel_initializer: Any = None
+) -> keras.Model:
     """The CIFAR ResNet-20 (He et al. 2016, Sec. 4.2) for channels-last ``input_shape`` (H, W, C).
 
     conv3x3(16) -> BN -> act -> 3 stages x 3 basic blocks (16, 32, 64 channels; stages 2 and 3
@@ -184,7 +200,9 @@ def resnet20(input_shape: tuple[int, ...], num_classes: int, activation: Any, ke
     def conv(x: Any, filters: int, stride: int = 1) -> Any:
         if stride > 1:  # pad 1 on every side like PyTorch's padding=1 (Keras's "same" would pad bottom/right only)
             x = layers.ZeroPadding2D(1)(x)
-        return layers.Conv2D(filters, 3, strides=stride, padding="valid" if stride > 1 else "same", use_bias=False, **init())(x)
+        return layers.Conv2D(
+            filters, 3, strides=stride, padding="valid" if stride > 1 else "same", use_bias=False, **init()
+        )(x)
 
     def bn(x: Any) -> Any:
         return layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)  # PyTorch's defaults
@@ -205,7 +223,9 @@ def resnet20(input_shape: tuple[int, ...], num_classes: int, activation: Any, ke
     return keras.Model(inputs, outputs, name="resnet20")
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int) -> keras.Model:
+def build_model(
+    spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int
+) -> keras.Model:
     """The network ``spec`` for a dataset's ``input_shape`` (features, or C x H x W), initialized for ``seed``."""
     if spec.is_factory:
         factory = load_spec_factory(spec)
@@ -213,9 +233,13 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
         return build_keras_model(factory, activation, keras_input_shape(input_shape), num_classes, seed, init)
     if spec.name == "resnet20":
         if len(input_shape) != 3:
-            raise ValueError(f"resnet20 needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")
+            raise ValueError(
+                f"resnet20 needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp"
+            )
         return resnet20(
-            keras_input_shape(input_shape), num_classes, lambda: keras_activation(activation),
+            keras_input_shape(input_shape),
+            num_classes,
+            lambda: keras_activation(activation),
             lambda k: initializer(activation.init, seed, k),
         )
     layers: list[keras.layers.Layer] = [keras.Input(keras_input_shape(input_shape))]
@@ -226,13 +250,17 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
 
     if spec.name == "seed-cnn":
         if len(input_shape) != 3:
-            raise ValueError(f"seed-cnn needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")
+            raise ValueError(
+                f"seed-cnn needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp"
+            )
         _, height, width = input_shape
         for filters in (32, 64):
             if height < 3 or width < 3:
                 raise ValueError(f"seed-cnn: a {height}x{width} feature map is too small for a 3x3 valid convolution")
             layers.append(
-                keras.layers.Conv2D(filters, (3, 3), activation=keras_activation(activation), data_format="channels_last", **weights())
+                keras.layers.Conv2D(
+                    filters, (3, 3), activation=keras_activation(activation), data_format="channels_last", **weights()
+                )
             )
             height, width = height - 2, width - 2
             if height >= 2 and width >= 2:
@@ -253,6 +281,7 @@ def count_parameters(model: keras.Model) -> int:
 
 def _keras_initialize(model: Any, scheme: str, seed: int) -> None:
     """Every kernel re-drawn like the built-in Keras models' (layer k: ``initializer(scheme, seed, k)``), biases zero."""
+
     def leaves(layer: Any) -> Iterator[Any]:
         inner = getattr(layer, "layers", None)
         if inner:
@@ -351,7 +380,9 @@ def _check_keras_activation_used(factory: ModelFactory, model: Any, passed: Any,
         if kind not in own:
             others.setdefault(kind, []).append(layer.name)
     if others:
-        listed = ", ".join(f"{len(v)} {k} ({', '.join(v[:3])}{' ...' if len(v) > 3 else ''})" for k, v in sorted(others.items()))
+        listed = ", ".join(
+            f"{len(v)} {k} ({', '.join(v[:3])}{' ...' if len(v) > 3 else ''})" for k, v in sorted(others.items())
+        )
         raise UserModelError(
             f"{name}: runs other activations beside the one it was given: {listed}; every compared arm would keep "
             "them: use the given activation there too (or --swap NAME to swap a hard-wired kind)"

@@ -43,7 +43,9 @@ def parse_swap(value: Any) -> str | None:
     for item in items:
         kind = item if "." in item.strip(".") else item.strip().lower().replace("-", "_")
         if "." not in kind and kind not in SWAPPABLE:
-            raise ValueError(f"--swap {item}: not an activation kind; choose one of {', '.join(SWAPPABLE)}, or a dotted class path")
+            raise ValueError(
+                f"--swap {item}: not an activation kind; choose one of {', '.join(SWAPPABLE)}, or a dotted class path"
+            )
         if kind not in kinds:
             kinds.append(kind)
     return ",".join(kinds)
@@ -66,7 +68,6 @@ def is_model_factory(text: str) -> bool:
     """True for ``MODULE:FUNCTION`` or ``path/file.py:FUNCTION`` (a built-in model name has no colon)."""
     module, sep, function = text.rpartition(":")
     return bool(sep and module and function)
-
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,9 @@ class ModelSpec:
             object.__setattr__(self, "hidden", ())
             return
         if self.swap is not None:
-            raise ValueError(f"--swap applies to a model factory (--model MODULE:FUNCTION or file.py:FUNCTION), not to {self.name}")
+            raise ValueError(
+                f"--swap applies to a model factory (--model MODULE:FUNCTION or file.py:FUNCTION), not to {self.name}"
+            )
         if self.name not in MODELS:
             raise ValueError(
                 f"unknown model {self.name!r}; choose one of {', '.join(MODELS)}, or a factory MODULE:FUNCTION or path/to/file.py:FUNCTION"
@@ -122,7 +125,9 @@ class ModelSpec:
         return data
 
     @classmethod
-    def make(cls, name: str, hidden: tuple[int, ...] | None = None, depth: int | None = None, width: int | None = None) -> ModelSpec:
+    def make(
+        cls, name: str, hidden: tuple[int, ...] | None = None, depth: int | None = None, width: int | None = None
+    ) -> ModelSpec:
         if name == "deep-mlp":
             depth = 16 if depth is None else depth
             width = 64 if width is None else width
@@ -144,16 +149,22 @@ class ModelSpec:
         """
         if self.name == "resnet20" and len(input_shape) != 3:
             shape = f"{input_shape[0]} features" if len(input_shape) == 1 else f"inputs of shape {tuple(input_shape)}"
-            raise ValueError(f"--model resnet20 needs images (channels, height, width); {dataset} has {shape}: use --model mlp or deep-mlp")
+            raise ValueError(
+                f"--model resnet20 needs images (channels, height, width); {dataset} has {shape}: use --model mlp or deep-mlp"
+            )
         if self.name != "seed-cnn":
             return
         if len(input_shape) != 3:
             shape = f"{input_shape[0]} features" if len(input_shape) == 1 else f"inputs of shape {tuple(input_shape)}"
-            raise ValueError(f"--model seed-cnn needs images (channels, height, width); {dataset} has {shape}: use --model mlp or deep-mlp")
+            raise ValueError(
+                f"--model seed-cnn needs images (channels, height, width); {dataset} has {shape}: use --model mlp or deep-mlp"
+            )
         _, height, width = input_shape
         for _ in range(2):  # two 3x3 valid convolutions, each followed by a 2x2 pool where the map allows
             if height < 3 or width < 3:
-                raise ValueError(f"--model seed-cnn: {dataset}'s {input_shape[1]}x{input_shape[2]} images are too small for its two 3x3 convolutions")
+                raise ValueError(
+                    f"--model seed-cnn: {dataset}'s {input_shape[1]}x{input_shape[2]} images are too small for its two 3x3 convolutions"
+                )
             height, width = height - 2, width - 2
             if height >= 2 and width >= 2:
                 height, width = height // 2, width // 2

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -46,7 +46,15 @@ from spocu.experiments.models.factories import (
 from spocu.experiments.models.spec import ModelSpec
 from spocu.experiments.seeding import STREAM_INIT, derive_seed
 
-__all__ = ["ResNet20", "build_model", "build_torch_model", "initialize", "count_parameters", "macs_per_sample", "probe_forward"]
+__all__ = [
+    "ResNet20",
+    "build_model",
+    "build_torch_model",
+    "initialize",
+    "count_parameters",
+    "macs_per_sample",
+    "probe_forward",
+]
 
 
 class _BasicBlock(nn.Module):
@@ -115,7 +123,9 @@ class ResNet20(nn.Module):
         return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int = 0) -> nn.Module:
+def build_model(
+    spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, activation: ActivationSpec, seed: int = 0
+) -> nn.Module:
     """The network ``spec`` for inputs of ``input_shape`` (features, or C x H x W) and ``num_classes`` outputs.
 
     A model factory (:mod:`spocu.experiments.models.factories`) is called under ``seed``; the built-in
@@ -123,14 +133,20 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
     """
     if spec.is_factory:
         factory = load_spec_factory(spec)
-        return build_torch_model(factory, activation, input_shape, num_classes, seed, allow_partial_swap=spec.allow_partial_swap)
+        return build_torch_model(
+            factory, activation, input_shape, num_classes, seed, allow_partial_swap=spec.allow_partial_swap
+        )
     if spec.name == "resnet20":
         if len(input_shape) != 3:
-            raise ValueError(f"resnet20 needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")
+            raise ValueError(
+                f"resnet20 needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp"
+            )
         return ResNet20(input_shape[0], num_classes, activation.torch_module)
     if spec.name == "seed-cnn":
         if len(input_shape) != 3:
-            raise ValueError(f"seed-cnn needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp")
+            raise ValueError(
+                f"seed-cnn needs image inputs (channels, height, width); this dataset has {input_shape} features: use mlp"
+            )
         channels, height, width = input_shape
         layers: list[nn.Module] = []
         for out in (32, 64):
@@ -209,7 +225,9 @@ def macs_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         if isinstance(module, nn.Linear):
             total += module.in_features * module.out_features
         elif isinstance(module, nn.Conv2d):
-            total += output.shape[1] * output.shape[2] * output.shape[3] * module.in_channels * math.prod(module.kernel_size)
+            total += (
+                output.shape[1] * output.shape[2] * output.shape[3] * module.in_channels * math.prod(module.kernel_size)
+            )
 
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     try:
@@ -349,7 +367,9 @@ def _swapped(factory: ModelFactory, model, activation: ActivationSpec, input_sha
         raise UserModelError(f"{label}: {error}") from None
     except Exception as error:  # the probe forward: the user's model, anything it raises is a one-line refusal
         detail = " ".join(f"{type(error).__name__}: {error}".split())
-        raise UserModelError(f"--model {factory.name}: a batch of shape {(2, *input_shape)} does not go through the model: {detail}") from None
+        raise UserModelError(
+            f"--model {factory.name}: a batch of shape {(2, *input_shape)} does not go through the model: {detail}"
+        ) from None
     if report.left and not allow_partial_swap:
         raise UserModelError(
             f"{label}: {report.left_count} ops of the swapped kind still run after the swap ({report.summary()}): "

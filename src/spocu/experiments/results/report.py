@@ -11,8 +11,8 @@ import math
 import warnings
 from pathlib import Path
 
-from spocu.experiments.activations import parse_activation
 from spocu._atomic import atomic_write_bytes, atomic_write_text
+from spocu.experiments.activations import parse_activation
 
 __all__ = ["write_report", "render_report", "plot_curves", "plot_activations", "fmt_p", "verdict_sentences", "glossary"]
 
@@ -97,14 +97,20 @@ def verdict_sentences(results: dict) -> list[str]:
             text = f"inconclusive ({v.get('note') or 'no posterior'})"
         else:
             needed = v.get("seeds_needed")
-            more = (f"about {needed} seeds would likely settle it" if needed is not None
-                    else "more seeds alone would likely not settle it at this test-set size")
+            more = (
+                f"about {needed} seeds would likely settle it"
+                if needed is not None
+                else "more seeds alone would likely not settle it at this test-set size"
+            )
             text = (
                 f"inconclusive (P = {v['p_better']:.2f} better, {v['p_equivalent']:.2f} within ±{rope} points, {v['p_worse']:.2f} worse; "
                 f"mean Δ {v['mean_difference']:+.2f} points, smallest detectable difference {_points(v['min_detectable_difference'])} points; {more})"
             )
-        diverged = [f"{who} diverged on {len(results['summary'][who]['diverged'])} of {results['summary'][who].get('runs', '?')} seeds"
-                    for who in (name, reference) if results["summary"].get(who, {}).get("diverged")]
+        diverged = [
+            f"{who} diverged on {len(results['summary'][who]['diverged'])} of {results['summary'][who].get('runs', '?')} seeds"
+            for who in (name, reference)
+            if results["summary"].get(who, {}).get("diverged")
+        ]
         if diverged:
             text += f"; {' and '.join(diverged)} (left out)"
         sentences.append(f"{name} vs {reference}: {text}")
@@ -121,7 +127,8 @@ def glossary(results: dict) -> list[str]:
         "",
         "- **mean ± sd**: the average over seeds, and how much one seed's result varies around it (sample sd).",
         "- **95% CI of the mean**: a Student-t interval that holds the true mean over seeds"
-        + (" (and over splits)" if per_seed else "") + " in 95% of experiments like this one.",
+        + (" (and over splits)" if per_seed else "")
+        + " in 95% of experiments like this one.",
         "- **runs (diverged)**: n runs, and how many ended with a non-finite loss; diverged runs are left out of every statistic and the verdict.",
         "- **test loss (median)**: the median over seeds of each run's mean test loss, which one exploding seed cannot move (the mean can).",
         "- **per-sample loss (median)**: the median over seeds of each run's median per-sample test loss, which a few exploding samples cannot move.",
@@ -152,7 +159,11 @@ def glossary(results: dict) -> list[str]:
             "worse": f"so at least {analysis.get('decision_probability', 0.95):.4g} of the posterior lies below −{rope}: {name} is practically worse.",
             "equivalent": f"so at least {analysis.get('decision_probability', 0.95):.4g} of the posterior lies within ±{rope}: the two are practically equivalent.",
             "inconclusive": f"so none reaches {analysis.get('decision_probability', 0.95):.4g} and the run cannot tell yet"
-            + (f"; about {v['seeds_needed']} seeds would likely settle it." if v.get("seeds_needed") else "; more seeds alone would likely not settle it."),
+            + (
+                f"; about {v['seeds_needed']} seeds would likely settle it."
+                if v.get("seeds_needed")
+                else "; more seeds alone would likely not settle it."
+            ),
         }[v["label"]]
         lines += [
             "",
@@ -180,8 +191,11 @@ def render_report(results: dict) -> str:
         "",
         f"{len(seeds)} seeds per activation ({', '.join(map(str, seeds))}), paired: a seed gives every activation "
         "the same batch order and the same initial draws (scaled by each activation's init). "
-        + ("Each seed draws its own stratified train/validation/test split (--split per-seed), the same for every activation of that seed. "
-           if per_seed else "")
+        + (
+            "Each seed draws its own stratified train/validation/test split (--split per-seed), the same for every activation of that seed. "
+            if per_seed
+            else ""
+        )
         + f"Test set: {ds['test']} samples ({ds.get('test_split', '')}), evaluated once per run after the last epoch "
         f"(epoch {cfg['epochs']}); no model selection on it.",
         "",
@@ -231,7 +245,11 @@ def render_report(results: dict) -> str:
             "",
             f"Δ = activation − reference. Intervals of Δ are {100 * level:.4g}% t intervals (Bonferroni over the {len(results['comparisons'])} comparison(s), "
             "so that all hold together at 95%); p-values are Holm-corrected over the comparisons. "
-            + ("With per-seed splits the t statistics and intervals carry the Nadeau–Bengio correction for overlapping training sets. " if per_seed else "")
+            + (
+                "With per-seed splits the t statistics and intervals carry the Nadeau–Bengio correction for overlapping training sets. "
+                if per_seed
+                else ""
+            )
             + "Pooled p: one Cochran–Mantel–Haenszel test over all seeds × test samples (McNemar's test on the pooled discordant samples).",
             "",
             "| activation | n | Δ test accuracy (interval) | p t-test | p Wilcoxon | pooled p | Δ test loss (interval) | p t-test |",
@@ -264,11 +282,17 @@ def render_report(results: dict) -> str:
             if v.get("note"):
                 notes.append(f"{c['activation']} vs {reference}, verdict: {v['note']}.")
     floors = sorted(
-        {(c["test_accuracy"].get("nonzero_differences"), c["activation"]) for c in results["comparisons"]
-         if c["test_accuracy"].get("wilcoxon_smallest_p") is not None and c["test_accuracy"]["wilcoxon_smallest_p"] >= 0.05}
+        {
+            (c["test_accuracy"].get("nonzero_differences"), c["activation"])
+            for c in results["comparisons"]
+            if c["test_accuracy"].get("wilcoxon_smallest_p") is not None
+            and c["test_accuracy"]["wilcoxon_smallest_p"] >= 0.05
+        }
     )
     if floors:
-        listed = "; ".join(f"{name}: {k} nonzero, p >= {2 / 2 ** k:.3g}" if k else f"{name}: none nonzero" for k, name in floors)
+        listed = "; ".join(
+            f"{name}: {k} nonzero, p >= {2 / 2**k:.3g}" if k else f"{name}: none nonzero" for k, name in floors
+        )
         notes.append(
             "The Wilcoxon signed-rank test drops zero differences first, so with k nonzero paired differences its two-sided p "
             f"cannot go below 2/2^k ({listed}): read it as a robustness check of the t-test, not as a verdict."
@@ -297,8 +321,12 @@ def render_report(results: dict) -> str:
         "",
         f"- Data: {ds['name']} ({ds.get('origin', '')}); train {ds['train']:,}, validation {ds['val']:,}, test {ds['test']:,}; "
         f"validation split: {ds.get('val_split', '')}; "
-        + (f"split per seed (--split per-seed: seed k's split drawn with random state split_seed_for({ds.get('split_seed')}, k); "
-           "each run's split_fingerprint in results.json names its test samples); " if per_seed else f"split seed {ds.get('split_seed')}; ")
+        + (
+            f"split per seed (--split per-seed: seed k's split drawn with random state split_seed_for({ds.get('split_seed')}, k); "
+            "each run's split_fingerprint in results.json names its test samples); "
+            if per_seed
+            else f"split seed {ds.get('split_seed')}; "
+        )
         + f"{ds.get('preprocessing', '')}; "
         f"data fingerprint {ds['fingerprint']}"
         + (f", file content sha256 {ds['content_sha256']}" if ds.get("content_sha256") else "")
@@ -307,8 +335,11 @@ def render_report(results: dict) -> str:
         f"- Model: {model_label}"
         + (f" (source sha256 {model['source_sha256']})" if model.get("source_sha256") else "")
         + f"; optimizer {cfg['optimizer']} ("
-        + ("lr tuned per activation: " + ", ".join(f"{a} {lr:.3g}" for a, lr in cfg["learning_rates"].items()) if cfg.get("learning_rates")
-           else f"lr {cfg['lr']:g}")
+        + (
+            "lr tuned per activation: " + ", ".join(f"{a} {lr:.3g}" for a, lr in cfg["learning_rates"].items())
+            if cfg.get("learning_rates")
+            else f"lr {cfg['lr']:g}"
+        )
         + f", weight decay {cfg['weight_decay']:g}"
         + (f", momentum {cfg['momentum']:g}" if cfg["optimizer"] in ("sgd", "rmsprop") else "")
         + (f"; x0.1 at epochs {', '.join(map(str, cfg['lr_milestones']))}" if cfg.get("lr_milestones") else "")
@@ -316,8 +347,14 @@ def render_report(results: dict) -> str:
         + (f" ({cfg['keras_backend']} backend)" if cfg.get("keras_backend") else "")
         + (f"; preset {cfg['preset']}" if cfg.get("preset") else "")
         + ".",
-        *(f"- Preset {cfg['preset']}: {what} -- from {source}." for what, source in results.get("preset_provenance", {}).items()),
-        *(f"- Your activation {name}: source sha256 {info['source_sha256']}." for name, info in results.get("activation_sources", {}).items()),
+        *(
+            f"- Preset {cfg['preset']}: {what} -- from {source}."
+            for what, source in results.get("preset_provenance", {}).items()
+        ),
+        *(
+            f"- Your activation {name}: source sha256 {info['source_sha256']}."
+            for name, info in results.get("activation_sources", {}).items()
+        ),
         "- Initialization (all Linear/Conv weights; biases zero; a model factory's own init is its code's):",
     ]
     for name in activations:
@@ -420,7 +457,10 @@ def _tuning_lines(tuning: dict | None) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {entry['chosen']:.3g} |")
     edge = [name for name, entry in tuning["activations"].items() if entry["chosen"] in (grid[0], grid[-1])]
     if edge:
-        lines += ["", f"At the edge of the grid for {', '.join(edge)}: a rate beyond it might score higher (move the grid with --lr)."]
+        lines += [
+            "",
+            f"At the edge of the grid for {', '.join(edge)}: a rate beyond it might score higher (move the grid with --lr).",
+        ]
     return lines
 
 
@@ -433,7 +473,9 @@ def _kernel_lines(runs: list[dict]) -> list[str]:
     if not paths:
         return []
     listed = ", ".join(f"{path} ({count} of {len(runs)} runs)" for path, count in sorted(paths.items()))
-    return [f"- SPOCU kernels: {listed}; each run's path is fixed before its first step and never switches (runs/*.json: kernel_path)."]
+    return [
+        f"- SPOCU kernels: {listed}; each run's path is fixed before its first step and never switches (runs/*.json: kernel_path)."
+    ]
 
 
 def _scale_lines(env: dict, runs: list[dict]) -> list[str]:
@@ -453,7 +495,11 @@ def _scale_lines(env: dict, runs: list[dict]) -> list[str]:
     parallel = env.get("parallel")
     if parallel and parallel.get("executor") == "ray":
         threads = parallel.get("threads_per_job")
-        at_once = f"at most {parallel['jobs']} at a time" if parallel.get("jobs") else "as many at a time as its resources allowed"
+        at_once = (
+            f"at most {parallel['jobs']} at a time"
+            if parallel.get("jobs")
+            else "as many at a time as its resources allowed"
+        )
         lines.append(
             f"- Runs trained as Ray tasks, one per run, on a Ray cluster of {parallel.get('cluster', 'unknown size')}, {at_once}"
             + (f", {threads} thread(s) each." if threads else ".")
@@ -461,7 +507,8 @@ def _scale_lines(env: dict, runs: list[dict]) -> list[str]:
     elif parallel:
         threads = parallel.get("threads_per_job")
         lines.append(
-            f"- Runs trained {parallel['jobs']} at a time in separate processes" + (f", {threads} thread(s) each." if threads else ".")
+            f"- Runs trained {parallel['jobs']} at a time in separate processes"
+            + (f", {threads} thread(s) each." if threads else ".")
         )
     return lines
 
@@ -482,7 +529,12 @@ def plot_curves(results: dict) -> bytes:
 
     figure = Figure(figsize=(11, 7.5))
     axes = figure.subplots(2, 2, sharex=True)
-    panels = [("train_accuracy", "training accuracy"), ("val_accuracy", "validation accuracy"), ("train_loss", "training loss"), ("val_loss", "validation loss")]
+    panels = [
+        ("train_accuracy", "training accuracy"),
+        ("val_accuracy", "validation accuracy"),
+        ("train_loss", "training loss"),
+        ("val_loss", "validation loss"),
+    ]
     colors = [f"C{i}" for i in range(10)]
     positive = set()  # the loss panels get a log scale only if they hold something to scale (all-diverged: nothing)
     for i, name in enumerate(results["config"]["activations"]):

@@ -39,14 +39,27 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
 __all__ = [
-    "Summary", "PairedTest", "McNemarResult", "Verdict", "summarize", "mean_interval", "paired_test", "holm", "mcnemar_test",
-    "pooled_test", "verdict", "bonferroni_confidence", "wilcoxon_floor", "CONFIDENCE", "DEFAULT_ROPE",
+    "Summary",
+    "PairedTest",
+    "McNemarResult",
+    "Verdict",
+    "summarize",
+    "mean_interval",
+    "paired_test",
+    "holm",
+    "mcnemar_test",
+    "pooled_test",
+    "verdict",
+    "bonferroni_confidence",
+    "wilcoxon_floor",
+    "CONFIDENCE",
+    "DEFAULT_ROPE",
     "DECISION_PROBABILITY",
 ]
 
@@ -187,7 +200,11 @@ def mean_interval(
 
 
 def summarize(
-    values: Sequence[float], *, test_train_ratio: float = 0.0, confidence: float = CONFIDENCE, bounds: tuple[float, float] | None = None
+    values: Sequence[float],
+    *,
+    test_train_ratio: float = 0.0,
+    confidence: float = CONFIDENCE,
+    bounds: tuple[float, float] | None = None,
 ) -> Summary:
     """Mean, sd and t confidence interval of the mean of ``values`` (None and NaN dropped).
 
@@ -251,7 +268,11 @@ def wilcoxon_floor(nonzero: int) -> float:
 
 
 def paired_test(
-    reference: dict[int, float], other: dict[int, float], *, test_train_ratio: float = 0.0, confidence: float = CONFIDENCE
+    reference: dict[int, float],
+    other: dict[int, float],
+    *,
+    test_train_ratio: float = 0.0,
+    confidence: float = CONFIDENCE,
 ) -> PairedTest:
     """Paired t-test (Nadeau–Bengio corrected for ``test_train_ratio`` > 0) and Wilcoxon of ``other - reference``.
 
@@ -263,26 +284,42 @@ def paired_test(
     _check_ratio(test_train_ratio)
     method = "paired t-test" if test_train_ratio == 0 else "corrected resampled t-test (Nadeau-Bengio)"
     adjustment = "none" if confidence == CONFIDENCE else f"Bonferroni ({confidence:.4g} per comparison)"
-    common = dict(ci_confidence=confidence, ci_adjustment=adjustment, test_method=method, test_train_ratio=test_train_ratio)
+    common = dict(
+        ci_confidence=confidence, ci_adjustment=adjustment, test_method=method, test_train_ratio=test_train_ratio
+    )
     seeds = sorted(s for s in set(reference) & set(other) if _finite(reference[s]) and _finite(other[s]))
     a = np.array([other[s] for s in seeds], dtype=float)
     b = np.array([reference[s] for s in seeds], dtype=float)
     n = len(seeds)
     if n == 0:
-        return PairedTest(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, note="no paired seeds", **common)
+        return PairedTest(
+            0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, note="no paired seeds", **common
+        )
     diff = a - b
     mean = float(diff.mean())
     nonzero = int(np.count_nonzero(diff))
     common.update(nonzero_differences=nonzero, wilcoxon_smallest_p=wilcoxon_floor(nonzero))
     if n < 2:
-        return PairedTest(n, mean, math.nan, math.nan, math.nan, math.nan, math.nan, note="n < 2 paired seeds: no test", **common)
+        return PairedTest(
+            n, mean, math.nan, math.nan, math.nan, math.nan, math.nan, note="n < 2 paired seeds: no test", **common
+        )
     sd = float(diff.std(ddof=1))
     if np.all(diff == diff[0]):
         if diff[0] == 0:
-            return PairedTest(n, 0.0, 0.0, 0.0, math.nan, 1.0, 1.0, note="identical on every seed: p = 1", sd_difference=0.0, **common)
+            return PairedTest(
+                n, 0.0, 0.0, 0.0, math.nan, 1.0, 1.0, note="identical on every seed: p = 1", sd_difference=0.0, **common
+            )
         return PairedTest(
-            n, mean, mean, mean, math.nan, math.nan, math.nan,
-            note="the same nonzero difference on every seed: no variance, tests undefined", sd_difference=0.0, **common,
+            n,
+            mean,
+            mean,
+            mean,
+            math.nan,
+            math.nan,
+            math.nan,
+            note="the same nonzero difference on every seed: no variance, tests undefined",
+            sd_difference=0.0,
+            **common,
         )
     se = sd * _scale_factor(n, test_train_ratio)
     t = mean / se
@@ -348,7 +385,14 @@ def pooled_test(per_seed: Sequence[tuple[Sequence[int], Sequence[int], Sequence[
         ref_ok, other_ok = np.asarray(ref) == y, np.asarray(other) == y
         b += int(np.sum(ref_ok & ~other_ok))
         c += int(np.sum(~ref_ok & other_ok))
-    result = {"method": POOLED_METHOD, "p_value": None, "only_reference_right": b, "only_other_right": c, "seeds": len(per_seed), "note": ""}
+    result = {
+        "method": POOLED_METHOD,
+        "p_value": None,
+        "only_reference_right": b,
+        "only_other_right": c,
+        "seeds": len(per_seed),
+        "note": "",
+    }
     if b + c == 0:
         result.update(p_value=1.0, note="no test sample on which only one of the two networks is right: p = 1")
         return result
@@ -401,15 +445,25 @@ def verdict(
     _check_ratio(test_train_ratio)
     if not (math.isfinite(rope) and rope >= 0):
         raise ValueError(f"rope must be a finite number >= 0 (accuracy points), got {rope}")
-    method = "Bayesian correlated t-test (Corani & Benavoli 2015)" + (f", n_test/n_train = {test_train_ratio:.3g}" if test_train_ratio else "")
+    method = "Bayesian correlated t-test (Corani & Benavoli 2015)" + (
+        f", n_test/n_train = {test_train_ratio:.3g}" if test_train_ratio else ""
+    )
     rule = f"better/worse/equivalent if its posterior probability >= {probability:g}, else inconclusive"
     d = 100.0 * (np.asarray(other, dtype=float) - np.asarray(reference, dtype=float))
     n = len(d)
     base = dict(rope=rope, n=n, method=method, rule=rule)
     if n < 2:
-        return Verdict(p_better=math.nan, p_equivalent=math.nan, p_worse=math.nan, label="inconclusive",
-                       min_detectable_difference=math.nan, seeds_needed=None, mean_difference=float(d.mean()) if n else math.nan,
-                       note="fewer than 2 paired seeds: no posterior", **base)
+        return Verdict(
+            p_better=math.nan,
+            p_equivalent=math.nan,
+            p_worse=math.nan,
+            label="inconclusive",
+            min_detectable_difference=math.nan,
+            seeds_needed=None,
+            mean_difference=float(d.mean()) if n else math.nan,
+            note="fewer than 2 paired seeds: no posterior",
+            **base,
+        )
     mean, sd = float(d.mean()), float(d.std(ddof=1))
     if sd == 0:  # every seed gave the same difference: the posterior is a point mass there
         p_worse, p_better = float(mean < -rope), float(mean > rope)
@@ -431,11 +485,22 @@ def verdict(
     if label == "inconclusive" and sd > 0:
         margin = abs(abs(mean) - rope)  # distance to the ROPE's edge that the deciding one-sided test must clear
         counts = np.arange(max(n, 2), MAX_SEEDS_NEEDED + 1)
-        effects = margin / (sd * np.sqrt(1 + counts * test_train_ratio))  # per-seed effect whose t has the right noncentrality
+        effects = margin / (
+            sd * np.sqrt(1 + counts * test_train_ratio)
+        )  # per-seed effect whose t has the right noncentrality
         error = 1.0 - probability  # the one-sided level of the test behind a label at this probability
         alpha = error if abs(mean) > rope else error / 2
         power = TTestPower().power(effect_size=effects, nobs=counts, alpha=alpha, alternative="larger")
         reached = np.nonzero(np.asarray(power) >= POWER)[0]
         needed = int(counts[reached[0]]) if len(reached) and margin > 0 else None
-    return Verdict(p_better=probs[0], p_equivalent=probs[1], p_worse=probs[2], label=label,
-                   min_detectable_difference=mdd, seeds_needed=needed, mean_difference=mean, note=note, **base)
+    return Verdict(
+        p_better=probs[0],
+        p_equivalent=probs[1],
+        p_worse=probs[2],
+        label=label,
+        min_detectable_difference=mdd,
+        seeds_needed=needed,
+        mean_difference=mean,
+        note=note,
+        **base,
+    )

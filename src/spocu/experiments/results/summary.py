@@ -24,13 +24,35 @@ if TYPE_CHECKING:
     from spocu.experiments.config import ExperimentConfig
     from spocu.experiments.data.datasets import Dataset
 
-__all__ = ["SCHEMA_RESULTS", "EPOCH_COLUMNS", "TABLE_COLUMNS", "assemble_results", "is_diverged", "test_train_ratio", "write_epochs_csv", "write_results", "table_rows", "format_cell", "run_count"]
+__all__ = [
+    "SCHEMA_RESULTS",
+    "EPOCH_COLUMNS",
+    "TABLE_COLUMNS",
+    "assemble_results",
+    "is_diverged",
+    "test_train_ratio",
+    "write_epochs_csv",
+    "write_results",
+    "table_rows",
+    "format_cell",
+    "run_count",
+]
 
 #: 2: t intervals (Nadeau–Bengio corrected with per-seed splits), Bonferroni-level difference intervals, diverged runs
 #: left out of the statistics, ``pooled_test``, ``verdict``, ``analysis``; with per-seed splits ``test_labels`` is null
 #: and ``test_labels_by_seed`` holds each seed's; runs carry ``split_fingerprint``
 SCHEMA_RESULTS = "spocu.compare/2"
-EPOCH_COLUMNS = ("activation", "seed", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds", "eval_seconds")
+EPOCH_COLUMNS = (
+    "activation",
+    "seed",
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "epoch_seconds",
+    "eval_seconds",
+)
 
 
 def is_diverged(run: RunResult) -> bool:
@@ -83,13 +105,15 @@ def assemble_results(
     for spec in specs:
         mine = by_activation[spec.canonical]
         epoch_seconds = [e.seconds for r in mine.values() for e in r.epochs]
-        q1, median, q3 = (np.percentile(epoch_seconds, [25, 50, 75]).tolist() if epoch_seconds else [None] * 3)
+        q1, median, q3 = np.percentile(epoch_seconds, [25, 50, 75]).tolist() if epoch_seconds else [None] * 3
         diverged = sorted(r.seed for r in mine.values() if is_diverged(r))
         summary[spec.canonical] = {
             "init": spec.init,
             "init_reason": spec.init_reason,
             "num_parameters": next((r.num_parameters for r in mine.values()), None),
-            "test_accuracy": stats.summarize([accuracy(r) for r in mine.values()], test_train_ratio=ratio, bounds=(0.0, 1.0)).as_dict(),
+            "test_accuracy": stats.summarize(
+                [accuracy(r) for r in mine.values()], test_train_ratio=ratio, bounds=(0.0, 1.0)
+            ).as_dict(),
             "test_loss": stats.summarize([loss(r) for r in mine.values()], test_train_ratio=ratio).as_dict(),
             "seconds_per_epoch": {"median": median, "q1": q1, "q3": q3},
             "diverged": diverged,
@@ -104,8 +128,12 @@ def assemble_results(
     for spec in specs[1:]:
         mine = by_activation[spec.canonical]
         paired = dict(test_train_ratio=ratio, confidence=level)
-        acc = stats.paired_test({s: accuracy(r) for s, r in reference.items()}, {s: accuracy(r) for s, r in mine.items()}, **paired)
-        los = stats.paired_test({s: loss(r) for s, r in reference.items()}, {s: loss(r) for s, r in mine.items()}, **paired)
+        acc = stats.paired_test(
+            {s: accuracy(r) for s, r in reference.items()}, {s: accuracy(r) for s, r in mine.items()}, **paired
+        )
+        los = stats.paired_test(
+            {s: loss(r) for s, r in reference.items()}, {s: loss(r) for s, r in mine.items()}, **paired
+        )
         common = sorted(set(reference) & set(mine))
         per_seed, tables = [], []
         for seed in common:
@@ -116,26 +144,48 @@ def assemble_results(
                 tables.append((labels, reference[seed].test_predictions, mine[seed].test_predictions))
         both = [s for s in common if not (is_diverged(reference[s]) or is_diverged(mine[s]))]
         decision = stats.verdict(
-            [reference[s].test_accuracy for s in both], [mine[s].test_accuracy for s in both], rope=rope, test_train_ratio=ratio,
+            [reference[s].test_accuracy for s in both],
+            [mine[s].test_accuracy for s in both],
+            rope=rope,
+            test_train_ratio=ratio,
             probability=decide_at,
         ).as_dict()
-        decision.update(_divergence_rule(decision, len(summary[config.reference]["diverged"]), len(summary[spec.canonical]["diverged"]), spec.canonical, config.reference))
-        comparisons.append({
-            "activation": spec.canonical, "reference": config.reference, "test_accuracy": acc, "test_loss": los, "mcnemar": per_seed,
-            "pooled_test": stats.pooled_test(tables), "verdict": decision,
-        })
+        decision.update(
+            _divergence_rule(
+                decision,
+                len(summary[config.reference]["diverged"]),
+                len(summary[spec.canonical]["diverged"]),
+                spec.canonical,
+                config.reference,
+            )
+        )
+        comparisons.append(
+            {
+                "activation": spec.canonical,
+                "reference": config.reference,
+                "test_accuracy": acc,
+                "test_loss": los,
+                "mcnemar": per_seed,
+                "pooled_test": stats.pooled_test(tables),
+                "verdict": decision,
+            }
+        )
     for metric in ("test_accuracy", "test_loss"):
         for key in ("p_ttest", "p_wilcoxon"):
             adjusted = stats.holm([getattr(c[metric], key) for c in comparisons])
             for comparison, value in zip(comparisons, adjusted):
                 setattr(comparison[metric], f"{key}_holm", value)
-    pooled = stats.holm([np.nan if c["pooled_test"]["p_value"] is None else c["pooled_test"]["p_value"] for c in comparisons])
+    pooled = stats.holm(
+        [np.nan if c["pooled_test"]["p_value"] is None else c["pooled_test"]["p_value"] for c in comparisons]
+    )
     for comparison, value in zip(comparisons, pooled):
         comparison["pooled_test"]["p_value_holm"] = None if not np.isfinite(value) else float(value)
     for comparison in comparisons:
         for metric in ("test_accuracy", "test_loss"):
             comparison[metric] = comparison[metric].as_dict()
-        comparison["mcnemar_significant"] = sum(1 for m in comparison["mcnemar"] if m["p_value"] is not None and m["p_value"] < 0.05)
+        comparison["mcnemar_significant"] = sum(
+            1 for m in comparison["mcnemar"] if m["p_value"] is not None and m["p_value"] < 0.05
+        )
     per_seed_split = dataset.info.get("split") == "per-seed"
     results = {
         "schema": SCHEMA_RESULTS,
@@ -159,7 +209,11 @@ def assemble_results(
         "comparisons": comparisons,
         "test_labels": None if per_seed_split else dataset.y_test.tolist(),
         # with per-seed splits each seed has its own test samples: their labels, by seed
-        **({"test_labels_by_seed": {str(seed): _test_labels(dataset, seed) for seed in config.seeds}} if per_seed_split else {}),
+        **(
+            {"test_labels_by_seed": {str(seed): _test_labels(dataset, seed) for seed in config.seeds}}
+            if per_seed_split
+            else {}
+        ),
         "runs": [r.to_json() for r in runs],
     }
     if skipped:
@@ -200,13 +254,18 @@ def _test_labels(dataset: Dataset, seed: int) -> list[int]:
 def _divergence_rule(decision: dict, reference_diverged: int, other_diverged: int, name: str, reference: str) -> dict:
     """A side that diverged on more seeds cannot be called better or equivalent: such a label becomes inconclusive."""
     label = decision["label"]
-    worse_side = name if other_diverged > reference_diverged else reference if reference_diverged > other_diverged else None
-    downgrade = (label in ("better", "equivalent") and worse_side == name) or (label in ("worse", "equivalent") and worse_side == reference)
+    worse_side = (
+        name if other_diverged > reference_diverged else reference if reference_diverged > other_diverged else None
+    )
+    downgrade = (label in ("better", "equivalent") and worse_side == name) or (
+        label in ("worse", "equivalent") and worse_side == reference
+    )
     if not downgrade:
         return {}
     return {
         "label": "inconclusive",
-        "note": (decision.get("note") or "") + f"{'; ' if decision.get('note') else ''}{label} on the seeds where both trained, "
+        "note": (decision.get("note") or "")
+        + f"{'; ' if decision.get('note') else ''}{label} on the seeds where both trained, "
         f"but {worse_side} diverged on more seeds ({name} {other_diverged}, {reference} {reference_diverged})",
     }
 
@@ -218,7 +277,17 @@ def write_epochs_csv(path: Path, runs: list[RunResult]) -> None:
     writer.writerow(EPOCH_COLUMNS)
     for run in runs:
         for e in run.epochs:
-            row = (run.activation, run.seed, e.epoch, e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy, e.seconds, e.eval_seconds)
+            row = (
+                run.activation,
+                run.seed,
+                e.epoch,
+                e.train_loss,
+                e.train_accuracy,
+                e.val_loss,
+                e.val_accuracy,
+                e.seconds,
+                e.eval_seconds,
+            )
             writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
     atomic_write_text(path, buffer.getvalue())
 
@@ -259,10 +328,27 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
         acc = s["test_accuracy"]
         ci = "n/a" if acc["ci_low"] is None else f"{acc['ci_low']:.4f}–{acc['ci_high']:.4f}"
         c = comparisons.get(name)
-        delta = "—" if c is None or c["test_accuracy"]["mean_difference"] is None else format_cell(c["test_accuracy"]["mean_difference"], signed=True)
+        delta = (
+            "—"
+            if c is None or c["test_accuracy"]["mean_difference"] is None
+            else format_cell(c["test_accuracy"]["mean_difference"], signed=True)
+        )
         p = "—" if c is None else fmt_p(c["test_accuracy"]["p_ttest_holm"])
         pooled = "—" if c is None else fmt_p(c["pooled_test"]["p_value_holm"])
         label = "reference" if c is None else c["verdict"]["label"]
         median = s["seconds_per_epoch"]["median"]
-        rows.append((name, run_count(s), format_cell(acc["mean"]), format_cell(acc["sd"]), ci, delta, p, pooled, label, "n/a" if median is None else f"{median:.3g}"))
+        rows.append(
+            (
+                name,
+                run_count(s),
+                format_cell(acc["mean"]),
+                format_cell(acc["sd"]),
+                ci,
+                delta,
+                p,
+                pooled,
+                label,
+                "n/a" if median is None else f"{median:.3g}",
+            )
+        )
     return rows

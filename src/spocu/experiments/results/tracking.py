@@ -41,8 +41,9 @@ import shutil
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from spocu.experiments.errors import OptionError
 
@@ -159,7 +160,9 @@ def _log_mlflow(outcome: CompareOutcome) -> str:
     client = MlflowClient(tracking_uri=uri)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "spocu compare"
     experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name, artifact_location=artifacts)
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment(name, artifact_location=artifacts)
+    )
     cid = _comparison_id(outcome)
     logged = client.search_runs([experiment_id], filter_string=f"tags.`spocu.comparison` = '{cid}'", max_results=50000)
     parents = [r for r in logged if r.data.tags.get("spocu.role") == "comparison"]
@@ -172,16 +175,21 @@ def _log_mlflow(outcome: CompareOutcome) -> str:
         params_list = [Param(k, v) for k, v in (params or {}).items()]
         metrics = metrics or []
         for i in range(0, max(len(params_list), 1), 100):  # MLflow's batch limits: 100 params, 1000 metrics
-            client.log_batch(run_id, params=params_list[i:i + 100])
+            client.log_batch(run_id, params=params_list[i : i + 100])
         for i in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[i:i + 1000])
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
     if parents:
         parent = parents[0].info.run_id
     else:
         parent = client.create_run(
-            experiment_id, run_name=Path(outcome.out).name,
-            tags={"spocu.comparison": cid, "spocu.role": "comparison", "spocu.output_dir": str(Path(outcome.out).resolve())},
+            experiment_id,
+            run_name=Path(outcome.out).name,
+            tags={
+                "spocu.comparison": cid,
+                "spocu.role": "comparison",
+                "spocu.output_dir": str(Path(outcome.out).resolve()),
+            },
         ).info.run_id
         log_batch(parent, protocol)
     children = {r.data.tags.get("spocu.run"): r for r in logged if r.data.tags.get("spocu.role") == "run"}
@@ -193,13 +201,31 @@ def _log_mlflow(outcome: CompareOutcome) -> str:
                 continue  # logged by an earlier (resumed) compare
             client.delete_run(previous.info.run_id)  # its logging was cut short
         child = client.create_run(
-            experiment_id, run_name=f"{run['activation']} seed {run['seed']}",
-            tags={"mlflow.parentRunId": parent, "spocu.comparison": cid, "spocu.role": "run", "spocu.run": key,
-                  "spocu.activation": run["activation"], "spocu.seed": str(run["seed"])},
+            experiment_id,
+            run_name=f"{run['activation']} seed {run['seed']}",
+            tags={
+                "mlflow.parentRunId": parent,
+                "spocu.comparison": cid,
+                "spocu.role": "run",
+                "spocu.run": key,
+                "spocu.activation": run["activation"],
+                "spocu.seed": str(run["seed"]),
+            },
         ).info.run_id
-        facts = {k: json.dumps(run[k]) if not isinstance(run[k], str) else run[k]
-                 for k in ("activation", "seed", "init", "framework", "framework_version", "device", "threads",
-                           "num_parameters", "diverged_at")}
+        facts = {
+            k: json.dumps(run[k]) if not isinstance(run[k], str) else run[k]
+            for k in (
+                "activation",
+                "seed",
+                "init",
+                "framework",
+                "framework_version",
+                "device",
+                "threads",
+                "num_parameters",
+                "diverged_at",
+            )
+        }
         last = max((int(e["epoch"]) for e in run["epochs"]), default=0)
         metrics = [Metric(m, v, now, step) for m, v, step in _epoch_values(run)]
         metrics += [Metric(m, v, now, last) for m, v in _final_values(run)]
@@ -208,7 +234,12 @@ def _log_mlflow(outcome: CompareOutcome) -> str:
         client.set_terminated(child, "FINISHED")
     for key, value in grid.items():
         client.set_tag(parent, f"spocu.{key}", json.dumps(value))
-    for artifact in ("report.md", "results.json", "epochs.csv", *sorted(p.name for p in Path(outcome.out).glob("*.png"))):
+    for artifact in (
+        "report.md",
+        "results.json",
+        "epochs.csv",
+        *sorted(p.name for p in Path(outcome.out).glob("*.png")),
+    ):
         if (Path(outcome.out) / artifact).is_file():
             client.log_artifact(parent, str(Path(outcome.out) / artifact))
     client.set_terminated(parent, "FINISHED")
@@ -218,8 +249,13 @@ def _log_mlflow(outcome: CompareOutcome) -> str:
 # ----------------------------------------------------------------------------- TensorBoard
 
 #: TensorBoard tag per epoch metric: train and val side by side in one chart
-_TB_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy": "accuracy/train",
-            "val_accuracy": "accuracy/val", "epoch_seconds": "epoch_seconds"}
+_TB_TAGS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "train_accuracy": "accuracy/train",
+    "val_accuracy": "accuracy/val",
+    "epoch_seconds": "epoch_seconds",
+}
 
 
 def _tensorboard_without_tensorflow() -> None:

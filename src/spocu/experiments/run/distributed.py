@@ -30,8 +30,9 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["DistributedContext", "from_environment", "initialize", "shard", "per_process_batch", "TORCHRUN_VARIABLES"]
 
@@ -116,7 +117,9 @@ def from_environment(environ: Mapping[str, str] | None = None) -> DistributedCon
     try:
         rank, world, local = (int(env[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     except ValueError:
-        raise ValueError(f"torchrun environment is malformed: RANK={env['RANK']!r}, WORLD_SIZE={env['WORLD_SIZE']!r}, LOCAL_RANK={env['LOCAL_RANK']!r}") from None
+        raise ValueError(
+            f"torchrun environment is malformed: RANK={env['RANK']!r}, WORLD_SIZE={env['WORLD_SIZE']!r}, LOCAL_RANK={env['LOCAL_RANK']!r}"
+        ) from None
     if not (0 <= rank < world and local >= 0):
         raise ValueError(f"torchrun environment is inconsistent: RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local}")
     return DistributedContext(rank, world, local)
@@ -150,7 +153,10 @@ def initialize(context: DistributedContext, device: str) -> DistributedContext:
     else:
         resolved = replace(context, backend="gloo", device="cpu")
         dist.init_process_group("gloo")
-    if (dist.get_rank(), dist.get_world_size()) != (context.rank, context.world_size):  # pragma: no cover - torchrun's contract
+    if (dist.get_rank(), dist.get_world_size()) != (
+        context.rank,
+        context.world_size,
+    ):  # pragma: no cover - torchrun's contract
         raise RuntimeError("the process group disagrees with RANK/WORLD_SIZE")
     return resolved
 

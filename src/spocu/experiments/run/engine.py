@@ -44,12 +44,13 @@ import datetime as _dt
 import importlib
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from spocu.experiments.seeding import STREAM_INIT, STREAM_ORDER, batch_order, derive_seed
+from spocu.experiments.seeding import batch_order, derive_seed
 
 if TYPE_CHECKING:  # annotations only: importing them here would make engines depend on config and datasets
     from spocu.experiments.activations import ActivationSpec
@@ -181,7 +182,10 @@ def robust_test_loss(per_sample_loss: np.ndarray, max_abs_logit: np.ndarray) -> 
         return {"test_loss_median": None, "test_huge_logit_share": None}
     with np.errstate(invalid="ignore"):
         huge = ~(logits <= HUGE_LOGIT)  # NaN and inf count
-    return {"test_loss_median": _finite_or_none(float(np.median(losses))), "test_huge_logit_share": float(np.mean(huge))}
+    return {
+        "test_loss_median": _finite_or_none(float(np.median(losses))),
+        "test_huge_logit_share": float(np.mean(huge)),
+    }
 
 
 def utc_now() -> str:
@@ -261,7 +265,9 @@ class Engine(Protocol):
 
     def resolve_device(self, device: str) -> Any: ...
 
-    def choose_threads(self, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, device: Any) -> int | None: ...
+    def choose_threads(
+        self, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, device: Any
+    ) -> int | None: ...
 
     def train_run(
         self,

@@ -36,7 +36,9 @@ class ResumeRefused(ValueError):
     """``--out`` holds runs made on other data or with other model code; the message names the file."""
 
 
-def load_data(config: ExperimentConfig, *, data_dir=None, download: bool = True, progress: bool = True, allow_leak: bool = False) -> Dataset:
+def load_data(
+    config: ExperimentConfig, *, data_dir=None, download: bool = True, progress: bool = True, allow_leak: bool = False
+) -> Dataset:
     """The experiment's dataset, split and preprocessed (raises DatasetError or ValueError naming the problem)."""
     if config.user_data:
         from spocu.experiments.data.user_data import load_user_dataset
@@ -44,15 +46,27 @@ def load_data(config: ExperimentConfig, *, data_dir=None, download: bool = True,
         if data_dir is not None:
             raise ValueError(f"--data-dir applies to the built-in mnist and cifar10, not to --dataset {config.dataset}")
         dataset = load_user_dataset(
-            config.dataset, target=config.target, image_size=config.image_size, split_seed=config.split_seed,
-            val_size=config.val_size, test_size=config.test_size, allow_leak=allow_leak, split=config.split,
+            config.dataset,
+            target=config.target,
+            image_size=config.image_size,
+            split_seed=config.split_seed,
+            val_size=config.val_size,
+            test_size=config.test_size,
+            allow_leak=allow_leak,
+            split=config.split,
         )
     else:
         from spocu.experiments.data.datasets import load_dataset
 
         dataset = load_dataset(
-            config.dataset, data_dir=data_dir, download=download, progress=progress,
-            split_seed=config.split_seed, val_size=config.val_size, test_size=config.test_size, split=config.split,
+            config.dataset,
+            data_dir=data_dir,
+            download=download,
+            progress=progress,
+            split_seed=config.split_seed,
+            val_size=config.val_size,
+            test_size=config.test_size,
+            split=config.split,
         )
     if dataset.resplit is not None and dataset.info.get("one_hot"):
         _check_seeds_share_features(config, dataset)
@@ -66,7 +80,9 @@ def _check_seeds_share_features(config: ExperimentConfig, dataset: Dataset) -> N
     for seed in config.seeds:
         mine = dataset.for_seed(seed)
         if mine.input_shape != dataset.input_shape or mine.info.get("one_hot") != dataset.info.get("one_hot"):
-            differ = sorted(c for c in dataset.info["one_hot"] if mine.info["one_hot"].get(c) != dataset.info["one_hot"][c])
+            differ = sorted(
+                c for c in dataset.info["one_hot"] if mine.info["one_hot"].get(c) != dataset.info["one_hot"][c]
+            )
             raise DatasetError(
                 f"{config.dataset}: with --split per-seed, seed {seed}'s training split lacks categories of the text column(s) "
                 f"{', '.join(differ)} that other seeds' splits have, so the seeds' networks would get different inputs; "
@@ -90,7 +106,9 @@ def check_model(config: ExperimentConfig, dataset: Dataset) -> dict | None:
     if config.framework == "keras":
         from spocu.experiments.models import keras_models as models_keras
 
-        models = [models_keras.build_model(config.model, dataset.input_shape, dataset.num_classes, s, seed) for s in builds]
+        models = [
+            models_keras.build_model(config.model, dataset.input_shape, dataset.num_classes, s, seed) for s in builds
+        ]
         return getattr(models[0], "spocu_swap", None)
     from spocu.experiments.models import torch_models as models_torch
 
@@ -120,8 +138,10 @@ def _check_training_batch(config: ExperimentConfig, dataset: Dataset, model, mod
         output = models_torch.probe_forward(model, torch.zeros((size, *dataset.input_shape)), training=True)
     except Exception as error:  # the user's model: anything it raises is a one-line refusal
         detail = " ".join(f"{type(error).__name__}: {error}".split())
-        raise UserModelError(f"--model {name}: a training batch of {size} does not go through the model ({detail})"
-                             + ("; use a --batch-size of 2 or more" if size == 1 else "")) from None
+        raise UserModelError(
+            f"--model {name}: a training batch of {size} does not go through the model ({detail})"
+            + ("; use a --batch-size of 2 or more" if size == 1 else "")
+        ) from None
     shape = tuple(output.shape)
     if shape != (size, dataset.num_classes):
         raise UserModelError(
@@ -133,7 +153,9 @@ def _check_training_batch(config: ExperimentConfig, dataset: Dataset, model, mod
 def _wrong_framework(config: ExperimentConfig, error: Exception) -> Exception:
     text = str(error)
     if config.framework == "keras" and "not a keras.Model" in text:
-        return type(error)(f"{text}: it builds a PyTorch model; run it with the PyTorch engine (--framework torch, the default)")
+        return type(error)(
+            f"{text}: it builds a PyTorch model; run it with the PyTorch engine (--framework torch, the default)"
+        )
     if config.framework == "torch" and "not a torch.nn.Module" in text:
         return type(error)(f"{text}: if it builds a Keras model, run it with --framework keras")
     return error
@@ -149,7 +171,9 @@ def finalize(config: ExperimentConfig, dataset: Dataset) -> ExperimentConfig:
             # --target naming the last column is the default: the same experiment as no --target
             config = dataclasses.replace(config, target=None)
     # a last training batch of one sample is merged into the one before (batch_bounds): recorded in the protocol
-    config = dataclasses.replace(config, last_batch="merged" if merges_last_batch(len(dataset.y_train), config.batch_size) else None)
+    config = dataclasses.replace(
+        config, last_batch="merged" if merges_last_batch(len(dataset.y_train), config.batch_size) else None
+    )
     config, _ = with_model_source(config)
     try:
         swapped = check_model(config, dataset)
@@ -179,7 +203,11 @@ def check_resume(config: ExperimentConfig, out: str | Path) -> None:
         before = stored.get("split", "fixed")
         raise ResumeRefused(
             f"the runs in {out} were made with --split {before}"
-            + (" (one split for every seed: spocu 0.1's protocol)" if before == "fixed" else " (each seed its own split)")
+            + (
+                " (one split for every seed: spocu 0.1's protocol)"
+                if before == "fixed"
+                else " (each seed its own split)"
+            )
             + f", this command asks for --split {protocol.get('split', 'fixed')}: add --split {before} to resume them, or use another --out"
         )
     same_data = stored.get("dataset") == protocol.get("dataset")
@@ -188,14 +216,21 @@ def check_resume(config: ExperimentConfig, out: str | Path) -> None:
             f"{config.dataset} changed since the runs in {out} were made (content sha256 {stored.get('data_sha256')} there, "
             f"{protocol.get('data_sha256')} now): results on the two versions cannot be pooled; use another --out, or restore the file"
         )
-    if protocol.get("last_batch") != stored.get("last_batch") and {**stored, "last_batch": None} == {**protocol, "last_batch": None}:
+    if protocol.get("last_batch") != stored.get("last_batch") and {**stored, "last_batch": None} == {
+        **protocol,
+        "last_batch": None,
+    }:
         raise ResumeRefused(
             f"the runs in {out} were trained with a last batch of one sample; spocu now trains it with the batch before "
             f"(last_batch: merged, as a batch norm cannot train on one sample): results on the two plans cannot be pooled; "
             "use another --out, or another --batch-size"
         )
     model, before = protocol["model"], stored.get("model") or {}
-    if config.model.is_factory and before.get("name") == model["name"] and before.get("source_sha256") != model["source_sha256"]:
+    if (
+        config.model.is_factory
+        and before.get("name") == model["name"]
+        and before.get("source_sha256") != model["source_sha256"]
+    ):
         from spocu.experiments.models.factories import load_factory
 
         source = load_factory(config.model.name, config.model.swap).source

@@ -35,9 +35,7 @@ import contextlib
 import math
 import re
 import time
-from typing import Callable
-
-
+from collections.abc import Callable
 
 from spocu._llvm import preload_triton_before_tensorflow  # noqa: E402
 
@@ -50,9 +48,17 @@ import numpy as np  # noqa: E402
 from spocu.experiments.activations import ActivationSpec  # noqa: E402
 from spocu.experiments.config import ExperimentConfig  # noqa: E402
 from spocu.experiments.data.datasets import Dataset  # noqa: E402
-from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, robust_test_loss, utc_now  # noqa: E402
 from spocu.experiments.models.keras_models import build_model, count_parameters  # noqa: E402
-from spocu.experiments.seeding import batch_bounds  # noqa: E402
+from spocu.experiments.run.engine import (  # noqa: E402
+    EpochRecord,
+    RunResult,
+    batch_order,
+    derive_seed,
+    make_run_result,
+    robust_test_loss,
+    utc_now,
+)
+from spocu.experiments.seeding import STREAM_INIT, batch_bounds  # noqa: E402
 
 __all__ = [
     "NAME",
@@ -175,7 +181,9 @@ class SeededBatches(keras.utils.PyDataset):
         (True, 2)
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, scale: float | None, *, seed: int | None = None) -> None:
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, batch_size: int, scale: float | None, *, seed: int | None = None
+    ) -> None:
         super().__init__()
         self.x, self.y, self.batch_size, self.scale, self.seed = x, y, batch_size, scale, seed
         # training: a last batch of one sample joins the one before it (batch_bounds), as in the PyTorch engine
@@ -206,7 +214,11 @@ class SeededBatches(keras.utils.PyDataset):
         x = self.x[rows]
         if x.ndim == 4:
             x = x.transpose(0, 2, 3, 1)
-        x = x.astype(np.float32) * np.float32(self.scale) if self.scale is not None else np.ascontiguousarray(x, dtype=np.float32)
+        x = (
+            x.astype(np.float32) * np.float32(self.scale)
+            if self.scale is not None
+            else np.ascontiguousarray(x, dtype=np.float32)
+        )
         return x, self.y[rows]
 
 
@@ -271,7 +283,15 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append((train, self._eval_seconds))
         if self.on_epoch is not None:
             self.on_epoch(
-                EpochRecord(epoch + 1, logs.get("loss"), logs.get("accuracy"), logs.get("val_loss"), logs.get("val_accuracy"), train, self._eval_seconds)
+                EpochRecord(
+                    epoch + 1,
+                    logs.get("loss"),
+                    logs.get("accuracy"),
+                    logs.get("val_loss"),
+                    logs.get("val_accuracy"),
+                    train,
+                    self._eval_seconds,
+                )
             )
         loss = logs.get("loss")
         if loss is None or not math.isfinite(loss):
@@ -305,14 +325,18 @@ def train_run(
     from scipy.special import log_softmax
 
     if config.keras_backend is not None and config.keras_backend != backend():
-        raise ValueError(f"this experiment uses Keras's {config.keras_backend} backend, but Keras runs on {backend()} here (set KERAS_BACKEND)")
+        raise ValueError(
+            f"this experiment uses Keras's {config.keras_backend} backend, but Keras runs on {backend()} here (set KERAS_BACKEND)"
+        )
     lr = config.lr_for(activation)  # --tune lr: this activation's chosen rate
     optimizer = _optimizer(config, lr)  # refuses unsupported combinations before anything is built
     dataset = dataset.for_seed(seed)  # --split per-seed: this seed's own split, the same in every process
     path = _kernel_path(activation, config, device)
     started, start_clock = utc_now(), time.perf_counter()
     keras.backend.clear_session()  # a fresh graph and name scope for each run in a long-lived process
-    keras.utils.set_random_seed(derive_seed(seed, STREAM_INIT, 1) % 2**32)  # anything else random (none in these models)
+    keras.utils.set_random_seed(
+        derive_seed(seed, STREAM_INIT, 1) % 2**32
+    )  # anything else random (none in these models)
     threads_in_effect = _apply_threads(threads) if device == "cpu" else None
     with _device_scope(device):
         model = build_model(config.model, dataset.input_shape, dataset.num_classes, activation, seed)
@@ -329,14 +353,28 @@ def train_run(
         if config.lr_milestones:  # lr x 0.1 at each milestone epoch, as the PyTorch engine's MultiStepLR
             callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: lr_at_epoch(config, epoch, lr)))
         history = model.fit(
-            train, epochs=config.epochs, steps_per_epoch=train.steps, validation_data=val, callbacks=callbacks, shuffle=False, verbose=0,
+            train,
+            epochs=config.epochs,
+            steps_per_epoch=train.steps,
+            validation_data=val,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=0,
         ).history
         # tuning runs (--tune) get no test set at all
-        logits = np.asarray(model.predict(test, verbose=0), dtype=np.float64) if len(dataset.y_test) else np.zeros((0, dataset.num_classes))
+        logits = (
+            np.asarray(model.predict(test, verbose=0), dtype=np.float64)
+            if len(dataset.y_test)
+            else np.zeros((0, dataset.num_classes))
+        )
     epochs = [
         EpochRecord(
-            k + 1, history["loss"][k], history["accuracy"][k], history.get("val_loss", [None] * (k + 1))[k],
-            history.get("val_accuracy", [None] * (k + 1))[k], *timer.seconds[k],
+            k + 1,
+            history["loss"][k],
+            history["accuracy"][k],
+            history.get("val_loss", [None] * (k + 1))[k],
+            history.get("val_accuracy", [None] * (k + 1))[k],
+            *timer.seconds[k],
         )
         for k in range(len(history["loss"]))
     ]

@@ -29,7 +29,9 @@ __all__ = ["fix_kernel_path", "check_kernel_path", "uses_spocu"]
 
 def uses_spocu(activation: Any, model: Any) -> bool:
     """Whether the run's network may compute SPOCU: the activation is SPOCU or the user's, or the model is a factory."""
-    return activation.name == "spocu" or getattr(activation, "is_user", False) or bool(getattr(model, "is_factory", False))
+    return (
+        activation.name == "spocu" or getattr(activation, "is_user", False) or bool(getattr(model, "is_factory", False))
+    )
 
 
 def fix_kernel_path(device: Any, backend: str | None = None) -> str:
@@ -58,4 +60,6 @@ def check_kernel_path(path: str | None, device: Any, backend: str | None = None)
         return
     now = fix_kernel_path(device, backend)
     if now != path:
-        raise RuntimeError(f"SPOCU's kernel path changed during the run ({path} -> {now}); its numbers would depend on timing")
+        raise RuntimeError(
+            f"SPOCU's kernel path changed during the run ({path} -> {now}); its numbers would depend on timing"
+        )

@@ -49,11 +49,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
@@ -174,8 +175,14 @@ def _train_one(activation: ActivationSpec, seed: int) -> dict:
         events.put(("epoch", key, asdict(record)))
 
     result = w["engine"].train_run(
-        w["config"], w["dataset"], activation, seed, device=w["device"], threads=w["threads"],
-        on_epoch=on_epoch, protocol_hash=w["protocol_hash"],
+        w["config"],
+        w["dataset"],
+        activation,
+        seed,
+        device=w["device"],
+        threads=w["threads"],
+        on_epoch=on_epoch,
+        protocol_hash=w["protocol_hash"],
     )
     OutputDir(w["out_root"]).save_run(activation, result)
     data = result.to_json()
@@ -223,9 +230,22 @@ def train_in_pool(
         max_workers=max(1, min(jobs, len(pending))),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(framework, config, dataset, str(out_root), device, threads, protocol_hash, events, counter, os.getpid()),
+        initargs=(
+            framework,
+            config,
+            dataset,
+            str(out_root),
+            device,
+            threads,
+            protocol_hash,
+            events,
+            counter,
+            os.getpid(),
+        ),
     )
-    futures: dict[Future, tuple[str, int]] = {executor.submit(_train_one, spec, seed): (spec.canonical, seed) for spec, seed in pending}
+    futures: dict[Future, tuple[str, int]] = {
+        executor.submit(_train_one, spec, seed): (spec.canonical, seed) for spec, seed in pending
+    }
     reported: set[tuple[str, int]] = set()
     failure: BaseException | None = None
     try:

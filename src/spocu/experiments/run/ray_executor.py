@@ -46,17 +46,18 @@ import contextlib
 import dataclasses
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
 from spocu.experiments.data.datasets import Dataset
-from spocu.experiments.run.engine import EpochRecord, RunResult, get_engine
 from spocu.experiments.errors import ExperimentError
+from spocu.experiments.run.engine import EpochRecord, RunResult, get_engine
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -149,7 +150,9 @@ def find_unfit_resources(needed: dict[str, int], nodes: list[dict[str, float]], 
     return f"no node of the Ray cluster can run a task that needs {wants} (nodes: {have})"
 
 
-def check_cluster_fits(device: str, threads: int | None, nodes: list[dict[str, float]], autoscaling: bool = False) -> str | None:
+def check_cluster_fits(
+    device: str, threads: int | None, nodes: list[dict[str, float]], autoscaling: bool = False
+) -> str | None:
     """Raise :class:`ResourcesUnavailable` if no node in ``nodes`` can run one task on ``device`` with ``threads``.
 
     ``autoscaling``: the cluster adds nodes on demand (Ray's autoscaler; ``--ray-autoscaling``), so
@@ -294,7 +297,9 @@ def _init(address: str | None, num_cpus: int | None, quiet: dict) -> None:
             ray.init(address=address, **quiet)
         except (ConnectionError, ValueError, RuntimeError) as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise RayUnavailable(f"cannot join the Ray cluster at {address!r} (--ray-address or RAY_ADDRESS): {first}") from None
+            raise RayUnavailable(
+                f"cannot join the Ray cluster at {address!r} (--ray-address or RAY_ADDRESS): {first}"
+            ) from None
     else:
         from spocu.experiments.run.parallel import usable_cpus
 
@@ -360,8 +365,14 @@ def _run_task(
 
     train = train_function or engine.train_run
     result = train(
-        config, _writable(dataset), activation, seed, device=device, threads=threads,
-        on_epoch=on_epoch, protocol_hash=protocol_hash,
+        config,
+        _writable(dataset),
+        activation,
+        seed,
+        device=device,
+        threads=threads,
+        on_epoch=on_epoch,
+        protocol_hash=protocol_hash,
     )
     ray.get(last[0])  # every event of this run is in the box before the driver sees the run finished
     return result.to_json()
@@ -378,7 +389,9 @@ def _failure_reason(error: BaseException) -> str:
         if cause is not None:
             return f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    if isinstance(error, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError)):
+    if isinstance(
+        error, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError)
+    ):
         return f"its worker died and every retry failed too ({type(error).__name__}: {first})"
     return f"{type(error).__name__}: {first}"
 
@@ -467,7 +480,16 @@ def train_with_ray(
                 while waiting and len(running) < limit:
                     spec, seed = waiting.pop(0)
                     ref = task.options(**task_options, name=f"spocu {spec.canonical} seed {seed}").remote(
-                        framework, config, dataset_ref, spec, seed, device, threads, protocol_hash, progress, train_function,
+                        framework,
+                        config,
+                        dataset_ref,
+                        spec,
+                        seed,
+                        device,
+                        threads,
+                        protocol_hash,
+                        progress,
+                        train_function,
                     )
                     running[ref] = (spec, seed)
                 ready, _ = ray.wait(list(running), num_returns=len(running), timeout=_POLL_SECONDS)

@@ -85,8 +85,12 @@ def watch(driver: int) -> subprocess.Popen | None:
     if not os.path.isdir("/proc/self") or sys.platform != "linux":
         return None
     return subprocess.Popen(
-        [sys.executable, "-I", os.path.abspath(__file__), str(driver)], stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+        [sys.executable, "-I", os.path.abspath(__file__), str(driver)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
     )
 
 

@@ -20,8 +20,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from spocu.experiments.run.engine import Engine, EpochRecord, RunResult
 from spocu.experiments.errors import BadRunFile, ExperimentError
+from spocu.experiments.run.engine import Engine, EpochRecord, RunResult
 from spocu.experiments.run.executors import DEFAULT_EXECUTOR, get_executor
 from spocu.experiments.run.store import OutputDir
 
@@ -123,7 +123,10 @@ def run_experiment(
             problem = error  # raised below in every process, so that none waits for the others
     if dist is not None:  # rank 0 alone sees the output directory: it tells the others what to train
         decision = dist.broadcast(
-            {"problem": None if problem is None else str(problem), "done": sorted([*(k for k, v in done.items() if v is not None), *bad])}
+            {
+                "problem": None if problem is None else str(problem),
+                "done": sorted([*(k for k, v in done.items() if v is not None), *bad]),
+            }
         )
         if decision["problem"] is not None:
             raise ExperimentError(decision["problem"])
@@ -137,8 +140,17 @@ def run_experiment(
         train_elsewhere = get_executor(executor)
         with contextlib.closing(
             train_elsewhere(
-                pending, config=config, dataset=dataset, out_root=out.root, framework=engine.NAME, device=device,
-                threads=threads, jobs=jobs, callbacks=callbacks, protocol_hash=config.protocol_hash(), **(executor_options or {}),
+                pending,
+                config=config,
+                dataset=dataset,
+                out_root=out.root,
+                framework=engine.NAME,
+                device=device,
+                threads=threads,
+                jobs=jobs,
+                callbacks=callbacks,
+                protocol_hash=config.protocol_hash(),
+                **(executor_options or {}),
             )
         ) as finished_elsewhere:
             for result in finished_elsewhere:
@@ -149,8 +161,15 @@ def run_experiment(
             if main:
                 callbacks.run_started(spec.canonical, seed)
             result = engine.train_run(
-                config, dataset, spec, seed, device=device, threads=threads,
-                on_epoch=(lambda record, a=spec.canonical, s=seed: callbacks.epoch_done(a, s, record)) if main else None,
+                config,
+                dataset,
+                spec,
+                seed,
+                device=device,
+                threads=threads,
+                on_epoch=(lambda record, a=spec.canonical, s=seed: callbacks.epoch_done(a, s, record))
+                if main
+                else None,
                 protocol_hash=config.protocol_hash(),
                 **options,
             )

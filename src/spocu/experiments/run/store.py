@@ -45,13 +45,14 @@ import json
 import math
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from spocu._atomic import atomic_write_text, temp_owner
-from spocu.experiments.run.engine import SCHEMA_RUN, RunResult
 from spocu.experiments.errors import BadRunFile, ConfigMismatch, OutputBusy, OutputRefused
+from spocu.experiments.run.engine import SCHEMA_RUN, RunResult
 
 if TYPE_CHECKING:
     from spocu.experiments.activations import ActivationSpec
@@ -148,7 +149,9 @@ class OutputDir:
         if root.is_file():
             raise OutputRefused(f"--out {root} is a file, not a directory; choose a new or empty directory")
         if not root.is_dir():
-            raise OutputRefused(f"--out {root} is not a directory (a device or other special file); choose a new or empty directory")
+            raise OutputRefused(
+                f"--out {root} is not a directory (a device or other special file); choose a new or empty directory"
+            )
         try:
             entries = sorted(p.name for p in root.iterdir())
         except OSError as error:
@@ -200,7 +203,9 @@ class OutputDir:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                raise OutputBusy(f"another spocu compare is writing to {self.root}; wait for it or use another --out") from None
+                raise OutputBusy(
+                    f"another spocu compare is writing to {self.root}; wait for it or use another --out"
+                ) from None
             try:
                 yield
             finally:
@@ -231,7 +236,10 @@ class OutputDir:
                     "Use the same options to resume it, or another --out for a new experiment."
                 )
         else:
-            atomic_write_text(path, dump_json({"schema": SCHEMA_CONFIG, "protocol": protocol, "protocol_hash": config.protocol_hash()}))
+            atomic_write_text(
+                path,
+                dump_json({"schema": SCHEMA_CONFIG, "protocol": protocol, "protocol_hash": config.protocol_hash()}),
+            )
 
     @staticmethod
     def _stored_protocol(path: Path) -> dict:
@@ -255,13 +263,17 @@ class OutputDir:
 
     # -- runs -----------------------------------------------------------------------------------
 
-    def load_run(self, activation: ActivationSpec, seed: int, config: ExperimentConfig, dataset: Dataset) -> RunResult | None:
+    def load_run(
+        self, activation: ActivationSpec, seed: int, config: ExperimentConfig, dataset: Dataset
+    ) -> RunResult | None:
         """The finished, validated run, or None if it is not there; raises :class:`BadRunFile`."""
         path = self.run_path(activation, seed)
         if not path.exists() and not path.is_symlink():
             return None
         if path.is_dir():
-            raise BadRunFile(path, "is a directory, not a run file; remove it to train this run, or pass --skip-bad-runs")
+            raise BadRunFile(
+                path, "is a directory, not a run file; remove it to train this run, or pass --skip-bad-runs"
+            )
         try:
             data = _strict_loads(path.read_text())
         except (OSError, ValueError, UnicodeDecodeError) as error:
@@ -296,10 +308,23 @@ def _check_number(name: str, value: Any, low: float, high: float = math.inf, *, 
         raise ValueError(f"{name} = {json.dumps(value)} is not a number {bound}" + (" (or null)" if nullable else ""))
 
 
-_STRINGS = ("activation", "init", "framework", "framework_version", "device", "started_at", "finished_at", "protocol_hash", "dataset_fingerprint", "split_fingerprint")
+_STRINGS = (
+    "activation",
+    "init",
+    "framework",
+    "framework_version",
+    "device",
+    "started_at",
+    "finished_at",
+    "protocol_hash",
+    "dataset_fingerprint",
+    "split_fingerprint",
+)
 
 
-def validate_run(data: Any, activation: ActivationSpec, seed: int, config: ExperimentConfig, dataset: Dataset) -> RunResult:
+def validate_run(
+    data: Any, activation: ActivationSpec, seed: int, config: ExperimentConfig, dataset: Dataset
+) -> RunResult:
     """``data`` (a run file's JSON) as a RunResult, if it is a complete run of this experiment; else ValueError.
 
     Checks: the schema and every field's type; that it is ``activation`` with ``seed`` under this
@@ -334,15 +359,21 @@ def validate_run(data: Any, activation: ActivationSpec, seed: int, config: Exper
         for record in fields["epochs"]:
             for key, value in record.items():
                 if key != "epoch" and value is not None and not _is_number(value):
-                    raise ValueError(f"epoch {json.dumps(record.get('epoch'))}: {key} = {json.dumps(value)} is not a finite number or null")
+                    raise ValueError(
+                        f"epoch {json.dumps(record.get('epoch'))}: {key} = {json.dumps(value)} is not a finite number or null"
+                    )
         result = RunResult(**fields)
     except TypeError as error:  # missing or unknown fields
         raise ValueError(f"is not a complete run record ({error})") from None
     # whose run is it?
     if (result.activation, result.seed, result.init) != (activation.canonical, seed, activation.init):
-        raise ValueError(f"holds {result.activation} seed {result.seed} ({result.init}), not {activation.canonical} seed {seed} ({activation.init}) as its name says")
+        raise ValueError(
+            f"holds {result.activation} seed {result.seed} ({result.init}), not {activation.canonical} seed {seed} ({activation.init}) as its name says"
+        )
     if result.protocol_hash != config.protocol_hash():
-        raise ValueError(f"was made with a different protocol (hash {result.protocol_hash}, now {config.protocol_hash()})")
+        raise ValueError(
+            f"was made with a different protocol (hash {result.protocol_hash}, now {config.protocol_hash()})"
+        )
     if activation.is_user and result.activation_source_sha256 != activation.source_sha256:
         raise ValueError(
             f"was made with other code of the activation {activation.name} (source sha256 {result.activation_source_sha256} there, "
@@ -359,7 +390,9 @@ def validate_run(data: Any, activation: ActivationSpec, seed: int, config: Exper
             f"was trained on different data (fingerprint {result.dataset_fingerprint}, now {dataset.fingerprint()}): the dataset files changed"
         )
     if result.split_fingerprint and result.split_fingerprint != dataset.split_fingerprint():
-        raise ValueError(f"was tested on other test samples (split fingerprint {result.split_fingerprint}, now {dataset.split_fingerprint()})")
+        raise ValueError(
+            f"was tested on other test samples (split fingerprint {result.split_fingerprint}, now {dataset.split_fingerprint()})"
+        )
     # ranges
     _check_number("num_parameters", result.num_parameters, 1)
     if result.threads is not None:
@@ -375,7 +408,9 @@ def validate_run(data: Any, activation: ActivationSpec, seed: int, config: Exper
         _check_number("diverged_at", result.diverged_at, 1, config.epochs)
         expected = result.diverged_at
     if len(result.epochs) != expected:
-        cause = f"diverged at epoch {result.diverged_at}" if result.diverged_at else f"the protocol trains {config.epochs}"
+        cause = (
+            f"diverged at epoch {result.diverged_at}" if result.diverged_at else f"the protocol trains {config.epochs}"
+        )
         raise ValueError(f"holds {len(result.epochs)} epoch(s), but {cause}: the run is incomplete")
     for index, e in enumerate(result.epochs, start=1):
         if not _is_int(e.epoch) or e.epoch != index:
@@ -391,7 +426,9 @@ def validate_run(data: Any, activation: ActivationSpec, seed: int, config: Exper
         raise ValueError(f"holds {len(predictions)} test predictions for a test set of {len(labels)}")
     bad = next((p for p in predictions if not _is_int(p) or not 0 <= p < dataset.num_classes), None)
     if bad is not None:
-        raise ValueError(f"predicts class {json.dumps(bad)}, outside the {dataset.num_classes} classes (0..{dataset.num_classes - 1})")
+        raise ValueError(
+            f"predicts class {json.dumps(bad)}, outside the {dataset.num_classes} classes (0..{dataset.num_classes - 1})"
+        )
     if len(labels):
         import numpy as np
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -30,11 +30,19 @@ from torch.utils.data import DistributedSampler
 from spocu.experiments.activations import ActivationSpec
 from spocu.experiments.config import ExperimentConfig
 from spocu.experiments.data.datasets import Dataset
-from spocu.experiments.run.distributed import DistributedContext, per_process_batch, shard
-from spocu.experiments.run.kernels import check_kernel_path, fix_kernel_path, uses_spocu
-from spocu.experiments.run.engine import STREAM_INIT, EpochRecord, RunResult, batch_order, derive_seed, make_run_result, robust_test_loss, utc_now
-from spocu.experiments.seeding import batch_bounds, merges_last_batch
 from spocu.experiments.models.torch_models import build_model, count_parameters, initialize, macs_per_sample
+from spocu.experiments.run.distributed import DistributedContext, per_process_batch, shard
+from spocu.experiments.run.engine import (
+    EpochRecord,
+    RunResult,
+    batch_order,
+    derive_seed,
+    make_run_result,
+    robust_test_loss,
+    utc_now,
+)
+from spocu.experiments.run.kernels import check_kernel_path, fix_kernel_path, uses_spocu
+from spocu.experiments.seeding import STREAM_INIT, batch_bounds, merges_last_batch
 
 __all__ = [
     "NAME",
@@ -104,7 +112,9 @@ class SeededDistributedSampler(DistributedSampler):
         return iter(indices[self.rank : self.total_size : self.num_replicas])
 
 
-def choose_threads(config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, device: torch.device) -> int | None:
+def choose_threads(
+    config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, device: torch.device
+) -> int | None:
     """CPU threads for this experiment: 1 for small models, else PyTorch's default; None on a GPU."""
     if device.type != "cpu":
         return None
@@ -168,7 +178,9 @@ def _evaluate(model: nn.Module, split: _Split, keep_predictions: bool = False, d
         if keep_predictions:
             preds = dist.all_gather_ints(preds)
             # float64 bits travel as int64: the gathered values are exact
-            per_sample = np.array(dist.all_gather_ints(per_sample.view(np.int64).tolist()), dtype=np.int64).view(np.float64)
+            per_sample = np.array(dist.all_gather_ints(per_sample.view(np.int64).tolist()), dtype=np.int64).view(
+                np.float64
+            )
             biggest = np.array(dist.all_gather_ints(biggest.view(np.int64).tolist()), dtype=np.int64).view(np.float64)
     if not keep_predictions:
         return loss_sum / n, correct / n, preds
@@ -225,7 +237,11 @@ def train_run(
         lr = config.lr_for(activation)  # --tune lr: this activation's chosen rate
         optimizer = _optimizer(config, network.parameters(), lr)
         # lr x 0.1 at each milestone epoch (He et al. 2016's step schedule); stepped once per epoch
-        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), 0.1) if config.lr_milestones else None
+        schedule = (
+            torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), 0.1)
+            if config.lr_milestones
+            else None
+        )
         history: list[EpochRecord] = []
         diverged_at = None
         # the single-process plan decides (the protocol's last_batch): a last global batch of one sample is merged,
@@ -264,7 +280,9 @@ def train_run(
             t1 = time.perf_counter()
             val_loss, val_accuracy, _ = _evaluate(model, val, dist=dist)
             _sync(device)
-            record = EpochRecord(epoch, train_loss, total_correct / seen, val_loss, val_accuracy, seconds, time.perf_counter() - t1)
+            record = EpochRecord(
+                epoch, train_loss, total_correct / seen, val_loss, val_accuracy, seconds, time.perf_counter() - t1
+            )
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)

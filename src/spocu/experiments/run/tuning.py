@@ -66,7 +66,9 @@ def _last(epochs: list[EpochRecord] | None) -> tuple[float | None, float | None]
     return epochs[-1].val_accuracy, epochs[-1].val_loss
 
 
-def choose_rate(scores: dict[float, list[list[EpochRecord] | None]], default: float) -> tuple[float, list[dict[str, Any]]]:
+def choose_rate(
+    scores: dict[float, list[list[EpochRecord] | None]], default: float
+) -> tuple[float, list[dict[str, Any]]]:
     """The winning rate among ``scores`` (rate -> each tuning seed's epochs, None if it diverged) and each rate's score.
 
     Score: the mean last-epoch validation accuracy over the seeds; a rate with a diverged seed
@@ -110,7 +112,9 @@ class TuningCallbacks:
 
     def run_finished(self, result: RunResult) -> None:
         label = self._label(result.activation)
-        self.inner.run_finished(dataclasses.replace(result, activation=label, extra={**result.extra, "tuning_lr": self.lr}))
+        self.inner.run_finished(
+            dataclasses.replace(result, activation=label, extra={**result.extra, "tuning_lr": self.lr})
+        )
 
     def run_failed(self, failure: Any) -> None:
         if hasattr(self.inner, "run_failed"):
@@ -132,7 +136,9 @@ def tune_learning_rates(
     for lr in config.tune_grid():
         sub = dataclasses.replace(config, lr=lr, seeds=seeds, tune=None, learning_rates=())
         if say is not None:
-            say(f"tuning lr {lr:.3g}: {', '.join(config.activations)} x seeds {', '.join(map(str, seeds))} (validation split only)")
+            say(
+                f"tuning lr {lr:.3g}: {', '.join(config.activations)} x seeds {', '.join(map(str, seeds))} (validation split only)"
+            )
         for result in train(sub, OutputDir(out.root / TUNING_DIR / rate_label(lr)), data, lr):
             runs[(result.activation, lr, result.seed)] = result
     chosen: dict[str, float] = {}
@@ -141,7 +147,8 @@ def tune_learning_rates(
         scores = {}
         for lr in config.tune_grid():
             scores[lr] = [
-                None if (r := runs.get((name, lr, seed))) is None or r.diverged_at is not None else r.epochs for seed in seeds
+                None if (r := runs.get((name, lr, seed))) is None or r.diverged_at is not None else r.epochs
+                for seed in seeds
             ]
         chosen[name], table = choose_rate(scores, config.lr)
         record[name] = {"chosen": chosen[name], "scores": table}
