@@ -22,6 +22,7 @@ PREFERRED_ORDER = ("compare", "fit", "analyze", "shape", "bench", "demo")
 
 
 def available_commands() -> list[str]:
+    """The subcommands: the public modules of :mod:`spocu.commands`, in the help's order."""
     import spocu.commands
 
     names = [m.name for m in pkgutil.iter_modules(spocu.commands.__path__) if not m.name.startswith("_")]
@@ -42,6 +43,10 @@ def _build_parser(commands: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``spocu`` entry point: run the subcommand named by ``argv[0]`` (default: ``sys.argv``)
+    and return its exit status: a :class:`~spocu.errors.CommandError` prints one line and returns 2,
+    Ctrl-C returns 130.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = available_commands()
     if not argv or argv[0] in ("-h", "--help", "--version"):

@@ -496,6 +496,12 @@ class SPOCUParams:
         return _derivative_safe_bound(self, float(max_value))
 
     def as_dict(self) -> dict[str, float]:
+        """The four parameters as a dict (for JSON, logs and ``SPOCUParams(**d)``).
+
+        Examples:
+            >>> SPOCUParams().as_dict()
+            {'alpha': 3.0937, 'beta': 0.6653, 'gamma': 4.437, 'c': inf}
+        """
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "c": self.c}
 
     def __call__(self, x: Any) -> np.ndarray:

@@ -53,6 +53,10 @@ def candidates() -> dict[str, Any]:
 
 
 def run(config: BenchConfig, notes: list[str]) -> list[dict[str, Any]]:
+    """Time every candidate on flat tensors of ``config.sizes`` elements in ``config.dtypes``; one
+    row per candidate, dtype and size: forward and forward+backward ms, their ratios to ReLU, the bytes
+    kept for backward per input byte. A skipped old module appends a note to ``notes``.
+    """
     import torch
 
     device = torch.device(config.device)

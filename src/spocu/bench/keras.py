@@ -80,6 +80,9 @@ def keras_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run(config: BenchConfig, notes: list[str]) -> list[dict[str, Any]]:
+    """Time the seed CNN's Keras training step in one subprocess per ``config.keras_backends``
+    backend; their rows, and a note in ``notes`` for a backend that failed or timed out.
+    """
     rows = []
     payload_config = {"seed": config.seed, "rounds": config.step_rounds, "quick": config.quick, "no_old": config.no_old,
                       "old_wheel": config.old_wheel}  # fmt: skip

@@ -77,6 +77,9 @@ def measure_first_call(device: str, cache: str, timeout: float = 900) -> dict[st
 
 
 def run(config: BenchConfig, notes: list[str]) -> list[dict[str, Any]]:
+    """Time the first SPOCU call in a fresh process, cold then warm compiler cache; one row per
+    state (a failed measurement becomes a note in ``notes``).
+    """
     rows = []
     with tempfile.TemporaryDirectory(prefix="spocu-compile-cache-") as cache:
         for state in STATES:  # cold first: it fills the cache the warm one reads

@@ -19,6 +19,7 @@ CONTENDERS = 6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``spocu analyze`` options: network depth, width, batch, seed, starting moments, output directory."""
     parser.add_argument("--depth", type=int, default=50, help="number of layers (default 50)")
     parser.add_argument("--width", type=int, default=256, help="units per layer (default 256)")
     parser.add_argument("--batch", type=int, default=512, help="input samples (default 512)")
@@ -74,6 +75,10 @@ def check_out_dir(out: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``spocu analyze``: check the options and the memory estimate, then propagate moments
+    through a deep random network per activation, print each one's last layer and write the figures,
+    ``summary.md`` and ``results.json`` to ``--out``; returns the exit status.
+    """
     for name in ("depth", "width"):
         if getattr(args, name) < 1:
             raise CommandError(f"--{name} must be >= 1, got {getattr(args, name)}")

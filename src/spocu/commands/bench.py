@@ -43,6 +43,9 @@ def _csv(kind: Callable[[str], object]) -> Callable[[str], list]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``spocu bench`` options: sections, sizes, dtypes, rounds, device, threads, Keras backends,
+    old wheel, outputs and seed.
+    """
     parser.add_argument("--quick", action="store_true", help="fewer rounds and no optional variants (about a minute)")
     parser.add_argument(
         "--sections", type=_csv(str), default=list(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
@@ -107,6 +110,9 @@ def config_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """``spocu bench``: check the options (before torch loads) and the device, run the sections,
+    print the tables and write the files asked for; returns the exit status.
+    """
     config = config_from(args)  # before torch is imported: bad options fail fast
 
     import torch

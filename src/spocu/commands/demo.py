@@ -13,11 +13,15 @@ MAX_STEPS = 100_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``spocu demo`` options: ``--steps`` and ``--seed``."""
     parser.add_argument("--steps", type=int, default=300, help=f"optimizer steps (default 300, at most {MAX_STEPS})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0; 0 <= seed < 2**63)")
 
 
 def run(args: argparse.Namespace) -> int:
+    """``spocu demo``: fit sin(2x)·cos(y) with a small MLP, SPOCU then ReLU (same seed and
+    steps), and print each one's mean squared error at the start and the end; returns the exit status.
+    """
     if not 1 <= args.steps <= MAX_STEPS:
         raise CommandError(f"--steps must be in [1, {MAX_STEPS}], got {args.steps}")
     if not 0 <= args.seed < 2**63:  # torch.manual_seed takes a 64-bit integer

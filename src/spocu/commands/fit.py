@@ -17,6 +17,7 @@ HELP = "fit SPOCU's parameters so that E[s(z)] = 0, E[s(z)^2] = 1 (or your condi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``spocu fit`` options: input distribution, family, free and fixed parameters, conditions, solver, output."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "examples:\n"
@@ -237,6 +238,9 @@ def _print_table(result) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``spocu fit``: check the options (named as on the command line), call
+    :func:`spocu.science.fit` and print the fit (a table, or ``--json``); returns the exit status.
+    """
     from spocu.errors import CommandError
     from spocu.science import fit
 

@@ -13,6 +13,7 @@ HELP = "print SPOCU's shape in numbers (extrema, zeros, range, s'(0), overflow p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``spocu shape`` options: the parameters, ``--figure PATH`` and ``--json``."""
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"default {DEFAULT_ALPHA}")
     parser.add_argument("--beta", type=float, default=DEFAULT_BETA, help=f"default {DEFAULT_BETA}")
     parser.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help=f"default {DEFAULT_GAMMA}")
@@ -32,6 +33,9 @@ def _num(v: float | None, digits: int = 7) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``spocu shape``: print SPOCU's shape facts for the given parameters (a table, or ``--json``)
+    and write the figure if asked; returns the exit status.
+    """
     from spocu.core import SPOCUParams
     from spocu.errors import CommandError
     from spocu.science.fitting import _jsonable

@@ -126,6 +126,9 @@ class SPOCU(eqx.Module):
         )
 
     def __call__(self, x: jax.Array, *, key: Any = None) -> jax.Array:
+        """Apply SPOCU elementwise, s(x) = α·h(x/γ + β) − α·h(β), with this layer's parameters;
+        ``key`` is ignored (SPOCU is deterministic), accepted as other Equinox layers accept it.
+        """
         del key  # deterministic; accepted as other Equinox layers accept it
         if self.learnable:
             return learnable_spocu(x, self.raw_alpha, self.raw_beta, self.raw_gamma, self.c)

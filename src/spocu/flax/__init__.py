@@ -120,6 +120,9 @@ class SPOCU(nnx.Module):
         return self._mapped()[2] if self.learnable else self.fixed[2]
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        """Apply SPOCU elementwise, s(x) = α·h(x/γ + β) − α·h(β), with this module's fixed or
+        learnable (mapped) parameters; see :func:`spocu.jax.spocu`.
+        """
         if self.learnable:
             return learnable_spocu(x, self.raw_alpha[...], self.raw_beta[...], self.raw_gamma[...], self.c)
         return spocu(x, *self.fixed, self.c)

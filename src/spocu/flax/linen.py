@@ -76,6 +76,9 @@ class SPOCU(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        """Apply SPOCU elementwise, s(x) = α·h(x/γ + β) − α·h(β); when learnable, ``init`` creates
+        the params ``raw_alpha``, ``raw_beta``, ``raw_gamma``. See :func:`spocu.jax.spocu`.
+        """
         params = SPOCUParams(self.alpha, self.beta, self.gamma, self.c)
         if not self.learnable:
             return spocu(x, params.alpha, params.beta, params.gamma, params.c)

@@ -111,6 +111,7 @@ class SPOCU(keras.layers.Layer):
 
     @property
     def c(self) -> float:
+        """c: the saturation point, a float (``inf`` for the unbounded SPOCU); never learnable."""
         return self._fixed.c
 
     @property
@@ -135,15 +136,20 @@ class SPOCU(keras.layers.Layer):
         return self._fixed.gamma
 
     def call(self, inputs: Any) -> Any:
+        """Keras forward: SPOCU elementwise on ``inputs`` (integer and bool inputs promoted to
+        ``floatx``), with this layer's fixed or learnable parameters; see :func:`spocu.keras.spocu`.
+        """
         x = as_float_input(inputs)
         if self.learnable:
             return spocu_tensor_params(x, self.alpha, self.beta, self.gamma, self.c)
         return spocu_fixed(x, self._fixed)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
+        """Keras shape inference: SPOCU is elementwise, so the output shape is the input shape."""
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
+        """Keras serialization: the constructor's arguments (``c = inf`` stored as ``None``, valid JSON)."""
         config = super().get_config()
         p = self._fixed
         config.update(

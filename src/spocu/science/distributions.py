@@ -134,20 +134,27 @@ class Normal(InputDistribution):
 
     @property
     def mean(self) -> float:
+        """E[z]: the normal's mean ``loc``."""
         return self.loc
 
     @property
     def variance(self) -> float:
+        """Var[z]: the normal's variance ``var``."""
         return self.var
 
     @property
     def label(self) -> str:
+        """``N(mean, variance)``, e.g. ``N(0, 1)``."""
         return f"N({self.loc:g}, {self.var:g})"
 
     def describe(self) -> dict[str, Any]:
+        """``{"kind": "normal", "mean", "variance", "label"}``."""
         return {"kind": "normal", "mean": self.loc, "variance": self.var, "label": self.label}
 
     def expect(self, fn, breakpoints=(), vector_fn=None) -> float:
+        """E[fn(z)] = ∫ fn(x) φ(x; μ, σ²) dx by :func:`scipy.integrate.quad`, split at ``breakpoints``
+        (``vector_fn`` is not needed).
+        """
         sd = math.sqrt(self.var)
         norm = 1.0 / (sd * math.sqrt(2.0 * math.pi))
         m = self.loc
@@ -159,12 +166,15 @@ class Normal(InputDistribution):
         return _quad_expect(fn, pdf, (-math.inf, math.inf), breakpoints)
 
     def location_scale(self, mean: float, variance: float) -> Normal:
+        """N(mean, variance): a normal moved to other moments is the normal with those moments."""
         return Normal(mean, variance)
 
     def has_moment(self, power: float) -> bool:
+        """Always True: a normal has every moment."""
         return True
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` independent draws from N(loc, var) with ``rng``."""
         return rng.normal(self.loc, math.sqrt(self.var), size=n)
 
 
@@ -197,25 +207,32 @@ class Pareto(InputDistribution):
 
     @property
     def mean(self) -> float:
+        """E[z] = loc + scale/(a − 1)."""
         return self.loc + self.scale / (self.a - 1.0)
 
     @property
     def variance(self) -> float:
+        """Var[z] = scale²·a/((a − 1)²(a − 2)) for a > 2, ``inf`` otherwise."""
         if self.a <= 2:
             return math.inf
         return self.scale**2 * self.a / ((self.a - 1.0) ** 2 * (self.a - 2.0))
 
     @property
     def label(self) -> str:
+        """``Pareto(a=3)``, prefixed by ``loc + scale·`` when shifted or scaled."""
         base = f"Pareto(a={self.a:g})"
         if self.loc == 0.0 and self.scale == 1.0:
             return base
         return f"{self.loc:g} + {self.scale:g}·{base}"
 
     def describe(self) -> dict[str, Any]:
+        """``{"kind": "pareto", "a", "loc", "scale", "label"}``."""
         return {"kind": "pareto", "a": self.a, "loc": self.loc, "scale": self.scale, "label": self.label}
 
     def expect(self, fn, breakpoints=(), vector_fn=None) -> float:
+        """E[fn(z)] = ∫ fn(x) g(x) dx over (loc, ∞) by :func:`scipy.integrate.quad`, split at
+        ``breakpoints`` (``vector_fn`` is not needed).
+        """
         a, loc, scale = self.a, self.loc, self.scale
 
         def pdf(x: float) -> float:
@@ -225,16 +242,20 @@ class Pareto(InputDistribution):
         return _quad_expect(fn, pdf, (loc, math.inf), breakpoints)
 
     def location_scale(self, mean: float, variance: float) -> Pareto:
+        """The Pareto with the same ``a`` shifted and scaled to ``mean`` and ``variance``; a ValueError
+        when a <= 2 (the variance is infinite, so no scale gives a finite one).
+        """
         if not math.isfinite(self.variance):
             raise ValueError(f"{self.label} has infinite variance (a <= 2): it cannot be rescaled to a given variance")
         scale = self.scale * math.sqrt(variance / self.variance)
         return Pareto(self.a, mean - scale / (self.a - 1.0), scale)
 
     def has_moment(self, power: float) -> bool:
+        """Whether E[|z|^power] is finite: only for power < a."""
         return power < self.a
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        # inverse cdf: F(x) = 1 - (x + 1)^(-a)
+        """``n`` independent draws by the inverse cdf, F(x) = 1 − (x + 1)^(−a), shifted and scaled."""
         u = rng.random(n)
         return self.loc + self.scale * ((1.0 - u) ** (-1.0 / self.a) - 1.0)
 
@@ -315,11 +336,12 @@ class Samples(InputDistribution):
 
     @property
     def mean(self) -> float:
+        """The sample mean (after :meth:`location_scale`, the mean moved to)."""
         return self._view[0] if self._view else self._base_mean
 
     @property
     def variance(self) -> float:
-        # the population variance of the (possibly moved) samples
+        """The population variance of the (possibly moved) samples."""
         return self._view[1] if self._view else self._base_variance
 
     def _points(self) -> np.ndarray:
@@ -330,10 +352,12 @@ class Samples(InputDistribution):
 
     @property
     def label(self) -> str:
+        """``"N samples from SOURCE"``, plus the moments moved to, if any."""
         moved = "" if self._view is None else f", moved to mean {self.mean:g}, variance {self.variance:g}"
         return f"{self.values.size} samples from {self.source}{moved}"
 
     def describe(self) -> dict[str, Any]:
+        """``{"kind": "samples", "source", "n", "mean", "variance", "label"}``."""
         return {
             "kind": "samples",
             "source": self.source,
@@ -344,16 +368,22 @@ class Samples(InputDistribution):
         }
 
     def expect(self, fn, breakpoints=(), vector_fn=None) -> float:
+        """E[fn(z)]: the mean of ``vector_fn`` over the (possibly moved) points, or of ``fn`` point by
+        point without it; ``breakpoints`` are not needed.
+        """
         points = self._points()
         if vector_fn is not None:
             return float(np.mean(vector_fn(points)))
         return float(np.mean([fn(float(x)) for x in points]))
 
     def location_scale(self, mean: float, variance: float) -> Samples:
+        """The same samples standardized and moved to ``mean`` and ``variance`` (the values are kept)."""
         return Samples(self.values, self.source, (float(mean), float(variance)))
 
     def has_moment(self, power: float) -> bool:
+        """Always True: an empirical distribution has every moment."""
         return True
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` draws with replacement from the (possibly moved) samples."""
         return rng.choice(self._points(), size=n, replace=True)

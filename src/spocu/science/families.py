@@ -41,6 +41,12 @@ class ParameterSpec:
     search: tuple[float, float]
 
     def contains(self, value: float) -> bool:
+        """Whether ``value`` lies in the domain (open or closed ends as given).
+
+        Examples:
+            >>> SPOCU.spec("beta").contains(1.0), SPOCU.spec("c").contains(float("inf"))
+            (False, True)
+        """
         above = value >= self.lower if self.lower_closed else value > self.lower
         below = value <= self.upper if self.upper_closed else value < self.upper
         return bool(above and below)
@@ -89,9 +95,11 @@ class ActivationFamily:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The parameters' names, in order."""
         return tuple(p.name for p in self.parameters)
 
     def spec(self, name: str) -> ParameterSpec:
+        """The :class:`ParameterSpec` named ``name``; a ValueError naming the family's parameters otherwise."""
         for p in self.parameters:
             if p.name == name:
                 return p
@@ -99,6 +107,7 @@ class ActivationFamily:
 
     @property
     def defaults(self) -> dict[str, float]:
+        """Each parameter's default value, by name."""
         return {p.name: p.default for p in self.parameters}
 
 

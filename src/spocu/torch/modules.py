@@ -177,6 +177,9 @@ class SPOCU(nn.Module):
         return self._fixed.gamma
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """Apply SPOCU elementwise, s(x) = α·h(x/γ + β) − α·h(β), with this module's fixed or
+        learnable parameters, through the same kernels as :func:`spocu.torch.spocu`.
+        """
         return _dispatch.module_call(self, input)
 
     def __prepare_scriptable__(self):
@@ -186,6 +189,9 @@ class SPOCU(nn.Module):
         )
 
     def extra_repr(self) -> str:
+        """The parameters shown in ``repr(module)``: values (learnable: the mapped ones, at most four
+        per tensor; ``?`` on the meta device), ``c`` and, when learnable, ``num_parameters``.
+        """
         if self.learnable:
 
             def fmt(t):

@@ -500,6 +500,7 @@ class SwapReport:
 
     @property
     def left_count(self) -> int:
+        """How many ops of the swapped kinds still ran in the probe forward (0 before a probe)."""
         return sum(self.left.values())
 
     def summary(self) -> str:
@@ -515,6 +516,9 @@ class SwapReport:
         return f"{swapped} of {swapped + self.left_count} {what} ({modules}, {self.functional_calls} functional calls)"
 
     def where_left(self, limit: int = 3) -> str:
+        """The ``limit`` places where most unswapped ops ran, as ``"COUNT in PLACE; ..."``, and how many
+        places more.
+        """
         places = sorted(self.left.items(), key=lambda item: -item[1])
         text = "; ".join(f"{count} in {place}" for place, count in places[:limit])
         return text + (f"; and {len(places) - limit} more places" if len(places) > limit else "")
