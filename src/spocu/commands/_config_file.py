@@ -52,7 +52,7 @@ def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     }  # argparse's documented attribute since 3.2
 
 
-def _tokens(key: str, value: Any, action: argparse.Action, path: str) -> list[str]:
+def _tokens(key: str, value: Any, action: argparse.Action) -> list[str]:
     """``key = value`` as the command-line words that give it."""
     option = max(action.option_strings, key=len)
 
@@ -88,7 +88,7 @@ def _read(parser: argparse.ArgumentParser, path: str) -> list[str]:
             known = ", ".join(sorted(d.replace("_", "-") for d in actions if d not in _NOT_RECORDED))
             parser.error(f"--config {path}: {key!r} is not an option of this command; the options are {known}")
         try:
-            tokens += _tokens(key, value, actions[dest], path)
+            tokens += _tokens(key, value, actions[dest])
         except ValueError as error:
             parser.error(f"--config {path}: {error}")
     return tokens

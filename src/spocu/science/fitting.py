@@ -460,7 +460,7 @@ def fit(
         values = {n: values[n] for n in fam.names}
         return values, fam.build(values)
 
-    probe_values, probe = build(_start_points(fam, free_names, region, 1)[0])
+    _, probe = build(_start_points(fam, free_names, region, 1)[0])
     if "slope" in kinds and probe.slope_at_zero is None:
         raise ValueError(f"the slope condition s'(0) is not defined for {fam.name}: it has a kink at 0")
     if needs_moments:

@@ -85,7 +85,6 @@ def spocu_facts(params: SPOCUParams | None = None) -> dict[str, Any]:
     p = params or SPOCUParams()
     facts = r_facts()
     u1, u2 = facts["stationary_points"][1], facts["stationary_points"][2]
-    z1, z2 = facts["zeros"]
     rb = float(r(p.beta))
     out: dict[str, Any] = {
         "parameters": p.as_dict(),

@@ -269,7 +269,7 @@ except AttributeError:  # another Python's os module
 _FAST_CALLS: dict[tuple, tuple[KernelConstants, object]] = {}
 
 
-def _plain_call(x: torch.Tensor, backend: str | None) -> bool:
+def _plain_call(backend: str | None) -> bool:
     """The common eager call: default backend, no tracer, no environment override."""
     return (
         backend is None
@@ -355,7 +355,7 @@ def call(x, alpha, beta, gamma, c, backend: str | None = None) -> torch.Tensor:
         x = _as_float_input(x)
     # the common call first: float parameters seen before, served by the fused kernels
     # (every other call takes the general path below, which fills _FAST_CALLS)
-    if type(alpha) is float and type(beta) is float and type(gamma) is float and _plain_call(x, backend):
+    if type(alpha) is float and type(beta) is float and type(gamma) is float and _plain_call(backend):
         hit = _FAST_CALLS.get((alpha, beta, gamma, c, x.dtype, x.device.type))
         if hit is not None:
             k, kernels = hit
@@ -369,7 +369,7 @@ def call(x, alpha, beta, gamma, c, backend: str | None = None) -> torch.Tensor:
                 return kernels.forward(x, k)  # nothing to record: no autograd.Function (~6 us)
             return apply_without_transforms(x, k, kernels)
     if (type(alpha) is torch.Tensor and type(beta) is torch.Tensor and type(gamma) is torch.Tensor
-            and _plain_call(x, backend) and _node.learnable_available() and _learnable_node_takes(x, alpha, beta, gamma, c)):  # fmt: skip
+            and _plain_call(backend) and _node.learnable_available() and _learnable_node_takes(x, alpha, beta, gamma, c)):  # fmt: skip
         return _node.apply_learnable(x, alpha, beta, gamma, c)  # the learnable functional's common call
     tracing = _tracing.recording()
     if any(isinstance(p, torch.Tensor) for p in (alpha, beta, gamma)):
@@ -395,7 +395,7 @@ def call(x, alpha, beta, gamma, c, backend: str | None = None) -> torch.Tensor:
         (kernels is _cpp or kernels is _triton)
         and type(c) is float
         and len(_FAST_CALLS) < 1024
-        and _plain_call(x, backend)
+        and _plain_call(backend)
     ):
         _FAST_CALLS[(alpha, beta, gamma, c, x.dtype, x.device.type)] = (k, kernels)
     if not _cpp.transforms_active() and has_raw_storage(x):
@@ -415,7 +415,7 @@ def module_call(module, x: torch.Tensor) -> torch.Tensor:
         fixed = module._fixed
         return call(x, fixed.alpha, fixed.beta, fixed.gamma, fixed.c)
     raw = (module.raw_alpha, module.raw_beta, module.raw_gamma)
-    if _node.learnable_raw_available() and _plain_call(x, None) and _learnable_node_takes(x, *raw, module.c):
+    if _node.learnable_raw_available() and _plain_call(None) and _learnable_node_takes(x, *raw, module.c):
         return _node.apply_learnable_raw(x, *raw, module.c)
     alpha, beta, gamma = (
         learnable_positive(raw[0], torch),

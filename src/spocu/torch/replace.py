@@ -140,7 +140,6 @@ FUNCTIONAL_KINDS: dict[str, tuple[Any, ...]] = {
     "hardswish": _functions("F.hardswish"),
 }
 _FUNCTION_KIND = {function: kind for kind, functions in FUNCTIONAL_KINDS.items() for function in functions}
-_FUNCTION_NAMES = {function.__name__ for functions in FUNCTIONAL_KINDS.values() for function in functions}
 
 
 def _aten_kind(func: Any, args: tuple, kwargs: dict) -> str | None:
@@ -159,9 +158,6 @@ def _aten_kind(func: Any, args: tuple, kwargs: dict) -> str | None:
         return "elu" if float(input_scale) == 1.0 and float(scale) == 1.0 else "celu"
     return None
 
-
-#: The aten-level kinds :func:`count_activations` sees (every functional kind).
-COUNTED_KINDS = tuple(FUNCTIONAL_KINDS)
 
 Old = str | type | tuple | list
 
@@ -831,8 +827,3 @@ def _probe(result: SwapReport, example_inputs: Any, make: Callable[[], nn.Module
     result.module_calls = sum(module_calls.values())
     result.functional_calls = functional
     result.left = {place: n for (kind, place), n in counts.items() if kind in kinds}
-
-
-def kinds_in(labels: Iterable[str]) -> tuple[str, ...]:
-    """The functional kinds (counted by :func:`count_activations`) that the names in ``labels`` stand for."""
-    return _target(tuple(labels)).kinds
