@@ -38,8 +38,8 @@ def test_the_0_0_1_values_are_the_reference_of_the_paper_presets():
     assert (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, DEFAULT_C) == (3.0937, 0.6653, 4.437, float("inf"))
     for name in ("paper-wdbc", "paper-mnist"):
         config = resolve_config({"preset": name})
-        assert config.reference == "spocu"  # every parameter at the 0.0.1 package's value
-        assert parse_activation(SPOCU_CORRECTION).canonical in config.activations
+        assert config.reference.canonical == "spocu"  # every parameter at the 0.0.1 package's value
+        assert parse_activation(SPOCU_CORRECTION) in config.activations
         provenance = PRESETS[name]["provenance"]
         assert any("0.0.1 package" in source and "4.437" in what for what, source in provenance.items())
         assert any("correction" in source and what == SPOCU_CORRECTION for what, source in provenance.items())
@@ -48,7 +48,8 @@ def test_the_0_0_1_values_are_the_reference_of_the_paper_presets():
 
 def test_the_default_contenders():
     config = resolve_config({})
-    assert config.activations == ("spocu", "spocu(c=1)", "relu", "selu") and config.reference == "spocu"
+    assert [a.canonical for a in config.activations] == ["spocu", "spocu(c=1)", "relu", "selu"]
+    assert config.reference == parse_activation("spocu")
 
 
 def test_a_preset_run_reports_where_its_values_come_from(tmp_path):

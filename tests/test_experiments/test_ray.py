@@ -163,7 +163,7 @@ def test_runs_under_ray_equal_local_runs_and_the_driver_saves_them(tmp_path, wdb
     saved = {p.name: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
     assert sorted(saved) == ["relu-seed0.json", "relu-seed1.json", "spocu_c-1-seed0.json", "spocu_c-1-seed1.json"]
     assert not list(tmp_path.rglob(".*.tmp"))
-    specs = {spec.canonical: spec for spec in config.activation_specs()}
+    specs = {spec.canonical: spec for spec in config.activations}
     for result in results:
         local = engine_torch.train_run(
             config,

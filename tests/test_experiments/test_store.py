@@ -219,7 +219,7 @@ def test_validate_run_accepts_what_the_engine_wrote(finished):
 
     config = resolve_config({"activations": ("relu", "selu"), "seeds": 2, "epochs": 2})
     dataset = load_dataset("wdbc", split=config.split)
-    for spec in config.activation_specs():
+    for spec in config.activations:
         for seed in config.seeds:
             data = json.loads((finished / "runs" / f"{spec.slug}-seed{seed}.json").read_text())
             assert store.validate_run(data, parse_activation(spec.canonical), seed, config, dataset).seed == seed

@@ -99,12 +99,12 @@ def test_bad_options(options, message):
 def test_factory_keeps_its_own_init_unless_init_is_given(tmp_path):
     (tmp_path / "m.py").write_text(MODEL)
     own = resolve_config({"model": f"{tmp_path / 'm.py'}:build"})
-    assert own.init == "own" and {s.init for s in own.activation_specs()} == {"own"}
+    assert own.init == "own" and {s.init for s in own.activations} == {"own"}
     assert own.protocol()["model"] == {"name": "m.py:build", "hidden": [], "swap": None, "source_sha256": None}
     finished, factory = with_model_source(own)
     assert finished.protocol()["model"]["source_sha256"] == factory.source_sha256 is not None
     assert (
-        resolve_config({"model": f"{tmp_path / 'm.py'}:build", "init": "customary"}).activation_specs()[0].init
+        resolve_config({"model": f"{tmp_path / 'm.py'}:build", "init": "customary"}).activations[0].init
         == "lecun-normal"
     )
 

@@ -538,7 +538,7 @@ def compare(
             scale = f", {threads} thread(s)"
         say(
             f"{config.dataset}: train {size['train']:,}, val {size['val']:,}, test {size['test']:,} | {config.model.label} | "
-            f"{', '.join(config.activations)} x {len(config.seeds)} seeds | {config.epochs} epochs, batch {config.batch_size}, "
+            f"{', '.join(a.canonical for a in config.activations)} x {len(config.seeds)} seeds | {config.epochs} epochs, batch {config.batch_size}, "
             f"{config.optimizer} lr {config.lr:g} | {device}{scale}"
         )
         say(f"output: {out.root}")
@@ -656,13 +656,11 @@ def _train_and_report(
     results = assemble_results(config, dataset, runs, info, experiment.skipped, rope=options.rope)
     if tuning is not None:
         results["tuning"] = tuning
-    sources = {
-        spec.canonical: {"source_sha256": spec.source_sha256} for spec in config.activation_specs() if spec.is_user
-    }
+    sources = {spec.canonical: {"source_sha256": spec.source_sha256} for spec in config.activations if spec.is_user}
     if sources:  # the user's activations: which code made the runs
         results["activation_sources"] = sources
     write_results(out.root, results, runs)
-    report = write_report(out.root, results)
+    report = write_report(out.root, results, config.activations)
     return CompareOutcome(config, out.root, results, report, experiment.skipped)
 
 
@@ -751,11 +749,11 @@ def estimate(options: CompareOptions) -> dict:
         threads = options.threads or engine_torch.choose_threads(config, input_shape, classes, device)
         timings = [
             engine_torch.time_steps(config, input_shape, classes, spec, device=device, threads=threads)
-            for spec in config.activation_specs()
+            for spec in config.activations
         ]
     except ValueError as error:
         raise ExperimentError(_one_line(error)) from None
-    for spec, timing in zip(config.activation_specs(), timings):
+    for spec, timing in zip(config.activations, timings):
         epoch = steps * timing["step_seconds"] + n_val * timing["eval_seconds_per_sample"]
         run = config.epochs * epoch + n_test * timing["eval_seconds_per_sample"]
         # --tune lr: every rate of the grid on the tuning seeds first, each a full run without the test pass

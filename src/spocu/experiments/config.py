@@ -13,8 +13,10 @@ Settings are resolved in this order: command-line option, preset, dataset defaul
 
 Example:
     >>> cfg = resolve_config({"dataset": "wdbc"})
-    >>> cfg.activations, cfg.seeds, cfg.model.label
-    (('spocu', 'spocu(c=1)', 'relu', 'selu'), (0, 1, 2, 3, 4), 'mlp 64-64')
+    >>> [a.canonical for a in cfg.activations], cfg.seeds, cfg.model.label
+    (['spocu', 'spocu(c=1)', 'relu', 'selu'], (0, 1, 2, 3, 4), 'mlp 64-64')
+    >>> cfg.reference.init  # parsed once, here: every layer below takes these ActivationSpec objects
+    'lecun-normal'
     >>> resolve_config({"preset": "seed-cifar10"}).protocol()["batch_size"]
     100
 """
@@ -27,7 +29,13 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from spocu.experiments.activations import INIT_SCHEMES, OWN_INIT, ActivationSpec, parse_activation
+from spocu.experiments.activations import (
+    INIT_SCHEMES,
+    OWN_INIT,
+    ActivationSpec,
+    parse_activation,
+    split_activation_list,
+)
 from spocu.experiments.data.datasets import (
     DATASETS,
     DEFAULT_TEST_SIZE,
@@ -225,7 +233,9 @@ class ExperimentConfig:
 
     dataset: str
     model: ModelSpec
-    activations: tuple[str, ...]
+    #: the activations, parsed once (strings given here are parsed in ``__post_init__``), each with the init
+    #: it trains with (``init``); their ``canonical`` strings appear only in files, hashes and reports
+    activations: tuple[ActivationSpec, ...]
     seeds: tuple[int, ...]
     epochs: int
     batch_size: int
@@ -251,7 +261,7 @@ class ExperimentConfig:
     tune: str | None = None
     #: the tuning's outcome, activation -> chosen learning rate (set by :mod:`spocu.experiments.run.tuning`);
     #: not in the protocol: each run file records its ``lr``, checked against it on resume
-    learning_rates: tuple[tuple[str, float], ...] = field(default=(), compare=False)
+    learning_rates: tuple[tuple[ActivationSpec, float], ...] = field(default=(), compare=False)
     #: ``per-seed``: each seed draws its own stratified split (data without an official test set); ``fixed``: one split
     split: str = "fixed"
 
@@ -291,12 +301,15 @@ class ExperimentConfig:
             raise ValueError("no activations to compare")
         if not self.seeds:
             raise ValueError("no seeds")
-        specs = [parse_activation(a) for a in self.activations]
-        canonical = tuple(s.canonical for s in specs)
+        # the one place activation strings are parsed; a spec given (dataclasses.replace keeps them) is not
+        specs = tuple(_activation(a).with_init(self.init) for a in self.activations)
+        canonical = [s.canonical for s in specs]
         duplicates = sorted({c for c in canonical if canonical.count(c) > 1})
         if duplicates:
             raise ValueError(f"activation listed twice: {', '.join(duplicates)}")
-        object.__setattr__(self, "activations", canonical)
+        object.__setattr__(self, "activations", specs)
+        rates = tuple((_activation(a), lr) for a, lr in self.learning_rates)
+        object.__setattr__(self, "learning_rates", rates)
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}")
         if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
@@ -336,13 +349,25 @@ class ExperimentConfig:
         return self.dataset not in DATASETS
 
     def activation_specs(self) -> list[ActivationSpec]:
-        """The activations, each with the init it is trained with."""
-        return [parse_activation(a, self.init) for a in self.activations]
+        """Deprecated: ``activations`` holds the specs (each with the init it trains with)."""
+        import warnings
+
+        warnings.warn(
+            "ExperimentConfig.activation_specs() is deprecated: ExperimentConfig.activations holds the ActivationSpec objects",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return list(self.activations)
 
     def lr_for(self, activation: ActivationSpec | str) -> float:
-        """The learning rate ``activation`` trains with: the tuned one (``--tune lr``), else ``lr``."""
-        name = activation if isinstance(activation, str) else activation.canonical
-        return dict(self.learning_rates).get(name, self.lr)
+        """The learning rate ``activation`` trains with: the tuned one (``--tune lr``), else ``lr``.
+
+        A string is looked up by its canonical form (``spocu(c=1)``), not parsed.
+        """
+        for spec, lr in self.learning_rates:
+            if spec == activation or spec.canonical == activation:
+                return lr
+        return self.lr
 
     def tune_grid(self) -> tuple[float, ...]:
         """``--tune lr``'s grid: :data:`TUNE_POINTS` log-spaced rates from lr/10 to lr x 10 (lr in the middle).
@@ -361,7 +386,7 @@ class ExperimentConfig:
         return tuple(range(first, first + TUNE_SEEDS))
 
     @property
-    def reference(self) -> str:
+    def reference(self) -> ActivationSpec:
         """The activation the others are tested against (the first)."""
         return self.activations[0]
 
@@ -404,18 +429,35 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         data = {
             **self.protocol(),
-            "activations": list(self.activations),
+            "activations": [spec.canonical for spec in self.activations],
             "seeds": list(self.seeds),
             "preset": self.preset,
         }
         if self.learning_rates:
-            data["learning_rates"] = dict(self.learning_rates)
+            data["learning_rates"] = {spec.canonical: lr for spec, lr in self.learning_rates}
         return data
 
     def with_grid(
-        self, activations: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None
+        self,
+        activations: tuple[ActivationSpec | str, ...] | None = None,
+        seeds: tuple[int, ...] | None = None,
     ) -> ExperimentConfig:
         return replace(self, activations=activations or self.activations, seeds=seeds or self.seeds)
+
+
+def _activation(value: ActivationSpec | str) -> ActivationSpec:
+    """``value`` as a spec: a string (the Python API's, a preset's, a file's) is parsed, a spec kept."""
+    if isinstance(value, ActivationSpec):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"an activation is a name such as 'spocu(c=1)' or an ActivationSpec, got {value!r}")
+    return parse_activation(value)
+
+
+def _activation_items(value: Any) -> tuple[ActivationSpec | str, ...]:
+    """The activations option: specs, and strings that may list several (``"spocu(c=1), relu"``, as --activations takes them)."""
+    items = [value] if isinstance(value, (str, ActivationSpec)) else list(value)
+    return tuple(part for item in items for part in (split_activation_list(item) if isinstance(item, str) else [item]))
 
 
 def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
@@ -423,7 +465,9 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
 
     Keys: preset, dataset, model, hidden, depth, width, activations, seeds (count), first_seed,
     epochs, batch_size, optimizer, lr, weight_decay, momentum, init, val_size, test_size,
-    split_seed, split, framework, keras_backend, swap, lr_milestones, target, image_size, tune.
+    split_seed, split, framework, keras_backend, swap, allow_partial_swap, lr_milestones, target,
+    image_size, tune. ``activations``: names (a string may list several, ``"spocu(c=1), relu"``) or
+    :class:`~spocu.experiments.activations.ActivationSpec` objects, parsed and checked here, once.
 
     ``dataset`` may be a path (:mod:`spocu.experiments.data.user_data`) and ``model`` a factory
     (:mod:`spocu.experiments.models.factories`; not imported here: :func:`with_model_source` does
@@ -497,7 +541,7 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     return ExperimentConfig(
         dataset=dataset,
         model=model,
-        activations=tuple(merged["activations"]),
+        activations=_activation_items(merged["activations"]),
         seeds=tuple(range(first, first + count)),
         epochs=int(merged["epochs"]),
         batch_size=int(merged["batch_size"]),

@@ -9,10 +9,11 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from spocu._atomic import atomic_write_bytes, atomic_write_text
-from spocu.experiments.activations import parse_activation
+from spocu.experiments.activations import ActivationSpec, parse_activation
 
 __all__ = ["write_report", "render_report", "plot_curves", "plot_activations", "fmt_p", "verdict_sentences", "glossary"]
 
@@ -564,21 +565,25 @@ def plot_curves(results: dict) -> bytes:
     return _png(figure)
 
 
-def plot_activations(activations: list[str], x_range: tuple[float, float] = (-4.0, 4.0)) -> bytes:
-    """PNG of each activation and its derivative (PyTorch autograd) on ``x_range``."""
+def plot_activations(activations: Sequence[ActivationSpec | str], x_range: tuple[float, float] = (-4.0, 4.0)) -> bytes:
+    """PNG of each activation and its derivative (PyTorch autograd) on ``x_range``.
+
+    ``activations``: the experiment's specs, or their names as results.json lists them (parsed here).
+    """
     import torch
     from matplotlib.figure import Figure
 
     x = torch.linspace(*x_range, 801, dtype=torch.float32, requires_grad=True)
     figure = Figure(figsize=(11, 4.2))
     ax_f, ax_d = figure.subplots(1, 2)
-    for i, name in enumerate(activations):
+    for i, spec in enumerate(parse_activation(a) if isinstance(a, str) else a for a in activations):
+        name = spec.canonical
         try:  # the user's activation may be Keras-only, or not differentiable here: left out of the figure, not fatal
-            module = parse_activation(name).torch_module()
+            module = spec.torch_module()
             y = module(x)
             (dy,) = torch.autograd.grad(y.sum(), x)
         except Exception:
-            if not parse_activation(name).is_user:
+            if not spec.is_user:
                 raise
             continue
         ax_f.plot(x.detach(), y.detach(), color=f"C{i % 10}", label=name)
@@ -592,10 +597,14 @@ def plot_activations(activations: list[str], x_range: tuple[float, float] = (-4.
     return _png(figure)
 
 
-def write_report(root: Path, results: dict) -> Path:
-    """Write curves.png, activations.png and report.md into ``root``; return the report's path."""
+def write_report(root: Path, results: dict, activations: Sequence[ActivationSpec] | None = None) -> Path:
+    """Write curves.png, activations.png and report.md into ``root``; return the report's path.
+
+    ``activations``: the experiment's specs (default: parsed from ``results["config"]["activations"]``).
+    """
     atomic_write_bytes(root / "curves.png", plot_curves(results))
-    atomic_write_bytes(root / "activations.png", plot_activations(results["config"]["activations"]))
+    shown = results["config"]["activations"] if activations is None else activations
+    atomic_write_bytes(root / "activations.png", plot_activations(shown))
     path = root / "report.md"
     atomic_write_text(path, render_report(results))
     return path

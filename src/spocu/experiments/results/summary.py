@@ -92,7 +92,7 @@ def assemble_results(
 
     rope = stats.DEFAULT_ROPE if rope is None else float(rope)
     ratio = test_train_ratio(dataset)
-    specs = config.activation_specs()
+    specs = config.activations
     by_activation = {spec.canonical: {r.seed: r for r in runs if r.activation == spec.canonical} for spec in specs}
 
     def accuracy(run: RunResult) -> float | None:
@@ -121,7 +121,7 @@ def assemble_results(
             "diverged_count": len(diverged),
             "test_loss_robust": _robust_loss([r for r in mine.values()]),
         }
-    reference = by_activation[config.reference]
+    reference = by_activation[config.reference.canonical]
     level = stats.bonferroni_confidence(len(specs) - 1)
     decide_at = stats.decision_probability(len(specs) - 1)
     comparisons = []
@@ -153,16 +153,16 @@ def assemble_results(
         decision.update(
             _divergence_rule(
                 decision,
-                len(summary[config.reference]["diverged"]),
+                len(summary[config.reference.canonical]["diverged"]),
                 len(summary[spec.canonical]["diverged"]),
                 spec.canonical,
-                config.reference,
+                config.reference.canonical,
             )
         )
         comparisons.append(
             {
                 "activation": spec.canonical,
-                "reference": config.reference,
+                "reference": config.reference.canonical,
                 "test_accuracy": acc,
                 "test_loss": los,
                 "mcnemar": per_seed,
@@ -192,7 +192,7 @@ def assemble_results(
         "created": utc_now(),
         "config": config.to_dict(),
         "protocol_hash": config.protocol_hash(),
-        "reference": config.reference,
+        "reference": config.reference.canonical,
         "dataset": dataset.describe(),
         "environment": environment,
         "analysis": {

@@ -97,7 +97,7 @@ def _runs(outcome: CompareOutcome) -> list[tuple[str, dict, Path]]:
     from spocu.experiments.run.store import OutputDir
 
     out = OutputDir(outcome.out)
-    specs = {spec.canonical: spec for spec in outcome.config.activation_specs()}
+    specs = {spec.canonical: spec for spec in outcome.config.activations}
     result = []
     for run in outcome.results["runs"]:
         path = out.run_path(specs[run["activation"]], run["seed"])

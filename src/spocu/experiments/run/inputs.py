@@ -98,11 +98,11 @@ def check_model(config: ExperimentConfig, dataset: Dataset) -> dict | None:
     Raises:
         ValueError: the model cannot take this data, or (UserModelError) a factory fails; the message names it.
     """
-    spec = config.activation_specs()[0]
+    spec = config.activations[0]
     seed = config.seeds[0]
     # a factory is called twice (the last activation the second time): one that hands out a cached
     # instance, or ignores its activation, is caught now rather than after a silently wrong comparison
-    builds = [spec, config.activation_specs()[-1]] if config.model.is_factory else [spec]
+    builds = [spec, config.activations[-1]] if config.model.is_factory else [spec]
     if config.framework == "keras":
         from spocu.experiments.models import keras_models as models_keras
 

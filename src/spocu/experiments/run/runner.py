@@ -66,8 +66,7 @@ class ExperimentRuns:
 
 def plan(config: ExperimentConfig) -> list[tuple[ActivationSpec, int]]:
     """The runs in order: seed by seed, the activations in the order given."""
-    specs = config.activation_specs()
-    return [(spec, seed) for seed in config.seeds for spec in specs]
+    return [(spec, seed) for seed in config.seeds for spec in config.activations]
 
 
 def run_experiment(

@@ -118,7 +118,7 @@ def choose_threads(
     """CPU threads for this experiment: 1 for small models, else PyTorch's default; None on a GPU."""
     if device.type != "cpu":
         return None
-    probe = build_model(config.model, input_shape, num_classes, config.activation_specs()[0])
+    probe = build_model(config.model, input_shape, num_classes, config.activations[0])
     if macs_per_sample(probe, input_shape) * config.batch_size < SMALL_BATCH_MACS:
         return 1
     return torch.get_num_threads()

@@ -40,6 +40,7 @@ from spocu.experiments.run.engine import EpochRecord, RunResult
 from spocu.experiments.run.store import OutputDir, dump_json
 
 if TYPE_CHECKING:
+    from spocu.experiments.activations import ActivationSpec
     from spocu.experiments.config import ExperimentConfig
     from spocu.experiments.data.datasets import Dataset
 
@@ -137,21 +138,21 @@ def tune_learning_rates(
         sub = dataclasses.replace(config, lr=lr, seeds=seeds, tune=None, learning_rates=())
         if say is not None:
             say(
-                f"tuning lr {lr:.3g}: {', '.join(config.activations)} x seeds {', '.join(map(str, seeds))} (validation split only)"
+                f"tuning lr {lr:.3g}: {', '.join(a.canonical for a in config.activations)} x seeds {', '.join(map(str, seeds))} (validation split only)"
             )
         for result in train(sub, OutputDir(out.root / TUNING_DIR / rate_label(lr)), data, lr):
             runs[(result.activation, lr, result.seed)] = result
-    chosen: dict[str, float] = {}
+    chosen: dict[ActivationSpec, float] = {}
     record: dict[str, Any] = {}
-    for name in config.activations:
+    for spec in config.activations:
         scores = {}
-        for lr in config.tune_grid():
+        for lr in config.tune_grid():  # the run files name their activation by its canonical string
             scores[lr] = [
-                None if (r := runs.get((name, lr, seed))) is None or r.diverged_at is not None else r.epochs
+                None if (r := runs.get((spec.canonical, lr, seed))) is None or r.diverged_at is not None else r.epochs
                 for seed in seeds
             ]
-        chosen[name], table = choose_rate(scores, config.lr)
-        record[name] = {"chosen": chosen[name], "scores": table}
+        chosen[spec], table = choose_rate(scores, config.lr)
+        record[spec.canonical] = {"chosen": chosen[spec], "scores": table}
     tuning = {
         "parameter": "lr",
         "grid": list(config.tune_grid()),
