@@ -29,6 +29,13 @@ def is_user_code(text: str) -> bool:
 
 
 def is_file_reference(module_text: str) -> bool:
+    """Whether ``MODULE`` of ``MODULE:NAME`` is a file path (ends in ``.py`` or holds a path separator),
+    not a module name.
+
+    Example:
+        >>> is_file_reference("models/net.py"), is_file_reference("mypackage.models")
+        (True, False)
+    """
     return module_text.endswith(".py") or "/" in module_text or "\\" in module_text
 
 

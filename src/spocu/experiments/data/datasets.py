@@ -168,14 +168,17 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input: ``(features,)`` for tables, ``(C, H, W)`` for images."""
         return tuple(self.x_train.shape[1:])
 
     @property
     def num_classes(self) -> int:
+        """The number of classes (the length of ``class_names``)."""
         return len(self.class_names)
 
     @property
     def is_image(self) -> bool:
+        """Whether the inputs are images (``input_shape`` is ``(C, H, W)``)."""
         return len(self.input_shape) == 3
 
     def fingerprint(self) -> str:
@@ -224,6 +227,10 @@ class Resplit:
     drop_test: bool = False
 
     def for_seed(self, seed: int) -> Dataset:
+        """Seed ``seed``'s dataset: the unsplit data split with
+        :func:`~spocu.experiments.seeding.split_seed_for` ``(split_seed, seed)``, its ``info`` recording
+        the split, and its test split emptied when ``drop_test``.
+        """
         dataset = self.prepare(*self.data, split_seed=split_seed_for(self.split_seed, seed))
         dataset.info.update(split="per-seed", split_seed=self.split_seed, run_seed=int(seed))
         if self.drop_test:

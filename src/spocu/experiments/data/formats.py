@@ -93,6 +93,9 @@ class RestrictedUnpickler(pickle.Unpickler):
     _ALLOWED_DTYPE_KINDS = "biuf"
 
     def find_class(self, module: str, name: str) -> Any:
+        """Unpickling's lookup of a global, restricted to what a CIFAR-10 batch holds (a numpy array
+        rebuilt from raw bytes of a numeric dtype); anything else raises ``pickle.UnpicklingError``.
+        """
         if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
             return _safe_reconstruct
         if module == "numpy" and name == "ndarray":

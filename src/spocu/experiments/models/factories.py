@@ -267,6 +267,9 @@ def call_factory(factory: ModelFactory, args: tuple, kwargs: dict, hint: str = "
 
 
 def check_output(factory: ModelFactory, output: Any, num_classes: int, framework: str, batch: int = 2) -> None:
+    """Raise :class:`UserModelError` unless the factory's model maps a batch of ``batch`` samples
+    to float logits of shape ``(batch, num_classes)``.
+    """
     shape = tuple(getattr(output, "shape", ()))
     if len(shape) != 2 or shape[1] != num_classes or shape[0] != batch:
         raise UserModelError(
@@ -310,6 +313,7 @@ def checked_and_swapped(factory: ModelFactory, model: Any, model_type: type, typ
 
 
 def check_trainable(factory: ModelFactory, count: int) -> None:
+    """Raise :class:`UserModelError` if the factory's model has no trainable parameters (``count == 0``)."""
     if count == 0:
         raise UserModelError(
             f"--model {factory.name}: the model has no trainable parameters; there is nothing to train"

@@ -155,12 +155,18 @@ class SubsampleZeroPad(keras.layers.Layer):
         self.extra_channels = int(extra_channels)
 
     def call(self, x: Any) -> Any:
+        """Keras forward of the ResNet shortcut: subsample by ``stride`` and zero-pad
+        ``extra_channels`` channels (option A of He et al. 2016; no parameters).
+        """
         from keras import ops
 
         x = x[:, :: self.stride, :: self.stride, :]
         return ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, self.extra_channels]])
 
     def compute_output_shape(self, shape: tuple) -> tuple:
+        """Keras shape inference: height and width divided by ``stride`` (rounded up), and
+        ``extra_channels`` more channels.
+        """
         n, h, w, c = shape
 
         def shrink(d: int | None) -> int | None:
@@ -169,6 +175,7 @@ class SubsampleZeroPad(keras.layers.Layer):
         return (n, shrink(h), shrink(w), None if c is None else c + self.extra_channels)
 
     def get_config(self) -> dict[str, Any]:
+        """Keras serialization: the constructor's arguments, ``stride`` and ``extra_channels``."""
         return {**super().get_config(), "stride": self.stride, "extra_channels": self.extra_channels}
 
 
@@ -276,6 +283,7 @@ def build_model(
 
 
 def count_parameters(model: keras.Model) -> int:
+    """The number of trainable scalars (summed over the model's trainable weights)."""
     return int(sum(math.prod(w.shape) for w in model.trainable_weights))
 
 

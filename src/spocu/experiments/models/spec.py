@@ -128,6 +128,14 @@ class ModelSpec:
     def make(
         cls, name: str, hidden: tuple[int, ...] | None = None, depth: int | None = None, width: int | None = None
     ) -> ModelSpec:
+        """The spec of built-in model ``name`` from the command line's options: ``deep-mlp`` is ``depth``
+        layers of ``width`` units (default 16 x 64), ``mlp`` its ``hidden`` widths (default 64, 64); a
+        factory or a fixed network takes none.
+
+        Example:
+            >>> ModelSpec.make("deep-mlp", depth=3, width=8).hidden
+            (8, 8, 8)
+        """
         if name == "deep-mlp":
             depth = 16 if depth is None else depth
             width = 64 if width is None else width
@@ -171,6 +179,9 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
+        """The model's name for tables and reports, e.g. ``mlp 64-64``, ``deep-mlp 16x64`` or a factory's
+        name with what it swapped.
+        """
         if self.is_factory:
             return factory_name(self.name) + (f" ({self.swap} swapped)" if self.swap else "")
         if self.name in ("seed-cnn", "resnet20"):

@@ -120,6 +120,7 @@ class ResNet20(nn.Module):
         self.fc = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The ResNet-20's forward: stem, the three stages, global average pooling, the linear classifier."""
         return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
 
 
@@ -209,6 +210,7 @@ def initialize(model: nn.Module, scheme: str, seed: int) -> None:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of trainable scalars (parameters with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -76,6 +76,10 @@ MAX_SEEDS_NEEDED = 1000
 
 @dataclass
 class Summary:
+    """Mean, sd and confidence interval of one metric over seeds (see :func:`summarize`); ``note``
+    says why the sd or the interval is missing (NaN), ``ci_method`` how the interval was computed.
+    """
+
     n: int
     mean: float
     sd: float
@@ -86,6 +90,7 @@ class Summary:
     median: float = math.nan
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-ready dict (NaN and infinities become None)."""
         return _json_safe(asdict(self))
 
 
@@ -117,6 +122,7 @@ class PairedTest:
     wilcoxon_smallest_p: float = math.nan
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-ready dict (NaN and infinities become None)."""
         return _json_safe(asdict(self))
 
 
@@ -128,6 +134,7 @@ class McNemarResult:
     p_value: float
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-ready dict (NaN and infinities become None)."""
         return _json_safe(asdict(self))
 
 
@@ -150,6 +157,7 @@ class Verdict:
     unit: str = "accuracy points"
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-ready dict (NaN and infinities become None)."""
         return _json_safe(asdict(self))
 
 

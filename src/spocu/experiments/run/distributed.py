@@ -51,9 +51,11 @@ class DistributedContext:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0, the process that writes the output directory and reports progress."""
         return self.rank == 0
 
     def describe(self) -> dict[str, Any]:
+        """The group for ``results.json`` and the run files: world size, backend, launcher (``torchrun``)."""
         return {"world_size": self.world_size, "backend": self.backend, "launcher": "torchrun"}
 
     # -- collectives (every process must call them, in the same order) --------------------------
@@ -95,6 +97,7 @@ class DistributedContext:
         return [v for part, c in zip(parts, counts) for v in part[: int(c)].tolist()]
 
     def barrier(self) -> None:
+        """Wait until every process of the group gets here."""
         import torch.distributed as dist
 
         dist.barrier()

@@ -150,10 +150,12 @@ class RunResult:
         self.epochs = [e if isinstance(e, EpochRecord) else EpochRecord(**e) for e in self.epochs]
 
     def to_json(self) -> dict[str, Any]:
+        """The run as a JSON-ready dict, tagged with the run file's ``schema``."""
         return {"schema": SCHEMA_RUN, **asdict(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunResult:
+        """The run read back from :meth:`to_json`'s dict; a ValueError if its ``schema`` is not this version's."""
         if data.get("schema") != SCHEMA_RUN:
             raise ValueError(f"not a {SCHEMA_RUN} record (schema {data.get('schema')!r})")
         fields = {k: v for k, v in data.items() if k != "schema"}
@@ -261,13 +263,16 @@ class Engine(Protocol):
 
     NAME: str
 
-    def framework_version(self) -> str: ...
+    def framework_version(self) -> str:
+        """The version of the framework that trains (e.g. ``torch.__version__``), for the run files."""
 
-    def resolve_device(self, device: str) -> Any: ...
+    def resolve_device(self, device: str) -> Any:
+        """The framework's device for ``device`` (``cpu``, ``cuda[:N]`` or ``auto``); a ValueError if unavailable."""
 
     def choose_threads(
         self, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int, device: Any
-    ) -> int | None: ...
+    ) -> int | None:
+        """The CPU threads to train with for this model and data (None: the framework's default)."""
 
     def train_run(
         self,
@@ -280,7 +285,8 @@ class Engine(Protocol):
         threads: int | None = ...,
         on_epoch: EpochCallback | None = ...,
         protocol_hash: str = ...,
-    ) -> RunResult: ...
+    ) -> RunResult:
+        """Train one run of ``activation`` with ``seed``; its :class:`RunResult` (see the engines' modules)."""
 
 
 def get_engine(framework: str) -> Engine:

@@ -54,7 +54,10 @@ class Executor(Protocol):
         jobs: int | None,
         callbacks: Any,
         protocol_hash: str,
-    ) -> Iterator[RunResult]: ...
+    ) -> Iterator[RunResult]:
+        """Train every ``(activation, seed)`` of ``pending`` and yield each :class:`RunResult` as it
+        finishes, after saving it under ``out_root``.
+        """
 
 
 #: name -> "module:function" implementing :class:`Executor`

@@ -80,14 +80,17 @@ _EVAL_BATCH = 1000
 
 
 def framework_version() -> str:
+    """The Keras version, for the run files."""
     return keras.__version__
 
 
 def backend() -> str:
+    """The Keras backend in this process: ``tensorflow``, ``jax`` or ``torch``."""
     return keras.backend.backend()
 
 
 def backend_version() -> str:
+    """The version of the Keras backend's framework (``unknown`` for another backend)."""
     name = backend()
     module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(name)
     if module is None:
@@ -193,6 +196,9 @@ class SeededBatches(keras.utils.PyDataset):
 
     @property
     def num_batches(self) -> int | None:
+        """Keras' ``PyDataset.num_batches``: None for training (an unbounded sequence; ``fit`` is given
+        ``steps_per_epoch``), the number of batches for evaluation.
+        """
         return None if self.seed is not None else self.steps
 
     def _order(self, epoch: int) -> np.ndarray:

@@ -36,24 +36,33 @@ __all__ = ["Callbacks", "SilentCallbacks", "ExperimentRuns", "plan", "run_experi
 class Callbacks(Protocol):
     """What the runner reports while it works (the command shows a rich progress bar)."""
 
-    def plan(self, total: int, finished: int, epochs: int) -> None: ...
-    def run_started(self, activation: str, seed: int) -> None: ...
-    def epoch_done(self, activation: str, seed: int, record: EpochRecord) -> None: ...
-    def run_finished(self, result: RunResult) -> None: ...
+    def plan(self, total: int, finished: int, epochs: int) -> None:
+        """Before the first run: ``total`` runs in the grid, ``finished`` of them on disk, ``epochs`` per run."""
+
+    def run_started(self, activation: str, seed: int) -> None:
+        """Run ``activation`` with ``seed`` starts."""
+
+    def epoch_done(self, activation: str, seed: int, record: EpochRecord) -> None:
+        """Run ``activation`` with ``seed`` finished an epoch (``record``)."""
+
+    def run_finished(self, result: RunResult) -> None:
+        """A run finished and its file is saved."""
 
 
 class SilentCallbacks:
+    """:class:`Callbacks` that report nothing (the tuning runs' default when none are given)."""
+
     def plan(self, total: int, finished: int, epochs: int) -> None:
-        pass
+        """Report nothing."""
 
     def run_started(self, activation: str, seed: int) -> None:
-        pass
+        """Report nothing."""
 
     def epoch_done(self, activation: str, seed: int, record: EpochRecord) -> None:
-        pass
+        """Report nothing."""
 
     def run_finished(self, result: RunResult) -> None:
-        pass
+        """Report nothing."""
 
 
 @dataclass

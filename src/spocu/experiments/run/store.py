@@ -129,9 +129,11 @@ class OutputDir:
 
     @property
     def runs(self) -> Path:
+        """The folder of the run files, ``runs/`` in the output directory."""
         return self.root / "runs"
 
     def run_path(self, activation: ActivationSpec, seed: int) -> Path:
+        """The run file of ``activation`` with ``seed``: ``runs/<activation slug>-seed<seed>.json``."""
         return self.runs / f"{activation.slug}-seed{seed}.json"
 
     # -- ownership ------------------------------------------------------------------------------
@@ -284,6 +286,7 @@ class OutputDir:
             raise BadRunFile(path, f"{error}; {BAD_RUN_HINT}") from None
 
     def save_run(self, activation: ActivationSpec, result: RunResult) -> Path:
+        """Write ``result`` to its run file (atomically: a temporary file, then a rename); returns its path."""
         path = self.run_path(activation, result.seed)
         atomic_write_text(path, dump_json(result.to_json()))
         return path

@@ -62,6 +62,7 @@ _EVAL_BATCH = 1000
 
 
 def framework_version() -> str:
+    """The PyTorch version, for the run files."""
     return torch.__version__
 
 

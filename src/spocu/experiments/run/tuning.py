@@ -103,21 +103,26 @@ class TuningCallbacks:
         return f"{activation} lr {self.lr:.3g}"
 
     def plan(self, total: int, finished: int, epochs: int) -> None:
+        """Pass the plan on to the wrapped callbacks."""
         self.inner.plan(total, finished, epochs)
 
     def run_started(self, activation: str, seed: int) -> None:
+        """Report the run's start under its tuning label, ``<activation> lr <rate>``."""
         self.inner.run_started(self._label(activation), seed)
 
     def epoch_done(self, activation: str, seed: int, record: EpochRecord) -> None:
+        """Report the epoch under the run's tuning label."""
         self.inner.epoch_done(self._label(activation), seed, record)
 
     def run_finished(self, result: RunResult) -> None:
+        """Report the finished run under its tuning label, with ``extra['tuning_lr']`` set to the rate."""
         label = self._label(result.activation)
         self.inner.run_finished(
             dataclasses.replace(result, activation=label, extra={**result.extra, "tuning_lr": self.lr})
         )
 
     def run_failed(self, failure: Any) -> None:
+        """Report the failed run under its tuning label (if the wrapped callbacks take failures)."""
         if hasattr(self.inner, "run_failed"):
             self.inner.run_failed(dataclasses.replace(failure, activation=self._label(failure.activation)))
 
