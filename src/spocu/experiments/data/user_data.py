@@ -177,9 +177,7 @@ def _prepare(path: Path, loaded: tuple, val_size: float | None, test_size: float
             (x_train, x_val, x_test), info["preprocessing"] = standardize_splits(x_train, x_val, x_test)
             pixel_scale = None
     except NotFiniteAfterScaling as error:
-        raise _name_unscalable(
-            path, error, kind, x, info, {"training": x_train, "validation": x_val, "test": x_test}
-        ) from None
+        raise _name_unscalable(path, error, kind, x) from None
     info["class_mapping"] = {name: i for i, name in enumerate(classes)}
     info["content_sha256"] = content
     return Dataset(
@@ -187,7 +185,7 @@ def _prepare(path: Path, loaded: tuple, val_size: float | None, test_size: float
     )
 
 
-def _name_unscalable(path: Path, error: NotFiniteAfterScaling, kind: str, x, info: dict, splits: dict) -> DatasetError:
+def _name_unscalable(path: Path, error: NotFiniteAfterScaling, kind: str, x) -> DatasetError:
     """The file's column and row of a value whose z-score is not a finite float32 (found by its value)."""
     value, name = error.value, getattr(error, "column_name", None)
     if kind == "table" and name is not None:
@@ -433,7 +431,7 @@ def _encode_table(train, val, test, info: dict) -> tuple[np.ndarray, np.ndarray,
     if numeric:
         arrays = [frame[numeric].to_numpy(dtype=np.float64) for frame in (train, val, test)]
         try:
-            standardized, note = standardize_splits(*arrays)
+            standardized, _ = standardize_splits(*arrays)  # the table's own description below
         except NotFiniteAfterScaling as error:
             error.column_name = numeric[error.column]
             raise
