@@ -3,13 +3,14 @@ compatible with every output directory written before it was typed."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 
 import pytest
 
 from spocu.experiments.activations import ActivationSpec, parse_activation
-from spocu.experiments.config import ExperimentConfig, resolve_config
+from spocu.experiments.config import OPTIONS, ExperimentConfig, resolve_config
 
 #: protocol hashes computed on main before the spec held typed activations (commit 5afaa4a): an output
 #: directory's config.json and run files carry them, so a change here would refuse every resume
@@ -122,3 +123,70 @@ def test_a_compare_parses_each_activation_once_where_the_spec_is_built(tmp_path,
     outcome = compare(CompareOptions(config=options, out=tmp_path / "out", progress=False))
     assert parsed == ["relu", "spocu(c=1)"]
     assert outcome.results["config"]["activations"] == ["relu", "spocu(c=1)"] and outcome.results["reference"] == "relu"
+
+
+def test_every_compare_option_reaches_the_spec_or_the_run_options_by_its_name():
+    from spocu.commands.compare import _DERIVED, add_arguments
+    from spocu.experiments.compare import CompareOptions
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    dests = {action.dest for action in parser._actions if action.option_strings} - {"help"}
+    fields = {f.name for f in dataclasses.fields(CompareOptions)}
+    command_line_only = {"config", "estimate", "no_download", "no_progress"}  # the TOML file, what to do, negated flags
+    assert not set(OPTIONS) & fields
+    assert dests == set(OPTIONS) | (fields - _DERIVED) | {"track"} | command_line_only
+
+
+def test_the_command_line_builds_the_spec_its_options_say(tmp_path):
+    from spocu.commands.compare import _options, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    words = "--dataset digits --model deep-mlp --depth 3 --width 8 --activations spocu(c=1),relu selu --seeds 3 "
+    words += "--first-seed 2 --epochs 4 --batch-size 16 --optimizer sgd --lr 0.01 --weight-decay 1e-4 --momentum 0.9 "
+    words += (
+        "--init he-normal --val-size 0.1 --test-size 0.3 --split-seed 7 --split fixed --lr-milestones 2,3 --tune lr "
+    )
+    words += "--jobs 2 --threads 1 --no-download --no-progress --rope 1 --skip-bad-runs --allow-leak --device cpu --track mlflow mlflow"
+    options = _options(parser.parse_args([*words.split(), "--out", str(tmp_path / "out")]))
+    config = resolve_config(options.config)
+    assert [a.canonical for a in config.activations] == ["spocu(c=1)", "relu", "selu"]
+    assert {a.init for a in config.activations} == {"he-normal"}
+    assert (config.dataset, config.model.label, config.seeds, config.epochs, config.batch_size) == (
+        "digits",
+        "deep-mlp 3x8",
+        (2, 3, 4),
+        4,
+        16,
+    )
+    assert (config.optimizer, config.lr, config.weight_decay, config.momentum, config.lr_milestones) == (
+        "sgd",
+        0.01,
+        1e-4,
+        0.9,
+        (2, 3),
+    )
+    assert (config.val_size, config.test_size, config.split_seed, config.split, config.tune) == (
+        0.1,
+        0.3,
+        7,
+        "fixed",
+        "lr",
+    )
+    assert (options.jobs, options.threads, options.download, options.progress, options.rope) == (
+        2,
+        1,
+        False,
+        False,
+        1.0,
+    )
+    assert (options.skip_bad_runs, options.allow_leak, options.device, options.track) == (
+        True,
+        True,
+        "cpu",
+        ("mlflow",),
+    )
+    assert options.out == str(tmp_path / "out") and "tune = " in options.options_toml
+    with pytest.raises(ValueError, match="unknown experiment option.* data_dir; the options are preset, model"):
+        resolve_config({"data_dir": "/data"})

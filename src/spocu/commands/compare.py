@@ -307,59 +307,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_option(parser)
 
 
-def _options(args: argparse.Namespace):
-    from spocu.experiments.activations import split_activation_list
-    from spocu.experiments.compare import CompareOptions
+#: CompareOptions fields not given by an option of the same name (``config`` is the experiment's options;
+#: ``--config`` names the TOML file they were read from)
+_DERIVED = frozenset({"config", "download", "progress", "options_toml", "track"})
 
-    activations = None
-    if args.activations:
-        activations = tuple(a for item in args.activations for a in split_activation_list(item))
-    config = {
-        "preset": args.preset,
-        "dataset": args.dataset,
-        "model": args.model,
-        "hidden": args.hidden,
-        "depth": args.depth,
-        "width": args.width,
-        "activations": activations,
-        "seeds": args.seeds,
-        "first_seed": args.first_seed,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "optimizer": args.optimizer,
-        "lr": args.lr,
-        "weight_decay": args.weight_decay,
-        "momentum": args.momentum,
-        "init": args.init,
-        "val_size": args.val_size,
-        "test_size": args.test_size,
-        "split_seed": args.split_seed,
-        "split": args.split,
-        "framework": args.framework,
-        "keras_backend": args.keras_backend,
-        "target": args.target,
-        "image_size": None if args.image_size is None else tuple(args.image_size),
-        "swap": args.swap,
-        "allow_partial_swap": True if args.allow_partial_swap else None,
-        "lr_milestones": args.lr_milestones,
-        "tune": args.tune,
-    }
+
+def _options(args: argparse.Namespace):
+    """The parsed command line as :class:`~spocu.experiments.compare.CompareOptions`, by name: the experiment's
+    options (:data:`~spocu.experiments.config.OPTIONS`) for the spec, built and checked once by
+    :func:`~spocu.experiments.config.resolve_config`; the others, the fields of the same names."""
+    import dataclasses
+
+    from spocu.experiments.compare import CompareOptions
+    from spocu.experiments.config import OPTIONS
+
+    how = {f.name: getattr(args, f.name) for f in dataclasses.fields(CompareOptions) if f.name not in _DERIVED}
     return CompareOptions(
-        config=config,
-        device=args.device,
-        threads=args.threads,
-        jobs=args.jobs,
-        executor=args.executor,
-        ray_address=args.ray_address,
-        ray_autoscaling=args.ray_autoscaling,
-        data_dir=args.data_dir,
+        config={key: getattr(args, key) for key in OPTIONS},
+        **how,
         download=not args.no_download,
         progress=not args.no_progress,
-        out=args.out,
-        skip_bad_runs=args.skip_bad_runs,
         options_toml=_recorded_options(args),
-        rope=args.rope,
-        allow_leak=args.allow_leak,
         track=tuple(dict.fromkeys(args.track or ())),
     )
 

@@ -62,6 +62,7 @@ __all__ = [
     "TUNE_POINTS",
     "TUNE_SEEDS",
     "DATASET_DEFAULTS",
+    "OPTIONS",
     "ModelSpec",
     "ExperimentConfig",
     "resolve_config",
@@ -221,6 +222,10 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "image_size": None,
     "tune": None,
 }
+
+#: The options :func:`resolve_config` takes: ``spocu compare``'s experiment options, each by its argparse name
+#: (``--batch-size`` -> ``batch_size``); ``seeds`` is a count. The command line passes exactly these.
+OPTIONS: tuple[str, ...] = ("preset", "model", "hidden", "epochs", "batch_size", "lr", *_GLOBAL_DEFAULTS)
 
 #: Defaults for the user's data (``--dataset PATH``): tables and arrays get an MLP, image folders the seed's CNN.
 USER_DATA_DEFAULTS: dict[str, Any] = {"model": "mlp", "hidden": (64, 64), "epochs": 20, "batch_size": 64, "lr": 1e-3}
@@ -463,7 +468,7 @@ def _activation_items(value: Any) -> tuple[ActivationSpec | str, ...]:
 def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     """Build the config from options (None = not given), a preset and the dataset's defaults.
 
-    Keys: preset, dataset, model, hidden, depth, width, activations, seeds (count), first_seed,
+    Keys (:data:`OPTIONS`; another is refused): preset, dataset, model, hidden, depth, width, activations, seeds (count), first_seed,
     epochs, batch_size, optimizer, lr, weight_decay, momentum, init, val_size, test_size,
     split_seed, split, framework, keras_backend, swap, allow_partial_swap, lr_milestones, target,
     image_size, tune. ``activations``: names (a string may list several, ``"spocu(c=1), relu"``) or
@@ -473,6 +478,9 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     (:mod:`spocu.experiments.models.factories`; not imported here: :func:`with_model_source` does
     that once the engine is chosen); a factory keeps its own initialization unless ``init`` is given.
     """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown experiment option(s) {', '.join(unknown)}; the options are {', '.join(OPTIONS)}")
     given = {k: v for k, v in options.items() if v is not None}
     preset_name = given.pop("preset", None)
     if preset_name is not None and preset_name not in PRESETS:
