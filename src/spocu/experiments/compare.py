@@ -13,11 +13,11 @@ instead of training.
 ``commands/compare.py`` only parses the command line into :class:`CompareOptions` and renders.
 
 Examples:
-    >>> options = CompareOptions(config={"dataset": "wdbc"}, data_dir="/data")
+    >>> options = CompareOptions(config={"dataset": "wdbc"}, jobs=0)
     >>> check_options(options)
     Traceback (most recent call last):
     ...
-    spocu.experiments.errors.OptionError: --data-dir applies to datasets read from files (mnist, cifar10); wdbc is embedded in scikit-learn
+    spocu.experiments.errors.OptionError: --jobs must be >= 1, got 0
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spocu.experiments.config import ExperimentConfig, resolve_config
+from spocu.experiments.config import ExperimentConfig, check_data_dir, resolve_config
 from spocu.experiments.errors import ExperimentError, OptionError, OutputBusy
 from spocu.experiments.models.factories import UserModelError
 from spocu.experiments.run.executors import DEFAULT_EXECUTOR, EXECUTORS
@@ -140,32 +140,16 @@ def check_options(options: CompareOptions) -> None:
         raise OptionError(
             "--out is empty; give a directory name (a new or empty directory, or an earlier spocu compare output)"
         )
-    if options.data_dir is not None:
-        from spocu.experiments.config import PRESETS
-        from spocu.experiments.data.datasets import EMBEDDED_DATASETS
-
-        dataset = options.config.get("dataset") or PRESETS.get(options.config.get("preset") or "", {}).get(
-            "dataset", "wdbc"
-        )
-        from spocu.experiments.data.datasets import DATASETS
-
-        if dataset not in DATASETS:
-            raise OptionError(
-                f"--data-dir applies to the built-in datasets read from files (mnist, cifar10), not to --dataset {dataset}"
-            )
-        if dataset in EMBEDDED_DATASETS:
-            raise OptionError(
-                f"--data-dir applies to datasets read from files (mnist, cifar10); {dataset} is embedded in scikit-learn"
-            )
-        if not str(options.data_dir).strip():
-            raise OptionError("--data-dir is empty")
 
 
 def _resolve(options: CompareOptions) -> ExperimentConfig:
+    """The experiment spec, built and checked once: its options, and --data-dir against its dataset."""
     try:
-        return resolve_config(options.config)
+        config = resolve_config(options.config)
+        check_data_dir(config, options.data_dir)
     except ValueError as error:
         raise OptionError(str(error)) from None
+    return config
 
 
 def memory_estimate(

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from spocu.experiments.activations import (
@@ -54,6 +55,7 @@ __all__ = [
     "MAX_SEEDS",
     "KERAS_BACKENDS",
     "check_split_size",
+    "check_data_dir",
     "PRESETS",
     "PAPER_PROVENANCE",
     "SPOCU_CORRECTION",
@@ -421,8 +423,6 @@ class ExperimentConfig:
             elif isinstance(data[key], tuple):
                 data[key] = list(data[key])
         if self.user_data:  # the file's name and content hash, not where it lies: resuming from elsewhere works
-            from pathlib import Path
-
             data["dataset"] = Path(self.dataset).name
         data["model"] = self.model.protocol()
         return data
@@ -490,8 +490,6 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     if dataset in DATASETS:
         dataset_defaults = DATASET_DEFAULTS[dataset]
     elif is_user_dataset(dataset):
-        from pathlib import Path
-
         dataset_defaults = USER_IMAGES_DEFAULTS if Path(dataset).expanduser().is_dir() else USER_DATA_DEFAULTS
     else:
         raise ValueError(
@@ -570,6 +568,34 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         tune=merged["tune"],
         split=split,
     )
+
+
+def check_data_dir(config: ExperimentConfig, data_dir: str | Path | None) -> None:
+    """Raise ValueError unless ``data_dir`` (``--data-dir``: your copies of the files) fits the config's dataset.
+
+    It applies to the built-in datasets read from files (mnist, cifar10): not to those embedded in
+    scikit-learn, nor to your own data (``--dataset PATH``). Checked once, where the spec is built;
+    the loaders take it as given.
+
+    Example:
+        >>> check_data_dir(resolve_config({"preset": "seed-cifar10"}), "~/.keras/datasets")
+        >>> check_data_dir(resolve_config({}), "/data")
+        Traceback (most recent call last):
+        ...
+        ValueError: --data-dir applies to datasets read from files (mnist, cifar10); wdbc is embedded in scikit-learn
+    """
+    if data_dir is None:
+        return
+    if config.user_data:
+        raise ValueError(
+            f"--data-dir applies to the built-in datasets read from files (mnist, cifar10), not to --dataset {config.dataset}"
+        )
+    if config.dataset in EMBEDDED_DATASETS:
+        raise ValueError(
+            f"--data-dir applies to datasets read from files (mnist, cifar10); {config.dataset} is embedded in scikit-learn"
+        )
+    if not str(data_dir).strip():
+        raise ValueError("--data-dir is empty")
 
 
 def with_model_source(config: ExperimentConfig):

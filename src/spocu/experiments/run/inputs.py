@@ -39,12 +39,14 @@ class ResumeRefused(ValueError):
 def load_data(
     config: ExperimentConfig, *, data_dir=None, download: bool = True, progress: bool = True, allow_leak: bool = False
 ) -> Dataset:
-    """The experiment's dataset, split and preprocessed (raises DatasetError or ValueError naming the problem)."""
+    """The experiment's dataset, split and preprocessed (raises DatasetError or ValueError naming the problem).
+
+    ``data_dir``: where the built-in mnist and cifar10 files lie, as checked against the dataset where the
+    spec was built (:func:`~spocu.experiments.config.check_data_dir`).
+    """
     if config.user_data:
         from spocu.experiments.data.user_data import load_user_dataset
 
-        if data_dir is not None:
-            raise ValueError(f"--data-dir applies to the built-in mnist and cifar10, not to --dataset {config.dataset}")
         dataset = load_user_dataset(
             config.dataset,
             target=config.target,
