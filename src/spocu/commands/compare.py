@@ -133,6 +133,12 @@ def _real(low: float, high: float = math.inf, *, low_open: bool = False, high_op
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``spocu compare``'s options to ``parser``: what to compare, training, where and how, and ``--config``.
+
+    The experiment's options carry the names :func:`~spocu.experiments.config.resolve_config` takes
+    (:data:`~spocu.experiments.config.OPTIONS`); the others, those of
+    :class:`~spocu.experiments.compare.CompareOptions`' fields.
+    """
     from spocu.experiments.activations import INIT_SCHEMES
     from spocu.experiments.config import FRAMEWORKS, KERAS_BACKENDS, MODELS, MOMENTUM_OPTIMIZERS, OPTIMIZERS, PRESETS
     from spocu.experiments.data.datasets import DATASETS
@@ -493,6 +499,12 @@ def _estimate(options, console) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``spocu compare`` for the parsed ``args``: 0 when done, 130 on Ctrl-C or SIGTERM.
+
+    Builds the options once (:func:`_options`), then estimates (``--estimate``) or compares with a
+    progress bar and prints the results table. Anything the user can fix leaves as a
+    :class:`~spocu.errors.CommandError` (one line, exit 2).
+    """
     import signal
     import threading
 

@@ -156,12 +156,19 @@ class ActivationSpec:
 
     @property
     def canonical(self) -> str:
+        """The activation's name in files and tables: ``name(key=value, ...)``, defaults left out.
+
+        Example:
+            >>> parse_activation("spocu(c=1.0, alpha=3.0937)").canonical
+            'spocu(c=1)'
+        """
         if not self.params:
             return self.name
         return f"{self.name}(" + ", ".join(f"{k}={_format_value(v)}" for k, v in self.params) + ")"
 
     @property
     def slug(self) -> str:
+        """``canonical`` made safe for a file name (``spocu(c=1)`` -> ``spocu_c-1``; ``nets/act.py:f`` -> ``act.py-f``)."""
         if self.is_user:  # a file's name, not its folder, and the function's
             module, _, function = self.name.rpartition(":")
             return re.sub(r"[^A-Za-z0-9_.+-]", "-", f"{Path(module).name}-{function}")
@@ -170,6 +177,7 @@ class ActivationSpec:
 
     @property
     def customary_init(self) -> str:
+        """The init scheme customary for this activation (see the module docstring's table)."""
         return USER_INIT[0] if self.is_user else ACTIVATIONS[self.name].init
 
     @property
@@ -179,6 +187,7 @@ class ActivationSpec:
 
     @property
     def init_reason(self) -> str:
+        """Why this activation trains with its init, in words (the report shows it)."""
         if self.init_override == OWN_INIT:
             return "the model's own: its factory's code, under the run's seed"
         if self.init_override and self.init_override != self.customary_init:

@@ -428,10 +428,13 @@ class ExperimentConfig:
         return data
 
     def protocol_hash(self) -> str:
+        """The first 12 hex digits of the SHA-256 of :meth:`protocol` as sorted compact JSON (run files carry it)."""
         text = json.dumps(self.protocol(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
+        """``config.json``'s content: the protocol, the grid (activations by their canonical names, seeds), the preset
+        and, after ``--tune lr``, the chosen rates."""
         data = {
             **self.protocol(),
             "activations": [spec.canonical for spec in self.activations],
@@ -447,6 +450,7 @@ class ExperimentConfig:
         activations: tuple[ActivationSpec | str, ...] | None = None,
         seeds: tuple[int, ...] | None = None,
     ) -> ExperimentConfig:
+        """The same protocol with another grid (activations as specs or names; None keeps the current one)."""
         return replace(self, activations=activations or self.activations, seeds=seeds or self.seeds)
 
 
