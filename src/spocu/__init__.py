@@ -14,6 +14,8 @@ Example:
     1.261978
 """
 
+from typing import TYPE_CHECKING, Any
+
 from spocu.core import (
     DEFAULT_ALPHA,
     DEFAULT_BETA,
@@ -24,6 +26,9 @@ from spocu.core import (
     reference_spocu_grad,
     validate_params,
 )
+
+if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports it on first use
+    from spocu.science import fit  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -40,7 +45,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # spocu.fit lives in spocu.science (scipy); import it on first use, not at `import spocu`
     if name == "fit":
         from spocu.science import fit

@@ -100,7 +100,7 @@ def validate_params(
     alpha: float = DEFAULT_ALPHA,
     beta: float = DEFAULT_BETA,
     gamma: float = DEFAULT_GAMMA,
-    c: float = DEFAULT_C,
+    c: float | None = DEFAULT_C,
 ) -> tuple[float, float, float, float]:
     """Check SPOCU's parameters against the paper's domain and return them as floats.
 

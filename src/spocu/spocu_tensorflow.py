@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, h
@@ -36,7 +38,7 @@ class SPOCU(_SPOCU):
         beta: float = DEFAULT_BETA,
         gamma: float = DEFAULT_GAMMA,
         c: float | None = DEFAULT_C,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         kwargs.pop("learnable", None)  # configs carry learnable=False (the old layer had fixed parameters)
         super().__init__(alpha, beta, gamma, c, **kwargs)

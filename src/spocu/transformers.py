@@ -109,7 +109,8 @@ def after_swap(model: nn.Module, replaced: dict[str, str], call_sites: dict[str,
     Called by :func:`spocu.torch.replace_activations` on a model with a transformers ``config``.
     """
     register()
-    config = model.config
+    pretrained: Any = model  # a transformers PreTrainedModel (transformers is not type-checked here)
+    config = pretrained.config
     fields = [f for f in ACTIVATION_FIELDS if isinstance(getattr(config, f, None), str)]
     names = {_name_of(model.get_submodule(path)) for path in replaced}
     reason = None
@@ -143,7 +144,7 @@ def after_swap(model: nn.Module, replaced: dict[str, str], call_sites: dict[str,
                     setattr(config, f, name)
                 model.__dict__.pop("save_pretrained", None)
                 return
-    model.save_pretrained = _RefuseSave(reason)
+    pretrained.save_pretrained = _RefuseSave(reason)
 
 
 register()

@@ -101,29 +101,26 @@ class SPOCU(eqx.Module):
     @property
     def alpha(self) -> Any:
         """alpha: a float, or (learnable) an array of values > 0."""
-        return (
-            learnable_to_params(self.raw_alpha, self.raw_beta, self.raw_gamma, jnp)[0]
-            if self.learnable
-            else self.fixed[0]
-        )
+        if self.learnable:
+            return learnable_to_params(self.raw_alpha, self.raw_beta, self.raw_gamma, jnp)[0]
+        assert self.fixed is not None  # set by __init__ when not learnable
+        return self.fixed[0]
 
     @property
     def beta(self) -> Any:
         """beta: a float, or (learnable) an array of values in (0, 1)."""
-        return (
-            learnable_to_params(self.raw_alpha, self.raw_beta, self.raw_gamma, jnp)[1]
-            if self.learnable
-            else self.fixed[1]
-        )
+        if self.learnable:
+            return learnable_to_params(self.raw_alpha, self.raw_beta, self.raw_gamma, jnp)[1]
+        assert self.fixed is not None
+        return self.fixed[1]
 
     @property
     def gamma(self) -> Any:
         """gamma: a float, or (learnable) an array of values > 0."""
-        return (
-            learnable_to_params(self.raw_alpha, self.raw_beta, self.raw_gamma, jnp)[2]
-            if self.learnable
-            else self.fixed[2]
-        )
+        if self.learnable:
+            return learnable_to_params(self.raw_alpha, self.raw_beta, self.raw_gamma, jnp)[2]
+        assert self.fixed is not None
+        return self.fixed[2]
 
     def __call__(self, x: jax.Array, *, key: Any = None) -> jax.Array:
         """Apply SPOCU elementwise, s(x) = α·h(x/γ + β) − α·h(β), with this layer's parameters;
@@ -132,4 +129,5 @@ class SPOCU(eqx.Module):
         del key  # deterministic; accepted as other Equinox layers accept it
         if self.learnable:
             return learnable_spocu(x, self.raw_alpha, self.raw_beta, self.raw_gamma, self.c)
+        assert self.fixed is not None
         return spocu(x, *self.fixed, self.c)

@@ -79,7 +79,9 @@ def _tangent(x: jax.Array, x_dot: jax.Array, params: SPOCUParams) -> jax.Array:
 
 
 @_spocu_core.defjvp
-def _spocu_core_jvp(params, primals, tangents):
+def _spocu_core_jvp(
+    params: SPOCUParams, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
     (x,), (x_dot,) = primals, tangents
     return _spocu_core(x, params), _tangent(x, x_dot, params)
 
@@ -115,7 +117,7 @@ def _shifted_horner(t: jax.Array, d: tuple[jax.Array, ...], *, derivative: bool 
     return (acc + d[0]) * t
 
 
-def _array_pieces(x, b, g, c):
+def _array_pieces(x: jax.Array, b: jax.Array, g: jax.Array, c: float) -> tuple[jax.Array, jax.Array, jax.Array]:
     """t = clip(x/gamma, -beta, c - beta), the mask of the flat pieces (kinks and x = +-inf included)
     and t_in: t where SPOCU is active, 0 elsewhere (so no discarded branch can overflow)."""
     t_raw = x / g
@@ -126,19 +128,19 @@ def _array_pieces(x, b, g, c):
     return t, outside, jnp.where(outside, jnp.zeros((), t.dtype), t)
 
 
-def _outside_domain(a, b, g):
+def _outside_domain(a: jax.Array, b: jax.Array, g: jax.Array) -> jax.Array:
     """Where the array parameters leave SPOCU's domain (alpha, gamma finite and > 0, 0 < beta < 1; NaN included)."""
     inside = (a > 0) & (a < jnp.inf) & (b > 0) & (b < 1) & (g > 0) & (g < jnp.inf)
     return ~inside
 
 
-def _nan_where(bad, v):
+def _nan_where(bad: jax.Array, v: jax.Array) -> jax.Array:
     # the documented rule: out-of-domain parameters give NaN (values and derivatives), never plausible numbers
     return jnp.where(bad, jnp.full((), jnp.nan, v.dtype), v)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(4,))
-def _array_spocu(x, a, b, g, c):
+def _array_spocu(x: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, c: float) -> jax.Array:
     t, _, _ = _array_pieces(x, b, g, c)
     return _nan_where(_outside_domain(a, b, g), a * _shifted_horner(t, shifted_coefficients(b)))
 
@@ -150,7 +152,9 @@ def _saturate(v: jax.Array) -> jax.Array:
 
 
 @partial(_array_spocu.defjvp, symbolic_zeros=True)
-def _array_spocu_jvp(c, primals, tangents):
+def _array_spocu_jvp(
+    c: float, primals: tuple[jax.Array, jax.Array, jax.Array, jax.Array], tangents: tuple[Any, Any, Any, Any]
+) -> tuple[jax.Array, jax.Array]:
     """The partial derivatives written out (the core's reference formulas), not autodiff of the clip:
 
     ds/dx = (a/g) h'(u), ds/da = s/a, ds/db = a (h'(u) - r'(b)), ds/dg = -(a/g) h'(u) t,

@@ -51,7 +51,8 @@ def initial_raw_weights(params: SPOCUParams, num_parameters: int, dtype: Any) ->
     shape = () if num_parameters == 1 else (num_parameters,)
     # the read-back check in NumPy (float64), so that it never traces (Linen may build the weights inside jit)
     held = [np.asarray(raw, dtype=np.float64).astype(dtype) for raw in raws]
-    mapped = learnable_to_params(*(h.astype(np.float64) for h in held), np)
+    held_alpha, held_beta, held_gamma = (h.astype(np.float64) for h in held)
+    mapped = learnable_to_params(held_alpha, held_beta, held_gamma, np)
     for name, want, got in zip(("alpha", "beta", "gamma"), (params.alpha, params.beta, params.gamma), mapped):
         got = float(got)
         if not abs(got - want) <= 1e-3 * abs(want):
@@ -59,8 +60,8 @@ def initial_raw_weights(params: SPOCUParams, num_parameters: int, dtype: Any) ->
                 f"learnable SPOCU parameter {name}={want!r} cannot be represented by a {dtype} weight "
                 f"(it reads back as {got:.6g}); choose a value closer to 1 or param_dtype=float32"
             )
-    arrays = tuple(jnp.full(shape, h, dtype) for h in held)
-    return arrays
+    raw_alpha, raw_beta, raw_gamma = (jnp.full(shape, h, dtype) for h in held)
+    return raw_alpha, raw_beta, raw_gamma
 
 
 def learnable_spocu(x: Any, raw_alpha: Any, raw_beta: Any, raw_gamma: Any, c: float) -> jax.Array:

@@ -78,5 +78,5 @@ def spocu(
         return spocu_tensor_params(as_float_input(x), alpha, beta, gamma, SPOCUParams(c=c).c)
     params = cached_kernel_params(alpha, beta, gamma, c)
     if keras.backend.is_keras_tensor(x):  # functional-API call: insert a (serializable) layer
-        return SPOCU(**params.as_dict())(x)
+        return SPOCU(alpha=params.alpha, beta=params.beta, gamma=params.gamma, c=params.c)(x)
     return spocu_fixed(as_float_input(x), params)

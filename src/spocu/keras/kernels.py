@@ -31,6 +31,7 @@ so the mixed-precision policies ``mixed_float16``/``mixed_bfloat16`` work.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -104,8 +105,8 @@ def _generic(x: Any, params: SPOCUParams) -> Any:
     """keras.ops route: forward and a custom gradient that closes over ``x`` only."""
 
     @ops.custom_gradient
-    def _spocu(x):
-        def grad(*args, upstream=None):
+    def _spocu(x: Any) -> tuple[Any, Callable[..., Any]]:
+        def grad(*args: Any, upstream: Any = None) -> Any:
             if upstream is None:  # TensorFlow and JAX pass upstream positionally, torch by keyword
                 (upstream,) = args
             return _backward_cast(x, upstream, params)
@@ -126,13 +127,15 @@ TF_JIT_COMPILE = True
 def _tf_kernels(params: SPOCUParams) -> tuple[Any, Any]:
     import tensorflow as tf
 
-    def spocu_forward(x):
+    def spocu_forward(x: Any) -> Any:
         return _forward_cast(x, params)
 
-    def spocu_backward(x, upstream):
+    def spocu_backward(x: Any, upstream: Any) -> Any:
         return _backward_cast(x, upstream, params)
 
-    compile_ = lambda fn: tf.function(fn, jit_compile=True, reduce_retracing=True)  # noqa: E731
+    def compile_(fn: Callable[..., Any]) -> Any:
+        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+
     return compile_(spocu_forward), compile_(spocu_backward)
 
 
@@ -144,7 +147,7 @@ def _tensorflow_route(x: Any, params: SPOCUParams) -> Any:
     forward, backward = _tf_kernels(params)
 
     @tf.custom_gradient
-    def _spocu(x):
+    def _spocu(x: Any) -> tuple[Any, Callable[[Any], Any]]:
         return forward(x), lambda upstream: backward(x, upstream)
 
     return _spocu(x)
@@ -215,8 +218,8 @@ def _saturate(v: Any) -> Any:
     )
 
 
-def _sum_to_shape(grad: Any, shape: tuple) -> Any:
-    """Undo broadcasting: sum ``grad`` over the axes that ``shape`` broadcast along."""
+def _sum_to_shape(grad: Any, shape: Any) -> Any:
+    """Undo broadcasting: sum ``grad`` over the axes that ``shape`` (a tuple or TensorFlow's TensorShape) broadcast along."""
     shape, grad_shape = tuple(shape), tuple(grad.shape)
     if grad_shape == shape:
         return grad
@@ -231,11 +234,11 @@ def _tensor_params_generic(x: Any, a: Any, b: Any, g: Any, c: float) -> Any:
     """keras.ops route: the value and the written-out partial derivatives under ``ops.custom_gradient``."""
 
     @ops.custom_gradient
-    def _spocu(x, a, b, g):
+    def _spocu(x: Any, a: Any, b: Any, g: Any) -> tuple[Any, Callable[..., tuple[Any, ...]]]:
         t, _, _ = _tensor_pieces(x, b, g, c)
         y = ops.multiply(a, _shifted_horner(t, _shifted_coefficients(b)))
 
-        def grad(*args, upstream=None):
+        def grad(*args: Any, upstream: Any = None) -> tuple[Any, ...]:
             if upstream is None:  # TensorFlow and JAX pass upstream positionally, torch by keyword
                 (upstream,) = args
             t, outside, t_in = _tensor_pieces(x, b, g, c)

@@ -85,7 +85,7 @@ class SPOCU(keras.layers.Layer):
         learnable: bool = False,
         **kwargs: Any,
     ) -> None:
-        params = SPOCUParams(alpha, beta, gamma, c)  # validate before building anything
+        params = SPOCUParams(alpha, beta, gamma, math.inf if c is None else c)  # validate before building anything
         if not isinstance(learnable, (bool, np.bool_)):
             raise TypeError(f"SPOCU(learnable=...) must be a bool, got {type(learnable).__name__} {learnable!r}")
         if not learnable:  # fixed parameters go through the float32-coefficient kernels
@@ -97,7 +97,7 @@ class SPOCU(keras.layers.Layer):
         if self.learnable:
             # scalar weights: created here so the layer is usable (and loadable) before its first call
             # autocast=False: under mixed precision the math runs in float32, so read the weights in float32
-            def weight(name: str, value: float):
+            def weight(name: str, value: float) -> Any:
                 # ops.full keeps all digits of value in float64 (keras.initializers.Constant goes through float32)
                 init = lambda shape, dtype=None: ops.full(shape, value, dtype=dtype)  # noqa: E731
                 return self.add_weight(name=name, shape=(), initializer=init, autocast=False)
@@ -150,7 +150,7 @@ class SPOCU(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         """Keras serialization: the constructor's arguments (``c = inf`` stored as ``None``, valid JSON)."""
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         p = self._fixed
         config.update(
             alpha=p.alpha, beta=p.beta, gamma=p.gamma, c=p.c if math.isfinite(p.c) else None, learnable=self.learnable

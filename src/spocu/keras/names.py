@@ -55,7 +55,7 @@ def spocu_c1(x: Any) -> Any:
 ACTIVATION_NAMES = {"spocu": spocu, "spocu_c1": spocu_c1}
 
 
-def _activation_table() -> dict:
+def _activation_table() -> dict[str, Any]:
     from keras.src import activations as keras_activations  # private: see the module docstring
 
     table = getattr(keras_activations, "ALL_OBJECTS_DICT", None)

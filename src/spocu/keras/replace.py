@@ -213,7 +213,7 @@ def replace_activations(model: keras.Model, old: Any, new: Any) -> keras.Model:
         pairs.append((layer, copy))
         return copy
 
-    def own_weights(layer: Any) -> list:
+    def own_weights(layer: Any) -> list[Any]:
         """The layer's weights less its activation's (a learnable SPOCU in ``activation=`` adds its own)."""
         activation = getattr(layer, "activation", None)
         inner = {id(v) for v in activation.weights} if isinstance(activation, keras.layers.Layer) else set()

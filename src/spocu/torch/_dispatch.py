@@ -53,6 +53,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 from types import ModuleType
 
 import torch
@@ -255,7 +256,7 @@ def traced_backend(backend: str | None = None) -> str:
 # ----------------------------------------------------------------- the entry points
 
 #: the public functional, recorded as the target of torch.fx call_function nodes (set by spocu.torch.functional)
-FX_TARGET = None
+FX_TARGET: Callable[..., torch.Tensor] | None = None  # spocu.torch.spocu, set by spocu.torch.functional
 
 try:  # os.environ's own store: ~0.05 us a lookup instead of ~1 us for `in os.environ`
     _ENVIRON_DATA, _ENV_KEY = os.environ._data, os.environ.encodekey(ENV_VAR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -94,8 +95,8 @@ class SPOCU(nn.Module):
         learnable: bool = False,
         num_parameters: int = 1,
         inplace: bool = False,
-        device=None,
-        dtype=None,
+        device: torch.types.Device = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         params = SPOCUParams(alpha, beta, gamma, c)
@@ -122,10 +123,9 @@ class SPOCU(nn.Module):
                 params.alpha, params.beta, params.gamma, torch.finfo(dtype or torch.get_default_dtype()).max
             )
             self._init = params
-            kw = {"device": device, "dtype": dtype}
-            self.raw_alpha = nn.Parameter(torch.empty(num_parameters, **kw))
-            self.raw_beta = nn.Parameter(torch.empty(num_parameters, **kw))
-            self.raw_gamma = nn.Parameter(torch.empty(num_parameters, **kw))
+            self.raw_alpha = nn.Parameter(torch.empty(num_parameters, device=device, dtype=dtype))
+            self.raw_beta = nn.Parameter(torch.empty(num_parameters, device=device, dtype=dtype))
+            self.raw_gamma = nn.Parameter(torch.empty(num_parameters, device=device, dtype=dtype))
             self.reset_parameters()
         else:
             self._fixed = params
@@ -156,24 +156,27 @@ class SPOCU(nn.Module):
                     _unrepresentable(name, wanted, self.raw_alpha.dtype, got.flatten()[0].item())
 
     @property
-    def alpha(self):
+    def alpha(self) -> float | torch.Tensor:
         """alpha: a float, or (learnable) a tensor of ``num_parameters`` values > 0."""
         if self.learnable:
-            return learnable_positive(self.raw_alpha, torch)
+            alpha: torch.Tensor = learnable_positive(self.raw_alpha, torch)
+            return alpha
         return self._fixed.alpha
 
     @property
-    def beta(self):
+    def beta(self) -> float | torch.Tensor:
         """beta: a float, or (learnable) a tensor of values in (0, 1)."""
         if self.learnable:
-            return learnable_unit(self.raw_beta, torch)
+            beta: torch.Tensor = learnable_unit(self.raw_beta, torch)
+            return beta
         return self._fixed.beta
 
     @property
-    def gamma(self):
+    def gamma(self) -> float | torch.Tensor:
         """gamma: a float, or (learnable) a tensor of values > 0."""
         if self.learnable:
-            return learnable_positive(self.raw_gamma, torch)
+            gamma: torch.Tensor = learnable_positive(self.raw_gamma, torch)
+            return gamma
         return self._fixed.gamma
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -182,7 +185,7 @@ class SPOCU(nn.Module):
         """
         return _dispatch.module_call(self, input)
 
-    def __prepare_scriptable__(self):
+    def __prepare_scriptable__(self) -> NoReturn:
         raise RuntimeError(
             "spocu.torch.SPOCU cannot be compiled by torch.jit.script (its kernels are chosen in Python); "
             "use torch.jit.trace, torch.compile or torch.export instead"
@@ -194,7 +197,8 @@ class SPOCU(nn.Module):
         """
         if self.learnable:
 
-            def fmt(t):
+            def fmt(value: float | torch.Tensor) -> str:  # a tensor: the parameters are learnable here
+                t = torch.as_tensor(value)
                 if t.device.type == "meta":
                     return "?"
                 v = t.detach().cpu().flatten().tolist()

@@ -37,7 +37,8 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from types import FrameType
+from typing import Any, Literal, cast, overload
 
 import torch
 from torch import nn
@@ -142,9 +143,9 @@ FUNCTIONAL_KINDS: dict[str, tuple[Any, ...]] = {
 _FUNCTION_KIND = {function: kind for kind, functions in FUNCTIONAL_KINDS.items() for function in functions}
 
 
-def _aten_kind(func: Any, args: tuple, kwargs: dict) -> str | None:
+def _aten_kind(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     """The activation kind an aten op computes (what still runs after a swap), or None."""
-    name = func.__name__.split(".")[0].rstrip("_")  # "relu.default" / "relu_.default" -> "relu"
+    name: str = func.__name__.split(".")[0].rstrip("_")  # "relu.default" / "relu_.default" -> "relu"
     if name in ("relu", "gelu", "silu", "mish", "hardswish", "leaky_relu"):
         return name
     if name == "hardtanh":
@@ -159,7 +160,8 @@ def _aten_kind(func: Any, args: tuple, kwargs: dict) -> str | None:
     return None
 
 
-Old = str | type | tuple | list
+#: What ``old`` may be: a name, a dotted class path, a ``torch.nn.Module`` class, or a tuple/list of them.
+Old = str | type[nn.Module] | tuple[str | type[nn.Module], ...] | list[str | type[nn.Module]]
 
 
 @dataclass(frozen=True)
@@ -234,9 +236,9 @@ def _target(old: Old) -> _Target:
             labels.append(key)
         elif isinstance(item, type) and issubclass(item, nn.Module):
             classes.append(item)
-            kind = next((k for k, c in ACTIVATION_CLASSES.items() if c is item), None)
-            if kind is not None and _ALIASES.get(kind, kind) in FUNCTIONAL_KINDS:
-                kinds.append(_ALIASES.get(kind, kind))
+            class_kind = next((k for k, c in ACTIVATION_CLASSES.items() if c is item), None)
+            if class_kind is not None and _ALIASES.get(class_kind, class_kind) in FUNCTIONAL_KINDS:
+                kinds.append(_ALIASES.get(class_kind, class_kind))
             labels.append(item.__name__)
         else:
             raise TypeError(
@@ -263,17 +265,17 @@ class _State(threading.local):
         #: (module whose hook entered, kinds, mode it entered or None, its shared replacement or None)
         self.stack: list[tuple[nn.Module, tuple[str, ...], Any, nn.Module | None]] = []
         self.paused = 0  # > 0 while a replacement runs: its own ops are not swapped or counted
-        self.calls: Counter | None = None  # (owner id, site key) -> swapped calls, while counting
+        self.calls: Counter[tuple[int, str]] | None = None  # (owner id, site key) -> swapped calls, while counting
         self.make: Callable[[], nn.Module] | None = None  # during the probe: makes replacements for new sites
-        self.found: list = []  # (owner, "file:line") of the sites the probe added
+        self.found: list[tuple[nn.Module, str]] = []  # (owner, "file:line") of the sites the probe added
 
 
 _STATE = _State()
 
 
-def _user_frame() -> Any:
+def _user_frame() -> FrameType | None:
     """The innermost Python frame outside torch and this module (the call site of an intercepted call)."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None and (
         frame.f_code.co_filename.startswith(_TORCH_DIR) or frame.f_code.co_filename == _THIS_FILE
     ):
@@ -285,7 +287,7 @@ def _site_key(code_name: str, line: int) -> str:
     return f"{code_name.strip('<>')}_L{line}"
 
 
-def _is_inplace(func: Any, args: tuple, kwargs: dict) -> bool:
+def _is_inplace(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     if func.__name__.endswith("_"):
         return True
     if kwargs.get("inplace"):
@@ -306,7 +308,9 @@ class _SwapMode(TorchFunctionMode):
         super().__init__()
         self.kinds = kinds
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         kind = _FUNCTION_KIND.get(func)
         if kind is None or kind not in self.kinds or _STATE.paused:
@@ -344,13 +348,14 @@ def _compile_safe_lookup() -> None:
         _lookup = torch.compiler.disable(_lookup_frames)
 
 
-def _replacement_for(frame: Any) -> tuple[nn.Module, nn.Module | None, str]:
+def _replacement_for(frame: FrameType | None) -> tuple[nn.Module, nn.Module | None, str]:
     where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "an unknown place"
     key = _site_key(frame.f_code.co_name, frame.f_lineno) if frame is not None else ""
     owner = None
     if frame is not None and frame.f_code.co_argcount:  # the method's first argument: its module
         owner = frame.f_locals.get(frame.f_code.co_varnames[0])
-    calls = owner._modules.get("spocu_calls") if isinstance(owner, nn.Module) else None
+    # spocu_calls is always the ModuleDict that replace_activations (or the probe, below) added
+    calls = cast("nn.ModuleDict | None", owner._modules.get("spocu_calls") if isinstance(owner, nn.Module) else None)
     if calls is not None and key in calls:
         return calls[key], owner, key
     if (
@@ -459,8 +464,8 @@ def _call_sites(cls: type, kinds: tuple[str, ...]) -> list[tuple[str, str, int]]
                     isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in names
                 ):
                     continue
-                base = node.func.value
-                if isinstance(base, ast.Name) and base.id == own:  # self.relu(x): a submodule, not a functional
+                receiver = node.func.value
+                if isinstance(receiver, ast.Name) and receiver.id == own:  # self.relu(x): a submodule, not a functional
                     continue
                 sites.append((function.name, filename, start + node.lineno - 1))
     return sorted(set(sites), key=lambda s: (s[1], s[2]))
@@ -530,14 +535,16 @@ class _OpCounter(TorchDispatchMode):
         super().__init__()
         self.paths = paths
         self.module_stack: list[str] = []
-        self.counts: Counter = Counter()  # (kind, place) -> ops
+        self.counts: Counter[tuple[str, str]] = Counter()  # (kind, place) -> ops
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         if not _STATE.paused:
             kind = _aten_kind(func, args, kwargs)
             if kind is not None:
-                frame = sys._getframe(1)
+                frame: FrameType | None = sys._getframe(1)
                 while frame is not None and (
                     frame.f_code.co_filename.startswith(_TORCH_DIR) or frame.f_code.co_filename == _THIS_FILE
                 ):
@@ -570,7 +577,7 @@ def _module_paths(counter: _OpCounter) -> Iterator[None]:
             handle.remove()
 
 
-def _as_args(example_inputs: Any) -> tuple:
+def _as_args(example_inputs: Any) -> tuple[Any, ...]:
     return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
@@ -580,7 +587,7 @@ def count_activations(
     call: Callable[..., Any] | None = None,
     exclude: Iterable[nn.Module] = (),
     grad: bool = False,
-) -> Counter:
+) -> Counter[tuple[str, str]]:
     """Run one forward of ``model`` (eval mode, no grad unless ``grad``, modes restored) and count activation ops.
 
     Returns a ``Counter`` mapping ``(kind, "path (file:line)")`` to the number of aten ops of that
@@ -616,6 +623,42 @@ def count_activations(
 # -- the public function -------------------------------------------------------------------------------------------
 
 
+@overload
+def replace_activations(
+    module: nn.Module,
+    old: Old,
+    new: Callable[[], nn.Module],
+    *,
+    example_inputs: Any = None,
+    strict: bool = True,
+    report: Literal[False] = False,
+) -> nn.Module: ...
+
+
+@overload
+def replace_activations(
+    module: nn.Module,
+    old: Old,
+    new: Callable[[], nn.Module],
+    *,
+    example_inputs: Any = None,
+    strict: bool = True,
+    report: Literal[True],
+) -> SwapReport: ...
+
+
+@overload
+def replace_activations(
+    module: nn.Module,
+    old: Old,
+    new: Callable[[], nn.Module],
+    *,
+    example_inputs: Any = None,
+    strict: bool = True,
+    report: bool,
+) -> nn.Module | SwapReport: ...
+
+
 def replace_activations(
     module: nn.Module,
     old: Old,
@@ -624,7 +667,7 @@ def replace_activations(
     example_inputs: Any = None,
     strict: bool = True,
     report: bool = False,
-) -> Any:
+) -> nn.Module | SwapReport:
     r"""Replace, in place and recursively, every activation of kind ``old`` by ``new()``: modules and functional calls.
 
     ``old`` is a name (``"relu"``, ``"gelu"``, ``"silu"``, ``"relu6"``, ``"quick_gelu"``, ... see
@@ -721,7 +764,7 @@ def replace_activations(
 
     visit(module, "")
     if target.kinds:
-        sites_by_class: dict[type, list] = {}
+        sites_by_class: dict[type, list[tuple[str, str, int]]] = {}
         for path, owner in list(module.named_modules()):
             if any(path == p or path.startswith(p + ".") for p in result.modules) or "spocu_calls" in path.split("."):
                 continue
@@ -801,7 +844,7 @@ def _probe(result: SwapReport, example_inputs: Any, make: Callable[[], nn.Module
     model = result.model
     replacements = {id(m) for m in model.modules() if any(isinstance(h, _Pause) for h in m._forward_pre_hooks.values())}
     site_instances = {id(m) for name, m in model.named_modules() if ".spocu_calls." in f".{name}"}
-    module_calls = Counter()
+    module_calls: Counter[int] = Counter()
 
     def count(module: nn.Module, args: Any) -> None:
         if id(module) in replacements and id(module) not in site_instances and _STATE.paused == 0:
