@@ -91,6 +91,8 @@ def test_the_spec_holds_the_activations_parsed_with_their_init():
         given.lr_for(parse_activation("selu")) == given.lr_for("selu") == 0.01 and given.lr_for(given.reference) == 1e-3
     )
     assert given.to_dict()["learning_rates"] == {"selu": 0.01}
+    with pytest.warns(DeprecationWarning, match="activations holds the ActivationSpec objects"):
+        assert config.activation_specs() == list(config.activations)
 
 
 def test_a_bad_activation_is_refused_where_the_spec_is_built():
