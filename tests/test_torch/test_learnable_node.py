@@ -363,19 +363,67 @@ def test_the_module_node_gives_the_bits_of_map_then_learnable_function(node_read
     channels = params[0].numel()
     raws = tuple(r[:channels] for r in RAWS)
 
-    def run():
+    def run(composed=False):
         m = _module(channels, raws, torch.float32)
         xx = x.detach().clone().requires_grad_()
-        y = m(xx)
+        y = _composed(m, xx) if composed else m(xx)
         grads = torch.autograd.grad(y, [xx, *m.parameters()], g)
         return y, grads
 
     got = run()
     monkeypatch.setattr(_node, "ENABLED", False)
-    want = run()
-    assert got[0].grad_fn.name() == RAW_NODE and want[0].grad_fn.name() == "_FusedLearnableSPOCUBackward"
-    assert torch.equal(got[0], want[0])
-    assert all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
+    python_node, want = run(), run(composed=True)  # the module's Python node, and the map then the Function
+    assert got[0].grad_fn.name() == RAW_NODE and python_node[0].grad_fn.name() == "_RawLearnableSPOCUBackward"
+    assert want[0].grad_fn.name() == "_FusedLearnableSPOCUBackward"
+    for result in (got, python_node):
+        assert torch.equal(result[0], want[0])
+        assert all(torch.equal(a, b) for a, b in zip(result[1], want[1]))
+
+
+def _composed(m: SPOCU, x: torch.Tensor) -> torch.Tensor:
+    """The module's call spelled out: spocu.core's map with autograd, then the learnable Python Function."""
+    from spocu.torch._learnable import _CppKernels, _FusedLearnableSPOCU
+
+    return _FusedLearnableSPOCU.apply(x, m.alpha, m.beta, m.gamma, m.c, _CppKernels)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "nc", "shared", "transposed", "stepped_slice"])
+def test_the_modules_python_node_gives_the_bits_of_map_then_learnable_function(cpp_ready, dtype, layout, monkeypatch):
+    """Without the C++ node the module's eager CPU call is one Python node (map and SPOCU): the bits of
+    the composition, values, every gradient, double backward, and with some gradients not asked for."""
+    monkeypatch.setattr(_node, "ENABLED", False)
+    x, params, g = _case(layout, DTYPES[dtype], seed=3)
+    channels = params[0].numel()
+    raws = tuple(r[:channels] for r in RAWS)
+    for frozen in ("nothing", "input", "weights"):
+
+        def run(composed):
+            m = _module(channels, raws, torch.float32)
+            m.requires_grad_(frozen != "weights")
+            xx = x.detach().clone().requires_grad_(frozen != "input")
+            y = _composed(m, xx) if composed else m(xx)
+            wrt = [t for t in (xx, *m.parameters()) if t.requires_grad]
+            first = torch.autograd.grad(y, wrt, g, create_graph=dtype in ("float32", "float64"))
+            if not first[0].requires_grad:
+                return y, first
+            second = torch.autograd.grad(sum((d.square().sum() for d in first), torch.zeros(())), wrt)
+            return y, first + second
+
+        got, want = run(composed=False), run(composed=True)
+        assert got[0].grad_fn.name() == "_RawLearnableSPOCUBackward"
+        assert torch.equal(got[0], want[0]) and len(got[1]) == len(want[1])
+        assert all(torch.equal(a, b) for a, b in zip(got[1], want[1])), frozen
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (0, 4, 3, 3), (2, 4, 0)])
+def test_an_empty_batch_gives_an_empty_output_and_zero_parameter_gradients(shape):
+    m = SPOCU(learnable=True, num_parameters=4)
+    x = torch.randn(shape, requires_grad=True)
+    for y in (m(x), spocu(x, m.alpha, m.beta, m.gamma)):
+        y.sum().backward()
+        assert y.shape == x.shape and x.grad.shape == x.shape
+    assert all(torch.equal(p.grad, torch.zeros(4)) for p in m.parameters())
 
 
 @pytest.mark.parametrize("frozen", ["weights", "input"])

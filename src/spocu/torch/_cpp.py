@@ -60,7 +60,10 @@ __all__ = [
     "kernel_status",
     "learnable_backward",
     "learnable_forward",
+    "param_block",
     "ready",
+    "run_learnable_backward",
+    "run_learnable_forward",
     "unavailable_reason",
     "unsupported_input",
 ]
@@ -366,27 +369,39 @@ def backward(grad: torch.Tensor, x: torch.Tensor, k: KernelConstants) -> torch.T
 _SHIFT = _table_buffer(tuple(p for poly in SHIFTED_COEFFICIENT_POLYNOMIALS for p in (*poly, *[0.0] * (8 - len(poly)))))
 
 
-def _param_block(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+def param_block(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """[alpha[C], beta[C], gamma[C]] in float64, contiguous (what the kernels read)."""
     return torch.cat([p.detach().reshape(-1) for p in (alpha, beta, gamma)]).to(torch.float64).contiguous()
 
 
 def learnable_forward(
-    x3: torch.Tensor, out3: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float
+    x3: torch.Tensor,
+    out3: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    gamma: torch.Tensor,
+    c: float,
+    block: torch.Tensor | None = None,
 ) -> bool:
     """Write s(x) into ``out3``; x3, out3: contiguous (A, C, B) blocks, C per-channel parameters.
 
-    False (nothing written) if the kernels are not ready.
+    ``block``: :func:`param_block` of the parameters when the caller has it already. False
+    (nothing written) if the kernels are not ready.
     """
     if not (ready() and has_raw_storage(x3, out3, alpha, beta, gamma)):
         return False
-    params = _param_block(alpha, beta, gamma)
-    out = out3
-    a, ch, b = x3.shape
-    _lib["learnable_forward", x3.dtype](
-        x3.data_ptr(), out.data_ptr(), a, ch, b, params.data_ptr(), float(c), ctypes.addressof(_SHIFT), _threads()
-    )
+    run_learnable_forward(x3, out3, x3.shape, param_block(alpha, beta, gamma) if block is None else block, c)
     return True
+
+
+def run_learnable_forward(x: torch.Tensor, out: torch.Tensor, dims, block: torch.Tensor, c: float) -> None:
+    """:func:`learnable_forward` without its checks: the caller knows the kernels are ready and that
+    x and out are CPU tensors of one dtype with raw storage whose storage orders are the (A, C, B)
+    block ``dims``; ``block``: :func:`param_block` of the C parameters."""
+    a, ch, b = dims
+    _lib["learnable_forward", x.dtype](
+        x.data_ptr(), out.data_ptr(), a, ch, b, block.data_ptr(), float(c), ctypes.addressof(_SHIFT), _threads()
+    )
 
 
 def learnable_backward(
@@ -398,20 +413,28 @@ def learnable_backward(
     gamma: torch.Tensor,
     c: float,
     cap: float,
+    block: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Write dL/dx into ``out3``; return [dL/dalpha, dL/dbeta, dL/dgamma] per channel, a (3, C) float64 tensor.
 
     All blocks are contiguous (A, C, B) of one dtype; the partials are evaluated at
-    ``t <= cap - beta`` (see ``_learnable._partials``). None (nothing written) if the kernels are not ready.
+    ``t <= cap - beta`` (see ``_learnable._partials``); ``block`` as in :func:`learnable_forward`.
+    None (nothing written) if the kernels are not ready.
     """
     if not (ready() and has_raw_storage(grad3, x3, out3, alpha, beta, gamma)):
         return None
-    params = _param_block(alpha, beta, gamma)
-    out = out3
-    a, ch, b = x3.shape
+    block = param_block(alpha, beta, gamma) if block is None else block
+    return run_learnable_backward(grad3, x3, out3, x3.shape, block, c, cap)
+
+
+def run_learnable_backward(
+    grad: torch.Tensor, x: torch.Tensor, out: torch.Tensor, dims, block: torch.Tensor, c: float, cap: float
+) -> torch.Tensor:
+    """:func:`learnable_backward` without its checks (as :func:`run_learnable_forward`; grad too)."""
+    a, ch, b = dims
     sums = torch.zeros(3, ch, dtype=torch.float64, device="cpu")
-    _lib["learnable_backward", x3.dtype](
-        grad3.data_ptr(), x3.data_ptr(), out.data_ptr(), sums.data_ptr(), a, ch, b, params.data_ptr(), float(c),
+    _lib["learnable_backward", x.dtype](
+        grad.data_ptr(), x.data_ptr(), out.data_ptr(), sums.data_ptr(), a, ch, b, block.data_ptr(), float(c),
         float(cap), ctypes.addressof(_SHIFT), _threads(),
     )  # fmt: skip
     return sums

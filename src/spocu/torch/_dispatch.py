@@ -35,6 +35,8 @@ Differentiation routes (the fewest that keep every tested transform):
 3. The learnable Functions of :mod:`spocu.torch._learnable`: ``_LearnableSPOCU`` (plain
    ops; any order, forward AD, vmap), ``_FusedLearnableSPOCU`` (one fused pass each way over
    the Inductor or the C++ kernels, passed in; plain formulas for double backward),
+   ``_RawLearnableSPOCU`` (a learnable module's eager CPU call: its softplus/sigmoid map and
+   ``_FusedLearnableSPOCU``'s C++ kernels in one node, with the composition's bits),
    and ``_CompiledSPOCU`` (what ``torch.compile`` traces: no ``jvp``, which Dynamo cannot trace).
 4. Optional, only after :func:`build_kernels`: the C++ autograd nodes of
    :mod:`spocu.torch._node` (eager CPU calls; same bits as 1 and 3, checked when they load),
@@ -69,6 +71,7 @@ from spocu.torch._compat import (
 from spocu.torch._constants import KernelConstants, compute_dtype, kernel_constants
 from spocu.torch._layout import has_raw_storage
 from spocu.torch._learnable import (
+    apply_learnable_raw,
     broadcast_parameters,
     differentiable_forward,
     spocu_tensor_params,
@@ -410,14 +413,18 @@ def call(x, alpha, beta, gamma, c, backend: str | None = None) -> torch.Tensor:
 
 def module_call(module, x: torch.Tensor) -> torch.Tensor:
     """A :class:`spocu.torch.SPOCU` module's forward: fixed parameters go to :func:`call`; a learnable
-    module's common eager CPU call goes through one C++ node that also holds the softplus/sigmoid
-    map (once :func:`build_kernels` has built it), else its mapped parameters go to :func:`call`."""
+    module's common eager CPU call goes through one node that also holds the softplus/sigmoid map
+    (the C++ node once :func:`build_kernels` has built it, else ``_RawLearnableSPOCU``), else its
+    mapped parameters go to :func:`call`."""
     if not module.learnable:
         fixed = module._fixed
         return call(x, fixed.alpha, fixed.beta, fixed.gamma, fixed.c)
     raw = (module.raw_alpha, module.raw_beta, module.raw_gamma)
-    if _node.learnable_raw_available() and _plain_call(None) and _learnable_node_takes(x, *raw, module.c):
-        return _node.apply_learnable_raw(x, *raw, module.c)
+    if _plain_call(None) and _learnable_node_takes(x, *raw, module.c):
+        if _node.learnable_raw_available():
+            return _node.apply_learnable_raw(x, *raw, module.c)
+        if _route("auto", x.dtype, x.device) == "cpp":  # one Python node for the map and SPOCU
+            return apply_learnable_raw(x, *raw, module.c)
     alpha, beta, gamma = (
         learnable_positive(raw[0], torch),
         learnable_unit(raw[1], torch),

@@ -35,14 +35,20 @@ from collections.abc import Callable
 
 import torch
 
-from spocu.core import shifted_coefficients
+from spocu.core import LEARNABLE_MARGIN, learnable_positive, shifted_coefficients
 from spocu.torch import _cpp, _inductor
 from spocu.torch._autograd import plain_apply
 from spocu.torch._compat import functorch_active
 from spocu.torch._constants import compute_dtype, in_dtype
 from spocu.torch._layout import dense_like, flat, has_raw_storage, is_plain
 
-__all__ = ["broadcast_parameters", "differentiable_forward", "spocu_tensor_params", "traced_forward"]
+__all__ = [
+    "apply_learnable_raw",
+    "broadcast_parameters",
+    "differentiable_forward",
+    "spocu_tensor_params",
+    "traced_forward",
+]
 
 
 def _r_prime(u: torch.Tensor) -> torch.Tensor:
@@ -307,9 +313,24 @@ def _as_acb(t: torch.Tensor, channels: int) -> torch.Tensor:
     """The (A, C, B) view of ``t`` (a tensor in :func:`_layout_for`'s layout)."""
     if channels == 1:
         return flat(t).view(1, 1, t.numel())
+    return (
+        t.view(_acb_dims(t, channels))
+        if t.is_contiguous()
+        else t.permute(_channels_last_order(t)).view(-1, channels, 1)
+    )
+
+
+def _acb_dims(t: torch.Tensor, channels: int) -> tuple[int, int, int]:
+    """The sizes (A, C, B) of :func:`_as_acb`'s view of ``t``, without making it (also with no elements).
+
+    >>> _acb_dims(torch.zeros(2, 3, 4, 5), 3), _acb_dims(torch.zeros(0, 3, 4), 3)
+    ((2, 3, 20), (0, 3, 4))
+    """
+    if channels == 1:
+        return 1, 1, t.numel()
     if t.is_contiguous():
-        return t.view(t.shape[0], channels, -1)
-    return t.permute(_channels_last_order(t)).view(-1, channels, 1)
+        return t.shape[0], channels, math.prod(t.shape[2:])
+    return t.numel() // channels, channels, 1
 
 
 def _tag(x3: torch.Tensor, dtype: torch.dtype) -> str:
@@ -371,27 +392,42 @@ class _InductorKernels:
 
 
 class _CppKernels:
-    """The learnable kernels of the C++ library (:mod:`spocu.torch._cpp`, CPU); None where they cannot run."""
+    """The learnable kernels of the C++ library (:mod:`spocu.torch._cpp`, CPU); None where they cannot run.
+
+    ``block``: the parameters as :func:`spocu.torch._cpp.param_block`, when the caller has it.
+    """
 
     @staticmethod
-    def forward(x, alpha, beta, gamma, c):
+    def forward(x, alpha, beta, gamma, c, block=None):
         channels = alpha.numel()
         src = _layout_for(x.detach(), channels)
         out = torch.empty_like(src)
-        if _cpp.learnable_forward(_as_acb(src, channels), _as_acb(out, channels), alpha, beta, gamma, c):
+        if _cpp.learnable_forward(_as_acb(src, channels), _as_acb(out, channels), alpha, beta, gamma, c, block):
             return out
         return None
 
     @staticmethod
-    def backward(grad_output, x, alpha, beta, gamma, c):
+    def backward(grad_output, x, alpha, beta, gamma, c, block=None):
         channels = alpha.numel()
         src = _layout_for(x, channels)
         common = grad_output.dtype == x.dtype and grad_output.is_contiguous() and src.is_contiguous()
         grad = grad_output if common else dense_like(grad_output.to(x.dtype), src)  # (same shape: autograd's)
         out = torch.empty_like(src)
         blocks = [_as_acb(t, channels) for t in (grad, src, out)]
-        sums = _cpp.learnable_backward(*blocks, alpha, beta, gamma, c, _partial_cap(compute_dtype(x.dtype)))
+        sums = _cpp.learnable_backward(*blocks, alpha, beta, gamma, c, _cap(x.dtype), block)
         return None if sums is None else (out, sums)
+
+
+#: compute dtype -> _partial_cap of it
+_CAPS: dict[torch.dtype, float] = {}
+
+
+def _cap(dtype: torch.dtype) -> float:
+    """:func:`_partial_cap` of ``dtype``'s compute dtype (cached: it is asked on every backward)."""
+    cap = _CAPS.get(dtype)
+    if cap is None:
+        cap = _CAPS[dtype] = _partial_cap(compute_dtype(dtype))
+    return cap
 
 
 class _FusedLearnableSPOCU(torch.autograd.Function):
@@ -439,6 +475,92 @@ class _FusedLearnableSPOCU(torch.autograd.Function):
                 return (out if needs[0] else None, *grads, None, None)
         grads = _plain_backward(grad_output, x, *(_broadcast_shape(p, x) for p in params), ctx.c, needs)
         return (grads[0], *(_unshape(g, p) for g, p in zip(grads[1:], params)), None, None)
+
+
+#: beta = LEARNABLE_MARGIN + _SPAN * sigmoid(raw), as spocu.core.learnable_unit computes it
+_SPAN = 1.0 - 2.0 * LEARNABLE_MARGIN
+
+
+def _mapped_beta(sigmoid_beta: torch.Tensor) -> torch.Tensor:
+    """spocu.core.learnable_unit from the sigmoid of the raw weight (the same ops, in the same order)."""
+    return LEARNABLE_MARGIN + _SPAN * sigmoid_beta
+
+
+class _RawLearnableSPOCU(torch.autograd.Function):
+    """A learnable :class:`spocu.torch.SPOCU` module's eager CPU call from its raw weights, over the
+    C++ kernels: :mod:`spocu.core`'s map (alpha, gamma = softplus(raw) + floor, beta = margin +
+    span * sigmoid(raw)) and SPOCU in one node instead of eight (the map's seven, then
+    :class:`_FusedLearnableSPOCU`), which saves about half of a small call's Python time.
+
+    The same bits as that composition: the map is computed with the same ops, and its gradients
+    with the ATen ops autograd records for it (``softplus_backward``; the product with the span,
+    then ``sigmoid_backward`` with the saved sigmoid), as the C++ node ``spocu_cpu.learnable_raw``
+    does. Double backward and batched gradients recompute the map with autograd and take the plain
+    formulas. The caller (``_dispatch.module_call``) checks that the C++ kernels serve the call:
+    eager, CPU, no transform or tracer, raw storage, one parameter count. Saves x and the raw weights.
+    """
+
+    @staticmethod
+    def forward(ctx, x, raw_alpha, raw_beta, raw_gamma, c):
+        sigmoid_beta = torch.sigmoid(raw_beta)
+        mapped = (
+            learnable_positive(raw_alpha, torch),
+            _mapped_beta(sigmoid_beta),
+            learnable_positive(raw_gamma, torch),
+        )
+        block = _cpp.param_block(*mapped)
+        ctx.save_for_backward(x, raw_alpha, raw_beta, raw_gamma)
+        ctx.mapped, ctx.sigmoid_beta, ctx.block, ctx.c = mapped, sigmoid_beta, block, c
+        src = _layout_for(x, block.numel() // 3)
+        out = torch.empty_like(src)
+        _cpp.run_learnable_forward(src, out, _acb_dims(src, block.numel() // 3), block, c)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, raw_alpha, raw_beta, raw_gamma = ctx.saved_tensors
+        raws = (raw_alpha, raw_beta, raw_gamma)
+        needs = ctx.needs_input_grad
+        sigmoid_beta = ctx.sigmoid_beta
+        recorded = torch.is_grad_enabled() and any(t.requires_grad for t in (grad_output, x, *raws))
+        if not recorded and is_plain(grad_output) and has_raw_storage(grad_output):
+            channels = ctx.block.numel() // 3
+            src = _layout_for(x, channels)
+            common = grad_output.dtype == x.dtype and grad_output.is_contiguous() and src.is_contiguous()
+            grad = grad_output if common else dense_like(grad_output.to(x.dtype), src)  # (same shape: autograd's)
+            out = torch.empty_like(src)
+            sums = _cpp.run_learnable_backward(
+                grad, src, out, _acb_dims(src, channels), ctx.block, ctx.c, _cap(x.dtype)
+            )
+            grad_x = out if needs[0] else None
+            a, b, g = ctx.mapped
+            if a.dtype == b.dtype == g.dtype and a.dim() == b.dim() == g.dim() == 1:  # (the module's: one conversion)
+                grads = sums.to(a.dtype).unbind(0)
+            else:
+                grads = [total.reshape(p.shape).to(p.dtype) for total, p in zip(sums, ctx.mapped)]
+        else:  # double backward or a batched gradient: the map again, with autograd, and the plain formulas
+            sigmoid_beta = torch.sigmoid(raw_beta)
+            mapped = (
+                learnable_positive(raw_alpha, torch),
+                _mapped_beta(sigmoid_beta),
+                learnable_positive(raw_gamma, torch),
+            )
+            plain = _plain_backward(grad_output, x, *(_broadcast_shape(p, x) for p in mapped), ctx.c, needs)
+            grad_x, grads = plain[0], [_unshape(g, p) for g, p in zip(plain[1:], mapped)]
+        grad_alpha, grad_beta, grad_gamma = (g if need else None for g, need in zip(grads, needs[1:4]))
+        return (
+            grad_x,
+            None if grad_alpha is None else torch.ops.aten.softplus_backward(grad_alpha, raw_alpha, 1, 20),
+            None if grad_beta is None else torch.ops.aten.sigmoid_backward(grad_beta * _SPAN, sigmoid_beta),
+            None if grad_gamma is None else torch.ops.aten.softplus_backward(grad_gamma, raw_gamma, 1, 20),
+            None,
+        )
+
+
+def apply_learnable_raw(x, raw_alpha, raw_beta, raw_gamma, c: float) -> torch.Tensor:
+    """s(x) of a learnable module from its raw weights in one Python node (see :class:`_RawLearnableSPOCU`;
+    only where ``_dispatch.module_call`` has checked that the C++ kernels serve the call)."""
+    return _apply_raw(x, raw_alpha, raw_beta, raw_gamma, c)
 
 
 def _unshape(grad, param):
@@ -522,3 +644,7 @@ def _common_count(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor) 
 
 def _lean_apply(function: type[torch.autograd.Function], lean: bool):
     return plain_apply(function) if lean else function.apply
+
+
+#: :func:`plain_apply` of :class:`_RawLearnableSPOCU` (its callers run no torch.func transform)
+_apply_raw = plain_apply(_RawLearnableSPOCU)

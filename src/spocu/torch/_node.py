@@ -54,13 +54,12 @@ import torch
 from spocu.core import LEARNABLE_FLOOR, LEARNABLE_MARGIN
 from spocu.torch import _cpp
 from spocu.torch._compat import op_entry, outside_modes
-from spocu.torch._constants import KernelConstants, compute_dtype, kernel_constants
+from spocu.torch._constants import KernelConstants, kernel_constants
+from spocu.torch._learnable import _SPAN, _cap  # (beta = margin + _SPAN * sigmoid(raw))
 
 __all__ = ["apply", "apply_learnable", "apply_learnable_raw", "available", "build", "state", "reason"]
 
 SOURCE = Path(__file__).with_name("_torch_node.cpp")
-#: beta = LEARNABLE_MARGIN + _SPAN * sigmoid(raw), as spocu.core.learnable_unit
-_SPAN = 1.0 - 2.0 * LEARNABLE_MARGIN
 #: the kernel library's dtypes in the order spocu_node_bind takes them
 _BIND_ORDER = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
@@ -308,24 +307,12 @@ def apply(x: torch.Tensor, k: KernelConstants, alpha: float, beta: float, gamma:
     return _op(x, forward_table, backward_table, alpha, beta, gamma, c)
 
 
-_CAPS: dict[torch.dtype, float] = {}
-
-
 def apply_learnable(
     x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float
 ) -> torch.Tensor:
     """s(x) with CPU tensor parameters of one count (1, or x.shape[1]) through the C++ node
     (only when :func:`available`; eager, no transform active, x's dtype one the kernels compute)."""
     return _learnable_op(x, alpha, beta, gamma, c, _cap(x.dtype))
-
-
-def _cap(dtype: torch.dtype) -> float:
-    cap = _CAPS.get(dtype)
-    if cap is None:
-        from spocu.torch._learnable import _partial_cap
-
-        cap = _CAPS[dtype] = _partial_cap(compute_dtype(dtype))
-    return cap
 
 
 def apply_learnable_raw(
