@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from spocu.core import (
     shifted_coefficients,
 )
 from spocu.torch import _cpp, spocu
+from spocu.torch._constants import kernel_constants
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -272,3 +274,60 @@ def test_every_half_precision_value_forward_and_backward_within_half_an_ulp_of_t
     CPU has them (bfloat16's VCVTNEPS2BF16 flushes subnormals: those lanes are rounded apart).
     """
     check_half_precision_outputs(half_precision_outputs(dtype, params.as_dict()), params.as_dict())
+
+
+def _kernel(lib: ctypes.CDLL, kind: str, dtype: torch.dtype, isa: str):
+    fn = getattr(lib, f"spocu_{kind}_{_cpp.DTYPES[dtype]}_{isa}")
+    fn.argtypes, fn.restype = _cpp._SIGNATURES[kind], None
+    return fn
+
+
+def _bfloat16_store(f: torch.Tensor) -> torch.Tensor:
+    """float32 -> bfloat16 bits as the kernels' BF16::store: round to nearest even, NaN quieted (its sign and
+    payload kept), computed here in int64 from the float32 bits."""
+    b = f.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    rounded = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+    return torch.where(torch.isnan(f), (b >> 16) | 0x40, rounded).to(torch.int32).to(torch.int16)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_kernels_give_the_float32_kernels_results_rounded_bit_for_bit(cpp_ready, dtype):
+    """All 65,536 half-precision inputs through every copy of the kernels this CPU runs (AVX2 or AVX-512
+    register loops, then the block loops for the tail): the result is the float32 kernel's on the widened
+    input, rounded by torch (bfloat16: also NaN bits as BF16::store quiets them), bit for bit, forward and
+    backward, subnormal results included."""
+    lib = ctypes.CDLL(_cpp.kernel_status()["library"])
+    lib.spocu_isa_supported.argtypes = [ctypes.c_char_p]
+    isas = [isa for isa in _cpp.ISAS if lib.spocu_isa_supported(isa.encode())]
+    x = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(dtype)[3:]  # 65,533: a tail for the blocks
+    wide = x.float()
+    tiny = torch.finfo(dtype).tiny
+    shuffled = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))]
+    grads = [torch.full_like(x, v) for v in (1.0, -0.75, tiny / 4, math.inf)] + [shuffled]
+
+    def check(got: torch.Tensor, want32: torch.Tensor, what: str) -> None:
+        nan = torch.isnan(want32)
+        assert torch.equal(torch.isnan(got), nan), what
+        bits, want = got.view(torch.int16), want32.to(dtype).view(torch.int16)
+        assert torch.equal(bits[~nan], want[~nan]), f"{what}: {(bits[~nan] != want[~nan]).sum()} values differ"
+        if dtype == torch.bfloat16:
+            assert torch.equal(bits, _bfloat16_store(want32)), f"{what}: NaN bits"
+        assert ((want32 != 0) & (want32.abs() < tiny)).sum() > 50 or what.startswith("backward"), what
+
+    for isa in isas:
+        for params in (SPOCUParams(), SPOCUParams(alpha=2.0, beta=0.3, gamma=0.7, c=2.5)):
+            _, forward_table, backward_table, _, _ = _cpp._tables(kernel_constants(params, dtype))
+            for threads in (1, 2):
+                y, y32 = torch.empty_like(x), torch.empty_like(wide)
+                _kernel(lib, "forward", dtype, isa)(x.data_ptr(), y.data_ptr(), x.numel(), forward_table, threads)
+                _kernel(lib, "forward", torch.float32, isa)(
+                    wide.data_ptr(), y32.data_ptr(), x.numel(), forward_table, 1
+                )
+                check(y, y32, f"forward {isa} {params} {threads} threads")
+                for i, g in enumerate(grads):
+                    g32, dx, dx32 = g.float(), torch.empty_like(x), torch.empty_like(wide)
+                    _kernel(lib, "backward", dtype, isa)(g.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(),
+                                                         backward_table, threads)  # fmt: skip
+                    _kernel(lib, "backward", torch.float32, isa)(g32.data_ptr(), wide.data_ptr(), dx32.data_ptr(),
+                                                                 x.numel(), backward_table, 1)  # fmt: skip
+                    check(dx, dx32, f"backward {isa} {params} {threads} threads, gradient {i}")
