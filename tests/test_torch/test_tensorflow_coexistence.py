@@ -40,3 +40,25 @@ def test_fused_path_falls_back_instead_of_aborting_after_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ok")
+
+
+def test_swap_after_tensorflow_swaps_modules_and_refuses_the_check_instead_of_aborting():
+    # the swap check's dispatch mode makes torch import Dynamo (hence Triton): it must refuse, naming why
+    code = textwrap.dedent(
+        """
+        import tensorflow  # noqa: F401
+        import torch
+        from spocu.torch import SPOCU, replace_activations
+        net = replace_activations(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()), "relu", SPOCU)
+        assert isinstance(net[1], SPOCU) and net(torch.randn(3, 2)).shape == (3, 2)
+        try:
+            replace_activations(torch.nn.Sequential(torch.nn.ReLU()), "relu", SPOCU,
+                                example_inputs=(torch.randn(3, 2),))
+        except RuntimeError as error:
+            assert "Triton" in str(error) and "TensorFlow" in str(error), error
+            print("refused")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("refused")

@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
+from spocu._llvm import triton_conflict
 from spocu.torch._compat import TorchDispatchMode
 
 __all__ = [
@@ -341,10 +342,12 @@ def _compile_safe_lookup() -> None:
     """Frames cannot be traced: under torch.compile each swapped call is a graph break.
 
     Applied on the first swap, not at import: ``torch.compiler.disable`` imports Dynamo and, with
-    it, Triton, whose LLVM aborts the process beside an already loaded TensorFlow's.
+    it, Triton, whose LLVM aborts the process beside an already loaded TensorFlow's. In such a
+    process (:func:`spocu._llvm.triton_conflict`) it is not applied at all: nothing there can
+    run torch.compile, which would import Triton too.
     """
     global _lookup
-    if _lookup is _lookup_frames:
+    if _lookup is _lookup_frames and triton_conflict() is None:
         _lookup = torch.compiler.disable(_lookup_frames)
 
 
@@ -601,6 +604,9 @@ def count_activations(
         >>> sorted((kind, place.split()[0], n) for (kind, place), n in count_activations(net, torch.zeros(1, 2)).items())
         [('gelu', '3', 1), ('relu', '1', 1)]
     """
+    conflict = triton_conflict()
+    if conflict is not None:  # a Python dispatch mode makes torch import Dynamo, hence Triton: LLVM would abort
+        raise RuntimeError(f"count_activations (the swap check) cannot run the model in this process: {conflict}")
     paths = {id(m): name for name, m in model.named_modules()}
     counter = _OpCounter(paths)
     training = {m: m.training for m in model.modules()}
