@@ -300,6 +300,15 @@ int64_t forward8(const Forward<float>& f, const S* x, S* y, int64_t n) {
   const __m256 e[8] = {_mm256_set1_ps(f.e1), _mm256_set1_ps(f.e2), _mm256_set1_ps(f.e3), _mm256_set1_ps(f.e4),
                        _mm256_set1_ps(f.e5), _mm256_set1_ps(f.e6), _mm256_set1_ps(f.e7), _mm256_set1_ps(f.e8)};
   int64_t i = 0;
+  constexpr int kChains = 4;  // independent Horner chains, interleaved: the FMAs' latency overlaps
+  for (; i + 8 * kChains <= n; i += 8 * kChains) {
+    __m256 xc[kChains], acc[kChains];
+    for (int k = 0; k < kChains; ++k) xc[k] = clamp8(V::load(x + i + 8 * k), lo, hi);
+    for (int k = 0; k < kChains; ++k) acc[k] = _mm256_fmadd_ps(xc[k], e[7], e[6]);
+    for (int j = 5; j >= 0; --j)
+      for (int k = 0; k < kChains; ++k) acc[k] = _mm256_fmadd_ps(acc[k], xc[k], e[j]);
+    for (int k = 0; k < kChains; ++k) V::store(y + i + 8 * k, _mm256_mul_ps(acc[k], xc[k]));
+  }
   for (; i + 8 <= n; i += 8) {
     const __m256 xc = clamp8(V::load(x + i), lo, hi);
     V::store(y + i, _mm256_mul_ps(horner8(xc, e), xc));
@@ -313,6 +322,19 @@ int64_t backward8(const Backward<float>& f, const S* g, const S* x, S* out, int6
   const __m256 d[8] = {_mm256_set1_ps(f.d0), _mm256_set1_ps(f.d1), _mm256_set1_ps(f.d2), _mm256_set1_ps(f.d3),
                        _mm256_set1_ps(f.d4), _mm256_set1_ps(f.d5), _mm256_set1_ps(f.d6), _mm256_set1_ps(f.d7)};
   int64_t i = 0;
+  constexpr int kChains = 4;  // as forward8
+  for (; i + 8 * kChains <= n; i += 8 * kChains) {
+    __m256 v[kChains], xc[kChains], acc[kChains];
+    for (int k = 0; k < kChains; ++k) v[k] = V::load(x + i + 8 * k), xc[k] = clamp8(v[k], lo, cap);
+    for (int k = 0; k < kChains; ++k) acc[k] = _mm256_fmadd_ps(xc[k], d[7], d[6]);
+    for (int j = 5; j >= 0; --j)
+      for (int k = 0; k < kChains; ++k) acc[k] = _mm256_fmadd_ps(acc[k], xc[k], d[j]);
+    for (int k = 0; k < kChains; ++k) {
+      const __m256 outside =
+          _mm256_or_ps(_mm256_cmp_ps(v[k], lo, _CMP_LE_OQ), _mm256_cmp_ps(v[k], hi, _CMP_GE_OQ));
+      V::store(out + i + 8 * k, _mm256_mul_ps(_mm256_andnot_ps(outside, acc[k]), V::load(g + i + 8 * k)));
+    }
+  }
   for (; i + 8 <= n; i += 8) {
     const __m256 v = V::load(x + i);
     const __m256 outside = _mm256_or_ps(_mm256_cmp_ps(v, lo, _CMP_LE_OQ), _mm256_cmp_ps(v, hi, _CMP_GE_OQ));
