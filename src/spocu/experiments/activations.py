@@ -34,10 +34,13 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spocu.core import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_C, DEFAULT_GAMMA, SPOCUParams, check_kernel_range
 from spocu.experiments.user_code import import_named, is_user_code, source_file, source_sha256
+
+if TYPE_CHECKING:  # torch is imported where a module is built, not with this module
+    import torch
 
 __all__ = [
     "ACTIVATIONS",
@@ -213,7 +216,7 @@ class ActivationSpec:
             )
         return obj
 
-    def torch_module(self):
+    def torch_module(self) -> torch.nn.Module:
         """A fresh ``torch.nn.Module`` computing this activation (SPOCU via :class:`spocu.torch.SPOCU`)."""
         import torch.nn as nn
 
@@ -300,7 +303,9 @@ def parse_activation(text: str, init: str | None = None) -> ActivationSpec:
 
 def split_activation_list(text: str) -> list[str]:
     """Split ``"spocu(c=1, beta=0.5), relu"`` at the commas outside parentheses."""
-    items, depth, current = [], 0, []
+    items: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "(":
             depth += 1

@@ -315,7 +315,7 @@ def _check_out_outside_data(config: ExperimentConfig, root: Path, *, explicit: b
         )
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 import warnings
+from typing import Any
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # spocu 0.1 had a module spocu.experiments.results; its names now live in results.summary
     summary = importlib.import_module(__name__ + ".summary")
     if name.startswith("_") or not hasattr(summary, name):

@@ -24,7 +24,7 @@ def _f(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:.{digits}g}"
 
 
-def fmt_p(value) -> str:
+def fmt_p(value: float | None) -> str:
     """A p-value for a table: 3 significant digits, '<0.0001' below that."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"

@@ -41,6 +41,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -171,7 +172,7 @@ def _json_safe(data):
     return data
 
 
-def _finite(value) -> bool:
+def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
@@ -208,7 +209,7 @@ def mean_interval(
 
 
 def summarize(
-    values: Sequence[float],
+    values: Sequence[float | None],
     *,
     test_train_ratio: float = 0.0,
     confidence: float = CONFIDENCE,
@@ -232,7 +233,7 @@ def summarize(
     sd = float(x.std(ddof=1))
     if sd == 0.0:
         return Summary(n, mean, 0.0, mean, mean, "none", "all values equal: zero-width CI", median)
-    low, high = mean_interval(x, confidence=confidence, test_train_ratio=test_train_ratio)
+    low, high = (float(v) for v in mean_interval(x, confidence=confidence, test_train_ratio=test_train_ratio))
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return Summary(n, mean, sd, float(low), float(high), method, "", median)
@@ -276,8 +277,8 @@ def wilcoxon_floor(nonzero: int) -> float:
 
 
 def paired_test(
-    reference: dict[int, float],
-    other: dict[int, float],
+    reference: dict[int, float | None],
+    other: dict[int, float | None],
     *,
     test_train_ratio: float = 0.0,
     confidence: float = CONFIDENCE,
@@ -292,7 +293,7 @@ def paired_test(
     _check_ratio(test_train_ratio)
     method = "paired t-test" if test_train_ratio == 0 else "corrected resampled t-test (Nadeau-Bengio)"
     adjustment = "none" if confidence == CONFIDENCE else f"Bonferroni ({confidence:.4g} per comparison)"
-    common = dict(
+    common: dict[str, Any] = dict(
         ci_confidence=confidence, ci_adjustment=adjustment, test_method=method, test_train_ratio=test_train_ratio
     )
     seeds = sorted(s for s in set(reference) & set(other) if _finite(reference[s]) and _finite(other[s]))
@@ -389,11 +390,11 @@ def pooled_test(per_seed: Sequence[tuple[Sequence[int], Sequence[int], Sequence[
 
     b = c = 0
     for y, ref, other in per_seed:
-        y = np.asarray(y)
-        ref_ok, other_ok = np.asarray(ref) == y, np.asarray(other) == y
+        y_true = np.asarray(y)
+        ref_ok, other_ok = np.asarray(ref) == y_true, np.asarray(other) == y_true
         b += int(np.sum(ref_ok & ~other_ok))
         c += int(np.sum(~ref_ok & other_ok))
-    result = {
+    result: dict[str, Any] = {
         "method": POOLED_METHOD,
         "p_value": None,
         "only_reference_right": b,
@@ -459,7 +460,7 @@ def verdict(
     rule = f"better/worse/equivalent if its posterior probability >= {probability:g}, else inconclusive"
     d = 100.0 * (np.asarray(other, dtype=float) - np.asarray(reference, dtype=float))
     n = len(d)
-    base = dict(rope=rope, n=n, method=method, rule=rule)
+    base: dict[str, Any] = dict(rope=rope, n=n, method=method, rule=rule)
     if n < 2:
         return Verdict(
             p_better=math.nan,

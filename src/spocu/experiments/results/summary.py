@@ -101,7 +101,7 @@ def assemble_results(
     def loss(run: RunResult) -> float | None:
         return None if is_diverged(run) else run.test_loss
 
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for spec in specs:
         mine = by_activation[spec.canonical]
         epoch_seconds = [e.seconds for r in mine.values() for e in r.epochs]
@@ -124,7 +124,7 @@ def assemble_results(
     reference = by_activation[config.reference.canonical]
     level = stats.bonferroni_confidence(len(specs) - 1)
     decide_at = stats.decision_probability(len(specs) - 1)
-    comparisons = []
+    comparisons: list[dict[str, Any]] = []
     for spec in specs[1:]:
         mine = by_activation[spec.canonical]
         paired = dict(test_train_ratio=ratio, confidence=level)
@@ -322,7 +322,7 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
     from spocu.experiments.results.report import fmt_p
 
     comparisons = {c["activation"]: c for c in results["comparisons"]}
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name in results["config"]["activations"]:
         s = results["summary"][name]
         acc = s["test_accuracy"]

@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -54,7 +54,7 @@ class Executor(Protocol):
         jobs: int | None,
         callbacks: Any,
         protocol_hash: str,
-    ) -> Iterator[RunResult]:
+    ) -> Generator[RunResult, None, None]:
         """Train every ``(activation, seed)`` of ``pending`` and yield each :class:`RunResult` as it
         finishes, after saving it under ``out_root``.
         """

@@ -37,7 +37,12 @@ class ResumeRefused(ValueError):
 
 
 def load_data(
-    config: ExperimentConfig, *, data_dir=None, download: bool = True, progress: bool = True, allow_leak: bool = False
+    config: ExperimentConfig,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    progress: bool = True,
+    allow_leak: bool = False,
 ) -> Dataset:
     """The experiment's dataset, split and preprocessed (raises DatasetError or ValueError naming the problem).
 

@@ -202,6 +202,7 @@ class SeededBatches(keras.utils.PyDataset):
         return None if self.seed is not None else self.steps
 
     def _order(self, epoch: int) -> np.ndarray:
+        assert self.seed is not None  # training batches only: __getitem__ calls it when seeded
         if epoch not in self._orders:
             for old in [e for e in self._orders if e < epoch - 1]:  # prefetching may straddle two epochs
                 del self._orders[old]
@@ -209,6 +210,7 @@ class SeededBatches(keras.utils.PyDataset):
         return self._orders[epoch]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows: np.ndarray | slice
         if self.seed is not None:
             epoch, step = divmod(index, self.steps)
             start, stop = self._bounds[step] if self._bounds else (0, 0)
@@ -272,6 +274,12 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds: list[tuple[float, float]] = []
         self.diverged_at: int | None = None
 
+    # set by on_epoch_begin; the start of the validation pass by on_test_begin, which Keras calls before on_test_end
+    _start: float
+    _train_seconds: float | None
+    _eval_start: float | None
+    _eval_seconds: float
+
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._start, self._train_seconds, self._eval_start, self._eval_seconds = time.perf_counter(), None, None, 0.0
 
@@ -281,6 +289,7 @@ class _EpochTimer(keras.callbacks.Callback):
         self._eval_start = time.perf_counter()
 
     def on_test_end(self, logs=None) -> None:
+        assert self._eval_start is not None
         self._eval_seconds = time.perf_counter() - self._eval_start
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:

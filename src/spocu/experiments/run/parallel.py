@@ -49,7 +49,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
@@ -217,7 +217,7 @@ def train_in_pool(
     jobs: int,
     callbacks: Any,
     protocol_hash: str,
-) -> Iterator[RunResult]:
+) -> Generator[RunResult, None, None]:
     """Train ``pending`` runs in ``jobs`` worker processes; yield each RunResult as it finishes (saved already).
 
     ``callbacks`` receives ``run_started``, ``epoch_done`` and ``run_finished`` in the parent,
@@ -290,7 +290,7 @@ def train_in_pool(
 
 
 def _drain(events: Any, callbacks: Any, reported: set, block: bool = False) -> list[RunResult]:
-    finished = []
+    finished: list[RunResult] = []
     while True:
         try:
             kind, key, payload = events.get(timeout=_POLL_SECONDS) if block else events.get_nowait()

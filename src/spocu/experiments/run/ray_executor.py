@@ -46,7 +46,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -434,7 +434,7 @@ def train_with_ray(
     autoscaling: bool = False,
     max_retries: int = DEFAULT_MAX_RETRIES,
     train_function: TrainFunction | None = None,
-) -> Iterator[RunResult]:
+) -> Generator[RunResult, None, None]:
     """Train ``pending`` runs as Ray tasks; yield each RunResult as it finishes (saved already by the driver).
 
     ``device``: ``cpu``, ``cuda`` (each task gets a GPU of its own; no index) or ``auto``

@@ -80,7 +80,7 @@ def _main(driver: int) -> None:
             return
 
 
-def watch(driver: int) -> subprocess.Popen | None:
+def watch(driver: int) -> subprocess.Popen[bytes] | None:
     """Start the watcher of ``driver`` (this process); None where /proc is missing."""
     if not os.path.isdir("/proc/self") or sys.platform != "linux":
         return None
@@ -94,10 +94,11 @@ def watch(driver: int) -> subprocess.Popen | None:
     )
 
 
-def release(watcher: subprocess.Popen | None) -> None:
+def release(watcher: subprocess.Popen[bytes] | None) -> None:
     """Tell the watcher that Ray was shut down normally, and let it end."""
     if watcher is None:
         return
+    assert watcher.stdin is not None  # watch() starts it with stdin=PIPE
     try:
         watcher.stdin.write(b"done")
         watcher.stdin.close()

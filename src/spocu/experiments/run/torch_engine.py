@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import cast
 
 import numpy as np
 import torch
@@ -102,10 +103,11 @@ class SeededDistributedSampler(DistributedSampler):
     """
 
     def __init__(self, n: int, *, seed: int, num_replicas: int, rank: int) -> None:
-        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        # range(n): DistributedSampler reads only the length of its dataset; torch's hint asks for a Dataset
+        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)  # type: ignore[arg-type]
 
-    def __iter__(self):
-        n = len(self.dataset)
+    def __iter__(self) -> Iterator[int]:
+        n = len(cast(range, self.dataset))
         indices = batch_order(self.seed, self.epoch, n).tolist()
         padding = self.total_size - n
         if padding:
@@ -157,6 +159,7 @@ class _Split:
 def _evaluate(model: nn.Module, split: _Split, keep_predictions: bool = False, dist: DistributedContext | None = None):
     """Mean loss, accuracy (and predictions) on ``split``; with ``dist``, each process takes its shard."""
     model.eval()
+    correct: float  # a count, as a float once summed over processes
     loss_sum, correct, predictions, losses, largest = 0.0, 0, [], [], []
     first, stop = (0, len(split)) if dist is None else shard(len(split), dist.rank, dist.world_size)
     for start in range(first, stop, _EVAL_BATCH):
@@ -271,6 +274,7 @@ def train_run(
                 optimizer.step()
                 loss_sum += loss.detach().double() * len(y)  # accumulated on the device: no sync per step
                 correct += (logits.detach().argmax(dim=1) == y).sum()
+            seen: float  # a count, as a float once summed over processes
             if dist is None:
                 total_loss, total_correct, seen = float(loss_sum), float(correct), len(train)
             else:  # every process gets the sums over all processes (and so takes the same divergence decision)
@@ -330,7 +334,7 @@ def time_steps(
     threads: int | None = None,
     steps: int = 20,
     warmup: int = 3,
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Seconds per training step and per evaluated sample on synthetic data of ``input_shape``.
 
     For cost estimates (``spocu compare --estimate``): random inputs, the real model,

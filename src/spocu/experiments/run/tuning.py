@@ -82,8 +82,9 @@ def choose_rate(
         diverged = sum(1 for epochs, (acc, loss) in zip(runs, values) if epochs is None or acc is None or loss is None)
         accuracy = loss = None
         if not diverged and values:
-            accuracy = math.fsum(a for a, _ in values) / len(values)
-            loss = math.fsum(v for _, v in values) / len(values)
+            # not diverged: every seed has a last accuracy and loss (the filters only say so to the type checker)
+            accuracy = math.fsum(a for a, _ in values if a is not None) / len(values)
+            loss = math.fsum(v for _, v in values if v is not None) / len(values)
             ranked.append((-accuracy, loss, abs(math.log(lr / default)), lr))
         table.append({"lr": lr, "val_accuracy": accuracy, "val_loss": loss, "diverged": diverged, "seeds": len(runs)})
     chosen = min(ranked)[-1] if ranked else default
