@@ -28,7 +28,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from spocu.experiments.activations import (
     INIT_SCHEMES,
@@ -46,6 +46,9 @@ from spocu.experiments.data.datasets import (
 )
 from spocu.experiments.data.user_data import is_user_dataset
 from spocu.experiments.models.spec import MODELS, ModelSpec, is_model_factory, parse_swap
+
+if TYPE_CHECKING:
+    from spocu.experiments.models.factories import ModelFactory
 
 __all__ = [
     "MODELS",
@@ -451,7 +454,8 @@ class ExperimentConfig:
         seeds: tuple[int, ...] | None = None,
     ) -> ExperimentConfig:
         """The same protocol with another grid (activations as specs or names; None keeps the current one)."""
-        return replace(self, activations=activations or self.activations, seeds=seeds or self.seeds)
+        grid = cast("tuple[ActivationSpec, ...]", activations or self.activations)  # __post_init__ parses strings
+        return replace(self, activations=grid, seeds=seeds or self.seeds)
 
 
 def _activation(value: ActivationSpec | str) -> ActivationSpec:
@@ -551,7 +555,9 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
     return ExperimentConfig(
         dataset=dataset,
         model=model,
-        activations=_activation_items(merged["activations"]),
+        activations=cast(
+            "tuple[ActivationSpec, ...]", _activation_items(merged["activations"])
+        ),  # parsed in __post_init__
         seeds=tuple(range(first, first + count)),
         epochs=int(merged["epochs"]),
         batch_size=int(merged["batch_size"]),
@@ -567,7 +573,11 @@ def resolve_config(options: dict[str, Any]) -> ExperimentConfig:
         keras_backend=merged["keras_backend"],
         lr_milestones=tuple(int(m) for m in merged["lr_milestones"]),
         target=merged["target"],
-        image_size=None if merged["image_size"] is None else tuple(int(v) for v in merged["image_size"]),
+        # its length is checked in __post_init__
+        image_size=cast(
+            "tuple[int, int] | None",
+            None if merged["image_size"] is None else tuple(int(v) for v in merged["image_size"]),
+        ),
         preset=preset_name,
         tune=merged["tune"],
         split=split,
@@ -602,7 +612,7 @@ def check_data_dir(config: ExperimentConfig, data_dir: str | Path | None) -> Non
         raise ValueError("--data-dir is empty")
 
 
-def with_model_source(config: ExperimentConfig):
+def with_model_source(config: ExperimentConfig) -> tuple[ExperimentConfig, ModelFactory | None]:
     """For a model factory: import it, check its signature, and put its source hash into the protocol.
 
     Returns ``(config, factory)`` (``factory`` None for the built-in models).
