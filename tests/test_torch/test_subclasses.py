@@ -134,7 +134,10 @@ def one_rank_gloo():
 
 def _check_on_dtensor(mesh, wrap=lambda f: f):
     """Each case, ``wrap``-ped, on a DTensor input: a DTensor out, with plain tensors' values and gradients."""
-    from torch.distributed.tensor import DTensor, Shard, distribute_module, distribute_tensor
+    try:
+        from torch.distributed.tensor import DTensor, Shard, distribute_module, distribute_tensor
+    except ImportError:  # torch 2.4: a prototype in torch.distributed._tensor (no masked_fill_ sharding)
+        pytest.skip(f"DTensor is public from torch 2.5 (this torch: {torch.__version__})")
 
     x = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(2)) * 3
     for name, f in cases().items():

@@ -28,6 +28,7 @@ __all__ = [
     "mark_constant_result",
     "onnx_exporting",
     "outside_modes",
+    "register_vmap",
     "torch_export_running",
     "functorch_active",
     "is_functorch_wrapped",
@@ -92,14 +93,19 @@ def outside_modes():
         yield
 
 
-# torch 2.4-2.13: torch.compiler._is_exporting_flag, what torch.compiler.is_exporting() returns.
+# torch 2.5-2.13: torch.compiler._is_exporting_flag, what torch.compiler.is_exporting() returns.
 # Read directly because Dynamo in torch 2.11 answers the call itself with True under a plain
 # torch.compile (seen on an H200 with torch 2.11.0+cu130), which sent compiled models down the
-# export path; the module attribute is traced as its real value. Fallback: the public call.
+# export path; the module attribute is traced as its real value. Fallback: the public call
+# (torch >= 2.5). torch 2.4 has neither: there torch.export is not told apart from torch.compile,
+# whose traced path (standard ops under the default backend) it then records.
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
 def torch_export_running() -> bool:
-    """``torch.export`` is recording."""
+    """``torch.export`` is recording (always False on torch 2.4, which cannot say)."""
     flag = getattr(torch.compiler, "_is_exporting_flag", None)
-    return torch.compiler.is_exporting() if flag is None else bool(flag)
+    return _is_exporting() if flag is None else bool(flag)
 
 
 @lru_cache(maxsize=1)
@@ -205,15 +211,18 @@ def outside_functorch():
 
 def inductor_fma_options() -> dict[str, object]:
     """Inductor options that let the C++ compiler fuse multiply-adds into FMAs (its default is
-    ``-ffp-contract=off``). torch 2.4-2.13: torch._inductor.config.cpp.enable_floating_point_contract_flag.
-    Fallback: {} (Inductor's defaults: separate multiplies and adds)."""
+    ``-ffp-contract=off``). torch 2.4-2.13: torch._inductor.config.cpp.enable_floating_point_contract_flag,
+    a string (the -ffp-contract value) from torch 2.5, a bool in torch 2.4 (True: the flag is left
+    out, and GCC's default for C++ is ``fast``). Fallback: {} (Inductor's defaults: separate
+    multiplies and adds)."""
     try:
         import torch._inductor.config as config
     except ImportError:  # pragma: no cover - another torch
         return {}
-    if not hasattr(config.cpp, "enable_floating_point_contract_flag"):
+    current = getattr(config.cpp, "enable_floating_point_contract_flag", None)
+    if current is None:
         return {}
-    return {"cpp.enable_floating_point_contract_flag": "fast"}
+    return {"cpp.enable_floating_point_contract_flag": True if isinstance(current, bool) else "fast"}
 
 
 def dynamo_supported() -> bool:
@@ -247,6 +256,17 @@ def functionalize_active() -> bool:
     except ImportError:  # pragma: no cover - another torch
         return False
     return any(i.key() == TransformType.Functionalize for i in retrieve_all_functorch_interpreters())
+
+
+def register_vmap(op: str, rule: Callable, lib) -> None:
+    """Give the custom op ``op`` its vmap rule (public ``torch.library.register_vmap``, torch >= 2.5).
+
+    torch 2.4 has no public way to: there the op keeps none, and ``torch.func.vmap`` runs
+    functorch's per-sample fallback (the same values, slower, with its performance warning).
+    """
+    register = getattr(torch.library, "register_vmap", None)
+    if register is not None:
+        register(op, rule, lib=lib)
 
 
 # torch 2.4-2.13: torch.utils._python_dispatch.TorchDispatchMode, the base class of dispatch modes

@@ -24,23 +24,40 @@ While a tracer records: ``torch.fx.symbolic_trace`` records one ``call_function`
 ``"auto"`` (Inductor fuses SPOCU with its neighbours) and an opaque custom op for an explicit
 fused backend; ``torch.export``/ONNX get standard ops only; ``torch.jit.trace`` plain ops.
 
-Differentiation routes (the fewest that keep every tested transform):
+Differentiation routes, and the transform that keeps each one apart from the others:
 
 1. :class:`spocu.torch._autograd.SPOCUFunction` (+ ``SPOCUDerivative``): fixed parameters,
    any kernel module, saves only x; its ``jvp``/``vmap`` rules and differentiable backward
    give torch.func (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap), forward AD and
    gradients of any order. The custom ops' autograd kernels apply the same two Functions.
-2. :func:`spocu.torch._eager.differentiable_forward`: standard ops that autograd
-   differentiates, for exported graphs (``torch.export``, ONNX), which hold no Python Function.
-3. The learnable Functions of :mod:`spocu.torch._learnable`: ``_LearnableSPOCU`` (plain
-   ops; any order, forward AD, vmap), ``_FusedLearnableSPOCU`` (one fused pass each way over
-   the Inductor or the C++ kernels, passed in; plain formulas for double backward),
-   ``_RawLearnableSPOCU`` (a learnable module's eager CPU call: its softplus/sigmoid map and
-   ``_FusedLearnableSPOCU``'s C++ kernels in one node, with the composition's bits),
-   and ``_CompiledSPOCU`` (what ``torch.compile`` traces: no ``jvp``, which Dynamo cannot trace).
+   Fixed parameters are Python floats baked into the kernel constants: a tensor-parameter
+   Function in its place would add three parameter gradients and a per-channel reduction
+   to every call.
+2. :func:`spocu.torch._eager.differentiable_forward` (and ``_learnable.differentiable_forward``):
+   standard ops that autograd differentiates. ``torch.export``/ONNX graphs hold no Python
+   Function, and ``torch.func.functionalize`` has no rule for one
+   ("NYI: Functionalize rule for custom_function_call"), so these two need plain ops.
+3. The learnable Functions of :mod:`spocu.torch._learnable`:
+
+   * ``_FusedLearnableSPOCU``: one fused pass each way over the C++ or the Inductor kernels
+     (passed in), plain formulas for double backward and forward AD (eager calls);
+   * ``_LearnableSPOCU``: the plain formulas with ``generate_vmap_rule`` (torch.func:
+     vmap, jacfwd, hessian, per-sample gradients). It could become ``_FusedLearnableSPOCU``
+     with kernels that always decline plus a generated vmap rule; that saves one small
+     class, is not done, and would need the learnable torch.func tests to hold;
+   * ``_RawLearnableSPOCU``: a learnable module's eager CPU call: its softplus/sigmoid map and
+     ``_FusedLearnableSPOCU``'s C++ kernels in one node, with the composition's bits (speed:
+     one node instead of eight; no transform needs it);
+   * ``_CompiledSPOCU``: what ``torch.compile`` traces. It cannot merge with the others:
+     Dynamo cannot trace a custom ``jvp`` (the eager ones need one for forward AD) nor the
+     fused kernels' ctypes/Inductor calls, and before torch 2.5 it cannot trace the
+     ``setup_context`` form that torch.func needs (so it is written ``forward(ctx, ...)``,
+     which torch.func cannot use). It takes c and d_k(beta) as tensors
+     (``dynamic=True`` passes floats as symbols).
 4. Optional, only after :func:`build_kernels`: the C++ autograd nodes of
    :mod:`spocu.torch._node` (eager CPU calls; same bits as 1 and 3, checked when they load),
    which save ~40 us (fixed) to ~500 us (learnable) of Python per small forward + backward.
+   No transform needs them; speed does.
 
 Example:
     >>> import torch
@@ -383,7 +400,9 @@ def call(x, alpha, beta, gamma, c, backend: str | None = None) -> torch.Tensor:
             p if isinstance(p, torch.Tensor) else torch.tensor(float(p), dtype=x.dtype, device=x.device)
             for p in (alpha, beta, gamma)
         )
-        if functorch_active() and functionalize_active():  # (no autograd.Function under functionalize)
+        # (no autograd.Function under functionalize; asked only outside tracers: Dynamo before
+        # torch 2.5 cannot trace the question)
+        if not tracing and functorch_active() and functionalize_active():
             return differentiable_forward(x, *broadcast_parameters(x, alpha, beta, gamma), c)
         path = "eager" if tracing else resolve_learnable(x, backend)
         node = None

@@ -161,16 +161,15 @@ class _CompiledSPOCU(torch.autograd.Function):
     the beta gradient returned is the total one, so ``d`` gets none.
     """
 
+    # forward(ctx, ...) rather than the setup_context form: Dynamo before torch 2.5 binds a
+    # Function's forward with ctx first and cannot trace the other form (torch.func never sees
+    # this Function: it serves torch.compile and export only)
     @staticmethod
-    def forward(x, alpha, beta, gamma, d, c):
+    def forward(ctx, x, alpha, beta, gamma, d, c):
+        ctx.save_for_backward(x, alpha, beta, gamma, d, c)
         ctype = compute_dtype(x.dtype)
         t = _where_pieces(x.to(ctype) / gamma, beta, c)
         return in_dtype(alpha * t * _poly(t, list(d.unbind(-1))), x.dtype)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, alpha, beta, gamma, d, c = inputs
-        ctx.save_for_backward(x, alpha, beta, gamma, d, c)
 
     @staticmethod
     def backward(ctx, grad_output):

@@ -280,6 +280,8 @@ def build(verbose: bool = False) -> str:
 
             path = cpp_extension.load(name="spocu_torch_node", sources=[str(SOURCE)], extra_cflags=["-O2", "-w"],
                                       is_python_module=False, verbose=verbose)  # fmt: skip
+            if path is None:  # torch 2.4 returns nothing: the library is the one torch.ops has just loaded
+                path = next(p for p in torch.ops.loaded_libraries if Path(p).name.startswith("spocu_torch_node"))
             _path = Path(path)
             with outside_modes():
                 op, learnable_op, learnable_raw_op = _load(_path)

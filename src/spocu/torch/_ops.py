@@ -38,6 +38,7 @@ from spocu.torch._compat import (
     below_autograd,
     forward_grad_enabled,
     functorch_active,
+    register_vmap,
     single_level_autograd_function,
 )
 from spocu.torch._constants import (
@@ -192,5 +193,5 @@ def _spocu_backward_vmap(info, in_dims, grad, x, alpha, beta, gamma, c, impl="au
     return torch.ops.spocu.spocu_backward(grad, x, alpha, beta, gamma, c, impl), 0
 
 
-torch.library.register_vmap("spocu::spocu", _spocu_vmap, lib=_lib)
-torch.library.register_vmap("spocu::spocu_backward", _spocu_backward_vmap, lib=_lib)
+register_vmap("spocu::spocu", _spocu_vmap, _lib)
+register_vmap("spocu::spocu_backward", _spocu_backward_vmap, _lib)
