@@ -280,8 +280,10 @@ def _engine_for(config: ExperimentConfig):
     except ValueError as error:
         raise OptionError(str(error)) from None
     if config.framework == "keras":
-        config = dataclasses.replace(config, keras_backend=engine.backend())
-        os.environ["KERAS_BACKEND"] = config.keras_backend  # --jobs workers start Keras on the same backend
+        keras_engine: Any = engine  # the Keras engine also names its backend
+        backend: str = keras_engine.backend()
+        config = dataclasses.replace(config, keras_backend=backend)
+        os.environ["KERAS_BACKEND"] = backend  # --jobs workers start Keras on the same backend
     try:
         getattr(engine, "check_config", lambda config: None)(config)
     except ValueError as error:
@@ -350,6 +352,7 @@ def _load_dataset_distributed(config: ExperimentConfig, options: CompareOptions,
                 problem = f"rank {dist.rank}: {error}"
         if not dist.all_agree(problem is None):
             raise ExperimentError(problem or "another process could not load the data (see its message)")
+    assert dataset is not None  # every process loaded it (all_agree above)
     fingerprints = dist.all_gather_ints([int(dataset.fingerprint()[:15], 16)])
     if len(set(fingerprints)) > 1:
         raise ExperimentError(
@@ -489,8 +492,11 @@ def compare(
             config.model.check_input(dataset.input_shape, dataset.name)
         except ValueError as error:
             raise OptionError(str(error)) from None
-        jobs = options.jobs if on_ray else options.jobs or 1
-        _check_size(config, dataset.input_shape, dataset.num_classes, 1 if on_ray else jobs, say, len(dataset.y_train))
+        local_jobs = options.jobs or 1  # runs at a time on this machine (without Ray)
+        jobs = options.jobs if on_ray else local_jobs
+        _check_size(
+            config, dataset.input_shape, dataset.num_classes, 1 if on_ray else local_jobs, say, len(dataset.y_train)
+        )
         config = _finalize(config, dataset, out)  # builds the model once: after the size check
         if on_ray:
             from spocu.experiments.run.ray_executor import check_cluster_fits, describe_cluster, largest_node_cpus
@@ -504,18 +510,18 @@ def compare(
             check_cluster_fits(device, threads, nodes)
         else:
             threads = options.threads or engine.choose_threads(config, dataset.input_shape, dataset.num_classes, device)
-        if not on_ray and jobs > 1 and not options.threads and str(device) == "cpu":
+        if not on_ray and local_jobs > 1 and not options.threads and str(device) == "cpu":
             from spocu.experiments.run.parallel import threads_per_worker, usable_cpus
 
-            threads = threads_per_worker(jobs, usable_cpus(), threads)
+            threads = threads_per_worker(local_jobs, usable_cpus(), threads)
         size = dataset.describe()
         scale = ""
         if on_ray:
             each = f"{threads or 1} CPU(s)" + (" and 1 GPU" if device == "cuda" else "")
             at_once = f"at most {jobs} at a time" if jobs else "as many at a time as fit"
             scale = f" | Ray ({describe_cluster(nodes)}): one task per run, {each} each, {at_once}"
-        elif jobs > 1:
-            scale = f" | {jobs} runs at a time" + (f", {threads} thread(s) each" if threads else "")
+        elif local_jobs > 1:
+            scale = f" | {local_jobs} runs at a time" + (f", {threads} thread(s) each" if threads else "")
         elif dist is not None:
             scale = f" | torchrun: {dist.world_size} processes ({dist.backend}), batch {config.batch_size // dist.world_size} per process"
         elif threads:
@@ -704,6 +710,7 @@ def estimate(options: CompareOptions) -> dict:
     from spocu.experiments.run import torch_engine as engine_torch
 
     _check_torch_backend()
+    n_test: int | None
     if config.user_data:  # its shapes and sizes are in the file: read it (nothing is written)
         dataset = _load_dataset(config, options, progress=False, download=False)
         input_shape, classes = dataset.input_shape, dataset.num_classes
@@ -726,6 +733,7 @@ def estimate(options: CompareOptions) -> dict:
         val = config.val_size or DEFAULT_VAL_SIZE[config.dataset]
         n_val = int(val if val >= 1 else round(n_train_full * val))
         n_train = n_train_full - n_val
+    assert n_test is not None  # read from the file, or set above
     device = _device(engine_torch, options.device)
     steps = -(-n_train // config.batch_size)
     rows, total = [], 0.0

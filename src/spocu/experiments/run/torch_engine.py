@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import cast
+from typing import TypedDict, cast
 
 import numpy as np
 import torch
@@ -324,6 +324,14 @@ def train_run(
         torch.set_num_threads(previous_threads)
 
 
+class StepTimes(TypedDict):
+    """What :func:`time_steps` measured."""
+
+    step_seconds: float
+    eval_seconds_per_sample: float
+    threads: int | None  # torch's threads on CPU, None elsewhere
+
+
 def time_steps(
     config: ExperimentConfig,
     input_shape: tuple[int, ...],
@@ -334,7 +342,7 @@ def time_steps(
     threads: int | None = None,
     steps: int = 20,
     warmup: int = 3,
-) -> dict[str, float | None]:
+) -> StepTimes:
     """Seconds per training step and per evaluated sample on synthetic data of ``input_shape``.
 
     For cost estimates (``spocu compare --estimate``): random inputs, the real model,
