@@ -41,6 +41,7 @@ def test_pages_have_examples():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.slow
 def test_page_examples_run(page: Path, tmp_path: Path):
     script = page_script(page)
     missing = missing_imports(script)

@@ -57,6 +57,7 @@ for layer in (SPOCU(3.0937, 0.6653, 4.437), SPOCU(3.0937, 0.6653, 4.437, float("
 """
 
 
+@pytest.mark.slow
 def test_tensorflow_drop_in_three_and_four_positionals_save_and_load():
     pytest.importorskip("keras")
     # Keras's backend is fixed per process: check in a fresh one, as a user would

@@ -83,12 +83,14 @@ def _output(model: BertModel) -> np.ndarray:
         return model(IDS).last_hidden_state.numpy()
 
 
+@pytest.mark.slow
 def test_save_pretrained_from_pretrained_in_a_fresh_process(tmp_path):
     model = _bert(hidden_act="spocu_c1")
     model.save_pretrained(tmp_path)
     np.testing.assert_array_equal(_reload_in_fresh_process(tmp_path), _output(model))
 
 
+@pytest.mark.slow
 def test_a_swapped_model_keeps_spocu_through_save_and_load(tmp_path):
     model = _bert()  # hidden_act="gelu": GELUActivation modules
     plain = _output(model)

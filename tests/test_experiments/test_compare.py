@@ -202,6 +202,7 @@ def test_report_holds_the_tables(default_run):
         assert v["p_better"] + v["p_equivalent"] + v["p_worse"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_runs_and_refuses_another_protocol(default_run, capsys):
     before = {p.name: p.read_bytes() for p in (default_run / "runs").iterdir()}
     assert _compare("--epochs", "3", "--out", str(default_run)) == 0

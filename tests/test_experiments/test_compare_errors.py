@@ -208,6 +208,7 @@ def test_mnist_idx_labels_above_9_are_refused_before_the_output_exists(tmp_path,
     ],
     ids=["lr-inf", "gamma-tiny", "seed-cnn-wdbc", "backend-bogus", "dev-null", "user-dir"],
 )
+@pytest.mark.slow
 def test_bad_invocation_in_a_real_process(args, env, pattern, tmp_path):
     work = _workdir(tmp_path)
     before = snapshot(work)

@@ -222,6 +222,7 @@ def test_npz_with_resnet20(tmp_path):
     assert results["config"]["lr_milestones"] == [1]
 
 
+@pytest.mark.slow
 def test_keras_engine_runs_a_keras_factory(tmp_path):
     pytest.importorskip("keras")
     _csv(tmp_path / "d.csv")

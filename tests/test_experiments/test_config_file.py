@@ -41,6 +41,7 @@ def test_the_output_records_the_options_as_toml(from_options):
     assert recorded == {"activations": ["spocu(c=1)", "relu"], "seeds": 2, "epochs": 2, "hidden": [8, 8], "lr": 0.003}
 
 
+@pytest.mark.slow
 def test_a_recorded_config_reruns_the_same_experiment(from_options, tmp_path):
     again = tmp_path / "again"
     assert _compare("--config", str(from_options / "config.toml"), "--out", str(again)) == 0

@@ -125,6 +125,7 @@ def test_keras_specific_refusals(tmp_path, capsys):
         ),
     ],
 )
+@pytest.mark.slow
 def test_compare_runs_end_to_end_on_each_keras_backend(backend, data, majority, tmp_path):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")

@@ -79,6 +79,7 @@ def test_empty_out_is_refused(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_empty_directory_and_our_own_are_accepted(finished, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -105,6 +106,7 @@ def test_read_only_filesystem_is_one_line(tmp_path, capsys, monkeypatch):
     assert "Read-only file system" in _error(capsys)
 
 
+@pytest.mark.slow
 def test_full_disk_mid_sweep_keeps_the_finished_runs_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     out = tmp_path / "full"
     real = store.atomic_write_text

@@ -47,6 +47,7 @@ def tracked(tmp_path_factory):
     return home, out
 
 
+@pytest.mark.slow
 def test_mlflow_runs_equal_results_json(tracked, monkeypatch):
     home, out = tracked
     assert (home / "mlflow.db").is_file()  # the default store: beside the output directory
@@ -121,6 +122,7 @@ def test_a_resumed_comparison_logs_no_run_twice(tmp_path, monkeypatch):
     assert {p.name for p in (out / "tensorboard").iterdir()} == grown
 
 
+@pytest.mark.slow
 def test_a_tracking_failure_warns_once_and_changes_nothing(tracked, tmp_path, monkeypatch, capsys):
     _, tracked_out = tracked
     import errno

@@ -133,6 +133,7 @@ def tuned_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_seed_trains_at_its_activations_chosen_rate_and_the_report_says_so(tuned_run):
     results = json.loads((tuned_run / "results.json").read_text())
     tuning = results["tuning"]
@@ -150,6 +151,7 @@ def test_every_seed_trains_at_its_activations_chosen_rate_and_the_report_says_so
         assert f"{name} {lr:.3g}" in report  # the protocol line names each rate
 
 
+@pytest.mark.slow
 def test_a_tuned_experiment_resumes_and_refuses_a_run_at_another_rate(tuned_run, capsys):
     before = {p: p.read_bytes() for p in tuned_run.rglob("*.json") if "runs" in p.parts}
     capsys.readouterr()

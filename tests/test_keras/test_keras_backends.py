@@ -83,6 +83,7 @@ MODELS = ["function_activation", "layer_activation", "standalone_layer", "learna
 
 @pytest.mark.parametrize("loader", BACKENDS)
 @pytest.mark.parametrize("saver", BACKENDS)
+@pytest.mark.slow
 def test_saved_models_load_in_a_fresh_process_with_the_same_outputs(saver, loader, saved, loaded):
     _require(saver)
     _require(loader)

@@ -73,6 +73,7 @@ def test_without_registration_keras_does_not_resolve_the_name():
     assert out == "refused"
 
 
+@pytest.mark.slow
 def test_save_and_load_model_in_a_fresh_process(tmp_path):
     spocu.keras.register_activation_name()
     model = keras.Sequential(
@@ -103,6 +104,7 @@ def test_save_and_load_model_in_a_fresh_process(tmp_path):
     assert out == "True True True"
 
 
+@pytest.mark.slow
 def test_hand_written_config_with_plain_names_loads_after_registration():
     config = keras.Sequential(
         [keras.Input((3,)), keras.layers.Dense(2, activation="relu"), keras.layers.Dense(2, activation="relu")]

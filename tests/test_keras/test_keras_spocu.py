@@ -87,6 +87,7 @@ def test_second_derivative_matches_reference():
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.slow
 def test_mixed_precision_policies(policy):
     half = policy.split("_")[1]
     result = worker.mixed_precision(policy)  # values and gradients vs the reference happen inside
@@ -249,6 +250,7 @@ def test_seed_example_prints_a_tensor(capsys):
     assert spocu_layer.h2_function(-0.5) == 0.0
 
 
+@pytest.mark.slow
 def test_seed_cnn_as_written():
     """The seed's Keras code, unchanged but for the data: 42,442 parameters, compile, fit, evaluate."""
     if BACKEND != "tensorflow":

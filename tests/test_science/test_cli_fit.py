@@ -38,6 +38,7 @@ def test_fit_table_is_readable(capsys):
     assert "E[s²]" in out and "stable fixed point" in out
 
 
+@pytest.mark.slow
 def test_fit_without_solution_exits_1_and_says_so(capsys):
     assert cli.main(["fit", "--fix", "gamma=2", "--starts", "4", "--json"]) == 1
     d = json.loads(capsys.readouterr().out)

@@ -47,6 +47,7 @@ def test_default_fit_moments_by_monte_carlo(default_fit):
     assert abs(second_d - 0.908) < 5 * se_d and second_d < 1 - 10 * se_d
 
 
+@pytest.mark.slow
 def test_c1_fit_matches_reference_notes():
     r = fit(fixed={"c": 1.0})
     assert r.solved and r.unique
@@ -97,6 +98,7 @@ def test_jacobian_matches_the_heat_equation_identity():
     )
 
 
+@pytest.mark.slow
 def test_no_exact_solution_is_reported_not_passed_off():
     r = fit(fixed={"gamma": 2.0})
     assert not r.solved
@@ -122,6 +124,7 @@ def test_no_solution_for_gamma_2_is_real():
     assert min(means) > 0
 
 
+@pytest.mark.slow
 def test_two_solutions_are_found_and_reported():
     # c = 1, α held: E[s^2] crosses 1 twice as β runs over (0, 1)
     r = fit(fixed={"alpha": 3.2458, "c": 1.0}, conditions=["second_moment=1"])

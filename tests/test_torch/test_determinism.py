@@ -62,6 +62,7 @@ def run(dtype: str, **env) -> dict:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.slow
 def test_first_call_bits_equal_the_thousandth_call_bits_in_a_fresh_process(cpp_ready, dtype):
     """Functional, fixed module and learnable module: values and every gradient, bit for bit."""
     result = run(dtype)
@@ -70,6 +71,7 @@ def test_first_call_bits_equal_the_thousandth_call_bits_in_a_fresh_process(cpp_r
     assert result["first"] == result["last"]
 
 
+@pytest.mark.slow
 def test_two_fresh_processes_give_the_same_bits(cpp_ready):
     """What makes `spocu compare` reruns depend on the seed only (no build racing the first calls)."""
     a, b = run("float32"), run("float32")

@@ -227,6 +227,7 @@ def test_gradient_checkpointing_recomputes_with_the_swap():
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_torch_compile_gives_the_eager_values():
     model = zoo.ResNet().eval()
     replace_activations(model, "relu", lambda: SPOCU(c=1.0), example_inputs=torch.zeros(2, 3, 8, 8))

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_fused_path_falls_back_instead_of_aborting_after_tensorflow():
     code = textwrap.dedent(
         """
@@ -42,6 +43,7 @@ def test_fused_path_falls_back_instead_of_aborting_after_tensorflow():
     assert done.stdout.strip().endswith("ok")
 
 
+@pytest.mark.slow
 def test_swap_after_tensorflow_swaps_modules_and_refuses_the_check_instead_of_aborting():
     # the swap check's dispatch mode makes torch import Dynamo (hence Triton): it must refuse, naming why
     code = textwrap.dedent(

@@ -77,6 +77,7 @@ def test_torch_func_transforms_match_the_reference_including_the_kinks(entry, pa
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.slow
 def test_gradcheck_with_forward_ad_and_batched_grads(entry, path, dev):
     p = SPOCUParams(alpha=2.0, beta=0.4, gamma=3.0, c=2.5)
     x = torch.tensor([-5.0, -0.9, 0.0, 0.3, 1.7, 4.0, 9.0], dtype=torch.float64, device=dev, requires_grad=True)
@@ -136,6 +137,7 @@ def test_learnable_module_under_torch_func_and_forward_ad(backend, monkeypatch, 
 
 
 @pytest.mark.parametrize("kernels", ["eager", "cpp", "inductor"])
+@pytest.mark.slow
 def test_learnable_gradcheck_with_forward_ad_and_batched_grads(kernels, request):
     from spocu.torch._learnable import spocu_tensor_params
 
@@ -213,6 +215,7 @@ def _net(learnable: bool):
 
 @pytest.mark.parametrize("learnable", [False, True], ids=["fixed", "learnable"])
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+@pytest.mark.slow
 def test_compile_fullgraph_over_batch_sizes_and_changing_float_parameters(learnable, dynamic):
     torch._dynamo.reset()
     net = _net(learnable)
