@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from spocu.experiments.errors import BadRunFile, ExperimentError
 from spocu.experiments.run.engine import Engine, EpochRecord, RunResult
@@ -175,9 +176,7 @@ def run_experiment(
                 seed,
                 device=device,
                 threads=threads,
-                on_epoch=(lambda record, a=spec.canonical, s=seed: callbacks.epoch_done(a, s, record))
-                if main
-                else None,
+                on_epoch=partial(callbacks.epoch_done, spec.canonical, seed) if main else None,
                 protocol_hash=config.protocol_hash(),
                 **options,
             )
@@ -187,4 +186,6 @@ def run_experiment(
                 done[(spec.canonical, seed)] = result
     if not main:
         return ExperimentRuns([])
-    return ExperimentRuns([done[key] for spec, seed in runs if (key := (spec.canonical, seed)) not in bad], skipped)
+    # every run that is not bad was loaded or trained above: none is None any more
+    results = cast("list[RunResult]", [done[key] for spec, seed in runs if (key := (spec.canonical, seed)) not in bad])
+    return ExperimentRuns(results, skipped)
