@@ -116,14 +116,14 @@ def test_functional_tensors_under_functionalize():
 
 
 @pytest.fixture(scope="module")
-def one_rank_gloo():
+def one_rank_gloo(tmp_path_factory):
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with gloo is not available")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29531")
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    # a file rendezvous, not a TCP port: test processes running side by side cannot collide
+    store = tmp_path_factory.mktemp("gloo") / "store"
+    dist.init_process_group("gloo", init_method=store.as_uri(), rank=0, world_size=1)
     try:
         from torch.distributed.device_mesh import init_device_mesh
 
