@@ -5,7 +5,11 @@ huge magnitudes; see ``reference_checks.wide_inputs``) and every parameter set,
 the values and gradients of
 
 * ``spocu.torch.spocu``                      (PyTorch, on each kernel path: plain ops, the C++
-                                             kernels, Inductor, Triton -- on CUDA, else its CPU interpreter),
+                                             kernels -- through the C++ autograd node and through the
+                                             Python Function --, Inductor, Triton -- on CUDA, else its CPU
+                                             interpreter; and learnable SPOCU, tensor parameters with
+                                             their gradients too, on plain ops, the learnable C++ node,
+                                             the fused Function over the C++ kernels and over Inductor's),
 * ``spocu.jax.spocu``                        (JAX; float64 under ``jax.enable_x64``),
 * ``spocu.keras.spocu`` on Keras's TensorFlow, JAX and torch backends
 
@@ -29,6 +33,7 @@ pieces and at x = +-inf, and no NaN for any non-NaN input.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import subprocess
 import sys
@@ -38,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reference_checks import PARAM_SETS, assert_matches_reference, wide_inputs
-from spocu.core import reference_spocu, reference_spocu_grad, reference_spocu_param_grads
+from reference_checks import PARAM_SETS, assert_matches_reference, assert_param_grads_match_reference, wide_inputs
+from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad, reference_spocu_param_grads
 
 WORKER = Path(__file__).parent / "test_keras" / "keras_worker.py"
 FRAMEWORKS = ["torch", "jax", "keras-tensorflow", "keras-jax", "keras-torch"]
@@ -52,21 +57,58 @@ def _missing(framework: str) -> str | None:
     return f"{' and '.join(absent)} not installed, so {framework} cannot be compared" if absent else None
 
 
-#: the kernel paths of spocu.torch that the matrix forces (``backend=``), each its own column
-TORCH_PATHS = ["eager", "cpp", "inductor", "triton"]
+#: the kernel paths of spocu.torch that the matrix forces (``backend=``), each its own column: "cpp" is
+#: the C++ autograd node (after ``build_kernels()``), "cpp-function" the Python Function over the same kernels
+TORCH_PATHS = ["eager", "cpp", "cpp-function", "inductor", "triton"]
+#: learnable SPOCU (tensor parameters, one per element along dim 1: per-element parameter gradients):
+#: plain ops, the learnable C++ node, the fused Python Function over the C++ kernels, over Inductor's
+LEARNABLE_PATHS = ["learnable-eager", "learnable-cpp", "learnable-cpp-function", "learnable-inductor"]
+#: the autograd route each path must take (its grad_fn, or the kernels a fused Function recorded)
+ROUTES = {
+    "eager": "over spocu.torch._eager",
+    "cpp": "FixedSPOCU",
+    "cpp-function": "over spocu.torch._cpp",
+    "inductor": "over spocu.torch._inductor",
+    "triton": "over spocu.torch._triton",
+    "learnable-eager": "_LearnableSPOCUBackward",
+    "learnable-cpp": "CppNode<spocu::LearnableSPOCU>",
+    "learnable-cpp-function": "over _CppKernels",
+    "learnable-inductor": "over _InductorKernels",
+}
+
+
+def _route(y) -> str:
+    """The grad_fn's name, and for a Python Function the kernels it recorded."""
+    kernels = getattr(y.grad_fn, "kernels", None)  # (a Python Function's grad_fn is its context)
+    return y.grad_fn.name() + ("" if kernels is None else f" over {kernels.__name__}")
+
+
+def _param_dtype(dtype: str) -> str:
+    """Learnable parameters' dtype in the matrix: the compute dtype (float32 for the half types)."""
+    return "float64" if dtype == "float64" else "float32"
+
+
+def learnable_params(params, dtype: str):
+    """``params`` as learnable SPOCU holds them in ``dtype``'s matrix: alpha, beta, gamma rounded to
+    the parameters' dtype (the reference is taken at these values)."""
+    rounded = [float(np.asarray(v, _param_dtype(dtype))) for v in (params.alpha, params.beta, params.gamma)]
+    return SPOCUParams(*rounded, c=params.c)
 
 
 def _torch_path_unavailable(path: str) -> tuple[str | None, str]:
     """(why ``path`` cannot run here or None, the device it runs on)."""
     import torch
 
-    if path == "cpp":
+    path = path.removeprefix("learnable-")
+    if path in ("cpp", "cpp-function"):
         import spocu.torch
 
         status = spocu.torch.build_kernels(timeout=600)
-        return (
-            None if status["state"] == "ready" else f"the C++ kernels are unavailable here: {status['reason']}"
-        ), "cpu"
+        if status["state"] != "ready":
+            return f"the C++ kernels are unavailable here: {status['reason']}", "cpu"
+        if path == "cpp" and status["node_state"] != "ready":
+            return f"the C++ autograd node is {status['node_state']}: {status['node_reason']}", "cpu"
+        return None, "cpu"
     if path == "inductor":
         from spocu.torch import _inductor
 
@@ -87,24 +129,47 @@ def _torch_values() -> dict[str, np.ndarray | str]:
     """Keyed ``path/dtype/params/{x,y,g}``, or ``path/unavailable`` with the reason."""
     import torch
 
-    from spocu.torch import spocu
+    from spocu.torch import _node, spocu
 
+    as64 = lambda t: t.detach().cpu().to(torch.float64).numpy()  # noqa: E731
     out: dict[str, np.ndarray | str] = {}
-    for path in TORCH_PATHS:
+    for path in TORCH_PATHS + LEARNABLE_PATHS:
         reason, device = _torch_path_unavailable(path)
         if reason is not None:
             out[f"{path}/unavailable"] = reason
             continue
-        for dtype in DTYPES:
-            for name, params in PARAM_SETS.items():
-                x = torch.tensor(wide_inputs(dtype, params), dtype=torch.float64).to(getattr(torch, dtype)).to(device)
-                x.requires_grad_(True)
-                y = spocu(x, **params.as_dict(), backend=path)
-                y.backward(torch.ones_like(y))
-                assert y.dtype == x.dtype and y.device == x.device
-                as64 = lambda t: t.detach().cpu().to(torch.float64).numpy()  # noqa: E731
-                key = f"{path}/{dtype}/{name}"
-                out[f"{key}/x"], out[f"{key}/y"], out[f"{key}/g"] = as64(x), as64(y), as64(x.grad)
+        learnable = path.startswith("learnable-")
+        backend = path.removeprefix("learnable-").removesuffix("-function")
+        _node.ENABLED = not path.endswith("-function")  # "-function": the C++ kernels without the node
+        try:
+            for dtype in DTYPES:
+                for name, params in PARAM_SETS.items():
+                    key = f"{path}/{dtype}/{name}"
+                    x = torch.tensor(wide_inputs(dtype, params), dtype=torch.float64).to(getattr(torch, dtype))
+                    if not learnable:
+                        x = x.to(device).requires_grad_(True)
+                        y = spocu(x, **params.as_dict(), backend=backend)
+                        y.backward(torch.ones_like(y))
+                        assert y.dtype == x.dtype and y.device == x.device
+                        out[f"{key}/x"], out[f"{key}/y"], out[f"{key}/g"] = as64(x), as64(y), as64(x.grad)
+                        out[f"{key}/route"] = _route(y)
+                        continue
+                    # one channel per element (x of shape (1, n)): per-element parameter gradients
+                    x = x[None, :].to(device).requires_grad_(True)
+                    held = learnable_params(params, dtype)
+                    pdtype = getattr(torch, _param_dtype(dtype))
+                    ps = [torch.full((x.shape[1],), v, dtype=pdtype, device=device, requires_grad=True)
+                          for v in (held.alpha, held.beta, held.gamma)]  # fmt: skip
+                    y = spocu(x, *ps, c=held.c, backend=backend)
+                    y.backward(torch.ones_like(y))
+                    assert y.dtype == x.dtype and y.device == x.device and x.grad.dtype == x.dtype
+                    assert all(p.grad.dtype == pdtype for p in ps)
+                    out[f"{key}/x"], out[f"{key}/y"], out[f"{key}/g"] = as64(x[0]), as64(y[0]), as64(x.grad[0])
+                    for pname, p in zip(("alpha", "beta", "gamma"), ps):
+                        out[f"{key}/g{pname}"] = as64(p.grad)
+                    out[f"{key}/route"] = _route(y)
+        finally:
+            _node.ENABLED = True
     return out
 
 
@@ -212,18 +277,63 @@ def _column(framework: str, values) -> tuple[dict, str]:
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 @pytest.mark.parametrize("param_name", list(PARAM_SETS))
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("framework", [*(f"torch-{p}" for p in TORCH_PATHS), *(f for f in FRAMEWORKS if f != "torch")])
+@pytest.mark.parametrize(
+    "framework",
+    [*(f"torch-{p}" for p in TORCH_PATHS + LEARNABLE_PATHS), *(f for f in FRAMEWORKS if f != "torch")],
+)
 def test_value_and_gradient_equal_the_reference(framework, dtype, param_name, values):
     got, prefix = _column(framework, values)
     key = f"{prefix}{dtype}/{param_name}"
     if f"{key}/x" not in got:
         pytest.skip(f"{framework} does not compute in {dtype} in this configuration")
     params = PARAM_SETS[param_name]
+    path = prefix.removesuffix("/")
+    if path in ROUTES:  # the path asked for is the path that ran
+        assert ROUTES[path] in got[f"{key}/route"], f"{framework} ran {got[f'{key}/route']}, not {ROUTES[path]}"
+    if path.startswith("learnable-"):
+        params = learnable_params(params, dtype)  # the reference at the parameters as held
     x = got[f"{key}/x"]
     # every framework saw the same points (rounded to dtype)
     np.testing.assert_array_equal(x, _rounded_inputs(dtype, param_name, values))
     assert_matches_reference(x, got[f"{key}/y"], params, dtype)
-    assert_matches_reference(x, got[f"{key}/g"], params, dtype, derivative=True)
+    if not path.startswith("learnable-"):
+        assert_matches_reference(x, got[f"{key}/g"], params, dtype, derivative=True)
+        return
+    grads = {name: got[f"{key}/g{name}"] for name in ("alpha", "beta", "gamma")}
+    known = _beyond_the_partial_cap(x, params, dtype)
+    keep = ~known
+    assert_matches_reference(x[keep], got[f"{key}/g"][keep], params, dtype, derivative=True)
+    assert_param_grads_match_reference(x[keep], {n: g[keep] for n, g in grads.items()}, params, dtype)
+    if known.any():  # strict: the whole check must fail there until the bug is fixed, then this goes
+        try:
+            assert_matches_reference(x, got[f"{key}/g"], params, dtype, derivative=True)
+            assert_param_grads_match_reference(x, grads, params, dtype)
+        except AssertionError as error:
+            pytest.xfail(f"{LEARNABLE_CAP_BUG} ({int(known.sum())} points): {str(error)[:300]}")
+        raise AssertionError(f"fixed? the known bug no longer shows: remove LEARNABLE_CAP_BUG ({LEARNABLE_CAP_BUG})")
+
+
+#: a bug this matrix found (reported, not yet fixed in src/spocu/torch/_learnable.py and the kernels)
+LEARNABLE_CAP_BUG = (
+    "learnable SPOCU's partials beyond u_cap = (max/1024)^(1/8), c = inf: where s' and d/dgamma are still "
+    "finite (x > ~1.2e5 in float32 and bfloat16) the plain ops and Inductor give the dtype's max, the C++ "
+    "kernels their value at u_cap (30x too small at x = 2e5); where the partials overflow the C++ kernels "
+    "give that value too, neither inf nor saturated (float32: s' 4.8e31 at x = 1e30, d/dalpha 3.3e35 at "
+    "x = +inf; float64: s' 4.9e267 at x = 1e300); the fixed-parameter paths are right"
+)
+
+
+def _beyond_the_partial_cap(x: np.ndarray, params, dtype: str, finite: bool = True) -> np.ndarray:
+    """The points of LEARNABLE_CAP_BUG: u = x/gamma + beta above u_cap on the active piece (and x = +inf
+    when c = inf), where s' is finite in the compute dtype (``finite``) or anywhere there (``finite=False``)."""
+    compute = "float64" if dtype == "float64" else "float32"
+    u_cap = (float(np.finfo(compute).max) / 1024) ** 0.125
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = x / params.gamma + params.beta
+        beyond = (u > u_cap) & ((u < params.c) | math.isinf(params.c))  # (x = +inf too when c = inf)
+        if finite:
+            beyond &= np.abs(reference_spocu_grad(x, **params.as_dict())) < np.finfo(compute).max
+        return beyond
 
 
 def _rounded_inputs(dtype: str, param_name: str, values) -> np.ndarray:
@@ -260,7 +370,7 @@ def _record(out: dict, path: str, key: str, fn) -> None:
 def _torch_edges() -> dict:
     import torch
 
-    from spocu.torch import SPOCU, spocu
+    from spocu.torch import SPOCU, _node, spocu
 
     as64 = lambda t: t.detach().to(torch.float64).numpy()  # noqa: E731
     out: dict = {}
@@ -274,12 +384,16 @@ def _torch_edges() -> dict:
 
         return run
 
-    def tensor_params(x64, dtype, a, b, g, c, backend):
+    def tensor_params(x64, dtype, a, b, g, c, backend, node=True):
         def run():  # one parameter per channel (dim 1) and one element per channel: per-element gradients
             tdt = getattr(torch, dtype)
             x = torch.tensor(x64, dtype=tdt)[None, :].requires_grad_(True)
             ps = [torch.full((x.shape[1],), p, dtype=tdt, requires_grad=True) for p in (a, b, g)]
-            y = spocu(x, *ps, c, backend=backend)
+            _node.ENABLED = node  # False: the fused Function over the C++ kernels instead of the C++ node
+            try:
+                y = spocu(x, *ps, c, backend=backend)
+            finally:
+                _node.ENABLED = True
             y.backward(torch.ones_like(y))
             return {
                 "x": as64(x[0]),
@@ -319,11 +433,15 @@ def _torch_edges() -> dict:
 
         return run
 
+    cpp = _torch_path_unavailable("cpp")[0] is None  # (builds the C++ node)
     for dtype in EDGE_DTYPES:
         for name, (a, b, g, c) in EDGE_PARAMS.items():
             x64, key = edge_inputs(dtype), f"{dtype}/{name}"
             _record(out, "torch-eager", key, fixed(x64, dtype, a, b, g, c, "eager"))
             _record(out, "torch-learnable", key, tensor_params(x64, dtype, a, b, g, c, "eager"))
+            if cpp:
+                _record(out, "torch-learnable-cpp", key, tensor_params(x64, dtype, a, b, g, c, "cpp"))
+                _record(out, "torch-learnable-cpp-function", key, tensor_params(x64, dtype, a, b, g, c, "cpp", False))
             _record(out, "torch-export", key, exported(x64, dtype, a, b, g, c))
             if dtype == "float32":  # the fused kernels are compiled per dtype: one is enough here
                 _record(out, "torch-fused", key, fixed(x64, dtype, a, b, g, c, "inductor"))
@@ -388,6 +506,8 @@ EDGE_PATHS = {
         "torch-eager",
         "torch-fused",
         "torch-learnable",
+        "torch-learnable-cpp",
+        "torch-learnable-cpp-function",
         "torch-learnable-fused",
         "torch-export",
         "torch-compiled",
@@ -431,7 +551,10 @@ def test_kinks_and_non_finite_inputs_equal_the_reference(path, dtype, param_name
     if f"{key}/error" in got:
         raise AssertionError(f"{path} failed on the edge inputs: {got[f'{key}/error']}")
     if f"{key}/x" not in got:
-        pytest.skip(f"{path} does not run in {dtype} here (fused and compiled paths: float32 only; JAX: no x64)")
+        pytest.skip(
+            f"{path} does not run in {dtype} here (fused and compiled paths: float32 only; JAX: no x64; "
+            "C++ paths: no C++ kernels or node)"
+        )
     a, b, g, c = EDGE_PARAMS[param_name]
     x = got[f"{key}/x"]
     np.testing.assert_array_equal(x, edge_inputs(dtype).astype(dtype).astype(np.float64))  # the same points
@@ -439,8 +562,22 @@ def test_kinks_and_non_finite_inputs_equal_the_reference(path, dtype, param_name
         refs = {"y": reference_spocu(x, a, b, g, c), "gx": reference_spocu_grad(x, a, b, g, c)}
         refs.update(zip(("galpha", "gbeta", "ggamma"), reference_spocu_param_grads(x, a, b, g, c)))
     checked = [name for name in refs if f"{key}/{name}" in got]
-    for name in checked:
-        _assert_edge(got[f"{key}/{name}"], refs[name], x, dtype, f"{path} {dtype} {param_name} {name}")
     assert {"y", "gx"} <= set(checked)
-    if path.endswith(("learnable", "learnable-fused", "learnable-compiled", "-array", "-tensor")):
+    if "learnable" in path or path.endswith(("-array", "-tensor")):
         assert {"galpha", "gbeta", "ggamma"} <= set(checked)
+    # LEARNABLE_CAP_BUG: the C++ learnable kernels give the partials at u_cap where they overflow
+    known = np.zeros(x.shape, bool)
+    if path.startswith("torch-learnable-cpp"):
+        known = _beyond_the_partial_cap(x, SPOCUParams(a, b, g, c), dtype, finite=False)
+    keep = ~known
+    for name in checked:
+        _assert_edge(
+            got[f"{key}/{name}"][keep], refs[name][keep], x[keep], dtype, f"{path} {dtype} {param_name} {name}"
+        )
+    if known.any():  # strict: the whole check must fail there until the bug is fixed, then this goes
+        try:
+            for name in checked:
+                _assert_edge(got[f"{key}/{name}"], refs[name], x, dtype, f"{path} {dtype} {param_name} {name}")
+        except AssertionError as error:
+            pytest.xfail(f"{LEARNABLE_CAP_BUG} ({int(known.sum())} points): {str(error)[:300]}")
+        raise AssertionError(f"fixed? the known bug no longer shows: remove LEARNABLE_CAP_BUG ({LEARNABLE_CAP_BUG})")
