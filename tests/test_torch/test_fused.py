@@ -1,7 +1,8 @@
 """The fused kernel paths: dispatch, fallback, layouts, custom ops, torch.compile and ONNX export.
 
-Numeric parity of every path with the float64 reference is in test_functional.py
-(parametrized over paths); here are the properties specific to the fused paths.
+Numeric parity of every path with the float64 reference (fixed and learnable parameters, every
+dtype and parameter set) is in the one parity matrix, tests/test_parity.py; here are the
+properties specific to the fused paths (layouts, per-channel sums, dispatch, compilation).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from reference_checks import PARAM_SETS, assert_matches_reference
 from spocu.core import SPOCUParams, reference_spocu, reference_spocu_grad
 from spocu.torch import SPOCU, _dispatch, _inductor, _node, spocu
+from spocu.torch._layout import is_dense
 
 FUSED = ["inductor", "triton"]
 
@@ -449,65 +451,110 @@ def _force_learnable_path(backend: str, monkeypatch, request) -> None:
     monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend.removesuffix("-function"))
 
 
+#: shape, channels (1: one shared parameter set), how to lay the input out
+LEARNABLE_LAYOUTS = {
+    "nchw": ((3, 4, 5, 6), 4, lambda t: t),
+    "channels_last": ((3, 4, 5, 6), 4, lambda t: t.contiguous(memory_format=torch.channels_last)),
+    "channels_last_3d": ((2, 3, 2, 4, 5), 3, lambda t: t.contiguous(memory_format=torch.channels_last_3d)),
+    "nc": ((40, 4), 4, lambda t: t),
+    "ncl": ((3, 4, 7), 4, lambda t: t),
+    "batch_of_one": ((1, 4, 6, 5), 4, lambda t: t),
+    "transposed": ((5, 4, 6), 4, lambda t: t.transpose(0, 2).contiguous().transpose(0, 2)),
+    "stepped_slice": ((3, 4, 10), 4, lambda t: t[..., ::2]),
+    "shared": ((3, 4, 5, 6), 1, lambda t: t),
+    "shared_transposed": ((6, 5), 1, lambda t: t.t()),
+    "scalar_input": ((), 1, lambda t: t),
+}
+#: the layouts Inductor's kernels are checked on (a new shape compiles them anew: these bound the time)
+INDUCTOR_LAYOUTS = ("nchw", "channels_last", "nc", "ncl", "shared", "batch_of_one")
+
+
+def learnable_case(layout: str, dtype=torch.float64, seed: int = 0):
+    """(x laid out as ``layout``, per-channel float64 alpha, beta, gamma, an upstream gradient)."""
+    shape, channels, lay = LEARNABLE_LAYOUTS[layout]
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.rand(shape, dtype=torch.float64, generator=gen) * 12 - 4  # both flat pieces and the polynomial
+    x = lay(base.to(dtype))
+    params = [torch.full((channels,), v, dtype=torch.float64) for v in (2.5, 0.6, 2.0)]
+    params[0] += torch.linspace(0.0, 1.0, channels, dtype=torch.float64)
+    params[1] += torch.linspace(-0.2, 0.2, channels, dtype=torch.float64)
+    params[2] += torch.linspace(0.0, 1.5, channels, dtype=torch.float64)
+    g = torch.randn(x.shape, dtype=torch.float64, generator=gen).to(dtype)
+    return x, params, g
+
+
 @pytest.mark.parametrize("backend", ["cpp", "cpp-function", "inductor"])
-@pytest.mark.parametrize("layout", ["nchw", "channels_last", "nc", "ncl", "shared", "batch_of_one"])
-def test_fused_learnable_matches_the_float64_formulas(layout, backend, monkeypatch, request):
+def test_fused_learnable_paths_match_the_float64_formulas_on_every_layout(backend, monkeypatch, request):
+    """Each fused learnable route (the C++ node, the fused Function over the C++ kernels, over Inductor's)
+    on each layout and c, with per-channel parameters: the route asked for runs, the output has
+    empty_like's layout (a contiguous copy where the channels are neither (N, C, rest) nor channels
+    last), and the value and the gradients of x and of the parameters (summed over each channel) equal
+    the float64 formulas. The parity matrix checks these routes on the wide inputs in every dtype;
+    here are the layouts and the per-channel sums. Every failing case is named."""
     _force_learnable_path(backend, monkeypatch, request)
-    gen = torch.Generator().manual_seed(3)
-    shapes = {"nchw": (3, 4, 5, 6), "channels_last": (3, 4, 5, 6), "nc": (40, 4), "ncl": (3, 4, 7),
-              "shared": (3, 4, 5, 6), "batch_of_one": (1, 4, 6, 5)}  # fmt: skip
-    x = torch.rand(shapes[layout], dtype=torch.float64, generator=gen) * 9 - 3
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    channels = 1 if layout == "shared" else 4
-    c = 2.0 if layout in ("nc", "shared") else math.inf
-    values = [torch.tensor(v, dtype=torch.float64).repeat(channels) for v in (2.0, 0.6, 3.0)]
-    values[1] += torch.linspace(-0.1, 0.1, channels, dtype=torch.float64)
-    params = [v.clone().requires_grad_(True) for v in values]
-    x.requires_grad_(True)
-    y = spocu(x, *params, c=c)
-    assert _learnable_path(y) == backend
-    g_out = torch.randn(x.shape, dtype=torch.float64, generator=gen)
-    y.backward(g_out)
-    y_ref, grads_ref = _learnable_reference(x.detach().numpy(), g_out.numpy(), *(v.numpy() for v in values), c)
-    np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-11, atol=1e-12)
-    for got, want in zip([x.grad, *(p.grad for p in params)], grads_ref):
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10)
+    failures = []
+    for layout in INDUCTOR_LAYOUTS if backend == "inductor" else LEARNABLE_LAYOUTS:
+        for c in (math.inf, 2.5):
+            x, params, g = learnable_case(layout)
+            x.requires_grad_(True)
+            leaves = [p.clone().requires_grad_(True) for p in params]
+            y = spocu(x, *leaves, c=c)
+            grads = torch.autograd.grad(y, [x, *leaves], g)
+            y_ref, grads_ref = _learnable_reference(x.detach().numpy(), g.numpy(), *(p.numpy() for p in params), c)
+            try:
+                assert _learnable_path(y) == backend, f"ran {_learnable_path(y)}"
+                assert y.shape == x.shape
+                if layout == "transposed":  # per channel, neither (N, C, rest) nor channels last: a contiguous copy
+                    assert y.is_contiguous(), y.stride()
+                elif is_dense(x):
+                    assert y.stride() == x.stride(), f"strides {y.stride()}, input's {x.stride()}"  # empty_like's
+                np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-11, atol=1e-12, err_msg="value")
+                for name, got, want in zip(("x", "alpha", "beta", "gamma"), grads, grads_ref):
+                    np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10, err_msg=f"d/d{name}")
+            except AssertionError as error:
+                failures.append(f"{layout}, c={c}: {error}")
+    assert not failures, f"{len(failures)} cases fail on {backend}:\n" + "\n".join(failures)
 
 
 @pytest.mark.parametrize("backend", ["eager", "cpp", "cpp-function", "inductor"])
-@pytest.mark.parametrize("shared", ["alpha", "beta", "gamma", "beta_gamma"])
-def test_mixed_shared_and_per_channel_parameters(shared, backend, monkeypatch, request):
+def test_mixed_shared_and_per_channel_parameters(backend, monkeypatch, request):
     """Some parameters one per channel, others one shared value (a float or a 1-element tensor):
-    every path gives the per-channel result, and the shared ones get the channels' summed gradient."""
+    every path gives the per-channel result, and the shared ones get the channels' summed gradient.
+    Every failing sharing is named."""
     _force_learnable_path(backend, monkeypatch, request)
-    gen = torch.Generator().manual_seed(5)
-    x = (torch.rand(3, 4, 5, 6, dtype=torch.float64, generator=gen) * 9 - 3).requires_grad_(True)
     per_channel = {"alpha": torch.tensor([2.0, 2.5, 3.0, 3.5]), "beta": torch.tensor([0.5, 0.6, 0.7, 0.4]),
                    "gamma": torch.tensor([3.0, 2.0, 4.0, 1.5])}  # fmt: skip
     shared_value = {"alpha": 3.1, "beta": 0.62, "gamma": 2.5}
-    args, params = {}, {}
-    for name in per_channel:
-        if name in shared.split("_"):
-            # a float for beta (made a 0-d tensor by spocu), 1-element tensors otherwise
-            params[name] = torch.tensor([shared_value[name]], dtype=torch.float64, requires_grad=True)
-            args[name] = shared_value[name] if name == "beta" else params[name]
-        else:
-            params[name] = per_channel[name].to(torch.float64).requires_grad_(True)
-            args[name] = params[name]
-    y = spocu(x, args["alpha"], args["beta"], args["gamma"], c=2.5)
-    g_out = torch.randn(x.shape, dtype=torch.float64, generator=gen)
-    y.backward(g_out)
-    expanded = [params[n].detach().expand(4).numpy() for n in ("alpha", "beta", "gamma")]
-    y_ref, grads_ref = _learnable_reference(x.detach().numpy(), g_out.numpy(), *expanded, 2.5)
-    np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-11, atol=1e-12)
-    np.testing.assert_allclose(x.grad.numpy(), grads_ref[0], rtol=1e-9, atol=1e-10)
-    for name, want in zip(("alpha", "beta", "gamma"), grads_ref[1:]):
-        if name == "beta" and "beta" in shared:
-            continue  # a float: no gradient to read
-        got = params[name].grad
-        want = want.sum(keepdims=True) if got.numel() == 1 else want
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10, err_msg=name)
+    failures = []
+    for shared in ("alpha", "beta", "gamma", "beta_gamma"):
+        gen = torch.Generator().manual_seed(5)
+        x = (torch.rand(3, 4, 5, 6, dtype=torch.float64, generator=gen) * 9 - 3).requires_grad_(True)
+        args, params = {}, {}
+        for name in per_channel:
+            if name in shared.split("_"):
+                # a float for beta (made a 0-d tensor by spocu), 1-element tensors otherwise
+                params[name] = torch.tensor([shared_value[name]], dtype=torch.float64, requires_grad=True)
+                args[name] = shared_value[name] if name == "beta" else params[name]
+            else:
+                params[name] = per_channel[name].to(torch.float64).requires_grad_(True)
+                args[name] = params[name]
+        y = spocu(x, args["alpha"], args["beta"], args["gamma"], c=2.5)
+        g_out = torch.randn(x.shape, dtype=torch.float64, generator=gen)
+        y.backward(g_out)
+        expanded = [params[n].detach().expand(4).numpy() for n in ("alpha", "beta", "gamma")]
+        y_ref, grads_ref = _learnable_reference(x.detach().numpy(), g_out.numpy(), *expanded, 2.5)
+        try:
+            np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-11, atol=1e-12, err_msg="value")
+            np.testing.assert_allclose(x.grad.numpy(), grads_ref[0], rtol=1e-9, atol=1e-10, err_msg="d/dx")
+            for name, want in zip(("alpha", "beta", "gamma"), grads_ref[1:]):
+                if name == "beta" and "beta" in shared:
+                    continue  # a float: no gradient to read
+                got = params[name].grad
+                want = want.sum(keepdims=True) if got.numel() == 1 else want
+                np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-10, err_msg=f"d/d{name}")
+        except AssertionError as error:
+            failures.append(f"{shared} shared: {error}")
+    assert not failures, f"{len(failures)} sharings fail on {backend}:\n" + "\n".join(failures)
 
 
 @pytest.mark.parametrize("backend", ["auto", "inductor"])
