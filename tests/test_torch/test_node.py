@@ -84,23 +84,29 @@ GRAD_LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("grad_layout", GRAD_LAYOUTS)
-def test_any_input_and_gradient_layout(node_ready, layout, grad_layout):
-    torch.manual_seed(1)
-    base = (torch.randn(2, 6, 3, 5, dtype=torch.float64) * 4).requires_grad_()
-    x = LAYOUTS[layout](base)
-    y = spocu(x)
-    assert served_by_node(y)
-    assert y.shape == x.shape
-    if is_dense(x):
-        assert y.stride() == x.stride()  # empty_like's layout
-    g = GRAD_LAYOUTS[grad_layout](torch.randn(y.shape, dtype=torch.float64), y)
-    (dbase,) = torch.autograd.grad(y, base, g)
-    xv = x.detach().resolve_neg().numpy()
-    assert_matches_reference(xv, y.detach().numpy(), SPOCUParams(), "float64")
-    want = torch.autograd.grad(LAYOUTS[layout](base), base, torch.from_numpy(reference_spocu_grad(xv)) * g.double())[0]
-    torch.testing.assert_close(dbase, want, rtol=1e-12, atol=1e-12)
+def test_any_input_and_gradient_layout(node_ready):
+    """Every input layout with every upstream-gradient layout; every failing pair is named."""
+    failures = []
+    for layout in LAYOUTS:
+        for grad_layout in GRAD_LAYOUTS:
+            torch.manual_seed(1)
+            base = (torch.randn(2, 6, 3, 5, dtype=torch.float64) * 4).requires_grad_()
+            x = LAYOUTS[layout](base)
+            y = spocu(x)
+            g = GRAD_LAYOUTS[grad_layout](torch.randn(y.shape, dtype=torch.float64), y)
+            (dbase,) = torch.autograd.grad(y, base, g)
+            xv = x.detach().resolve_neg().numpy()
+            want = torch.autograd.grad(LAYOUTS[layout](base), base, torch.from_numpy(reference_spocu_grad(xv)) * g)[0]
+            try:
+                assert served_by_node(y), y.grad_fn.name()
+                assert y.shape == x.shape
+                if is_dense(x):
+                    assert y.stride() == x.stride(), f"strides {y.stride()}, input's {x.stride()}"  # empty_like's
+                assert_matches_reference(xv, y.detach().numpy(), SPOCUParams(), "float64")
+                torch.testing.assert_close(dbase, want, rtol=1e-12, atol=1e-12)
+            except AssertionError as error:
+                failures.append(f"{layout} input, {grad_layout} gradient: {error}")
+    assert not failures, "\n".join(failures)
 
 
 def test_saves_only_its_input(node_ready):
