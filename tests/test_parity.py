@@ -21,7 +21,7 @@ skipped with the reason, never passed.
 
 A second matrix (``test_kinks_and_non_finite_inputs_equal_the_reference``) runs
 the edge cases through every path of every framework -- torch eager, fused
-(Inductor), learnable plain and fused, ``torch.compile`` (fixed and learnable),
+(Inductor), learnable plain, C++ (node and Function) and fused (Inductor), ``torch.compile`` (fixed and learnable),
 ``torch.export`` (what ONNX export traces); JAX with float and with array parameters; Keras with float and tensor
 parameters and the layer, on each backend -- against the float64 reference of
 the value, of s' and of the parameter derivatives
