@@ -326,7 +326,9 @@ class _ProgressBox:
 
 def _writable(dataset: Dataset) -> Dataset:
     """The dataset with writable arrays (the object store hands out read-only views)."""
-    copies = {name: np.array(getattr(dataset, name)) for name in _ARRAYS if not getattr(dataset, name).flags.writeable}
+    copies: dict[str, Any] = {
+        name: np.array(getattr(dataset, name)) for name in _ARRAYS if not getattr(dataset, name).flags.writeable
+    }
     return dataclasses.replace(dataset, **copies) if copies else dataset
 
 
@@ -352,8 +354,9 @@ def _run_task(
     # before the framework loads in this worker (a worker serves one driver, so one sweep's settings);
     # set here rather than as a runtime_env, which would start each worker through Ray's slower env agent
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if getattr(config, "keras_backend", None):
-        os.environ["KERAS_BACKEND"] = config.keras_backend
+    keras_backend = getattr(config, "keras_backend", None)
+    if keras_backend:
+        os.environ["KERAS_BACKEND"] = keras_backend
     if threads is not None:
         for name in _THREAD_VARIABLES:
             os.environ[name] = str(threads)
@@ -467,7 +470,8 @@ def train_with_ray(
         resources = task_resources(device, threads)
         task = ray.remote(_run_task)
         task_options = {**resources, "max_retries": max_retries, "retry_exceptions": False}
-        progress = ray.remote(_ProgressBox).options(num_cpus=0).remote()
+        # an actor handle (Ray's hints make it a union with the class)
+        progress: Any = ray.remote(_ProgressBox).options(num_cpus=0).remote()
         dispatch = _Dispatch(callbacks)
         dataset_ref = ray.put(dataset)  # once; every task reads the same copy from the object store
         waiting = list(pending)
