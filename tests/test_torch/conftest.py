@@ -38,7 +38,16 @@ def triton_ready():
     return triton_device()
 
 
-@pytest.fixture(params=PATHS)
+#: the paths that compile (Inductor) or run an interpreter (Triton on CPU) take seconds per test: slow tier
+_SLOW_PATHS = ("inductor", "triton")
+
+
+def path_params(paths=PATHS) -> list:
+    """``paths`` as pytest params, the compiled and interpreted ones marked ``slow``."""
+    return [pytest.param(p, marks=pytest.mark.slow) if p in _SLOW_PATHS else p for p in paths]
+
+
+@pytest.fixture(params=path_params())
 def path(request):
     """A forced kernel path; for "triton" on a CPU-only machine tests run the interpreter."""
     if request.param == "triton":

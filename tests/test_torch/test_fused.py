@@ -23,7 +23,7 @@ from spocu.torch._layout import is_dense
 FUSED = ["inductor", "triton"]
 
 
-@pytest.fixture(params=FUSED)
+@pytest.fixture(params=[pytest.param(p, marks=pytest.mark.slow) for p in FUSED])  # compiled or interpreted: slow
 def fused(request):
     if request.param == "triton":
         request.getfixturevalue("triton_ready")
@@ -151,6 +151,7 @@ def test_compile_failure_falls_back_to_plain_ops_with_one_warning(fresh_inductor
         assert _dispatch.resolve_backend(torch.zeros(1 << 16), "auto") in ("cpp", "eager")
 
 
+@pytest.mark.slow
 def test_one_compiled_kernel_serves_every_parameter_set_and_size():
     """Coefficients are data, not constants: new (alpha, beta, gamma, c) and sizes compile nothing."""
     from torch._dynamo.utils import counters
@@ -168,6 +169,7 @@ def test_one_compiled_kernel_serves_every_parameter_set_and_size():
     assert counters["stats"]["unique_graphs"] == before
 
 
+@pytest.mark.slow
 def test_concurrent_first_calls_are_correct(fresh_inductor_state):
     params = SPOCUParams(c=1.5)
     xs = [torch.randn(5000, dtype=torch.float32) * 3 for _ in range(4)]
@@ -243,6 +245,7 @@ def test_double_backward_through_the_fused_paths_matches_the_reference(fused):
 
 @pytest.mark.parametrize("impl", ["eager", "cpp", "inductor", "triton"])
 @pytest.mark.parametrize("c", [math.inf, 1.0])
+@pytest.mark.slow
 def test_custom_ops_pass_opcheck(impl, c, request):
     if impl == "triton":
         request.getfixturevalue("triton_ready")
@@ -290,6 +293,7 @@ def _net(act):
     ],
     ids=["default", "c1", "learnable", "forced-op"],
 )
+@pytest.mark.slow
 def test_models_compile_without_graph_breaks_and_match_eager(make):
     torch.manual_seed(0)
     net = _net(make())
@@ -341,6 +345,7 @@ def _saved_by_compiled_forward(fn, x):
 
 
 @pytest.mark.parametrize("backend", ["auto", "inductor"])
+@pytest.mark.slow
 def test_compiled_graphs_save_only_the_input(backend):
     x = torch.randn(16, 32, requires_grad=True)
     saved = _saved_by_compiled_forward(lambda t: spocu(t, backend=backend), x)
@@ -350,6 +355,7 @@ def test_compiled_graphs_save_only_the_input(backend):
     assert big[0].meta["val"].shape == x.shape
 
 
+@pytest.mark.slow
 def test_inductor_compiled_model_runs_and_matches_eager():
     """One real Inductor compile of a model (the other compile tests use aot_eager for speed)."""
     torch.manual_seed(0)
@@ -376,6 +382,7 @@ def test_inductor_compiled_model_runs_and_matches_eager():
     ids=["default", "c1", "learnable"],
 )
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+@pytest.mark.slow
 def test_onnx_export_uses_standard_ops_and_matches_onnxruntime(make, dynamo, monkeypatch):
     if dynamo and not hasattr(torch.compiler, "is_exporting"):
         pytest.skip(
@@ -484,6 +491,7 @@ def learnable_case(layout: str, dtype=torch.float64, seed: int = 0):
 
 
 @pytest.mark.parametrize("backend", ["cpp", "cpp-function", "inductor"])
+@pytest.mark.slow
 def test_fused_learnable_paths_match_the_float64_formulas_on_every_layout(backend, monkeypatch, request):
     """Each fused learnable route (the C++ node, the fused Function over the C++ kernels, over Inductor's)
     on each layout and c, with per-channel parameters: the route asked for runs, the output has
@@ -517,6 +525,7 @@ def test_fused_learnable_paths_match_the_float64_formulas_on_every_layout(backen
 
 
 @pytest.mark.parametrize("backend", ["eager", "cpp", "cpp-function", "inductor"])
+@pytest.mark.slow
 def test_mixed_shared_and_per_channel_parameters(backend, monkeypatch, request):
     """Some parameters one per channel, others one shared value (a float or a 1-element tensor):
     every path gives the per-channel result, and the shared ones get the channels' summed gradient.
@@ -558,6 +567,7 @@ def test_mixed_shared_and_per_channel_parameters(backend, monkeypatch, request):
 
 
 @pytest.mark.parametrize("backend", ["auto", "inductor"])
+@pytest.mark.slow
 def test_learnable_tensors_take_the_fused_path_and_save_only_the_input(backend, cpp_ready, monkeypatch):
     monkeypatch.setenv("SPOCU_TORCH_BACKEND", backend)
     m = SPOCU(learnable=True, num_parameters=8)

@@ -11,7 +11,7 @@ from spocu.core import SPOCUParams, h, r, r_prime, reference_spocu, reference_sp
 from spocu.torch import SPOCU, spocu
 
 
-@pytest.fixture(params=["eager", "cpp", "inductor"])
+@pytest.fixture(params=["eager", "cpp", pytest.param("inductor", marks=pytest.mark.slow)])  # Inductor compiles
 def learnable_path(request, monkeypatch):
     """The learnable path's plain ops, or its compiled kernels (forced for these small tensors)."""
     monkeypatch.setenv("SPOCU_TORCH_BACKEND", request.param)
@@ -45,6 +45,7 @@ def test_num_parameters_needs_learnable():
         SPOCU(learnable=True, num_parameters=0)
 
 
+@pytest.mark.slow
 def test_gradient_reaches_layers_before_spocu_and_loss_falls():
     """The old package's bug: no gradient reached the first Linear. Here it must, and train."""
     torch.manual_seed(0)

@@ -242,6 +242,7 @@ def test_a_node_that_disagrees_with_the_kernels_is_refused(node_ready):
         _node._self_check(wrong)
 
 
+@pytest.mark.slow
 def test_built_only_when_asked_for_and_then_the_same_bits(cpp_ready):
     """A fresh process never builds or loads the node by itself; build_kernels() does, in the calling
     thread, and the calls after it give the bits of the calls before it."""
@@ -266,6 +267,7 @@ def test_built_only_when_asked_for_and_then_the_same_bits(cpp_ready):
     assert "FixedSPOCU" in result["after_fn"] and result["same_bits"]
 
 
+@pytest.mark.slow
 def test_the_node_can_be_turned_off(cpp_ready):
     result = run_scenario(
         """

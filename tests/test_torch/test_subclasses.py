@@ -51,6 +51,7 @@ def test_plain_tensors_match_the_reference():
     np.testing.assert_allclose(dx.numpy(), reference_spocu_grad(x.numpy()), rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_fake_tensors_get_shapes_and_never_a_pointer_in_a_fresh_process():
     """The issue's crash: ``with FakeTensorMode(): spocu(torch.empty(2, 3))`` on the first call of a process."""
     script = textwrap.dedent(

@@ -174,6 +174,7 @@ def _all_paths_grads(x: torch.Tensor, p: SPOCUParams, path: str):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.slow
 def test_derivative_is_zero_at_the_kinks_and_flat_pieces_on_every_path(dtype, path, dev):
     x = torch.tensor([-1e30, -3.0, -1.0, 2.0, 2.5, 1e30], dtype=dtype, device=dev)
     for name, got in _all_paths_grads(x, KINKED, path).items():
