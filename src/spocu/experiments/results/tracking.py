@@ -61,9 +61,10 @@ _PARAM_LIMIT = 6000  # MLflow's longest param value
 
 def check_trackers(names: tuple[str, ...]) -> None:
     """Refuse an unknown tracker or one whose package is missing, before anything is trained."""
-    for name in names:
+    for name in names:  # a misspelt name first: it is the error whatever is installed
         if name not in TRACKERS:
             raise OptionError(f"--track {name}: unknown tracker; choose {' or '.join(TRACKERS)}")
+    for name in names:
         needs = list(_NEEDS[name])
         if name == "mlflow" and not os.environ.get("MLFLOW_TRACKING_URI"):
             needs += ["sqlalchemy", "alembic"]  # the default local store, sqlite:///
