@@ -95,12 +95,62 @@ def learnable_params(params, dtype: str):
     return SPOCUParams(*rounded, c=params.c)
 
 
+#: the columns this session's selected tests use (set by the ``values`` and ``edges`` fixtures before they
+#: compute): the slow tier's columns (compiled, interpreted, the optional C++ node) cost nothing when deselected
+_WANTED: frozenset[str] | None = None
+
+#: columns that compile (Inductor, torch.compile, torch.export), interpret (Triton on CPU) or build the
+#: optional C++ autograd node (torch.utils.cpp_extension): seconds to minutes each, so marked slow
+SLOW_COLUMNS = frozenset(
+    {
+        "torch-cpp",
+        "torch-inductor",
+        "torch-triton",
+        "torch-learnable-cpp",
+        "torch-learnable-inductor",
+        "torch-fused",
+        "torch-learnable-fused",
+        "torch-export",
+        "torch-compiled",
+        "torch-learnable-compiled",
+    }
+)
+
+
+def _columns(names) -> list:
+    """``names`` as pytest params, the :data:`SLOW_COLUMNS` marked slow."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_COLUMNS else n for n in names]
+
+
+def _wanted(column: str) -> bool:
+    return _WANTED is None or column in _WANTED
+
+
+def _select(request, argname: str) -> None:
+    """Remember which ``argname`` values the selected tests of this module use (after ``-m``)."""
+    global _WANTED
+    _WANTED = frozenset(
+        item.callspec.params[argname]
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+        and hasattr(item, "callspec")
+        and argname in item.callspec.params
+    )
+
+
 def _torch_path_unavailable(path: str) -> tuple[str | None, str]:
     """(why ``path`` cannot run here or None, the device it runs on)."""
     import torch
 
     path = path.removeprefix("learnable-")
-    if path in ("cpp", "cpp-function"):
+    if path == "cpp-function":  # the kernels built at install, without the optional node
+        from spocu.torch import _cpp
+
+        status = _cpp.load()
+        return (
+            None if status["state"] == "ready" else f"the C++ kernels are unavailable here: {status['reason']}"
+        ), "cpu"
+    if path == "cpp":
         import spocu.torch
 
         status = spocu.torch.build_kernels(timeout=600)
@@ -134,6 +184,8 @@ def _torch_values() -> dict[str, np.ndarray | str]:
     as64 = lambda t: t.detach().cpu().to(torch.float64).numpy()  # noqa: E731
     out: dict[str, np.ndarray | str] = {}
     for path in TORCH_PATHS + LEARNABLE_PATHS:
+        if not _wanted(f"torch-{path}"):
+            continue
         reason, device = _torch_path_unavailable(path)
         if reason is not None:
             out[f"{path}/unavailable"] = reason
@@ -253,7 +305,8 @@ def _all_values(tmp: str) -> dict[str, dict[str, np.ndarray] | str]:
 
 
 @pytest.fixture(scope="module")
-def values(tmp_path_factory):
+def values(request, tmp_path_factory):
+    _select(request, "framework")
     return _all_values(str(tmp_path_factory.mktemp("parity")))
 
 
@@ -279,7 +332,7 @@ def _column(framework: str, values) -> tuple[dict, str]:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "framework",
-    [*(f"torch-{p}" for p in TORCH_PATHS + LEARNABLE_PATHS), *(f for f in FRAMEWORKS if f != "torch")],
+    _columns([*(f"torch-{p}" for p in TORCH_PATHS + LEARNABLE_PATHS), *(f for f in FRAMEWORKS if f != "torch")]),
 )
 def test_value_and_gradient_equal_the_reference(framework, dtype, param_name, values):
     got, prefix = _column(framework, values)
@@ -433,21 +486,28 @@ def _torch_edges() -> dict:
 
         return run
 
-    cpp = _torch_path_unavailable("cpp")[0] is None  # (builds the C++ node)
+    node = _wanted("torch-learnable-cpp") and _torch_path_unavailable("cpp")[0] is None  # (builds the C++ node)
+    kernels = _wanted("torch-learnable-cpp-function") and _torch_path_unavailable("cpp-function")[0] is None
+
+    def record(column: str, key: str, run) -> None:
+        if _wanted(column):
+            _record(out, column, key, run)
+
     for dtype in EDGE_DTYPES:
         for name, (a, b, g, c) in EDGE_PARAMS.items():
             x64, key = edge_inputs(dtype), f"{dtype}/{name}"
-            _record(out, "torch-eager", key, fixed(x64, dtype, a, b, g, c, "eager"))
-            _record(out, "torch-learnable", key, tensor_params(x64, dtype, a, b, g, c, "eager"))
-            if cpp:
-                _record(out, "torch-learnable-cpp", key, tensor_params(x64, dtype, a, b, g, c, "cpp"))
-                _record(out, "torch-learnable-cpp-function", key, tensor_params(x64, dtype, a, b, g, c, "cpp", False))
-            _record(out, "torch-export", key, exported(x64, dtype, a, b, g, c))
+            record("torch-eager", key, fixed(x64, dtype, a, b, g, c, "eager"))
+            record("torch-learnable", key, tensor_params(x64, dtype, a, b, g, c, "eager"))
+            if node:
+                record("torch-learnable-cpp", key, tensor_params(x64, dtype, a, b, g, c, "cpp"))
+            if kernels:
+                record("torch-learnable-cpp-function", key, tensor_params(x64, dtype, a, b, g, c, "cpp", False))
+            record("torch-export", key, exported(x64, dtype, a, b, g, c))
             if dtype == "float32":  # the fused kernels are compiled per dtype: one is enough here
-                _record(out, "torch-fused", key, fixed(x64, dtype, a, b, g, c, "inductor"))
-                _record(out, "torch-learnable-fused", key, tensor_params(x64, dtype, a, b, g, c, "inductor"))
-                _record(out, "torch-compiled", key, compiled(x64, dtype, a, b, g, c, learnable=False))
-                _record(out, "torch-learnable-compiled", key, compiled(x64, dtype, a, b, g, c, learnable=True))
+                record("torch-fused", key, fixed(x64, dtype, a, b, g, c, "inductor"))
+                record("torch-learnable-fused", key, tensor_params(x64, dtype, a, b, g, c, "inductor"))
+                record("torch-compiled", key, compiled(x64, dtype, a, b, g, c, learnable=False))
+                record("torch-learnable-compiled", key, compiled(x64, dtype, a, b, g, c, learnable=True))
     return out
 
 
@@ -497,7 +557,8 @@ def _all_edges(tmp: str) -> dict[str, dict[str, np.ndarray] | str]:
 
 
 @pytest.fixture(scope="module")
-def edges(tmp_path_factory):
+def edges(request, tmp_path_factory):
+    _select(request, "path")
     return _all_edges(str(tmp_path_factory.mktemp("edges")))
 
 
@@ -541,7 +602,7 @@ def _assert_edge(got: np.ndarray, ref: np.ndarray, x: np.ndarray, dtype: str, wh
 
 @pytest.mark.parametrize("param_name", list(EDGE_PARAMS))
 @pytest.mark.parametrize("dtype", EDGE_DTYPES)
-@pytest.mark.parametrize("path", [p for paths in EDGE_PATHS.values() for p in paths])
+@pytest.mark.parametrize("path", _columns([p for paths in EDGE_PATHS.values() for p in paths]))
 def test_kinks_and_non_finite_inputs_equal_the_reference(path, dtype, param_name, edges):
     framework = next(fw for fw, paths in EDGE_PATHS.items() if path in paths)
     got = edges[framework]

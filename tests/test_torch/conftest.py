@@ -98,10 +98,15 @@ def dev(path) -> str:
     return devices_for(path)[-1] if path == "triton" else "cpu"
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config, items):
-    # Triton's CPU interpreter evaluates in NumPy, which warns where the float32
-    # math overflows to inf on purpose (huge inputs): not a finding of the tests
+    """Triton's CPU interpreter evaluates in NumPy, which warns where the float32 math overflows to inf
+    on purpose (huge inputs): not a finding of the tests. Tests of the optional C++ autograd node
+    (``node_ready``: built by ``spocu.torch.build_kernels()`` with torch.utils.cpp_extension, a minute
+    or more of compiling on a fresh machine) are slow."""
     quiet = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
     for item in items:
         if "triton" in item.nodeid and "test_torch" in item.nodeid:
             item.add_marker(quiet)
+        if "node_ready" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
