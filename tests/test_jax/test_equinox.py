@@ -14,7 +14,14 @@ optax = pytest.importorskip("optax")
 import jax.numpy as jnp  # noqa: E402
 
 from learnable_reference import raw_gradients  # noqa: E402
-from spocu.core import learnable_to_params, reference_spocu  # noqa: E402
+from spocu.core import (  # noqa: E402
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_C,
+    DEFAULT_GAMMA,
+    learnable_to_params,
+    reference_spocu,
+)
 from spocu.equinox import SPOCU  # noqa: E402
 
 
@@ -108,3 +115,28 @@ def test_errors():
         SPOCU(num_parameters=2)
     with pytest.raises(ValueError, match=r"num_parameters=2 .* shape \(3,\)"):
         SPOCU(learnable=True, num_parameters=2)(jnp.zeros(3))
+
+
+def test_parameter_properties_fixed_floats_and_learnable_arrays():
+    """alpha/beta/gamma: the given (or spocu.core default) floats when fixed; the mapped arrays when learnable."""
+    fixed = SPOCU(2, 0.25, 1.5, 3.0)
+    assert (fixed.alpha, fixed.beta, fixed.gamma, fixed.c) == (2.0, 0.25, 1.5, 3.0)
+    assert all(type(v) is float for v in (fixed.alpha, fixed.beta, fixed.gamma))
+    default = SPOCU()
+    assert (default.alpha, default.beta, default.gamma, default.c) == (
+        DEFAULT_ALPHA,
+        DEFAULT_BETA,
+        DEFAULT_GAMMA,
+        DEFAULT_C,
+    )
+    with jax.enable_x64(True):
+        act = SPOCU(2.0, 0.25, 1.5, learnable=True, num_parameters=3, param_dtype=jnp.float64)
+        raws = (np.array([0.2, 1.1, -2.0]), np.array([-0.4, 0.7, 1.5]), np.array([0.5, 1.4, 3.0]))
+        moved = eqx.tree_at(lambda m: (m.raw_alpha, m.raw_beta, m.raw_gamma), act, tuple(jnp.asarray(r) for r in raws))
+        got_initial = [np.asarray(v) for v in (act.alpha, act.beta, act.gamma)]
+        got_moved = [np.asarray(v) for v in (moved.alpha, moved.beta, moved.gamma)]
+    for name, got, want in zip("abg", got_initial, (2.0, 0.25, 1.5)):
+        assert got.shape == (3,) and got.dtype == np.float64, name
+        np.testing.assert_allclose(got, np.full(3, want), rtol=1e-12, err_msg=name)  # initialized to the values given
+    for name, got, want in zip("abg", got_moved, learnable_to_params(*raws, np)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=name)  # follow the raw leaves, float64 reference
