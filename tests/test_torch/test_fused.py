@@ -117,6 +117,77 @@ def test_triton_on_an_unsupported_device_is_a_clear_error(monkeypatch):
         spocu(torch.zeros(4), backend="triton")
 
 
+@pytest.fixture
+def fresh_misreads_check():
+    """_interpreter_misreads is asked once per process (lru_cache): forget its answer before and after."""
+    import spocu.torch._triton as tr
+
+    tr._interpreter_misreads.cache_clear()
+    yield tr
+    tr._interpreter_misreads.cache_clear()
+
+
+def _fake_versions(monkeypatch, triton_version, numpy_version):
+    """importlib.metadata.version and numpy.__version__ as on a machine with these releases."""
+    import importlib.metadata
+
+    real_version = importlib.metadata.version
+
+    def version(name):
+        if name != "triton":
+            return real_version(name)
+        if triton_version is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return triton_version
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(np, "__version__", numpy_version)
+
+
+def test_triton_interpreter_before_3_2_under_numpy_2_is_refused_by_name(fresh_misreads_check, monkeypatch):
+    """Triton 3.0's CPU interpreter (torch 2.4's) misreads tensors under NumPy 2: backend='triton' refuses it."""
+    tr = fresh_misreads_check
+    _fake_versions(monkeypatch, "3.0.0", "2.1.3")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(tr, "_installed", lambda: True)
+    monkeypatch.setattr(tr, "llvm_conflict", lambda: None)
+    monkeypatch.setattr(_dispatch, "_ROUTES", {})  # (routes are decided once per process: start afresh)
+    want = "Triton 3.0.0's CPU interpreter misreads tensors under NumPy 2.1.3 (triton >= 3.2 reads them right)"
+    assert tr.unavailable_reason(torch.device("cpu")) == want
+    assert not tr.available(torch.device("cpu"))
+    with pytest.raises(RuntimeError, match=r"backend 'triton' is not available: Triton 3\.0\.0's CPU interpreter"):
+        spocu(torch.zeros(4), backend="triton")
+
+
+@pytest.mark.parametrize(
+    ("triton_version", "numpy_version"),
+    [
+        ("3.0.0", "1.26.4"),  # the old interpreter reads NumPy 1 right
+        ("3.2.0", "2.1.3"),  # fixed from 3.2 on
+        ("3.10.1", "2.3.0"),  # compared as numbers, not strings
+        ("main", "2.1.3"),  # a version that is not a release: not refused on a guess
+        (None, "2.1.3"),  # no metadata for triton: nothing to tell
+    ],
+)
+def test_triton_interpreter_is_not_refused_otherwise(fresh_misreads_check, monkeypatch, triton_version, numpy_version):
+    tr = fresh_misreads_check
+    _fake_versions(monkeypatch, triton_version, numpy_version)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(tr, "_installed", lambda: True)
+    monkeypatch.setattr(tr, "llvm_conflict", lambda: None)
+    assert tr.unavailable_reason(torch.device("cpu")) is None
+
+
+def test_triton_refuses_where_importing_it_would_abort_the_process(monkeypatch):
+    """An LLVM clash (spocu._llvm) is the reason given, before any device question."""
+    import spocu.torch._triton as tr
+
+    monkeypatch.setattr(tr, "_installed", lambda: True)
+    monkeypatch.setattr(tr, "llvm_conflict", lambda: "TensorFlow's LLVM is loaded (test)")
+    for device in ("cpu", "cuda"):
+        assert tr.unavailable_reason(torch.device(device)) == "TensorFlow's LLVM is loaded (test)"
+
+
 # ---------------------------------------------------------------- the compiled CPU kernels
 
 
