@@ -12,6 +12,7 @@ properties specific to it.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,6 +241,97 @@ def test_a_node_that_disagrees_with_the_kernels_is_refused(node_ready):
     wrong = lambda x, forward_table, backward_table, *params: x * 1.0  # noqa: E731 -- differentiable, wrong
     with pytest.raises(RuntimeError, match="disagrees with the kernel library"):
         _node._self_check(wrong)
+
+
+def test_a_node_library_of_another_spocu_version_is_refused(monkeypatch):
+    """_load reads the library's ABI version before binding anything to it."""
+
+    class OtherVersion:
+        def spocu_node_abi_version(self):
+            return 1
+
+        def __getattr__(self, name):  # pragma: no cover - nothing else may be called
+            raise AssertionError(f"{name} was called on a library of another version")
+
+    monkeypatch.setattr(_node.ctypes, "CDLL", lambda path: OtherVersion())
+    with pytest.raises(RuntimeError, match=r"^/old/spocu_torch_node\.so is from another version of spocu$"):
+        _node._load(Path("/old/spocu_torch_node.so"))
+
+
+def test_learnable_nodes_that_disagree_with_the_python_function_are_refused(cpp_ready):
+    """The learnable nodes' load-time checks compare values and every gradient, bit for bit."""
+    from spocu.torch._learnable import _CppKernels, _FusedLearnableSPOCU
+
+    def right_values_wrong_alpha_gradient(x, alpha, beta, gamma, c, cap):
+        y = _FusedLearnableSPOCU.apply(x, alpha, beta, gamma, c, _CppKernels)
+        return y + (alpha.sum() - alpha.sum().detach())  # adds exactly 0 to y, sum(g) to d/d alpha
+
+    with pytest.raises(RuntimeError, match=r"learnable autograd node disagrees .*\(torch.float64, per channel\)"):
+        _node._self_check_learnable(right_values_wrong_alpha_gradient)
+
+    def wrong_values(x, raw_alpha, raw_beta, raw_gamma, *constants):
+        return x * (raw_alpha.mean() + raw_beta.mean() + raw_gamma.mean())
+
+    with pytest.raises(RuntimeError, match=r"learnable_raw autograd node disagrees .*\(torch.float64\)"):
+        _node._self_check_learnable_raw(wrong_values)
+
+
+@pytest.fixture
+def unbuilt_node(monkeypatch):
+    """The node as in a process that has not asked for it yet; every module global restored afterwards."""
+    for name, value in (("_state", "idle"), ("_reason", None), ("_path", None)):
+        monkeypatch.setattr(_node, name, value)
+    for name in ("_op", "_learnable_op", "_learnable_raw_op"):
+        monkeypatch.setattr(_node, name, getattr(_node, name))
+    monkeypatch.delenv(_node.ENV_VAR, raising=False)
+    return _node
+
+
+def _no_build(*args, **kwargs):  # pragma: no cover - must not be called
+    raise AssertionError("the node was built")
+
+
+def test_spocu_torch_node_0_disables_the_node_for_good(unbuilt_node, monkeypatch):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "load", _no_build)
+    monkeypatch.setenv(_node.ENV_VAR, " 0 ")
+    assert _node.build() == "disabled" == _node.state()
+    assert _node.reason() == "SPOCU_TORCH_NODE=0"
+    monkeypatch.delenv(_node.ENV_VAR)
+    assert _node.build() == "disabled"  # decided once per process
+
+
+def test_without_the_kernel_library_the_node_fails_and_says_why(unbuilt_node, monkeypatch):
+    from torch.utils import cpp_extension
+
+    from spocu.torch import _cpp
+
+    monkeypatch.setattr(cpp_extension, "load", _no_build)
+    monkeypatch.setattr(_cpp, "ready", lambda: False)
+    monkeypatch.setattr(_cpp, "unavailable_reason", lambda x=None: "no kernel library in this test")
+    assert _node.build() == "failed" == _node.state()
+    assert _node.reason() == "RuntimeError: the kernel library is not loaded (no kernel library in this test)"
+    assert _node.build() == "failed"  # decided once per process: not tried again
+
+
+def test_under_torch_2_4_the_node_is_found_among_the_loaded_libraries(unbuilt_node, monkeypatch):
+    """torch 2.4's cpp_extension.load(is_python_module=False) returns None: the library is the one it loaded."""
+    from torch.utils import cpp_extension
+
+    from spocu.torch import _cpp
+
+    ops = (object(), object(), object())
+    loaded = []
+    monkeypatch.setattr(_cpp, "ready", lambda: True)
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: None)
+    monkeypatch.setattr(
+        torch.ops, "loaded_libraries", {"/ext/other_op/other_op.so", "/ext/spocu_torch_node/spocu_torch_node.so"}
+    )
+    monkeypatch.setattr(_node, "_load", lambda path: loaded.append(path) or ops)
+    assert _node.build() == "ready" and _node.reason() is None
+    assert loaded == [Path("/ext/spocu_torch_node/spocu_torch_node.so")] and _node.library_path() == loaded[0]
+    assert (_node._op, _node._learnable_op, _node._learnable_raw_op) == ops
 
 
 @pytest.mark.slow
