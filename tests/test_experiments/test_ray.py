@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -20,10 +22,13 @@ pytestmark = pytest.mark.slow
 from spocu.experiments.config import resolve_config  # noqa: E402
 from spocu.experiments.data.datasets import load_dataset  # noqa: E402
 from spocu.experiments.run import torch_engine as engine_torch  # noqa: E402
+from spocu.experiments.run.engine import RunResult  # noqa: E402
 from spocu.experiments.run.ray_executor import (  # noqa: E402
     ResourcesUnavailable,
     RunsFailed,
     _Dispatch,
+    _ProgressBox,
+    _run_task,
     ray_session,
     train_with_ray,
 )
@@ -332,6 +337,62 @@ def test_a_retried_run_is_shown_once_and_its_epochs_never_twice():
         [("started", ("relu", 0), None), ("epoch", ("relu", 0), record), ("epoch", ("relu", 0), {**record, "epoch": 2})]
     )
     assert callbacks.events == [("started", "relu", 0), ("epoch", "relu", 0, 1), ("epoch", "relu", 0, 2)]
+
+
+def test_the_progress_box_hands_out_its_events_once_in_order():
+    box = _ProgressBox()
+    box.put(("started", ("relu", 0), None))
+    box.put(("epoch", ("relu", 0), {"epoch": 1}))
+    assert box.drain() == [("started", ("relu", 0), None), ("epoch", ("relu", 0), {"epoch": 1})]
+    assert box.drain() == []
+
+
+def _read_only(array):
+    copy = np.array(array)
+    copy.flags.writeable = False
+    return copy
+
+
+def test_a_task_trains_on_writable_data_and_sends_every_event_before_it_returns(wdbc, monkeypatch):
+    """_run_task as a worker runs it (here in the driver, with the driver's progress actor): the object
+    store's read-only arrays become writable copies, the threads reach the environment before the
+    framework loads, and the box holds the run's start and each epoch of the result it returns."""
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)  # (set by the task: restored after the test)
+    config = _config(epochs=2, seeds=1, activations=("spocu(c=1)",))
+    spec = config.activations[0]
+    arrays = ("x_train", "y_train", "x_val", "y_val", "x_test")
+    given = dataclasses.replace(wdbc, **{name: _read_only(getattr(wdbc, name)) for name in arrays})
+    seen = {}
+
+    def train(config, dataset, activation, seed, **options):
+        seen["writable"] = [getattr(dataset, name).flags.writeable for name in (*arrays, "y_test")]
+        seen["values"] = [np.array_equal(getattr(dataset, name), getattr(wdbc, name)) for name in arrays]
+        seen["y_test kept"] = dataset.y_test is given.y_test  # writable already: not copied
+        seen["threads"] = [os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")]
+        seen["options"] = (options["device"], options["threads"], options["protocol_hash"])
+        return engine_torch.train_run(config, dataset, activation, seed, **options)
+
+    progress = ray.remote(_ProgressBox).options(num_cpus=0).remote()
+    try:
+        record = _run_task("torch", config, given, spec, 0, "cpu", 1, config.protocol_hash(), progress, train)
+        events = ray.get(progress.drain.remote())
+    finally:
+        ray.kill(progress)
+    assert seen == {
+        "writable": [True] * 6,
+        "values": [True] * 5,
+        "y_test kept": True,
+        "threads": ["1", "1"],
+        "options": ("cpu", 1, config.protocol_hash()),
+    }
+    result = RunResult.from_json(record)
+    local = engine_torch.train_run(config, wdbc, spec, 0, device="cpu", threads=1, protocol_hash=config.protocol_hash())
+    assert [[getattr(e, k) for k in METRICS] for e in result.epochs] == [
+        [getattr(e, k) for k in METRICS] for e in local.epochs
+    ]
+    key = ("spocu(c=1)", 0)
+    assert events == [("started", key, None), *(("epoch", key, dataclasses.asdict(e)) for e in result.epochs)]
 
 
 # ----------------------------------------------------------------------------- spocu compare --executor ray
