@@ -52,6 +52,28 @@ def test_cpp_asked_for_on_another_device_falls_back_with_one_warning(cpp_ready, 
     assert len(record) == 1
 
 
+def test_auto_on_cpu_without_the_cpp_kernels_uses_plain_ops_with_one_warning(monkeypatch):
+    """Where the C++ kernels did not load, "auto" says why once and the plain ops give the reference values."""
+    from spocu.torch import _cpp
+
+    monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
+    monkeypatch.setattr(_dispatch, "_warned", set())
+    monkeypatch.setattr(_dispatch, "_ROUTES", {})  # (routes are decided once per process: start afresh)
+    monkeypatch.setattr(_dispatch, "_FAST_CALLS", {})
+    monkeypatch.setattr(_cpp, "ready", lambda: False)
+    monkeypatch.setattr(_cpp, "unavailable_reason", lambda x=None: "no kernel library in this test")
+    x = torch.linspace(-8, 8, 1001, dtype=torch.float64, requires_grad=True)
+    warning = r"backend 'cpp' cannot run here \(no kernel library in this test\); using 'eager' instead"
+    with pytest.warns(RuntimeWarning, match=warning) as record:
+        assert _dispatch.resolve_backend(x) == "eager"
+        y = spocu(x)
+        y.sum().backward()
+        assert _dispatch.kernel_path(torch.float64) == "eager"
+    assert len(record) == 1
+    np.testing.assert_allclose(y.detach().numpy(), reference_spocu(x.detach().numpy()), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(x.grad.numpy(), reference_spocu_grad(x.detach().numpy()), rtol=1e-11, atol=1e-13)
+
+
 def _kernel_calls(monkeypatch) -> list[str]:
     """Record which kernel module's forward/backward run (they still compute)."""
     calls: list[str] = []
@@ -343,6 +365,13 @@ def test_custom_op_gradients_and_second_derivatives_match_gradcheck():
 def test_unknown_op_impl_is_refused():
     with pytest.raises(ValueError, match="unknown SPOCU torch backend.*cuda-magic"):
         torch.ops.spocu.spocu(torch.zeros(3), 3.0937, 0.6653, 4.437, math.inf, "cuda-magic")
+
+
+def test_a_backend_that_is_not_a_string_is_refused_by_type(monkeypatch):
+    monkeypatch.delenv("SPOCU_TORCH_BACKEND", raising=False)
+    with pytest.raises(TypeError, match=r"^SPOCU torch backend must be a string, got int$"):
+        spocu(torch.zeros(3), backend=1)
+    assert _dispatch.requested_backend(" Eager ") == "eager"  # (a string is stripped and lower-cased)
 
 
 # ---------------------------------------------------------------- torch.compile
