@@ -33,7 +33,6 @@ pieces and at x = +-inf, and no NaN for any non-NaN input.
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import subprocess
 import sys
@@ -353,40 +352,8 @@ def test_value_and_gradient_equal_the_reference(framework, dtype, param_name, va
         assert_matches_reference(x, got[f"{key}/g"], params, dtype, derivative=True)
         return
     grads = {name: got[f"{key}/g{name}"] for name in ("alpha", "beta", "gamma")}
-    known = _beyond_the_partial_cap(x, params, dtype)
-    keep = ~known
-    assert_matches_reference(x[keep], got[f"{key}/g"][keep], params, dtype, derivative=True)
-    assert_param_grads_match_reference(x[keep], {n: g[keep] for n, g in grads.items()}, params, dtype)
-    if known.any():  # strict: the whole check must fail there until the bug is fixed, then this goes
-        try:
-            assert_matches_reference(x, got[f"{key}/g"], params, dtype, derivative=True)
-            assert_param_grads_match_reference(x, grads, params, dtype)
-        except AssertionError as error:
-            pytest.xfail(f"{LEARNABLE_CAP_BUG} ({int(known.sum())} points): {str(error)[:300]}")
-        raise AssertionError(f"fixed? the known bug no longer shows: remove LEARNABLE_CAP_BUG ({LEARNABLE_CAP_BUG})")
-
-
-#: a bug this matrix found (reported, not yet fixed in src/spocu/torch/_learnable.py and the kernels)
-LEARNABLE_CAP_BUG = (
-    "learnable SPOCU's partials beyond u_cap = (max/1024)^(1/8), c = inf: where s' and d/dgamma are still "
-    "finite (x > ~1.2e5 in float32 and bfloat16) the plain ops and Inductor give the dtype's max, the C++ "
-    "kernels their value at u_cap (30x too small at x = 2e5); where the partials overflow the C++ kernels "
-    "give that value too, neither inf nor saturated (float32: s' 4.8e31 at x = 1e30, d/dalpha 3.3e35 at "
-    "x = +inf; float64: s' 4.9e267 at x = 1e300); the fixed-parameter paths are right"
-)
-
-
-def _beyond_the_partial_cap(x: np.ndarray, params, dtype: str, finite: bool = True) -> np.ndarray:
-    """The points of LEARNABLE_CAP_BUG: u = x/gamma + beta above u_cap on the active piece (and x = +inf
-    when c = inf), where s' is finite in the compute dtype (``finite``) or anywhere there (``finite=False``)."""
-    compute = "float64" if dtype == "float64" else "float32"
-    u_cap = (float(np.finfo(compute).max) / 1024) ** 0.125
-    with np.errstate(over="ignore", invalid="ignore"):
-        u = x / params.gamma + params.beta
-        beyond = (u > u_cap) & ((u < params.c) | math.isinf(params.c))  # (x = +inf too when c = inf)
-        if finite:
-            beyond &= np.abs(reference_spocu_grad(x, **params.as_dict())) < np.finfo(compute).max
-        return beyond
+    assert_matches_reference(x, got[f"{key}/g"], params, dtype, derivative=True)
+    assert_param_grads_match_reference(x, grads, params, dtype)
 
 
 def _rounded_inputs(dtype: str, param_name: str, values) -> np.ndarray:
@@ -626,19 +593,5 @@ def test_kinks_and_non_finite_inputs_equal_the_reference(path, dtype, param_name
     assert {"y", "gx"} <= set(checked)
     if "learnable" in path or path.endswith(("-array", "-tensor")):
         assert {"galpha", "gbeta", "ggamma"} <= set(checked)
-    # LEARNABLE_CAP_BUG: the C++ learnable kernels give the partials at u_cap where they overflow
-    known = np.zeros(x.shape, bool)
-    if path.startswith("torch-learnable-cpp"):
-        known = _beyond_the_partial_cap(x, SPOCUParams(a, b, g, c), dtype, finite=False)
-    keep = ~known
     for name in checked:
-        _assert_edge(
-            got[f"{key}/{name}"][keep], refs[name][keep], x[keep], dtype, f"{path} {dtype} {param_name} {name}"
-        )
-    if known.any():  # strict: the whole check must fail there until the bug is fixed, then this goes
-        try:
-            for name in checked:
-                _assert_edge(got[f"{key}/{name}"], refs[name], x, dtype, f"{path} {dtype} {param_name} {name}")
-        except AssertionError as error:
-            pytest.xfail(f"{LEARNABLE_CAP_BUG} ({int(known.sum())} points): {str(error)[:300]}")
-        raise AssertionError(f"fixed? the known bug no longer shows: remove LEARNABLE_CAP_BUG ({LEARNABLE_CAP_BUG})")
+        _assert_edge(got[f"{key}/{name}"], refs[name], x, dtype, f"{path} {dtype} {param_name} {name}")

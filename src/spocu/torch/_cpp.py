@@ -417,8 +417,9 @@ def learnable_backward(
 ) -> torch.Tensor | None:
     """Write dL/dx into ``out3``; return [dL/dalpha, dL/dbeta, dL/dgamma] per channel, a (3, C) float64 tensor.
 
-    All blocks are contiguous (A, C, B) of one dtype; the partials are evaluated at
-    ``t <= cap - beta`` (see ``_learnable._partials``); ``block`` as in :func:`learnable_forward`.
+    All blocks are contiguous (A, C, B) of one dtype; ``cap``: ``_learnable._partial_cap``, beyond
+    which (u = x/gamma + beta > cap) a row whose partials overflow is redone with the folded formulas
+    of ``_learnable._partials_at``; ``block`` as in :func:`learnable_forward`.
     None (nothing written) if the kernels are not ready.
     """
     if not (ready() and has_raw_storage(grad3, x3, out3, alpha, beta, gamma)):

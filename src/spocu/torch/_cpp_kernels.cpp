@@ -14,9 +14,11 @@
 // the best copy this CPU runs (spocu_isa_supported, from cpuid), once per process. Other compilers
 // build the baseline copy only.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 #if defined(__x86_64__) || defined(_M_X64)

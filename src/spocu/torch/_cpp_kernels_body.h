@@ -500,7 +500,7 @@ __attribute__((noinline)) void learnable_row_forward(const Channel<Cc>& ch, cons
 inline int64_t learnable_row_backward16(const Channel<float>& ch, const float* g, const float* x, float* out,
                                         int64_t B, float* pa, float* pb, float* pg) {
   const __m512 inv_gamma = _mm512_set1_ps(ch.inv_gamma), lower = _mm512_set1_ps(ch.lower),
-               upper = _mm512_set1_ps(ch.upper), t_cap = _mm512_set1_ps(ch.t_cap), beta = _mm512_set1_ps(ch.beta),
+               upper = _mm512_set1_ps(ch.upper), beta = _mm512_set1_ps(ch.beta),
                scale = _mm512_set1_ps(ch.scale), slope_at_beta = _mm512_set1_ps(ch.slope_at_beta),
                eight = _mm512_set1_ps(8.0f), fourteen = _mm512_set1_ps(14.0f), six = _mm512_set1_ps(6.0f);
   const __m512 d[8] = {_mm512_set1_ps(ch.d[0]), _mm512_set1_ps(ch.d[1]), _mm512_set1_ps(ch.d[2]),
@@ -511,7 +511,7 @@ inline int64_t learnable_row_backward16(const Channel<float>& ch, const float* g
   for (; b + 16 <= B; b += 16) {
     const __m512 gout = _mm512_loadu_ps(g + b);
     const __m512 t_raw = _mm512_mul_ps(_mm512_loadu_ps(x + b), inv_gamma);
-    const __m512 t = _mm512_min_ps(t_cap, clamp16(t_raw, lower, upper));
+    const __m512 t = clamp16(t_raw, lower, upper);  // (not capped: see exact_element)
     const __mmask16 outside = _mm512_cmp_ps_mask(t_raw, lower, _CMP_LE_OQ) | _mm512_cmp_ps_mask(t_raw, upper, _CMP_GE_OQ);
     const __m512 u = _mm512_add_ps(beta, t);
     const __m512 u2 = _mm512_mul_ps(u, u);
@@ -538,7 +538,7 @@ inline int64_t learnable_row_backward16(const Channel<float>& ch, const float* g
 inline int64_t learnable_row_backward8(const Channel<float>& ch, const float* g, const float* x, float* out,
                                        int64_t B, float* pa, float* pb, float* pg) {
   const __m256 inv_gamma = _mm256_set1_ps(ch.inv_gamma), lower = _mm256_set1_ps(ch.lower),
-               upper = _mm256_set1_ps(ch.upper), t_cap = _mm256_set1_ps(ch.t_cap), beta = _mm256_set1_ps(ch.beta),
+               upper = _mm256_set1_ps(ch.upper), beta = _mm256_set1_ps(ch.beta),
                scale = _mm256_set1_ps(ch.scale), slope_at_beta = _mm256_set1_ps(ch.slope_at_beta),
                eight = _mm256_set1_ps(8.0f), fourteen = _mm256_set1_ps(14.0f), six = _mm256_set1_ps(6.0f);
   const __m256 d[8] = {_mm256_set1_ps(ch.d[0]), _mm256_set1_ps(ch.d[1]), _mm256_set1_ps(ch.d[2]),
@@ -552,7 +552,7 @@ inline int64_t learnable_row_backward8(const Channel<float>& ch, const float* g,
       const int64_t i = b + 8 * h;
       const __m256 gout = _mm256_loadu_ps(g + i);
       const __m256 t_raw = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv_gamma);
-      const __m256 t = _mm256_min_ps(t_cap, clamp8(t_raw, lower, upper));
+      const __m256 t = clamp8(t_raw, lower, upper);  // (not capped: see exact_element)
       const __m256 outside =
           _mm256_or_ps(_mm256_cmp_ps(t_raw, lower, _CMP_LE_OQ), _mm256_cmp_ps(t_raw, upper, _CMP_GE_OQ));
       const __m256 u = _mm256_add_ps(beta, t);
@@ -574,12 +574,67 @@ inline int64_t learnable_row_backward8(const Channel<float>& ch, const float* g,
 }
 #endif
 
+// ------------------------------------------------------------------ beyond the partials' cap
+// The loops evaluate the partials in the compute type as they are, not capped: where none overflows
+// (every finite result) that is exact. Where one does, an inf (or a NaN: 0 * inf, inf - inf) reaches
+// the row's sums (dL/dgamma's holds dx * t, dL/dbeta's r', dL/dalpha's t * sum d_k t^k), so a row (or
+// block of pixels) whose sums are not finite -- only with huge inputs (u beyond about 6.5e4 in float,
+// c = inf or c that large), inf or NaN in -- is done again by `exact_element`, in double, with no
+// cost to the loops. Beyond u = cap (t_cap = cap - beta; 8 cap^8 is 1/128 of the compute type's
+// largest value) each partial is evaluated with its scale folded in first, as a chain of products no
+// larger than the result (u >= cap >= 2.7e4), so that only a partial that itself overflows does,
+// k r'(u) = (k u^6)(8u - 14) + 6 (k u^2), r(u) = u^7 (u - 2) + 2u^3, and saturated at +-max of the
+// compute type, never inf (no 0 * inf = NaN downstream; as spocu.torch._learnable._partials_at).
+
+inline double scaled_r_prime(double k, double u) {  // k r'(u), for u >= 2
+  const double k2 = k * u * u;
+  const double k6 = k2 * u * u * u * u;
+  return k6 * (8.0 * u - 14.0) + 6.0 * k2;
+}
+
+inline double saturate(double v, double big) { return v > big ? big : (v < -big ? -big : v); }  // NaN stays
+
+// one element of a row done again: its contributions to the three sums (dL/dbeta's
+// with the factor alpha) added to s[0..2] in double; returns whether it is itself beyond the cap,
+// and then its dL/dx in *dx (else the loops' value stands)
+template <class Cc>
+bool exact_element(const Channel<Cc>& ch, Cc gout, Cc xv, double* s, Cc* dx) {
+  const Cc t_raw = xv * ch.inv_gamma;  // t and the pieces as the loops have them
+  const Cc t_in = t_raw < ch.lower ? ch.lower : (t_raw > ch.upper ? ch.upper : t_raw);
+  // x = +inf is flat (also for c = inf), a finite x whose x / gamma overflows is not
+  const bool top = std::isinf(ch.upper) ? xv == std::numeric_limits<Cc>::infinity() : t_raw >= ch.upper;
+  const bool outside = (t_raw <= ch.lower) | top;
+  const double g = gout, alpha = ch.alpha, beta = ch.beta, t = t_in, u = beta + t;
+  const double slope_at_beta = alpha * double(ch.slope_at_beta);
+  if (!(t_in > ch.t_cap)) {  // the usual formulas (NaN too), in double
+    const double dr = outside ? 0.0 : scaled_r_prime(1.0, u);
+    double acc = ch.d[7];
+    for (int k = 6; k >= 0; --k) acc = acc * t + double(ch.d[k]);
+    s[0] += g * t * acc;
+    s[1] += g * (alpha * dr - slope_at_beta);
+    s[2] -= g * double(ch.scale) * dr * t;
+    return false;
+  }
+  const double big = std::numeric_limits<Cc>::max();
+  const double k = alpha / double(ch.gamma);
+  const double d_x = outside ? 0.0 : saturate(scaled_r_prime(k, u), big);
+  const double d_beta = outside ? -slope_at_beta : saturate(scaled_r_prime(alpha, u) - slope_at_beta, big);
+  const double d_gamma = outside ? 0.0 : saturate(-scaled_r_prime(k, u) * t, big);
+  const double u3 = u * u * u;
+  const double r_beta = std::pow(beta, 7) * (beta - 2.0) + 2.0 * beta * beta * beta;
+  s[0] += g * saturate(u3 * u * u * u * u * (u - 2.0) + 2.0 * u3 - r_beta, big);
+  s[1] += g * d_beta;
+  s[2] += g * d_gamma;
+  *dx = Cc(saturate(g * d_x, big));
+  return true;
+}
+
 // writes dL/dx for the row, adds the row's dL/dalpha, dL/dbeta, dL/dgamma to sums[0..2]
 template <class Cc>
 __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, const Cc* g, const Cc* x, Cc* out,
                                                       int64_t B, double* sums) {
   const Cc beta = ch.beta, inv_gamma = ch.inv_gamma, lower = ch.lower, upper = ch.upper;
-  const Cc scale = ch.scale, slope_at_beta = ch.slope_at_beta, t_cap = ch.t_cap;
+  const Cc scale = ch.scale, slope_at_beta = ch.slope_at_beta;
   const Cc d1 = ch.d[0], d2 = ch.d[1], d3 = ch.d[2], d4 = ch.d[3], d5 = ch.d[4], d6 = ch.d[5], d7 = ch.d[6],
            d8 = ch.d[7];
   // 16 partial sums per gradient (one per SIMD lane), added up at the end of the row; dL/dbeta's
@@ -589,8 +644,7 @@ __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, con
   auto element = [&](int64_t b, int lane) {
     const Cc gout = g[b];
     const Cc t_raw = x[b] * inv_gamma;
-    const Cc t_in = t_raw < lower ? lower : (t_raw > upper ? upper : t_raw);
-    const Cc t = t_in > t_cap ? t_cap : t_in;  // where r' would overflow: as torch.minimum, NaN stays NaN
+    const Cc t = t_raw < lower ? lower : (t_raw > upper ? upper : t_raw);  // NaN stays NaN; not capped
     const bool outside = (t_raw <= lower) | (t_raw >= upper);
     const Cc u = beta + t;
     const Cc u2 = u * u;
@@ -623,6 +677,12 @@ __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, con
   for (int lane = 0; b < B; ++b, ++lane) element(b, lane);
   double sa = 0, sb = 0, sg = 0;
   for (int lane = 0; lane < kLanes; ++lane) sa += pa[lane], sb += pb[lane], sg += pg[lane];
+  if (__builtin_expect(!(std::isfinite(sa) & std::isfinite(sb) & std::isfinite(sg)), 0)) {
+    double s[3] = {0.0, 0.0, 0.0};  // a partial overflowed (or NaN, inf in): the row again, exactly
+    for (b = 0; b < B; ++b) exact_element(ch, g[b], x[b], s, out + b);
+    sums[0] += s[0], sums[1] += s[1], sums[2] += s[2];
+    return;
+  }
   sums[0] += sa;
   sums[1] += double(ch.alpha) * sb;
   sums[2] += sg;
@@ -632,12 +692,12 @@ __attribute__((noinline)) void learnable_row_backward(const Channel<Cc>& ch, con
 // at a time, vectorized across channels, the channels' numbers as arrays.
 template <class Cc>
 struct ChannelArrays {
-  std::vector<Cc> alpha, beta, gamma, inv_gamma, lower, upper, t_cap, slope_at_beta, scale, d[8];
+  std::vector<Cc> alpha, beta, gamma, inv_gamma, lower, upper, slope_at_beta, scale, d[8];
   explicit ChannelArrays(const std::vector<Channel<Cc>>& chs) {
     for (const Channel<Cc>& ch : chs) {
       alpha.push_back(ch.alpha), beta.push_back(ch.beta), gamma.push_back(ch.gamma);
       inv_gamma.push_back(ch.inv_gamma);
-      lower.push_back(ch.lower), upper.push_back(ch.upper), t_cap.push_back(ch.t_cap);
+      lower.push_back(ch.lower), upper.push_back(ch.upper);
       slope_at_beta.push_back(ch.slope_at_beta), scale.push_back(ch.scale);
       for (int j = 0; j < 8; ++j) d[j].push_back(ch.d[j]);
     }
@@ -668,16 +728,14 @@ template <class Cc>
 __attribute__((noinline)) void learnable_pixel_backward(const ChannelArrays<Cc>& p, const Cc* g, const Cc* x, Cc* out,
                                                         int64_t C, double* sa, double* sb, double* sg) {
   const Cc *alpha = p.alpha.data(), *beta = p.beta.data(), *inv_gamma = p.inv_gamma.data(), *lower = p.lower.data();
-  const Cc *upper = p.upper.data(), *t_cap = p.t_cap.data(), *slope_at_beta = p.slope_at_beta.data();
-  const Cc* scale = p.scale.data();
+  const Cc *upper = p.upper.data(), *slope_at_beta = p.slope_at_beta.data(), *scale = p.scale.data();
   const Cc *d1 = p.d[0].data(), *d2 = p.d[1].data(), *d3 = p.d[2].data(), *d4 = p.d[3].data();
   const Cc *d5 = p.d[4].data(), *d6 = p.d[5].data(), *d7 = p.d[6].data(), *d8 = p.d[7].data();
 #pragma omp simd
   for (int64_t c = 0; c < C; ++c) {
     const Cc gout = g[c];
     const Cc t_raw = x[c] * inv_gamma[c];
-    const Cc t_in = t_raw < lower[c] ? lower[c] : (t_raw > upper[c] ? upper[c] : t_raw);
-    const Cc t = t_in > t_cap[c] ? t_cap[c] : t_in;
+    const Cc t = t_raw < lower[c] ? lower[c] : (t_raw > upper[c] ? upper[c] : t_raw);  // as the rows
     const bool outside = (t_raw <= lower[c]) | (t_raw >= upper[c]);
     const Cc u = beta[c] + t;
     const Cc u2 = u * u;
@@ -754,21 +812,41 @@ void learnable_backward(const void* gv, const void* xv, void* ov, double* sums, 
   const std::vector<Channel<Cc>> chs = channels<Cc>(C, params, c, cap, shift);
   if (B == 1 && C > 1) {
     const ChannelArrays<Cc> arrays(chs);
+    // blocks of about 4096 elements, each with its own sums: a block whose sums are not finite is
+    // done again (exact_element) and its sums replaced, as a row
+    const int64_t pixels = C >= 4096 ? 1 : 4096 / C;
     parallel_chunks(A, A * C, max_threads, [&](int64_t begin, int64_t end) {
-      std::vector<double> local(3 * C, 0.0);
+      std::vector<double> local(3 * C, 0.0), block(3 * C);
       std::vector<Cc> gb, xb, ob;
       if (!std::is_same_v<S, Cc>) gb.resize(C), xb.resize(C), ob.resize(C);
-      for (int64_t a = begin; a < end; ++a) {
-        if constexpr (std::is_same_v<S, Cc>) {
-          learnable_pixel_backward(arrays, g + a * C, x + a * C, out + a * C, C, local.data(), local.data() + C,
-                                   local.data() + 2 * C);
-        } else {
-          widen(g + a * C, gb.data(), C, T{});
-          widen(x + a * C, xb.data(), C, T{});
-          learnable_pixel_backward(arrays, gb.data(), xb.data(), ob.data(), C, local.data(), local.data() + C,
-                                   local.data() + 2 * C);
-          narrow(ob.data(), out + a * C, C, T{});
+      for (int64_t a0 = begin; a0 < end; a0 += pixels) {
+        const int64_t a1 = end - a0 < pixels ? end : a0 + pixels;
+        std::fill(block.begin(), block.end(), 0.0);
+        for (int64_t a = a0; a < a1; ++a) {
+          if constexpr (std::is_same_v<S, Cc>) {
+            learnable_pixel_backward(arrays, g + a * C, x + a * C, out + a * C, C, block.data(), block.data() + C,
+                                     block.data() + 2 * C);
+          } else {
+            widen(g + a * C, gb.data(), C, T{});
+            widen(x + a * C, xb.data(), C, T{});
+            learnable_pixel_backward(arrays, gb.data(), xb.data(), ob.data(), C, block.data(), block.data() + C,
+                                     block.data() + 2 * C);
+            narrow(ob.data(), out + a * C, C, T{});
+          }
         }
+        bool finite = true;
+        for (int64_t i = 0; i < 3 * C; ++i) finite &= std::isfinite(block[i]);
+        if (__builtin_expect(!finite, 0)) {
+          std::fill(block.begin(), block.end(), 0.0);
+          for (int64_t i = a0 * C; i < a1 * C; ++i) {
+            const int64_t k = i % C;
+            double s[3] = {0.0, 0.0, 0.0};
+            Cc dx;
+            if (exact_element(chs[k], T::load(g[i]), T::load(x[i]), s, &dx)) out[i] = T::store(dx);
+            block[k] += s[0], block[C + k] += s[1], block[2 * C + k] += s[2];
+          }
+        }
+        for (int64_t i = 0; i < 3 * C; ++i) local[i] += block[i];
       }
 #ifdef _OPENMP
 #pragma omp critical(spocu_learnable_sums)

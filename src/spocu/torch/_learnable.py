@@ -11,10 +11,15 @@ parameter tensors) and recomputes; its formulas are
 * ds/dgamma = -alpha * r'(beta + t) * [inside] * t / gamma
 
 On the flat pieces and at both kinks every partial is 0 (s' = 0 there, the
-package's convention). The backward evaluates the partials at
-``beta + t <= u_cap`` (:func:`_partial_cap`), where ``8 u^8`` is 1/128 of the compute
-dtype's largest value, so no finite input gives ``inf * 0 = NaN``; beyond it, where the
-true partials exceed the dtype, they saturate at its largest value (with their sign).
+package's convention; x = +inf is flat, also for c = inf). Up to ``u = beta + t = u_cap``
+(:func:`_partial_cap`: ``8 u^8`` is 1/128 of the compute dtype's largest value) these
+formulas cannot overflow. Beyond it (c = inf or c > u_cap; u_cap is 2.7e4 in float32,
+1.4e38 in float64) :func:`_partials_at` folds each partial's scale in first and multiplies
+up, so every partial is exact where the compute dtype holds it (float32: r'(u) up to
+u ~ 2.4e5) and saturates at the dtype's largest value, with its sign, where it does
+not: never inf, so a zero upstream gradient never gives ``0 * inf = NaN``. The C++ kernels
+compute uncapped and redo, in double with the same folded formulas, a row whose sums
+overflow (see ``_cpp_kernels_body.h``).
 
 Two Functions compute this. The plain one (:class:`_LearnableSPOCU`) is written
 with out-of-place, differentiable ops, so double backward works, and it is what
@@ -55,6 +60,10 @@ def _r_prime(u: torch.Tensor) -> torch.Tensor:
     return u**6 * (8.0 * u - 14.0) + 6.0 * u**2
 
 
+def _r(u: torch.Tensor) -> torch.Tensor:
+    return u**7 * (u - 2.0) + 2.0 * u**3
+
+
 def _poly(t: torch.Tensor, coefficients: list[torch.Tensor]) -> torch.Tensor:
     """sum_i coefficients[i] * t^i (Horner)."""
     acc = coefficients[-1] * torch.ones_like(t)
@@ -81,23 +90,60 @@ def _partial_cap(dtype: torch.dtype) -> float:
 def _partials(x, alpha, beta, gamma, c):
     """Elementwise (ds/dx, ds/dalpha, ds/dbeta, ds/dgamma) in the compute dtype, differentiable.
 
-    0 on the flat pieces and at the kinks; evaluated at ``t <= u_cap - beta``.
+    0 on the flat pieces and at the kinks; see :func:`_partials_at` for beyond ``u_cap``.
     """
     ctype = compute_dtype(x.dtype)
     xw, a, b, g = (v.to(ctype) for v in (x, alpha, beta, gamma))
     t, outside = _pieces(xw, b, g, c)
     at_inf = torch.isposinf(xw)  # x = +inf is flat by convention (s' = 0 there), also for c = inf
-    outside = outside | at_inf
-    huge = t > _partial_cap(ctype) - b  # r(beta + t) exceeds the dtype: so does d/dalpha
-    beyond = huge & ~outside  # the other partials too, where they are not 0: saturate them
-    t = torch.minimum(t, _partial_cap(ctype) - b)
-    zero = torch.zeros((), dtype=ctype, device=x.device)
-    big = torch.full((), torch.finfo(ctype).max, dtype=ctype, device=x.device)
-    dr = torch.where(outside, zero, _r_prime(b + t))
-    d_alpha = torch.where(huge, big, t * _poly(t, shifted_coefficients(b)))
-    partials = ((a / g) * dr, a * (dr - _r_prime(b)), -a * dr * t / g)
-    d_x, d_beta, d_gamma = (torch.where(beyond, sign * big, p) for sign, p in zip((1, 1, -1), partials))
-    return d_x, d_alpha, d_beta, d_gamma
+    inside = ~(outside | at_inf)
+    return _partials_at(t, inside, a, b, g, _partial_cap(ctype), shifted_coefficients(b), guard=True)
+
+
+def _partials_at(t, inside, alpha, beta, gamma, cap, coefficients, guard=False):
+    """(ds/dx, ds/dalpha, ds/dbeta, ds/dgamma) at ``t = clamp(x/gamma, -beta, c - beta)`` (NaN stays NaN),
+    in t's dtype; ``inside``: the active piece (else s' = 0); ``coefficients``: d_1..d_8(beta); ``cap``:
+    :func:`_partial_cap` (a float or a 0-d tensor). The one implementation of the three torch paths.
+
+    Up to ``u = beta + t = cap`` the usual formulas. Beyond it (the tail: c = inf or c > cap) each
+    partial is evaluated with its scale folded in first, as a chain of products that never exceeds the
+    result's magnitude (u >= cap >= 2.7e4), so an intermediate overflows only where the partial does:
+    ``k r'(u) = (k u^6)(8u - 14) + 6 (k u^2)`` (k = alpha/gamma, alpha), ``r(u) - r(beta)`` with
+    ``r(u) = u^7 (u - 2) + 2u^3``, and ``ds/dgamma = -(alpha/gamma) r'(u) t``; the result saturates at
+    +-max of the dtype (never inf, so a zero upstream gradient never gives 0 * inf = NaN). Each branch
+    sees only arguments of its own range (``where`` picks; the other is finite), and with ``guard`` every
+    product saturates as it goes, so double backward and forward mode stay NaN-free at finite inputs.
+
+    >>> one, beta = torch.ones(()), torch.tensor(0.5)
+    >>> t, inside = torch.tensor([2.0, 1e5, 1e6]), torch.tensor([True, True, True])
+    >>> d_x, *_ = _partials_at(t, inside, one, beta, one, _partial_cap(torch.float32), shifted_coefficients(beta))
+    >>> d_x.tolist()  # r'(2.5); r'(100000.5), beyond u_cap = 2.7e4; r'(1e6 + 0.5) overflows: saturated
+    [1502.34375, 8.000139768913855e+35, 3.4028234663852886e+38]
+    """
+    big = torch.finfo(t.dtype).max
+    t_cap = cap - beta
+    tail = t > t_cap
+    # the usual formulas, at t <= t_cap
+    tm = torch.minimum(t, t_cap)
+    dr = torch.where(inside, _r_prime(beta + tm), 0.0)
+    main = ((alpha / gamma) * dr, tm * _poly(tm, coefficients), alpha * (dr - _r_prime(beta)), -alpha * dr * tm / gamma)
+    # the tail, at t >= t_cap (at most big/16: every partial saturates well before, and 8u stays finite)
+    sat = (lambda v: torch.clamp(v, -big, big)) if guard else (lambda v: v)
+    tt = torch.clamp(torch.maximum(t, t_cap), max=big / 16)
+    u = beta + tt
+
+    def scaled_r_prime(k):  # k r'(u)
+        k2 = sat(sat(k * u) * u)
+        k6 = sat(sat(sat(sat(k2 * u) * u) * u) * u)
+        return sat(sat(k6 * (8.0 * u - 14.0)) + sat(6.0 * k2))
+
+    u3 = sat(sat(u * u) * u)
+    u7 = sat(sat(sat(sat(u3 * u) * u) * u) * u)
+    r_tail = sat(sat(u7 * (u - 2.0)) + 2.0 * u3) - _r(beta)
+    dx_tail = torch.where(inside, scaled_r_prime(alpha / gamma), 0.0)
+    d_beta_tail = torch.where(inside, scaled_r_prime(alpha), 0.0) - alpha * _r_prime(beta)
+    tails = (dx_tail, r_tail, d_beta_tail, -dx_tail * tt)
+    return tuple(torch.where(tail, torch.clamp(v, -big, big), m) for v, m in zip(tails, main))
 
 
 def _reduce(grad, param):
@@ -177,26 +223,19 @@ class _CompiledSPOCU(torch.autograd.Function):
         ctype = compute_dtype(x.dtype)
         t_raw = x.to(ctype) / gamma
         # (strict comparisons, not the forward's: an input-sized mask shared with the forward would
-        # be saved by the partitioner instead of recomputed)
-        inside = (t_raw > -beta) & (t_raw < c - beta)
-        t_cap = _partial_cap(ctype) - beta
+        # be saved by the partitioner instead of recomputed; x = +inf is flat, also for c = inf, a
+        # finite x whose x / gamma overflows is not; NaN stays NaN)
+        inside = (t_raw > -beta) & ((t_raw < c - beta) | (torch.isinf(c) & (x < math.inf))) | torch.isnan(t_raw)
         t = torch.clamp(t_raw, min=-beta, max=c - beta)
-        huge = t > t_cap  # r(beta + t) exceeds the dtype, so does d/dalpha (x = +inf too, for c = inf)
-        beyond = inside & huge  # the other partials too, where they are not 0 (as _partials)
-        t = torch.minimum(t, t_cap)
-        dr = torch.where(inside, _r_prime(beta + t), torch.zeros_like(t))
+        partials = _partials_at(t, inside, alpha, beta, gamma, _partial_cap(ctype), list(d.unbind(-1)))
         gout = grad_output.to(ctype)
         needs = ctx.needs_input_grad
-        big = torch.finfo(ctype).max
-
-        def saturated(partial, sign, where=beyond):
-            return torch.where(where, sign * big, partial)
-
         return (
-            in_dtype(gout * saturated((alpha / gamma) * dr, 1.0), x.dtype) if needs[0] else None,
-            _reduce(gout * saturated(t * _poly(t, list(d.unbind(-1))), 1.0, huge), alpha) if needs[1] else None,
-            _reduce(gout * saturated(alpha * (dr - _r_prime(beta)), 1.0), beta) if needs[2] else None,
-            _reduce(gout * saturated(-alpha * dr * t / gamma, -1.0), gamma) if needs[3] else None,
+            in_dtype(gout * partials[0], x.dtype) if needs[0] else None,
+            *(
+                _reduce(gout * p, q) if need else None
+                for p, q, need in zip(partials[1:], (alpha, beta, gamma), needs[1:4])
+            ),
             None,
             None,
         )
@@ -275,18 +314,12 @@ def _fused_backward_math(grad, x, alpha, beta, gamma, c, cap, out):
     t_raw = w / gamma
     upper = c - beta
     at_inf = torch.isposinf(w)  # flat by convention, also for c = inf (as _partials)
-    outside = (t_raw <= -beta) | (t_raw >= upper) | at_inf
+    # (a finite x whose x / gamma overflows is inside when c = inf)
+    inside = ~((t_raw <= -beta) | ((t_raw >= upper) & torch.isfinite(upper)) | at_inf)
     t = torch.clamp(t_raw, min=-beta, max=upper)
-    huge = t > cap - beta
-    beyond = huge & ~outside  # true partials exceed the dtype: saturate them (as _partials)
-    t = torch.minimum(t, cap - beta)
-    big = torch.finfo(w.dtype).max
-    dr = torch.where(outside, 0.0, _r_prime(beta + t))
-    out.copy_(gout * torch.where(beyond, big, (alpha / gamma) * dr))
-    grad_alpha = (gout * torch.where(huge, big, t * _poly(t, shifted_coefficients(beta)))).sum((0, 2), keepdim=True)
-    grad_beta = (gout * torch.where(beyond, big, alpha * (dr - _r_prime(beta)))).sum((0, 2), keepdim=True)
-    grad_gamma = (gout * torch.where(beyond, -big, -alpha * dr * t / gamma)).sum((0, 2), keepdim=True)
-    return grad_alpha, grad_beta, grad_gamma
+    d_x, d_alpha, d_beta, d_gamma = _partials_at(t, inside, alpha, beta, gamma, cap, shifted_coefficients(beta))
+    out.copy_(gout * d_x)
+    return tuple((gout * p).sum((0, 2), keepdim=True) for p in (d_alpha, d_beta, d_gamma))
 
 
 _inductor.register("learnable_forward", _fused_forward_math)
