@@ -132,16 +132,17 @@ def _partials_at(t, inside, alpha, beta, gamma, cap, coefficients, guard=False):
     tt = torch.clamp(torch.maximum(t, t_cap), max=big / 16)
     u = beta + tt
 
-    def scaled_r_prime(k):  # k r'(u)
-        k2 = sat(sat(k * u) * u)
-        k6 = sat(sat(sat(sat(k2 * u) * u) * u) * u)
-        return sat(sat(k6 * (8.0 * u - 14.0)) + sat(6.0 * k2))
-
+    # k r'(u) = (k u^6)(8u - 14) + 6 (k u^2) for k = alpha / max(gamma, 1), the smaller of alpha/gamma
+    # and alpha: times max(gamma, 1)/gamma >= 1 it is ds/dx, times max(gamma, 1) >= 1 alpha r'(u)
+    w = torch.clamp(gamma, min=1.0)
+    k2 = sat(sat((alpha / w) * u) * u)
+    k6 = sat(sat(sat(sat(k2 * u) * u) * u) * u)
+    slope = torch.where(inside, sat(sat(k6 * (8.0 * u - 14.0)) + sat(6.0 * k2)), 0.0)
     u3 = sat(sat(u * u) * u)
     u7 = sat(sat(sat(sat(u3 * u) * u) * u) * u)
-    r_tail = sat(sat(u7 * (u - 2.0)) + 2.0 * u3) - _r(beta)
-    dx_tail = torch.where(inside, scaled_r_prime(alpha / gamma), 0.0)
-    d_beta_tail = torch.where(inside, scaled_r_prime(alpha), 0.0) - alpha * _r_prime(beta)
+    r_tail = sat(sat(u7 * (u - 2.0)) + 2.0 * u3) - _r(beta)  # r(u) - r(beta), r(u) = u^7 (u - 2) + 2u^3
+    dx_tail = sat(slope * (w / gamma))
+    d_beta_tail = sat(slope * w) - alpha * _r_prime(beta)
     tails = (dx_tail, r_tail, d_beta_tail, -dx_tail * tt)
     return tuple(torch.where(tail, torch.clamp(v, -big, big), m) for v, m in zip(tails, main))
 
