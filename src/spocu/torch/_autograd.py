@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from spocu.torch import _eager
+from spocu.torch._compat import dual_level_open
 from spocu.torch._constants import in_dtype
 
 __all__ = ["SPOCUDerivative", "SPOCUFunction", "apply_without_transforms", "batched", "derivative", "plain_apply"]
@@ -53,7 +54,8 @@ class SPOCUFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         x, k, kernels = inputs
         ctx.save_for_backward(x)  # the only tensor kept for backward: ReLU's memory
-        ctx.save_for_forward(x)
+        if dual_level_open():  # (jvp is only ever asked for while one is open; saves ~1 us a call without)
+            ctx.save_for_forward(x)
         ctx.k = k
         ctx.kernels = kernels
 

@@ -28,6 +28,7 @@ from spocu.torch._compat import is_legacy_batched as _is_legacy_batched
 __all__ = ["is_dense", "is_plain", "flat", "has_raw_storage", "same_layout", "dense_like"]
 
 _STRIDED = torch.strided
+_TENSOR = torch.Tensor
 _PARAMETER = torch.nn.Parameter
 
 
@@ -45,9 +46,10 @@ def has_raw_storage(*tensors: torch.Tensor) -> bool:
     ``torch.func`` wrapper, and no ``TorchDispatchMode`` active (which would make the outputs fake).
     Everything else takes the composite ops, which respect ``__torch_function__``/``__torch_dispatch__``.
     """
-    for t in tensors:
+    for t in tensors:  # (module-level names, no genexpr: every fused call asks, where ~0.1 us counts)
+        kind = type(t)
         if (
-            (type(t) is not torch.Tensor and type(t) is not _PARAMETER)
+            (kind is not _TENSOR and kind is not _PARAMETER)
             or t.layout is not _STRIDED
             or _is_functorch_wrapped(t)
             or _is_legacy_batched(t)
