@@ -292,13 +292,7 @@ _FAST_CALLS: dict[tuple, tuple[KernelConstants, object]] = {}
 
 def _plain_call(backend: str | None) -> bool:
     """The common eager call: default backend, no tracer, no environment override."""
-    return (
-        backend is None
-        and _ENV_KEY not in _ENVIRON_DATA
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-        and not _tracing.exporting()
-    )
+    return backend is None and _ENV_KEY not in _ENVIRON_DATA and _tracing.untraced()
 
 
 def _learnable_node_takes(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c) -> bool:

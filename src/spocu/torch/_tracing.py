@@ -3,6 +3,7 @@
 * :func:`exporting` -- ``torch.export`` or an ONNX exporter: the graph must hold standard ops only;
 * :func:`compiling` -- Dynamo (``torch.compile``) is tracing;
 * :func:`jit_tracing` -- ``torch.jit.trace`` is recording;
+* :func:`untraced` -- none of them records (the common eager call);
 * :func:`fx_proxy` -- ``torch.fx.symbolic_trace`` passes a :class:`torch.fx.Proxy`: the call
   becomes one ``call_function`` node (what ``torch.fx.wrap`` would record), so a traced model
   runs spocu's own kernels, with values and gradients equal to eager.
@@ -11,8 +12,8 @@
 
 Example:
     >>> import torch
-    >>> exporting(), compiling(), jit_tracing(), fx_proxy(torch.zeros(1))
-    (False, False, False, False)
+    >>> exporting(), compiling(), jit_tracing(), fx_proxy(torch.zeros(1)), untraced()
+    (False, False, False, False, True)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.fx
 
 from spocu.torch import _compat
 
-__all__ = ["compiling", "exporting", "fx_call", "fx_proxy", "jit_tracing", "recording"]
+__all__ = ["compiling", "exporting", "fx_call", "fx_proxy", "jit_tracing", "recording", "untraced"]
 
 _Proxy = torch.fx.Proxy
 
@@ -55,6 +56,14 @@ def _onnx_exporting() -> bool:
 def recording() -> bool:
     """Dynamo or an exporter records the call."""
     return torch.compiler.is_compiling() or exporting()
+
+
+def untraced() -> bool:
+    """Nothing records the call: not Dynamo, ``torch.jit.trace``, ``torch.export`` nor ONNX
+    (``not (recording() or jit_tracing())``, asking each question once: every eager call asks)."""
+    return not (
+        torch.compiler.is_compiling() or torch.jit.is_tracing() or _compat.torch_export_running() or _onnx_exporting()
+    )
 
 
 def jit_tracing() -> bool:
