@@ -331,3 +331,27 @@ def test_half_precision_kernels_give_the_float32_kernels_results_rounded_bit_for
                     _kernel(lib, "backward", torch.float32, isa)(g32.data_ptr(), wide.data_ptr(), dx32.data_ptr(),
                                                                  x.numel(), backward_table, 1)  # fmt: skip
                     check(dx, dx32, f"backward {isa} {params} {threads} threads, gradient {i}")
+
+
+def test_ready_loads_once_and_a_failed_load_leaves_the_learnable_kernels_declining(monkeypatch):
+    """ready() starts the load on its first call only; after a failed load the learnable backward
+    writes nothing and returns None (the caller's plain ops serve), instead of touching memory."""
+    from spocu.torch import _cpp
+
+    starts = []
+
+    def failing_start():
+        starts.append(1)
+        monkeypatch.setattr(_cpp, "_state", "failed")
+
+    monkeypatch.setattr(_cpp, "_lib", None)
+    monkeypatch.setattr(_cpp, "_state", "idle")
+    monkeypatch.setattr(_cpp, "_start", failing_start)
+    assert _cpp.ready() is False
+    assert _cpp.ready() is False
+    assert starts == [1]
+    x3 = torch.randn(1, 2, 3)
+    out3 = torch.full_like(x3, 7.0)
+    params = [torch.ones(2, dtype=torch.float64) * v for v in (1.0, 0.5, 1.0)]
+    assert _cpp.learnable_backward(torch.ones_like(x3), x3, out3, *params, float("inf"), 1e4) is None
+    assert torch.equal(out3, torch.full_like(x3, 7.0))
