@@ -60,10 +60,8 @@ def recording() -> bool:
 
 def untraced() -> bool:
     """Nothing records the call: not Dynamo, ``torch.jit.trace``, ``torch.export`` nor ONNX
-    (``not (recording() or jit_tracing())``, asking each question once: every eager call asks)."""
-    return not (
-        torch.compiler.is_compiling() or torch.jit.is_tracing() or _compat.torch_export_running() or _onnx_exporting()
-    )
+    (``not (recording() or jit_tracing())``, with Dynamo asked once first: every eager call asks)."""
+    return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or exporting())
 
 
 def jit_tracing() -> bool:
