@@ -47,6 +47,8 @@ def _points(dtype: torch.dtype, params: list[torch.Tensor], c: float) -> tuple[t
     if math.isfinite(c):  # around and beyond the upper kink too: d/dalpha = r(c) - r(beta) on the flat top
         us += [c * (1 - 1e-3), c * (1 + 1e-3), 4 * c]
     columns = [[(u - float(b)) * float(g) for u in us] for b, g in zip(params[1].tolist(), params[2].tolist())]
+    if dtype != torch.float64:  # a finite x whose x / gamma overflows (gamma < 1): not flat, saturated
+        columns = [[*column, 0.9 * float(torch.finfo(dtype).max)] for column in columns]
     x = torch.tensor(columns, dtype=torch.float64).T.contiguous()  # (points, channels)
     rows = torch.cat([x, torch.full((2, x.shape[1]), math.inf), torch.full((1, x.shape[1]), -math.inf)])
     return rows.to(dtype), x.shape[0]

@@ -261,16 +261,17 @@ def test_the_traced_function_computes_its_output_without_aliasing_an_input(dtype
     SPOCU got zero gradients (the compile test above fails there). This holds the line on any torch.
     """
     from spocu.core import shifted_coefficients
-    from spocu.torch._learnable import _CompiledSPOCU
+    from spocu.torch._learnable import _CompiledSPOCU, first_order_constants
 
     ctype = torch.float32 if dtype == torch.bfloat16 else dtype
     alpha, beta, gamma = (torch.tensor(v, dtype=ctype) for v in (3.0937, 0.6653, 4.437))
     d = torch.stack(shifted_coefficients(beta), dim=-1)
     c = torch.tensor(2.0, dtype=ctype)
+    q = first_order_constants(alpha, beta, gamma, c)
     x = torch.linspace(-4, 12, 9, dtype=dtype)
     recorder = _AliasRecorder()
     with recorder:
-        y = _CompiledSPOCU.forward(SimpleNamespace(save_for_backward=lambda *t: None), x, alpha, beta, gamma, d, c)
+        y = _CompiledSPOCU.forward(SimpleNamespace(save_for_backward=lambda *t: None), x, alpha, beta, gamma, d, q, c)
     in_place = [name for name, _ in recorder.aliases if name.endswith("_") and not name.startswith("__")]
     assert in_place == []
     assert not any(y is alias for _, alias in recorder.aliases), "the output is a no-op alias of an intermediate"

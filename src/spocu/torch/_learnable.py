@@ -17,8 +17,10 @@ formulas cannot overflow. Beyond it (c = inf or c > u_cap; u_cap is 2.7e4 in flo
 1.4e38 in float64) :func:`_partials_at` folds each partial's scale in first and multiplies
 up, so every partial is exact where the compute dtype holds it (float32: r'(u) up to
 u ~ 2.4e5) and saturates at the dtype's largest value, with its sign, where it does
-not: never inf, so a zero upstream gradient never gives ``0 * inf = NaN``. The C++ kernels
-compute uncapped and redo, in double with the same folded formulas, a row whose sums
+not: never inf, so a zero upstream gradient never gives ``0 * inf = NaN``. The compiled and
+Inductor-fused backwards (first order only) reach the same values with one formula for every
+element, :func:`first_order_partials`, whose shape keeps Inductor's backward one pass. The C++
+kernels compute uncapped and redo, in double with the same folded formulas, a row whose sums
 overflow (see ``_cpp_kernels_body.h``).
 
 Two Functions compute this. The plain one (:class:`_LearnableSPOCU`) is written
@@ -97,13 +99,14 @@ def _partials(x, alpha, beta, gamma, c):
     t, outside = _pieces(xw, b, g, c)
     at_inf = torch.isposinf(xw)  # x = +inf is flat by convention (s' = 0 there), also for c = inf
     inside = ~(outside | at_inf)
-    return _partials_at(t, inside, a, b, g, _partial_cap(ctype), shifted_coefficients(b), guard=True)
+    return _partials_at(t, inside, a, b, g, _partial_cap(ctype), shifted_coefficients(b))
 
 
-def _partials_at(t, inside, alpha, beta, gamma, cap, coefficients, guard=False):
+def _partials_at(t, inside, alpha, beta, gamma, cap, coefficients):
     """(ds/dx, ds/dalpha, ds/dbeta, ds/dgamma) at ``t = clamp(x/gamma, -beta, c - beta)`` (NaN stays NaN),
     in t's dtype; ``inside``: the active piece (else s' = 0); ``coefficients``: d_1..d_8(beta); ``cap``:
-    :func:`_partial_cap` (a float or a 0-d tensor). The one implementation of the three torch paths.
+    :func:`_partial_cap`. The plain ops' form, differentiable again (the compiled and fused backwards,
+    first order only, use :func:`first_order_partials`).
 
     Up to ``u = beta + t = cap`` the usual formulas. Beyond it (the tail: c = inf or c > cap) each
     partial is evaluated with its scale folded in first, as a chain of products that never exceeds the
@@ -111,8 +114,8 @@ def _partials_at(t, inside, alpha, beta, gamma, cap, coefficients, guard=False):
     ``k r'(u) = (k u^6)(8u - 14) + 6 (k u^2)`` (k = alpha/gamma, alpha), ``r(u) - r(beta)`` with
     ``r(u) = u^7 (u - 2) + 2u^3``, and ``ds/dgamma = -(alpha/gamma) r'(u) t``; the result saturates at
     +-max of the dtype (never inf, so a zero upstream gradient never gives 0 * inf = NaN). Each branch
-    sees only arguments of its own range (``where`` picks; the other is finite), and with ``guard`` every
-    product saturates as it goes, so double backward and forward mode stay NaN-free at finite inputs.
+    sees only arguments of its own range (``where`` picks; the other is finite), and every product
+    saturates as it goes, so double backward and forward mode stay NaN-free at finite inputs.
 
     >>> one, beta = torch.ones(()), torch.tensor(0.5)
     >>> t, inside = torch.tensor([2.0, 1e5, 1e6]), torch.tensor([True, True, True])
@@ -127,8 +130,11 @@ def _partials_at(t, inside, alpha, beta, gamma, cap, coefficients, guard=False):
     tm = torch.minimum(t, t_cap)
     dr = torch.where(inside, _r_prime(beta + tm), 0.0)
     main = ((alpha / gamma) * dr, tm * _poly(tm, coefficients), alpha * (dr - _r_prime(beta)), -alpha * dr * tm / gamma)
+
     # the tail, at t >= t_cap (at most big/16: every partial saturates well before, and 8u stays finite)
-    sat = (lambda v: torch.clamp(v, -big, big)) if guard else (lambda v: v)
+    def sat(v):
+        return torch.clamp(v, -big, big)
+
     tt = torch.clamp(torch.maximum(t, t_cap), max=big / 16)
     u = beta + tt
 
@@ -145,6 +151,68 @@ def _partials_at(t, inside, alpha, beta, gamma, cap, coefficients, guard=False):
     d_beta_tail = sat(slope * w) - alpha * _r_prime(beta)
     tails = (dx_tail, r_tail, d_beta_tail, -dx_tail * tt)
     return tuple(torch.where(tail, torch.clamp(v, -big, big), m) for v, m in zip(tails, main))
+
+
+def first_order_constants(alpha, beta, gamma, c) -> torch.Tensor:
+    """The per-channel constants of :func:`first_order_partials`, stacked on a new last dimension.
+
+    ``alpha / gamma``, ``alpha``, ``alpha r'(beta)``; ``-beta`` and ``c - beta``, the bounds of
+    t; ``x_top``: -inf for finite c (the top flat piece is ``x / gamma >= c - beta``), +inf for
+    c = inf (only x = +inf is flat: a finite x whose x / gamma overflows is not). Computed once per
+    call on the small parameter tensors, so that the per-element expressions only load them.
+    """
+    alpha, beta, gamma = torch.broadcast_tensors(alpha, beta, gamma)
+    # (c stays 0-d: a tensor subclass such as DTensor mixes with 0-d plain tensors only)
+    c = torch.as_tensor(c, dtype=alpha.dtype, device=alpha.device)
+    x_top = torch.where(torch.isinf(c), math.inf, -math.inf) + torch.zeros_like(beta)
+    return torch.stack((alpha / gamma, alpha, alpha * _r_prime(beta), -beta, c - beta, x_top), dim=-1)
+
+
+def first_order_partials(x, gamma, coefficients, constants):
+    """(ds/dx, ds/dalpha, ds/dbeta, ds/dgamma) at x, for the compiled and Inductor-fused backwards
+    (first order only), in one formula for every element; ``coefficients``: d_1..d_7(beta)
+    (d_8 = 1); ``constants``: :func:`first_order_constants`. The values of :func:`_partials_at`.
+
+    With ``t = clamp(x / gamma, -beta, c - beta)`` and ``u = beta + t``, each partial scales
+    ``r'(u) = u^2 (u^4 (8u - 14) + 6)`` from its own constant outwards,
+    ``ds/dx = ((alpha/gamma) u^2) (u^4 (8u - 14) + 6)``, ``ds/dbeta = (alpha u^2)(...) - alpha
+    r'(beta)``, ``ds/dgamma = -((alpha/gamma) u^2 t)(...)``, and ``ds/dalpha = t p(t)`` (Horner in the shifted
+    coefficients, exact near t = 0). Every factor after the first is >= 1 where a partial is
+    large, so an intermediate overflows only where the partial does, and the last clamp
+    saturates it (one-sided: each partial is small on its other side). The one exception is the
+    shared factor ``u^4 (8u - 14) + 6``, inf beyond u = 3.4e7 in float32 (2.9e61 in float64): a
+    partial whose constant (alpha/gamma or alpha) is below 9e-16 (1e-123) could be finite there and
+    saturates instead.
+    On the lower flat piece u = 0 and r'(0) = 0 by themselves; the top one (and x = +inf) is
+    masked. NaN stays NaN.
+
+    It is not differentiated again (where an intermediate is inf, its derivative is NaN): the
+    plain ops use :func:`_partials_at`. Its shape is set by Inductor's fusion heuristics (torch
+    2.13, CPU): an expression that several partials share is stored to memory when it reads more
+    than 4 tensors (``realize_reads_threshold``) or has more than 50 operations, and any one
+    with more than 12 reads (``realize_cpu_acc_reads_threshold``). Within these, the compiled
+    backward is one pass that writes ds/dx and reduces the three parameter gradients; the first
+    exact form, past them, took two more passes and about twice the time.
+    """
+    big = torch.finfo(x.dtype).max
+    k_x, alpha, slope_at_beta, neg_beta, upper, x_top = constants.unbind(-1)
+    t_raw = x / gamma
+    t = torch.clamp(t_raw, min=neg_beta, max=upper)
+    flat_top = (t_raw >= upper) & (x >= x_top)
+    tt = torch.clamp(t, max=big / 16)  # 8u stays finite; every partial saturates well before
+    u = tt - neg_beta
+    u2 = u * u
+    r_prime_over_u2 = u2 * u2 * (8.0 * u - 14.0) + 6.0
+    horner = t + coefficients[-1]
+    for d in coefficients[-2::-1]:
+        horner = horner * t + d
+    # (no partial reuses another's product: a shared one would be stored to memory)
+    return (
+        torch.clamp(torch.where(flat_top, 0.0, k_x * u2 * r_prime_over_u2), max=big),
+        torch.clamp(t * horner, max=big),
+        torch.clamp(torch.where(flat_top, 0.0, alpha * u2 * r_prime_over_u2), max=big) - slope_at_beta,
+        torch.clamp(torch.where(flat_top, 0.0, -(k_x * (u2 * tt)) * r_prime_over_u2), min=-big),
+    )
 
 
 def _reduce(grad, param):
@@ -202,33 +270,28 @@ class _CompiledSPOCU(torch.autograd.Function):
     """What ``torch.compile`` traces: every parameter (c too) a 0-d or broadcast tensor input.
 
     Saves only x and the small parameter tensors (the compiled backward recomputes),
-    and has no ``jvp`` (Dynamo cannot trace one). ``d`` holds d_1..d_8(beta),
-    computed outside, so that nothing inside reads module-level floats (which
-    ``dynamic=True`` turns into graph inputs that an autograd.Function cannot lift);
-    the beta gradient returned is the total one, so ``d`` gets none.
+    and has no ``jvp`` (Dynamo cannot trace one). ``d`` holds d_1..d_8(beta) and ``q``
+    :func:`first_order_constants`, computed outside, so that nothing inside reads
+    module-level floats (which ``dynamic=True`` turns into graph inputs that an
+    autograd.Function cannot lift) and the per-element backward only loads them; the
+    parameter gradients returned are the total ones, so ``d`` and ``q`` get none.
     """
 
     # forward(ctx, ...) rather than the setup_context form: Dynamo before torch 2.5 binds a
     # Function's forward with ctx first and cannot trace the other form (torch.func never sees
     # this Function: it serves torch.compile and export only)
     @staticmethod
-    def forward(ctx, x, alpha, beta, gamma, d, c):
-        ctx.save_for_backward(x, alpha, beta, gamma, d, c)
+    def forward(ctx, x, alpha, beta, gamma, d, q, c):
+        ctx.save_for_backward(x, alpha, beta, gamma, d, q)
         ctype = compute_dtype(x.dtype)
         t = _where_pieces(x.to(ctype) / gamma, beta, c)
         return in_dtype(alpha * t * _poly(t, list(d.unbind(-1))), x.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
-        x, alpha, beta, gamma, d, c = ctx.saved_tensors
+        x, alpha, beta, gamma, d, q = ctx.saved_tensors
         ctype = compute_dtype(x.dtype)
-        t_raw = x.to(ctype) / gamma
-        # (strict comparisons, not the forward's: an input-sized mask shared with the forward would
-        # be saved by the partitioner instead of recomputed; x = +inf is flat, also for c = inf, a
-        # finite x whose x / gamma overflows is not; NaN stays NaN)
-        inside = (t_raw > -beta) & ((t_raw < c - beta) | (torch.isinf(c) & (x < math.inf))) | torch.isnan(t_raw)
-        t = torch.clamp(t_raw, min=-beta, max=c - beta)
-        partials = _partials_at(t, inside, alpha, beta, gamma, _partial_cap(ctype), list(d.unbind(-1)))
+        partials = first_order_partials(x.to(ctype), gamma, list(d.unbind(-1))[:-1], q)
         gout = grad_output.to(ctype)
         needs = ctx.needs_input_grad
         return (
@@ -237,6 +300,7 @@ class _CompiledSPOCU(torch.autograd.Function):
                 _reduce(gout * p, q) if need else None
                 for p, q, need in zip(partials[1:], (alpha, beta, gamma), needs[1:4])
             ),
+            None,
             None,
             None,
         )
@@ -257,7 +321,7 @@ def traced_forward(x, alpha, beta, gamma, c):
     alpha, beta, gamma = (p.to(ctype) for p in (alpha, beta, gamma))
     d = torch.stack(shifted_coefficients(beta), dim=-1)
     c = torch.as_tensor(c, dtype=ctype, device=x.device)
-    return _CompiledSPOCU.apply(x, alpha, beta, gamma, d, c)
+    return _CompiledSPOCU.apply(x, alpha, beta, gamma, d, first_order_constants(alpha, beta, gamma, c), c)
 
 
 def _save_input_and_parameters(ctx, inputs, output) -> None:
@@ -308,17 +372,12 @@ def _fused_forward_math(x, alpha, beta, gamma, c, out):
     out.copy_(alpha * t * _poly(t, shifted_coefficients(beta)))
 
 
-def _fused_backward_math(grad, x, alpha, beta, gamma, c, cap, out):
-    # the formulas of _partials, with cap = _partial_cap(compute dtype) as a 0-d tensor
-    w = x.to(alpha.dtype)
+def _fused_backward_math(grad, x, alpha, beta, gamma, constants, out):
+    # the formulas of first_order_partials; constants: first_order_constants (computed outside)
     gout = grad.to(alpha.dtype)
-    t_raw = w / gamma
-    upper = c - beta
-    at_inf = torch.isposinf(w)  # flat by convention, also for c = inf (as _partials)
-    # (a finite x whose x / gamma overflows is inside when c = inf)
-    inside = ~((t_raw <= -beta) | ((t_raw >= upper) & torch.isfinite(upper)) | at_inf)
-    t = torch.clamp(t_raw, min=-beta, max=upper)
-    d_x, d_alpha, d_beta, d_gamma = _partials_at(t, inside, alpha, beta, gamma, cap, shifted_coefficients(beta))
+    d_x, d_alpha, d_beta, d_gamma = first_order_partials(
+        x.to(alpha.dtype), gamma, shifted_coefficients(beta)[:-1], constants
+    )
     out.copy_(gout * d_x)
     return tuple((gout * p).sum((0, 2), keepdim=True) for p in (d_alpha, d_beta, d_gamma))
 
@@ -372,7 +431,7 @@ def _tag(x3: torch.Tensor, dtype: torch.dtype) -> str:
     return f"{str(dtype).removeprefix('torch.')}_{x3.device.type}_{ones}"
 
 
-def _example(x3: torch.Tensor, *others: torch.Tensor, with_cap: bool = False) -> Callable[[], tuple]:
+def _example(x3: torch.Tensor, *others: torch.Tensor, backward: bool = False) -> Callable[[], tuple]:
     """Large blank arguments with x3's unit-dim pattern (Inductor sizes its parallelism on them)."""
 
     def make() -> tuple:
@@ -381,9 +440,8 @@ def _example(x3: torch.Tensor, *others: torch.Tensor, with_cap: bool = False) ->
         blank = lambda dtype, s: torch.zeros(s, dtype=dtype, device=x3.device)  # noqa: E731
         ctype = compute_dtype(x3.dtype)
         params = [blank(ctype, pshape) + 0.5 for _ in range(3)]
-        params.append(torch.tensor(math.inf, dtype=ctype, device=x3.device))
-        if with_cap:
-            params.append(torch.tensor(_partial_cap(ctype), dtype=ctype, device=x3.device))
+        c = torch.tensor(math.inf, dtype=ctype, device=x3.device)
+        params.append(first_order_constants(*params, c) if backward else c)
         tensors = [blank(t.dtype, shape) for t in others]
         return (*tensors, *params, blank(x3.dtype, shape))
 
@@ -414,13 +472,12 @@ class _InductorKernels:
     @staticmethod
     def backward(grad_output, x, alpha, beta, gamma, c):
         channels, params, c_t = _fused_params(x, alpha, beta, gamma, c)
-        cap = torch.tensor(_partial_cap(c_t.dtype), dtype=c_t.dtype, device=x.device)
         src = _layout_for(x, channels)
         grad = dense_like(grad_output, src)
         out = torch.empty_like(src)
         x3 = _as_acb(src, channels)
-        args = (_as_acb(grad, channels), x3, *params, c_t, cap, _as_acb(out, channels))
-        sums = _inductor.run("learnable_backward", _tag(x3, x.dtype), args, _example(x3, x3, x3, with_cap=True))
+        args = (_as_acb(grad, channels), x3, *params, first_order_constants(*params, c_t), _as_acb(out, channels))
+        sums = _inductor.run("learnable_backward", _tag(x3, x.dtype), args, _example(x3, x3, x3, backward=True))
         return None if sums is _inductor.FAILED else (out, sums)
 
 
