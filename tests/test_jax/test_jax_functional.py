@@ -257,3 +257,17 @@ def test_array_parameters_forward_mode_equals_reverse_mode():
         np.testing.assert_allclose(
             np.asarray(g2), reference_spocu_grad2(np.asarray(x), 1.3, 0.4, 2.2, 3.0), rtol=1e-10, atol=1e-12
         )
+
+
+@pytest.mark.parametrize("c", [math.inf, 5e4], ids=["cinf", "c5e4"])
+def test_array_parameter_partials_beyond_the_cap_equal_the_reference_or_saturate(c):
+    """Beyond u_cap (2.7e4 in float32) each partial is exact where float32 holds it, also where r'(u)
+    alone does not (alpha/gamma = 1e-3 at u = 3e5), and saturates with its sign where it overflows; a
+    finite x whose x/gamma overflows is not flat (as on the torch paths)."""
+    from learnable_reference import check_partials_beyond_the_cap
+
+    def partials_at(x, a, b, g):
+        f = lambda *args: spocu(*args, c=c)  # noqa: E731
+        return jax.grad(f, argnums=(0, 1, 2, 3))(jnp.float32(x), *(jnp.float32(p) for p in (a, b, g)))
+
+    check_partials_beyond_the_cap(partials_at, c)

@@ -390,3 +390,18 @@ def test_kernels_live_in_one_module_without_function_level_imports_of_spocu_kera
                         raise AssertionError(f"{module.__name__}.{node.name} imports {inner.module} inside a function")
     assert spocu.keras.functional.spocu_fixed is spocu.keras.layers.spocu_fixed is spocu.keras.kernels.spocu_fixed
     assert spocu.keras.functional.SPOCU is spocu.keras.layers.SPOCU
+
+
+@pytest.mark.parametrize("c", [math.inf, 5e4], ids=["cinf", "c5e4"])
+def test_tensor_parameter_partials_beyond_the_cap_equal_the_reference_or_saturate(c):
+    """Beyond u_cap (2.7e4 in float32) each partial of the tensor-parameter route is exact where float32
+    holds it, also where r'(u) alone does not (alpha/gamma = 1e-3 at u = 3e5), and saturates with its sign
+    where it overflows; a finite x whose x/gamma overflows is not flat (as on the torch paths)."""
+    from learnable_reference import check_partials_beyond_the_cap
+
+    def partials_at(x, a, b, g):
+        arrays = [np.asarray([v], np.float64) for v in (x, a, b, g)]
+        _, _, *grads = worker.value_and_grads(lambda *t: K.spocu_tensor_params(*t, c=c), arrays, "float32")
+        return [grad[0] for grad in grads]
+
+    check_partials_beyond_the_cap(partials_at, c)

@@ -122,7 +122,9 @@ def _array_pieces(x: jax.Array, b: jax.Array, g: jax.Array, c: float) -> tuple[j
     and t_in: t where SPOCU is active, 0 elsewhere (so no discarded branch can overflow)."""
     t_raw = x / g
     low = t_raw <= -b
-    high = t_raw >= c - b  # also for c = inf: t = +inf is on the flat side (s'(+inf) = 0)
+    # x = +inf is on the flat side (s'(+inf) = 0), also for c = inf; a finite x whose x / g
+    # overflows is not (its partials saturate), as on every torch path and in the reference
+    high = (x == jnp.inf) if math.isinf(c) else (t_raw >= c - b)
     t = jnp.where(low, -b, jnp.where(high, c - b, t_raw))
     outside = low | high
     return t, outside, jnp.where(outside, jnp.zeros((), t.dtype), t)
@@ -143,6 +145,24 @@ def _nan_where(bad: jax.Array, v: jax.Array) -> jax.Array:
 def _array_spocu(x: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, c: float) -> jax.Array:
     t, _, _ = _array_pieces(x, b, g, c)
     return _nan_where(_outside_domain(a, b, g), a * _shifted_horner(t, shifted_coefficients(b)))
+
+
+def _partial_cap(dtype: Any) -> float:
+    """u where 8 u^8 reaches 1/128 of ``dtype``'s largest value: below it no partial's usual formula
+    overflows (2.7e4 in float32), as :func:`spocu.torch._learnable._partial_cap`."""
+    return float((np.finfo(dtype).max / 1024.0) ** (1.0 / 8.0))
+
+
+def _tail_partials(
+    u: jax.Array, t: jax.Array, a: jax.Array, g: jax.Array, r_prime_b: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """ds/dx, ds/db, ds/dg at u = b + t >= u_cap: ``r'(u) = u^2 (u^4 (8u - 14) + 6)`` scaled from each
+    partial's constant outwards (every later factor is >= 1 there), so an intermediate overflows only
+    where the partial does (or, for a constant below 9e-16 in float32, beyond u = 3.4e7)."""
+    u2 = u * u
+    r_prime_over_u2 = u2 * u2 * (8.0 * u - 14.0) + 6.0
+    k = a / g
+    return (k * u2) * r_prime_over_u2, (a * u2) * r_prime_over_u2 - a * r_prime_b, -((k * (u2 * t)) * r_prime_over_u2)
 
 
 def _saturate(v: jax.Array) -> jax.Array:
@@ -166,14 +186,16 @@ def _array_spocu_jvp(
     unit = _shifted_horner(t, d)  # s / a
     bad = _outside_domain(a, b, g)
     y = _nan_where(bad, a * unit)
-    r_prime_shift = _shifted_horner(t_in, d, derivative=True)  # r'(b + t) - r'(b), 0 outside
+    # beyond u_cap (c = inf or c > u_cap) the tail formulas; each side sees only its own range
+    tail = b + t_in > _partial_cap(y.dtype)
+    t_main = jnp.where(tail, jnp.zeros((), y.dtype), t_in)
+    r_prime_shift = _shifted_horner(t_main, d, derivative=True)  # r'(b + t) - r'(b), 0 outside
     hp = jnp.where(outside, jnp.zeros((), y.dtype), r_prime_shift + d[0])
-    partials = (
-        _saturate(a / g * hp),
-        _saturate(unit),
-        _saturate(a * jnp.where(outside, -d[0], r_prime_shift)),
-        _saturate(-(a / g) * hp * t_in),
-    )
+    main = (a / g * hp, a * jnp.where(outside, -d[0], r_prime_shift), -(a / g) * hp * t_main)
+    t_tail = jnp.where(tail, t_in, jnp.ones((), y.dtype))
+    tails = _tail_partials(b + t_tail, t_tail, a, g, d[0])
+    d_x, d_b, d_g = (jnp.where(tail, v_tail, v_main) for v_tail, v_main in zip(tails, main))
+    partials = (_saturate(d_x), _saturate(unit), _saturate(d_b), _saturate(d_g))
     y_dot = jnp.zeros_like(y)
     for tangent, partial_derivative in zip(tangents, partials):
         if not isinstance(tangent, jax.custom_derivatives.SymbolicZero):  # an input that is not differentiated

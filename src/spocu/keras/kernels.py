@@ -202,12 +202,37 @@ def _tensor_pieces(x: Any, b: Any, g: Any, c: float) -> tuple[Any, Any, Any]:
     """t = clip(x/g, -b, c - b), the mask of the flat pieces (kinks and x = +-inf included), and t
     where SPOCU is active, 0 elsewhere (so that no discarded branch can overflow into a NaN)."""
     t_raw = ops.divide(x, g)
-    upper = ops.subtract(_const(c, b), b)  # inf for c = inf: t = +inf counts as flat (s'(+inf) = 0)
+    upper = ops.subtract(_const(c, b), b)
     low = ops.less_equal(t_raw, ops.negative(b))
-    high = ops.greater_equal(t_raw, upper)
+    # x = +inf is on the flat side (s'(+inf) = 0), also for c = inf; a finite x whose x / g
+    # overflows is not (its partials saturate), as on every torch path and in the reference
+    high = ops.equal(x, _const(math.inf, x)) if math.isinf(c) else ops.greater_equal(t_raw, upper)
     t = ops.where(low, ops.negative(b), ops.where(high, upper, t_raw))
     outside = ops.logical_or(low, high)
     return t, outside, ops.where(outside, ops.zeros((), dtype=t.dtype), t)
+
+
+def _partial_cap(v: Any) -> float:
+    """u where 8 u^8 reaches 1/128 of ``v``'s dtype's largest value: below it no partial's usual formula
+    overflows (2.7e4 in float32), as :func:`spocu.torch._learnable._partial_cap`."""
+    return float((np.finfo(keras.backend.standardize_dtype(v.dtype)).max / 1024.0) ** (1.0 / 8.0))
+
+
+def _tail_partials(u: Any, t: Any, a: Any, g: Any, r_prime_b: Any) -> tuple[Any, Any, Any]:
+    """ds/dx, ds/db, ds/dg at u = b + t >= u_cap: ``r'(u) = u^2 (u^4 (8u - 14) + 6)`` scaled from each
+    partial's constant outwards (every later factor is >= 1 there), so an intermediate overflows only
+    where the partial does (or, for a constant below 9e-16 in float32, beyond u = 3.4e7)."""
+    u2 = ops.multiply(u, u)
+    eight_u = ops.multiply(_const(8.0, u), u)
+    r_prime_over_u2 = ops.add(
+        ops.multiply(ops.multiply(u2, u2), ops.subtract(eight_u, _const(14.0, u))), _const(6.0, u)
+    )
+    k = ops.divide(a, g)
+    return (
+        ops.multiply(ops.multiply(k, u2), r_prime_over_u2),
+        ops.subtract(ops.multiply(ops.multiply(a, u2), r_prime_over_u2), ops.multiply(a, r_prime_b)),
+        ops.negative(ops.multiply(ops.multiply(k, ops.multiply(u2, t)), r_prime_over_u2)),
+    )
 
 
 def _saturate(v: Any) -> Any:
@@ -243,16 +268,22 @@ def _tensor_params_generic(x: Any, a: Any, b: Any, g: Any, c: float) -> Any:
                 (upstream,) = args
             t, outside, t_in = _tensor_pieces(x, b, g, c)
             d = _shifted_coefficients(b)
-            r_prime_shift = _shifted_horner(t_in, d, derivative=True)  # r'(b + t) - r'(b), 0 outside
             zero = ops.zeros((), dtype=t.dtype)
+            # beyond u_cap (c = inf or c > u_cap) the tail formulas; each side sees only its own range
+            tail = ops.greater(ops.add(b, t_in), _const(_partial_cap(t), t))
+            t_main = ops.where(tail, zero, t_in)
+            r_prime_shift = _shifted_horner(t_main, d, derivative=True)  # r'(b + t) - r'(b), 0 outside
             hp = ops.where(outside, zero, ops.add(r_prime_shift, d[0]))  # h'(u): 0 on the flat pieces
             a_over_g = ops.divide(a, g)
-            partials = (
+            main = (
                 ops.multiply(a_over_g, hp),  # ds/dx
-                _shifted_horner(t, d),  # ds/da = s/a
                 ops.multiply(a, ops.where(outside, ops.negative(d[0]), r_prime_shift)),  # ds/db = a (h'(u) - r'(b))
-                ops.negative(ops.multiply(ops.multiply(a_over_g, hp), t_in)),  # ds/dg = -(a/g) h'(u) t
+                ops.negative(ops.multiply(ops.multiply(a_over_g, hp), t_main)),  # ds/dg = -(a/g) h'(u) t
             )
+            t_tail = ops.where(tail, t_in, ops.ones((), dtype=t.dtype))
+            tails = _tail_partials(ops.add(b, t_tail), t_tail, a, g, d[0])
+            d_x, d_b, d_g = (ops.where(tail, v_tail, v_main) for v_tail, v_main in zip(tails, main))
+            partials = (d_x, _shifted_horner(t, d), d_b, d_g)  # ds/da = s/a
             return tuple(
                 _sum_to_shape(ops.multiply(upstream, _saturate(p)), v.shape) for p, v in zip(partials, (x, a, b, g))
             )
