@@ -50,8 +50,11 @@ def test_register_is_idempotent_and_never_overwrites(monkeypatch):
 
 
 def _reload_in_fresh_process(directory: Path) -> np.ndarray:
+    # the same intra-op thread count as this process: a matmul's last bits depend on it (an earlier test in this
+    # worker may have changed it), and the comparison is of the saved model, not of the thread count
     script = (
         "import sys, numpy as np, torch\n"
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
         "import spocu.transformers\n"
         "from transformers import BertModel\n"
         f"model = BertModel.from_pretrained({str(directory)!r}).eval()\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -69,3 +70,33 @@ def test_seeds_change_the_run_and_repeat_exactly(config):
     assert _history(a) == _history(b)
     assert _history(a) != _history(c)
     assert a.init == "lecun-normal" and a.threads == 1 and a.device == "cpu"
+
+
+_WRITES_TO_FD_2 = r"""
+import os, sys
+from spocu.experiments.run.engine import _tensorflow_info_lines_dropped
+with _tensorflow_info_lines_dropped():
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+    os.write(2, b"I0000 00:00:1796391202.399854   11535 port.cc:153] oneDNN custom operations are on.\n")
+    os.write(2, b"E0000 00:00:1796391202.399854   11535 real.cc:1] a real error\n")
+    print("from Python", file=sys.stderr)
+print("after", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("level, dropped", [("3", True), ("1", True), ("0", False), ("", False)])
+def test_tensorflow_info_lines_are_dropped_from_file_descriptor_2_only_when_info_is_off(level, dropped):
+    """TensorFlow 2.21 writes its oneDNN note (absl INFO, with absl's preamble) to fd 2 at import, before it reads
+    TF_CPP_MIN_LOG_LEVEL; importing the Keras engine drops those lines when the level asks for no INFO, and keeps
+    every other line, in order."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if level:
+        env["TF_CPP_MIN_LOG_LEVEL"] = level
+    done = subprocess.run([sys.executable, "-c", _WRITES_TO_FD_2], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[-3:] == ["E0000 00:00:1796391202.399854   11535 real.cc:1] a real error", "from Python", "after"]
+    assert (len(lines) == 3) is dropped, lines

@@ -43,8 +43,13 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import math
+import os
+import re
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -293,4 +298,52 @@ def get_engine(framework: str) -> Engine:
     """The engine module for ``framework`` (imported on demand)."""
     if framework not in ENGINES:
         raise ValueError(f"unknown framework {framework!r}; available: {', '.join(ENGINES)}")
+    if framework == "keras":
+        with _tensorflow_info_lines_dropped():
+            return importlib.import_module(ENGINES[framework])
     return importlib.import_module(ENGINES[framework])
+
+
+#: absl's INFO lines ("I1204 12:00:00.000000 123 port.cc:153] ...") and the preamble absl writes before its first line
+_ABSL_INFO = re.compile(r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog\(\) is called)")
+
+
+@contextmanager
+def _tensorflow_info_lines_dropped() -> Iterator[None]:
+    """While the block runs (importing Keras, hence TensorFlow), hold file descriptor 2 in a temporary file, then
+    write every line back except absl's INFO lines, when ``TF_CPP_MIN_LOG_LEVEL`` >= 1 asks for no INFO.
+
+    TensorFlow 2.21 on CPUs with AVX-512 prints its oneDNN note at import through absl, before it reads
+    ``TF_CPP_MIN_LOG_LEVEL``, so the variable (which ``spocu compare`` sets to 3 unless the user set it)
+    cannot stop it; its C++ code writes to the descriptor, not to ``sys.stderr``.
+    """
+    try:
+        level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        level = 0
+    try:
+        stderr_fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a replaced sys.stderr (pytest's capture, a notebook)
+        stderr_fd = -1
+    if level < 1 or stderr_fd != 2:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [
+                line
+                for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                if not _ABSL_INFO.match(line)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
