@@ -67,6 +67,7 @@ __all__ = [
     "reference_spocu_param_grads",
     "LEARNABLE_FLOOR",
     "LEARNABLE_MARGIN",
+    "learnable_partial_cap",
     "learnable_positive",
     "learnable_unit",
     "learnable_to_params",
@@ -586,6 +587,20 @@ def _namespace_functions(xp: Any) -> tuple[Any, Any, Any]:
         # a tensor of like's dtype: Keras's torch backend rounds Python floats to float32 in mixed ops
         return xp.softplus, xp.sigmoid, (lambda c, like: xp.convert_to_tensor(c, dtype=like.dtype))
     raise TypeError(f"unsupported array namespace {name or xp!r}: use numpy, torch, jax.numpy or keras.ops")
+
+
+def learnable_partial_cap(largest: float) -> float:
+    r"""u = beta + t up to which no partial derivative of learnable SPOCU overflows in its usual formulas.
+
+    :math:`8u^8` (about :math:`r'(u)\,t`, the largest of them) reaches 1/128 of ``largest``, a
+    floating dtype's largest finite value: :math:`u_{cap} = (largest / 1024)^{1/8}`. Beyond it the
+    framework adapters switch to tail formulas that scale each partial from its constant outwards.
+
+    Examples:
+        >>> round(learnable_partial_cap(float(np.finfo(np.float32).max)))  # float32
+        27554
+    """
+    return float((largest / 1024.0) ** (1.0 / 8.0))
 
 
 def learnable_positive(raw: Any, xp: Any = np) -> Any:

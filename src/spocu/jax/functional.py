@@ -35,6 +35,7 @@ from spocu.core import (
     DEFAULT_GAMMA,
     SPOCUParams,
     cached_kernel_params,
+    learnable_partial_cap,
     shifted_coefficients,
 )
 
@@ -147,12 +148,6 @@ def _array_spocu(x: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, c: floa
     return _nan_where(_outside_domain(a, b, g), a * _shifted_horner(t, shifted_coefficients(b)))
 
 
-def _partial_cap(dtype: Any) -> float:
-    """u where 8 u^8 reaches 1/128 of ``dtype``'s largest value: below it no partial's usual formula
-    overflows (2.7e4 in float32), as :func:`spocu.torch._learnable._partial_cap`."""
-    return float((np.finfo(dtype).max / 1024.0) ** (1.0 / 8.0))
-
-
 def _tail_partials(
     u: jax.Array, t: jax.Array, a: jax.Array, g: jax.Array, r_prime_b: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -187,7 +182,7 @@ def _array_spocu_jvp(
     bad = _outside_domain(a, b, g)
     y = _nan_where(bad, a * unit)
     # beyond u_cap (c = inf or c > u_cap) the tail formulas; each side sees only its own range
-    tail = b + t_in > _partial_cap(y.dtype)
+    tail = b + t_in > learnable_partial_cap(float(jnp.finfo(y.dtype).max))
     t_main = jnp.where(tail, jnp.zeros((), y.dtype), t_in)
     r_prime_shift = _shifted_horner(t_main, d, derivative=True)  # r'(b + t) - r'(b), 0 outside
     hp = jnp.where(outside, jnp.zeros((), y.dtype), r_prime_shift + d[0])

@@ -39,7 +39,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from spocu.core import DEFAULT_C, SHIFTED_COEFFICIENT_POLYNOMIALS, SPOCUParams
+from spocu.core import DEFAULT_C, SHIFTED_COEFFICIENT_POLYNOMIALS, SPOCUParams, learnable_partial_cap
 
 __all__ = ["as_float_input", "spocu_fixed", "spocu_tensor_params"]
 
@@ -212,12 +212,6 @@ def _tensor_pieces(x: Any, b: Any, g: Any, c: float) -> tuple[Any, Any, Any]:
     return t, outside, ops.where(outside, ops.zeros((), dtype=t.dtype), t)
 
 
-def _partial_cap(v: Any) -> float:
-    """u where 8 u^8 reaches 1/128 of ``v``'s dtype's largest value: below it no partial's usual formula
-    overflows (2.7e4 in float32), as :func:`spocu.torch._learnable._partial_cap`."""
-    return float((np.finfo(keras.backend.standardize_dtype(v.dtype)).max / 1024.0) ** (1.0 / 8.0))
-
-
 def _tail_partials(u: Any, t: Any, a: Any, g: Any, r_prime_b: Any) -> tuple[Any, Any, Any]:
     """ds/dx, ds/db, ds/dg at u = b + t >= u_cap: ``r'(u) = u^2 (u^4 (8u - 14) + 6)`` scaled from each
     partial's constant outwards (every later factor is >= 1 there), so an intermediate overflows only
@@ -270,7 +264,8 @@ def _tensor_params_generic(x: Any, a: Any, b: Any, g: Any, c: float) -> Any:
             d = _shifted_coefficients(b)
             zero = ops.zeros((), dtype=t.dtype)
             # beyond u_cap (c = inf or c > u_cap) the tail formulas; each side sees only its own range
-            tail = ops.greater(ops.add(b, t_in), _const(_partial_cap(t), t))
+            cap = learnable_partial_cap(float(np.finfo(keras.backend.standardize_dtype(t.dtype)).max))
+            tail = ops.greater(ops.add(b, t_in), _const(cap, t))
             t_main = ops.where(tail, zero, t_in)
             r_prime_shift = _shifted_horner(t_main, d, derivative=True)  # r'(b + t) - r'(b), 0 outside
             hp = ops.where(outside, zero, ops.add(r_prime_shift, d[0]))  # h'(u): 0 on the flat pieces

@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 import torch
 
-from spocu.core import LEARNABLE_MARGIN, learnable_positive, shifted_coefficients
+from spocu.core import LEARNABLE_MARGIN, learnable_partial_cap, learnable_positive, shifted_coefficients
 from spocu.torch import _cpp, _inductor
 from spocu.torch._autograd import plain_apply
 from spocu.torch._compat import functorch_active
@@ -85,8 +85,8 @@ def _pieces(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, c: float):
 
 
 def _partial_cap(dtype: torch.dtype) -> float:
-    """u where 8 u^8 reaches 1/128 of ``dtype``'s largest value (r'(u) * u and r(u) stay finite below it)."""
-    return (torch.finfo(dtype).max / 1024.0) ** (1.0 / 8.0)
+    """:func:`spocu.core.learnable_partial_cap` of ``dtype`` (2.7e4 in float32)."""
+    return learnable_partial_cap(torch.finfo(dtype).max)
 
 
 def _partials(x, alpha, beta, gamma, c):
